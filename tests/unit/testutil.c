@@ -1,0 +1,121 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+int tu_run(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int nf = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return nf == 0 ? 0 : 1;
+}
+
+void tu_fill_uniform(float *p, int64_t n, dyn_rng *r, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * dyn_rng_uniform(r);
+}
+
+double tu_rel_err(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    return sqrt(num) / fmax(sqrt(den), 1e-30);
+}
+
+double tu_max_abs_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - (double)b[i]));
+    return m;
+}
+
+typedef struct {
+    dyn_layer *l;
+    dyn_tensor x, y;
+    const float *R;
+    float *scratch;
+    int training;
+} gc_ctx;
+
+static double gc_loss(gc_ctx *c) {
+    if (c->l->ops->prepare) DYN_ASSERT(c->l->ops->prepare(c->l, NULL) == 0);
+    c->l->ops->forward(c->l, &c->x, &c->y, c->scratch, c->training);
+    double s = 0;
+    int64_t n = dyn_tensor_numel(&c->y);
+    for (int64_t i = 0; i < n; i++) s += (double)c->y.data[i] * (double)c->R[i];
+    return s;
+}
+
+static int gc_check_tensor(gc_ctx *c, const char *what, float *vals, const float *an, int64_t n,
+                           int max_coords, dyn_rng *r, float h, double atol, double rtol) {
+    int fails = 0;
+    int64_t count = n < max_coords ? n : max_coords;
+    for (int64_t t = 0; t < count; t++) {
+        int64_t i = n <= max_coords ? t : (int64_t)dyn_rng_below(r, (uint32_t)n);
+        float keep = vals[i];
+        vals[i] = keep + h;
+        double lp = gc_loss(c);
+        vals[i] = keep - h;
+        double lm = gc_loss(c);
+        vals[i] = keep;
+        double fd = (lp - lm) / (2.0 * (double)h);
+        double a = an[i];
+        if (fabs(fd - a) > atol + rtol * fmax(fabs(fd), fabs(a))) {
+            if (fails < 8)
+                fprintf(stderr, "gradcheck %s %s[%lld]: analytic %.6g numeric %.6g\n", c->l->name,
+                        what, (long long)i, a, fd);
+            fails++;
+        }
+    }
+    gc_loss(c);
+    return fails;
+}
+
+int tu_gradcheck(dyn_layer *l, const dyn_shape *in, int training, uint64_t seed, int max_coords,
+                 float h, double atol, double rtol) {
+    dyn_rng r;
+    dyn_rng_seed(&r, seed);
+    gc_ctx c = {.l = l, .training = training};
+    dyn_shape out;
+    dyn_err err = {0};
+    if (l->ops->infer(l, in, &out, &err)) {
+        fprintf(stderr, "gradcheck: infer failed: %s\n", err.msg);
+        return 1;
+    }
+    DYN_ASSERT(dyn_tensor_init_shape(&c.x, in, NULL) == 0);
+    DYN_ASSERT(dyn_tensor_init_shape(&c.y, &out, NULL) == 0);
+    dyn_tensor dy, dx;
+    DYN_ASSERT(dyn_tensor_init_shape(&dy, &out, NULL) == 0);
+    DYN_ASSERT(dyn_tensor_init_shape(&dx, in, NULL) == 0);
+    size_t ns = l->ops->scratch ? l->ops->scratch(l, in, training) : 0;
+    c.scratch = dyn_alloc_zero((ns + 1) * sizeof(float));
+    tu_fill_uniform(c.x.data, dyn_tensor_numel(&c.x), &r, -1.0f, 1.0f);
+    tu_fill_uniform(dy.data, dyn_tensor_numel(&dy), &r, -1.0f, 1.0f);
+    c.R = dy.data;
+
+    dyn_layer_zero_grad(l);
+    gc_loss(&c);
+    l->ops->backward(l, &c.x, &c.y, &dy, &dx, c.scratch);
+
+    /* Keep analytic grads: later forwards must not disturb them, but copy to be safe. */
+    int fails = gc_check_tensor(&c, "input", c.x.data, dx.data, dyn_tensor_numel(&c.x),
+                                max_coords, &r, h, atol, rtol);
+    for (int p = 0; p < l->nparams; p++) {
+        dyn_param *pp = &l->params[p];
+        if (!pp->trainable) continue;
+        int64_t n = dyn_tensor_numel(&pp->value);
+        float *an = malloc((size_t)n * sizeof(float));
+        memcpy(an, pp->grad.data, (size_t)n * sizeof(float));
+        fails += gc_check_tensor(&c, pp->name, pp->value.data, an, n, max_coords, &r, h, atol,
+                                 rtol);
+        free(an);
+    }
+    dyn_free(c.scratch);
+    dyn_tensor_release(&c.x);
+    dyn_tensor_release(&c.y);
+    dyn_tensor_release(&dy);
+    dyn_tensor_release(&dx);
+    return fails;
+}

@@ -1,0 +1,29 @@
+/* testutil.h — shared helpers for the Check unit tests: a main() per test file, random fills,
+ * error measures and a finite-difference gradient check for any layer. */
+#ifndef DYN_TESTUTIL_H
+#define DYN_TESTUTIL_H
+
+#include <check.h>
+
+#include "layer.h"
+
+/* Runs suite s in Check's fork mode; returns 0 when every test passed. */
+int tu_run(Suite *s);
+#define TU_MAIN(suite_fn) \
+    int main(void) { return tu_run(suite_fn()); }
+
+void tu_fill_uniform(float *p, int64_t n, dyn_rng *r, float lo, float hi);
+/* ||a - b||_2 / max(||b||_2, 1e-30), accumulated in double. */
+double tu_rel_err(const float *a, const float *b, int64_t n);
+double tu_max_abs_diff(const float *a, const float *b, int64_t n);
+
+/* Finite-difference gradient check of layer l (prepared, params initialized) for input
+ * shape `in` (batch included; one input). Loss = sum(y * R) with random R. Checks up to
+ * `max_coords` coordinates of the input and of every trainable parameter with central
+ * differences (step h, in float32), calling l->ops->prepare after each perturbation.
+ * A coordinate passes when |fd - an| <= atol + rtol * max(|fd|, |an|). Returns the number of
+ * failing coordinates and prints each failure (tensor, index, analytic, numeric). */
+int tu_gradcheck(dyn_layer *l, const dyn_shape *in, int training, uint64_t seed, int max_coords,
+                 float h, double atol, double rtol);
+
+#endif
