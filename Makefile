@@ -48,11 +48,12 @@ all: $(BUILD)/libdyn.a $(BUILD)/dyn $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libdyn.a: $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/dyn: $(CLI_OBJ) $(BUILD)/libdyn.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)

@@ -65,6 +65,7 @@ typedef struct dyn_exec {
     dyn_tensor *act;    /* per node output, [max_batch, ...] */
     dyn_tensor *grad;   /* per node output gradient (training only) */
     dyn_tensor gtmp;    /* largest activation, for summing gradients of shared inputs */
+    dyn_tensor out;     /* view of the last forward's output (batch rows) */
     float *scratch;     /* one block shared in turn by the nodes' scratch areas */
     size_t *scratch_off;
 } dyn_exec;

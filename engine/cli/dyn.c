@@ -1,0 +1,403 @@
+/* dyn — the engine's offline command line: train, eval, inspect, bench.
+ *
+ *   dyn train --arch lenet5 [--dyn --fc H,q --conv H,q] --data mnist --epochs 10 --out m.dyn
+ *   dyn eval m.dyn --data mnist [--noise 1e-3 --trials 5]
+ *   dyn inspect m.dyn
+ *   dyn bench m.dyn [--batch 1,64]
+ *
+ * Data sets: "mnist" and "fashion" name data/<name>/ (fetched by `make data`); any other value
+ * is a directory holding the four IDX files (train-images-idx3-ubyte, ...; .gz also read).
+ * Results go to stdout (a final JSON line with --json); progress to stderr.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "io/model_file.h"
+#include "zoo.h"
+
+static const char *FASHION_LABELS[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+static const char *DIGIT_LABELS[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+
+typedef struct data_spec {
+    char dir[1024];
+    float mean, std;
+    const char *const *labels;
+    int is_fashion;
+} data_spec;
+
+static int data_resolve(const char *name, data_spec *d, dyn_err *err) {
+    memset(d, 0, sizeof *d);
+    const char *root = getenv("DYN_DATA_DIR");
+    if (!root) root = "data";
+    d->labels = DIGIT_LABELS;
+    d->mean = 0.1307f;
+    d->std = 0.3081f;
+    if (strcmp(name, "mnist") == 0) {
+        snprintf(d->dir, sizeof d->dir, "%s/mnist", root);
+    } else if (strcmp(name, "fashion") == 0 || strcmp(name, "fashion-mnist") == 0) {
+        snprintf(d->dir, sizeof d->dir, "%s/fashion", root);
+        d->mean = 0.2860f;
+        d->std = 0.3530f;
+        d->labels = FASHION_LABELS;
+        d->is_fashion = 1;
+    } else {
+        snprintf(d->dir, sizeof d->dir, "%s", name);
+    }
+    struct stat st;
+    if (stat(d->dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return dyn_err_set(err, DYN_EIO, "data set directory '%s' not found (run `make data`)",
+                           d->dir);
+    return 0;
+}
+
+static int data_load(const data_spec *d, const char *split, dyn_dataset *ds, dyn_err *err) {
+    char img[1200], lab[1200];
+    const char *pre = strcmp(split, "train") == 0 ? "train" : "t10k";
+    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte", d->dir, pre);
+    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte", d->dir, pre);
+    if (access(img, R_OK) != 0) strcat(img, ".gz");
+    if (access(lab, R_OK) != 0) strcat(lab, ".gz");
+    return dyn_idx_load(img, lab, ds, err);
+}
+
+static void die(const char *what, const dyn_err *err) {
+    fprintf(stderr, "dyn %s: %s\n", what, err->msg[0] ? err->msg : "failed");
+    exit(1);
+}
+
+static void fmt_time(double s, char *buf, size_t n) {
+    if (s < 0 || !isfinite(s)) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else
+        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+static void progress_line(void *ctx, const dyn_progress *p) {
+    (void)ctx;
+    char eta[32], el[32];
+    fmt_time(p->eta_s, eta, sizeof eta);
+    fmt_time(p->elapsed_s, el, sizeof el);
+    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %.0f img/s  elapsed %s  ETA %s",
+            p->epoch, p->epochs, (long long)p->step, (long long)p->steps, (double)p->loss,
+            100.0 * p->acc, p->images_per_s, el, eta);
+    if (p->epoch_end) {
+        if (p->val_acc >= 0) fprintf(stderr, "  val %.2f%%", 100.0 * p->val_acc);
+        fprintf(stderr, "\n");
+    }
+    fflush(stderr);
+}
+
+static int parse_hq(const char *s, int *H, int *q) {
+    return sscanf(s, "%d,%d", H, q) == 2 && *H > 0 && *q > 0 ? 0 : -1;
+}
+
+static json_t *preprocess_json(const dyn_model *m, const data_spec *d) {
+    return json_pack("{s:i, s:i, s:i, s:[f], s:[f], s:f, s:s}", "channels", (int)m->input.d[0],
+                     "height", (int)m->input.d[1], "width", (int)m->input.d[2], "mean",
+                     (double)d->mean, "std", (double)d->std, "scale", 255.0, "resize",
+                     "bilinear");
+}
+
+static void usage_train(void) {
+    fprintf(stderr,
+            "usage: dyn train [options]\n"
+            "  --arch lenet5|mlp        architecture (default lenet5)\n"
+            "  --dyn                    DyN layers instead of dense\n"
+            "  --fc H,q  --conv H,q     DyN copies and dims (default 4,4)\n"
+            "  --kernel l1|l2|inv       DyN interaction kernel (default l1)\n"
+            "  --exec auto|native|materialized\n"
+            "  --dense-last             keep the classifier dense\n"
+            "  --hidden N               MLP width (default 1024)\n"
+            "  --data mnist|fashion|DIR (default mnist)\n"
+            "  --epochs N --batch N --lr X --wd X --sgd\n"
+            "  --lr-final F             cosine decay to lr*F (default 0.01)\n"
+            "  --val N                  validation samples held out of train (default 5000)\n"
+            "  --limit N                use only N training samples\n"
+            "  --no-augment             no random shifts\n"
+            "  --seed N --threads N --out FILE --json\n");
+}
+
+static int cmd_train(int argc, char **argv) {
+    dyn_zoo_opts zo = dyn_zoo_opts_default();
+    dyn_train_cfg cfg = dyn_train_cfg_default();
+    cfg.epochs = 10;
+    cfg.lr_final_frac = 0.01f;
+    cfg.augment = 1;
+    const char *data = "mnist", *out = NULL;
+    int nval = 5000, limit = 0, json = 0, sgd = 0;
+    float lr = 1e-3f, wd = 0;
+    static struct option opts[] = {
+        {"arch", 1, 0, 'a'},   {"dyn", 0, 0, 'D'},     {"fc", 1, 0, 'f'},
+        {"conv", 1, 0, 'c'},   {"kernel", 1, 0, 'k'},  {"exec", 1, 0, 'x'},
+        {"hidden", 1, 0, 'h'}, {"data", 1, 0, 'd'},    {"epochs", 1, 0, 'e'},
+        {"batch", 1, 0, 'b'},  {"lr", 1, 0, 'l'},      {"wd", 1, 0, 'w'},
+        {"val", 1, 0, 'v'},    {"limit", 1, 0, 'L'},   {"seed", 1, 0, 's'},
+        {"out", 1, 0, 'o'},    {"json", 0, 0, 'j'},    {"threads", 1, 0, 't'},
+        {"no-augment", 0, 0, 'N'}, {"lr-final", 1, 0, 'F'}, {"dense-last", 0, 0, 'E'},
+        {"sgd", 0, 0, 'S'},    {"help", 0, 0, '?'},    {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': zo.arch = optarg; break;
+        case 'D': zo.dyn = 1; break;
+        case 'f': if (parse_hq(optarg, &zo.fc_H, &zo.fc_q)) goto bad; break;
+        case 'c': if (parse_hq(optarg, &zo.conv_H, &zo.conv_q)) goto bad; break;
+        case 'k': zo.kernel = optarg; break;
+        case 'x': zo.exec = optarg; break;
+        case 'h': zo.hidden = atoi(optarg); break;
+        case 'd': data = optarg; break;
+        case 'e': cfg.epochs = atoi(optarg); break;
+        case 'b': cfg.batch = atoi(optarg); break;
+        case 'l': lr = strtof(optarg, NULL); break;
+        case 'w': wd = strtof(optarg, NULL); break;
+        case 'v': nval = atoi(optarg); break;
+        case 'L': limit = atoi(optarg); break;
+        case 's': cfg.seed = strtoull(optarg, NULL, 10); break;
+        case 'o': out = optarg; break;
+        case 'j': json = 1; break;
+        case 't': dyn_threads_set(atoi(optarg)); break;
+        case 'N': cfg.augment = 0; break;
+        case 'F': cfg.lr_final_frac = strtof(optarg, NULL); break;
+        case 'E': zo.dense_last = 1; break;
+        case 'S': sgd = 1; break;
+        default: goto bad;
+        }
+    }
+    cfg.optim = dyn_optim_default(sgd ? DYN_OPT_SGD : DYN_OPT_ADAM, lr);
+    cfg.optim.weight_decay = wd;
+    cfg.progress = progress_line;
+
+    dyn_err err = {0};
+    data_spec d;
+    dyn_dataset tr, te;
+    if (data_resolve(data, &d, &err) || data_load(&d, "train", &tr, &err) ||
+        data_load(&d, "test", &te, &err))
+        die("train", &err);
+    zo.channels = tr.c;
+    zo.height = tr.h;
+    zo.width = tr.w;
+    zo.classes = 10;
+    dyn_model *m = dyn_zoo_build(&zo, &err);
+    if (!m) die("train", &err);
+    dyn_model_init(m, cfg.seed);
+    dyn_data_view vtr, vva, vte;
+    if (dyn_data_split(&tr, nval, limit, cfg.seed, d.mean, d.std, &vtr, &vva, &err) ||
+        dyn_data_all(&te, d.mean, d.std, &vte, &err))
+        die("train", &err);
+    dyn_batch_source str = dyn_data_view_source(&vtr), sva = dyn_data_view_source(&vva),
+                     ste = dyn_data_view_source(&vte);
+    dyn_layer_stats tot;
+    dyn_model_stats(m, NULL, &tot);
+    fprintf(stderr, "dyn train: %s %s, %lld stored floats, %lld MACs/image, %d train / %d val "
+                    "images, seed %llu\n",
+            zo.dyn ? "DyN" : "dense", zo.arch, (long long)tot.stored_floats, (long long)tot.macs,
+            vtr.n, vva.n, (unsigned long long)cfg.seed);
+    dyn_train_result res;
+    if (dyn_train(m, &str, nval ? &sva : NULL, &cfg, &res, &err)) die("train", &err);
+    double test_loss = 0, test_acc = dyn_evaluate(m, &ste, 256, &test_loss, &err);
+    if (test_acc < 0) die("train", &err);
+    dyn_model_labels_set(m, d.labels, 10);
+    m->preprocess = preprocess_json(m, &d);
+    m->info = json_pack("{s:s, s:s, s:I, s:i, s:f, s:f}", "trained_on", data, "arch", zo.arch,
+                        "seed", (json_int_t)cfg.seed, "epochs", cfg.epochs, "val_acc",
+                        (double)res.best_val_acc, "test_acc", test_acc);
+    if (out && dyn_model_save(m, out, &err)) die("train", &err);
+    dyn_model_stats(m, NULL, &tot);
+    printf("test accuracy %.2f%% (loss %.4f), best val %.2f%% at epoch %d, %.1f s, %lld stored "
+           "floats, %lld MACs/image\n",
+           100 * test_acc, test_loss, 100.0 * res.best_val_acc, res.best_epoch, res.seconds,
+           (long long)tot.stored_floats, (long long)tot.macs);
+    if (json) {
+        json_t *j = json_pack("{s:f, s:f, s:i, s:f, s:I, s:I, s:I, s:f}", "test_acc", test_acc,
+                              "val_acc", (double)res.best_val_acc, "best_epoch", res.best_epoch,
+                              "seconds", res.seconds, "stored_floats",
+                              (json_int_t)tot.stored_floats, "memory_floats",
+                              (json_int_t)tot.memory_floats, "macs", (json_int_t)tot.macs,
+                              "entropy_bits", tot.entropy_bits);
+        char *s = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    }
+    dyn_data_view_free(&vtr);
+    dyn_data_view_free(&vva);
+    dyn_data_view_free(&vte);
+    dyn_dataset_free(&tr);
+    dyn_dataset_free(&te);
+    dyn_model_free(m);
+    return 0;
+bad:
+    usage_train();
+    return 2;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    const char *data = "mnist";
+    float noise = 0;
+    int trials = 1, json = 0;
+    uint64_t seed = 1;
+    static struct option opts[] = {{"data", 1, 0, 'd'},   {"noise", 1, 0, 'n'},
+                                   {"trials", 1, 0, 'T'}, {"seed", 1, 0, 's'},
+                                   {"json", 0, 0, 'j'},   {"threads", 1, 0, 't'},
+                                   {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': data = optarg; break;
+        case 'n': noise = strtof(optarg, NULL); break;
+        case 'T': trials = atoi(optarg); break;
+        case 's': seed = strtoull(optarg, NULL, 10); break;
+        case 'j': json = 1; break;
+        case 't': dyn_threads_set(atoi(optarg)); break;
+        default: goto bad;
+        }
+    }
+    if (optind >= argc) goto bad;
+    dyn_err err = {0};
+    const char *path = argv[optind];
+    data_spec d;
+    dyn_dataset te;
+    if (data_resolve(data, &d, &err) || data_load(&d, "test", &te, &err)) die("eval", &err);
+    dyn_model *m0 = dyn_model_load(path, &err);
+    if (!m0) die("eval", &err);
+    dyn_data_view vte;
+    if (dyn_data_all(&te, d.mean, d.std, &vte, &err)) die("eval", &err);
+    dyn_batch_source ste = dyn_data_view_source(&vte);
+    double clean = dyn_evaluate(m0, &ste, 256, NULL, &err);
+    if (clean < 0) die("eval", &err);
+    printf("%s: test accuracy %.2f%% on %d images\n", path, 100 * clean, te.n);
+    double mean = 0, sd = 0;
+    if (noise > 0) {
+        double accs[256];
+        trials = DYN_MAX(1, DYN_MIN(trials, 256));
+        for (int t = 0; t < trials; t++) {
+            dyn_model *m = dyn_model_load(path, &err);
+            if (!m) die("eval", &err);
+            dyn_model_perturb(m, noise, seed + (uint64_t)t);
+            accs[t] = dyn_evaluate(m, &ste, 256, NULL, &err);
+            mean += accs[t] / trials;
+            dyn_model_free(m);
+        }
+        for (int t = 0; t < trials; t++) sd += (accs[t] - mean) * (accs[t] - mean);
+        sd = trials > 1 ? sqrt(sd / (trials - 1)) : 0;
+        printf("with uniform noise delta=%g on every parameter: %.2f%% +- %.2f (%d trials)\n",
+               (double)noise, 100 * mean, 100 * sd, trials);
+    }
+    if (json) {
+        json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:i}", "test_acc", clean, "noise",
+                              (double)noise, "noisy_acc", mean, "noisy_std", sd, "trials", trials);
+        char *s = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    }
+    dyn_data_view_free(&vte);
+    dyn_dataset_free(&te);
+    dyn_model_free(m0);
+    return 0;
+bad:
+    fprintf(stderr, "usage: dyn eval MODEL [--data mnist|fashion|DIR] [--noise DELTA --trials N "
+                    "--seed N] [--json]\n");
+    return 2;
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: dyn inspect MODEL\n");
+        return 2;
+    }
+    dyn_err err = {0};
+    dyn_model *m = dyn_model_load(argv[1], &err);
+    if (!m) die("inspect", &err);
+    dyn_layer_stats *st = calloc((size_t)m->nnodes, sizeof *st), tot;
+    dyn_model_stats(m, st, &tot);
+    printf("%-10s %-12s %-34s %12s %12s %12s %9s\n", "layer", "op", "config", "stored", "memory",
+           "MACs", "entropy");
+    for (int k = 0; k < m->nnodes; k++) {
+        dyn_layer *l = m->nodes[k].layer;
+        json_t *a = l->ops->attrs(l);
+        char *cfgs = json_dumps(a, JSON_COMPACT);
+        char ent[16] = "-";
+        if (st[k].is_dyn) snprintf(ent, sizeof ent, "%.3f", st[k].entropy_bits);
+        printf("%-10s %-12s %-34.34s %12lld %12lld %12lld %9s\n", l->name, l->ops->name,
+               cfgs ? cfgs : "", (long long)st[k].stored_floats, (long long)st[k].memory_floats,
+               (long long)st[k].macs, ent);
+        free(cfgs);
+        json_decref(a);
+    }
+    printf("%-10s %-12s %-34s %12lld %12lld %12lld %9s\n", "total", "", "",
+           (long long)tot.stored_floats, (long long)tot.memory_floats, (long long)tot.macs, "");
+    if (tot.is_dyn) printf("mean structural entropy of DyN layers: %.3f bits/coordinate\n",
+                           tot.entropy_bits);
+    printf("labels: %d, input: %lldx%lldx%lld\n", m->nlabels, (long long)m->input.d[0],
+           (long long)(m->input.ndim > 1 ? m->input.d[1] : 1),
+           (long long)(m->input.ndim > 2 ? m->input.d[2] : 1));
+    free(st);
+    dyn_model_free(m);
+    return 0;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: dyn bench MODEL [BATCH...]\n");
+        return 2;
+    }
+    dyn_err err = {0};
+    dyn_model *m = dyn_model_load(argv[1], &err);
+    if (!m) die("bench", &err);
+    int batches[8] = {1, 64}, nb = 2;
+    if (argc > 2) {
+        nb = 0;
+        for (int i = 2; i < argc && nb < 8; i++) batches[nb++] = atoi(argv[i]);
+    }
+    printf("%8s %12s %12s\n", "batch", "ms/batch", "images/s");
+    for (int i = 0; i < nb; i++) {
+        int B = batches[i] > 0 ? batches[i] : 1;
+        dyn_exec *e = dyn_exec_new(m, B, 0, &err);
+        if (!e) die("bench", &err);
+        dyn_rng r;
+        dyn_rng_seed(&r, 1);
+        for (int64_t j = 0; j < dyn_tensor_numel(&e->input); j++)
+            e->input.data[j] = dyn_rng_normal(&r);
+        dyn_exec_forward(e, e->input.data, B);
+        int reps = 0;
+        double t0 = dyn_now(), t;
+        do {
+            dyn_exec_forward(e, e->input.data, B);
+            reps++;
+        } while ((t = dyn_now() - t0) < 1.0);
+        printf("%8d %12.3f %12.0f\n", B, 1e3 * t / reps, (double)reps * B / t);
+        dyn_exec_free(e);
+    }
+    dyn_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fprintf(stderr, "usage: dyn <train|eval|inspect|bench> ...   (dyn <cmd> --help)\n"
+                        "dyn %s — DyN models: train, evaluate, inspect, benchmark\n",
+                DYN_VERSION);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("dyn %s\n", DYN_VERSION);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    fprintf(stderr, "dyn: unknown command '%s' (train, eval, inspect, bench)\n", cmd);
+    return 2;
+}

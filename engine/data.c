@@ -1,0 +1,89 @@
+#include "data.h"
+
+#include <string.h>
+
+static void view_fill(void *ctx, const int *idx, int count, float *x, int *y, dyn_rng *aug) {
+    const dyn_data_view *v = ctx;
+    const dyn_dataset *ds = v->ds;
+    const int H = ds->h, W = ds->w, C = ds->c;
+    const int64_t per = (int64_t)C * H * W;
+    const float scale = 1.0f / (255.0f * v->std), off = v->mean / v->std;
+    for (int b = 0; b < count; b++) {
+        int s = v->idx[idx[b]];
+        const uint8_t *px = ds->pixels + (int64_t)s * per;
+        float *dst = x + (int64_t)b * per;
+        y[b] = ds->labels[s];
+        int dy = 0, dx = 0;
+        if (aug && v->shift > 0) {
+            dy = (int)dyn_rng_below(aug, (uint32_t)(2 * v->shift + 1)) - v->shift;
+            dx = (int)dyn_rng_below(aug, (uint32_t)(2 * v->shift + 1)) - v->shift;
+        }
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < H; i++) {
+                int si = i - dy;
+                for (int j = 0; j < W; j++) {
+                    int sj = j - dx;
+                    float p = (si >= 0 && si < H && sj >= 0 && sj < W)
+                                  ? (float)px[((int64_t)c * H + si) * W + sj]
+                                  : 0.0f;
+                    dst[((int64_t)c * H + i) * W + j] = p * scale - off;
+                }
+            }
+    }
+}
+
+dyn_batch_source dyn_data_view_source(dyn_data_view *v) {
+    dyn_batch_source s = {.n = v->n, .fill = view_fill, .ctx = v};
+    return s;
+}
+
+static int view_init(dyn_data_view *v, const dyn_dataset *ds, int n, float mean, float std,
+                     dyn_err *err) {
+    memset(v, 0, sizeof *v);
+    v->ds = ds;
+    v->mean = mean;
+    v->std = std;
+    v->shift = 2;
+    v->idx = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    if (!v->idx) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    v->n = n;
+    return 0;
+}
+
+int dyn_data_all(const dyn_dataset *ds, float mean, float std, dyn_data_view *v, dyn_err *err) {
+    if (view_init(v, ds, ds->n, mean, std, err)) return DYN_ENOMEM;
+    for (int i = 0; i < ds->n; i++) v->idx[i] = i;
+    return 0;
+}
+
+int dyn_data_split(const dyn_dataset *ds, int nval, int limit, uint64_t seed, float mean,
+                   float std, dyn_data_view *train, dyn_data_view *val, dyn_err *err) {
+    if (nval < 0 || nval >= ds->n)
+        return dyn_err_set(err, DYN_EINVAL, "validation size %d must be in 0..%d", nval, ds->n - 1);
+    int *perm = malloc((size_t)ds->n * sizeof(int));
+    if (!perm) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    for (int i = 0; i < ds->n; i++) perm[i] = i;
+    dyn_rng r;
+    dyn_rng_seed(&r, seed);
+    for (int i = ds->n - 1; i > 0; i--) {
+        int j = (int)dyn_rng_below(&r, (uint32_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int ntrain = ds->n - nval;
+    if (limit > 0 && limit < ntrain) ntrain = limit;
+    if (view_init(val, ds, nval, mean, std, err) || view_init(train, ds, ntrain, mean, std, err)) {
+        free(perm);
+        dyn_data_view_free(val);
+        return DYN_ENOMEM;
+    }
+    memcpy(val->idx, perm, (size_t)nval * sizeof(int));
+    memcpy(train->idx, perm + nval, (size_t)ntrain * sizeof(int));
+    free(perm);
+    return 0;
+}
+
+void dyn_data_view_free(dyn_data_view *v) {
+    free(v->idx);
+    memset(v, 0, sizeof *v);
+}

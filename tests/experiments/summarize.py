@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Turns runs/results.jsonl (written by run.sh) into the RESULTS.md tables: one row per
+configuration with test accuracy mean ± std over seeds, stored floats, MACs, and the
+robustness columns; then every run with its command, wall time and seed."""
+import json
+import statistics
+import sys
+from collections import OrderedDict
+
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = OrderedDict()
+for r in runs:
+    rows.setdefault(r["row"], []).append(r)
+
+
+def ms(xs):
+    xs = [100 * x for x in xs]
+    if len(xs) < 2:
+        return f"{xs[0]:.2f}" if xs else "-"
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
+
+
+print("# Experiment results\n")
+print("Written by `tests/experiments/summarize.py` from `tests/experiments/runs/results.jsonl`,")
+print("which `make experiments` (`tests/experiments/run.sh`) fills. Test accuracy is measured once,")
+print("at the end, on the parameters of the best epoch on a 5000-image validation split held out")
+print("of the training set. δ: uniform noise in [−1e-3, 1e-3] added to every trainable parameter")
+print("(5 draws per model; mean over all draws of all seeds).\n")
+for data in ("mnist", "fashion"):
+    sel = [(k, v) for k, v in rows.items() if v[0]["data"] == data]
+    if not sel:
+        continue
+    print(f"## {'MNIST' if data == 'mnist' else 'Fashion-MNIST'}\n")
+    print("| row | seeds | test acc. (%) | best val (%) | stored floats | memory floats | MACs/image | entropy (bits) | acc. with δ=1e-3 (%) | mean wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for k, v in sel:
+        res = [x["result"] for x in v]
+        noisy = [x["noise"]["noisy_acc"] for x in v if x.get("noise") and "noisy_acc" in x["noise"]]
+        ent = res[0].get("entropy_bits", 0)
+        print(f"| {k} | {len(v)} | {ms([x['test_acc'] for x in res])} | {ms([x['val_acc'] for x in res])} | "
+              f"{res[0]['stored_floats']:,} | {res[0]['memory_floats']:,} | {res[0]['macs']:,} | "
+              f"{ent:.2f} | {ms(noisy) if noisy else '-'} | {statistics.mean([x['wall_s'] for x in v]):.0f} |")
+    print()
+print("## Every run\n")
+print("| row | seed | wall (s) | test acc. (%) | command |")
+print("|---|---|---|---|---|")
+for r in runs:
+    print(f"| {r['row']} | {r['seed']} | {r['wall_s']} | {100 * r['result']['test_acc']:.2f} | `{r['command']}` |")
