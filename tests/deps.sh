@@ -2,7 +2,7 @@
 # Installs what dynd needs to build and test (Debian 12), then fetches the data sets.
 # Idempotent and quick when everything is already present.
 set -euo pipefail
-PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-dev libjansson-dev zlib1g-dev
+PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libjansson-dev zlib1g-dev
       libmicrohttpd-dev libuv1-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
       protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl)
 missing=()

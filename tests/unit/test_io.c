@@ -1,0 +1,1473 @@
+/* test_io.c — engine/io: safetensors reader/writer (round trip, alignment, and rejection of
+ * every kind of damaged file), model files (bit-exact round trip, damaged metadata and
+ * tensors), IDX data sets (valid, gzip, damaged, helpers, and the real MNIST when present). */
+#include <dirent.h>
+#include <ftw.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "io/idx.h"
+#include "io/model_file.h"
+#include "io/safetensors.h"
+#include "model.h"
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+/* Each test works in its own directory under g_root; g_root is created once per test case in
+ * the parent process (an unchecked fixture) and removed there even when tests fail. */
+static char g_root[64], g_dir[128];
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void root_setup(void) {
+    snprintf(g_root, sizeof g_root, "/tmp/dynd_test_io_XXXXXX");
+    if (!mkdtemp(g_root)) abort();
+}
+
+static void root_teardown(void) { nftw(g_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static void tmp_setup(void) {
+    snprintf(g_dir, sizeof g_dir, "%s/t_XXXXXX", g_root);
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+}
+
+static void tmp_teardown(void) { nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static const char *tmp_path(const char *name, char *buf, size_t n) {
+    snprintf(buf, n, "%s/%s", g_dir, name);
+    return buf;
+}
+
+static int count_dir_entries(void) {
+    DIR *d = opendir(g_dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    return n;
+}
+
+static void write_bytes(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    if (n) ck_assert_uint_eq(fwrite(p, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static uint8_t *read_bytes(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc((size_t)sz + 1);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(fread(p, 1, (size_t)sz, f), (size_t)sz);
+    fclose(f);
+    *n = (size_t)sz;
+    return p;
+}
+
+/* A safetensors file from a header string and data, with header length `hlen` written as is
+ * (UINT64_MAX = the real length). */
+static void write_st_raw(const char *path, const char *hdr, uint64_t hlen, const void *data,
+                         size_t dlen) {
+    size_t hl = strlen(hdr);
+    if (hlen == UINT64_MAX) hlen = hl;
+    uint8_t *b = malloc(8 + hl + dlen + 1);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(hlen >> (8 * i));
+    memcpy(b + 8, hdr, hl);
+    if (dlen) memcpy(b + 8 + hl, data, dlen);
+    write_bytes(path, b, 8 + hl + dlen);
+    free(b);
+}
+
+/* dyn_st_read must fail; its message must mention every string of `want` (NULL-terminated). */
+static void st_fails(const char *path, int code, const char *const *want) {
+    dyn_st_file *f = (dyn_st_file *)1;
+    dyn_err err = {0};
+    int rc = dyn_st_read(path, &f, &err);
+    ck_assert_msg(rc < 0, "%s was accepted", path);
+    ck_assert_ptr_null(f);
+    ck_assert_int_eq(err.code, rc);
+    if (code) ck_assert_int_eq(rc, code);
+    ck_assert_msg(err.msg[0] != '\0', "empty message");
+    ck_assert_msg(strstr(err.msg, path) != NULL, "message '%s' does not name the file", err.msg);
+    for (int i = 0; want && want[i]; i++)
+        ck_assert_msg(strstr(err.msg, want[i]) != NULL, "message '%s' lacks '%s'", err.msg,
+                      want[i]);
+}
+
+#define WANT(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- safetensors ---- */
+
+START_TEST(st_roundtrip) {
+    tmp_setup();
+    char path[256];
+    tmp_path("a.safetensors", path, sizeof path);
+    dyn_rng r;
+    dyn_rng_seed(&r, 7);
+    float a[2 * 3 * 4 * 5], b[7], c[1];
+    tu_fill_uniform(a, 120, &r, -3, 3);
+    tu_fill_uniform(b, 7, &r, -1e30f, 1e30f);
+    c[0] = -0.0f;
+    a[5] = 1e-40f; /* a subnormal survives */
+    int64_t sa[4] = {2, 3, 4, 5}, sb[1] = {7}, sz[2] = {3, 0};
+    dyn_st_entry e[4] = {
+        {"layer.weight", 4, sa, a},
+        {"b", 1, sb, b},
+        {"scalar", 0, NULL, c},
+        {"empty", 2, sz, NULL},
+    };
+    json_t *meta = json_pack("{s:s, s:s}", "format", "test", "note", "x\"y\n\xc3\xa9");
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_write(path, e, 4, meta, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(count_dir_entries(), 1); /* no temporary left behind */
+
+    size_t n;
+    uint8_t *raw = read_bytes(path, &n);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | raw[i];
+    ck_assert_uint_eq((8 + hl) % 8, 0);       /* data buffer 8-byte aligned */
+    ck_assert_uint_eq(n, 8 + hl + (120 + 7 + 1) * 4);
+    ck_assert_int_eq(raw[8], '{');
+    free(raw);
+
+    dyn_st_file *f;
+    ck_assert_msg(dyn_st_read(path, &f, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(f->ntensors, 4);
+    ck_assert_str_eq(dyn_st_meta(f, "format"), "test");
+    ck_assert_str_eq(dyn_st_meta(f, "note"), "x\"y\n\xc3\xa9");
+    ck_assert_ptr_null(dyn_st_meta(f, "nope"));
+    ck_assert_ptr_null(dyn_st_find(f, "nope"));
+    const dyn_st_tensor *t = dyn_st_find(f, "layer.weight");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(t->ndim, 4);
+    ck_assert_int_eq(t->dtype, DYN_ST_F32);
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(t->shape[i], sa[i]);
+    float back[120];
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, back, 120, &err), 0);
+    ck_assert_int_eq(memcmp(back, a, sizeof a), 0);
+    ck_assert_int_lt(dyn_st_tensor_read_f32(f, t, back, 119, &err), 0); /* wrong count */
+    t = dyn_st_find(f, "b");
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, back, 7, &err), 0);
+    ck_assert_int_eq(memcmp(back, b, sizeof b), 0);
+    t = dyn_st_find(f, "scalar");
+    ck_assert_int_eq(t->ndim, 0);
+    ck_assert_int_eq(t->numel, 1);
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, back, 1, &err), 0);
+    ck_assert_int_eq(memcmp(back, c, 4), 0);
+    t = dyn_st_find(f, "empty");
+    ck_assert_int_eq(t->numel, 0);
+    ck_assert_int_eq(t->ndim, 2);
+    /* data-offset order = write order, each F32 tensor 4-byte aligned in the file */
+    ck_assert_str_eq(f->tensors[0].name, "layer.weight");
+    for (int i = 0; i < f->ntensors; i++) ck_assert_uint_eq(f->tensors[i].begin % 4, 0);
+    dyn_st_free(f);
+
+    /* The same bytes parse from memory too. */
+    raw = read_bytes(path, &n);
+    ck_assert_msg(dyn_st_parse(raw, n, "mem", &f, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(f->ntensors, 4);
+    dyn_st_free(f);
+    free(raw);
+
+    /* Rewriting over the file keeps one file and no temporaries. */
+    ck_assert_msg(dyn_st_write(path, e, 2, NULL, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(count_dir_entries(), 1);
+    ck_assert_int_eq(dyn_st_read(path, &f, &err), 0);
+    ck_assert_int_eq(f->ntensors, 2);
+    ck_assert_int_eq(json_object_size(f->metadata), 0);
+    dyn_st_free(f);
+    json_decref(meta);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(st_write_rejects_bad_input) {
+    tmp_setup();
+    char path[256];
+    tmp_path("w.safetensors", path, sizeof path);
+    float x[2] = {1, 2};
+    int64_t s2[1] = {2}, neg[1] = {-1};
+    dyn_err err = {0};
+    dyn_st_entry dup[2] = {{"a", 1, s2, x}, {"a", 1, s2, x}};
+    ck_assert_int_lt(dyn_st_write(path, dup, 2, NULL, &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'a'"));
+    dyn_st_entry reserved[1] = {{"__metadata__", 1, s2, x}};
+    ck_assert_int_lt(dyn_st_write(path, reserved, 1, NULL, &err), 0);
+    dyn_st_entry bad[1] = {{"n", 1, neg, x}};
+    ck_assert_int_lt(dyn_st_write(path, bad, 1, NULL, &err), 0);
+    json_t *meta = json_pack("{s:i}", "k", 1);
+    ck_assert_int_lt(dyn_st_write(path, dup, 1, meta, &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "not a string"));
+    json_decref(meta);
+    ck_assert_int_eq(count_dir_entries(), 0); /* nothing written, no temporary left */
+    /* A directory that does not exist: an I/O error, not a crash. */
+    ck_assert_int_eq(dyn_st_write("/nonexistent-dir/x.safetensors", dup, 1, NULL, &err), DYN_EIO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent-dir/x.safetensors"));
+    tmp_teardown();
+}
+END_TEST
+
+typedef struct writer_arg {
+    const char *path;
+    int id, failures;
+} writer_arg;
+
+static void *writer_main(void *p) {
+    writer_arg *a = p;
+    float x[256];
+    for (int i = 0; i < 256; i++) x[i] = (float)a->id;
+    int64_t s[1] = {256};
+    dyn_st_entry e = {"x", 1, s, x};
+    for (int r = 0; r < 20; r++) {
+        dyn_err err = {0};
+        if (dyn_st_write(a->path, &e, 1, NULL, &err)) a->failures++;
+    }
+    return NULL;
+}
+
+/* Threads writing one path at once: every write succeeds, the result is one writer's complete
+ * file, and no temporary is left. */
+START_TEST(st_concurrent_writers) {
+    tmp_setup();
+    char path[256];
+    tmp_path("c.safetensors", path, sizeof path);
+    pthread_t th[4];
+    writer_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (writer_arg){path, i + 1, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, writer_main, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(args[i].failures, 0);
+    }
+    ck_assert_int_eq(count_dir_entries(), 1);
+    dyn_st_file *f;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_read(path, &f, &err) == 0, "%s", err.msg);
+    float x[256];
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, dyn_st_find(f, "x"), x, 256, &err), 0);
+    ck_assert(x[0] >= 1 && x[0] <= 4);
+    for (int i = 1; i < 256; i++) ck_assert(x[i] == x[0]);
+    dyn_st_free(f);
+    tmp_teardown();
+}
+END_TEST
+
+/* A small valid file with two tensors and metadata. */
+static void small_valid_st(const char *path) {
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {-1, 0.5f, 7};
+    int64_t sa[2] = {2, 3}, sb[1] = {3};
+    dyn_st_entry e[2] = {{"w", 2, sa, a}, {"bias", 1, sb, b}};
+    json_t *meta = json_pack("{s:s}", "k", "v");
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_write(path, e, 2, meta, &err) == 0, "%s", err.msg);
+    json_decref(meta);
+}
+
+START_TEST(st_truncated_every_prefix) {
+    tmp_setup();
+    char path[256], cut[256];
+    tmp_path("full.safetensors", path, sizeof path);
+    tmp_path("cut.safetensors", cut, sizeof cut);
+    small_valid_st(path);
+    size_t n;
+    uint8_t *raw = read_bytes(path, &n);
+    for (size_t k = 0; k < n; k++) {
+        write_bytes(cut, raw, k);
+        st_fails(cut, 0, NULL);
+        dyn_st_file *f;
+        dyn_err err = {0};
+        ck_assert_int_lt(dyn_st_parse(raw, k, "mem", &f, &err), 0);
+        ck_assert_ptr_null(f);
+    }
+    /* One byte more than the tensors cover is rejected too. */
+    uint8_t *longer = malloc(n + 1);
+    memcpy(longer, raw, n);
+    longer[n] = 0;
+    write_bytes(cut, longer, n + 1);
+    st_fails(cut, DYN_EFORMAT, WANT("trailing"));
+    free(longer);
+    free(raw);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(st_header_length_lies) {
+    tmp_setup();
+    char path[256];
+    tmp_path("h.safetensors", path, sizeof path);
+    write_st_raw(path, "{}", 1000, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("header length 1000"));
+    write_st_raw(path, "{}", UINT64_MAX - 3, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("header length"));
+    write_st_raw(path, "{}", 0, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("'{'"));
+    /* Valid length, too short for the JSON inside it. */
+    write_st_raw(path, "{\"a\":1}", 3, NULL, 0);
+    st_fails(path, DYN_EFORMAT, NULL);
+    /* Header over the size cap (a sparse file: cheap). */
+    FILE *f = fopen(path, "wb");
+    uint64_t big = DYN_ST_MAX_HEADER + 8;
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(big >> (8 * i));
+    fwrite(len8, 1, 8, f);
+    fputc('{', f);
+    fseek(f, (long)big + 7, SEEK_SET);
+    fputc('}', f);
+    fclose(f);
+    st_fails(path, DYN_EFORMAT, WANT("limit"));
+    write_bytes(path, "", 0);
+    st_fails(path, DYN_EFORMAT, WANT("too short"));
+    st_fails("/nonexistent-dir/x.safetensors", DYN_EIO, WANT("cannot open"));
+    st_fails(g_dir, DYN_EIO, WANT("not a regular file"));
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(st_garbage) {
+    tmp_setup();
+    char path[256];
+    tmp_path("g.safetensors", path, sizeof path);
+    dyn_rng r;
+    dyn_rng_seed(&r, 99);
+    uint8_t b[4096];
+    for (int trial = 0; trial < 200; trial++) {
+        size_t n = 1 + dyn_rng_below(&r, sizeof b);
+        for (size_t i = 0; i < n; i++) b[i] = (uint8_t)dyn_rng_below(&r, 256);
+        if (trial % 2) { /* plausible length, garbage header */
+            uint64_t hl = n > 8 ? dyn_rng_below(&r, (uint32_t)(n - 8 + 1)) : 0;
+            for (int i = 0; i < 8; i++) b[i] = (uint8_t)(hl >> (8 * i));
+            if (n > 8 && trial % 4 == 1) b[8] = '{';
+        }
+        write_bytes(path, b, n);
+        st_fails(path, 0, NULL);
+    }
+    /* Random byte flips in a valid file never crash (they may or may not be detected: a flip
+     * in the data is legal). */
+    small_valid_st(path);
+    size_t n;
+    uint8_t *raw = read_bytes(path, &n);
+    for (int trial = 0; trial < 500; trial++) {
+        uint8_t *m = malloc(n);
+        memcpy(m, raw, n);
+        for (int k = 0; k < 3; k++) m[dyn_rng_below(&r, (uint32_t)n)] = (uint8_t)dyn_rng_u64(&r);
+        dyn_st_file *f;
+        dyn_err err = {0};
+        if (dyn_st_parse(m, n, "flip", &f, &err) == 0) {
+            for (int i = 0; i < f->ntensors; i++) {
+                float *tmp = malloc((size_t)f->tensors[i].numel * 4 + 4);
+                ck_assert_int_eq(dyn_st_tensor_read_f32(f, &f->tensors[i], tmp,
+                                                        f->tensors[i].numel, &err), 0);
+                free(tmp);
+            }
+            dyn_st_free(f);
+        } else {
+            ck_assert(err.msg[0] != '\0');
+        }
+        free(m);
+    }
+    free(raw);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(st_bad_headers) {
+    tmp_setup();
+    char path[256];
+    tmp_path("b.safetensors", path, sizeof path);
+    float d[4] = {1, 2, 3, 4};
+
+    write_st_raw(path, "{not json}", UINT64_MAX, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("not valid JSON"));
+    write_st_raw(path, "{\"a\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}",
+                 UINT64_MAX,
+                 d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("not valid JSON"));
+    write_st_raw(path, "[1, 2]", UINT64_MAX, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("'{'"));
+    write_st_raw(path, "{\"w\": 5}", UINT64_MAX, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "not a JSON object"));
+    /* wrong dtype */
+    write_st_raw(path, "{\"fc1.u\": {\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]}}",
+                 UINT64_MAX, d, 16);
+    st_fails(path, DYN_EUNSUP, WANT("'fc1.u'", "F64"));
+    write_st_raw(path, "{\"t\": {\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EUNSUP, WANT("'t'", "I32"));
+    write_st_raw(path, "{\"t\": {\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", UINT64_MAX,
+                 d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'t'", "dtype"));
+    write_st_raw(path, "{\"t\": {\"shape\":[1],\"data_offsets\":[0,4]}}", UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'t'", "dtype"));
+    /* shape / offsets mismatch */
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,12]}}",
+                 UINT64_MAX, d, 12);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "[2, 2]", "16 bytes"));
+    /* shape problems */
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "shape"));
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "shape"));
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":\"4\",\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "shape"));
+    write_st_raw(path,
+                 "{\"w\": {\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
+                 "\"data_offsets\":[0,4]}}", UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "overflows"));
+    write_st_raw(path,
+                 "{\"w\": {\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
+                 "\"data_offsets\":[0,4]}}", UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "too large"));
+    write_st_raw(path,
+                 "{\"w\": {\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],"
+                 "\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "dimensions"));
+    /* offsets */
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "past the end"));
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "before"));
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[-4,0]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "data_offsets"));
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "data_offsets"));
+    write_st_raw(path, "{\"w\": {\"dtype\":\"F32\",\"shape\":[1]}}", UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'w'", "data_offsets"));
+    write_st_raw(path,
+                 "{\"w\": {\"dtype\":\"F32\",\"shape\":[1],"
+                 "\"data_offsets\":[0,18446744073709551615]}}",
+                 UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("not valid JSON"));
+    /* overlapping tensors */
+    write_st_raw(path,
+                 "{\"a\": {\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 " \"b\": {\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+                 UINT64_MAX, d, 12);
+    st_fails(path, DYN_EFORMAT, WANT("'a'", "'b'", "overlap"));
+    write_st_raw(path,
+                 "{\"a\": {\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 " \"b\": {\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EFORMAT, WANT("overlap"));
+    /* a gap, trailing data */
+    write_st_raw(path,
+                 "{\"a\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                 " \"b\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+                 UINT64_MAX, d, 12);
+    st_fails(path, DYN_EFORMAT, WANT("'b'", "gap"));
+    write_st_raw(path, "{\"a\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EFORMAT, WANT("trailing"));
+    write_st_raw(path, "{}", UINT64_MAX, d, 4);
+    st_fails(path, DYN_EFORMAT, WANT("trailing"));
+    /* duplicate names, metadata */
+    write_st_raw(path,
+                 "{\"a\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                 " \"a\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EFORMAT, WANT("duplicate"));
+    write_st_raw(path, "{\"__metadata__\": {\"k\": 1}}", UINT64_MAX, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("'k'", "not a string"));
+    write_st_raw(path, "{\"__metadata__\": [\"k\"]}", UINT64_MAX, NULL, 0);
+    st_fails(path, DYN_EFORMAT, WANT("__metadata__"));
+    /* control characters in names are not copied into messages */
+    write_st_raw(path,
+                 "{\"a\\nb\\u001b[31m\": {\"dtype\":\"F64\",\"shape\":[1],"
+                 "\"data_offsets\":[0,8]}}",
+                 UINT64_MAX, d, 8);
+    st_fails(path, DYN_EUNSUP, WANT("'a?b?[31m'"));
+
+    /* Valid edge cases: empty header, padding spaces, an empty tensor anywhere. */
+    write_st_raw(path, "{}      ", UINT64_MAX, NULL, 0);
+    dyn_st_file *f;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_read(path, &f, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(f->ntensors, 0);
+    dyn_st_free(f);
+    write_st_raw(path,
+                 "{\"e\": {\"dtype\":\"F32\",\"shape\":[0, 5],\"data_offsets\":[4,4]},"
+                 " \"a\": {\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                 " \"__metadata__\": null}",
+                 UINT64_MAX, d, 4);
+    ck_assert_msg(dyn_st_read(path, &f, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(f->ntensors, 2);
+    ck_assert_ptr_nonnull(dyn_st_find(f, "e"));
+    dyn_st_free(f);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(st_half_precision) {
+    tmp_setup();
+    char path[256];
+    tmp_path("h.safetensors", path, sizeof path);
+    /* F16: 1, -2, 65504 (max), 2^-24 (smallest subnormal), 2^-14 (smallest normal), +inf, -0 */
+    uint16_t h[7] = {0x3C00, 0xC000, 0x7BFF, 0x0001, 0x0400, 0x7C00, 0x8000};
+    /* BF16: 1, -3.5 */
+    uint16_t bf[2] = {0x3F80, 0xC060};
+    uint8_t d[18];
+    for (int i = 0; i < 7; i++) {
+        d[2 * i] = (uint8_t)h[i];
+        d[2 * i + 1] = (uint8_t)(h[i] >> 8);
+    }
+    for (int i = 0; i < 2; i++) {
+        d[14 + 2 * i] = (uint8_t)bf[i];
+        d[14 + 2 * i + 1] = (uint8_t)(bf[i] >> 8);
+    }
+    write_st_raw(path,
+                 "{\"h\": {\"dtype\":\"F16\",\"shape\":[7],\"data_offsets\":[0,14]},"
+                 " \"b\": {\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[14,18]}}",
+                 UINT64_MAX, d, 18);
+    dyn_st_file *f;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_read(path, &f, &err) == 0, "%s", err.msg);
+    float x[7];
+    const dyn_st_tensor *t = dyn_st_find(f, "h");
+    ck_assert_int_eq(t->dtype, DYN_ST_F16);
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, x, 7, &err), 0);
+    ck_assert(x[0] == 1.0f && x[1] == -2.0f && x[2] == 65504.0f);
+    ck_assert(x[3] == ldexpf(1.0f, -24) && x[4] == ldexpf(1.0f, -14));
+    ck_assert(isinf(x[5]) && x[5] > 0);
+    ck_assert(x[6] == 0.0f && signbit(x[6]));
+    t = dyn_st_find(f, "b");
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, x, 2, &err), 0);
+    ck_assert(x[0] == 1.0f && x[1] == -3.5f);
+    ck_assert_str_eq(dyn_st_dtype_name(t->dtype), "BF16");
+    dyn_st_free(f);
+    tmp_teardown();
+}
+END_TEST
+
+/* ---- model files ---- */
+
+static dyn_layer *mk_layer(const char *op, const char *name, const char *attrs_json) {
+    json_t *a = json_loads(attrs_json, 0, NULL);
+    ck_assert_ptr_nonnull(a);
+    dyn_err err = {0};
+    dyn_layer *l = dyn_layer_create(op, name, a, &err);
+    json_decref(a);
+    ck_assert_msg(l != NULL, "%s '%s': %s", op, name, err.msg);
+    return l;
+}
+
+static void add_seq(dyn_model *m, const char *op, const char *name, const char *attrs) {
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_add_seq(m, mk_layer(op, name, attrs), &err) >= 0, "%s", err.msg);
+}
+
+/* Random values in every parameter (buffers included; variances positive). */
+static void randomize(dyn_model *m, uint64_t seed) {
+    dyn_rng r;
+    dyn_rng_seed(&r, seed);
+    for (int k = 0; k < m->nnodes; k++) {
+        dyn_layer *l = m->nodes[k].layer;
+        for (int j = 0; j < l->nparams; j++) {
+            dyn_param *p = &l->params[j];
+            int pos = strstr(p->name, "var") != NULL;
+            tu_fill_uniform(p->value.data, dyn_tensor_numel(&p->value), &r, pos ? 0.5f : -1.0f,
+                            pos ? 2.0f : 1.0f);
+        }
+    }
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_prepare(m, &err) == 0, "%s", err.msg);
+}
+
+static void set_meta(dyn_model *m, int nlabels) {
+    const char *labels[] = {"zero", "one", "two", "three", "four", "five", "six"};
+    ck_assert_int_le(nlabels, 7);
+    ck_assert_int_eq(dyn_model_labels_set(m, labels, nlabels), 0);
+    m->preprocess = json_pack("{s:[f], s:[f], s:i, s:s}", "mean", 0.1307, "std", 0.3081,
+                              "size", 28, "channels", "gray");
+    m->info = json_pack("{s:s, s:f, s:{s:i}}", "command", "dyn train --arch lenet5", "lr",
+                        1e-3 / 3, "nested", "epochs", 3);
+}
+
+/* conv2d -> batchnorm -> relu -> maxpool -> flatten -> linear -> relu -> linear */
+static dyn_model *dense_model(void) {
+    dyn_shape in = {.ndim = 3, .d = {1, 6, 6}};
+    dyn_model *m = dyn_model_new(&in);
+    ck_assert_ptr_nonnull(m);
+    add_seq(m, "conv2d", "conv1",
+            "{\"in_channels\":1,\"out_channels\":3,\"kernel\":3,\"padding\":1}");
+    add_seq(m, "batchnorm", "bn1", "{\"channels\":3}");
+    add_seq(m, "relu", "relu1", "{}");
+    add_seq(m, "maxpool2d", "pool1", "{\"kernel\":2}");
+    add_seq(m, "flatten", "flat", "{}");
+    add_seq(m, "linear", "fc1", "{\"in\":27,\"out\":8}");
+    add_seq(m, "relu", "relu2", "{}");
+    add_seq(m, "linear", "fc2", "{\"in\":8,\"out\":5,\"bias\":0}");
+    dyn_model_init(m, 3);
+    randomize(m, 11);
+    set_meta(m, 5);
+    return m;
+}
+
+/* flatten -> dyn_linear -> relu -> dyn_linear (l2) -> linear */
+static dyn_model *dyn_model_small(void) {
+    dyn_shape in = {.ndim = 2, .d = {3, 4}};
+    dyn_model *m = dyn_model_new(&in);
+    ck_assert_ptr_nonnull(m);
+    add_seq(m, "flatten", "flat", "{}");
+    add_seq(m, "dyn_linear", "dfc1",
+            "{\"in\":12,\"out\":6,\"H\":2,\"q\":3,\"kernel\":\"l1\",\"exec\":\"auto\"}");
+    add_seq(m, "relu", "relu", "{}");
+    add_seq(m, "dyn_linear", "dfc2",
+            "{\"in\":6,\"out\":4,\"H\":3,\"q\":2,\"kernel\":\"l2\",\"exec\":\"materialized\"}");
+    add_seq(m, "linear", "fc", "{\"in\":4,\"out\":3}");
+    dyn_model_init(m, 5);
+    randomize(m, 13);
+    set_meta(m, 3);
+    return m;
+}
+
+/* A minimal model for damage tests: linear(4 -> 3) -> relu. */
+static dyn_model *tiny_model(void) {
+    dyn_shape in = {.ndim = 1, .d = {4}};
+    dyn_model *m = dyn_model_new(&in);
+    ck_assert_ptr_nonnull(m);
+    add_seq(m, "linear", "fc1", "{\"in\":4,\"out\":3}");
+    add_seq(m, "relu", "act", "{}");
+    dyn_model_init(m, 1);
+    randomize(m, 2);
+    const char *labels[] = {"a", "b", "c"};
+    ck_assert_int_eq(dyn_model_labels_set(m, labels, 3), 0);
+    return m;
+}
+
+/* Asserts a and b are the same model, bit for bit, and compute the same outputs. */
+static void assert_same_model(dyn_model *a, dyn_model *b) {
+    ck_assert_int_eq(a->nnodes, b->nnodes);
+    ck_assert(dyn_shape_eq(&a->input, &b->input));
+    for (int k = 0; k < a->nnodes; k++) {
+        const dyn_node *na = &a->nodes[k], *nb = &b->nodes[k];
+        ck_assert_str_eq(na->layer->name, nb->layer->name);
+        ck_assert_ptr_eq(na->layer->ops, nb->layer->ops);
+        ck_assert_int_eq(na->ninputs, nb->ninputs);
+        for (int i = 0; i < na->ninputs; i++) ck_assert_int_eq(na->inputs[i], nb->inputs[i]);
+        json_t *ja = na->layer->ops->attrs(na->layer), *jb = nb->layer->ops->attrs(nb->layer);
+        ck_assert_msg(json_equal(ja, jb), "layer %s: attributes differ", na->layer->name);
+        json_decref(ja);
+        json_decref(jb);
+        ck_assert_int_eq(na->layer->nparams, nb->layer->nparams);
+        for (int j = 0; j < na->layer->nparams; j++) {
+            const dyn_param *pa = &na->layer->params[j], *pb = &nb->layer->params[j];
+            ck_assert_str_eq(pa->name, pb->name);
+            ck_assert_int_eq(pa->trainable, pb->trainable);
+            dyn_shape sa = dyn_tensor_shape(&pa->value), sb = dyn_tensor_shape(&pb->value);
+            ck_assert(dyn_shape_eq(&sa, &sb));
+            ck_assert_msg(memcmp(pa->value.data, pb->value.data,
+                                 (size_t)dyn_tensor_numel(&pa->value) * 4) == 0,
+                          "%s.%s differs", na->layer->name, pa->name);
+        }
+    }
+    ck_assert_int_eq(a->nlabels, b->nlabels);
+    for (int i = 0; i < a->nlabels; i++) ck_assert_str_eq(a->labels[i], b->labels[i]);
+    ck_assert(json_equal(a->preprocess, b->preprocess) || (!a->preprocess && !b->preprocess));
+    ck_assert(json_equal(a->info, b->info) || (!a->info && !b->info));
+
+    /* Same outputs, bit for bit. */
+    dyn_err err = {0};
+    dyn_exec *ea = dyn_exec_new(a, 3, 0, &err);
+    ck_assert_msg(ea != NULL, "%s", err.msg);
+    dyn_exec *eb = dyn_exec_new(b, 3, 0, &err);
+    ck_assert_msg(eb != NULL, "%s", err.msg);
+    int64_t per = dyn_shape_numel(&a->input);
+    float *x = malloc((size_t)(3 * per) * sizeof *x);
+    dyn_rng r;
+    dyn_rng_seed(&r, 17);
+    tu_fill_uniform(x, 3 * per, &r, -1, 1);
+    const dyn_tensor *ya = dyn_exec_forward(ea, x, 3), *yb = dyn_exec_forward(eb, x, 3);
+    ck_assert_int_eq(dyn_tensor_numel(ya), dyn_tensor_numel(yb));
+    ck_assert(memcmp(ya->data, yb->data, (size_t)dyn_tensor_numel(ya) * 4) == 0);
+    free(x);
+    dyn_exec_free(ea);
+    dyn_exec_free(eb);
+}
+
+static void roundtrip(dyn_model *m) {
+    char p1[256], p2[256];
+    tmp_path("m.safetensors", p1, sizeof p1);
+    tmp_path("m2.safetensors", p2, sizeof p2);
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_save(m, p1, &err) == 0, "%s", err.msg);
+    dyn_model *back = dyn_model_load(p1, &err);
+    ck_assert_msg(back != NULL, "%s", err.msg);
+    assert_same_model(m, back);
+    /* Saving the loaded model gives the same bytes. */
+    ck_assert_msg(dyn_model_save(back, p2, &err) == 0, "%s", err.msg);
+    size_t n1, n2;
+    uint8_t *b1 = read_bytes(p1, &n1), *b2 = read_bytes(p2, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert(memcmp(b1, b2, n1) == 0);
+    /* ... and the bytes load from memory as well. */
+    dyn_model *mem = dyn_model_load_bytes(b1, n1, "upload", &err);
+    ck_assert_msg(mem != NULL, "%s", err.msg);
+    assert_same_model(m, mem);
+    free(b1);
+    free(b2);
+    dyn_model_free(mem);
+    dyn_model_free(back);
+    ck_assert_int_eq(count_dir_entries(), 2);
+}
+
+START_TEST(model_roundtrip_dense) {
+    tmp_setup();
+    dyn_model *m = dense_model();
+    roundtrip(m);
+    /* The file holds every parameter, buffers included, under "<layer>.<param>". */
+    char p[256];
+    dyn_st_file *f;
+    dyn_err err = {0};
+    ck_assert_int_eq(dyn_st_read(tmp_path("m.safetensors", p, sizeof p), &f, &err), 0);
+    ck_assert_ptr_nonnull(dyn_st_find(f, "bn1.running_mean"));
+    ck_assert_ptr_nonnull(dyn_st_find(f, "bn1.running_var"));
+    ck_assert_ptr_nonnull(dyn_st_find(f, "conv1.weight"));
+    ck_assert_ptr_null(dyn_st_find(f, "fc2.bias"));
+    ck_assert_str_eq(dyn_st_meta(f, "format"), "dynd-model");
+    ck_assert_str_eq(dyn_st_meta(f, "format_version"), "1");
+    ck_assert_str_eq(dyn_st_meta(f, "input"), "[1,6,6]");
+    dyn_st_free(f);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(model_roundtrip_dyn) {
+    tmp_setup();
+    dyn_model *m = dyn_model_small();
+    roundtrip(m);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(model_roundtrip_minimal_meta) {
+    tmp_setup();
+    /* No labels, no preprocess, no info; a DAG whose node reads the model input directly. */
+    dyn_shape in = {.ndim = 1, .d = {5}};
+    dyn_model *m = dyn_model_new(&in);
+    add_seq(m, "relu", "r", "{}");
+    dyn_err err = {0};
+    int inp = -1;
+    ck_assert_int_ge(dyn_model_add(m, mk_layer("linear", "fc", "{\"in\":5,\"out\":2}"), &inp, 1,
+                                   &err), 0);
+    dyn_model_init(m, 4);
+    roundtrip(m);
+    char p[256];
+    dyn_model *back = dyn_model_load(tmp_path("m.safetensors", p, sizeof p), &err);
+    ck_assert_ptr_nonnull(back);
+    ck_assert_int_eq(back->nlabels, 0);
+    ck_assert_ptr_null(back->preprocess);
+    ck_assert_ptr_null(back->info);
+    ck_assert_int_eq(back->nodes[1].inputs[0], -1);
+    dyn_model_free(back);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+/* dyn_model_load must fail with a message naming the file and containing every `want`. */
+static void model_fails(const char *path, const char *const *want) {
+    dyn_err err = {0};
+    dyn_model *m = dyn_model_load(path, &err);
+    ck_assert_msg(m == NULL, "%s was accepted", path);
+    ck_assert_int_lt(err.code, 0);
+    ck_assert_msg(err.msg[0] != '\0', "empty message");
+    ck_assert_msg(strstr(err.msg, path) != NULL, "message '%s' does not name the file", err.msg);
+    for (int i = 0; want && want[i]; i++)
+        ck_assert_msg(strstr(err.msg, want[i]) != NULL, "message '%s' lacks '%s'", err.msg,
+                      want[i]);
+}
+
+/* Copies the safetensors file src to dst, changing it on the way: metadata key `key` set to
+ * `value` (NULL: removed; key NULL: untouched), tensor `drop` left out, tensor `add` (shape
+ * {n}) added, tensor `reshape` given shape {numel}. */
+typedef struct edit {
+    const char *key, *value, *drop, *add, *reshape;
+    int add_n;
+} edit;
+
+static void rewrite(const char *src, const char *dst, const edit *ed) {
+    dyn_st_file *f;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_read(src, &f, &err) == 0, "%s", err.msg);
+    dyn_st_entry *e = calloc((size_t)f->ntensors + 1, sizeof *e);
+    float **bufs = calloc((size_t)f->ntensors + 1, sizeof *bufs);
+    int64_t *shapes = calloc((size_t)f->ntensors + 1, sizeof *shapes);
+    int n = 0;
+    for (int i = 0; i < f->ntensors; i++) {
+        const dyn_st_tensor *t = &f->tensors[i];
+        if (ed->drop && strcmp(t->name, ed->drop) == 0) continue;
+        bufs[n] = malloc((size_t)t->numel * 4 + 4);
+        ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, bufs[n], t->numel, &err), 0);
+        e[n] = (dyn_st_entry){t->name, t->ndim, t->shape, bufs[n]};
+        if (ed->reshape && strcmp(t->name, ed->reshape) == 0) {
+            shapes[n] = t->numel;
+            e[n].ndim = 1;
+            e[n].shape = &shapes[n];
+        }
+        n++;
+    }
+    if (ed->add) {
+        shapes[n] = ed->add_n;
+        bufs[n] = calloc((size_t)ed->add_n + 1, 4);
+        e[n] = (dyn_st_entry){ed->add, 1, &shapes[n], bufs[n]};
+        n++;
+    }
+    json_t *meta = json_deep_copy(f->metadata);
+    if (ed->key) {
+        if (ed->value)
+            json_object_set_new(meta, ed->key, json_string(ed->value));
+        else
+            json_object_del(meta, ed->key);
+    }
+    ck_assert_msg(dyn_st_write(dst, e, n, meta, &err) == 0, "%s", err.msg);
+    json_decref(meta);
+    for (int i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    free(shapes);
+    free(e);
+    dyn_st_free(f);
+}
+
+START_TEST(model_truncated_every_prefix) {
+    tmp_setup();
+    char path[256], cut[256];
+    tmp_path("m.safetensors", path, sizeof path);
+    tmp_path("cut.safetensors", cut, sizeof cut);
+    dyn_model *m = tiny_model();
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
+    size_t n;
+    uint8_t *raw = read_bytes(path, &n);
+    for (size_t k = 0; k < n; k++) {
+        write_bytes(cut, raw, k);
+        model_fails(cut, NULL);
+        ck_assert_ptr_null(dyn_model_load_bytes(raw, k, "mem", &err));
+        ck_assert_ptr_nonnull(strstr(err.msg, "mem"));
+    }
+    free(raw);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(model_nan) {
+    tmp_setup();
+    char path[256], bad[256];
+    tmp_path("m.safetensors", path, sizeof path);
+    tmp_path("bad.safetensors", bad, sizeof bad);
+    dyn_model *m = tiny_model();
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
+
+    /* Saving a model holding NaN / Inf is refused and leaves the old file alone. */
+    dyn_param *w = dyn_layer_param(m->nodes[0].layer, "weight");
+    float keep = w->value.data[5];
+    w->value.data[5] = NAN;
+    ck_assert_int_eq(dyn_model_save(m, path, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "NaN"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "fc1"));
+    w->value.data[5] = -INFINITY;
+    ck_assert_int_eq(dyn_model_save(m, path, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "Inf"));
+    w->value.data[5] = keep;
+    ck_assert_int_eq(count_dir_entries(), 1);
+
+    /* A file with a NaN patched into a parameter is rejected on load. */
+    size_t n;
+    uint8_t *raw = read_bytes(path, &n);
+    dyn_st_file *f;
+    ck_assert_int_eq(dyn_st_parse(raw, n, "x", &f, &err), 0);
+    const dyn_st_tensor *t = dyn_st_find(f, "fc1.bias");
+    ck_assert_ptr_nonnull(t);
+    size_t at = (size_t)(t->bytes - f->buf) + 4;
+    dyn_st_free(f);
+    const uint8_t qnan[4] = {0x00, 0x00, 0xc0, 0x7f};
+    memcpy(raw + at, qnan, 4);
+    write_bytes(bad, raw, n);
+    model_fails(bad, WANT("fc1.bias", "NaN", "element 1"));
+    const uint8_t inf[4] = {0x00, 0x00, 0x80, 0x7f};
+    memcpy(raw + at, inf, 4);
+    write_bytes(bad, raw, n);
+    model_fails(bad, WANT("fc1.bias", "Inf"));
+    free(raw);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(model_bad_metadata) {
+    tmp_setup();
+    char path[256], bad[256];
+    tmp_path("m.safetensors", path, sizeof path);
+    tmp_path("bad.safetensors", bad, sizeof bad);
+    dyn_model *m = tiny_model();
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
+    dyn_model *ok = dyn_model_load(path, &err);
+    ck_assert_msg(ok != NULL, "%s", err.msg);
+    dyn_model_free(ok);
+
+    struct {
+        edit e;
+        const char *want[4];
+    } cases[] = {
+        /* format and version */
+        {{.key = "format", .value = NULL}, {"format"}},
+        {{.key = "format", .value = "pytorch"}, {"pytorch", "dynd-model"}},
+        {{.key = "format_version", .value = "2"}, {"format_version 2", "newer"}},
+        {{.key = "format_version", .value = "one"}, {"format_version"}},
+        {{.key = "format_version", .value = NULL}, {"format_version"}},
+        /* graph */
+        {{.key = "graph", .value = NULL}, {"graph"}},
+        {{.key = "graph", .value = "{\"name\":\"fc1\"}"}, {"graph", "array"}},
+        {{.key = "graph", .value = "[]"}, {"graph"}},
+        {{.key = "graph", .value = "[{\"name\":\"fc1\""}, {"graph", "not valid JSON"}},
+        {{.key = "graph", .value = "[5]"}, {"node 0", "object"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"frobnicate\",\"inputs\":[-1],\"attrs\":{}}]"},
+         {"unknown op", "frobnicate"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-1],"
+                   "\"attrs\":{\"in\":4,\"out\":3}},"
+                   "{\"name\":\"act\",\"op\":\"relu\",\"inputs\":[1],\"attrs\":{}}]"},
+         {"node 1", "'act'", "earlier node"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[1],"
+                   "\"attrs\":{\"in\":4,\"out\":3}},"
+                   "{\"name\":\"act\",\"op\":\"relu\",\"inputs\":[0],\"attrs\":{}}]"},
+         {"node 0", "'fc1'", "cycles"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-2],"
+                   "\"attrs\":{\"in\":4,\"out\":3}}]"},
+         {"node 0", "-2"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":\"x\","
+                   "\"attrs\":{\"in\":4,\"out\":3}}]"},
+         {"node 0", "inputs"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-1],"
+                   "\"attrs\":{\"in\":5,\"out\":3}}]"},
+         {"node 0", "fc1"}}, /* input 4 does not fit in 5 */
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-1],"
+                   "\"attrs\":{\"in\":4,\"out\":3}},"
+                   "{\"name\":\"fc1\",\"op\":\"relu\",\"inputs\":[0],\"attrs\":{}}]"},
+         {"node 1", "fc1"}}, /* duplicate name */
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-1],"
+                   "\"attrs\":{\"in\":4,\"out\":3,\"bias\":\"yes\"}}]"},
+         {"node 0", "bias"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-1],\"attrs\":[4,3]}]"},
+         {"node 0", "attrs"}},
+        {{.key = "graph", .value = "[{\"op\":\"relu\",\"inputs\":[-1]}]"}, {"node 0", "name"}},
+        {{.key = "graph", .value = "[{\"name\":\"r\",\"inputs\":[-1]}]"}, {"node 0", "op"}},
+        {{.key = "graph", .value = "[{\"name\":\"r\\n\",\"op\":\"relu\",\"inputs\":[-1]}]"},
+         {"node 0", "control"}},
+        {{.key = "graph", .value = "[{\"name\":\"r\",\"op\":\"x\\u001b\",\"inputs\":[-1]}]"},
+         {"node 0", "unknown op 'x?'"}},
+        {{.key = "graph",
+          .value = "[{\"name\":\"fc1\",\"op\":\"linear\",\"inputs\":[-1,-1],"
+                   "\"attrs\":{\"in\":4,\"out\":3}}]"},
+         {"node 0", "input"}}, /* arity */
+        /* input shape */
+        {{.key = "input", .value = NULL}, {"input"}},
+        {{.key = "input", .value = "4"}, {"input"}},
+        {{.key = "input", .value = "[0]"}, {"input"}},
+        {{.key = "input", .value = "[1,1,1,4]"}, {"input"}},
+        {{.key = "input", .value = "[5]"}, {"node 0"}},
+        {{.key = "input", .value = "[16777216,16777216,16777216]"}, {"input", "elements"}},
+        /* labels, preprocess, info */
+        {{.key = "labels", .value = "[\"a\",\"b\"]"}, {"2 labels", "3 outputs"}},
+        {{.key = "labels", .value = "[\"a\",\"b\",7]"}, {"label 2"}},
+        {{.key = "labels", .value = "{}"}, {"labels"}},
+        {{.key = "preprocess", .value = "[1]"}, {"preprocess"}},
+        {{.key = "preprocess", .value = "{\"a\":"}, {"preprocess", "JSON"}},
+        {{.key = "info", .value = "\"text\""}, {"info"}},
+        /* tensors */
+        {{.drop = "fc1.bias"}, {"missing tensor", "'fc1.bias'", "[3]"}},
+        {{.add = "fc1.extra", .add_n = 2}, {"extra tensor", "'fc1.extra'"}},
+        {{.add = "zzz", .add_n = 0}, {"extra tensor", "'zzz'"}},
+        {{.reshape = "fc1.weight"}, {"'fc1.weight'", "[12]", "[3, 4]"}},
+    };
+    for (size_t i = 0; i < DYN_ARRAY_LEN(cases); i++) {
+        rewrite(path, bad, &cases[i].e);
+        const char *want[5] = {0};
+        memcpy(want, cases[i].want, sizeof cases[i].want);
+        model_fails(bad, want);
+    }
+    /* Unknown metadata keys are ignored; an absent labels key means no labels. */
+    edit extra = {.key = "created_by", .value = "someone"};
+    rewrite(path, bad, &extra);
+    ok = dyn_model_load(bad, &err);
+    ck_assert_msg(ok != NULL, "%s", err.msg);
+    dyn_model_free(ok);
+    edit nolabels = {.key = "labels", .value = NULL};
+    rewrite(path, bad, &nolabels);
+    ok = dyn_model_load(bad, &err);
+    ck_assert_msg(ok != NULL, "%s", err.msg);
+    ck_assert_int_eq(ok->nlabels, 0);
+    dyn_model_free(ok);
+
+    /* A plain safetensors file is not a model. */
+    float x = 1;
+    int64_t one = 1;
+    dyn_st_entry e = {"w", 1, &one, &x};
+    ck_assert_int_eq(dyn_st_write(bad, &e, 1, NULL, &err), 0);
+    model_fails(bad, WANT("not a dynd model"));
+    model_fails("/nonexistent-dir/m.safetensors", WANT("cannot open"));
+
+    /* An empty model is not saved. */
+    dyn_shape in = {.ndim = 1, .d = {2}};
+    dyn_model *empty = dyn_model_new(&in);
+    ck_assert_int_eq(dyn_model_save(empty, bad, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "no layers"));
+    dyn_model_free(empty);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+/* ---- IDX ---- */
+
+static void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Image file bytes for n images h x w with pixel (i, j) = (7 i + j) % 256. *len set. */
+static uint8_t *idx_images(uint32_t magic, uint32_t n, uint32_t h, uint32_t w, size_t *len) {
+    size_t total = (size_t)n * h * w;
+    uint8_t *b = malloc(16 + total);
+    put_be32(b, magic);
+    put_be32(b + 4, n);
+    put_be32(b + 8, h);
+    put_be32(b + 12, w);
+    for (size_t i = 0; i < total; i++) b[16 + i] = (uint8_t)((7 * (i / (h * w)) + i) % 256);
+    *len = 16 + total;
+    return b;
+}
+
+static uint8_t *idx_labels(uint32_t magic, uint32_t n, const uint8_t *values, size_t *len) {
+    uint8_t *b = malloc(8 + n);
+    put_be32(b, magic);
+    put_be32(b + 4, n);
+    memcpy(b + 8, values, n);
+    *len = 8 + n;
+    return b;
+}
+
+static void write_gz(const char *path, const void *p, size_t n) {
+    gzFile g = gzopen(path, "wb");
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(gzwrite(g, p, (unsigned)n), (int)n);
+    ck_assert_int_eq(gzclose(g), Z_OK);
+}
+
+static const uint8_t g_lab[5] = {3, 0, 6, 1, 3};
+
+/* Writes a valid 5 x 3 x 4 set to img / lab (gzip-compressed when gz). */
+static void write_valid_idx(const char *img, const char *lab, int gz) {
+    size_t li, ll;
+    uint8_t *bi = idx_images(0x803, 5, 3, 4, &li), *bl = idx_labels(0x801, 5, g_lab, &ll);
+    if (gz) {
+        write_gz(img, bi, li);
+        write_gz(lab, bl, ll);
+    } else {
+        write_bytes(img, bi, li);
+        write_bytes(lab, bl, ll);
+    }
+    free(bi);
+    free(bl);
+}
+
+static void check_valid_set(const dyn_dataset *d) {
+    ck_assert_int_eq(d->n, 5);
+    ck_assert_int_eq(d->c, 1);
+    ck_assert_int_eq(d->h, 3);
+    ck_assert_int_eq(d->w, 4);
+    ck_assert_int_eq(d->nclasses, 7);
+    for (int i = 0; i < 5; i++) ck_assert_int_eq(d->labels[i], g_lab[i]);
+    for (int i = 0; i < 60; i++) ck_assert_int_eq(d->pixels[i], (7 * (i / 12) + i) % 256);
+}
+
+static void idx_fails(const char *img, const char *lab, int code, const char *const *want) {
+    dyn_dataset d;
+    dyn_err err = {0};
+    int rc = dyn_idx_load(img, lab, &d, &err);
+    ck_assert_msg(rc < 0, "%s / %s accepted", img, lab);
+    if (code) ck_assert_int_eq(rc, code);
+    ck_assert_ptr_null(d.pixels);
+    ck_assert_ptr_null(d.labels);
+    ck_assert_msg(err.msg[0] != '\0', "empty message");
+    for (int i = 0; want && want[i]; i++)
+        ck_assert_msg(strstr(err.msg, want[i]) != NULL, "message '%s' lacks '%s'", err.msg,
+                      want[i]);
+}
+
+START_TEST(idx_valid_and_gz) {
+    tmp_setup();
+    char img[256], lab[256], gimg[256], glab[256];
+    tmp_path("img", img, sizeof img);
+    tmp_path("lab", lab, sizeof lab);
+    tmp_path("img.gz", gimg, sizeof gimg);
+    tmp_path("lab.gz", glab, sizeof glab);
+    write_valid_idx(img, lab, 0);
+    write_valid_idx(gimg, glab, 1);
+    dyn_dataset d;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_idx_load(img, lab, &d, &err) == 0, "%s", err.msg);
+    check_valid_set(&d);
+    dyn_dataset_free(&d);
+    ck_assert_ptr_null(d.pixels);
+    dyn_dataset_free(&d); /* twice is fine */
+    ck_assert_msg(dyn_idx_load(gimg, glab, &d, &err) == 0, "%s", err.msg);
+    check_valid_set(&d);
+    dyn_dataset_free(&d);
+    ck_assert_msg(dyn_idx_load(gimg, lab, &d, &err) == 0, "%s", err.msg); /* mixed */
+    dyn_dataset_free(&d);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(idx_truncated_every_prefix) {
+    tmp_setup();
+    char img[256], lab[256], cut[256];
+    tmp_path("img", img, sizeof img);
+    tmp_path("lab", lab, sizeof lab);
+    tmp_path("cut", cut, sizeof cut);
+    write_valid_idx(img, lab, 0);
+    size_t ni, nl;
+    uint8_t *bi = read_bytes(img, &ni), *bl = read_bytes(lab, &nl);
+    for (size_t k = 0; k < ni; k++) {
+        write_bytes(cut, bi, k);
+        idx_fails(cut, lab, DYN_EFORMAT, WANT(cut));
+        if (k >= 16) {
+            char want[128];
+            snprintf(want, sizeof want, "should be %zu bytes, it is %zu", ni, k);
+            idx_fails(cut, lab, DYN_EFORMAT, WANT("truncated", want));
+        }
+        write_gz(cut, bi, k);
+        idx_fails(cut, lab, DYN_EFORMAT, WANT(cut));
+    }
+    for (size_t k = 0; k < nl; k++) {
+        write_bytes(cut, bl, k);
+        idx_fails(img, cut, DYN_EFORMAT, WANT(cut));
+    }
+    /* A damaged gzip stream (cut compressed bytes) is an error too. */
+    char gz[256];
+    tmp_path("img.gz", gz, sizeof gz);
+    write_gz(gz, bi, ni);
+    size_t ng;
+    uint8_t *bg = read_bytes(gz, &ng);
+    for (size_t k = 10; k < ng; k++) {
+        write_bytes(cut, bg, k);
+        idx_fails(cut, lab, DYN_EFORMAT, WANT(cut, "gzip"));
+    }
+    free(bg);
+    free(bi);
+    free(bl);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(idx_damaged) {
+    tmp_setup();
+    char img[256], lab[256], bad[256];
+    tmp_path("img", img, sizeof img);
+    tmp_path("lab", lab, sizeof lab);
+    tmp_path("bad", bad, sizeof bad);
+    write_valid_idx(img, lab, 0);
+    size_t n;
+    uint8_t *b;
+
+    /* swapped files: the magic says what each one is */
+    idx_fails(lab, img, DYN_EFORMAT, WANT("0x00000801", "label file"));
+    b = idx_images(0x12345678, 5, 3, 4, &n);
+    write_bytes(bad, b, n);
+    free(b);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("0x12345678", "not an IDX file"));
+    b = idx_images(0x0d03, 5, 3, 4, &n); /* float IDX */
+    write_bytes(bad, b, n);
+    free(b);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("magic"));
+    /* count mismatch */
+    b = idx_images(0x803, 4, 3, 4, &n);
+    write_bytes(bad, b, n);
+    free(b);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("4 images", "5 labels"));
+    /* absurd dimensions: rejected from the header alone */
+    uint8_t h[16];
+    put_be32(h, 0x803);
+    put_be32(h + 4, 5);
+    put_be32(h + 8, 70000);
+    put_be32(h + 12, 4);
+    write_bytes(bad, h, 16);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("70000"));
+    put_be32(h + 8, 0);
+    write_bytes(bad, h, 16);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("dimension 1"));
+    put_be32(h + 4, 0);
+    put_be32(h + 8, 3);
+    write_bytes(bad, h, 16);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("dimension 0"));
+    put_be32(h + 4, 65536);
+    put_be32(h + 8, 65536);
+    put_be32(h + 12, 65536);
+    write_bytes(bad, h, 16);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("limit"));
+    put_be32(h + 4, 0xffffffffu);
+    put_be32(h + 8, 1);
+    put_be32(h + 12, 1);
+    write_bytes(bad, h, 16);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("dimension 0"));
+    /* a header that promises 2^31 bytes over a tiny file: a quick "truncated", no 2 GB alloc */
+    put_be32(h + 4, 32768);
+    put_be32(h + 8, 256);
+    put_be32(h + 12, 256);
+    write_bytes(bad, h, 16);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("truncated", "2147483648"));
+    /* trailing bytes, raw and compressed */
+    b = idx_images(0x803, 5, 3, 4, &n);
+    uint8_t *longer = malloc(n + 3);
+    memcpy(longer, b, n);
+    memset(longer + n, 0, 3);
+    write_bytes(bad, longer, n + 3);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("3 trailing bytes", "76 bytes"));
+    write_gz(bad, longer, n + 3);
+    idx_fails(bad, lab, DYN_EFORMAT, WANT("3 trailing bytes"));
+    free(longer);
+    free(b);
+    /* missing file */
+    idx_fails("/nonexistent-dir/img", lab, DYN_EIO, WANT("/nonexistent-dir/img"));
+    idx_fails(img, "/nonexistent-dir/lab", DYN_EIO, WANT("/nonexistent-dir/lab"));
+    /* labels up to 255 are fine: nclasses = max + 1 */
+    uint8_t big[5] = {0, 255, 3, 3, 200};
+    b = idx_labels(0x801, 5, big, &n);
+    write_bytes(bad, b, n);
+    free(b);
+    dyn_dataset d;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_idx_load(img, bad, &d, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(d.nclasses, 256);
+    dyn_dataset_free(&d);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(idx_helpers) {
+    tmp_setup();
+    char img[256], lab[256];
+    tmp_path("img", img, sizeof img);
+    tmp_path("lab", lab, sizeof lab);
+    write_valid_idx(img, lab, 0);
+    dyn_dataset d, s;
+    dyn_err err = {0};
+    ck_assert_int_eq(dyn_idx_load(img, lab, &d, &err), 0);
+
+    /* subsets */
+    ck_assert_int_eq(dyn_dataset_subset(&d, NULL, 2, &s, &err), 0);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.nclasses, 7);
+    ck_assert(memcmp(s.pixels, d.pixels, 24) == 0);
+    ck_assert(memcmp(s.labels, d.labels, 2) == 0);
+    dyn_dataset_free(&s);
+    int pick[3] = {4, 1, 4};
+    ck_assert_int_eq(dyn_dataset_subset(&d, pick, 3, &s, &err), 0);
+    ck_assert(memcmp(s.pixels, d.pixels + 48, 12) == 0);
+    ck_assert(memcmp(s.pixels + 12, d.pixels + 12, 12) == 0);
+    ck_assert_int_eq(s.labels[0], 3);
+    ck_assert_int_eq(s.labels[1], 0);
+    dyn_dataset_free(&s);
+    ck_assert_int_eq(dyn_dataset_subset(&d, NULL, 0, &s, &err), 0);
+    ck_assert_int_eq(s.n, 0);
+    dyn_dataset_free(&s);
+    ck_assert_int_eq(dyn_dataset_subset(&d, NULL, 6, &s, &err), DYN_EINVAL);
+    int badpick[2] = {0, 5};
+    ck_assert_int_eq(dyn_dataset_subset(&d, badpick, 2, &s, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "5"));
+    ck_assert_ptr_null(s.pixels);
+
+    /* batches: (x / 255 - mean) / std, [B][1][H][W] */
+    float x[2 * 12];
+    int y[2];
+    int bi[2] = {2, 0};
+    ck_assert_int_eq(dyn_dataset_batch(&d, bi, 2, 0.5f, 0.25f, x, y, &err), 0);
+    for (int i = 0; i < 12; i++) {
+        ck_assert_float_eq_tol(x[i], ((float)d.pixels[24 + i] / 255.0f - 0.5f) / 0.25f, 1e-6);
+        ck_assert_float_eq_tol(x[12 + i], ((float)d.pixels[i] / 255.0f - 0.5f) / 0.25f, 1e-6);
+    }
+    ck_assert_int_eq(y[0], 6);
+    ck_assert_int_eq(y[1], 3);
+    ck_assert_int_eq(dyn_dataset_batch(&d, bi, 2, 0.0f, 1.0f, x, NULL, &err), 0);
+    ck_assert_float_eq(x[12], 0.0f); /* pixel 0 */
+    ck_assert_float_eq_tol(x[12 + 11], 11.0f / 255.0f, 1e-7);
+    ck_assert_int_eq(dyn_dataset_batch(&d, bi, 2, 0.0f, 0.0f, x, y, &err), DYN_EINVAL);
+    int oob[1] = {5};
+    ck_assert_int_eq(dyn_dataset_batch(&d, oob, 1, 0.0f, 1.0f, x, y, &err), DYN_EINVAL);
+
+    /* split: sizes, disjoint, covers everything, order kept, deterministic per seed */
+    dyn_dataset tr, va, tr2, va2;
+    ck_assert_int_eq(dyn_dataset_split(&d, 2, 42, &tr, &va, &err), 0);
+    ck_assert_int_eq(tr.n, 3);
+    ck_assert_int_eq(va.n, 2);
+    ck_assert_int_eq(tr.nclasses, 7);
+    ck_assert_int_eq(va.nclasses, 7);
+    int seen[5] = {0}, last = -1;
+    for (int s2 = 0; s2 < 2; s2++) {
+        const dyn_dataset *part = s2 ? &va : &tr;
+        last = -1;
+        for (int i = 0; i < part->n; i++) {
+            int src = part->pixels[i * 12 + 1] - 1; /* pixel 1 of sample k is 19k + 1 */
+            ck_assert_int_eq(src % 19, 0);
+            src /= 19;
+            ck_assert_int_gt(src, last);
+            last = src;
+            seen[src]++;
+            ck_assert_int_eq(part->labels[i], d.labels[src]);
+        }
+    }
+    for (int i = 0; i < 5; i++) ck_assert_int_eq(seen[i], 1);
+    ck_assert_int_eq(dyn_dataset_split(&d, 2, 42, &tr2, &va2, &err), 0);
+    ck_assert(memcmp(va.pixels, va2.pixels, 24) == 0);
+    dyn_dataset_free(&tr2);
+    dyn_dataset_free(&va2);
+    dyn_dataset_free(&tr);
+    dyn_dataset_free(&va);
+    ck_assert_int_eq(dyn_dataset_split(&d, 6, 1, &tr, &va, &err), DYN_EINVAL);
+    ck_assert_int_eq(dyn_dataset_split(&d, 0, 1, &tr, &va, &err), 0);
+    ck_assert_int_eq(tr.n, 5);
+    ck_assert_int_eq(va.n, 0);
+    dyn_dataset_free(&tr);
+    dyn_dataset_free(&va);
+    ck_assert_int_eq(dyn_dataset_split(&d, 5, 1, &tr, &va, &err), 0);
+    ck_assert_int_eq(tr.n, 0);
+    ck_assert(memcmp(va.pixels, d.pixels, 60) == 0);
+    dyn_dataset_free(&tr);
+    dyn_dataset_free(&va);
+    /* Different seeds pick different validation sets (over a larger set). */
+    dyn_dataset big;
+    int *all = malloc(1000 * sizeof *all);
+    for (int i = 0; i < 1000; i++) all[i] = i % 5;
+    ck_assert_int_eq(dyn_dataset_subset(&d, all, 1000, &big, &err), 0);
+    for (int i = 0; i < 1000; i++) big.labels[i] = (uint8_t)(i % 256);
+    ck_assert_int_eq(dyn_dataset_split(&big, 100, 1, &tr, &va, &err), 0);
+    ck_assert_int_eq(dyn_dataset_split(&big, 100, 2, &tr2, &va2, &err), 0);
+    ck_assert(memcmp(va.labels, va2.labels, 100) != 0);
+    dyn_dataset_free(&tr);
+    dyn_dataset_free(&va);
+    dyn_dataset_free(&tr2);
+    dyn_dataset_free(&va2);
+    dyn_dataset_free(&big);
+    free(all);
+    dyn_dataset_free(&d);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(idx_real_mnist) {
+    const char *img = "data/mnist/train-images-idx3-ubyte",
+               *lab = "data/mnist/train-labels-idx1-ubyte",
+               *timg = "data/mnist/t10k-images-idx3-ubyte",
+               *tlab = "data/mnist/t10k-labels-idx1-ubyte";
+    if (access(img, R_OK) != 0 || access(lab, R_OK) != 0) {
+        fprintf(stderr, "idx_real_mnist: %s missing (run make data); skipped\n", img);
+        return;
+    }
+    dyn_dataset d;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_idx_load(img, lab, &d, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(d.n, 60000);
+    ck_assert_int_eq(d.h, 28);
+    ck_assert_int_eq(d.w, 28);
+    ck_assert_int_eq(d.nclasses, 10);
+    const uint8_t first[5] = {5, 0, 4, 1, 9};
+    ck_assert(memcmp(d.labels, first, 5) == 0);
+    int count[10] = {0};
+    for (int i = 0; i < d.n; i++) count[d.labels[i]]++;
+    const int want[10] = {5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949};
+    for (int c = 0; c < 10; c++) ck_assert_int_eq(count[c], want[c]);
+    /* MNIST digits have an empty border: the corner pixels of every image are 0. */
+    for (int i = 0; i < d.n; i += 997) ck_assert_int_eq(d.pixels[(size_t)i * 784], 0);
+    dyn_dataset_free(&d);
+    if (access(timg, R_OK) == 0 && access(tlab, R_OK) == 0) {
+        ck_assert_msg(dyn_idx_load(timg, tlab, &d, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(d.n, 10000);
+        ck_assert_int_eq(d.nclasses, 10);
+        const uint8_t tfirst[5] = {7, 2, 1, 0, 4};
+        ck_assert(memcmp(d.labels, tfirst, 5) == 0);
+        dyn_dataset_free(&d);
+        /* train images with test labels: the counts differ */
+        idx_fails(img, tlab, DYN_EFORMAT, WANT("60000 images", "10000 labels"));
+    }
+}
+END_TEST
+
+static Suite *io_suite(void) {
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("safetensors");
+    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, st_roundtrip);
+    tcase_add_test(tc, st_write_rejects_bad_input);
+    tcase_add_test(tc, st_concurrent_writers);
+    tcase_add_test(tc, st_truncated_every_prefix);
+    tcase_add_test(tc, st_header_length_lies);
+    tcase_add_test(tc, st_garbage);
+    tcase_add_test(tc, st_bad_headers);
+    tcase_add_test(tc, st_half_precision);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("model_file");
+    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, model_roundtrip_dense);
+    tcase_add_test(tc, model_roundtrip_dyn);
+    tcase_add_test(tc, model_roundtrip_minimal_meta);
+    tcase_add_test(tc, model_truncated_every_prefix);
+    tcase_add_test(tc, model_nan);
+    tcase_add_test(tc, model_bad_metadata);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("idx");
+    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, idx_valid_and_gz);
+    tcase_add_test(tc, idx_truncated_every_prefix);
+    tcase_add_test(tc, idx_damaged);
+    tcase_add_test(tc, idx_helpers);
+    tcase_add_test(tc, idx_real_mnist);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TU_MAIN(io_suite)
