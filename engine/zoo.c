@@ -19,7 +19,7 @@ static int add(dyn_model *m, const char *op, const char *name, json_t *attrs, dy
 
 static int add_fc(dyn_model *m, const dyn_zoo_opts *o, const char *name, int in, int out,
                   int last, dyn_err *err) {
-    if (o->dyn && !(last && o->dense_last))
+    if (o->dyn && o->fc_H > 0 && !(last && o->dense_last))
         return add(m, "dyn_linear", name,
                    json_pack("{s:i, s:i, s:i, s:i, s:s, s:s}", "in", in, "out", out, "H", o->fc_H,
                              "q", o->fc_q, "kernel", o->kernel, "exec", o->exec),
@@ -29,7 +29,7 @@ static int add_fc(dyn_model *m, const dyn_zoo_opts *o, const char *name, int in,
 
 static int add_conv(dyn_model *m, const dyn_zoo_opts *o, const char *name, int cin, int cout,
                     int k, int pad, dyn_err *err) {
-    if (o->dyn)
+    if (o->dyn && o->conv_H > 0)
         return add(m, "dyn_conv2d", name,
                    json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s}", "in_channels", cin,
                              "out_channels", cout, "kernel", k, "padding", pad, "H", o->conv_H,
@@ -47,9 +47,20 @@ typedef struct zoo_row {
     int in, out, k, pad;
 } zoo_row;
 
+static int add_bn(dyn_model *m, const dyn_zoo_opts *o, const zoo_row *r, int rc, dyn_err *err) {
+    if (rc || !o->bn) return rc;
+    char name[64];
+    snprintf(name, sizeof name, "%s_bn", r->name);
+    return add(m, "batchnorm", name, json_pack("{s:i}", "channels", r->out), err);
+}
+
 static int add_row(dyn_model *m, const dyn_zoo_opts *o, const zoo_row *r, int last, dyn_err *err) {
-    if (strcmp(r->kind, "fc") == 0) return add_fc(m, o, r->name, r->in, r->out, last, err);
-    if (strcmp(r->kind, "conv") == 0) return add_conv(m, o, r->name, r->in, r->out, r->k, r->pad, err);
+    if (strcmp(r->kind, "fc") == 0) {
+        int rc = add_fc(m, o, r->name, r->in, r->out, last, err);
+        return last ? rc : add_bn(m, o, r, rc, err);
+    }
+    if (strcmp(r->kind, "conv") == 0)
+        return add_bn(m, o, r, add_conv(m, o, r->name, r->in, r->out, r->k, r->pad, err), err);
     if (strcmp(r->kind, "maxpool") == 0)
         return add(m, "maxpool2d", r->name, json_pack("{s:i}", "kernel", r->k), err);
     return add(m, r->kind, r->name, json_object(), err); /* relu, flatten */

@@ -4,7 +4,8 @@
  * "lenet5": conv 1→6 k5 pad 2, ReLU, max 2; conv 6→16 k5, ReLU, max 2; fc 400→120, ReLU,
  *           fc 120→84, ReLU, fc 84→classes (61,706 dense parameters for 10 classes).
  * With dyn = 1 every linear becomes dyn_linear (fc_H copies, fc_q dims) and every conv
- * dyn_conv2d (conv_H, conv_q); "dense_last" keeps the classifier layer dense.
+ * dyn_conv2d (conv_H, conv_q); H = 0 keeps that kind dense; "dense_last" keeps the classifier layer dense; "bn" adds
+ * BatchNorm after every conv and hidden fc (a choice: DyN layers train far better with it).
  */
 #ifndef DYN_ZOO_H
 #define DYN_ZOO_H
@@ -22,6 +23,7 @@ typedef struct dyn_zoo_opts {
     int classes;
     int channels, height, width; /* input */
     int dense_last;
+    int bn;               /* BatchNorm after every conv / hidden fc (before the ReLU) */
 } dyn_zoo_opts;
 
 dyn_zoo_opts dyn_zoo_opts_default(void);

@@ -79,23 +79,30 @@ static void fmt_time(double s, char *buf, size_t n) {
         snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
 }
 
+/* On a terminal the line is redrawn in place every second; in a log (not a TTY) one line is
+ * written every 15 s and at each epoch's end. */
 static void progress_line(void *ctx, const dyn_progress *p) {
     (void)ctx;
+    static int tty = -1;
+    static double last_log = -1e9;
+    if (tty < 0) tty = isatty(2);
+    if (!tty && !p->epoch_end && p->elapsed_s - last_log < 15.0) return;
+    last_log = p->elapsed_s;
     char eta[32], el[32];
     fmt_time(p->eta_s, eta, sizeof eta);
     fmt_time(p->elapsed_s, el, sizeof el);
-    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %.0f img/s  elapsed %s  ETA %s",
-            p->epoch, p->epochs, (long long)p->step, (long long)p->steps, (double)p->loss,
+    fprintf(stderr, "%sepoch %d/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %.0f img/s  elapsed %s  ETA %s",
+            tty ? "\r" : "", p->epoch, p->epochs, (long long)p->step, (long long)p->steps, (double)p->loss,
             100.0 * p->acc, p->images_per_s, el, eta);
     if (p->epoch_end) {
         if (p->val_acc >= 0) fprintf(stderr, "  val %.2f%%", 100.0 * p->val_acc);
-        fprintf(stderr, "\n");
     }
+    if (p->epoch_end || !tty) fprintf(stderr, "\n");
     fflush(stderr);
 }
 
 static int parse_hq(const char *s, int *H, int *q) {
-    return sscanf(s, "%d,%d", H, q) == 2 && *H > 0 && *q > 0 ? 0 : -1;
+    return sscanf(s, "%d,%d", H, q) == 2 && *H >= 0 && *q >= 0 ? 0 : -1; /* 0,0 = dense */
 }
 
 static json_t *preprocess_json(const dyn_model *m, const data_spec *d) {
@@ -114,6 +121,7 @@ static void usage_train(void) {
             "  --kernel l1|l2|inv       DyN interaction kernel (default l1)\n"
             "  --exec auto|native|materialized\n"
             "  --dense-last             keep the classifier dense\n"
+            "  --bn                     BatchNorm after every conv and hidden fc\n"
             "  --hidden N               MLP width (default 1024)\n"
             "  --data mnist|fashion|DIR (default mnist)\n"
             "  --epochs N --batch N --lr X --wd X --sgd\n"
@@ -141,7 +149,7 @@ static int cmd_train(int argc, char **argv) {
         {"val", 1, 0, 'v'},    {"limit", 1, 0, 'L'},   {"seed", 1, 0, 's'},
         {"out", 1, 0, 'o'},    {"json", 0, 0, 'j'},    {"threads", 1, 0, 't'},
         {"no-augment", 0, 0, 'N'}, {"lr-final", 1, 0, 'F'}, {"dense-last", 0, 0, 'E'},
-        {"sgd", 0, 0, 'S'},    {"help", 0, 0, '?'},    {0, 0, 0, 0}};
+        {"sgd", 0, 0, 'S'},    {"bn", 0, 0, 'B'},    {"help", 0, 0, '?'},    {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -168,6 +176,7 @@ static int cmd_train(int argc, char **argv) {
         case 'F': cfg.lr_final_frac = strtof(optarg, NULL); break;
         case 'E': zo.dense_last = 1; break;
         case 'S': sgd = 1; break;
+        case 'B': zo.bn = 1; break;
         default: goto bad;
         }
     }
@@ -206,7 +215,7 @@ static int cmd_train(int argc, char **argv) {
     if (test_acc < 0) die("train", &err);
     dyn_model_labels_set(m, d.labels, 10);
     m->preprocess = preprocess_json(m, &d);
-    m->info = json_pack("{s:s, s:s, s:I, s:i, s:f, s:f}", "trained_on", data, "arch", zo.arch,
+    m->info = json_pack("{s:s, s:s, s:b, s:I, s:i, s:f, s:f}", "trained_on", data, "arch", zo.arch, "bn", zo.bn,
                         "seed", (json_int_t)cfg.seed, "epochs", cfg.epochs, "val_acc",
                         (double)res.best_val_acc, "test_acc", test_acc);
     if (out && dyn_model_save(m, out, &err)) die("train", &err);

@@ -1,0 +1,677 @@
+/* native.c — weight-free execution of l1 DyN systems (DYN.md §2–3; design: README.md).
+ *
+ * For one slice (h, k), a target value t and sorted source values s_j with data rows X_j:
+ *
+ *     Σ_j |t − s_j| X_j       = t·(2·P0[lo] − T0) − (2·P1[lo] − T1)
+ *     Σ_j sign(t − s_j) X_j   = P0[lo] + P0[hi] − T0
+ *
+ * where P0[r] = Σ_{first r sorted j} X_j, P1[r] = Σ s_j X_j, T0/T1 the totals, lo = #{s < t},
+ * hi = #{s <= t} (so ties, sign(0) = 0, are exact). Values are shifted by the slice's source
+ * median μ first (|t − s| is shift-invariant) to keep the two products small when states
+ * drift far from 0.
+ *
+ * Instead of storing the prefix arrays, the kernel walks the targets in sorted order and
+ * advances one running prefix (a tile of columns wide) through the sorted sources: a merge.
+ * Per slice and column tile it reads every source row and every target row once. The
+ * column-independent parts are taken out of the loop and applied once in an epilogue:
+ *
+ *   OUT:    Y_i += Σ_hk 2λ(t'·P0[lo] − P1[lo])  then  Y_i += (offset − τ_i)·T0 + C1
+ *           with t' = t − μ, τ_i = Σ_hk λ_h t'_i, C1 = Σ_hk λ_h T1_hk;
+ *   GRAD_T: dT_i += λ·Dt_i·(P0[lo] + P0[hi])  then  dT_i −= λ·ρ_i,  ρ_i = Dt_i·T0;
+ *   GRAD_LAMBDA: Σ_i Dt_i·2(t'P0[lo] − P1[lo]) − Σ_i t'_i ρ_i + D0·T1,  D0 = Σ_i Dt_i.
+ *
+ * Batch 1 (a single column) builds the prefix arrays instead (l1_col1): no merge, no
+ * mispredicted loop exits, vectorized gathers.
+ *
+ * Threads: with at least 64 columns per thread, tiles are spread over threads (outputs are
+ * disjoint; dT goes to private copies). With fewer columns, slices are spread over threads
+ * and the outputs of threads 1.. go to private copies, reduced in the epilogue (thread 0
+ * accumulates into the real output).
+ */
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "dyn.h"
+
+#define TW_MAX 64 /* widest column tile */
+#define TW_MIN 16 /* narrowest tile in the tile-parallel mode */
+#define PF 8      /* prefetch distance, in rows */
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+typedef struct l1_plan {
+    int nt;       /* threads */
+    int by_slice; /* 1: parallel over slices with private outputs; 0: over column tiles */
+    int tw;       /* tile width (<= TW_MAX) */
+    int64_t ntiles;
+} l1_plan;
+
+/* Small jobs run on one thread (the plan also sizes the workspace, so it must not depend on
+ * anything but the job's shape and the thread count). */
+static l1_plan l1_plan_make(const dyn_l1_job *jb) {
+    const int64_t cols = jb->cols;
+    const int Hq = jb->H * jb->q;
+    l1_plan p;
+    p.nt = dyn_threads_get();
+    if (p.nt < 1 || (int64_t)Hq * ((int64_t)jb->M + jb->N) * cols <= 32768) p.nt = 1;
+    /* The cost is dominated by visiting a state (a row of the tile), not by the columns of a
+     * row: tiles as wide as possible. Each thread gets whole TW_MAX tiles when there are
+     * enough columns; otherwise the slices are split (private outputs). */
+    if (p.nt == 1) {
+        p.by_slice = 0;
+        p.tw = (int)DYN_MIN(cols, TW_MAX);
+    } else if (cols >= (int64_t)p.nt * TW_MAX || Hq < p.nt) {
+        p.by_slice = 0;
+        int64_t per = (cols + p.nt - 1) / p.nt;
+        if (per > TW_MIN) per = (per + TW_MIN - 1) / TW_MIN * TW_MIN;
+        p.tw = (int)DYN_MIN(per, TW_MAX);
+    } else {
+        p.by_slice = 1;
+        p.tw = (int)DYN_MIN(cols, TW_MAX);
+    }
+    if (p.tw < 1) p.tw = 1;
+    p.ntiles = (cols + p.tw - 1) / p.tw;
+    return p;
+}
+
+static size_t seg(size_t floats) { return (floats + 15) / 16 * 16; }
+
+/* Workspace layout; every segment 64-byte aligned. */
+typedef struct l1_ws {
+    float *T0, *D0, *C1, *mu, *tau, *rho, *ypriv, *dTpriv, *prefix;
+    double *lamacc;
+    size_t total;
+} l1_ws;
+
+static l1_ws l1_ws_layout(const dyn_l1_job *jb, const l1_plan *p, float *base) {
+    const int Hq = jb->H * jb->q;
+    const int grad = jb->flags & (DYN_L1_GRAD_T | DYN_L1_GRAD_LAMBDA);
+    const int out = jb->flags & DYN_L1_OUT;
+    size_t at = 0;
+    l1_ws w;
+#define TAKE(field, n)                                  \
+    do {                                                \
+        size_t n_ = (n);                                \
+        w.field = base && n_ ? base + at : NULL;        \
+        at += seg(n_);                                  \
+    } while (0)
+    TAKE(T0, (size_t)jb->cols);
+    TAKE(D0, jb->dt ? (size_t)jb->cols : 0);
+    TAKE(C1, out ? (size_t)jb->cols * (p->by_slice ? p->nt : 1) : 0);
+    TAKE(mu, (size_t)Hq);
+    TAKE(tau, out ? (size_t)jb->M : 0);
+    TAKE(rho, grad ? (size_t)jb->M : 0);
+    /* private copies for threads 1.. (thread 0 accumulates into the real output) */
+    TAKE(ypriv, out && p->by_slice ? (size_t)(p->nt - 1) * jb->M * (size_t)jb->cols : 0);
+    TAKE(dTpriv, (jb->flags & DYN_L1_GRAD_T) && !p->by_slice
+                     ? (size_t)(p->nt - 1) * Hq * jb->M
+                     : 0);
+    TAKE(prefix, p->tw == 1 ? (size_t)p->nt * seg(2 * ((size_t)jb->N + 1)) : 0);
+    w.lamacc = base ? (double *)(base + at) : NULL;
+    at += seg(2 * (size_t)p->nt * Hq);
+#undef TAKE
+    w.total = at;
+    return w;
+}
+
+size_t dyn_l1_ws_floats(int H, int q, int M, int N, int64_t cols, int flags) {
+    dyn_l1_job jb = {.H = H, .q = q, .M = M, .N = N, .cols = cols, .flags = flags};
+    jb.dt = (flags & (DYN_L1_GRAD_T | DYN_L1_GRAD_LAMBDA)) ? (const float *)&jb : NULL;
+    l1_plan p = l1_plan_make(&jb);
+    return l1_ws_layout(&jb, &p, NULL).total;
+}
+
+/* Σ_c a[c]·b[c] for one target: a plain float reduction compiles to an in-order chain of
+ * scalar adds, so use one vector accumulator and a single horizontal sum. */
+#if defined(__AVX512F__)
+static ALWAYS_INLINE float dot_tw(const float *a, const float *b, const int n) {
+    __m512 acc = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= n; c += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), _mm512_loadu_ps(b + c), acc);
+    if (c < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - c)) - 1u);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, b + c),
+                              acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+#else
+static ALWAYS_INLINE float dot_tw(const float *restrict a, const float *restrict b, const int n) {
+    float acc[16];
+    for (int k = 0; k < 16; k++) acc[k] = 0.0f;
+    int c = 0;
+    for (; c + 16 <= n; c += 16)
+        for (int k = 0; k < 16; k++) acc[k] += a[c + k] * b[c + k];
+    for (int k = 0; c + k < n; k++) acc[k] += a[c + k] * b[c + k];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
+    return acc[0];
+}
+#endif
+
+/* One slice hk over one column tile [c0, c0 + tw). ybase/c1/D0 point at column c0 of their
+ * arrays; dT_hk at the slice's M accumulators. */
+static ALWAYS_INLINE void l1_tile(const dyn_l1_job *jb, int hk, int64_t c0, const int tw,
+                                  const int flags, float *ybase, int64_t y_rs, float *dT_hk,
+                                  double *lamacc, float *c1, const float *D0, float mu) {
+    const int M = jb->M, N = jb->N;
+    const int64_t so = (int64_t)hk * N, to = (int64_t)hk * M;
+    const int32_t *restrict sp = jb->s_perm + so;
+    const float *restrict sv = jb->s_val + so;
+    const int32_t *restrict tp = jb->t_perm + to;
+    const int32_t *restrict lo = jb->t_lo + to;
+    const int32_t *restrict hi = jb->t_hi + to;
+    const float *restrict tv = jb->t_val + to;
+    const float lam = jb->lambda[hk / jb->q], lam2 = 2.0f * lam;
+    const float *restrict xs = jb->xs + c0;
+    const int64_t xrs = jb->xs_rs, drs = jb->dt_rs;
+    const float *restrict dt = jb->dt ? jb->dt + c0 : NULL;
+    const int gt = flags & DYN_L1_GRAD_T, gl = flags & DYN_L1_GRAD_LAMBDA,
+              out = flags & DYN_L1_OUT;
+    float P0[TW_MAX], P1[TW_MAX], L0[TW_MAX], L1[TW_MAX], SG[TW_MAX], LA[TW_MAX];
+    for (int c = 0; c < tw; c++) P0[c] = P1[c] = L0[c] = L1[c] = SG[c] = LA[c] = 0.0f;
+    int j = 0;
+#define ADVANCE(lim)                                                                   \
+    do {                                                                               \
+        const int lim_ = (lim);                                                        \
+        for (; j < lim_; j++) {                                                        \
+            if (j + PF < N) __builtin_prefetch(xs + (int64_t)sp[j + PF] * xrs);        \
+            const float *restrict x = xs + (int64_t)sp[j] * xrs;                       \
+            const float s = sv[j] - mu;                                                \
+            _Pragma("omp simd") for (int c = 0; c < tw; c++) {                         \
+                P0[c] += x[c];                                                         \
+                P1[c] += s * x[c];                                                     \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
+    for (int r = 0; r < M; r++) {
+        const int i = tp[r];
+        const float t = tv[r] - mu;
+        if (r + PF < M) {
+            if (out) __builtin_prefetch(ybase + (int64_t)tp[r + PF] * y_rs, 1);
+            if (dt) __builtin_prefetch(dt + (int64_t)tp[r + PF] * drs);
+        }
+        const float *l0 = P0, *l1 = P1;
+        if (gt) {
+            if (lo[r] >= j) { /* else: a tie with the previous target, same sums */
+                ADVANCE(lo[r]);
+                for (int c = 0; c < tw; c++) {
+                    L0[c] = P0[c];
+                    L1[c] = P1[c];
+                }
+                ADVANCE(hi[r]);
+                for (int c = 0; c < tw; c++) SG[c] = L0[c] + P0[c];
+            }
+            l0 = L0;
+            l1 = L1;
+        } else {
+            ADVANCE(lo[r]);
+        }
+        if (out) {
+            float *restrict y = ybase + (int64_t)i * y_rs;
+#pragma omp simd
+            for (int c = 0; c < tw; c++) y[c] += lam2 * (t * l0[c] - l1[c]);
+        }
+        if (gt || gl) {
+            const float *restrict d = dt + (int64_t)i * drs;
+            if (gt) dT_hk[i] += lam * dot_tw(d, SG, tw);
+            if (gl) {
+#pragma omp simd
+                for (int c = 0; c < tw; c++) LA[c] += d[c] * (t * l0[c] - l1[c]);
+            }
+        }
+    }
+    if (out || gl) {
+        ADVANCE(N);
+        if (out)
+            for (int c = 0; c < tw; c++) c1[c] += lam * P1[c];
+        if (gl) {
+            double acc = 0.0;
+            for (int c = 0; c < tw; c++) acc += 2.0 * (double)LA[c] + (double)D0[c] * P1[c];
+            *lamacc += acc;
+        }
+    }
+#undef ADVANCE
+}
+
+/* The single-column case (batch 1): the merge above would spend most of its time on
+ * mispredicted loop exits, so build the prefix arrays P0/P1 ((N+1) floats each, `pre`) in one
+ * branch-free pass, then visit the targets as independent look-ups (gathers and scatters;
+ * the target permutation has no repeats, so the loop vectorizes safely). */
+static void l1_col1(const dyn_l1_job *jb, int hk, int64_t c0, float *ybase, int64_t y_rs,
+                    float *dT_hk, double *lamacc, float *c1, const float *D0, float mu,
+                    float *pre) {
+    const int M = jb->M, N = jb->N;
+    const int64_t so = (int64_t)hk * N, to = (int64_t)hk * M;
+    const int32_t *restrict sp = jb->s_perm + so;
+    const float *restrict sv = jb->s_val + so;
+    const int32_t *restrict tp = jb->t_perm + to;
+    const int32_t *restrict lo = jb->t_lo + to;
+    const int32_t *restrict hi = jb->t_hi + to;
+    const float *restrict tv = jb->t_val + to;
+    const float lam = jb->lambda[hk / jb->q], lam2 = 2.0f * lam;
+    const float *restrict xs = jb->xs + c0;
+    const int64_t xrs = jb->xs_rs, drs = jb->dt_rs;
+    const int flags = jb->flags;
+    float *restrict P0 = pre, *restrict P1 = pre + (N + 1);
+    float a0 = 0.0f, a1 = 0.0f;
+    P0[0] = P1[0] = 0.0f;
+    for (int j = 0; j < N; j++) {
+        const float x = xs[(int64_t)sp[j] * xrs];
+        a0 += x;
+        a1 += (sv[j] - mu) * x;
+        P0[j + 1] = a0;
+        P1[j + 1] = a1;
+    }
+    if (flags & DYN_L1_OUT) {
+        float *restrict y = ybase;
+#pragma omp simd
+        for (int r = 0; r < M; r++) {
+            const int l = lo[r];
+            y[(int64_t)tp[r] * y_rs] += lam2 * ((tv[r] - mu) * P0[l] - P1[l]);
+        }
+        c1[0] += lam * a1;
+    }
+    if (flags & (DYN_L1_GRAD_T | DYN_L1_GRAD_LAMBDA)) {
+        const float *restrict dt = jb->dt + c0;
+        if (flags & DYN_L1_GRAD_T) {
+#pragma omp simd
+            for (int r = 0; r < M; r++) {
+                const int i = tp[r];
+                dT_hk[i] += lam * dt[(int64_t)i * drs] * (P0[lo[r]] + P0[hi[r]]);
+            }
+        }
+        if (flags & DYN_L1_GRAD_LAMBDA) {
+            float la = 0.0f;
+#pragma omp simd reduction(+ : la)
+            for (int r = 0; r < M; r++) {
+                const int l = lo[r];
+                la += dt[(int64_t)tp[r] * drs] * ((tv[r] - mu) * P0[l] - P1[l]);
+            }
+            *lamacc += 2.0 * (double)la + (double)D0[0] * a1;
+        }
+    }
+}
+
+static void l1_tile_any(const dyn_l1_job *jb, int hk, int64_t c0, int tw, float *ybase,
+                        int64_t y_rs, float *dT_hk, double *lamacc, float *c1, const float *D0,
+                        float mu, float *pre) {
+    const int f = jb->flags;
+    if (tw == 1 && pre) {
+        l1_col1(jb, hk, c0, ybase, y_rs, dT_hk, lamacc, c1, D0, mu, pre);
+        return;
+    }
+    enum { O = DYN_L1_OUT, G = DYN_L1_GRAD_T, L = DYN_L1_GRAD_LAMBDA };
+#define BY_FLAGS(TW)                                                                        \
+    switch (f) {                                                                            \
+    case O: l1_tile(jb, hk, c0, TW, O, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break;      \
+    case G | L: l1_tile(jb, hk, c0, TW, G | L, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break; \
+    case O | G: l1_tile(jb, hk, c0, TW, O | G, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break; \
+    default: l1_tile(jb, hk, c0, TW, f, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break;     \
+    }
+    switch (tw) {
+    case 1: BY_FLAGS(1); break;
+    case 16: BY_FLAGS(16); break;
+    case 32: BY_FLAGS(32); break;
+    case 64: BY_FLAGS(64); break;
+    default: BY_FLAGS(tw); break;
+    }
+#undef BY_FLAGS
+}
+
+/* sum[c] = Σ_r rows[r][c] for c < cols. */
+static void column_sums(const float *rows, int64_t rs, int nrows, int64_t cols, float *sum,
+                        int par) {
+    enum { CB = 256 };
+    const int64_t nb = (cols + CB - 1) / CB;
+    if (nb >= 2 || !par) {
+#pragma omp parallel for schedule(static) if (par && nb >= 2)
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t c0 = b * CB, w = DYN_MIN((int64_t)CB, cols - c0);
+            float acc[CB];
+            for (int64_t c = 0; c < w; c++) acc[c] = 0.0f;
+            for (int r = 0; r < nrows; r++) {
+                const float *x = rows + (int64_t)r * rs + c0;
+#pragma omp simd
+                for (int64_t c = 0; c < w; c++) acc[c] += x[c];
+            }
+            memcpy(sum + c0, acc, (size_t)w * sizeof(float));
+        }
+        return;
+    }
+    /* Few columns, many rows: split the rows. */
+    for (int64_t c = 0; c < cols; c++) sum[c] = 0.0f;
+#pragma omp parallel
+    {
+        float acc[CB];
+        for (int64_t c = 0; c < cols; c++) acc[c] = 0.0f;
+#pragma omp for schedule(static) nowait
+        for (int r = 0; r < nrows; r++) {
+            const float *x = rows + (int64_t)r * rs;
+            for (int64_t c = 0; c < cols; c++) acc[c] += x[c];
+        }
+#pragma omp critical(dyn_l1_colsum)
+        for (int64_t c = 0; c < cols; c++) sum[c] += acc[c];
+    }
+}
+
+void dyn_l1_run(const dyn_l1_job *jb) {
+    const int H = jb->H, q = jb->q, Hq = H * q, M = jb->M, N = jb->N;
+    const int64_t cols = jb->cols;
+    const int flags = jb->flags;
+    const int out = flags & DYN_L1_OUT, gt = flags & DYN_L1_GRAD_T,
+              gl = flags & DYN_L1_GRAD_LAMBDA;
+    DYN_ASSERT(!(gt || gl || jb->doffset) || jb->dt);
+    DYN_ASSERT(!gt || jb->dT);
+    DYN_ASSERT(!gl || jb->dlambda);
+    DYN_ASSERT(!out || jb->y);
+    if (cols <= 0 || M <= 0 || N <= 0) return;
+
+    const l1_plan p = l1_plan_make(jb);
+    const size_t need = l1_ws_layout(jb, &p, NULL).total;
+    float *own = NULL, *base = jb->ws;
+    if (!base || jb->ws_floats < need) {
+        own = base = dyn_alloc(need * sizeof(float));
+        DYN_ASSERT(own);
+    }
+    const l1_ws w = l1_ws_layout(jb, &p, base);
+    const int par = p.nt > 1;
+
+    /* Column-independent precomputation. */
+    column_sums(jb->xs, jb->xs_rs, N, cols, w.T0, par);
+    if (jb->dt) column_sums(jb->dt, jb->dt_rs, M, cols, w.D0, par);
+    for (int hk = 0; hk < Hq; hk++) w.mu[hk] = jb->s_val[(int64_t)hk * N + N / 2];
+    if (gt || gl) {
+#pragma omp parallel for schedule(static) if (par && (int64_t)M * cols > 16384)
+        for (int i = 0; i < M; i++) {
+            const float *d = jb->dt + (int64_t)i * jb->dt_rs;
+            double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t c = 0; c < cols; c++) acc += (double)d[c] * w.T0[c];
+            w.rho[i] = (float)acc;
+        }
+    }
+    if (out) {
+        /* τ_i = Σ_hk λ_h (t_i − μ_hk), in blocks of targets so the inner loop runs over i. */
+        enum { TB = 512 };
+        const int nb = (M + TB - 1) / TB;
+#pragma omp parallel for schedule(static) if (par && (int64_t)M * Hq > 16384)
+        for (int b = 0; b < nb; b++) {
+            const int i0 = b * TB, i1 = DYN_MIN(M, i0 + TB);
+            double acc[TB];
+            for (int i = i0; i < i1; i++) acc[i - i0] = 0.0;
+            for (int hk = 0; hk < Hq; hk++) {
+                const double lam = jb->lambda[hk / q], mu = w.mu[hk];
+                const float *ts = jb->t_states + (int64_t)hk * M;
+                for (int i = i0; i < i1; i++) acc[i - i0] += lam * ((double)ts[i] - mu);
+            }
+            for (int i = i0; i < i1; i++) w.tau[i] = (float)acc[i - i0];
+        }
+        memset(w.C1, 0, (size_t)cols * (p.by_slice ? p.nt : 1) * sizeof(float));
+    }
+    memset(w.lamacc, 0, 2 * (size_t)p.nt * Hq * sizeof(float));
+
+    int team = 1; /* threads that really ran (private copies of absent ones are not read) */
+    if (out || gt || gl) {
+#pragma omp parallel num_threads(p.nt) if (par)
+        {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#pragma omp master
+            team = omp_get_num_threads();
+#endif
+            double *lam_t = w.lamacc + (int64_t)tid * Hq;
+            float *pre = w.prefix ? w.prefix + (int64_t)tid * seg(2 * ((size_t)N + 1)) : NULL;
+            if (!p.by_slice) {
+                /* one thread: accumulate into dT itself */
+                float *dTp = !gt ? NULL : tid > 0 ? w.dTpriv + (int64_t)(tid - 1) * Hq * M : jb->dT;
+                if (dTp && tid > 0) memset(dTp, 0, (size_t)Hq * M * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t tile = 0; tile < p.ntiles; tile++) {
+                    const int64_t c0 = tile * p.tw;
+                    const int tw = (int)DYN_MIN((int64_t)p.tw, cols - c0);
+                    for (int hk = 0; hk < Hq; hk++)
+                        l1_tile_any(jb, hk, c0, tw, out ? jb->y + c0 : NULL, jb->y_rs,
+                                    dTp ? dTp + (int64_t)hk * M : NULL, lam_t + hk,
+                                    out ? w.C1 + c0 : NULL, jb->dt ? w.D0 + c0 : NULL,
+                                    w.mu[hk], pre);
+                }
+            } else {
+                float *yp = !out ? NULL : tid > 0 ? w.ypriv + (int64_t)(tid - 1) * M * cols : jb->y;
+                const int64_t yrs = tid > 0 ? cols : jb->y_rs;
+                float *c1p = out ? w.C1 + (int64_t)tid * cols : NULL;
+                if (yp && tid > 0) memset(yp, 0, (size_t)M * cols * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+                for (int hk = 0; hk < Hq; hk++) {
+                    for (int64_t tile = 0; tile < p.ntiles; tile++) {
+                        const int64_t c0 = tile * p.tw;
+                        const int tw = (int)DYN_MIN((int64_t)p.tw, cols - c0);
+                        l1_tile_any(jb, hk, c0, tw, yp ? yp + c0 : NULL, yrs,
+                                    gt ? jb->dT + (int64_t)hk * M : NULL, lam_t + hk,
+                                    c1p ? c1p + c0 : NULL, jb->dt ? w.D0 + c0 : NULL, w.mu[hk],
+                                    pre);
+                    }
+                }
+            }
+        }
+    }
+
+    /* Epilogue: the column-independent terms and the reductions of private copies. */
+    if (out) {
+        if (p.by_slice)
+            for (int t = 1; t < team; t++)
+                for (int64_t c = 0; c < cols; c++) w.C1[c] += w.C1[(int64_t)t * cols + c];
+#pragma omp parallel for schedule(static) if (par && (int64_t)M * cols > 16384)
+        for (int i = 0; i < M; i++) {
+            float *y = jb->y + (int64_t)i * jb->y_rs;
+            const float a = jb->offset - w.tau[i];
+            if (p.by_slice) {
+                for (int t = 1; t < team; t++) {
+                    const float *yp = w.ypriv + ((int64_t)(t - 1) * M + i) * cols;
+#pragma omp simd
+                    for (int64_t c = 0; c < cols; c++) y[c] += yp[c];
+                }
+            }
+#pragma omp simd
+            for (int64_t c = 0; c < cols; c++) y[c] += a * w.T0[c] + w.C1[c];
+        }
+    }
+    if (gt) {
+#pragma omp parallel for schedule(static) if (par && (int64_t)Hq * M > 16384)
+        for (int hk = 0; hk < Hq; hk++) {
+            float *d = jb->dT + (int64_t)hk * M;
+            const float lam = jb->lambda[hk / q];
+            if (!p.by_slice)
+                for (int t = 1; t < team; t++) {
+                    const float *s = w.dTpriv + ((int64_t)(t - 1) * Hq + hk) * M;
+                    for (int i = 0; i < M; i++) d[i] += s[i];
+                }
+            for (int i = 0; i < M; i++) d[i] -= lam * w.rho[i];
+        }
+    }
+    if (gl) {
+        for (int hk = 0; hk < Hq; hk++) {
+            double acc = 0.0;
+            for (int t = 0; t < p.nt; t++) acc += w.lamacc[(int64_t)t * Hq + hk];
+            const float *ts = jb->t_states + (int64_t)hk * M;
+            const double mu = w.mu[hk];
+            double sub = 0.0;
+#pragma omp simd reduction(+ : sub)
+            for (int i = 0; i < M; i++) sub += ((double)ts[i] - mu) * w.rho[i];
+            acc -= sub;
+            jb->dlambda[hk / q] += (float)acc;
+        }
+    }
+    if (jb->doffset) {
+        double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < cols; c++) acc += (double)w.T0[c] * w.D0[c];
+        jb->doffset[0] += (float)acc;
+    }
+    dyn_free(own);
+}
+
+/* ---- one linear system --------------------------------------------------------------------- */
+
+int dyn_native_prepare(dyn_native *nat, const dyn_sys *s, dyn_err *err) {
+    DYN_ASSERT(s->kernel == DYN_KERNEL_L1);
+    const int Hq = s->H * s->q;
+    int rc = dyn_sorted_update(&nat->su, s->u, Hq, s->m, 0, err);
+    if (!rc) rc = dyn_sorted_update(&nat->sv, s->v, Hq, s->n, 0, err);
+    if (!rc) rc = dyn_ranks_update(&nat->r, nat->su.val, nat->sv.val, Hq, s->m, s->n, err);
+    return rc;
+}
+
+void dyn_native_free(dyn_native *nat) {
+    dyn_sorted_free(&nat->su);
+    dyn_sorted_free(&nat->sv);
+    dyn_ranks_free(&nat->r);
+}
+
+int64_t dyn_native_aux_words(const dyn_sys *s) {
+    return 4 * (int64_t)s->H * s->q * ((int64_t)s->m + s->n);
+}
+
+/* T = A (u), S = B (v). */
+static dyn_l1_job job_ab(const dyn_sys *s, const dyn_native *nat, int64_t cols) {
+    dyn_l1_job jb = {.H = s->H, .q = s->q, .M = s->m, .N = s->n, .cols = cols,
+                     .lambda = s->lambda, .t_states = s->u, .t_perm = nat->su.perm,
+                     .t_val = nat->su.val, .t_lo = nat->r.a_lo, .t_hi = nat->r.a_hi,
+                     .s_perm = nat->sv.perm, .s_val = nat->sv.val, .offset = s->c};
+    return jb;
+}
+
+/* T = B (v), S = A (u). */
+static dyn_l1_job job_ba(const dyn_sys *s, const dyn_native *nat, int64_t cols) {
+    dyn_l1_job jb = {.H = s->H, .q = s->q, .M = s->n, .N = s->m, .cols = cols,
+                     .lambda = s->lambda, .t_states = s->v, .t_perm = nat->sv.perm,
+                     .t_val = nat->sv.val, .t_lo = nat->r.b_lo, .t_hi = nat->r.b_hi,
+                     .s_perm = nat->su.perm, .s_val = nat->su.val, .offset = s->c};
+    return jb;
+}
+
+size_t dyn_native_ws_floats(const dyn_sys *s, int64_t cols) {
+    size_t a = dyn_l1_ws_floats(s->H, s->q, s->m, s->n, cols, DYN_L1_OUT);
+    size_t b = dyn_l1_ws_floats(s->H, s->q, s->m, s->n, cols,
+                                DYN_L1_GRAD_T | DYN_L1_GRAD_LAMBDA);
+    size_t c = dyn_l1_ws_floats(s->H, s->q, s->n, s->m, cols, DYN_L1_OUT | DYN_L1_GRAD_T);
+    return DYN_MAX(a, DYN_MAX(b, c));
+}
+
+void dyn_native_forward(const dyn_sys *s, const dyn_native *nat, const float *x, int64_t ldx,
+                        float *y, int64_t ldy, int64_t cols, float *ws, size_t ws_floats) {
+    dyn_l1_job jb = job_ab(s, nat, cols);
+    jb.flags = DYN_L1_OUT;
+    jb.xs = x;
+    jb.xs_rs = ldx;
+    jb.y = y;
+    jb.y_rs = ldy;
+    jb.ws = ws;
+    jb.ws_floats = ws_floats;
+    dyn_l1_run(&jb);
+}
+
+void dyn_native_backward(const dyn_sys *s, const dyn_native *nat, const float *x, int64_t ldx,
+                         const float *d, int64_t ldd, float *dx, int64_t lddx, int64_t cols,
+                         const dyn_sys_grad *g, float *ws, size_t ws_floats) {
+    if (g->du || g->dlambda || g->dc) {
+        dyn_l1_job jb = job_ab(s, nat, cols);
+        jb.flags = (g->du ? DYN_L1_GRAD_T : 0) | (g->dlambda ? DYN_L1_GRAD_LAMBDA : 0);
+        jb.xs = x;
+        jb.xs_rs = ldx;
+        jb.dt = d;
+        jb.dt_rs = ldd;
+        jb.dT = g->du;
+        jb.dlambda = g->dlambda;
+        jb.doffset = g->dc;
+        jb.ws = ws;
+        jb.ws_floats = ws_floats;
+        dyn_l1_run(&jb);
+    }
+    if (dx || g->dv) {
+        dyn_l1_job jb = job_ba(s, nat, cols);
+        jb.flags = (dx ? DYN_L1_OUT : 0) | (g->dv ? DYN_L1_GRAD_T : 0);
+        jb.xs = d;
+        jb.xs_rs = ldd;
+        jb.y = dx;
+        jb.y_rs = lddx;
+        jb.dt = g->dv ? x : NULL;
+        jb.dt_rs = ldx;
+        jb.dT = g->dv;
+        jb.ws = ws;
+        jb.ws_floats = ws_floats;
+        dyn_l1_run(&jb);
+    }
+}
+
+void dyn_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
+    enum { B = 16 };
+    if (rows == 1 || cols == 1) {
+        memcpy(dst, src, (size_t)(rows * cols) * sizeof(float));
+        return;
+    }
+    /* 16×16 blocks through a local tile: both the loads and the stores stay contiguous (a
+     * plain double loop vectorizes into scatters, ~20× slower). */
+    const int64_t rb = (rows + B - 1) / B, cb = (cols + B - 1) / B;
+#pragma omp parallel for collapse(2) schedule(static) if (rows * cols > 32768)
+    for (int64_t bi = 0; bi < rb; bi++)
+        for (int64_t bj = 0; bj < cb; bj++) {
+            const int64_t r0 = bi * B, c0 = bj * B;
+            if (r0 + B <= rows && c0 + B <= cols) {
+                float tmp[B][B];
+                for (int r = 0; r < B; r++)
+                    for (int c = 0; c < B; c++) tmp[c][r] = src[(r0 + r) * cols + c0 + c];
+                for (int c = 0; c < B; c++)
+                    for (int r = 0; r < B; r++) dst[(c0 + c) * rows + r0 + r] = tmp[c][r];
+            } else {
+                const int64_t r1 = DYN_MIN(rows, r0 + B), c1 = DYN_MIN(cols, c0 + B);
+                for (int64_t c = c0; c < c1; c++)
+                    for (int64_t r = r0; r < r1; r++) dst[c * rows + r] = src[r * cols + c];
+            }
+        }
+}
+
+/* ---- cost model ---------------------------------------------------------------------------- */
+
+/* Single-thread costs measured on the development machine (AMD EPYC Zen 5, AVX-512, OpenBLAS
+ * 0.3.21) by tests/bench/bench_dyn and a conv sweep; README "Choosing the execution". Only
+ * their ratios matter for the decisions; with two threads both sides roughly halve (the
+ * memory-bound GEMV less, which favors native at batch 1 a little more). */
+#define COST_NATIVE_NS_PER_ELEM_COL 0.15 /* one slice element × one column */
+#define COST_NATIVE_NS_PER_ELEM 1.2      /* per slice element and call (the batch-1 floor) */
+#define COST_DENSE_NS_PER_MAC 0.024      /* sgemm at batch >= 64 */
+#define COST_DENSE_NS_PER_WFLOAT 0.125   /* streaming W once (GEMV is memory-bound) */
+
+double dyn_cost_native_s(int64_t slice_elems, int64_t cols) {
+    return 1e-9 * (double)slice_elems *
+           (COST_NATIVE_NS_PER_ELEM + COST_NATIVE_NS_PER_ELEM_COL * (double)cols);
+}
+
+double dyn_cost_dense_s(int64_t macs_per_col, int64_t w_floats, int64_t cols) {
+    double compute = 1e-9 * COST_DENSE_NS_PER_MAC * (double)macs_per_col * (double)cols;
+    double stream = 1e-9 * COST_DENSE_NS_PER_WFLOAT * (double)w_floats;
+    return compute > stream ? compute : stream;
+}
+
+int dyn_cost_native_wins(int64_t slice_elems, int64_t macs_per_col, int64_t w_floats,
+                         int64_t cols) {
+    return dyn_cost_native_s(slice_elems, cols) <
+           dyn_cost_dense_s(macs_per_col, w_floats, cols);
+}
+
+int dyn_cost_native_always(int64_t slice_elems, int64_t macs_per_col) {
+    return COST_NATIVE_NS_PER_ELEM_COL * (double)slice_elems <
+           COST_DENSE_NS_PER_MAC * (double)macs_per_col;
+}
