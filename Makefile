@@ -50,6 +50,7 @@ TESTUTIL_OBJ := $(BUILD)/tests/unit/testutil.o
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
+.SECONDARY:
 .PHONY: all deps data test unit smoke bench experiments clean help run
 all: $(BUILD)/libdyn.a $(BUILD)/dyn $(TEST_BIN) $(BENCH_BIN)
 
