@@ -833,7 +833,9 @@ typedef struct convrun {
 } convrun;
 
 static void conv_run(dyn_layer *l, int N, int Hh, int Ww, uint64_t seed, convrun *cr) {
-    dyn_shape in = {.ndim = 4, .d = {N, dyn_layer_param(l, "b")->value.shape[3], Hh, Ww}}, out;
+    dyn_param *pb = dyn_layer_param(l, "b"); /* DyN: b [K, H, q, Cin]; dense: weight [Co, Ci, ..] */
+    int64_t cin = pb ? pb->value.shape[3] : dyn_layer_param(l, "weight")->value.shape[1];
+    dyn_shape in = {.ndim = 4, .d = {N, cin, Hh, Ww}}, out;
     ck_assert_int_eq(l->ops->infer(l, &in, &out, NULL), 0);
     dyn_tensor_init_shape(&cr->x, &in, NULL);
     dyn_tensor_init_shape(&cr->dx, &in, NULL);
@@ -894,6 +896,44 @@ START_TEST(test_conv_materialized_vs_reference) {
         }
     fprintf(stderr, "conv materialized vs reference conv: worst %.3g\n", worst);
     ck_assert_double_le(worst, 1e-5);
+}
+END_TEST
+
+/* The acceptance form: a DyN conv == the engine's dense conv2d layer given the DyN's
+ * materialized kernel as its weight (forward and dx). */
+START_TEST(test_conv_vs_dense_conv2d_layer) {
+    double worst = 0;
+    for (size_t ci = 0; ci < DYN_ARRAY_LEN(conv_cfgs); ci++) {
+        const convcfg *c = &conv_cfgs[ci];
+        dyn_layer *l = make_conv(c, "l1", "auto", 1, 300 + ci);
+        const int N = 3, Hh = 8, Ww = 10;
+        convrun cr;
+        conv_run(l, N, Hh, Ww, 11 + ci, &cr);
+        double *kern = ref_conv_kernel(l, c, DYN_KERNEL_L1);
+        json_t *a = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i}", "in_channels", c->cin,
+                              "out_channels", c->cout, "kernel", c->K, "stride", c->stride,
+                              "padding", c->pad, "dilation", c->dil);
+        dyn_err err = {0};
+        dyn_layer *d = dyn_layer_create("conv2d", "dense", a, &err);
+        json_decref(a);
+        ck_assert_ptr_nonnull(d);
+        dyn_param *w = dyn_layer_param(d, "weight"), *b = dyn_layer_param(d, "bias");
+        for (int64_t i = 0; i < dyn_tensor_numel(&w->value); i++) w->value.data[i] = (float)kern[i];
+        memcpy(b->value.data, dyn_layer_param(l, "bias")->value.data,
+               sizeof(float) * (size_t)c->cout);
+        convrun dr;
+        conv_run(d, N, Hh, Ww, 11 + ci, &dr);
+        double ey = tu_rel_err(cr.y.data, dr.y.data, dyn_tensor_numel(&cr.y));
+        double ex = tu_rel_err(cr.dx.data, dr.dx.data, dyn_tensor_numel(&cr.x));
+        worst = fmax(worst, fmax(ey, ex));
+        free(kern);
+        conv_run_free(&cr);
+        conv_run_free(&dr);
+        dyn_layer_free(l);
+        dyn_layer_free(d);
+    }
+    fprintf(stderr, "DyN conv vs dense conv2d layer: worst %.3g\n", worst);
+    ck_assert_double_le(worst, 1e-4);
 }
 END_TEST
 
@@ -1055,6 +1095,7 @@ static Suite *dyn_suite(void) {
     TCase *tcv = tcase_create("dyn_conv2d");
     tcase_set_timeout(tcv, 600);
     tcase_add_test(tcv, test_conv_materialized_vs_reference);
+    tcase_add_test(tcv, test_conv_vs_dense_conv2d_layer);
     tcase_add_test(tcv, test_conv_native_vs_materialized);
     tcase_add_test(tcv, test_conv_gradcheck);
     tcase_add_test(tcv, test_conv_attrs_and_stats);
