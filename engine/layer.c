@@ -5,7 +5,7 @@
 static const dyn_layer_ops *const g_ops[] = {
     &dyn_op_linear,    &dyn_op_conv2d,    &dyn_op_maxpool2d,  &dyn_op_avgpool2d,
     &dyn_op_globalavgpool, &dyn_op_relu,  &dyn_op_batchnorm,  &dyn_op_flatten,
-    &dyn_op_dyn_linear, &dyn_op_dyn_conv2d,
+    &dyn_op_dyn_linear, &dyn_op_dyn_conv2d, &dyn_op_add,
 };
 
 const dyn_layer_ops *dyn_layer_ops_find(const char *op_name) {

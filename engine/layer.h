@@ -29,6 +29,7 @@ typedef enum dyn_op {
     DYN_OP_FLATTEN,
     DYN_OP_DYN_LINEAR,
     DYN_OP_DYN_CONV2D,
+    DYN_OP_ADD,
     DYN_OP_COUNT
 } dyn_op;
 
@@ -132,6 +133,6 @@ int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const
 /* The registered op tables (defined in their op files). */
 extern const dyn_layer_ops dyn_op_linear, dyn_op_conv2d, dyn_op_maxpool2d, dyn_op_avgpool2d,
     dyn_op_globalavgpool, dyn_op_relu, dyn_op_batchnorm, dyn_op_flatten, dyn_op_dyn_linear,
-    dyn_op_dyn_conv2d;
+    dyn_op_dyn_conv2d, dyn_op_add;
 
 #endif

@@ -1,0 +1,46 @@
+/* onnx.h — ONNX import: an .onnx file (ModelProto) into a dense dyn_model.
+ *
+ * Parsing uses protobuf-c code generated at build time from Debian's onnx.proto (libonnx-dev).
+ * The graph's nodes are read in file order, which ONNX requires to be topological; a node
+ * reading a value no earlier node produced is an error naming both (this also rejects cycles).
+ *
+ * Supported operators (default domain, CNN subset of issue 3) and what they become:
+ *   Conv (2-D; group, strides, symmetric pads, dilations)      -> conv2d
+ *   Gemm (transA = 0, transB = 0/1, alpha = beta = 1)          -> linear
+ *   MatMul [N, in] x constant [in, out]                        -> linear (bias 0, W transposed)
+ *   Relu -> relu; MaxPool -> maxpool2d; AveragePool -> avgpool2d (count_include_pad kept);
+ *   GlobalAveragePool -> globalavgpool; BatchNormalization (inference) -> batchnorm;
+ *   Flatten (axis 1) and Reshape to [batch, features] (constant shape) -> flatten;
+ *   Add of two activations of one shape -> add; Add of an activation and a constant folds
+ *     into the bias of the producing linear / conv2d (which must have no other reader);
+ *   Identity, Dropout (inference) -> nothing (the output is the input);
+ *   Constant -> a constant (for Reshape shapes, Add biases);
+ *   Softmax as the last node -> dropped; model->info gets "output": "softmax" (classification
+ *     applies softmax to the logits itself, so the model outputs logits).
+ * Anything else fails with "node '<name>' (<op>): <what is missing>".
+ * Initializers: FLOAT (raw_data little-endian, or float_data) and INT64 (shapes only); other
+ * data types, external data and non-finite values are rejected.
+ * The single graph input (dtype float, rank 2..4, batch dimension symbolic or 1) gives
+ * model->input (the per-sample shape). model->info records {"source": "onnx", "producer",
+ * "opset", "output"}. Layer names are the ONNX node names when they fit (63 characters,
+ * unique), else "<op>_<index>".
+ */
+#ifndef DYN_IO_ONNX_H
+#define DYN_IO_ONNX_H
+
+#include "../model.h"
+
+/* Largest .onnx file dyn_onnx_load reads (protobuf messages are limited to 2 GiB). */
+#define DYN_ONNX_MAX_BYTES ((size_t)2 << 30)
+
+/* Reads and converts the ONNX model in `path`. Returns a new, prepared model (free with
+ * dyn_model_free) or NULL with err set: DYN_EIO (cannot read), DYN_EFORMAT (not a valid ONNX
+ * model: protobuf damaged, graph not topological, missing fields), DYN_EUNSUP (an operator,
+ * attribute or data type the importer does not handle), DYN_EINVAL (shapes that do not fit),
+ * DYN_ENOMEM. Messages start with the path. */
+dyn_model *dyn_onnx_load(const char *path, dyn_err *err);
+
+/* Same for `size` bytes at `data` (borrowed); `name` prefixes messages ("upload"). */
+dyn_model *dyn_onnx_load_bytes(const void *data, size_t size, const char *name, dyn_err *err);
+
+#endif
