@@ -5,7 +5,9 @@
 static const dyn_layer_ops *const g_ops[] = {
     &dyn_op_linear,    &dyn_op_conv2d,    &dyn_op_maxpool2d,  &dyn_op_avgpool2d,
     &dyn_op_globalavgpool, &dyn_op_relu,  &dyn_op_batchnorm,  &dyn_op_flatten,
-    &dyn_op_dyn_linear, &dyn_op_dyn_conv2d, &dyn_op_add,
+    &dyn_op_dyn_linear, &dyn_op_dyn_conv2d, &dyn_op_add,   &dyn_op_mul,
+    &dyn_op_sub,       &dyn_op_div,       &dyn_op_sigmoid,  &dyn_op_clip,
+    &dyn_op_concat,    &dyn_op_scale,
 };
 
 const dyn_layer_ops *dyn_layer_ops_find(const char *op_name) {
@@ -35,6 +37,7 @@ dyn_layer *dyn_layer_create(const char *op_name, const char *name, const json_t 
         return NULL;
     }
     l->ops = ops;
+    l->ninputs = ops->ninputs;
     snprintf(l->name, sizeof l->name, "%s", name);
     json_t *empty = NULL;
     if (!attrs) attrs = empty = json_object();

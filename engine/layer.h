@@ -30,6 +30,13 @@ typedef enum dyn_op {
     DYN_OP_DYN_LINEAR,
     DYN_OP_DYN_CONV2D,
     DYN_OP_ADD,
+    DYN_OP_MUL,
+    DYN_OP_SUB,
+    DYN_OP_DIV,
+    DYN_OP_SIGMOID,
+    DYN_OP_CLIP,
+    DYN_OP_CONCAT,
+    DYN_OP_SCALE,
     DYN_OP_COUNT
 } dyn_op;
 
@@ -58,7 +65,7 @@ typedef struct dyn_layer dyn_layer;
 typedef struct dyn_layer_ops {
     dyn_op op;
     const char *name; /* as written in model files: "linear", "dyn_conv2d", ... */
-    int ninputs;
+    int ninputs; /* inputs every layer of this op reads; 0 = variadic: create() sets l->ninputs */
 
     /* Reads attrs (borrowed) and sets up l->impl and l->params (zeroed values with their final
      * shapes). Returns 0 or a DYN_E* code with a message naming the bad attribute. */
@@ -93,6 +100,7 @@ typedef struct dyn_layer_ops {
 struct dyn_layer {
     const dyn_layer_ops *ops;
     char name[64];
+    int ninputs; /* inputs this layer reads (ops->ninputs unless the op is variadic) */
     int nparams;
     dyn_param params[DYN_LAYER_MAX_PARAMS];
     void *impl;
@@ -133,6 +141,7 @@ int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const
 /* The registered op tables (defined in their op files). */
 extern const dyn_layer_ops dyn_op_linear, dyn_op_conv2d, dyn_op_maxpool2d, dyn_op_avgpool2d,
     dyn_op_globalavgpool, dyn_op_relu, dyn_op_batchnorm, dyn_op_flatten, dyn_op_dyn_linear,
-    dyn_op_dyn_conv2d, dyn_op_add;
+    dyn_op_dyn_conv2d, dyn_op_add, dyn_op_mul, dyn_op_sub, dyn_op_div, dyn_op_sigmoid,
+    dyn_op_clip, dyn_op_concat, dyn_op_scale;
 
 #endif

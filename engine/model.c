@@ -64,9 +64,9 @@ int dyn_model_shapes(const dyn_model *m, int batch, dyn_shape *shapes, dyn_err *
 
 int dyn_model_add(dyn_model *m, dyn_layer *l, const int *inputs, int ninputs, dyn_err *err) {
     int rc = 0;
-    if (ninputs != l->ops->ninputs) {
+    if (ninputs != l->ninputs || ninputs < 1 || ninputs > DYN_LAYER_MAX_INPUTS) {
         rc = dyn_err_set(err, DYN_EINVAL, "layer '%s' (%s) takes %d input(s), got %d", l->name,
-                         l->ops->name, l->ops->ninputs, ninputs);
+                         l->ops->name, l->ninputs, ninputs);
         goto fail;
     }
     for (int i = 0; i < ninputs; i++) {

@@ -851,6 +851,251 @@ static int give_bias(ctx *c, const Onnx__NodeProto *n, int k) {
     return 0;
 }
 
+/* ---- element-wise ops with constants: the per-channel `scale` op ------------------------- */
+
+/* "[d0, d1, ...]" of a constant's shape. */
+static const char *cst_shape_txt(const cst *k, char *buf, size_t n) {
+    size_t off = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < k->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)k->dims[i]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+    return buf;
+}
+
+/* Broadcasts the FLOAT constant k against activation x (ONNX rules: shapes aligned on the
+ * right) and returns in *out a new array (caller frees) of x's C = shape[1] values, when k is a
+ * scalar or varies only along x's axis 1 ([C], [C, 1, 1], [1, C, 1, 1] as x's rank asks) and
+ * does not grow x's shape. Anything else is an error naming both shapes. */
+static int cst_per_channel(ctx *c, const Onnx__NodeProto *n, const value *x, const value *k,
+                           size_t ki, float **out) {
+    char sx[64], sk[96], nb[96];
+    int rc;
+    *out = NULL;
+    if ((rc = need_float(c, n, k, ki, -1))) return rc;
+    int r = x->shape.ndim, kr = k->c.ndim, fits = kr <= r && r >= 2;
+    for (int j = 0; fits && j < kr; j++) {
+        int axis = r - kr + j;
+        fits = k->c.dims[j] == 1 || (axis == 1 && k->c.dims[j] == x->shape.d[1]);
+    }
+    if (!fits)
+        return node_err(c, n, DYN_EUNSUP,
+                        "constant '%s' of shape %s does not broadcast per channel over the "
+                        "activation of shape %s (supported: a scalar, or C values along axis 1 "
+                        "such as [C, 1, 1] or [1, C, 1, 1] for [N, C, H, W], [C] for [N, C])",
+                        pr(k->name, nb, sizeof nb), cst_shape_txt(&k->c, sk, sizeof sk),
+                        shape_txt(&x->shape, sx, sizeof sx));
+    int64_t ch = x->shape.d[1];
+    float *v = malloc((size_t)ch * sizeof(float));
+    if (!v) return node_err(c, n, DYN_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < ch; i++) v[i] = k->c.f[k->c.numel == 1 ? 0 : i];
+    *out = v;
+    return 0;
+}
+
+/* Appends a (non-trainable) scale layer y = x * w[c] + b[c] for node n. */
+static int emit_scale(ctx *c, const Onnx__NodeProto *n, int idx, value *x, const float *w,
+                      const float *b) {
+    int64_t ch = x->shape.d[1];
+    json_t *a = json_pack("{s:I, s:i}", "channels", (json_int_t)ch, "trainable", 0);
+    dyn_layer *l = make_layer(c, n, idx, "scale", a);
+    if (!l) return c->err ? c->err->code : DYN_EINVAL;
+    param_set(l, "weight", w, ch);
+    param_set(l, "bias", b, ch);
+    return add_node(c, n, l, &x, 1);
+}
+
+/* Sub, Mul, Div: two activations of one shape -> sub / mul / div; an activation and a scalar or
+ * per-channel constant -> scale. `op` is the engine op name. */
+static int op_binary(ctx *c, const Onnx__NodeProto *n, int idx, const char *op) {
+    static const char *const ok[] = {NULL};
+    value *a, *b;
+    int rc;
+    char sa[64], sb[64];
+    if ((rc = attrs_check(c, n, ok)) || (rc = node_in(c, n, 0, &a)) || (rc = node_in(c, n, 1, &b)))
+        return rc;
+    if (!a || !b || n->n_input != 2) return node_err(c, n, DYN_EFORMAT, "needs two inputs");
+    if (a->is_const && b->is_const)
+        return node_err(c, n, DYN_EUNSUP,
+                        "both inputs are constants; constant folding is not supported");
+    if (!a->is_const && !b->is_const) {
+        if (!dyn_shape_eq(&a->shape, &b->shape))
+            return node_err(c, n, DYN_EUNSUP,
+                            "inputs of shapes %s and %s: broadcasting between two activations is "
+                            "not supported",
+                            shape_txt(&a->shape, sa, sizeof sa),
+                            shape_txt(&b->shape, sb, sizeof sb));
+        dyn_layer *l = make_layer(c, n, idx, op, json_object());
+        if (!l) return c->err ? c->err->code : DYN_EINVAL;
+        value *ins[2] = {a, b};
+        return add_node(c, n, l, ins, 2);
+    }
+    int const_first = a->is_const;
+    value *x = const_first ? b : a, *k = const_first ? a : b;
+    float *v;
+    if ((rc = cst_per_channel(c, n, x, k, const_first ? 0 : 1, &v))) return rc;
+    int64_t ch = x->shape.d[1];
+    float *w = malloc((size_t)ch * 2 * sizeof(float));
+    if (!w) {
+        free(v);
+        return node_err(c, n, DYN_ENOMEM, "out of memory");
+    }
+    float *bias = w + ch;
+    rc = 0;
+    for (int64_t i = 0; i < ch && !rc; i++) {
+        if (strcmp(op, "mul") == 0) {
+            w[i] = v[i];
+            bias[i] = 0.0f;
+        } else if (strcmp(op, "sub") == 0) {
+            w[i] = const_first ? -1.0f : 1.0f; /* k - x or x - k */
+            bias[i] = const_first ? v[i] : -v[i];
+        } else if (const_first) {
+            rc = node_err(c, n, DYN_EUNSUP,
+                          "dividing a constant by an activation is not supported (only "
+                          "activation / constant)");
+        } else if (v[i] == 0.0f) {
+            rc = node_err(c, n, DYN_EINVAL, "divides by a constant holding 0 (channel %lld)",
+                          (long long)i);
+        } else {
+            w[i] = 1.0f / v[i];
+            bias[i] = 0.0f;
+        }
+    }
+    if (!rc) rc = emit_scale(c, n, idx, x, w, bias);
+    free(v);
+    free(w);
+    return rc;
+}
+
+/* Clip: min / max from inputs 1 and 2 (opset >= 11, optional constant scalars) or from the
+ * attributes of the same names (opset < 11). Absent bounds are unbounded. */
+static int op_clip(ctx *c, const Onnx__NodeProto *n, int idx) {
+    static const char *const ok_old[] = {"min", "max", NULL};
+    static const char *const ok_new[] = {NULL};
+    value *x;
+    int rc;
+    if ((rc = attrs_check(c, n, c->opset >= 11 ? ok_new : ok_old)) ||
+        (rc = node_in(c, n, 0, &x)) || (rc = need_act(c, n, x, 0)))
+        return rc;
+    static const char *const key[2] = {"min", "max"};
+    int has[2] = {0, 0};
+    double bound[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        if (c->opset >= 11) {
+            value *v;
+            if ((rc = node_in(c, n, (size_t)i + 1, &v))) return rc;
+            if (!v) continue;
+            if (!v->is_const || !v->c.is_float || v->c.numel != 1)
+                return node_err(c, n, DYN_EUNSUP, "%s (input %d) must be a constant FLOAT scalar",
+                                key[i], i + 1);
+            bound[i] = v->c.f[0];
+            has[i] = 1;
+        } else {
+            has[i] = attr_get(n, key[i]) != NULL;
+            if (has[i] && (rc = attr_float(c, n, key[i], 0.0, &bound[i]))) return rc;
+            if (has[i] && !isfinite(bound[i]))
+                return node_err(c, n, DYN_EINVAL, "%s must be finite", key[i]);
+        }
+    }
+    if (c->opset >= 11 && n->n_input > 3)
+        return node_err(c, n, DYN_EFORMAT, "has %zu inputs; at most 3", n->n_input);
+    if (has[0] && has[1] && bound[0] > bound[1])
+        return node_err(c, n, DYN_EUNSUP, "min %g is greater than max %g", bound[0], bound[1]);
+    json_t *a = json_object();
+    for (int i = 0; i < 2 && a; i++)
+        if (has[i]) json_object_set_new(a, key[i], json_real(bound[i]));
+    dyn_layer *l = make_layer(c, n, idx, "clip", a);
+    if (!l) return c->err ? c->err->code : DYN_EINVAL;
+    return add_node(c, n, l, &x, 1);
+}
+
+/* Appends an engine concat of ins[0..nin-1] (2..4) without defining an ONNX value; *out gets
+ * the result as an anonymous activation. */
+static int concat_part(ctx *c, const Onnx__NodeProto *n, int idx, value *const *ins, int nin,
+                       value *out) {
+    int ids[DYN_LAYER_MAX_INPUTS];
+    dyn_shape sh[DYN_LAYER_MAX_INPUTS];
+    json_t *a = json_pack("{s:i, s:i}", "axis", 1, "inputs", nin);
+    dyn_layer *l = make_layer(c, n, idx, "concat", a);
+    if (!l) return c->err ? c->err->code : DYN_EINVAL;
+    for (int i = 0; i < nin; i++) {
+        ids[i] = ins[i]->node;
+        sh[i] = ins[i]->shape;
+    }
+    int k = dyn_model_add(c->m, l, ids, nin, c->err);
+    if (k < 0) return node_err(c, n, k, "%s", c->err ? c->err->msg : "");
+    memset(out, 0, sizeof *out);
+    if (l->ops->infer(l, sh, &out->shape, c->err))
+        return node_err(c, n, DYN_EINVAL, "%s", c->err ? c->err->msg : "");
+    c->nshape[k] = out->shape;
+    out->node = k;
+    return 0;
+}
+
+/* Concat along axis 1 of activations that match elsewhere. More than 4 inputs (DenseNet) become
+ * a chain of engine concats of at most 4 inputs each; one input is the identity. */
+static int op_concat(ctx *c, const Onnx__NodeProto *n, int idx) {
+    static const char *const ok[] = {"axis", NULL};
+    int rc;
+    char s0[64], sk[64];
+    if ((rc = attrs_check(c, n, ok))) return rc;
+    if (!attr_get(n, "axis")) return node_err(c, n, DYN_EFORMAT, "attribute 'axis' is required");
+    int64_t axis;
+    if ((rc = attr_int(c, n, "axis", 1, &axis))) return rc;
+    if (n->n_input < 1) return node_err(c, n, DYN_EFORMAT, "needs at least one input");
+    if (n->n_input > 4096) return node_err(c, n, DYN_EUNSUP, "has too many inputs");
+    value **ins = malloc(n->n_input * sizeof *ins);
+    if (!ins) return node_err(c, n, DYN_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n->n_input && !rc; i++)
+        if (!(rc = node_in(c, n, i, &ins[i]))) rc = need_act(c, n, ins[i], i);
+    int r = rc ? 0 : ins[0]->shape.ndim;
+    if (!rc && axis < 0) axis += r;
+    if (!rc && axis != 1)
+        rc = node_err(c, n, DYN_EUNSUP,
+                      "axis %lld of %s: only axis 1 (the channels) is supported", (long long)axis,
+                      shape_txt(&ins[0]->shape, s0, sizeof s0));
+    for (size_t i = 1; i < n->n_input && !rc; i++) {
+        int fit = ins[i]->shape.ndim == r;
+        for (int d = 0; fit && d < r; d++) fit = d == 1 || ins[i]->shape.d[d] == ins[0]->shape.d[d];
+        if (!fit)
+            rc = node_err(c, n, DYN_EINVAL,
+                          "input %zu of shape %s does not match input 0 of shape %s outside "
+                          "axis 1",
+                          i, shape_txt(&ins[i]->shape, sk, sizeof sk),
+                          shape_txt(&ins[0]->shape, s0, sizeof s0));
+    }
+    if (rc) {
+        free(ins);
+        return rc;
+    }
+    if (n->n_input == 1) {
+        rc = node_alias(c, n, ins[0]);
+        free(ins);
+        return rc;
+    }
+    /* Chain: the first part takes up to 4 inputs, each later one the previous part and up to
+     * 3 more; the last part defines the node's output. */
+    size_t next = 0;
+    value acc, *part[DYN_LAYER_MAX_INPUTS];
+    int first = 1;
+    for (;;) {
+        int np = 0;
+        if (!first) part[np++] = &acc;
+        while (np < DYN_LAYER_MAX_INPUTS && next < n->n_input) part[np++] = ins[next++];
+        if (next == n->n_input) {
+            json_t *a = json_pack("{s:i, s:i}", "axis", 1, "inputs", np);
+            dyn_layer *l = make_layer(c, n, idx, "concat", a);
+            rc = l ? add_node(c, n, l, part, np) : (c->err ? c->err->code : DYN_EINVAL);
+            break;
+        }
+        value tmp;
+        if ((rc = concat_part(c, n, idx, part, np, &tmp))) break;
+        acc = tmp;
+        first = 0;
+    }
+    free(ins);
+    return rc;
+}
+
 static int op_add(ctx *c, const Onnx__NodeProto *n, int idx) {
     static const char *const ok[] = {NULL};
     value *a, *b;
@@ -877,16 +1122,22 @@ static int op_add(ctx *c, const Onnx__NodeProto *n, int idx) {
     /* activation + constant: fold into the producer's bias. */
     value *x = a->is_const ? b : a, *k = a->is_const ? a : b;
     if ((rc = need_float(c, n, k, a->is_const ? 0 : 1, -1))) return rc;
-    if (x->node < 0)
-        return node_err(c, n, DYN_EUNSUP, "adding a constant to the model input is not supported");
-    dyn_layer *l = c->m->nodes[x->node].layer;
-    const char *op = l->ops->name;
+    dyn_layer *l = x->node < 0 ? NULL : c->m->nodes[x->node].layer;
+    const char *op = l ? l->ops->name : "";
     int is_lin = strcmp(op, "linear") == 0, is_conv = strcmp(op, "conv2d") == 0;
-    if (!is_lin && !is_conv)
-        return node_err(c, n, DYN_EUNSUP,
-                        "a constant can only be added to the output of a "
-                        "linear or conv layer (folded into its bias), not to '%s' (%s)",
-                        l->name, op);
+    if (!is_lin && !is_conv) {
+        /* Not after a linear / conv (or the model input): a scale layer with weight 1. */
+        float *v;
+        if ((rc = cst_per_channel(c, n, x, k, a->is_const ? 0 : 1, &v))) return rc;
+        int64_t ch = x->shape.d[1];
+        float *ones = malloc((size_t)ch * sizeof(float));
+        if (!ones) rc = node_err(c, n, DYN_ENOMEM, "out of memory");
+        for (int64_t i = 0; !rc && i < ch; i++) ones[i] = 1.0f;
+        if (!rc) rc = emit_scale(c, n, idx, x, ones, v);
+        free(ones);
+        free(v);
+        return rc;
+    }
     if (c->vals[x->root].uses != 1)
         return node_err(c, n, DYN_EUNSUP,
                         "cannot fold the constant into '%s''s bias: its output "
@@ -1013,6 +1264,12 @@ static int do_node(ctx *c, const Onnx__NodeProto *n, int idx) {
     if (!strcmp(op, "Flatten")) return op_flatten(c, n, idx);
     if (!strcmp(op, "Reshape")) return op_reshape(c, n, idx);
     if (!strcmp(op, "Add")) return op_add(c, n, idx);
+    if (!strcmp(op, "Sub")) return op_binary(c, n, idx, "sub");
+    if (!strcmp(op, "Mul")) return op_binary(c, n, idx, "mul");
+    if (!strcmp(op, "Div")) return op_binary(c, n, idx, "div");
+    if (!strcmp(op, "Sigmoid")) return op_simple(c, n, idx, "sigmoid", 0);
+    if (!strcmp(op, "Clip")) return op_clip(c, n, idx);
+    if (!strcmp(op, "Concat")) return op_concat(c, n, idx);
     if (!strcmp(op, "Constant")) return op_constant(c, n);
     if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) return op_dropout_identity(c, n);
     if (!strcmp(op, "Softmax")) return op_softmax(c, n);

@@ -13,6 +13,10 @@
  *   Flatten (axis 1) and Reshape to [batch, features] (constant shape) -> flatten;
  *   Add of two activations of one shape -> add; Add of an activation and a constant folds
  *     into the bias of the producing linear / conv2d (which must have no other reader);
+ *   Add / Sub / Mul / Div of an activation and a scalar or per-channel constant -> scale;
+ *   Sub, Mul, Div of two activations of one shape -> sub, mul, div;
+ *   Sigmoid -> sigmoid; Clip (constant bounds; attributes before opset 11) -> clip;
+ *   Concat (axis 1) -> concat (chains of up to 4 inputs each);
  *   Identity, Dropout (inference) -> nothing (the output is the input);
  *   Constant -> a constant (for Reshape shapes, Add biases);
  *   Softmax as the last node -> dropped; model->info gets "output": "softmax" (classification

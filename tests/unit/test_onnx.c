@@ -840,7 +840,7 @@ END_TEST
 
 START_TEST(add_op_forward_backward) {
     dyn_layer *l = mk("add", "a", "{}");
-    ck_assert_int_eq(l->ops->ninputs, 2);
+    ck_assert_int_eq(l->ninputs, 2);
     dyn_err err = {0};
     dyn_shape s[2] = {{2, {3, 4}}, {2, {3, 4}}}, o;
     ck_assert_int_eq(l->ops->infer(l, s, &o, &err), 0);

@@ -1,0 +1,182 @@
+/* unary.c — element-wise activations beyond ReLU: sigmoid and clip (ONNX Sigmoid, Clip;
+ * ReLU6 is clip 0..6).
+ *
+ * sigmoid: no attributes; y = 1 / (1 + exp(-x)), computed without overflow for large |x|;
+ *   backward dx = dy * y * (1 - y).
+ * clip: attributes "min" and "max" (numbers, each optional: absent = unbounded; min <= max);
+ *   y = min(max(x, min), max); backward passes dy where min <= x <= max (PyTorch's clamp
+ *   convention at the bounds), else 0.
+ */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "../layer.h"
+
+static int same_shape(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
+    (void)l;
+    (void)err;
+    *out = in[0];
+    return 0;
+}
+
+static void no_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
+    (void)l;
+    (void)in;
+    (void)st;
+}
+
+/* ---- sigmoid ---- */
+
+static int sigmoid_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
+    (void)l;
+    (void)attrs;
+    (void)err;
+    return 0;
+}
+
+static json_t *sigmoid_attrs(const dyn_layer *l) {
+    (void)l;
+    return json_object();
+}
+
+static void sigmoid_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
+                            int training) {
+    (void)l;
+    (void)scratch;
+    (void)training;
+    int64_t n = dyn_tensor_numel(y);
+    DYN_ASSERT(dyn_tensor_numel(&x[0]) == n);
+    const float *xp = x[0].data;
+    float *yp = y->data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float v = xp[i];
+        if (v >= 0.0f) {
+            yp[i] = 1.0f / (1.0f + expf(-v));
+        } else {
+            float e = expf(v);
+            yp[i] = e / (1.0f + e);
+        }
+    }
+}
+
+static void sigmoid_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
+                             const dyn_tensor *dy, dyn_tensor *dx, float *scratch) {
+    (void)l;
+    (void)x;
+    (void)scratch;
+    if (!dx[0].data) return;
+    int64_t n = dyn_tensor_numel(y);
+    const float *yp = y->data, *g = dy->data;
+    float *d = dx[0].data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) d[i] = g[i] * yp[i] * (1.0f - yp[i]);
+}
+
+const dyn_layer_ops dyn_op_sigmoid = {
+    .op = DYN_OP_SIGMOID,
+    .name = "sigmoid",
+    .ninputs = 1,
+    .create = sigmoid_create,
+    .attrs = sigmoid_attrs,
+    .infer = same_shape,
+    .forward = sigmoid_forward,
+    .backward = sigmoid_backward,
+    .stats = no_stats,
+};
+
+/* ---- clip ---- */
+
+typedef struct clip_impl {
+    int has_min, has_max;
+    float lo, hi; /* -FLT_MAX / FLT_MAX when unbounded */
+} clip_impl;
+
+static int clip_bound(dyn_layer *l, const json_t *attrs, const char *key, int *has, float *v,
+                      dyn_err *err) {
+    json_t *j = json_object_get(attrs, key);
+    *has = j != NULL;
+    if (!j) return 0;
+    double d;
+    int rc = dyn_attr_num(l, attrs, key, 0.0, &d, err);
+    if (rc) return rc;
+    if (!isfinite(d) || fabs(d) > FLT_MAX)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': attribute '%s' = %g is not a finite float",
+                           l->name, key, d);
+    *v = (float)d;
+    return 0;
+}
+
+static int clip_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
+    clip_impl c = {0, 0, -FLT_MAX, FLT_MAX};
+    int rc;
+    if ((rc = clip_bound(l, attrs, "min", &c.has_min, &c.lo, err)) ||
+        (rc = clip_bound(l, attrs, "max", &c.has_max, &c.hi, err)))
+        return rc;
+    if (c.lo > c.hi)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': clip min %g is greater than max %g",
+                           l->name, (double)c.lo, (double)c.hi);
+    clip_impl *p = malloc(sizeof *p);
+    if (!p) return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
+    *p = c;
+    l->impl = p;
+    return 0;
+}
+
+static void clip_destroy(dyn_layer *l) {
+    free(l->impl);
+    l->impl = NULL;
+}
+
+static json_t *clip_attrs(const dyn_layer *l) {
+    const clip_impl *c = l->impl;
+    json_t *a = json_object();
+    if (a && c->has_min) json_object_set_new(a, "min", json_real(c->lo));
+    if (a && c->has_max) json_object_set_new(a, "max", json_real(c->hi));
+    return a;
+}
+
+static void clip_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
+                         int training) {
+    (void)scratch;
+    (void)training;
+    const clip_impl *c = l->impl;
+    int64_t n = dyn_tensor_numel(y);
+    DYN_ASSERT(dyn_tensor_numel(&x[0]) == n);
+    const float *xp = x[0].data;
+    float *yp = y->data;
+    const float lo = c->lo, hi = c->hi;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) {
+        float v = xp[i];
+        yp[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+}
+
+static void clip_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
+                          const dyn_tensor *dy, dyn_tensor *dx, float *scratch) {
+    (void)y;
+    (void)scratch;
+    if (!dx[0].data) return;
+    const clip_impl *c = l->impl;
+    int64_t n = dyn_tensor_numel(&x[0]);
+    const float *xp = x[0].data, *g = dy->data;
+    float *d = dx[0].data;
+    const float lo = c->lo, hi = c->hi;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) d[i] = xp[i] >= lo && xp[i] <= hi ? g[i] : 0.0f;
+}
+
+const dyn_layer_ops dyn_op_clip = {
+    .op = DYN_OP_CLIP,
+    .name = "clip",
+    .ninputs = 1,
+    .create = clip_create,
+    .destroy = clip_destroy,
+    .attrs = clip_attrs,
+    .infer = same_shape,
+    .forward = clip_forward,
+    .backward = clip_backward,
+    .stats = no_stats,
+};

@@ -1,0 +1,784 @@
+/* test_onnx_ops.c — the element-wise, clip, sigmoid, concat and scale ops (engine/ops/eltwise.c,
+ * unary.c, concat.c, scale.c) and their ONNX import (Sub, Mul, Div, Clip, Sigmoid, Concat, and
+ * Add / Mul / Sub / Div with a per-channel constant).
+ *
+ * ONNX graphs are built with the protobuf-c structs (builder copied from test_onnx.c), imported,
+ * run, and compared with a hand computation. Every new layer's backward is checked against
+ * central finite differences. Unsupported forms (Concat on axis 2, broadcasting that is not
+ * per channel) must be rejected with a message naming the node, the op and the shapes.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "io/onnx.h"
+#include "model.h"
+#include "onnx.pb-c.h"
+#include "testutil.h"
+
+/* ---- a small ONNX builder (every allocation is recorded and freed by ob_free) ---- */
+
+#define OB_MAX 64
+
+typedef struct ob {
+    Onnx__ModelProto model;
+    Onnx__GraphProto graph;
+    Onnx__OperatorSetIdProto opset;
+    Onnx__OperatorSetIdProto *opsets[1];
+    Onnx__NodeProto *nodes[OB_MAX];
+    Onnx__TensorProto *inits[OB_MAX];
+    Onnx__ValueInfoProto *ins[2], *outs[2];
+    void *mem[1024];
+    int nmem;
+} ob;
+
+static void *ob_mem(ob *b, size_t n) {
+    ck_assert_int_lt(b->nmem, (int)DYN_ARRAY_LEN(b->mem));
+    void *p = calloc(1, n ? n : 1);
+    ck_assert_ptr_nonnull(p);
+    b->mem[b->nmem++] = p;
+    return p;
+}
+
+static char *ob_str(ob *b, const char *s) {
+    char *p = ob_mem(b, strlen(s) + 1);
+    memcpy(p, s, strlen(s) + 1);
+    return p;
+}
+
+static void ob_free(ob *b) {
+    for (int i = 0; i < b->nmem; i++) free(b->mem[i]);
+    b->nmem = 0;
+}
+
+static void ob_init(ob *b, int64_t opset) {
+    memset(b, 0, sizeof *b);
+    Onnx__ModelProto m = ONNX__MODEL_PROTO__INIT;
+    Onnx__GraphProto g = ONNX__GRAPH_PROTO__INIT;
+    Onnx__OperatorSetIdProto o = ONNX__OPERATOR_SET_ID_PROTO__INIT;
+    b->model = m;
+    b->graph = g;
+    b->opset = o;
+    b->opset.domain = ob_str(b, "");
+    b->opset.has_version = 1;
+    b->opset.version = opset;
+    b->opsets[0] = &b->opset;
+    b->model.has_ir_version = 1;
+    b->model.ir_version = 8;
+    b->model.producer_name = ob_str(b, "test_onnx");
+    b->model.graph = &b->graph;
+    b->model.n_opset_import = 1;
+    b->model.opset_import = b->opsets;
+    b->graph.name = ob_str(b, "g");
+    b->graph.node = b->nodes;
+    b->graph.initializer = b->inits;
+    b->graph.input = b->ins;
+    b->graph.output = b->outs;
+}
+
+static Onnx__ValueInfoProto *ob_value(ob *b, const char *name, int ndim, const int64_t *dims,
+                                      int symbolic_batch) {
+    Onnx__ValueInfoProto *v = ob_mem(b, sizeof *v);
+    Onnx__ValueInfoProto vi = ONNX__VALUE_INFO_PROTO__INIT;
+    *v = vi;
+    v->name = ob_str(b, name);
+    if (ndim < 0) return v;
+    Onnx__TypeProto *t = ob_mem(b, sizeof *t);
+    Onnx__TypeProto ti = ONNX__TYPE_PROTO__INIT;
+    *t = ti;
+    Onnx__TypeProto__Tensor *tt = ob_mem(b, sizeof *tt);
+    Onnx__TypeProto__Tensor tti = ONNX__TYPE_PROTO__TENSOR__INIT;
+    *tt = tti;
+    tt->has_elem_type = 1;
+    tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    Onnx__TensorShapeProto *s = ob_mem(b, sizeof *s);
+    Onnx__TensorShapeProto si = ONNX__TENSOR_SHAPE_PROTO__INIT;
+    *s = si;
+    s->n_dim = (size_t)ndim;
+    s->dim = ob_mem(b, (size_t)ndim * sizeof *s->dim);
+    for (int i = 0; i < ndim; i++) {
+        Onnx__TensorShapeProto__Dimension *d = ob_mem(b, sizeof *d);
+        Onnx__TensorShapeProto__Dimension di = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__INIT;
+        *d = di;
+        if (i == 0 && symbolic_batch) {
+            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            d->dim_param = ob_str(b, "N");
+        } else {
+            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            d->dim_value = dims[i];
+        }
+        s->dim[i] = d;
+    }
+    tt->shape = s;
+    t->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    t->tensor_type = tt;
+    v->type = t;
+    return v;
+}
+
+/* Graph input with a symbolic batch: dims[0] is ignored. */
+static void ob_input(ob *b, const char *name, int ndim, const int64_t *dims) {
+    b->ins[b->graph.n_input++] = ob_value(b, name, ndim, dims, 1);
+}
+
+static void ob_output(ob *b, const char *name) {
+    b->outs[b->graph.n_output++] = ob_value(b, name, -1, NULL, 0);
+}
+
+/* A TensorProto; raw = 1 stores raw_data (little-endian, the host's order here), else the
+ * typed field. */
+static Onnx__TensorProto *ob_tensor(ob *b, const char *name, int dtype, int ndim,
+                                    const int64_t *dims, const void *data, int raw) {
+    Onnx__TensorProto *t = ob_mem(b, sizeof *t);
+    Onnx__TensorProto ti = ONNX__TENSOR_PROTO__INIT;
+    *t = ti;
+    t->name = ob_str(b, name);
+    t->has_data_type = 1;
+    t->data_type = dtype;
+    t->n_dims = (size_t)ndim;
+    t->dims = ob_mem(b, (size_t)ndim * sizeof(int64_t));
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->dims[i] = dims[i];
+        n *= dims[i];
+    }
+    size_t es = dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ? 4 : 8;
+    if (raw) {
+        t->has_raw_data = 1;
+        t->raw_data.len = (size_t)n * es;
+        t->raw_data.data = ob_mem(b, (size_t)n * es);
+        memcpy(t->raw_data.data, data, (size_t)n * es);
+    } else if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+        t->n_float_data = (size_t)n;
+        t->float_data = ob_mem(b, (size_t)n * sizeof(float));
+        memcpy(t->float_data, data, (size_t)n * sizeof(float));
+    } else if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__INT64) {
+        t->n_int64_data = (size_t)n;
+        t->int64_data = ob_mem(b, (size_t)n * sizeof(int64_t));
+        memcpy(t->int64_data, data, (size_t)n * sizeof(int64_t));
+    } else if (dtype == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE) {
+        t->n_double_data = (size_t)n;
+        t->double_data = ob_mem(b, (size_t)n * sizeof(double));
+        memcpy(t->double_data, data, (size_t)n * sizeof(double));
+    }
+    return t;
+}
+
+static Onnx__TensorProto *ob_init_f(ob *b, const char *name, int ndim, const int64_t *dims,
+                                    const float *data, int raw) {
+    Onnx__TensorProto *t =
+        ob_tensor(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, ndim, dims, data, raw);
+    b->inits[b->graph.n_initializer++] = t;
+    return t;
+}
+
+/* Comma-separated names into a string array ("" entries allowed: "x,,b"). */
+static size_t ob_names(ob *b, const char *list, char ***out) {
+    size_t n = 1;
+    for (const char *p = list; *p; p++) n += *p == ',';
+    if (!*list) n = 0;
+    *out = ob_mem(b, n * sizeof(char *));
+    const char *p = list;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char *s = ob_mem(b, len + 1);
+        memcpy(s, p, len);
+        (*out)[i] = s;
+        p = e ? e + 1 : p + len;
+    }
+    return n;
+}
+
+static Onnx__NodeProto *ob_node(ob *b, const char *op, const char *name, const char *ins,
+                                const char *outs) {
+    Onnx__NodeProto *n = ob_mem(b, sizeof *n);
+    Onnx__NodeProto ni = ONNX__NODE_PROTO__INIT;
+    *n = ni;
+    n->op_type = ob_str(b, op);
+    n->name = ob_str(b, name);
+    n->n_input = ob_names(b, ins, &n->input);
+    n->n_output = ob_names(b, outs, &n->output);
+    n->attribute = ob_mem(b, 8 * sizeof *n->attribute);
+    ck_assert_int_lt((int)b->graph.n_node, OB_MAX);
+    b->nodes[b->graph.n_node++] = n;
+    return n;
+}
+
+static Onnx__AttributeProto *ob_attr(ob *b, Onnx__NodeProto *n, const char *name,
+                                     Onnx__AttributeProto__AttributeType type) {
+    Onnx__AttributeProto *a = ob_mem(b, sizeof *a);
+    Onnx__AttributeProto ai = ONNX__ATTRIBUTE_PROTO__INIT;
+    *a = ai;
+    a->name = ob_str(b, name);
+    a->has_type = 1;
+    a->type = type;
+    ck_assert_int_lt((int)n->n_attribute, 8);
+    n->attribute[n->n_attribute++] = a;
+    return a;
+}
+
+static void ob_attr_i(ob *b, Onnx__NodeProto *n, const char *name, int64_t v) {
+    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    a->has_i = 1;
+    a->i = v;
+}
+
+static void ob_attr_f(ob *b, Onnx__NodeProto *n, const char *name, float v) {
+    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    a->has_f = 1;
+    a->f = v;
+}
+
+static void ob_attr_tensor(ob *b, Onnx__NodeProto *n, const char *name, Onnx__TensorProto *t) {
+    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
+    a->t = t;
+}
+
+static uint8_t *ob_pack(ob *b, size_t *n) {
+    *n = onnx__model_proto__get_packed_size(&b->model);
+    uint8_t *buf = malloc(*n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(onnx__model_proto__pack(&b->model, buf), *n);
+    return buf;
+}
+
+/* Packs and imports; NULL with err set on failure. */
+static dyn_model *ob_load(ob *b, dyn_err *err) {
+    size_t n;
+    uint8_t *buf = ob_pack(b, &n);
+    dyn_model *m = dyn_onnx_load_bytes(buf, n, "test.onnx", err);
+    free(buf);
+    return m;
+}
+
+/* Expects the import to fail with a message containing `want`. */
+static void expect_reject(ob *b, const char *want) {
+    dyn_err err = {0};
+    dyn_model *m = ob_load(b, &err);
+    ck_assert_msg(m == NULL, "model accepted, expected an error with '%s'", want);
+    ck_assert_int_lt(err.code, 0);
+    ck_assert_msg(strstr(err.msg, want) != NULL, "message '%s' lacks '%s'", err.msg, want);
+    ck_assert_msg(strncmp(err.msg, "test.onnx: ", 11) == 0, "message '%s' lacks the name", err.msg);
+}
+
+
+static float *rnd(dyn_rng *r, int64_t n, float lo, float hi) {
+    float *p = malloc((size_t)n * sizeof(float));
+    ck_assert_ptr_nonnull(p);
+    tu_fill_uniform(p, n, r, lo, hi);
+    return p;
+}
+
+static dyn_layer *mk(const char *op, const char *name, const char *json) {
+    dyn_err err = {0};
+    json_error_t je;
+    json_t *a = json_loads(json, 0, &je);
+    ck_assert_ptr_nonnull(a);
+    dyn_layer *l = dyn_layer_create(op, name, a, &err);
+    json_decref(a);
+    ck_assert_msg(l != NULL, "%s", err.msg);
+    return l;
+}
+
+/* Imports b (must succeed), runs it on x (batch rows) and returns a copy of the output. */
+static float *run_onnx(ob *b, const float *x, int batch, int64_t *nout, dyn_model **keep) {
+    dyn_err err = {0};
+    dyn_model *m = ob_load(b, &err);
+    ck_assert_msg(m != NULL, "%s", err.msg);
+    dyn_exec *e = dyn_exec_new(m, batch, 0, &err);
+    ck_assert_msg(e != NULL, "%s", err.msg);
+    const dyn_tensor *y = dyn_exec_forward(e, x, batch);
+    *nout = dyn_tensor_numel(y);
+    float *out = malloc((size_t)*nout * sizeof(float));
+    ck_assert_ptr_nonnull(out);
+    memcpy(out, y->data, (size_t)*nout * sizeof(float));
+    dyn_exec_free(e);
+    if (keep)
+        *keep = m;
+    else
+        dyn_model_free(m);
+    return out;
+}
+
+static double sigm(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+/* ---- two-activation ops, Sigmoid, Clip (opset 13 inputs), Concat ---- */
+
+/* x [N, 2, 2, 2]:  sg = Sigmoid(x); m = Mul(x, sg); c2 = Clip(x, 1, 3); s = Sub(m, x);
+ * d = Div(s, c2); y = Concat(d, m, axis 1) -> [N, 4, 2, 2]. */
+START_TEST(activation_ops_import) {
+    ob b;
+    ob_init(&b, 13);
+    static const int64_t xin[4] = {1, 2, 2, 2}, scalar[1] = {1};
+    static const float one[1] = {1.0f}, three = 3.0f;
+    ob_input(&b, "x", 4, xin);
+    ob_init_f(&b, "lo", 0, scalar, one, 1);
+    Onnx__NodeProto *n = ob_node(&b, "Constant", "hi_c", "", "hi");
+    ob_attr_tensor(&b, n, "value",
+                   ob_tensor(&b, "hi_t", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 0, scalar, &three,
+                             0));
+    ob_node(&b, "Sigmoid", "sg", "x", "sg");
+    ob_node(&b, "Mul", "mul", "x,sg", "m");
+    ob_node(&b, "Clip", "clip", "x,lo,hi", "c2");
+    ob_node(&b, "Sub", "sub", "m,x", "s");
+    ob_node(&b, "Div", "div", "s,c2", "d");
+    n = ob_node(&b, "Concat", "cat", "d,m", "y");
+    ob_attr_i(&b, n, "axis", 1);
+    ob_output(&b, "y");
+
+    dyn_rng r;
+    dyn_rng_seed(&r, 11);
+    const int batch = 2;
+    float *x = rnd(&r, batch * 8, -2.0f, 4.0f);
+    int64_t nout;
+    dyn_model *m;
+    float *y = run_onnx(&b, x, batch, &nout, &m);
+    ck_assert_int_eq(nout, batch * 16);
+    static const char *const ops[] = {"sigmoid", "mul", "clip", "sub", "div", "concat"};
+    ck_assert_int_eq(m->nnodes, 6);
+    for (int k = 0; k < 6; k++) ck_assert_str_eq(m->nodes[k].layer->ops->name, ops[k]);
+    ck_assert_int_eq(m->nodes[5].layer->ninputs, 2);
+    for (int s = 0; s < batch; s++)
+        for (int i = 0; i < 8; i++) {
+            double v = x[s * 8 + i], mm = v * sigm(v), cl = v < 1 ? 1 : (v > 3 ? 3 : v);
+            ck_assert_double_eq_tol(y[s * 16 + i], (mm - v) / cl, 1e-5);
+            ck_assert_double_eq_tol(y[s * 16 + 8 + i], mm, 1e-5);
+        }
+    free(y);
+    free(x);
+    dyn_model_free(m);
+    ob_free(&b);
+}
+END_TEST
+
+/* Clip with attributes (opset < 11; Relu6) and with only a max input (opset 11). */
+START_TEST(clip_forms) {
+    static const int64_t xin[2] = {1, 6}, scalar[1] = {1};
+    const float x[6] = {-3.0f, -0.5f, 0.0f, 2.5f, 6.0f, 9.0f};
+    for (int form = 0; form < 2; form++) {
+        ob b;
+        ob_init(&b, form == 0 ? 10 : 11);
+        ob_input(&b, "x", 2, xin);
+        if (form == 0) {
+            Onnx__NodeProto *n = ob_node(&b, "Clip", "relu6", "x", "y");
+            ob_attr_f(&b, n, "min", 0.0f);
+            ob_attr_f(&b, n, "max", 6.0f);
+        } else {
+            static const float mx[1] = {2.0f};
+            ob_init_f(&b, "mx", 0, scalar, mx, 0);
+            ob_node(&b, "Clip", "cmax", "x,,mx", "y");
+        }
+        ob_output(&b, "y");
+        int64_t nout;
+        float *y = run_onnx(&b, x, 1, &nout, NULL);
+        ck_assert_int_eq(nout, 6);
+        for (int i = 0; i < 6; i++) {
+            double want = form == 0 ? fmin(fmax(x[i], 0.0), 6.0) : fmin(x[i], 2.0);
+            ck_assert_double_eq_tol(y[i], want, 1e-7);
+        }
+        free(y);
+        ob_free(&b);
+    }
+}
+END_TEST
+
+/* Concat of 6 inputs becomes a chain of engine concats (at most 4 inputs each). */
+START_TEST(concat_chain) {
+    ob b;
+    ob_init(&b, 13);
+    static const int64_t xin[3] = {1, 1, 3};
+    ob_input(&b, "x", 3, xin);
+    ob_node(&b, "Relu", "r", "x", "r");
+    ob_node(&b, "Sigmoid", "sg", "x", "sg");
+    Onnx__NodeProto *n = ob_node(&b, "Concat", "cat", "x,r,sg,x,r,sg", "y");
+    ob_attr_i(&b, n, "axis", -2); /* = 1 for rank 3 */
+    ob_output(&b, "y");
+    const float x[6] = {-1.0f, 0.5f, 2.0f, 3.0f, -0.25f, 0.0f};
+    int64_t nout;
+    dyn_model *m;
+    float *y = run_onnx(&b, x, 2, &nout, &m);
+    ck_assert_int_eq(nout, 2 * 18);
+    ck_assert_int_eq(m->nnodes, 4);
+    ck_assert_int_eq(m->nodes[2].layer->ninputs, 4);
+    ck_assert_int_eq(m->nodes[3].layer->ninputs, 3);
+    ck_assert_str_eq(m->nodes[3].layer->ops->name, "concat");
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 6; k++)
+            for (int i = 0; i < 3; i++) {
+                double v = x[s * 3 + i], want = k % 3 == 0 ? v : k % 3 == 1 ? fmax(v, 0) : sigm(v);
+                ck_assert_double_eq_tol(y[s * 18 + k * 3 + i], want, 1e-6);
+            }
+    free(y);
+    dyn_model_free(m);
+    ob_free(&b);
+}
+END_TEST
+
+/* ---- activation (op) constant: the scale op ---- */
+
+/* x [N, 3, 2, 2]: a = Mul(x, k[3,1,1]); s = Sub(0.5, a); d = Div(s, q[1,3,1,1]);
+ * y = Add(d, k[3,1,1]) (not after a linear / conv: a scale too). */
+START_TEST(constant_broadcast_import) {
+    ob b;
+    ob_init(&b, 13);
+    static const int64_t xin[4] = {1, 3, 2, 2}, k3[3] = {3, 1, 1}, q4[4] = {1, 3, 1, 1},
+                         sc[1] = {1};
+    static const float k[3] = {2.0f, -1.0f, 0.5f}, q[3] = {4.0f, -2.0f, 0.25f}, half[1] = {0.5f};
+    ob_input(&b, "x", 4, xin);
+    ob_init_f(&b, "k", 3, k3, k, 1);
+    ob_init_f(&b, "q", 4, q4, q, 0);
+    ob_init_f(&b, "half", 0, sc, half, 0);
+    ob_node(&b, "Mul", "mul", "x,k", "a");
+    ob_node(&b, "Sub", "sub", "half,a", "s");
+    ob_node(&b, "Div", "div", "s,q", "d");
+    ob_node(&b, "Add", "add", "d,k", "y");
+    ob_output(&b, "y");
+    dyn_rng r;
+    dyn_rng_seed(&r, 12);
+    float *x = rnd(&r, 2 * 12, -1.0f, 1.0f);
+    int64_t nout;
+    dyn_model *m;
+    float *y = run_onnx(&b, x, 2, &nout, &m);
+    ck_assert_int_eq(nout, 24);
+    ck_assert_int_eq(m->nnodes, 4);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_str_eq(m->nodes[i].layer->ops->name, "scale");
+        ck_assert_int_eq(m->nodes[i].layer->params[0].trainable, 0);
+    }
+    for (int s = 0; s < 2; s++)
+        for (int ch = 0; ch < 3; ch++)
+            for (int i = 0; i < 4; i++) {
+                int at = s * 12 + ch * 4 + i;
+                double want = (0.5 - (double)x[at] * k[ch]) / q[ch] + k[ch];
+                ck_assert_double_eq_tol(y[at], want, 1e-5);
+            }
+    free(y);
+    free(x);
+    dyn_model_free(m);
+    ob_free(&b);
+
+    /* [N, 3] with a [3] constant and a scalar: per feature. */
+    ob_init(&b, 13);
+    static const int64_t xin2[2] = {1, 3}, c3[1] = {3};
+    ob_input(&b, "x", 2, xin2);
+    ob_init_f(&b, "k", 1, c3, k, 0);
+    ob_init_f(&b, "half", 0, sc, half, 0);
+    ob_node(&b, "Sub", "sub", "x,k", "s");
+    ob_node(&b, "Mul", "mul", "half,s", "y");
+    ob_output(&b, "y");
+    const float x2[3] = {1.0f, 2.0f, 3.0f};
+    y = run_onnx(&b, x2, 1, &nout, NULL);
+    for (int i = 0; i < 3; i++) ck_assert_double_eq_tol(y[i], 0.5 * (x2[i] - k[i]), 1e-6);
+    free(y);
+    ob_free(&b);
+}
+END_TEST
+
+/* ---- rejections ---- */
+
+START_TEST(rejects_unsupported) {
+    static const int64_t xin[4] = {1, 3, 2, 2}, w2[1] = {2}, k3[3] = {3, 1, 1}, sc[1] = {1};
+    static const float two[2] = {1.0f, 2.0f}, z3[3] = {1.0f, 0.0f, 1.0f}, one[1] = {1.0f};
+    ob b;
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_node(&b, "Relu", "r", "x", "r");
+    Onnx__NodeProto *n = ob_node(&b, "Concat", "cat", "x,r", "y");
+    ob_attr_i(&b, n, "axis", 2);
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'cat' (Concat): axis 2 of [1, 3, 2, 2]: only axis 1");
+    ob_free(&b);
+
+    /* A [2] constant aligns with W, not with the channels. */
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_init_f(&b, "w", 1, w2, two, 0);
+    ob_node(&b, "Mul", "mul", "x,w", "y");
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'mul' (Mul): constant 'w' of shape [2] does not broadcast per "
+                      "channel over the activation of shape [1, 3, 2, 2]");
+    ob_free(&b);
+
+    /* Two activations of different shapes (an SE-style gate). */
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_node(&b, "GlobalAveragePool", "gap", "x", "g");
+    ob_node(&b, "Mul", "gate", "x,g", "y");
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'gate' (Mul): inputs of shapes [1, 3, 2, 2] and [1, 3, 1, 1]: "
+                      "broadcasting between two activations is not supported");
+    ob_free(&b);
+
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_node(&b, "GlobalAveragePool", "gap", "x", "g");
+    n = ob_node(&b, "Concat", "cat", "x,g", "y");
+    ob_attr_i(&b, n, "axis", 1);
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'cat' (Concat): input 1 of shape [1, 3, 1, 1] does not match input 0 "
+                      "of shape [1, 3, 2, 2]");
+    ob_free(&b);
+
+    /* constant / activation; division by a zero constant. */
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_init_f(&b, "one", 0, sc, one, 0);
+    ob_node(&b, "Div", "recip", "one,x", "y");
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'recip' (Div): dividing a constant by an activation");
+    ob_free(&b);
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_init_f(&b, "z", 3, k3, z3, 0);
+    ob_node(&b, "Div", "dz", "x,z", "y");
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'dz' (Div): divides by a constant holding 0 (channel 1)");
+    ob_free(&b);
+
+    /* Clip bound from an activation; Clip attributes at opset 11; min > max. */
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    ob_node(&b, "Relu", "r", "x", "r");
+    ob_node(&b, "Clip", "clip", "x,r", "y");
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'clip' (Clip): min (input 1) must be a constant FLOAT scalar");
+    ob_free(&b);
+    ob_init(&b, 13);
+    ob_input(&b, "x", 4, xin);
+    n = ob_node(&b, "Clip", "clip", "x", "y");
+    ob_attr_f(&b, n, "max", 6.0f);
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'clip' (Clip): attribute 'max' is not supported");
+    ob_free(&b);
+    ob_init(&b, 10);
+    ob_input(&b, "x", 4, xin);
+    n = ob_node(&b, "Clip", "clip", "x", "y");
+    ob_attr_f(&b, n, "min", 2.0f);
+    ob_attr_f(&b, n, "max", 1.0f);
+    ob_output(&b, "y");
+    expect_reject(&b, "node 'clip' (Clip): min 2 is greater than max 1");
+    ob_free(&b);
+}
+END_TEST
+
+/* ---- the layers: attributes, shapes, finite-difference gradients ---- */
+
+/* FD check of an n-input layer (loss = sum(y * R)) for inputs of shapes sh[0..nin-1]; inputs
+ * of index >= pos_from are drawn from [0.5, 2] (divisors), others from [-1, 1]. */
+static void gradcheck_multi(dyn_layer *l, const dyn_shape *sh, int nin, int pos_from,
+                            uint64_t seed) {
+    dyn_err err = {0};
+    dyn_shape out;
+    ck_assert_msg(l->ops->infer(l, sh, &out, &err) == 0, "%s", err.msg);
+    dyn_rng r;
+    dyn_rng_seed(&r, seed);
+    dyn_tensor xs[DYN_LAYER_MAX_INPUTS], dxs[DYN_LAYER_MAX_INPUTS], y, dy;
+    for (int k = 0; k < nin; k++) {
+        ck_assert_int_eq(dyn_tensor_init_shape(&xs[k], &sh[k], NULL), 0);
+        ck_assert_int_eq(dyn_tensor_init_shape(&dxs[k], &sh[k], NULL), 0);
+        tu_fill_uniform(xs[k].data, dyn_tensor_numel(&xs[k]), &r, k >= pos_from ? 0.5f : -1.0f,
+                        k >= pos_from ? 2.0f : 1.0f);
+    }
+    ck_assert_int_eq(dyn_tensor_init_shape(&y, &out, NULL), 0);
+    ck_assert_int_eq(dyn_tensor_init_shape(&dy, &out, NULL), 0);
+    int64_t ny = dyn_tensor_numel(&y);
+    tu_fill_uniform(dy.data, ny, &r, -1.0f, 1.0f);
+    l->ops->forward(l, xs, &y, NULL, 1);
+    l->ops->backward(l, xs, &y, &dy, dxs, NULL);
+    const float h = 1e-2f;
+    for (int k = 0; k < nin; k++)
+        for (int64_t i = 0; i < dyn_tensor_numel(&xs[k]); i++) {
+            float keep = xs[k].data[i];
+            double lp = 0, lm = 0;
+            xs[k].data[i] = keep + h;
+            l->ops->forward(l, xs, &y, NULL, 0);
+            for (int64_t j = 0; j < ny; j++) lp += (double)y.data[j] * dy.data[j];
+            xs[k].data[i] = keep - h;
+            l->ops->forward(l, xs, &y, NULL, 0);
+            for (int64_t j = 0; j < ny; j++) lm += (double)y.data[j] * dy.data[j];
+            xs[k].data[i] = keep;
+            double fd = (lp - lm) / (2.0 * h);
+            ck_assert_msg(fabs(fd - dxs[k].data[i]) <= 2e-3 + 1e-2 * fabs(fd),
+                          "%s: input %d [%lld]: analytic %g, numeric %g", l->ops->name, k,
+                          (long long)i, (double)dxs[k].data[i], fd);
+        }
+    /* Only requested input gradients are written. */
+    for (int k = 0; k < nin; k++) {
+        for (int j = 0; j < nin; j++) dyn_tensor_zero(&dxs[j]);
+        dyn_tensor d2[DYN_LAYER_MAX_INPUTS];
+        for (int j = 0; j < nin; j++) d2[j] = dxs[j];
+        for (int j = 0; j < nin; j++)
+            if (j != k) d2[j].data = NULL;
+        l->ops->backward(l, xs, &y, &dy, d2, NULL);
+        for (int j = 0; j < nin; j++)
+            if (j != k)
+                for (int64_t i = 0; i < dyn_tensor_numel(&dxs[j]); i++)
+                    ck_assert_float_eq(dxs[j].data[i], 0.0f);
+    }
+    for (int k = 0; k < nin; k++) {
+        dyn_tensor_release(&xs[k]);
+        dyn_tensor_release(&dxs[k]);
+    }
+    dyn_tensor_release(&y);
+    dyn_tensor_release(&dy);
+}
+
+START_TEST(binary_layers_gradcheck) {
+    static const char *const ops[] = {"mul", "sub", "div"};
+    dyn_shape s[2] = {{4, {2, 3, 2, 2}}, {4, {2, 3, 2, 2}}}, o;
+    for (size_t i = 0; i < DYN_ARRAY_LEN(ops); i++) {
+        dyn_layer *l = mk(ops[i], "b", "{}");
+        ck_assert_int_eq(l->ninputs, 2);
+        gradcheck_multi(l, s, 2, 1, 20 + i);
+        dyn_err err = {0};
+        dyn_shape bad[2] = {s[0], {4, {2, 3, 1, 1}}};
+        ck_assert_int_eq(l->ops->infer(l, bad, &o, &err), DYN_EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.msg, "same shape"));
+        dyn_layer_free(l);
+    }
+}
+END_TEST
+
+START_TEST(concat_layer) {
+    dyn_err err = {0};
+    for (int nin = 2; nin <= 4; nin++) {
+        char a[64];
+        snprintf(a, sizeof a, "{\"axis\":1,\"inputs\":%d}", nin);
+        dyn_layer *l = mk("concat", "cat", a);
+        ck_assert_int_eq(l->ninputs, nin);
+        json_t *at = l->ops->attrs(l);
+        ck_assert_int_eq(json_integer_value(json_object_get(at, "inputs")), nin);
+        json_decref(at);
+        dyn_shape s[4] = {{4, {2, 1, 2, 3}}, {4, {2, 2, 2, 3}}, {4, {2, 3, 2, 3}},
+                          {4, {2, 1, 2, 3}}},
+                  o;
+        ck_assert_int_eq(l->ops->infer(l, s, &o, &err), 0);
+        ck_assert_int_eq(o.d[1], nin == 2 ? 3 : nin == 3 ? 6 : 7);
+        gradcheck_multi(l, s, nin, nin, 30 + (uint64_t)nin);
+        s[1].d[3] = 4;
+        ck_assert_int_eq(l->ops->infer(l, s, &o, &err), DYN_EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.msg, "must match outside axis 1"));
+        dyn_layer_free(l);
+    }
+    /* Forward by hand: [1,1,2] ++ [1,2,2]. */
+    dyn_layer *l = mk("concat", "cat", "{}");
+    float a[2] = {1, 2}, b[4] = {3, 4, 5, 6}, y[6];
+    const int64_t sa[3] = {1, 1, 2}, sb[3] = {1, 2, 2}, sy[3] = {1, 3, 2};
+    dyn_tensor xs[2] = {dyn_tensor_view(a, 3, sa), dyn_tensor_view(b, 3, sb)};
+    dyn_tensor yt = dyn_tensor_view(y, 3, sy);
+    l->ops->forward(l, xs, &yt, NULL, 0);
+    for (int i = 0; i < 6; i++) ck_assert_float_eq(y[i], (float)(i + 1));
+    dyn_layer_free(l);
+    /* Model: a 3-input concat through dyn_model_add. */
+    dyn_shape in = {1, {2}};
+    dyn_model *m = dyn_model_new(&in);
+    int ins[3] = {-1, -1, -1};
+    ck_assert_int_eq(dyn_model_add(m, mk("concat", "c3", "{\"inputs\":3}"), ins, 3, &err), 0);
+    ck_assert_int_lt(dyn_model_add(m, mk("concat", "c2", "{}"), ins, 3, &err), 0);
+    ck_assert_int_eq(dyn_model_outputs(m), 6);
+    dyn_model_free(m);
+
+    json_t *bad = json_pack("{s:i}", "axis", 2);
+    ck_assert_ptr_null(dyn_layer_create("concat", "c", bad, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "axis 2 is not supported"));
+    json_decref(bad);
+    bad = json_pack("{s:i}", "inputs", 5);
+    ck_assert_ptr_null(dyn_layer_create("concat", "c", bad, &err));
+    json_decref(bad);
+}
+END_TEST
+
+START_TEST(unary_layers_gradcheck) {
+    dyn_shape s = {4, {2, 3, 2, 2}};
+    dyn_layer *l = mk("sigmoid", "sg", "{}");
+    ck_assert_int_eq(tu_gradcheck(l, &s, 1, 40, 48, 1e-2f, 1e-3, 1e-2), 0);
+    float x[3] = {-100.0f, 0.0f, 100.0f}, y[3];
+    const int64_t s3[2] = {1, 3};
+    dyn_tensor xt = dyn_tensor_view(x, 2, s3), yt = dyn_tensor_view(y, 2, s3);
+    l->ops->forward(l, &xt, &yt, NULL, 0);
+    ck_assert_float_eq_tol(y[0], 0.0f, 1e-30f);
+    ck_assert_float_eq(y[1], 0.5f);
+    ck_assert_float_eq(y[2], 1.0f);
+    dyn_layer_free(l);
+
+    l = mk("clip", "c", "{\"min\":-0.5,\"max\":0.25}");
+    ck_assert_int_eq(tu_gradcheck(l, &s, 1, 41, 48, 1e-3f, 1e-3, 1e-2), 0);
+    json_t *a = l->ops->attrs(l);
+    ck_assert_double_eq(json_number_value(json_object_get(a, "min")), -0.5);
+    ck_assert_double_eq(json_number_value(json_object_get(a, "max")), 0.25);
+    json_decref(a);
+    l->ops->forward(l, &xt, &yt, NULL, 0);
+    ck_assert_float_eq(y[0], -0.5f);
+    ck_assert_float_eq(y[1], 0.0f);
+    ck_assert_float_eq(y[2], 0.25f);
+    dyn_layer_free(l);
+
+    l = mk("clip", "c", "{\"max\":1}"); /* only an upper bound */
+    a = l->ops->attrs(l);
+    ck_assert_ptr_null(json_object_get(a, "min"));
+    json_decref(a);
+    l->ops->forward(l, &xt, &yt, NULL, 0);
+    ck_assert_float_eq(y[0], -100.0f);
+    ck_assert_float_eq(y[2], 1.0f);
+    dyn_layer_free(l);
+
+    dyn_err err = {0};
+    json_t *bad = json_pack("{s:f, s:f}", "min", 1.0, "max", 0.0);
+    ck_assert_ptr_null(dyn_layer_create("clip", "c", bad, &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "greater than max"));
+    json_decref(bad);
+}
+END_TEST
+
+START_TEST(scale_layer) {
+    for (int tr = 0; tr < 2; tr++) {
+        dyn_layer *l = mk("scale", "s", tr ? "{\"channels\":3}" : "{\"channels\":3,\"trainable\":0}");
+        ck_assert_int_eq(l->params[0].trainable, tr);
+        dyn_rng r;
+        dyn_rng_seed(&r, 50);
+        tu_fill_uniform(l->params[0].value.data, 3, &r, -2.0f, 2.0f);
+        tu_fill_uniform(l->params[1].value.data, 3, &r, -1.0f, 1.0f);
+        dyn_shape s4 = {4, {2, 3, 2, 2}}, s2 = {2, {2, 3}};
+        ck_assert_int_eq(tu_gradcheck(l, &s4, 1, 51, 48, 1e-2f, 1e-3, 1e-2), 0);
+        ck_assert_int_eq(tu_gradcheck(l, &s2, 1, 52, 48, 1e-2f, 1e-3, 1e-2), 0);
+        /* y = x * w[c] + b[c] by hand, and inference leaves the layer unchanged. */
+        float x[6] = {1, 2, 3, 4, 5, 6}, y[6], w0[3], b0[3];
+        memcpy(w0, l->params[0].value.data, sizeof w0);
+        memcpy(b0, l->params[1].value.data, sizeof b0);
+        const int64_t sh[3] = {1, 3, 2};
+        dyn_tensor xt = dyn_tensor_view(x, 3, sh), yt = dyn_tensor_view(y, 3, sh);
+        l->ops->forward(l, &xt, &yt, NULL, 0);
+        for (int i = 0; i < 6; i++) ck_assert_float_eq_tol(y[i], x[i] * w0[i / 2] + b0[i / 2], 1e-6);
+        ck_assert_int_eq(memcmp(w0, l->params[0].value.data, sizeof w0), 0);
+        dyn_err err = {0};
+        dyn_shape bad = {4, {1, 4, 2, 2}}, o;
+        ck_assert_int_eq(l->ops->infer(l, &bad, &o, &err), DYN_EINVAL);
+        ck_assert_ptr_nonnull(strstr(err.msg, "3 channels does not fit input shape [1, 4, 2, 2]"));
+        /* init: the identity. */
+        l->ops->init(l, &r);
+        ck_assert_float_eq(l->params[0].value.data[2], 1.0f);
+        ck_assert_float_eq(l->params[1].value.data[2], 0.0f);
+        dyn_layer_free(l);
+    }
+}
+END_TEST
+
+static Suite *onnx_ops_suite(void) {
+    Suite *s = suite_create("onnx_ops");
+    TCase *tc = tcase_create("import");
+    tcase_add_test(tc, activation_ops_import);
+    tcase_add_test(tc, clip_forms);
+    tcase_add_test(tc, concat_chain);
+    tcase_add_test(tc, constant_broadcast_import);
+    tcase_add_test(tc, rejects_unsupported);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("layers");
+    tcase_add_test(tc, binary_layers_gradcheck);
+    tcase_add_test(tc, concat_layer);
+    tcase_add_test(tc, unary_layers_gradcheck);
+    tcase_add_test(tc, scale_layer);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TU_MAIN(onnx_ops_suite)
