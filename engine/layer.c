@@ -161,3 +161,40 @@ int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const
     *out = json_string_value(v);
     return 0;
 }
+
+/* Reads `key` or its `key_h` / `key_w` pair into *h, *w. def_h < 0 means the attribute is
+ * required: then either `key` or both `key_h` and `key_w` must be present. */
+int dyn_attr_int_hw(const dyn_layer *l, const json_t *attrs, const char *key, int64_t def_h,
+                    int64_t def_w, int64_t lo, int64_t hi, int *h, int *w, dyn_err *err) {
+    char kh[40], kw[40];
+    snprintf(kh, sizeof kh, "%s_h", key);
+    snprintf(kw, sizeof kw, "%s_w", key);
+    int64_t vh, vw, base;
+    int rc;
+    if (json_object_get(attrs, key)) {
+        if ((rc = dyn_attr_int(l, attrs, key, 0, lo, hi, &base, err))) return rc;
+        def_h = def_w = base;
+    } else if (def_h < 0 && (!json_object_get(attrs, kh) || !json_object_get(attrs, kw))) {
+        return dyn_err_set(err, DYN_EINVAL,
+                           "layer '%s': attribute '%s' (or both '%s' and '%s') is required",
+                           l->name, key, kh, kw);
+    }
+    if ((rc = dyn_attr_int(l, attrs, kh, def_h, lo, hi, &vh, err))) return rc;
+    if ((rc = dyn_attr_int(l, attrs, kw, def_w, lo, hi, &vw, err))) return rc;
+    *h = (int)vh;
+    *w = (int)vw;
+    return 0;
+}
+
+/* Writes `key` when h == w, else `key_h` and `key_w`. */
+void dyn_attrs_put_hw(json_t *o, const char *key, int h, int w) {
+    if (h == w) {
+        json_object_set_new(o, key, json_integer(h));
+        return;
+    }
+    char k[40];
+    snprintf(k, sizeof k, "%s_h", key);
+    json_object_set_new(o, k, json_integer(h));
+    snprintf(k, sizeof k, "%s_w", key);
+    json_object_set_new(o, k, json_integer(w));
+}

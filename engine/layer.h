@@ -138,6 +138,13 @@ int dyn_attr_num(const dyn_layer *l, const json_t *attrs, const char *key, doubl
 int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const char *def,
                  const char **out, dyn_err *err);
 
+/* Reads `key` or its `key_h` / `key_w` pair (2-D kernels, strides, paddings) into *h, *w with
+ * bounds lo..hi; def_h < 0 makes it required. Returns 0 or DYN_EINVAL with a message. */
+int dyn_attr_int_hw(const dyn_layer *l, const json_t *attrs, const char *key, int64_t def_h,
+                    int64_t def_w, int64_t lo, int64_t hi, int *h, int *w, dyn_err *err);
+/* Writes `key` when h == w, else `key_h` and `key_w`, into the JSON object o. */
+void dyn_attrs_put_hw(json_t *o, const char *key, int h, int w);
+
 /* The registered op tables (defined in their op files). */
 extern const dyn_layer_ops dyn_op_linear, dyn_op_conv2d, dyn_op_maxpool2d, dyn_op_avgpool2d,
     dyn_op_globalavgpool, dyn_op_relu, dyn_op_batchnorm, dyn_op_flatten, dyn_op_dyn_linear,

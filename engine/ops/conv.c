@@ -32,43 +32,6 @@ typedef struct conv_impl {
 #define CONV_MAX_KERNEL ((int64_t)1 << 12)
 #define CONV_MAX_STRIDE ((int64_t)1 << 12)
 
-/* Reads `key` or its `key_h` / `key_w` pair into *h, *w. def_h < 0 means the attribute is
- * required: then either `key` or both `key_h` and `key_w` must be present. */
-static int attr_hw(const dyn_layer *l, const json_t *attrs, const char *key, int64_t def_h,
-                   int64_t def_w, int64_t lo, int64_t hi, int *h, int *w, dyn_err *err) {
-    char kh[40], kw[40];
-    snprintf(kh, sizeof kh, "%s_h", key);
-    snprintf(kw, sizeof kw, "%s_w", key);
-    int64_t vh, vw, base;
-    int rc;
-    if (json_object_get(attrs, key)) {
-        if ((rc = dyn_attr_int(l, attrs, key, 0, lo, hi, &base, err))) return rc;
-        def_h = def_w = base;
-    } else if (def_h < 0 && (!json_object_get(attrs, kh) || !json_object_get(attrs, kw))) {
-        return dyn_err_set(err, DYN_EINVAL,
-                           "layer '%s': attribute '%s' (or both '%s' and '%s') is required",
-                           l->name, key, kh, kw);
-    }
-    if ((rc = dyn_attr_int(l, attrs, kh, def_h, lo, hi, &vh, err))) return rc;
-    if ((rc = dyn_attr_int(l, attrs, kw, def_w, lo, hi, &vw, err))) return rc;
-    *h = (int)vh;
-    *w = (int)vw;
-    return 0;
-}
-
-/* Writes `key` when h == w, else `key_h` and `key_w`. */
-static void attrs_put_hw(json_t *o, const char *key, int h, int w) {
-    if (h == w) {
-        json_object_set_new(o, key, json_integer(h));
-        return;
-    }
-    char k[40];
-    snprintf(k, sizeof k, "%s_h", key);
-    json_object_set_new(o, k, json_integer(h));
-    snprintf(k, sizeof k, "%s_w", key);
-    json_object_set_new(o, k, json_integer(w));
-}
-
 static int conv_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     conv_impl c = {0};
     int64_t cin, cout, groups, bias;
@@ -83,10 +46,10 @@ static int conv_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
         (rc = dyn_attr_int(l, attrs, "groups", 1, 1, CONV_MAX_CHANNELS, &groups, err)) ||
         (rc = dyn_attr_int(l, attrs, "bias", 1, 0, 1, &bias, err)))
         return rc;
-    if ((rc = attr_hw(l, attrs, "kernel", -1, -1, 1, CONV_MAX_KERNEL, &c.kh, &c.kw, err)) ||
-        (rc = attr_hw(l, attrs, "stride", 1, 1, 1, CONV_MAX_STRIDE, &c.sh, &c.sw, err)) ||
-        (rc = attr_hw(l, attrs, "padding", 0, 0, 0, CONV_MAX_KERNEL, &c.ph, &c.pw, err)) ||
-        (rc = attr_hw(l, attrs, "dilation", 1, 1, 1, CONV_MAX_KERNEL, &c.dh, &c.dw, err)))
+    if ((rc = dyn_attr_int_hw(l, attrs, "kernel", -1, -1, 1, CONV_MAX_KERNEL, &c.kh, &c.kw, err)) ||
+        (rc = dyn_attr_int_hw(l, attrs, "stride", 1, 1, 1, CONV_MAX_STRIDE, &c.sh, &c.sw, err)) ||
+        (rc = dyn_attr_int_hw(l, attrs, "padding", 0, 0, 0, CONV_MAX_KERNEL, &c.ph, &c.pw, err)) ||
+        (rc = dyn_attr_int_hw(l, attrs, "dilation", 1, 1, 1, CONV_MAX_KERNEL, &c.dh, &c.dw, err)))
         return rc;
     if (cin % groups != 0)
         return dyn_err_set(err, DYN_EINVAL,
@@ -128,10 +91,10 @@ static json_t *conv_attrs(const dyn_layer *l) {
     if (!o) return NULL;
     json_object_set_new(o, "in_channels", json_integer(c->cin));
     json_object_set_new(o, "out_channels", json_integer(c->cout));
-    attrs_put_hw(o, "kernel", c->kh, c->kw);
-    attrs_put_hw(o, "stride", c->sh, c->sw);
-    attrs_put_hw(o, "padding", c->ph, c->pw);
-    attrs_put_hw(o, "dilation", c->dh, c->dw);
+    dyn_attrs_put_hw(o, "kernel", c->kh, c->kw);
+    dyn_attrs_put_hw(o, "stride", c->sh, c->sw);
+    dyn_attrs_put_hw(o, "padding", c->ph, c->pw);
+    dyn_attrs_put_hw(o, "dilation", c->dh, c->dw);
     json_object_set_new(o, "groups", json_integer(c->groups));
     json_object_set_new(o, "bias", json_integer(c->has_bias));
     return o;

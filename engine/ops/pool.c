@@ -32,50 +32,13 @@ typedef struct pool_impl {
 
 #define POOL_MAX_KERNEL ((int64_t)1 << 16)
 
-/* Reads `key` or its `key_h` / `key_w` pair into *h, *w. def_h < 0 means the attribute is
- * required: then either `key` or both `key_h` and `key_w` must be present. */
-static int attr_hw(const dyn_layer *l, const json_t *attrs, const char *key, int64_t def_h,
-                   int64_t def_w, int64_t lo, int64_t hi, int *h, int *w, dyn_err *err) {
-    char kh[40], kw[40];
-    snprintf(kh, sizeof kh, "%s_h", key);
-    snprintf(kw, sizeof kw, "%s_w", key);
-    int64_t vh, vw, base;
-    int rc;
-    if (json_object_get(attrs, key)) {
-        if ((rc = dyn_attr_int(l, attrs, key, 0, lo, hi, &base, err))) return rc;
-        def_h = def_w = base;
-    } else if (def_h < 0 && (!json_object_get(attrs, kh) || !json_object_get(attrs, kw))) {
-        return dyn_err_set(err, DYN_EINVAL,
-                           "layer '%s': attribute '%s' (or both '%s' and '%s') is required",
-                           l->name, key, kh, kw);
-    }
-    if ((rc = dyn_attr_int(l, attrs, kh, def_h, lo, hi, &vh, err))) return rc;
-    if ((rc = dyn_attr_int(l, attrs, kw, def_w, lo, hi, &vw, err))) return rc;
-    *h = (int)vh;
-    *w = (int)vw;
-    return 0;
-}
-
-/* Writes `key` when h == w, else `key_h` and `key_w`. */
-static void attrs_put_hw(json_t *o, const char *key, int h, int w) {
-    if (h == w) {
-        json_object_set_new(o, key, json_integer(h));
-        return;
-    }
-    char k[40];
-    snprintf(k, sizeof k, "%s_h", key);
-    json_object_set_new(o, k, json_integer(h));
-    snprintf(k, sizeof k, "%s_w", key);
-    json_object_set_new(o, k, json_integer(w));
-}
-
 static int pool_create(dyn_layer *l, const json_t *attrs, int is_avg, dyn_err *err) {
     pool_impl p = {0};
     int64_t ceil_mode, cip = 1;
     int rc;
-    if ((rc = attr_hw(l, attrs, "kernel", -1, -1, 1, POOL_MAX_KERNEL, &p.kh, &p.kw, err)) ||
-        (rc = attr_hw(l, attrs, "stride", p.kh, p.kw, 1, POOL_MAX_KERNEL, &p.sh, &p.sw, err)) ||
-        (rc = attr_hw(l, attrs, "padding", 0, 0, 0, POOL_MAX_KERNEL, &p.ph, &p.pw, err)) ||
+    if ((rc = dyn_attr_int_hw(l, attrs, "kernel", -1, -1, 1, POOL_MAX_KERNEL, &p.kh, &p.kw, err)) ||
+        (rc = dyn_attr_int_hw(l, attrs, "stride", p.kh, p.kw, 1, POOL_MAX_KERNEL, &p.sh, &p.sw, err)) ||
+        (rc = dyn_attr_int_hw(l, attrs, "padding", 0, 0, 0, POOL_MAX_KERNEL, &p.ph, &p.pw, err)) ||
         (rc = dyn_attr_int(l, attrs, "ceil_mode", 0, 0, 1, &ceil_mode, err)))
         return rc;
     if (is_avg && (rc = dyn_attr_int(l, attrs, "count_include_pad", 1, 0, 1, &cip, err)))
@@ -110,9 +73,9 @@ static json_t *pool_attrs_common(const dyn_layer *l) {
     const pool_impl *p = l->impl;
     json_t *o = json_object();
     if (!o) return NULL;
-    attrs_put_hw(o, "kernel", p->kh, p->kw);
-    attrs_put_hw(o, "stride", p->sh, p->sw);
-    attrs_put_hw(o, "padding", p->ph, p->pw);
+    dyn_attrs_put_hw(o, "kernel", p->kh, p->kw);
+    dyn_attrs_put_hw(o, "stride", p->sh, p->sw);
+    dyn_attrs_put_hw(o, "padding", p->ph, p->pw);
     json_object_set_new(o, "ceil_mode", json_integer(p->ceil_mode));
     return o;
 }
