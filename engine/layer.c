@@ -198,3 +198,22 @@ void dyn_attrs_put_hw(json_t *o, const char *key, int h, int w) {
     snprintf(k, sizeof k, "%s_w", key);
     json_object_set_new(o, k, json_integer(w));
 }
+
+int dyn_op_create_no_attrs(dyn_layer *l, const json_t *attrs, dyn_err *err) {
+    (void)l;
+    (void)attrs;
+    (void)err;
+    return 0;
+}
+
+json_t *dyn_op_attrs_none(const dyn_layer *l) {
+    (void)l;
+    return json_object();
+}
+
+int dyn_op_infer_same(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
+    (void)l;
+    (void)err;
+    *out = in[0];
+    return 0;
+}

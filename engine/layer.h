@@ -138,6 +138,12 @@ int dyn_attr_num(const dyn_layer *l, const json_t *attrs, const char *key, doubl
 int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const char *def,
                  const char **out, dyn_err *err);
 
+/* Shared op-table entries: create() for ops without attributes, attrs() returning {}, and
+ * infer() for ops whose output has the shape of their first input. */
+int dyn_op_create_no_attrs(dyn_layer *l, const json_t *attrs, dyn_err *err);
+json_t *dyn_op_attrs_none(const dyn_layer *l);
+int dyn_op_infer_same(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err);
+
 /* Reads `key` or its `key_h` / `key_w` pair (2-D kernels, strides, paddings) into *h, *w with
  * bounds lo..hi; def_h < 0 makes it required. Returns 0 or DYN_EINVAL with a message. */
 int dyn_attr_int_hw(const dyn_layer *l, const json_t *attrs, const char *key, int64_t def_h,

@@ -3,25 +3,6 @@
 
 #include "../layer.h"
 
-static int no_attrs_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
-    (void)l;
-    (void)attrs;
-    (void)err;
-    return 0;
-}
-
-static json_t *no_attrs(const dyn_layer *l) {
-    (void)l;
-    return json_object();
-}
-
-static int same_shape(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
-    (void)l;
-    (void)err;
-    *out = in[0];
-    return 0;
-}
-
 static void relu_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
                          int training) {
     (void)l;
@@ -57,9 +38,9 @@ const dyn_layer_ops dyn_op_relu = {
     .op = DYN_OP_RELU,
     .name = "relu",
     .ninputs = 1,
-    .create = no_attrs_create,
-    .attrs = no_attrs,
-    .infer = same_shape,
+    .create = dyn_op_create_no_attrs,
+    .attrs = dyn_op_attrs_none,
+    .infer = dyn_op_infer_same,
     .forward = relu_forward,
     .backward = relu_backward,
     .stats = relu_stats,
@@ -98,8 +79,8 @@ const dyn_layer_ops dyn_op_flatten = {
     .op = DYN_OP_FLATTEN,
     .name = "flatten",
     .ninputs = 1,
-    .create = no_attrs_create,
-    .attrs = no_attrs,
+    .create = dyn_op_create_no_attrs,
+    .attrs = dyn_op_attrs_none,
     .infer = flatten_infer,
     .forward = flatten_forward,
     .backward = flatten_backward,

@@ -8,18 +8,6 @@
 
 #include "../layer.h"
 
-static int add_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
-    (void)l;
-    (void)attrs;
-    (void)err;
-    return 0;
-}
-
-static json_t *add_attrs(const dyn_layer *l) {
-    (void)l;
-    return json_object();
-}
-
 static int add_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     if (!dyn_shape_eq(&in[0], &in[1])) {
         char a[64], b[64];
@@ -64,8 +52,8 @@ const dyn_layer_ops dyn_op_add = {
     .op = DYN_OP_ADD,
     .name = "add",
     .ninputs = 2,
-    .create = add_create,
-    .attrs = add_attrs,
+    .create = dyn_op_create_no_attrs,
+    .attrs = dyn_op_attrs_none,
     .infer = add_infer,
     .forward = add_forward,
     .backward = add_backward,

@@ -12,18 +12,6 @@
 
 #include "../layer.h"
 
-static int bin_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
-    (void)l;
-    (void)attrs;
-    (void)err;
-    return 0;
-}
-
-static json_t *bin_attrs(const dyn_layer *l) {
-    (void)l;
-    return json_object();
-}
-
 static int bin_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     if (!dyn_shape_eq(&in[0], &in[1])) {
         char a[64], b[64];
@@ -137,7 +125,7 @@ static void div_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
 
 #define BINARY_OP(ID, NAME, FWD, BWD)                                                            \
     {                                                                                            \
-        .op = ID, .name = NAME, .ninputs = 2, .create = bin_create, .attrs = bin_attrs,          \
+        .op = ID, .name = NAME, .ninputs = 2, .create = dyn_op_create_no_attrs, .attrs = dyn_op_attrs_none,          \
         .infer = bin_infer, .forward = FWD, .backward = BWD, .stats = bin_stats,                 \
     }
 

@@ -306,18 +306,6 @@ const dyn_layer_ops dyn_op_avgpool2d = {
 
 /* ---- globalavgpool: mean over H*W per (n, c) ---- */
 
-static int gap_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
-    (void)l;
-    (void)attrs;
-    (void)err;
-    return 0;
-}
-
-static json_t *gap_attrs(const dyn_layer *l) {
-    (void)l;
-    return json_object();
-}
-
 static int gap_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     const dyn_shape *s = &in[0];
     char buf[64];
@@ -373,9 +361,9 @@ const dyn_layer_ops dyn_op_globalavgpool = {
     .op = DYN_OP_GLOBALAVGPOOL,
     .name = "globalavgpool",
     .ninputs = 1,
-    .create = gap_create,
+    .create = dyn_op_create_no_attrs,
     .destroy = NULL,
-    .attrs = gap_attrs,
+    .attrs = dyn_op_attrs_none,
     .infer = gap_infer,
     .forward = gap_forward,
     .backward = gap_backward,

@@ -13,13 +13,6 @@
 
 #include "../layer.h"
 
-static int same_shape(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
-    (void)l;
-    (void)err;
-    *out = in[0];
-    return 0;
-}
-
 static void no_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
     (void)l;
     (void)in;
@@ -27,18 +20,6 @@ static void no_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *s
 }
 
 /* ---- sigmoid ---- */
-
-static int sigmoid_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
-    (void)l;
-    (void)attrs;
-    (void)err;
-    return 0;
-}
-
-static json_t *sigmoid_attrs(const dyn_layer *l) {
-    (void)l;
-    return json_object();
-}
 
 static void sigmoid_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
                             int training) {
@@ -78,9 +59,9 @@ const dyn_layer_ops dyn_op_sigmoid = {
     .op = DYN_OP_SIGMOID,
     .name = "sigmoid",
     .ninputs = 1,
-    .create = sigmoid_create,
-    .attrs = sigmoid_attrs,
-    .infer = same_shape,
+    .create = dyn_op_create_no_attrs,
+    .attrs = dyn_op_attrs_none,
+    .infer = dyn_op_infer_same,
     .forward = sigmoid_forward,
     .backward = sigmoid_backward,
     .stats = no_stats,
@@ -175,7 +156,7 @@ const dyn_layer_ops dyn_op_clip = {
     .create = clip_create,
     .destroy = clip_destroy,
     .attrs = clip_attrs,
-    .infer = same_shape,
+    .infer = dyn_op_infer_same,
     .forward = clip_forward,
     .backward = clip_backward,
     .stats = no_stats,
