@@ -232,6 +232,7 @@ void dyn_exec_free(dyn_exec *e) {
     dyn_tensor_release(&e->gtmp);
     dyn_free(e->scratch);
     free(e->scratch_off);
+    free(e->written);
     free(e);
 }
 
@@ -249,7 +250,8 @@ dyn_exec *dyn_exec_new(dyn_model *m, int max_batch, int training, dyn_err *err) 
     e->act = calloc((size_t)m->nnodes, sizeof *e->act);
     e->grad = calloc((size_t)m->nnodes, sizeof *e->grad);
     e->scratch_off = calloc((size_t)m->nnodes + 1, sizeof *e->scratch_off);
-    if (!e->act || !e->grad || !e->scratch_off) goto nomem;
+    e->written = calloc((size_t)m->nnodes, 1);
+    if (!e->act || !e->grad || !e->scratch_off || !e->written) goto nomem;
     if (dyn_model_shapes(m, max_batch, shapes, err)) goto fail;
     dyn_shape in0 = input_shape(m, max_batch);
     if (dyn_tensor_init_shape(&e->input, &in0, err)) goto fail;
@@ -315,8 +317,8 @@ void dyn_exec_backward(dyn_exec *e, const float *dout) {
     DYN_ASSERT(e->training);
     dyn_model *m = e->model;
     int n = m->nnodes, batch = e->batch;
-    unsigned char *written = calloc((size_t)n, 1);
-    DYN_ASSERT(written);
+    unsigned char *written = e->written;
+    memset(written, 0, (size_t)n);
     dyn_tensor g_last = view_batch(&e->grad[n - 1], batch);
     memcpy(g_last.data, dout, (size_t)dyn_tensor_numel(&g_last) * sizeof(float));
     written[n - 1] = 1;
@@ -351,5 +353,4 @@ void dyn_exec_backward(dyn_exec *e, const float *dout) {
             for (int64_t j = 0; j < cnt; j++) g[j] += dxs[i].data[j];
         }
     }
-    free(written);
 }

@@ -68,6 +68,7 @@ typedef struct dyn_exec {
     dyn_tensor out;     /* view of the last forward's output (batch rows) */
     float *scratch;     /* one block shared in turn by the nodes' scratch areas */
     size_t *scratch_off;
+    unsigned char *written; /* backward: which node gradients hold a contribution */
 } dyn_exec;
 
 /* Allocates buffers for running `m` on up to max_batch samples. training = 1 also allocates
