@@ -25,8 +25,8 @@ print("Written by `tests/experiments/summarize.py` from `tests/experiments/runs/
 print("which `make experiments` (`tests/experiments/run.sh`) fills. Test accuracy is measured once,")
 print("at the end, on the parameters of the best epoch on a 5000-image validation split held out")
 print("of the training set. δ: uniform noise in [−1e-3, 1e-3] added to every trainable parameter")
-print("(5 draws per model; mean over all draws of all seeds). Wall times include the noise")
-print("evaluation and were taken on a shared 2-core machine with other work running at times.\n")
+print("(5 draws per model; mean over all draws of all seeds). Wall times are those of the `dyn")
+print("train` command, taken on a shared 2-core machine with other work running at times.\n")
 for data in ("mnist", "fashion"):
     sel = [(k, v) for k, v in rows.items() if v[0]["data"] == data]
     if not sel:
