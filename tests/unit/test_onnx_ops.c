@@ -17,63 +17,6 @@
 
 #include "onnx_build.h"
 
-/* Comma-separated names into a string array ("" entries allowed: "x,,b"). */
-static size_t ob_names(ob *b, const char *list, char ***out) {
-    size_t n = 1;
-    for (const char *p = list; *p; p++) n += *p == ',';
-    if (!*list) n = 0;
-    *out = ob_mem(b, n * sizeof(char *));
-    const char *p = list;
-    for (size_t i = 0; i < n; i++) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        char *s = ob_mem(b, len + 1);
-        memcpy(s, p, len);
-        (*out)[i] = s;
-        p = e ? e + 1 : p + len;
-    }
-    return n;
-}
-
-static Onnx__NodeProto *ob_node(ob *b, const char *op, const char *name, const char *ins,
-                                const char *outs) {
-    Onnx__NodeProto *n = ob_mem(b, sizeof *n);
-    Onnx__NodeProto ni = ONNX__NODE_PROTO__INIT;
-    *n = ni;
-    n->op_type = ob_str(b, op);
-    n->name = ob_str(b, name);
-    n->n_input = ob_names(b, ins, &n->input);
-    n->n_output = ob_names(b, outs, &n->output);
-    n->attribute = ob_mem(b, 8 * sizeof *n->attribute);
-    ck_assert_int_lt((int)b->graph.n_node, OB_MAX);
-    b->nodes[b->graph.n_node++] = n;
-    return n;
-}
-
-static Onnx__AttributeProto *ob_attr(ob *b, Onnx__NodeProto *n, const char *name,
-                                     Onnx__AttributeProto__AttributeType type) {
-    Onnx__AttributeProto *a = ob_mem(b, sizeof *a);
-    Onnx__AttributeProto ai = ONNX__ATTRIBUTE_PROTO__INIT;
-    *a = ai;
-    a->name = ob_str(b, name);
-    a->has_type = 1;
-    a->type = type;
-    ck_assert_int_lt((int)n->n_attribute, 8);
-    n->attribute[n->n_attribute++] = a;
-    return a;
-}
-
-static void ob_attr_i(ob *b, Onnx__NodeProto *n, const char *name, int64_t v) {
-    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
-    a->has_i = 1;
-    a->i = v;
-}
-
-static void ob_attr_f(ob *b, Onnx__NodeProto *n, const char *name, float v) {
-    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
-    a->has_f = 1;
-    a->f = v;
-}
 
 static void ob_attr_tensor(ob *b, Onnx__NodeProto *n, const char *name, Onnx__TensorProto *t) {
     Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
