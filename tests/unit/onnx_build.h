@@ -7,7 +7,9 @@
 
 #include <string.h>
 
+#include "io/onnx.h"
 #include "onnx.pb-c.h"
+#include "testutil.h"
 
 /* ---- a small ONNX builder (every allocation is recorded and freed by ob_free) ---- */
 
@@ -227,6 +229,45 @@ static inline void ob_attr_f(ob *b, Onnx__NodeProto *n, const char *name, float 
     Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     a->has_f = 1;
     a->f = v;
+}
+
+static inline void ob_attr_tensor(ob *b, Onnx__NodeProto *n, const char *name, Onnx__TensorProto *t) {
+    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
+    a->t = t;
+}
+
+static inline uint8_t *ob_pack(ob *b, size_t *n) {
+    *n = onnx__model_proto__get_packed_size(&b->model);
+    uint8_t *buf = malloc(*n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(onnx__model_proto__pack(&b->model, buf), *n);
+    return buf;
+}
+
+/* Packs and imports; NULL with err set on failure. */
+static inline dyn_model *ob_load(ob *b, dyn_err *err) {
+    size_t n;
+    uint8_t *buf = ob_pack(b, &n);
+    dyn_model *m = dyn_onnx_load_bytes(buf, n, "test.onnx", err);
+    free(buf);
+    return m;
+}
+
+/* Expects the import to fail with a message containing `want`. */
+static inline void expect_reject(ob *b, const char *want) {
+    dyn_err err = {0};
+    dyn_model *m = ob_load(b, &err);
+    ck_assert_msg(m == NULL, "model accepted, expected an error with '%s'", want);
+    ck_assert_int_lt(err.code, 0);
+    ck_assert_msg(strstr(err.msg, want) != NULL, "message '%s' lacks '%s'", err.msg, want);
+    ck_assert_msg(strncmp(err.msg, "test.onnx: ", 11) == 0, "message '%s' lacks the name", err.msg);
+}
+
+static inline float *rnd(dyn_rng *r, int64_t n, float lo, float hi) {
+    float *p = malloc((size_t)n * sizeof(float));
+    ck_assert_ptr_nonnull(p);
+    tu_fill_uniform(p, n, r, lo, hi);
+    return p;
 }
 
 #endif
