@@ -20,7 +20,7 @@ ifneq ($(notdir $(CC)),cc)
 BUILD := $(BUILD)-$(notdir $(CC))
 endif
 
-PKGS := jansson zlib
+PKGS := jansson zlib libpng
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # OpenBLAS built on OpenMP (Debian libopenblas-openmp-dev), so BLAS and our own OpenMP kernels
@@ -38,19 +38,25 @@ PKG_CFLAGS += $(shell pkg-config --cflags libprotobuf-c 2>/dev/null)
 PKG_LIBS += $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c)
 
 CFLAGS := -std=c17 -D_GNU_SOURCE -O$(O) -g -Wall -Wextra -Werror -fopenmp -march=$(ARCH) \
-          -MMD -MP $(PKG_CFLAGS) -Iengine -I$(GEN)
+          -MMD -MP $(PKG_CFLAGS) -I. -Iengine -I$(GEN)
 LDFLAGS := -fopenmp
-LDLIBS := $(PKG_LIBS) -lm -lpthread
+LDLIBS := $(PKG_LIBS) -ljpeg -lm -lpthread
+# The daemon alone links the HTTP server and the event loop.
+SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null || echo -lmicrohttpd -luv)
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-ENGINE_SRC := $(wildcard engine/*.c engine/ops/*.c engine/dyn/*.c engine/io/*.c engine/cpu/*.c)
+ENGINE_SRC := $(wildcard engine/*.c engine/ops/*.c engine/dyn/*.c engine/io/*.c engine/cpu/*.c \
+                           engine/convert/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(GEN)/onnx.pb-c.o
 GEN_HDR := $(GEN)/onnx.pb-c.h
 CLI_SRC := $(wildcard engine/cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+SERVER_SRC := $(wildcard server/*.c api/*.c)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+DYND := $(if $(SERVER_SRC),$(BUILD)/dynd)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TESTUTIL_OBJ := $(BUILD)/tests/unit/testutil.o
@@ -58,8 +64,8 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
-.PHONY: all deps data test unit smoke bench experiments clean help run
-all: $(BUILD)/libdyn.a $(BUILD)/dyn $(TEST_BIN) $(BENCH_BIN)
+.PHONY: all deps data test unit integration smoke bench experiments clean help run
+all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -78,7 +84,7 @@ $(GEN)/%.o: $(GEN)/%.c
 
 # Every object may include the generated header: generate it first (the .d files take over
 # once each object has been built).
-$(filter-out $(GEN)/%,$(ENGINE_OBJ)) $(CLI_OBJ) $(TEST_SRC:%.c=$(BUILD)/%.o) \
+$(filter-out $(GEN)/%,$(ENGINE_OBJ)) $(CLI_OBJ) $(SERVER_OBJ) $(TEST_SRC:%.c=$(BUILD)/%.o) \
     $(TESTUTIL_OBJ): | $(GEN_HDR)
 
 $(BUILD)/libdyn.a: $(ENGINE_OBJ)
@@ -87,6 +93,9 @@ $(BUILD)/libdyn.a: $(ENGINE_OBJ)
 
 $(BUILD)/dyn: $(CLI_OBJ) $(BUILD)/libdyn.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/dynd: $(SERVER_OBJ) $(BUILD)/libdyn.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(SERVER_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTUTIL_OBJ) $(BUILD)/libdyn.a
 	@mkdir -p $(dir $@)
@@ -102,15 +111,23 @@ deps:
 data:
 	./tests/data.sh
 
-# Unit tests first (fast, no data needed), then the real-data smoke run.
+# Unit tests first (fast, no data needed), then the daemon over HTTP, then the real-data smoke
+# run.
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) integration
 	$(MAKE) smoke
 
 unit: $(TEST_BIN)
 	@fail=0; for t in $(TEST_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=600 $$t || fail=1; done; \
 	  if [ $$fail -ne 0 ]; then echo "UNIT TESTS FAILED"; exit 1; fi; echo "all unit tests passed"
+
+# Integration tests: every tests/integration/test_*.sh, each given the build directory.
+integration: all
+	@fail=0; for t in tests/integration/test_*.sh; do [ -e "$$t" ] || continue; echo "== $$t"; \
+	  $$t $(BUILD) || fail=1; done; \
+	  if [ $$fail -ne 0 ]; then echo "INTEGRATION TESTS FAILED"; exit 1; fi; echo "integration tests passed"
 
 smoke: $(BUILD)/dyn
 	./tests/smoke.sh $(BUILD)/dyn
@@ -137,4 +154,4 @@ clean:
 help:
 	@sed -n '1,10p' Makefile
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)

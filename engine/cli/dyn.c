@@ -15,102 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "data.h"
 #include "io/model_file.h"
 #include "zoo.h"
-
-static const char *FASHION_LABELS[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
-static const char *DIGIT_LABELS[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
-
-typedef struct data_spec {
-    char dir[1024];
-    float mean, std;
-    const char *const *labels;
-    int is_fashion;
-} data_spec;
-
-static int data_resolve(const char *name, data_spec *d, dyn_err *err) {
-    memset(d, 0, sizeof *d);
-    const char *root = getenv("DYN_DATA_DIR");
-    if (!root) root = "data";
-    d->labels = DIGIT_LABELS;
-    d->mean = 0.1307f;
-    d->std = 0.3081f;
-    if (strcmp(name, "mnist") == 0) {
-        snprintf(d->dir, sizeof d->dir, "%s/mnist", root);
-    } else if (strcmp(name, "fashion") == 0 || strcmp(name, "fashion-mnist") == 0) {
-        snprintf(d->dir, sizeof d->dir, "%s/fashion", root);
-        d->mean = 0.2860f;
-        d->std = 0.3530f;
-        d->labels = FASHION_LABELS;
-        d->is_fashion = 1;
-    } else {
-        snprintf(d->dir, sizeof d->dir, "%s", name);
-    }
-    struct stat st;
-    if (stat(d->dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return dyn_err_set(err, DYN_EIO, "data set directory '%s' not found (run `make data`)",
-                           d->dir);
-    return 0;
-}
-
-static int data_load(const data_spec *d, const char *split, dyn_dataset *ds, dyn_err *err) {
-    char img[1200], lab[1200];
-    const char *pre = strcmp(split, "train") == 0 ? "train" : "t10k";
-    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte", d->dir, pre);
-    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte", d->dir, pre);
-    if (access(img, R_OK) != 0) strcat(img, ".gz");
-    if (access(lab, R_OK) != 0) strcat(lab, ".gz");
-    return dyn_idx_load(img, lab, ds, err);
-}
-
-static void die(const char *what, const dyn_err *err) {
-    fprintf(stderr, "dyn %s: %s\n", what, err->msg[0] ? err->msg : "failed");
-    exit(1);
-}
-
-static void fmt_time(double s, char *buf, size_t n) {
-    if (s < 0 || !isfinite(s)) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else
-        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
-}
-
-/* On a terminal the line is redrawn in place every second; in a log (not a TTY) one line is
- * written every 15 s and at each epoch's end. */
-static void progress_line(void *ctx, const dyn_progress *p) {
-    (void)ctx;
-    static int tty = -1;
-    static double last_log = -1e9;
-    if (tty < 0) tty = isatty(2);
-    if (!tty && !p->epoch_end && p->elapsed_s - last_log < 15.0) return;
-    last_log = p->elapsed_s;
-    char eta[32], el[32];
-    fmt_time(p->eta_s, eta, sizeof eta);
-    fmt_time(p->elapsed_s, el, sizeof el);
-    fprintf(stderr, "%sepoch %d/%d  step %lld/%lld  loss %.4f  acc %.2f%%  %.0f img/s  elapsed %s  ETA %s",
-            tty ? "\r" : "", p->epoch, p->epochs, (long long)p->step, (long long)p->steps, (double)p->loss,
-            100.0 * p->acc, p->images_per_s, el, eta);
-    if (p->epoch_end) {
-        if (p->val_acc >= 0) fprintf(stderr, "  val %.2f%%", 100.0 * p->val_acc);
-    }
-    if (p->epoch_end || !tty) fprintf(stderr, "\n");
-    fflush(stderr);
-}
-
-static int parse_hq(const char *s, int *H, int *q) {
-    return sscanf(s, "%d,%d", H, q) == 2 && *H >= 0 && *q >= 0 ? 0 : -1; /* 0,0 = dense */
-}
-
-static json_t *preprocess_json(const dyn_model *m, const data_spec *d) {
-    return json_pack("{s:i, s:i, s:i, s:[f], s:[f], s:f, s:s}", "channels", (int)m->input.d[0],
-                     "height", (int)m->input.d[1], "width", (int)m->input.d[2], "mean",
-                     (double)d->mean, "std", (double)d->std, "scale", 255.0, "resize",
-                     "bilinear");
-}
 
 static void usage_train(void) {
     fprintf(stderr,
@@ -156,8 +64,8 @@ static int cmd_train(int argc, char **argv) {
         switch (c) {
         case 'a': zo.arch = optarg; break;
         case 'D': zo.dyn = 1; break;
-        case 'f': if (parse_hq(optarg, &zo.fc_H, &zo.fc_q)) goto bad; break;
-        case 'c': if (parse_hq(optarg, &zo.conv_H, &zo.conv_q)) goto bad; break;
+        case 'f': if (cli_parse_hq(optarg, &zo.fc_H, &zo.fc_q)) goto bad; break;
+        case 'c': if (cli_parse_hq(optarg, &zo.conv_H, &zo.conv_q)) goto bad; break;
         case 'k': zo.kernel = optarg; break;
         case 'x': zo.exec = optarg; break;
         case 'h': zo.hidden = atoi(optarg); break;
@@ -182,25 +90,25 @@ static int cmd_train(int argc, char **argv) {
     }
     cfg.optim = dyn_optim_default(sgd ? DYN_OPT_SGD : DYN_OPT_ADAM, lr);
     cfg.optim.weight_decay = wd;
-    cfg.progress = progress_line;
+    cfg.progress = cli_progress_line;
 
     dyn_err err = {0};
     data_spec d;
     dyn_dataset tr, te;
-    if (data_resolve(data, &d, &err) || data_load(&d, "train", &tr, &err) ||
-        data_load(&d, "test", &te, &err))
-        die("train", &err);
+    if (cli_data_resolve(data, &d, &err) || cli_data_load(&d, "train", &tr, &err) ||
+        cli_data_load(&d, "test", &te, &err))
+        cli_die("train", &err);
     zo.channels = tr.c;
     zo.height = tr.h;
     zo.width = tr.w;
     zo.classes = 10;
     dyn_model *m = dyn_zoo_build(&zo, &err);
-    if (!m) die("train", &err);
+    if (!m) cli_die("train", &err);
     dyn_model_init(m, cfg.seed);
     dyn_data_view vtr, vva, vte;
     if (dyn_data_split(&tr, nval, limit, cfg.seed, d.mean, d.std, &vtr, &vva, &err) ||
         dyn_data_all(&te, d.mean, d.std, &vte, &err))
-        die("train", &err);
+        cli_die("train", &err);
     dyn_batch_source str = dyn_data_view_source(&vtr), sva = dyn_data_view_source(&vva),
                      ste = dyn_data_view_source(&vte);
     dyn_layer_stats tot;
@@ -210,15 +118,15 @@ static int cmd_train(int argc, char **argv) {
             zo.dyn ? "DyN" : "dense", zo.arch, (long long)tot.stored_floats, (long long)tot.macs,
             vtr.n, vva.n, (unsigned long long)cfg.seed);
     dyn_train_result res;
-    if (dyn_train(m, &str, nval ? &sva : NULL, &cfg, &res, &err)) die("train", &err);
+    if (dyn_train(m, &str, nval ? &sva : NULL, &cfg, &res, &err)) cli_die("train", &err);
     double test_loss = 0, test_acc = dyn_evaluate(m, &ste, 256, &test_loss, &err);
-    if (test_acc < 0) die("train", &err);
+    if (test_acc < 0) cli_die("train", &err);
     dyn_model_labels_set(m, d.labels, 10);
-    m->preprocess = preprocess_json(m, &d);
+    m->preprocess = cli_preprocess_json(m, &d);
     m->info = json_pack("{s:s, s:s, s:b, s:I, s:i, s:f, s:f}", "trained_on", data, "arch", zo.arch, "bn", zo.bn,
                         "seed", (json_int_t)cfg.seed, "epochs", cfg.epochs, "val_acc",
                         (double)res.best_val_acc, "test_acc", test_acc);
-    if (out && dyn_model_save(m, out, &err)) die("train", &err);
+    if (out && dyn_model_save(m, out, &err)) cli_die("train", &err);
     dyn_model_stats(m, NULL, &tot);
     printf("test accuracy %.2f%% (loss %.4f), best val %.2f%% at epoch %d, %.1f s, %lld stored "
            "floats, %lld MACs/image\n",
@@ -275,14 +183,14 @@ static int cmd_eval(int argc, char **argv) {
     const char *path = argv[optind];
     data_spec d;
     dyn_dataset te;
-    if (data_resolve(data, &d, &err) || data_load(&d, "test", &te, &err)) die("eval", &err);
+    if (cli_data_resolve(data, &d, &err) || cli_data_load(&d, "test", &te, &err)) cli_die("eval", &err);
     dyn_model *m0 = dyn_model_load(path, &err);
-    if (!m0) die("eval", &err);
+    if (!m0) cli_die("eval", &err);
     dyn_data_view vte;
-    if (dyn_data_all(&te, d.mean, d.std, &vte, &err)) die("eval", &err);
+    if (dyn_data_all(&te, d.mean, d.std, &vte, &err)) cli_die("eval", &err);
     dyn_batch_source ste = dyn_data_view_source(&vte);
     double clean = dyn_evaluate(m0, &ste, 256, NULL, &err);
-    if (clean < 0) die("eval", &err);
+    if (clean < 0) cli_die("eval", &err);
     printf("%s: test accuracy %.2f%% on %d images\n", path, 100 * clean, te.n);
     double mean = 0, sd = 0;
     if (noise > 0) {
@@ -290,7 +198,7 @@ static int cmd_eval(int argc, char **argv) {
         trials = DYN_MAX(1, DYN_MIN(trials, 256));
         for (int t = 0; t < trials; t++) {
             dyn_model *m = dyn_model_load(path, &err);
-            if (!m) die("eval", &err);
+            if (!m) cli_die("eval", &err);
             dyn_model_perturb(m, noise, seed + (uint64_t)t);
             accs[t] = dyn_evaluate(m, &ste, 256, NULL, &err);
             mean += accs[t] / trials;
@@ -326,7 +234,7 @@ static int cmd_inspect(int argc, char **argv) {
     }
     dyn_err err = {0};
     dyn_model *m = dyn_model_load(argv[1], &err);
-    if (!m) die("inspect", &err);
+    if (!m) cli_die("inspect", &err);
     dyn_layer_stats *st = calloc((size_t)m->nnodes, sizeof *st), tot;
     dyn_model_stats(m, st, &tot);
     printf("%-10s %-12s %-34s %12s %12s %12s %9s\n", "layer", "op", "config", "stored", "memory",
@@ -362,7 +270,7 @@ static int cmd_bench(int argc, char **argv) {
     }
     dyn_err err = {0};
     dyn_model *m = dyn_model_load(argv[1], &err);
-    if (!m) die("bench", &err);
+    if (!m) cli_die("bench", &err);
     int batches[8] = {1, 64}, nb = 2;
     if (argc > 2) {
         nb = 0;
@@ -372,7 +280,7 @@ static int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < nb; i++) {
         int B = batches[i] > 0 ? batches[i] : 1;
         dyn_exec *e = dyn_exec_new(m, B, 0, &err);
-        if (!e) die("bench", &err);
+        if (!e) cli_die("bench", &err);
         dyn_rng r;
         dyn_rng_seed(&r, 1);
         for (int64_t j = 0; j < dyn_tensor_numel(&e->input); j++)
@@ -393,7 +301,7 @@ static int cmd_bench(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fprintf(stderr, "usage: dyn <train|eval|inspect|bench> ...   (dyn <cmd> --help)\n"
+        fprintf(stderr, "usage: dyn <train|eval|inspect|bench|convert|finetune> ...   (dyn <cmd> --help)\n"
                         "dyn %s — DyN models: train, evaluate, inspect, benchmark\n",
                 DYN_VERSION);
         return argc < 2 ? 2 : 0;
@@ -407,6 +315,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
-    fprintf(stderr, "dyn: unknown command '%s' (train, eval, inspect, bench)\n", cmd);
+    if (strcmp(cmd, "convert") == 0) return cmd_convert(argc - 1, argv + 1);
+    if (strcmp(cmd, "finetune") == 0) return cmd_finetune(argc - 1, argv + 1);
+    fprintf(stderr, "dyn: unknown command '%s' (train, eval, inspect, bench, convert, finetune)\n", cmd);
     return 2;
 }
