@@ -7,7 +7,9 @@ static const dyn_layer_ops *const g_ops[] = {
     &dyn_op_globalavgpool, &dyn_op_relu,  &dyn_op_batchnorm,  &dyn_op_flatten,
     &dyn_op_dyn_linear, &dyn_op_dyn_conv2d, &dyn_op_add,   &dyn_op_mul,
     &dyn_op_sub,       &dyn_op_div,       &dyn_op_sigmoid,  &dyn_op_clip,
-    &dyn_op_concat,    &dyn_op_scale,
+    &dyn_op_concat,    &dyn_op_scale,     &dyn_op_permute,  &dyn_op_matmul,
+    &dyn_op_softmax,   &dyn_op_layernorm, &dyn_op_reduce_mean, &dyn_op_affine,
+    &dyn_op_cat_param, &dyn_op_erf,       &dyn_op_sqrt,     &dyn_op_pow,
 };
 
 const dyn_layer_ops *dyn_layer_ops_find(const char *op_name) {
@@ -159,6 +161,25 @@ int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const
         return dyn_err_set(err, DYN_EINVAL, "layer '%s': attribute '%s' must be a string", l->name,
                            key);
     *out = json_string_value(v);
+    return 0;
+}
+
+int dyn_attr_ints(const dyn_layer *l, const json_t *attrs, const char *key, int lo_n, int hi_n,
+                  int64_t lo, int64_t hi, int64_t *out, int *n, dyn_err *err) {
+    json_t *a = json_object_get(attrs, key);
+    if (!json_is_array(a) || (int)json_array_size(a) < lo_n || (int)json_array_size(a) > hi_n)
+        return dyn_err_set(err, DYN_EINVAL,
+                           "layer '%s': attribute '%s' must be a list of %d to %d integers",
+                           l->name, key, lo_n, hi_n);
+    *n = (int)json_array_size(a);
+    for (int i = 0; i < *n; i++) {
+        json_t *v = json_array_get(a, (size_t)i);
+        if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+            return dyn_err_set(err, DYN_EINVAL,
+                               "layer '%s': attribute '%s'[%d] must be an integer in %lld..%lld",
+                               l->name, key, i, (long long)lo, (long long)hi);
+        out[i] = json_integer_value(v);
+    }
     return 0;
 }
 

@@ -37,6 +37,16 @@ typedef enum dyn_op {
     DYN_OP_CLIP,
     DYN_OP_CONCAT,
     DYN_OP_SCALE,
+    DYN_OP_PERMUTE,
+    DYN_OP_MATMUL,
+    DYN_OP_SOFTMAX,
+    DYN_OP_LAYERNORM,
+    DYN_OP_REDUCE_MEAN,
+    DYN_OP_AFFINE,
+    DYN_OP_CAT_PARAM,
+    DYN_OP_ERF,
+    DYN_OP_SQRT,
+    DYN_OP_POW,
     DYN_OP_COUNT
 } dyn_op;
 
@@ -138,6 +148,11 @@ int dyn_attr_num(const dyn_layer *l, const json_t *attrs, const char *key, doubl
 int dyn_attr_str(const dyn_layer *l, const json_t *attrs, const char *key, const char *def,
                  const char **out, dyn_err *err);
 
+/* Reads `key`, a JSON list of lo_n..hi_n integers each in lo..hi, into out[] and its length into
+ * *n. Returns 0 or DYN_EINVAL with a message naming the layer and key. */
+int dyn_attr_ints(const dyn_layer *l, const json_t *attrs, const char *key, int lo_n, int hi_n,
+                  int64_t lo, int64_t hi, int64_t *out, int *n, dyn_err *err);
+
 /* Shared op-table entries: create() for ops without attributes, attrs() returning {}, and
  * infer() for ops whose output has the shape of their first input. */
 int dyn_op_create_no_attrs(dyn_layer *l, const json_t *attrs, dyn_err *err);
@@ -156,5 +171,9 @@ extern const dyn_layer_ops dyn_op_linear, dyn_op_conv2d, dyn_op_maxpool2d, dyn_o
     dyn_op_globalavgpool, dyn_op_relu, dyn_op_batchnorm, dyn_op_flatten, dyn_op_dyn_linear,
     dyn_op_dyn_conv2d, dyn_op_add, dyn_op_mul, dyn_op_sub, dyn_op_div, dyn_op_sigmoid,
     dyn_op_clip, dyn_op_concat, dyn_op_scale;
+/* Transformer ops (ONNX import of ViTs): data movement, batched matmul, softmax, layernorm,
+ * mean over an axis, trailing-shape affine constants, learned-token concat, erf / sqrt / pow. */
+extern const dyn_layer_ops dyn_op_permute, dyn_op_matmul, dyn_op_softmax, dyn_op_layernorm,
+    dyn_op_reduce_mean, dyn_op_affine, dyn_op_cat_param, dyn_op_erf, dyn_op_sqrt, dyn_op_pow;
 
 #endif

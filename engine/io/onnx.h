@@ -21,6 +21,25 @@
  *   Constant -> a constant (for Reshape shapes, Add biases);
  *   Softmax as the last node -> dropped; model->info gets "output": "softmax" (classification
  *     applies softmax to the logits itself, so the model outputs logits).
+ * Transformers (ViT exports of torch.onnx, opsets 11-17):
+ *   Shape, Gather / Slice / Concat / Unsqueeze / Squeeze / Cast / Add / Sub / Mul / Div / Equal /
+ *     Where / ConstantOfShape on shapes -> folded at import with the batch symbolic (sizes k*N
+ *     are tracked; a size not linear in N is rejected), Expand of a constant along the batch;
+ *   Transpose, Reshape (to any rank, shapes constant or computed), Unsqueeze, Squeeze -> no
+ *     layer: the importer tracks how each value's dims map onto the engine tensor (which keeps
+ *     the batch first, at most 4 dims) and emits one `permute` layer only where an operator
+ *     needs another order; Slice (steps > 0), Gather (one constant index), Split -> permute
+ *     with a slice;
+ *   MatMul activation [N, ..., D] x constant [D, E] (and Gemm) -> linear over the last dim;
+ *     MatMul of two activations [N, (H,) T, K] x [.., K, S] -> matmul (transposes folded in);
+ *   Softmax on any axis but the batch -> softmax; ReduceMean over one axis -> reduce_mean;
+ *   LayerNormalization (opset 17, last axis) and the ReduceMean/Sub/Pow 2/ReduceMean/Add eps/
+ *     Sqrt/Div[/Mul w/Add b] chain older opsets emit -> layernorm;
+ *   Erf, Sqrt, Pow (constant scalar exponent) -> erf, sqrt, pow (GELU stays x*0.5*(1+erf));
+ *   Add / Sub / Mul / Div of an activation and a constant of any shape that broadcasts without
+ *     growing it or varying along the batch -> affine (or bias folding / scale as above); of two
+ *     activations with broadcasting (equal rank, sizes equal or 1) -> add / sub / mul / div;
+ *   Concat of a batch-expanded constant and an activation (the class token) -> cat_param.
  * Anything else fails with "node '<name>' (<op>): <what is missing>".
  * Initializers: FLOAT (raw_data little-endian, or float_data) and INT64 (shapes only); other
  * data types, external data and non-finite values are rejected.

@@ -1,5 +1,6 @@
 /* dyn_linear.c — DyN linear layer "dyn_linear" (DYN.md §1–3): y = W x + b with
- * W_ij = c + Σ_h λ_h φ(u_i^h, v_j^h), x [N, in] -> y [N, out].
+ * W_ij = c + Σ_h λ_h φ(u_i^h, v_j^h), x [N, in] -> y [N, out]; an input with extra leading
+ * dims ([N, T, in]) is applied to each of its N·T rows and keeps them ([N, T, out]).
  *
  * Attributes: in, out, H, q, kernel ("l1" | "l2" | "inv"), exec ("native" | "materialized" |
  * "auto"), bias (0/1). Parameters (model files store `<layer>.<name>`): u [H, q, out],
@@ -129,13 +130,14 @@ static void dl_init(dyn_layer *l, dyn_rng *rng) {
 static int dl_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     const dl_impl *d = l->impl;
     char buf[64];
-    if (in[0].ndim != 2 || in[0].d[1] != d->in)
-        return dyn_err_set(err, DYN_EINVAL, "layer '%s': input %s is not [N, %d]", l->name,
-                           dyn_shape_str(&in[0], buf, sizeof buf), d->in);
-    memset(out, 0, sizeof *out);
-    out->ndim = 2;
-    out->d[0] = in[0].d[0];
-    out->d[1] = d->out;
+    if (in[0].ndim < 2 || in[0].d[in[0].ndim - 1] != d->in)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': input %s is not [N, %d] (or [N, ..., %d])",
+                           l->name, dyn_shape_str(&in[0], buf, sizeof buf), d->in, d->in);
+    if (dyn_shape_numel(&in[0]) / d->in > INT32_MAX)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': input %s has too many rows", l->name,
+                           dyn_shape_str(&in[0], buf, sizeof buf));
+    *out = in[0];
+    out->d[out->ndim - 1] = d->out;
     return 0;
 }
 
@@ -156,7 +158,7 @@ static size_t dl_native_floats(const dl_impl *d, int64_t N, int training) {
 
 static size_t dl_scratch(const dyn_layer *l, const dyn_shape *in, int training) {
     const dl_impl *d = l->impl;
-    int64_t N = in[0].d[0];
+    int64_t N = dyn_shape_numel(&in[0]) / d->in; /* rows */
     size_t nat = d->hold_orders ? dl_native_floats(d, N, training) : 0;
     size_t mat = d->hold_w && training ? (size_t)d->in * d->out : 0;
     return HDR + DYN_MAX(nat, mat);
@@ -177,7 +179,7 @@ static void dl_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
                        int training) {
     dl_impl *d = l->impl;
     DYN_ASSERT(d->ready);
-    const int64_t N = x[0].shape[0];
+    const int64_t N = dyn_tensor_numel(&x[0]) / d->in; /* rows */
     const dyn_sys s = dl_sys(l);
     const int native = dl_native_for(d, N); /* a function of N only: backward agrees */
     if (native) {
@@ -210,7 +212,7 @@ static void dl_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
     (void)y;
     dl_impl *d = l->impl;
     DYN_ASSERT(d->ready);
-    const int64_t N = x[0].shape[0];
+    const int64_t N = dyn_tensor_numel(&x[0]) / d->in; /* rows */
     const dyn_sys s = dl_sys(l);
     const int native = dl_native_for(d, N);
     dyn_sys_grad g = {.du = l->params[P_U].grad.data, .dv = l->params[P_V].grad.data,
@@ -271,13 +273,13 @@ static int dl_prepare(dyn_layer *l, dyn_err *err) {
 }
 
 static void dl_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
-    (void)in;
     const dl_impl *d = l->impl;
+    const int64_t rows = DYN_MAX(dyn_shape_numel(in) / DYN_MAX(in->d[0], 1) / d->in, 1);
     dyn_layer *ml = (dyn_layer *)l;
     const dyn_sys s = dl_sys(l);
     st->is_dyn = 1;
     const int64_t mn = (int64_t)d->in * d->out;
-    st->macs = dl_native_for(d, 1) ? dl_slice_elems(d) : mn;
+    st->macs = rows * (dl_native_for(d, rows) ? dl_slice_elems(d) : mn);
     st->memory_floats = st->stored_floats + (d->hold_w ? mn : 0) +
                         (d->hold_orders ? dyn_native_aux_words(&s) : 0);
     const float *arr[2] = {ml->params[P_U].value.data, ml->params[P_V].value.data};

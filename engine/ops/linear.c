@@ -2,8 +2,10 @@
  *
  * Attributes: {"in": int, "out": int, "bias": 0/1 (default 1)}.
  * Parameters: "weight" [out, in] (row-major), "bias" [out] (only when bias = 1).
- * Input [N, in], output [N, out]. Forward and backward are single OpenBLAS sgemm calls; the
- * layer needs no scratch and keeps no state between forward and backward.
+ * Input [N, in], output [N, out]; an input with extra leading dims ([N, T, in], [N, H, T, in])
+ * is applied to every row of the last axis (N·T rows) and keeps them ([N, T, out]): a
+ * transformer's projections. Forward and backward are single OpenBLAS sgemm calls; the layer
+ * needs no scratch and keeps no state between forward and backward.
  */
 #include <cblas.h>
 #include <limits.h>
@@ -70,18 +72,17 @@ static void linear_init(dyn_layer *l, dyn_rng *rng) {
 static int linear_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     const linear_impl *im = l->impl;
     char buf[64];
-    if (in[0].ndim != 2 || in[0].d[1] != im->in)
+    if (in[0].ndim < 2 || in[0].d[in[0].ndim - 1] != im->in)
         return dyn_err_set(err, DYN_EINVAL,
-                           "layer '%s': linear expects input [N, %d] but got %s (add a flatten "
-                           "layer before it if the input is an image)",
-                           l->name, im->in, dyn_shape_str(&in[0], buf, sizeof buf));
-    if (in[0].d[0] < 1 || in[0].d[0] > INT_MAX)
-        return dyn_err_set(err, DYN_EINVAL, "layer '%s': batch size %lld is outside 1..%d",
-                           l->name, (long long)in[0].d[0], INT_MAX);
-    memset(out, 0, sizeof *out);
-    out->ndim = 2;
-    out->d[0] = in[0].d[0];
-    out->d[1] = im->out;
+                           "layer '%s': linear expects input [N, %d] (or [N, ..., %d]) but got %s "
+                           "(add a flatten layer before it if the input is an image)",
+                           l->name, im->in, im->in, dyn_shape_str(&in[0], buf, sizeof buf));
+    int64_t rows = dyn_shape_numel(&in[0]) / im->in;
+    if (in[0].d[0] < 1 || rows > INT_MAX)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': %lld rows are outside 1..%d", l->name,
+                           (long long)rows, INT_MAX);
+    *out = in[0];
+    out->d[out->ndim - 1] = im->out;
     return 0;
 }
 
@@ -90,10 +91,11 @@ static void linear_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, flo
     (void)scratch;
     (void)training;
     const linear_impl *im = l->impl;
-    DYN_ASSERT(x[0].ndim == 2 && x[0].shape[1] == im->in && dyn_tensor_is_contiguous(&x[0]));
-    DYN_ASSERT(y->ndim == 2 && y->shape[0] == x[0].shape[0] && y->shape[1] == im->out);
-    DYN_ASSERT(x[0].shape[0] <= INT_MAX);
-    const int nb = (int)x[0].shape[0], ni = im->in, no = im->out;
+    DYN_ASSERT(x[0].shape[x[0].ndim - 1] == im->in && dyn_tensor_is_contiguous(&x[0]));
+    const int64_t rows = dyn_tensor_numel(&x[0]) / im->in;
+    DYN_ASSERT(y->shape[y->ndim - 1] == im->out && dyn_tensor_numel(y) == rows * im->out);
+    DYN_ASSERT(rows <= INT_MAX);
+    const int nb = (int)rows, ni = im->in, no = im->out;
     const float *w = l->params[0].value.data;
     float beta = 0.0f;
     if (im->has_bias) {
@@ -112,8 +114,9 @@ static void linear_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor 
     (void)y;
     (void)scratch;
     const linear_impl *im = l->impl;
-    DYN_ASSERT(dy->ndim == 2 && dy->shape[1] == im->out && dy->shape[0] == x[0].shape[0]);
-    const int nb = (int)x[0].shape[0], ni = im->in, no = im->out;
+    const int64_t rows = dyn_tensor_numel(&x[0]) / im->in;
+    DYN_ASSERT(dyn_tensor_numel(dy) == rows * im->out);
+    const int nb = (int)rows, ni = im->in, no = im->out;
     const float *w = l->params[0].value.data;
     /* dW[out, in] += dy^T[out, N] x[N, in] */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, no, ni, nb, 1.0f, dy->data, no,
@@ -137,9 +140,9 @@ static void linear_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor 
 }
 
 static void linear_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
-    (void)in;
     const linear_impl *im = l->impl;
-    st->macs = (int64_t)im->in * im->out;
+    const int64_t rows = dyn_shape_numel(in) / DYN_MAX(in->d[0], 1) / im->in; /* per sample */
+    st->macs = rows * im->in * im->out;
 }
 
 const dyn_layer_ops dyn_op_linear = {

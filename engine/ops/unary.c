@@ -1,11 +1,15 @@
-/* unary.c — element-wise activations beyond ReLU: sigmoid and clip (ONNX Sigmoid, Clip;
- * ReLU6 is clip 0..6).
+/* unary.c — element-wise activations beyond ReLU: sigmoid, clip, erf, sqrt, pow (ONNX Sigmoid,
+ * Clip, Erf, Sqrt, Pow with a constant scalar exponent; ReLU6 is clip 0..6, GELU is exported as
+ * x * 0.5 * (1 + erf(x / sqrt 2))).
  *
  * sigmoid: no attributes; y = 1 / (1 + exp(-x)), computed without overflow for large |x|;
  *   backward dx = dy * y * (1 - y).
  * clip: attributes "min" and "max" (numbers, each optional: absent = unbounded; min <= max);
  *   y = min(max(x, min), max); backward passes dy where min <= x <= max (PyTorch's clamp
  *   convention at the bounds), else 0.
+ * erf: dx = dy * 2/sqrt(pi) * exp(-x^2).   sqrt: dx = dy / (2 y) (IEEE at 0 and below).
+ * pow: attribute "exponent" (a finite number); y = x^p (powf; x^2 as x*x);
+ *   dx = dy * p * x^(p-1).
  */
 #include <float.h>
 #include <math.h>
@@ -159,5 +163,117 @@ const dyn_layer_ops dyn_op_clip = {
     .infer = dyn_op_infer_same,
     .forward = clip_forward,
     .backward = clip_backward,
+    .stats = no_stats,
+};
+
+/* ---- erf, sqrt, pow: y = f(x), dx = dy * f'(x) ---- */
+
+typedef struct pow_impl {
+    float p;
+} pow_impl;
+
+static float pow_f(float x, float p) { return p == 2.0f ? x * x : powf(x, p); }
+
+/* Forward y = FWD(x) and backward dx = dy * BWD (reading x, y and g = dy at index i). */
+#define UNARY_KERNELS(NAME, FWD, BWD)                                                          \
+    static void NAME##_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *s,     \
+                               int training) {                                                 \
+        (void)l;                                                                                \
+        (void)s;                                                                                \
+        (void)training;                                                                         \
+        const int64_t n = dyn_tensor_numel(y);                                                  \
+        const float *xp = x[0].data;                                                            \
+        float *yp = y->data;                                                                    \
+        _Pragma("omp parallel for schedule(static) if (n > 65536)")                            \
+        for (int64_t i = 0; i < n; i++) yp[i] = FWD;                                            \
+    }                                                                                           \
+    static void NAME##_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,        \
+                                const dyn_tensor *dy, dyn_tensor *dx, float *s) {              \
+        (void)l;                                                                                \
+        (void)s;                                                                                \
+        if (!dx[0].data) return;                                                                \
+        const int64_t n = dyn_tensor_numel(y);                                                  \
+        const float *xp = x[0].data, *yp = y->data, *g = dy->data;                              \
+        float *d = dx[0].data;                                                                  \
+        (void)xp;                                                                               \
+        (void)yp;                                                                               \
+        _Pragma("omp parallel for schedule(static) if (n > 65536)")                            \
+        for (int64_t i = 0; i < n; i++) d[i] = g[i] * (BWD);                                    \
+    }
+
+/* 2 / sqrt(pi) exp(-x^2) */
+UNARY_KERNELS(erf, erff(xp[i]), 1.12837916709551257f * expf(-xp[i] * xp[i]))
+UNARY_KERNELS(sqrt, sqrtf(xp[i]), 0.5f / yp[i])
+
+static int pow_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
+    double p;
+    int rc = dyn_attr_num(l, attrs, "exponent", 2.0, &p, err);
+    if (rc) return rc;
+    if (!isfinite(p) || fabs(p) > 1e6)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': exponent %g is not a usable number",
+                           l->name, p);
+    pow_impl *q = malloc(sizeof *q);
+    if (!q) return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
+    q->p = (float)p;
+    l->impl = q;
+    return 0;
+}
+
+static void pow_destroy(dyn_layer *l) {
+    free(l->impl);
+    l->impl = NULL;
+}
+
+static json_t *pow_attrs(const dyn_layer *l) {
+    const pow_impl *q = l->impl;
+    return json_pack("{s:f}", "exponent", (double)q->p);
+}
+
+static void pow_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
+                        int training) {
+    (void)scratch;
+    (void)training;
+    const float p = ((const pow_impl *)l->impl)->p;
+    int64_t n = dyn_tensor_numel(y);
+    const float *xp = x[0].data;
+    float *yp = y->data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) yp[i] = pow_f(xp[i], p);
+}
+
+static void pow_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
+                         const dyn_tensor *dy, dyn_tensor *dx, float *scratch) {
+    (void)y;
+    (void)scratch;
+    if (!dx[0].data) return;
+    const float p = ((const pow_impl *)l->impl)->p;
+    int64_t n = dyn_tensor_numel(&x[0]);
+    const float *xp = x[0].data, *g = dy->data;
+    float *d = dx[0].data;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        d[i] = p == 0.0f ? 0.0f : g[i] * p * (p == 2.0f ? xp[i] : powf(xp[i], p - 1.0f));
+}
+
+#define UNARY_OP(ID, NAME, FWD, BWD)                                                          \
+    {                                                                                         \
+        .op = ID, .name = NAME, .ninputs = 1, .create = dyn_op_create_no_attrs,               \
+        .attrs = dyn_op_attrs_none, .infer = dyn_op_infer_same, .forward = FWD,               \
+        .backward = BWD, .stats = no_stats,                                                   \
+    }
+
+const dyn_layer_ops dyn_op_erf = UNARY_OP(DYN_OP_ERF, "erf", erf_forward, erf_backward);
+const dyn_layer_ops dyn_op_sqrt = UNARY_OP(DYN_OP_SQRT, "sqrt", sqrt_forward, sqrt_backward);
+
+const dyn_layer_ops dyn_op_pow = {
+    .op = DYN_OP_POW,
+    .name = "pow",
+    .ninputs = 1,
+    .create = pow_create,
+    .destroy = pow_destroy,
+    .attrs = pow_attrs,
+    .infer = dyn_op_infer_same,
+    .forward = pow_forward,
+    .backward = pow_backward,
     .stats = no_stats,
 };

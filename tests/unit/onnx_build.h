@@ -231,6 +231,14 @@ static inline void ob_attr_f(ob *b, Onnx__NodeProto *n, const char *name, float 
     a->f = v;
 }
 
+static inline void ob_attr_list(ob *b, Onnx__NodeProto *n, const char *name, int cnt,
+                                const int64_t *v) {
+    Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    a->n_ints = (size_t)cnt;
+    a->ints = ob_mem(b, (size_t)(cnt ? cnt : 1) * sizeof(int64_t));
+    memcpy(a->ints, v, (size_t)cnt * sizeof(int64_t));
+}
+
 static inline void ob_attr_tensor(ob *b, Onnx__NodeProto *n, const char *name, Onnx__TensorProto *t) {
     Onnx__AttributeProto *a = ob_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR);
     a->t = t;

@@ -7,10 +7,9 @@
  *
  *   - load it with dyn_onnx_load, run dyn_exec_forward on the input and compare with torch:
  *     max |softmax(ours) - softmax(torch)| <= 1e-4 over all rows (the issue's criterion);
- *   - a model using operators the importer does not handle yet (DenseNet's Concat, the ViT's
- *     transformer ops) is an expected failure: the load must fail with DYN_EUNSUP and a
- *     message naming one of the model's operators. Once the importer supports them the load
- *     succeeds and the same test compares the outputs instead, with no change here.
+ *   - a model using operators outside k_supported would be an expected failure (the load must
+ *     fail with DYN_EUNSUP naming one of its operators); every committed fixture, the tiny ViT
+ *     (attention, LayerNorm, GELU) included, is supported and must match.
  *
  * A missing manifest or fixture file is skipped with a message on stderr.
  */
@@ -29,12 +28,15 @@
 #define FX_TOL 1e-4
 
 /* Operators the importer handles (engine/io/onnx.h). A model whose ops are all listed must
- * load; one using others may fail, but only with DYN_EUNSUP naming one of its ops. Softmax
- * counts only as a final node, so it is left out. Keep in step with onnx.h. */
+ * load; one using others may fail, but only with DYN_EUNSUP naming one of its ops. Keep in
+ * step with onnx.h. Every committed fixture (the tiny ViT included) now uses only these. */
 static const char *const k_supported[] = {
     "Conv",    "Gemm",     "MatMul",   "Add",      "Relu",    "MaxPool",
     "AveragePool", "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape",
-    "Identity", "Dropout", "Constant",
+    "Identity", "Dropout", "Constant", "Concat", "Sub", "Mul", "Div", "Sigmoid", "Clip",
+    "Softmax", "Transpose", "Split", "Slice", "Gather", "Unsqueeze", "Squeeze", "Shape",
+    "Cast", "ConstantOfShape", "Where", "Equal", "Expand", "ReduceMean", "Pow", "Sqrt", "Erf",
+    "LayerNormalization",
 };
 
 static int is_supported(const char *op) {
@@ -262,6 +264,55 @@ START_TEST(manifest_consistent) {
 }
 END_TEST
 
+/* Large models outside git (tests/fixtures/export_vit_s.py writes them): DYN_ONNX_EXTRA lists
+ * path prefixes P, each with P.onnx, P.input.bin and P.output.bin (batch from the input size).
+ * Without the variable the test does nothing. */
+START_TEST(extra_models_match_torch) {
+    const char *list = getenv("DYN_ONNX_EXTRA");
+    if (!list || !*list) return;
+    char *dup = strdup(list), *save = NULL;
+    ck_assert_ptr_nonnull(dup);
+    for (char *p = strtok_r(dup, " ,", &save); p; p = strtok_r(NULL, " ,", &save)) {
+        char pm[512], pin[512], pout[512];
+        snprintf(pm, sizeof pm, "%s.onnx", p);
+        snprintf(pin, sizeof pin, "%s.input.bin", p);
+        snprintf(pout, sizeof pout, "%s.output.bin", p);
+        size_t nin = 0, nout = 0;
+        float *x = read_all(pin, &nin), *ref = read_all(pout, &nout);
+        ck_assert_msg(x && ref, "%s: input or output file missing", p);
+        dyn_err err = {0};
+        dyn_model *m = dyn_onnx_load(pm, &err);
+        ck_assert_msg(m != NULL, "%s: %s", p, err.msg);
+        int64_t per = dyn_shape_numel(&m->input), classes = dyn_model_outputs(m);
+        int batch = (int)(nin / sizeof(float) / (size_t)per);
+        ck_assert_int_eq((int64_t)nout, (int64_t)batch * classes * (int64_t)sizeof(float));
+        dyn_exec *e = dyn_exec_new(m, batch, 0, &err);
+        ck_assert_msg(e != NULL, "%s: %s", p, err.msg);
+        const dyn_tensor *y = dyn_exec_forward(e, x, batch);
+        int64_t n = (int64_t)batch * classes;
+        double *ps = malloc((size_t)n * sizeof *ps), *pr = malloc((size_t)n * sizeof *pr);
+        ck_assert(ps && pr);
+        softmax_rows(y->data, ps, batch, (int)classes);
+        softmax_rows(ref, pr, batch, (int)classes);
+        double dp = 0;
+        for (int64_t i = 0; i < n; i++) dp = fmax(dp, fabs(ps[i] - pr[i]));
+        double dl = tu_max_abs_diff(y->data, ref, n);
+        dyn_layer_stats tot;
+        dyn_model_stats(m, NULL, &tot);
+        fprintf(stderr, "extra: %s: max |softmax diff| %.3g, max |logit diff| %.3g (%d nodes, "
+                "%lld params)\n", p, dp, dl, m->nnodes, (long long)tot.stored_floats);
+        ck_assert_msg(dp <= FX_TOL, "%s: max softmax diff %.3g", p, dp);
+        free(ps);
+        free(pr);
+        free(x);
+        free(ref);
+        dyn_exec_free(e);
+        dyn_model_free(m);
+    }
+    free(dup);
+}
+END_TEST
+
 static Suite *fixtures_suite(void) {
     Suite *s = suite_create("fixtures");
     TCase *tc = tcase_create("torch");
@@ -273,6 +324,10 @@ static Suite *fixtures_suite(void) {
     json_decref(man);
     tcase_add_loop_test(tc, fixture_matches_torch, 0, n);
     suite_add_tcase(s, tc);
+    TCase *tx = tcase_create("extra");
+    tcase_set_timeout(tx, 1800); /* ViT-S: ~90 MB per model, 2 cores */
+    tcase_add_test(tx, extra_models_match_torch);
+    suite_add_tcase(s, tx);
     return s;
 }
 

@@ -237,24 +237,31 @@ START_TEST(rejects_unsupported) {
     expect_reject(&b, "node 'cat' (Concat): axis 2 of [1, 3, 2, 2]: only axis 1");
     ob_free(&b);
 
-    /* A [2] constant aligns with W, not with the channels. */
+    /* A [2, 1] constant would grow the W axis of 2 x 2 images to... it does not broadcast: 3
+     * values along H (size 2). */
+    static const int64_t w31[2] = {3, 1};
+    static const float three[3] = {1.0f, 2.0f, 3.0f};
+    (void)w2;
+    (void)two;
     ob_init(&b, 13);
     ob_input(&b, "x", 4, xin);
-    ob_init_f(&b, "w", 1, w2, two, 0);
+    ob_init_f(&b, "w", 2, w31, three, 0);
     ob_node(&b, "Mul", "mul", "x,w", "y");
     ob_output(&b, "y");
-    expect_reject(&b, "node 'mul' (Mul): constant 'w' of shape [2] does not broadcast per "
-                      "channel over the activation of shape [1, 3, 2, 2]");
+    expect_reject(&b, "node 'mul' (Mul): constant 'w' of shape [3, 1] does not broadcast over "
+                      "the activation of shape [N, 3, 2, 2]");
     ob_free(&b);
 
-    /* Two activations of different shapes (an SE-style gate). */
+    /* Two activations whose shapes do not broadcast. */
     ob_init(&b, 13);
     ob_input(&b, "x", 4, xin);
-    ob_node(&b, "GlobalAveragePool", "gap", "x", "g");
-    ob_node(&b, "Mul", "gate", "x,g", "y");
+    n = ob_node(&b, "Transpose", "t", "x", "xt");
+    static const int64_t pv[4] = {0, 2, 1, 3};
+    ob_attr_list(&b, n, "perm", 4, pv);
+    ob_node(&b, "Mul", "gate", "x,xt", "y");
     ob_output(&b, "y");
-    expect_reject(&b, "node 'gate' (Mul): inputs of shapes [1, 3, 2, 2] and [1, 3, 1, 1]: "
-                      "broadcasting between two activations is not supported");
+    expect_reject(&b, "node 'gate' (Mul): inputs of shapes [N, 3, 2, 2] and [N, 2, 3, 2] do not "
+                      "broadcast");
     ob_free(&b);
 
     ob_init(&b, 13);
@@ -379,9 +386,17 @@ START_TEST(binary_layers_gradcheck) {
         ck_assert_int_eq(l->ninputs, 2);
         gradcheck_multi(l, s, 2, 1, 20 + i);
         dyn_err err = {0};
-        dyn_shape bad[2] = {s[0], {4, {2, 3, 1, 1}}};
+        dyn_shape bad[2] = {s[0], {4, {2, 2, 2, 2}}};
         ck_assert_int_eq(l->ops->infer(l, bad, &o, &err), DYN_EINVAL);
         ck_assert_ptr_nonnull(strstr(err.msg, "same shape"));
+        /* broadcasting along size-1 dims of either input */
+        dyn_shape bc[2] = {{4, {2, 3, 2, 2}}, {4, {2, 3, 1, 2}}};
+        gradcheck_multi(l, bc, 2, 1, 30 + i);
+        dyn_shape bc2[2] = {{3, {2, 1, 4}}, {3, {2, 3, 1}}};
+        ck_assert_int_eq(l->ops->infer(l, bc2, &o, &err), 0);
+        ck_assert_int_eq(o.d[1], 3);
+        ck_assert_int_eq(o.d[2], 4);
+        gradcheck_multi(l, bc2, 2, 1, 35 + i);
         dyn_layer_free(l);
     }
 }
@@ -511,6 +526,552 @@ START_TEST(scale_layer) {
 }
 END_TEST
 
+/* ---- transformer layers: finite differences and plain references ---- */
+
+/* One-input FD check with inputs drawn from [0.5, 2] (sqrt, pow). */
+static void gradcheck_pos(dyn_layer *l, dyn_shape s, uint64_t seed) {
+    gradcheck_multi(l, &s, 1, 0, seed);
+}
+
+START_TEST(tr_layers_gradcheck) {
+    dyn_shape s3 = {3, {2, 3, 5}};
+    const char *specs[][2] = {
+        {"permute", "{\"dims\":[3,5],\"perm\":[1,0],\"shape\":[5,3]}"},
+        {"permute", "{\"dims\":[3,5],\"perm\":[1,0],\"axis\":1,\"start\":1,\"len\":2,\"step\":2,"
+                    "\"shape\":[2,3]}"},
+        {"permute", "{\"dims\":[15],\"shape\":[5,3]}"},
+        {"softmax", "{}"},
+        {"layernorm", "{\"dim\":5,\"eps\":1e-5}"},
+        {"reduce_mean", "{\"axis\":1}"},
+        {"reduce_mean", "{\"axis\":2,\"keepdims\":1}"},
+        {"affine", "{\"shape\":[3,5]}"},
+        {"affine", "{\"shape\":[5],\"bias\":0,\"trainable\":0}"},
+        {"affine", "{\"shape\":[1],\"weight\":0}"},
+        {"cat_param", "{\"axis\":1,\"shape\":[2,5],\"at\":0}"},
+        {"cat_param", "{\"axis\":2,\"shape\":[3,1],\"at\":1}"},
+        {"erf", "{}"},
+        {"linear", "{\"in\":5,\"out\":4}"},
+        {"dyn_linear", "{\"in\":5,\"out\":4,\"H\":2,\"q\":2,\"exec\":\"materialized\"}"},
+        {"dyn_linear", "{\"in\":5,\"out\":4,\"H\":2,\"q\":2,\"exec\":\"native\"}"},
+    };
+    dyn_rng r;
+    dyn_rng_seed(&r, 70);
+    for (size_t i = 0; i < DYN_ARRAY_LEN(specs); i++) {
+        dyn_layer *l = mk(specs[i][0], "t", specs[i][1]);
+        if (l->ops->init) l->ops->init(l, &r);
+        for (int p = 0; p < l->nparams; p++) /* not the identity: random parameters */
+            if (strcmp(specs[i][0], "dyn_linear"))
+                tu_fill_uniform(l->params[p].value.data, dyn_tensor_numel(&l->params[p].value),
+                                &r, -1.0f, 1.0f);
+        dyn_err err = {0};
+        ck_assert_msg(!l->ops->prepare || l->ops->prepare(l, &err) == 0, "%s", err.msg);
+        float h = strcmp(specs[i][0], "dyn_linear") ? 1e-2f : 1e-3f; /* l1: kinks */
+        ck_assert_msg(tu_gradcheck(l, &s3, 1, 71 + i, 60, h, 2e-3, 1e-2) == 0, "%s %s",
+                      specs[i][0], specs[i][1]);
+        /* attrs() round trip */
+        json_t *a = l->ops->attrs(l);
+        dyn_layer *l2 = dyn_layer_create(specs[i][0], "t2", a, &err);
+        ck_assert_msg(l2 != NULL, "%s", err.msg);
+        dyn_shape o1, o2;
+        ck_assert_int_eq(l->ops->infer(l, &s3, &o1, &err), 0);
+        ck_assert_int_eq(l2->ops->infer(l2, &s3, &o2, &err), 0);
+        ck_assert(dyn_shape_eq(&o1, &o2));
+        json_decref(a);
+        dyn_layer_free(l2);
+        dyn_layer_free(l);
+    }
+    dyn_layer *l = mk("sqrt", "s", "{}");
+    gradcheck_pos(l, s3, 90);
+    dyn_layer_free(l);
+    l = mk("pow", "p", "{\"exponent\":3}");
+    gradcheck_pos(l, s3, 91);
+    dyn_layer_free(l);
+    l = mk("pow", "p", "{}"); /* 2 */
+    gradcheck_pos(l, s3, 92);
+    dyn_layer_free(l);
+}
+END_TEST
+
+/* Plain references: permute with a slice, matmul in its four forms, softmax, layernorm. */
+START_TEST(tr_layers_reference) {
+    dyn_rng r;
+    dyn_rng_seed(&r, 80);
+    /* permute: x [2][3][4] per sample -> transpose to [4][3] of slice 1..2 on atom 0 */
+    dyn_layer *l = mk("permute", "p",
+                      "{\"dims\":[2,3,4],\"perm\":[2,1,0],\"axis\":0,\"start\":1,\"len\":1,"
+                      "\"shape\":[4,3]}");
+    float x[2 * 24], y[2 * 12];
+    tu_fill_uniform(x, 48, &r, -1, 1);
+    const int64_t sx[4] = {2, 2, 3, 4}, sy[3] = {2, 4, 3};
+    dyn_tensor xt = dyn_tensor_view(x, 4, sx), yt = dyn_tensor_view(y, 3, sy);
+    l->ops->forward(l, &xt, &yt, NULL, 0);
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 3; j++)
+                ck_assert_float_eq(y[s * 12 + k * 3 + j], x[s * 24 + 12 + j * 4 + k]);
+    dyn_layer_free(l);
+
+    /* matmul against a triple loop: A [2, 2, 3, 4] x B [2, 2, 4, 5] stored per ta / tb */
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            char a[64];
+            snprintf(a, sizeof a, "{\"ta\":%d,\"tb\":%d}", ta, tb);
+            l = mk("matmul", "m", a);
+            dyn_shape sh[2] = {{4, {2, 2, ta ? 4 : 3, ta ? 3 : 4}},
+                               {4, {2, 2, tb ? 5 : 4, tb ? 4 : 5}}},
+                      o;
+            dyn_err err = {0};
+            ck_assert_int_eq(l->ops->infer(l, sh, &o, &err), 0);
+            ck_assert_int_eq(o.d[2], 3);
+            ck_assert_int_eq(o.d[3], 5);
+            float A[48], B[80], C[60];
+            tu_fill_uniform(A, 48, &r, -1, 1);
+            tu_fill_uniform(B, 80, &r, -1, 1);
+            dyn_tensor in[2] = {dyn_tensor_view(A, 4, sh[0].d), dyn_tensor_view(B, 4, sh[1].d)};
+            dyn_tensor ct = dyn_tensor_view(C, 4, o.d);
+            l->ops->forward(l, in, &ct, NULL, 0);
+            for (int g = 0; g < 4; g++)
+                for (int i = 0; i < 3; i++)
+                    for (int j = 0; j < 5; j++) {
+                        double acc = 0;
+                        for (int k = 0; k < 4; k++)
+                            acc += (double)A[g * 12 + (ta ? k * 3 + i : i * 4 + k)] *
+                                   B[g * 20 + (tb ? j * 4 + k : k * 5 + j)];
+                        ck_assert_double_eq_tol(C[g * 15 + i * 5 + j], acc, 1e-5);
+                    }
+            gradcheck_multi(l, sh, 2, 2, 81 + ta * 2 + tb);
+            dyn_shape bad[2] = {sh[0], {4, {2, 2, 6, 6}}};
+            ck_assert_int_eq(l->ops->infer(l, bad, &o, &err), DYN_EINVAL);
+            ck_assert_ptr_nonnull(strstr(err.msg, "matching inner sizes"));
+            dyn_layer_free(l);
+        }
+
+    /* softmax and layernorm rows */
+    float v[10], w[10];
+    tu_fill_uniform(v, 10, &r, -3, 3);
+    const int64_t s2[2] = {2, 5};
+    dyn_tensor vt = dyn_tensor_view(v, 2, s2), wt = dyn_tensor_view(w, 2, s2);
+    l = mk("softmax", "s", "{}");
+    l->ops->forward(l, &vt, &wt, NULL, 0);
+    for (int row = 0; row < 2; row++) {
+        double z = 0;
+        for (int i = 0; i < 5; i++) z += exp(v[row * 5 + i]);
+        for (int i = 0; i < 5; i++) ck_assert_double_eq_tol(w[row * 5 + i], exp(v[row * 5 + i]) / z, 1e-6);
+    }
+    dyn_layer_free(l);
+    l = mk("layernorm", "ln", "{\"dim\":5,\"eps\":0.001}");
+    for (int i = 0; i < 5; i++) {
+        l->params[0].value.data[i] = 0.5f + (float)i;
+        l->params[1].value.data[i] = (float)i - 2.0f;
+    }
+    l->ops->forward(l, &vt, &wt, NULL, 0);
+    for (int row = 0; row < 2; row++) {
+        double m = 0, q = 0;
+        for (int i = 0; i < 5; i++) m += v[row * 5 + i] / 5.0;
+        for (int i = 0; i < 5; i++) q += (v[row * 5 + i] - m) * (v[row * 5 + i] - m) / 5.0;
+        for (int i = 0; i < 5; i++)
+            ck_assert_double_eq_tol(w[row * 5 + i],
+                                    (v[row * 5 + i] - m) / sqrt(q + 0.001) * (0.5 + i) + i - 2.0,
+                                    1e-5);
+    }
+    dyn_layer_free(l);
+
+    /* bad attributes */
+    static const char *bad[][2] = {
+        {"permute", "{\"dims\":[3,5],\"perm\":[0,0],\"shape\":[15]}"},
+        {"permute", "{\"dims\":[3,5],\"shape\":[16]}"},
+        {"permute", "{\"dims\":[3,5],\"axis\":1,\"start\":4,\"len\":2,\"shape\":[6]}"},
+        {"layernorm", "{\"dim\":5,\"eps\":0}"},
+        {"reduce_mean", "{\"axis\":0}"},
+        {"affine", "{\"shape\":[]}"},
+        {"cat_param", "{\"axis\":3,\"shape\":[2,5]}"},
+        {"pow", "{\"exponent\":1e300}"},
+    };
+    for (size_t i = 0; i < DYN_ARRAY_LEN(bad); i++) {
+        dyn_err err = {0};
+        json_t *a = json_loads(bad[i][1], 0, NULL);
+        ck_assert_ptr_null(dyn_layer_create(bad[i][0], "b", a, &err));
+        ck_assert_int_lt(err.code, 0);
+        ck_assert_ptr_nonnull(strstr(err.msg, "layer 'b'"));
+        json_decref(a);
+    }
+}
+END_TEST
+
+/* ---- transformer operators in graphs ---- */
+
+static const int64_t k_x34[3] = {1, 3, 4}, k_one[1] = {1}, k_four[1] = {4};
+
+static void ob_scalar_f(ob *b, const char *name, float v) {
+    ob_init_f(b, name, 0, k_one, &v, 0);
+}
+
+static void ob_ints(ob *b, const char *name, int cnt, const int64_t *v) {
+    int64_t d = cnt;
+    ob_init_i64(b, name, cnt < 0 ? 0 : 1, &d, v);
+}
+
+/* Attention with shape-computed reshapes, then residual, LayerNormalization (opset 17) and a
+ * mean over tokens:  x [N, 3, 4], 2 heads of 2. */
+START_TEST(attention_import) {
+    dyn_rng r;
+    dyn_rng_seed(&r, 100);
+    const int64_t w44[2] = {4, 4};
+    float *wq = rnd(&r, 16, -1, 1), *wk = rnd(&r, 16, -1, 1), *wv = rnd(&r, 16, -1, 1);
+    float *g = rnd(&r, 4, 0.5f, 1.5f), *bb = rnd(&r, 4, -0.5f, 0.5f), *x = rnd(&r, 2 * 12, -1, 1);
+    ob b;
+    ob_init(&b, 17);
+    ob_input(&b, "x", 3, k_x34);
+    ob_init_f(&b, "wq", 2, w44, wq, 0);
+    ob_init_f(&b, "wk", 2, w44, wk, 1);
+    ob_init_f(&b, "wv", 2, w44, wv, 0);
+    ob_init_f(&b, "g", 1, k_four, g, 0);
+    ob_init_f(&b, "bb", 1, k_four, bb, 0);
+    static const int64_t zero = 0, c322[3] = {3, 2, 2}, r034[3] = {0, 3, 4};
+    ob_ints(&b, "i0", -1, &zero);
+    ob_ints(&b, "ax0", 1, &zero);
+    ob_ints(&b, "c322", 3, c322);
+    ob_ints(&b, "r034", 3, r034);
+    ob_scalar_f(&b, "scale", 0.7071f);
+    ob_node(&b, "MatMul", "mq", "x,wq", "q0");
+    ob_node(&b, "MatMul", "mk", "x,wk", "k0");
+    ob_node(&b, "MatMul", "mv", "x,wv", "v0");
+    ob_node(&b, "Shape", "shape", "x", "sh");
+    ob_node(&b, "Gather", "gb", "sh,i0", "bsz");
+    ob_node(&b, "Unsqueeze", "ub", "bsz,ax0", "bu");
+    Onnx__NodeProto *n = ob_node(&b, "Concat", "tgt", "bu,c322", "tgt");
+    ob_attr_i(&b, n, "axis", 0);
+    static const int64_t p0213[4] = {0, 2, 1, 3}, p0132[4] = {0, 1, 3, 2};
+    const char *nm[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        char in[16], r1[16], t1[16], o1[16];
+        snprintf(in, sizeof in, "%s0,tgt", nm[i]);
+        snprintf(r1, sizeof r1, "%s1", nm[i]);
+        snprintf(t1, sizeof t1, "rs_%s", nm[i]);
+        ob_node(&b, "Reshape", t1, in, r1);
+        snprintf(in, sizeof in, "%s1", nm[i]);
+        snprintf(t1, sizeof t1, "tr_%s", nm[i]);
+        snprintf(o1, sizeof o1, "%s", nm[i]);
+        n = ob_node(&b, "Transpose", t1, in, o1);
+        ob_attr_list(&b, n, "perm", 4, p0213);
+    }
+    n = ob_node(&b, "Transpose", "kt", "k", "kt");
+    ob_attr_list(&b, n, "perm", 4, p0132);
+    ob_node(&b, "MatMul", "scores", "q,kt", "s");
+    ob_node(&b, "Mul", "scaled", "s,scale", "s2");
+    n = ob_node(&b, "Softmax", "sm", "s2", "a");
+    ob_attr_i(&b, n, "axis", -1);
+    ob_node(&b, "MatMul", "av", "a,v", "o");
+    n = ob_node(&b, "Transpose", "tr_o", "o", "o2");
+    ob_attr_list(&b, n, "perm", 4, p0213);
+    ob_node(&b, "Reshape", "merge", "o2,r034", "o3");
+    ob_node(&b, "Add", "res", "o3,x", "res");
+    ob_node(&b, "LayerNormalization", "ln", "res,g,bb", "ln");
+    n = ob_node(&b, "ReduceMean", "pool", "ln", "y");
+    static const int64_t ax1[1] = {1};
+    ob_attr_list(&b, n, "axes", 1, ax1);
+    ob_attr_i(&b, n, "keepdims", 0);
+    ob_output(&b, "y");
+    int64_t ny;
+    dyn_model *m;
+    float *y = run_onnx(&b, x, 2, &ny, &m);
+    ck_assert_int_eq(ny, 8);
+    int have_ln = 0;
+    for (int k = 0; k < m->nnodes; k++) have_ln += !strcmp(m->nodes[k].layer->ops->name, "layernorm");
+    ck_assert_int_eq(have_ln, 1);
+    for (int s = 0; s < 2; s++) {
+        const float *xs = x + s * 12;
+        double q[3][4], kk[3][4], v[3][4], o[3][4], res[3][4], want[4] = {0};
+        for (int t = 0; t < 3; t++)
+            for (int e = 0; e < 4; e++) {
+                q[t][e] = kk[t][e] = v[t][e] = 0;
+                for (int d = 0; d < 4; d++) {
+                    q[t][e] += xs[t * 4 + d] * wq[d * 4 + e];
+                    kk[t][e] += xs[t * 4 + d] * wk[d * 4 + e];
+                    v[t][e] += xs[t * 4 + d] * wv[d * 4 + e];
+                }
+            }
+        for (int h = 0; h < 2; h++)
+            for (int t = 0; t < 3; t++) {
+                double sc[3], z = 0;
+                for (int u = 0; u < 3; u++) {
+                    sc[u] = 0;
+                    for (int d = 0; d < 2; d++) sc[u] += q[t][h * 2 + d] * kk[u][h * 2 + d];
+                    sc[u] = exp(sc[u] * 0.7071);
+                    z += sc[u];
+                }
+                for (int d = 0; d < 2; d++) {
+                    o[t][h * 2 + d] = 0;
+                    for (int u = 0; u < 3; u++) o[t][h * 2 + d] += sc[u] / z * v[u][h * 2 + d];
+                }
+            }
+        for (int t = 0; t < 3; t++) {
+            double mu = 0, var = 0;
+            for (int e = 0; e < 4; e++) mu += (res[t][e] = o[t][e] + xs[t * 4 + e]) / 4;
+            for (int e = 0; e < 4; e++) var += (res[t][e] - mu) * (res[t][e] - mu) / 4;
+            for (int e = 0; e < 4; e++)
+                want[e] += ((res[t][e] - mu) / sqrt(var + 1e-5) * g[e] + bb[e]) / 3;
+        }
+        for (int e = 0; e < 4; e++) ck_assert_double_eq_tol(y[s * 4 + e], want[e], 1e-4);
+    }
+    /* the model trains: backward through every layer */
+    dyn_err err = {0};
+    dyn_exec *e = dyn_exec_new(m, 2, 1, &err);
+    ck_assert_msg(e != NULL, "%s", err.msg);
+    dyn_exec_forward(e, x, 2);
+    float dout[8] = {1, 0, 0, 0, 0, 0, 0, 1};
+    dyn_exec_backward(e, dout);
+    dyn_exec_free(e);
+    dyn_model_free(m);
+    free(y);
+    ob_free(&b);
+    free(wq);
+    free(wk);
+    free(wv);
+    free(g);
+    free(bb);
+    free(x);
+}
+END_TEST
+
+/* The decomposed LayerNorm older opsets emit (fused into one layernorm layer; with Pow 4 it is
+ * no LayerNorm and runs op by op: ReduceMean keepdims, broadcasting Sub / Div, Pow, Sqrt), the
+ * GELU of Erf, and a [1, T, D] positional constant. */
+START_TEST(layernorm_gelu_decomposed) {
+    for (int p = 2; p <= 4; p += 2) {
+        dyn_rng r;
+        dyn_rng_seed(&r, 110 + p);
+        float *g = rnd(&r, 4, 0.5f, 1.5f), *bb = rnd(&r, 4, -0.5f, 0.5f);
+        float *pos = rnd(&r, 12, -0.2f, 0.2f), *x = rnd(&r, 2 * 12, -1, 1);
+        ob b;
+        ob_init(&b, 13);
+        ob_input(&b, "x", 3, k_x34);
+        static const int64_t m1[1] = {-1};
+        ob_init_f(&b, "g", 1, k_four, g, 0);
+        ob_init_f(&b, "bb", 1, k_four, bb, 1);
+        ob_init_f(&b, "pos", 3, k_x34, pos, 0);
+        ob_scalar_f(&b, "pw", (float)p);
+        ob_scalar_f(&b, "eps", 1e-5f);
+        ob_scalar_f(&b, "sqrt2", 1.4142135f);
+        ob_scalar_f(&b, "one", 1.0f);
+        ob_scalar_f(&b, "half", 0.5f);
+        Onnx__NodeProto *n = ob_node(&b, "ReduceMean", "mean", "x", "m");
+        ob_attr_list(&b, n, "axes", 1, m1);
+        ob_node(&b, "Sub", "center", "x,m", "d");
+        ob_node(&b, "Pow", "sq", "d,pw", "p");
+        n = ob_node(&b, "ReduceMean", "var", "p", "v");
+        ob_attr_list(&b, n, "axes", 1, m1);
+        ob_node(&b, "Add", "veps", "v,eps", "ve");
+        ob_node(&b, "Sqrt", "std", "ve", "sd");
+        ob_node(&b, "Div", "norm", "d,sd", "nrm");
+        ob_node(&b, "Mul", "lnw", "nrm,g", "nw");
+        ob_node(&b, "Add", "lnb", "nw,bb", "ln");
+        ob_node(&b, "Div", "gd", "ln,sqrt2", "t");
+        ob_node(&b, "Erf", "erf", "t", "e");
+        ob_node(&b, "Add", "ge1", "e,one", "e1");
+        ob_node(&b, "Mul", "gx", "ln,e1", "g1");
+        ob_node(&b, "Mul", "gh", "g1,half", "ge");
+        ob_node(&b, "Add", "pos_add", "ge,pos", "y");
+        ob_output(&b, "y");
+        int64_t ny;
+        dyn_model *m;
+        float *y = run_onnx(&b, x, 2, &ny, &m);
+        ck_assert_int_eq(ny, 24);
+        int have_ln = 0;
+        for (int k = 0; k < m->nnodes; k++)
+            have_ln += !strcmp(m->nodes[k].layer->ops->name, "layernorm");
+        ck_assert_int_eq(have_ln, p == 2);
+        for (int s = 0; s < 2; s++)
+            for (int t = 0; t < 3; t++) {
+                const float *row = x + s * 12 + t * 4;
+                double mu = 0, var = 0;
+                for (int e = 0; e < 4; e++) mu += row[e] / 4.0;
+                for (int e = 0; e < 4; e++) var += pow(row[e] - mu, p) / 4.0;
+                for (int e = 0; e < 4; e++) {
+                    double l = (row[e] - mu) / sqrt(var + 1e-5) * g[e] + bb[e];
+                    double want = 0.5 * l * (1 + erf(l / sqrt(2.0))) + pos[t * 4 + e];
+                    ck_assert_double_eq_tol(y[s * 12 + t * 4 + e], want, 1e-4);
+                }
+            }
+        dyn_model_free(m);
+        free(y);
+        ob_free(&b);
+        free(g);
+        free(bb);
+        free(pos);
+        free(x);
+    }
+}
+END_TEST
+
+/* Split (sizes as input), Slice with a step, Unsqueeze / Squeeze, Gather, SE-style broadcast. */
+START_TEST(slice_split_gather_import) {
+    static const int64_t xin[3] = {1, 6, 4}, sp[2] = {2, 4}, one = 1, big = INT64_MAX, two = 2,
+                         three = 3;
+    dyn_rng r;
+    dyn_rng_seed(&r, 120);
+    float *x = rnd(&r, 2 * 24, -1, 1);
+    ob b;
+    ob_init(&b, 13);
+    ob_input(&b, "x", 3, xin);
+    ob_ints(&b, "sp", 2, sp);
+    ob_ints(&b, "st", 1, &one);
+    ob_ints(&b, "en", 1, &big);
+    ob_ints(&b, "ax", 1, &one);
+    ob_ints(&b, "step", 1, &two);
+    ob_ints(&b, "i3", -1, &three);
+    Onnx__NodeProto *n = ob_node(&b, "Split", "split", "x,sp", "a,bt");
+    ob_attr_i(&b, n, "axis", 1);
+    ob_node(&b, "Slice", "slice", "bt,st,en,ax,step", "s");
+    ob_node(&b, "Add", "sum", "a,s", "t");
+    ob_node(&b, "Unsqueeze", "unsq", "t,ax", "u");
+    ob_node(&b, "Squeeze", "sq", "u,ax", "w");
+    n = ob_node(&b, "Gather", "pick", "w,i3", "y");
+    ob_attr_i(&b, n, "axis", 2);
+    ob_output(&b, "y");
+    int64_t ny;
+    float *y = run_onnx(&b, x, 2, &ny, NULL);
+    ck_assert_int_eq(ny, 4);
+    for (int s = 0; s < 2; s++)
+        for (int j = 0; j < 2; j++)
+            ck_assert_float_eq_tol(y[s * 2 + j], x[s * 24 + j * 4 + 3] + x[s * 24 + (3 + 2 * j) * 4 + 3],
+                                   1e-6);
+    free(y);
+    ob_free(&b);
+
+    /* x * mean over tokens (broadcast of [N, 1, 4] against [N, 6, 4]) */
+    ob_init(&b, 13);
+    ob_input(&b, "x", 3, xin);
+    n = ob_node(&b, "ReduceMean", "mean", "x", "mu");
+    ob_attr_list(&b, n, "axes", 1, &one);
+    ob_node(&b, "Mul", "gate", "x,mu", "y");
+    ob_output(&b, "y");
+    y = run_onnx(&b, x, 2, &ny, NULL);
+    ck_assert_int_eq(ny, 48);
+    for (int s = 0; s < 2; s++)
+        for (int e = 0; e < 4; e++) {
+            double mu = 0;
+            for (int t = 0; t < 6; t++) mu += x[s * 24 + t * 4 + e] / 6.0;
+            for (int t = 0; t < 6; t++)
+                ck_assert_double_eq_tol(y[s * 24 + t * 4 + e], x[s * 24 + t * 4 + e] * mu, 1e-5);
+        }
+    free(y);
+    ob_free(&b);
+    free(x);
+}
+END_TEST
+
+/* ViT's class token: Expand(cls, [N, 1, 1]) with N from Shape, Where / Equal / ConstantOfShape
+ * as torch emits them, Concat along the tokens, a [1, 4, 4] position embedding, Gather. */
+START_TEST(class_token_import) {
+    static const int64_t cls_d[3] = {1, 1, 4}, pos_d[3] = {1, 4, 4}, zero = 0, m11[2] = {-1, -1},
+                         m1 = -1, three[1] = {3};
+    dyn_rng r;
+    dyn_rng_seed(&r, 130);
+    float *x = rnd(&r, 2 * 12, -1, 1), *cls = rnd(&r, 4, -1, 1), *pos = rnd(&r, 16, -1, 1);
+    ob b;
+    ob_init(&b, 14);
+    ob_input(&b, "x", 3, k_x34);
+    ob_init_f(&b, "cls", 3, cls_d, cls, 0);
+    ob_init_f(&b, "pos", 3, pos_d, pos, 0);
+    ob_ints(&b, "i0", -1, &zero);
+    ob_ints(&b, "ax0", 1, &zero);
+    ob_ints(&b, "m11", 2, m11);
+    ob_ints(&b, "m1", -1, &m1);
+    ob_ints(&b, "three", 1, three);
+    ob_ints(&b, "i2", -1, (const int64_t[]){2});
+    ob_node(&b, "Shape", "shape", "x", "sh");
+    ob_node(&b, "Gather", "gb", "sh,i0", "bsz");
+    ob_node(&b, "Unsqueeze", "ub", "bsz,ax0", "bu");
+    Onnx__NodeProto *n = ob_node(&b, "Concat", "tgt", "bu,m11", "tgt");
+    ob_attr_i(&b, n, "axis", 0);
+    n = ob_node(&b, "ConstantOfShape", "ones", "three", "ones");
+    ob_attr_tensor(&b, n, "value",
+                   ob_tensor(&b, "v", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 1, k_one,
+                             (const float[]){1.0f}, 0));
+    n = ob_node(&b, "Cast", "ones_i", "ones", "ones_i");
+    ob_attr_i(&b, n, "to", ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    ob_node(&b, "Equal", "isneg", "tgt,m1", "neg");
+    ob_node(&b, "Where", "fix", "neg,ones_i,tgt", "shape_e");
+    ob_node(&b, "Expand", "expand", "cls,shape_e", "ce");
+    n = ob_node(&b, "Concat", "cat", "ce,x", "z");
+    ob_attr_i(&b, n, "axis", 1);
+    ob_node(&b, "Add", "pos_add", "z,pos", "zp");
+    n = ob_node(&b, "Gather", "g0", "zp,i0", "y0");
+    ob_attr_i(&b, n, "axis", 1);
+    n = ob_node(&b, "Gather", "g2", "zp,i2", "y2");
+    ob_attr_i(&b, n, "axis", 1);
+    ob_node(&b, "Add", "y", "y0,y2", "y");
+    ob_output(&b, "y");
+    int64_t ny;
+    float *y = run_onnx(&b, x, 2, &ny, NULL);
+    ck_assert_int_eq(ny, 8);
+    for (int s = 0; s < 2; s++)
+        for (int e = 0; e < 4; e++)
+            ck_assert_double_eq_tol(y[s * 4 + e],
+                                    (double)cls[e] + pos[e] + x[s * 12 + 4 + e] + pos[8 + e], 1e-5);
+    free(y);
+    ob_free(&b);
+    free(x);
+    free(cls);
+    free(pos);
+}
+END_TEST
+
+/* Malformed transformer graphs: each rejected with the node, the op and what is wrong. */
+START_TEST(rejects_transformer) {
+    static const int64_t p001[3] = {0, 0, 1}, zero = 0, seven = 7, m15[2] = {-1, 5},
+                         huge[2] = {0, (int64_t)1 << 40}, fixed[2] = {2, 6}, s22[2] = {2, 2},
+                         neg = -1, one = 1, big = INT64_MAX, five[1] = {5};
+    static const float f5[5] = {1, 2, 3, 4, 5};
+    struct {
+        const char *op, *ins, *want;
+    } cases[] = {
+        {"Transpose", "x", "node 'bad' (Transpose): perm is not a permutation of 0..2"},
+        {"Softmax", "x", "node 'bad' (Softmax): axis 5 is out of range for rank 3"},
+        {"ReduceMean", "x", "node 'bad' (ReduceMean): a mean over the batch dim of [N, 3, 4]"},
+        {"MatMul", "x,x", "node 'bad' (MatMul): MatMul of activations [N, 3, 4] and [N, 3, 4]"},
+        {"Reshape", "x,m15", "node 'bad' (Reshape): reshape to [-1, 5] does not fit [N, 3, 4]"},
+        {"Reshape", "x,huge", "node 'bad' (Reshape): reshape to [0, 1099511627776] does not fit"},
+        {"Reshape", "x,fixed", "node 'bad' (Reshape): reshape to [2, 6]: only shapes that keep "
+                               "the batch"},
+        {"Gather", "x,seven", "node 'bad' (Gather): index 7 is out of range for size 4"},
+        {"Split", "x,s22", "node 'bad' (Split): 2 parts summing to 4 for 1 outputs"},
+        {"Slice", "x,one,big,one,neg", "node 'bad' (Slice): step -1: only positive steps"},
+        {"Pow", "x,x", "node 'bad' (Pow): only activation ^ constant scalar"},
+        {"LayerNormalization", "x,f5", "node 'bad' (LayerNormalization): axis 1: only the last"},
+        {"Add", "x,f5", "node 'bad' (Add): constant 'f5' of shape [5] does not broadcast"},
+        {"Expand", "x,five", "node 'bad' (Expand): expanding an activation to a larger shape"},
+    };
+    for (size_t i = 0; i < DYN_ARRAY_LEN(cases); i++) {
+        ob b;
+        ob_init(&b, 13);
+        ob_input(&b, "x", 3, k_x34);
+        ob_ints(&b, "zero", -1, &zero);
+        ob_ints(&b, "seven", -1, &seven);
+        ob_ints(&b, "m15", 2, m15);
+        ob_ints(&b, "huge", 2, huge);
+        ob_ints(&b, "fixed", 2, fixed);
+        ob_ints(&b, "s22", 2, s22);
+        ob_ints(&b, "neg", 1, &neg);
+        ob_ints(&b, "one", 1, &one);
+        ob_ints(&b, "big", 1, &big);
+        ob_ints(&b, "five", 1, five);
+        ob_init_f(&b, "f5", 1, five, f5, 0);
+        Onnx__NodeProto *n = ob_node(&b, cases[i].op, "bad", cases[i].ins, "y");
+        if (!strcmp(cases[i].op, "Transpose")) ob_attr_list(&b, n, "perm", 3, p001);
+        if (!strcmp(cases[i].op, "Softmax")) ob_attr_i(&b, n, "axis", 5);
+        if (!strcmp(cases[i].op, "ReduceMean")) ob_attr_list(&b, n, "axes", 1, &zero);
+        if (!strcmp(cases[i].op, "Gather")) ob_attr_i(&b, n, "axis", 2);
+        if (!strcmp(cases[i].op, "Split")) ob_attr_i(&b, n, "axis", 2);
+        if (!strcmp(cases[i].op, "LayerNormalization")) ob_attr_i(&b, n, "axis", 1);
+        ob_output(&b, "y");
+        expect_reject(&b, cases[i].want);
+        ob_free(&b);
+    }
+}
+END_TEST
+
 static Suite *onnx_ops_suite(void) {
     Suite *s = suite_create("onnx_ops");
     TCase *tc = tcase_create("import");
@@ -519,12 +1080,19 @@ static Suite *onnx_ops_suite(void) {
     tcase_add_test(tc, concat_chain);
     tcase_add_test(tc, constant_broadcast_import);
     tcase_add_test(tc, rejects_unsupported);
+    tcase_add_test(tc, attention_import);
+    tcase_add_test(tc, layernorm_gelu_decomposed);
+    tcase_add_test(tc, slice_split_gather_import);
+    tcase_add_test(tc, class_token_import);
+    tcase_add_test(tc, rejects_transformer);
     suite_add_tcase(s, tc);
     tc = tcase_create("layers");
     tcase_add_test(tc, binary_layers_gradcheck);
     tcase_add_test(tc, concat_layer);
     tcase_add_test(tc, unary_layers_gradcheck);
     tcase_add_test(tc, scale_layer);
+    tcase_add_test(tc, tr_layers_gradcheck);
+    tcase_add_test(tc, tr_layers_reference);
     suite_add_tcase(s, tc);
     return s;
 }
