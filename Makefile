@@ -132,18 +132,24 @@ integration: all
 smoke: $(BUILD)/dyn
 	./tests/smoke.sh $(BUILD)/dyn
 
-bench: $(BENCH_BIN)
+bench: $(BENCH_BIN) $(DYND)
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
+	./tests/bench/bench_http.sh $(BUILD)
 
-# The main job. Until the daemon lands (issue 4) it prepares the demo model (DyN LeNet-5 trained
-# on MNIST, cached in models/) and evaluates and inspects it; then it will serve it on :8080.
+# The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
+# digit written to digit.png, then dynd on 127.0.0.1:8080 serving models/.
 DEMO := models/mnist.dyn
 run: deps
 	$(MAKE) all
 	@if [ ! -f $(DEMO) ]; then mkdir -p models && $(BUILD)/dyn train --arch lenet5 --dyn --bn \
 	    --fc 3,4 --conv 3,4 --epochs 5 --lr 1e-3 --data mnist --seed 1 --out $(DEMO); fi
-	$(BUILD)/dyn inspect $(DEMO)
-	$(BUILD)/dyn eval $(DEMO) --data mnist
+	@[ -f digit.png ] || { mkdir -p $(BUILD)/demo && \
+	    $(CC) -O2 -o $(BUILD)/mkdigits tests/integration/mkdigits.c -lpng -ljpeg -lz && \
+	    $(BUILD)/mkdigits data/mnist/t10k-images-idx3-ubyte data/mnist/t10k-labels-idx1-ubyte $(BUILD)/demo 1 && \
+	    cp $(BUILD)/demo/0.png digit.png; }
+	@echo "dynd on http://127.0.0.1:8080 (Ctrl-C stops it). Try:"
+	@echo "  curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8080/v1/models/mnist/classify"
+	$(BUILD)/dynd --config config/dynd.conf --log-format text
 
 experiments: $(BUILD)/dyn
 	./tests/experiments/run.sh $(BUILD)/dyn

@@ -1,0 +1,62 @@
+/* api.h — HTTP handlers (one file per resource) and the helpers every handler shares.
+ *
+ * A handler runs on a connection thread with the request fully read (r->body, r->body_len,
+ * NUL-terminated) and must end with exactly one reply — api_reply_json / api_reply_error /
+ * srv_req_reply — or suspend (srv_req_suspend) and reply from its on_resume callback.
+ * Errors always have the shape {"error": "<message a person can act on>", "code": "<stable
+ * machine code>"} and go through api_reply_error, which also counts them in the metrics.
+ */
+#ifndef API_API_H
+#define API_API_H
+
+#include <jansson.h>
+
+#include "server/http.h"
+#include "server/repository.h"
+
+/* Replies with `body` as JSON (the reference is stolen). */
+void api_reply_json(srv_req *r, int status, json_t *body);
+
+/* Replies {"error": message, "code": code} (code: a static string). */
+void api_reply_error(srv_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Same, with extra fields merged into the object (stolen; may be NULL). */
+void api_reply_error_with(srv_req *r, int status, const char *code, json_t *extra,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Parses the body as a JSON object within cfg->max_json_depth. On failure replies (400
+ * bad_json / json_too_deep, 415 unsupported_media_type) and returns NULL. New reference. */
+json_t *api_body_json(srv_req *r);
+
+/* 0 when `name` is a valid model name; otherwise replies 400 invalid_name and returns -1. */
+int api_name_check(srv_req *r, const char *name);
+
+/* The model version named by the route's {name} (and {version}) with a reference (release
+ * with srv_model_release). On failure replies (400 invalid_name / invalid_version, 404
+ * model_not_found, 503 model_unavailable) and returns NULL. Sets r->model_label. */
+srv_model *api_model_acquire(srv_req *r);
+
+/* Media type of the request without parameters, lower-case, into buf ("" when absent). */
+const char *api_media_type(const srv_req *r, char *buf, size_t n);
+
+/* Sets r->cleanup to release m once the request completes (model stays alive while the reply
+ * is built). */
+void api_hold_model(srv_req *r, srv_model *m);
+
+/* ---- handlers ---- */
+void api_v2_live(srv_req *r);
+void api_v2_ready(srv_req *r);
+void api_v2_server_meta(srv_req *r);
+void api_v2_model_meta(srv_req *r);
+void api_v2_model_ready(srv_req *r);
+void api_v2_infer(srv_req *r);
+void api_v2_stats(srv_req *r);
+void api_v1_classify(srv_req *r);
+void api_v1_models(srv_req *r);
+void api_repo_index(srv_req *r);
+void api_repo_load(srv_req *r);
+void api_repo_unload(srv_req *r);
+void api_metrics(srv_req *r);
+
+#endif

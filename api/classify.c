@@ -1,0 +1,130 @@
+/* classify.c — POST /v1/models/{name}[/versions/{v}]/classify: an image in, top-k labels out.
+ *
+ * Body: the raw image (Content-Type image/png or image/jpeg; the format is taken from the
+ * magic bytes, the type only gates what is accepted) or multipart/form-data whose first file
+ * part (or a part named "image" / "file") holds the image. ?top_k=K (default 5, capped at the
+ * number of classes). Reply: {"model", "version", "predictions": [{"label", "index", "score"}]}
+ * with softmax scores, best first.
+ *
+ * The image is decoded and preprocessed here (on the connection thread: bounded by the image
+ * limits); the model runs on the batcher.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "api/infer.h"
+#include "api/multipart.h"
+
+#define DEFAULT_TOP_K 5
+
+static void classify_done(srv_req *r) {
+    api_job *j = r->user;
+    if (api_job_check(r, j)) return;
+    const srv_model *m = j->m;
+    int C = (int)m->out_numel, k = j->top_k;
+    float *p = api_job_probs(j);
+    int *idx = malloc(sizeof(int) * (size_t)k);
+    if (!p || !idx) {
+        free(p);
+        free(idx);
+        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        return;
+    }
+    api_topk(p, C, k, idx);
+    json_t *preds = json_array();
+    for (int t = 0; t < k; t++) {
+        char fallback[16];
+        snprintf(fallback, sizeof fallback, "%d", idx[t]);
+        const char *label = m->model->labels && idx[t] < m->model->nlabels ? m->model->labels[idx[t]]
+                                                                          : fallback;
+        json_array_append_new(preds, json_pack("{s:s, s:i, s:f}", "label", label, "index", idx[t],
+                                               "score", (double)p[idx[t]]));
+    }
+    char v[16];
+    snprintf(v, sizeof v, "%d", m->version);
+    api_reply_json(r, 200, json_pack("{s:s, s:s, s:o}", "model", m->name, "version", v,
+                                     "predictions", preds));
+    free(p);
+    free(idx);
+}
+
+/* The image bytes of the request; NULL after replying. */
+static const char *image_bytes(srv_req *r, size_t *len) {
+    char mt[96];
+    api_media_type(r, mt, sizeof mt);
+    if (!strcmp(mt, "image/png") || !strcmp(mt, "image/jpeg") || !strcmp(mt, "image/jpg") ||
+        !strcmp(mt, "application/octet-stream")) {
+        *len = r->body_len;
+        return r->body ? r->body : "";
+    }
+    if (!strcmp(mt, "multipart/form-data")) {
+        const char *data = NULL;
+        char err[160];
+        if (api_multipart_file(srv_req_header(r, "Content-Type"), r->body, r->body_len, &data,
+                               len, err, sizeof err)) {
+            api_reply_error(r, 400, "bad_multipart", "%s", err);
+            return NULL;
+        }
+        return data;
+    }
+    api_reply_error(r, 415, "unsupported_media_type",
+                    "send the image as Content-Type image/png or image/jpeg (or a "
+                    "multipart/form-data upload), not '%s'", mt[0] ? mt : "(none)");
+    return NULL;
+}
+
+void api_v1_classify(srv_req *r) {
+    size_t len = 0;
+    const char *img = image_bytes(r, &len);
+    if (!img) return;
+    char buf[32];
+    int top_k = DEFAULT_TOP_K;
+    const char *tk = srv_req_query(r, "top_k", buf, sizeof buf);
+    if (tk) {
+        char *end;
+        long v = strtol(tk, &end, 10);
+        if (end == tk || *end || v < 1 || v > 100000) {
+            api_reply_error(r, 400, "invalid_parameter", "top_k must be a positive integer");
+            return;
+        }
+        top_k = (int)v;
+    }
+    srv_model *m = api_model_acquire(r);
+    if (!m) return;
+    if (!m->is_image) {
+        api_reply_error(r, 400, "not_an_image_model",
+                        "model '%s' does not take images (its input is not [1|3, H, W] with "
+                        "preprocess metadata); use /v2/models/%s/infer", m->name, m->name);
+        srv_model_release(m);
+        return;
+    }
+    if (len == 0) {
+        srv_model_release(m);
+        api_reply_error(r, 400, "bad_image", "the body is empty: send a PNG or JPEG image");
+        return;
+    }
+    dyn_image_limits lim = {r->cfg->max_image_width, r->cfg->max_image_height,
+                            r->cfg->max_image_pixels, (size_t)r->cfg->max_body_bytes};
+    dyn_image im;
+    dyn_err err = {0};
+    int rc = dyn_image_decode(img, len, &lim, &im, &err);
+    if (rc) {
+        srv_model_release(m);
+        if (rc == DYN_ENOMEM) api_reply_error(r, 413, "image_too_large", "%s", err.msg);
+        else api_reply_error(r, 400, "bad_image", "%s", err.msg);
+        return;
+    }
+    api_job *j = api_job_new(r, m, 1);
+    if (!j) {
+        dyn_image_free(&im);
+        return;
+    }
+    rc = dyn_image_to_input(&im, &j->m->pp, j->x, &err);
+    dyn_image_free(&im);
+    if (rc) {
+        api_reply_error(r, rc == DYN_ENOMEM ? 413 : 400, "bad_image", "%s", err.msg);
+        return;
+    }
+    j->top_k = (int)DYN_MIN(top_k, j->m->out_numel);
+    api_job_submit(r, j, classify_done);
+}

@@ -1,0 +1,177 @@
+/* errors.c — the single error reply, JSON replies and the request helpers every handler uses
+ * (JSON body with a depth limit, the route's model with a reference). */
+#include <ctype.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "server/log.h"
+
+void api_reply_json(srv_req *r, int status, json_t *body) {
+    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(body);
+    if (!s) {
+        const char *oom = "{\"error\":\"out of memory building the reply\",\"code\":\"internal\"}";
+        s = strdup(oom);
+        status = 500;
+        if (!s) return;
+    }
+    srv_req_reply(r, status, "application/json", s, strlen(s));
+}
+
+static void reply_error_v(srv_req *r, int status, const char *code, json_t *extra,
+                          const char *fmt, va_list ap) {
+    char msg[768];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *o = json_pack("{s:s, s:s}", "error", msg, "code", code);
+    if (o && json_is_object(extra)) json_object_update_missing(o, extra);
+    json_decref(extra);
+    r->error_code = code;
+    srv_metrics_error(r->srv->metrics, code);
+    api_reply_json(r, status, o);
+}
+
+void api_reply_error(srv_req *r, int status, const char *code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(r, status, code, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void api_reply_error_with(srv_req *r, int status, const char *code, json_t *extra,
+                          const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(r, status, code, extra, fmt, ap);
+    va_end(ap);
+}
+
+const char *api_media_type(const srv_req *r, char *buf, size_t n) {
+    const char *ct = srv_req_header(r, "Content-Type");
+    size_t k = 0;
+    if (ct) {
+        while (*ct == ' ') ct++;
+        for (; ct[k] && ct[k] != ';' && ct[k] != ' ' && k + 1 < n; k++)
+            buf[k] = (char)tolower((unsigned char)ct[k]);
+    }
+    buf[k] = 0;
+    return buf;
+}
+
+/* Nesting depth of JSON text, strings skipped; stops counting past `limit`. */
+static int json_depth(const char *s, size_t n, int limit) {
+    int depth = 0, max = 0, in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+            continue;
+        }
+        if (c == '"') in_str = 1;
+        else if (c == '[' || c == '{') {
+            if (++depth > max) max = depth;
+            if (max > limit) return max;
+        } else if (c == ']' || c == '}') depth--;
+    }
+    return max;
+}
+
+json_t *api_body_json(srv_req *r) {
+    char mt[96];
+    api_media_type(r, mt, sizeof mt);
+    /* application/x-www-form-urlencoded is what `curl -d @file.json` sends without -H. */
+    if (mt[0] && strcmp(mt, "application/json") && strcmp(mt, "application/x-www-form-urlencoded") &&
+        strcmp(mt, "text/plain")) {
+        api_reply_error(r, 415, "unsupported_media_type",
+                        "expected Content-Type: application/json, got '%s'", mt);
+        return NULL;
+    }
+    if (!r->body_len) {
+        api_reply_error(r, 400, "bad_json", "the request needs a JSON body");
+        return NULL;
+    }
+    int depth = json_depth(r->body, r->body_len, r->cfg->max_json_depth);
+    if (depth > r->cfg->max_json_depth) {
+        api_reply_error(r, 400, "json_too_deep", "JSON nesting deeper than %d levels",
+                        r->cfg->max_json_depth);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        api_reply_error(r, 400, "bad_json", "malformed JSON at line %d column %d: %s", je.line,
+                        je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_reply_error(r, 400, "bad_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static int parse_version(const char *s) {
+    if (!s || !*s || strlen(s) > 9) return -1;
+    int v = 0;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s)) return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v > 0 ? v : -1;
+}
+
+int api_name_check(srv_req *r, const char *name) {
+    if (srv_repo_name_valid(name)) return 0;
+    api_reply_error(r, 400, "invalid_name",
+                    "model names are 1-64 characters of A-Z a-z 0-9 _ . - and do not start "
+                    "with '.'");
+    return -1;
+}
+
+srv_model *api_model_acquire(srv_req *r) {
+    const char *name = srv_req_param(r, "name"), *vs = srv_req_param(r, "version");
+    if (api_name_check(r, name)) return NULL;
+    int version = 0;
+    if (vs && (version = parse_version(vs)) < 0) {
+        api_reply_error(r, 400, "invalid_version", "a version is a positive integer");
+        return NULL;
+    }
+    int known = 0;
+    srv_model *m = srv_repo_acquire(r->srv->repo, name, version, &known);
+    if (m) {
+        snprintf(r->model_label, sizeof r->model_label, "%s", m->name);
+        return m;
+    }
+    if (!known) {
+        api_reply_error(r, 404, "model_not_found", "unknown model '%s' (GET /v1/models lists them)",
+                        name);
+    } else if (version > 0) {
+        snprintf(r->model_label, sizeof r->model_label, "%s", name);
+        srv_model *any = srv_repo_acquire(r->srv->repo, name, 0, NULL);
+        if (any) {
+            srv_model_release(any);
+            api_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
+                            version);
+        } else {
+            api_reply_error(r, 503, "model_unavailable", "model '%s' is not loaded", name);
+        }
+    } else {
+        snprintf(r->model_label, sizeof r->model_label, "%s", name);
+        api_reply_error(r, 503, "model_unavailable",
+                        "model '%s' is not loaded (see POST /v2/repository/index for the reason)",
+                        name);
+    }
+    return NULL;
+}
+
+static void release_held_model(srv_req *r) {
+    srv_model_release(r->user);
+    r->user = NULL;
+}
+
+void api_hold_model(srv_req *r, srv_model *m) {
+    r->user = m;
+    r->cleanup = release_held_model;
+}

@@ -1,0 +1,15 @@
+/* multipart.h — the file part of a multipart/form-data body (RFC 7578), found in place. */
+#ifndef API_MULTIPART_H
+#define API_MULTIPART_H
+
+#include <stddef.h>
+
+/* Finds the uploaded file in body[0..len) given the request's Content-Type (with its boundary
+ * parameter): the part named "image" or "file", else the first part with a filename, else the
+ * first part. body must be NUL-terminated at body[len] (request bodies are). On success *data
+ * points into body (borrowed) and *dlen is its length; returns 0.
+ * Otherwise -1 with a message in err. */
+int api_multipart_file(const char *content_type, const char *body, size_t len,
+                       const char **data, size_t *dlen, char *err, size_t errn);
+
+#endif

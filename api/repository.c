@@ -1,0 +1,77 @@
+/* repository.c — GET /v1/models and the model-repository extension (index, load, unload). */
+#include <string.h>
+
+#include "api/api.h"
+
+static void add_model(srv_model *m, void *arg) {
+    json_t *by_name = arg;
+    json_t *e = json_object_get(by_name, m->name);
+    char v[16];
+    snprintf(v, sizeof v, "%d", m->version);
+    if (!e) {
+        char shape[96];
+        dyn_shape_str(&m->model->input, shape, sizeof shape);
+        e = json_pack("{s:s, s:[], s:s, s:s, s:I, s:b, s:b}", "name", m->name, "versions",
+                      "default_version", v, "input_shape", shape, "classes",
+                      (json_int_t)m->out_numel, "image_input", m->is_image, "ready", 1);
+        json_object_set_new(by_name, m->name, e);
+    }
+    json_array_append_new(json_object_get(e, "versions"), json_string(v));
+    json_object_set_new(e, "default_version", json_string(v)); /* ascending: the last wins */
+}
+
+void api_v1_models(srv_req *r) {
+    json_t *by_name = json_object();
+    srv_repo_foreach(r->srv->repo, add_model, by_name);
+    json_t *list = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(by_name, k, v) json_array_append(list, v);
+    /* models with files that are not served (failed or unloaded) */
+    json_t *idx = srv_repo_index(r->srv->repo);
+    size_t i;
+    json_array_foreach(idx, i, v) {
+        if (strcmp(json_string_value(json_object_get(v, "state")), "READY"))
+            json_array_append_new(list, json_pack("{s:O, s:b, s:O}", "name",
+                                                  json_object_get(v, "name"), "ready", 0,
+                                                  "reason", json_object_get(v, "reason")));
+    }
+    json_decref(idx);
+    json_decref(by_name);
+    api_reply_json(r, 200, json_pack("{s:o}", "models", list));
+}
+
+void api_repo_index(srv_req *r) {
+    dyn_err err = {0};
+    if (srv_repo_scan(r->srv->repo, 0, &err) < 0) {
+        api_reply_error(r, 500, "repository_unreadable", "%s", err.msg);
+        return;
+    }
+    api_reply_json(r, 200, srv_repo_index(r->srv->repo));
+}
+
+void api_repo_load(srv_req *r) {
+    const char *name = srv_req_param(r, "name");
+    if (api_name_check(r, name)) return;
+    dyn_err err = {0};
+    int rc = srv_repo_load(r->srv->repo, name, &err);
+    if (rc == DYN_EINVAL) {
+        api_reply_error(r, 404, "model_not_found", "%s", err.msg);
+    } else if (rc) {
+        api_reply_error(r, 422, "model_load_failed", "%s", err.msg);
+    } else {
+        snprintf(r->model_label, sizeof r->model_label, "%s", name);
+        api_reply_json(r, 200, json_pack("{s:s, s:s}", "name", name, "state", "READY"));
+    }
+}
+
+void api_repo_unload(srv_req *r) {
+    const char *name = srv_req_param(r, "name");
+    if (api_name_check(r, name)) return;
+    dyn_err err = {0};
+    if (srv_repo_unload(r->srv->repo, name, &err)) {
+        api_reply_error(r, 404, "model_not_found", "%s", err.msg);
+        return;
+    }
+    api_reply_json(r, 200, json_pack("{s:s, s:s}", "name", name, "state", "UNAVAILABLE"));
+}

@@ -1,0 +1,292 @@
+/* batcher.c — see batcher.h for the design. */
+#include "server/batcher.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct worker {
+    struct srv_batcher *b;
+    pthread_t thread;
+    dyn_exec *exec;
+    float *xbuf; /* max_batch * in_numel */
+    int started;
+} worker;
+
+struct srv_batcher {
+    dyn_model *model;
+    srv_batch_cfg cfg;
+    int engine_threads;
+    char label[65];
+    int64_t in_numel, out_numel;
+    srv_batch_observer obs;
+    void *obs_ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    srv_infer *head, *tail; /* FIFO, guarded by mu */
+    int depth, stopping, cancel;
+    srv_batch_stats stats; /* guarded by mu */
+    int nworkers;
+    worker *workers;
+};
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* mu held. */
+static srv_infer *pop(srv_batcher *b) {
+    srv_infer *r = b->head;
+    if (r) {
+        b->head = r->next;
+        if (!b->head) b->tail = NULL;
+        r->next = NULL;
+        b->depth--;
+    }
+    return r;
+}
+
+static void abs_deadline(struct timespec *ts, double from_now_s) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    long long ns = (long long)(from_now_s * 1e9) + ts->tv_nsec;
+    ts->tv_sec += ns / 1000000000LL;
+    ts->tv_nsec = ns % 1000000000LL;
+}
+
+/* Takes one batch off the queue (mu held on entry and exit). Returns the list, NULL to exit. */
+static srv_infer *gather(srv_batcher *b) {
+    while (!b->head && !b->stopping) pthread_cond_wait(&b->cv, &b->mu);
+    if (!b->head) return NULL; /* stopping and drained */
+    srv_infer *first = pop(b), *last = first;
+    int n = first->n;
+    if (!b->cfg.batching || n >= b->cfg.max_batch) return first;
+    struct timespec until;
+    abs_deadline(&until, b->cfg.max_queue_delay_us * 1e-6);
+    while (n < b->cfg.max_batch) {
+        if (b->head) {
+            if (n + b->head->n > b->cfg.max_batch) break;
+            srv_infer *r = pop(b);
+            n += r->n;
+            last->next = r;
+            last = r;
+            continue;
+        }
+        if (b->stopping || b->cfg.max_queue_delay_us == 0) break;
+        if (pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT && !b->head) break;
+    }
+    return first;
+}
+
+static void finish(srv_infer *list) {
+    while (list) {
+        srv_infer *next = list->next; /* done may free the request */
+        list->next = NULL;
+        list->done(list);
+        list = next;
+    }
+}
+
+/* Runs the live requests of `list` (deadline checked) in one forward, or chunked for one
+ * oversized request. No lock held. */
+static void run_batch(worker *w, srv_infer *list) {
+    srv_batcher *b = w->b;
+    double now = dyn_now();
+    int n = 0, nreq = 0;
+    srv_infer *live = NULL, **tail = &live, *dead = NULL;
+    for (srv_infer *r = list, *next; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        if (r->deadline > 0 && now > r->deadline) {
+            r->status = SRV_INFER_TIMEOUT;
+            r->next = dead;
+            dead = r;
+        } else {
+            *tail = r;
+            tail = &r->next;
+            n += r->n;
+            nreq++;
+        }
+    }
+    if (live) {
+        const int mb = w->exec->max_batch;
+        if (live->n > mb) { /* one oversized request: chunks of max_batch */
+            for (int s = 0; s < live->n; s += mb) {
+                int k = DYN_MIN(mb, live->n - s);
+                const dyn_tensor *out = dyn_exec_forward(w->exec, live->x + (int64_t)s * b->in_numel, k);
+                memcpy(live->y + (int64_t)s * b->out_numel, out->data,
+                       sizeof(float) * (size_t)(k * b->out_numel));
+            }
+        } else {
+            int64_t off = 0;
+            for (srv_infer *r = live; r; r = r->next) {
+                memcpy(w->xbuf + off, r->x, sizeof(float) * (size_t)(r->n * b->in_numel));
+                off += r->n * b->in_numel;
+            }
+            const dyn_tensor *out = dyn_exec_forward(w->exec, w->xbuf, n);
+            off = 0;
+            for (srv_infer *r = live; r; r = r->next) {
+                memcpy(r->y, out->data + off, sizeof(float) * (size_t)(r->n * b->out_numel));
+                off += r->n * b->out_numel;
+            }
+        }
+    }
+    double end = dyn_now(), wall = wall_now();
+    pthread_mutex_lock(&b->mu);
+    for (srv_infer *r = live; r; r = r->next) {
+        r->t_start = now;
+        r->t_end = end;
+        r->batch_size = n;
+        r->status = SRV_INFER_OK;
+        b->stats.success++;
+        b->stats.inferences += (uint64_t)r->n;
+        b->stats.queue_ns += (uint64_t)((now - r->t_queued) * 1e9);
+        b->stats.success_ns += (uint64_t)((end - r->t_queued) * 1e9);
+    }
+    for (srv_infer *r = dead; r; r = r->next) b->stats.fail++;
+    if (live) {
+        b->stats.executions++;
+        b->stats.compute_ns += (uint64_t)((end - now) * 1e9);
+        b->stats.last_inference = wall;
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (live && b->obs) b->obs(b->obs_ctx, b->label, n);
+    finish(live);
+    finish(dead);
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    srv_batcher *b = w->b;
+    dyn_threads_set(b->engine_threads);
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        srv_infer *list = gather(b);
+        pthread_mutex_unlock(&b->mu);
+        if (!list) break;
+        run_batch(w, list);
+    }
+    return NULL;
+}
+
+srv_batcher *srv_batcher_new(dyn_model *m, const srv_batch_cfg *cfg, int engine_threads,
+                             const char *label, srv_batch_observer obs, void *obs_ctx,
+                             dyn_err *err) {
+    srv_batcher *b = calloc(1, sizeof *b);
+    if (!b) return dyn_err_set(err, DYN_ENOMEM, "batcher: out of memory"), NULL;
+    b->model = m;
+    b->cfg = *cfg;
+    if (!b->cfg.batching) b->cfg.max_batch = DYN_MAX(1, b->cfg.max_batch);
+    b->engine_threads = engine_threads;
+    snprintf(b->label, sizeof b->label, "%s", label);
+    b->in_numel = dyn_shape_numel(&m->input);
+    b->out_numel = dyn_model_outputs(m);
+    b->obs = obs;
+    b->obs_ctx = obs_ctx;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    b->nworkers = cfg->workers;
+    b->workers = calloc((size_t)b->nworkers, sizeof(worker));
+    if (!b->workers) {
+        dyn_err_set(err, DYN_ENOMEM, "batcher: out of memory");
+        srv_batcher_free(b);
+        return NULL;
+    }
+    /* Batching off still runs a request of n samples in one forward when n <= max_batch. */
+    int exec_batch = b->cfg.max_batch;
+    for (int i = 0; i < b->nworkers; i++) {
+        worker *w = &b->workers[i];
+        w->b = b;
+        w->exec = dyn_exec_new(m, exec_batch, 0, err);
+        w->xbuf = dyn_alloc(sizeof(float) * (size_t)(exec_batch * b->in_numel));
+        if (!w->exec || !w->xbuf) {
+            if (w->exec && !w->xbuf) dyn_err_set(err, DYN_ENOMEM, "batcher: out of memory");
+            srv_batcher_free(b);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < b->nworkers; i++) {
+        worker *w = &b->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            dyn_err_set(err, DYN_ENOMEM, "batcher: cannot start a worker thread");
+            srv_batcher_free(b);
+            return NULL;
+        }
+        w->started = 1;
+    }
+    return b;
+}
+
+int srv_batcher_submit(srv_batcher *b, srv_infer *req) {
+    req->next = NULL;
+    req->status = SRV_INFER_OK;
+    req->t_queued = dyn_now();
+    pthread_mutex_lock(&b->mu);
+    int rc = b->stopping ? -2 : b->depth >= b->cfg.queue_capacity ? -1 : 0;
+    if (!rc) {
+        if (b->tail) b->tail->next = req;
+        else b->head = req;
+        b->tail = req;
+        b->depth++;
+        pthread_cond_signal(&b->cv);
+    } else {
+        b->stats.fail++;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+void srv_batcher_stop(srv_batcher *b, int cancel_queued) {
+    if (!b) return;
+    srv_infer *cancelled = NULL;
+    pthread_mutex_lock(&b->mu);
+    b->stopping = 1;
+    if (cancel_queued) {
+        cancelled = b->head;
+        for (srv_infer *r = cancelled; r; r = r->next) {
+            r->status = SRV_INFER_SHUTDOWN;
+            b->stats.fail++;
+        }
+        b->head = b->tail = NULL;
+        b->depth = 0;
+    }
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    finish(cancelled);
+}
+
+void srv_batcher_free(srv_batcher *b) {
+    if (!b) return;
+    srv_batcher_stop(b, 0);
+    for (int i = 0; b->workers && i < b->nworkers; i++) {
+        worker *w = &b->workers[i];
+        if (w->started) pthread_join(w->thread, NULL);
+        dyn_exec_free(w->exec);
+        dyn_free(w->xbuf);
+    }
+    free(b->workers);
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+int srv_batcher_depth(srv_batcher *b) {
+    pthread_mutex_lock(&b->mu);
+    int d = b->depth;
+    pthread_mutex_unlock(&b->mu);
+    return d;
+}
+
+void srv_batcher_stats_get(srv_batcher *b, srv_batch_stats *out) {
+    pthread_mutex_lock(&b->mu);
+    *out = b->stats;
+    pthread_mutex_unlock(&b->mu);
+}
+
+const srv_batch_cfg *srv_batcher_cfg(const srv_batcher *b) { return &b->cfg; }

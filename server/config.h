@@ -1,0 +1,94 @@
+/* config.h — dynd settings: one table (name, type, default, bounds, environment variable, doc)
+ * that parses the config file, the environment and the flags, and generates `--help` and the
+ * documented config/dynd.conf (`dynd --print-config`).
+ *
+ * Precedence: built-in default < config file < environment (DYND_<NAME>) < command-line flag.
+ * File format: INI as people know it — `key = value`, `#` or `;` comments, and per-model
+ * sections `[model.<name>]` that override the batching settings for one model.
+ *
+ * A srv_config is immutable once built: SIGHUP builds a new one and swaps it in (see
+ * server.h), so a request keeps a consistent view of the settings it started with.
+ */
+#ifndef SRV_CONFIG_H
+#define SRV_CONFIG_H
+
+#include <stddef.h>
+
+#include "base.h"
+
+#define SRV_MAX_TOKENS 16
+#define SRV_MAX_MODEL_SECTIONS 64
+
+/* Batching of one model. */
+typedef struct srv_batch_cfg {
+    int batching;           /* 0 = every request runs alone */
+    int max_batch;          /* samples per forward */
+    int max_queue_delay_us; /* how long the first request of a batch waits for company */
+    int queue_capacity;     /* requests waiting; beyond it: 503 + Retry-After */
+    int workers;            /* batch worker threads (each owns one dyn_exec) */
+} srv_batch_cfg;
+
+typedef struct srv_model_section {
+    char name[65];
+    srv_batch_cfg batch;
+} srv_model_section;
+
+typedef enum { SRV_DEVICE_CPU, SRV_DEVICE_CUDA, SRV_DEVICE_AUTO, SRV_DEVICE_COUNT } srv_device;
+
+typedef struct srv_config {
+    char listen_address[64];
+    int port;
+    char model_dir[1024], state_dir[1024], data_dir[1024];
+    int threads;      /* engine threads per batch worker (0 = all cores) */
+    int http_threads; /* libmicrohttpd thread pool */
+    int device;       /* srv_device */
+    srv_batch_cfg batch; /* defaults for every model */
+    int request_timeout_ms;
+    int connection_timeout_s;
+    int max_connections;
+    long long max_body_bytes;
+    int max_image_width, max_image_height;
+    long long max_image_pixels;
+    int max_json_depth;
+    char auth_tokens_raw[2048];
+    int ntokens;
+    char tokens[SRV_MAX_TOKENS][128];
+    int auth_inference;
+    int log_format, log_level; /* srv_log_format, srv_log_level */
+    int repository_poll_ms;
+    int shutdown_grace_s;
+    char config_path[1024]; /* the file read ("" = none) */
+    int nsections;
+    srv_model_section sections[SRV_MAX_MODEL_SECTIONS];
+} srv_config;
+
+/* What the command line asked for besides settings. */
+typedef enum {
+    SRV_CMD_RUN, SRV_CMD_HELP, SRV_CMD_VERSION, SRV_CMD_CHECK, SRV_CMD_PRINT_CONFIG, SRV_CMD_COUNT
+} srv_cmd;
+
+/* Builds a config from defaults, the file (`--config FILE`, else $DYND_CONFIG, else none),
+ * the environment and argv. On success fills *cfg and *cmd and returns 0; on a bad value,
+ * unknown key or flag, or an unreadable file returns DYN_EINVAL / DYN_EIO with err naming the
+ * source ("config/dynd.conf:12: max_batch: 0 is below the minimum 1"). */
+int srv_config_load(int argc, char **argv, srv_config *cfg, srv_cmd *cmd, dyn_err *err);
+
+/* Re-reads the same file and environment (flags from argv kept) into *cfg. Same errors. */
+int srv_config_reload(int argc, char **argv, srv_config *cfg, dyn_err *err);
+
+/* The batching settings of model `name`: its [model.<name>] section, else the defaults. */
+srv_batch_cfg srv_config_batch(const srv_config *cfg, const char *name);
+
+/* 1 when `token` is one of the configured tokens (constant-time per token). */
+int srv_config_token_ok(const srv_config *cfg, const char *token);
+
+/* Writes the usage text (every setting, its flag, environment variable and default). */
+void srv_config_help(FILE *f, const char *argv0);
+
+/* Writes a documented config file: every setting with its doc string, at its current value in
+ * cfg (or the defaults when cfg is NULL). */
+void srv_config_print(FILE *f, const srv_config *cfg);
+
+const char *srv_device_name(int device);
+
+#endif

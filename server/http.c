@@ -1,0 +1,371 @@
+/* http.c — the libmicrohttpd front. See http.h for a request's life.
+ *
+ * Suspend / resume without a race: a batch worker may finish before the handler has returned,
+ * so r->mu orders the two: the pool thread marks `suspended` and calls MHD_suspend_connection
+ * under r->mu unless the work already completed (then it replies at once); the worker marks
+ * `completed` under r->mu and calls MHD_resume_connection only if the connection is suspended.
+ */
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "api/api.h"
+#include "server/log.h"
+#include "server/router.h"
+
+struct srv_http {
+    srv_ctx *ctx;
+    struct MHD_Daemon *d;
+    int port;
+};
+
+static atomic_ullong g_req_counter;
+
+const char *srv_req_param(const srv_req *r, const char *name) {
+    char buf[32];
+    for (int k = 0; k < r->nparams; k++) {
+        const char *pn = srv_route_param_name(r->route, k, buf, sizeof buf);
+        if (pn && !strcmp(pn, name)) return r->params[k];
+    }
+    return NULL;
+}
+
+const char *srv_req_header(const srv_req *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *srv_req_query(const srv_req *r, const char *key, char *buf, size_t n) {
+    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+    if (!raw) return NULL;
+    char *d = srv_pct_decode(raw, strlen(raw));
+    if (!d || strlen(d) >= n) {
+        free(d);
+        return NULL;
+    }
+    memcpy(buf, d, strlen(d) + 1);
+    free(d);
+    return buf;
+}
+
+void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len) {
+    free(r->reply);
+    r->status = status;
+    r->reply_type = type;
+    r->reply = body;
+    r->reply_len = len;
+}
+
+void srv_req_header_add(srv_req *r, const char *name, const char *value) {
+    if (r->nextra == SRV_MAX_EXTRA_HEADERS) return;
+    r->extra[r->nextra][0] = strdup(name);
+    r->extra[r->nextra][1] = strdup(value);
+    r->nextra++;
+}
+
+void srv_req_suspend(srv_req *r, srv_handler on_resume) {
+    r->on_resume = on_resume;
+    r->suspended = 1; /* finished under r->mu in after_handler */
+}
+
+void srv_req_resume(srv_req *r) {
+    pthread_mutex_lock(&r->mu);
+    r->completed = 1;
+    if (r->resumed == 1) { /* the connection is suspended in MHD: wake it */
+        r->resumed = 2;
+        MHD_resume_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int token_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.';
+}
+
+static void make_request_id(srv_req *r) {
+    const char *h = srv_req_header(r, "X-Request-Id");
+    if (h) {
+        size_t n = strlen(h), ok = n > 0 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++) ok = token_char(h[i]);
+        if (ok) {
+            memcpy(r->request_id, h, n + 1);
+            return;
+        }
+    }
+    unsigned long long c = atomic_fetch_add(&g_req_counter, 1);
+    static unsigned long long salt;
+    if (!salt) salt = (unsigned long long)(dyn_now() * 1e6) * 0x9E3779B97F4A7C15ULL;
+    snprintf(r->request_id, sizeof r->request_id, "%08llx%08llx", (salt >> 32) & 0xffffffffULL,
+             c & 0xffffffffULL);
+}
+
+static enum MHD_Result queue_reply(srv_req *r) {
+    if (!r->reply) api_reply_error(r, 500, "internal", "the handler produced no reply");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->reply_len, r->reply, MHD_RESPMEM_MUST_FREE);
+    if (!resp) return MHD_NO;
+    r->reply = NULL; /* owned by resp now */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->reply_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    for (int i = 0; i < r->nextra; i++) MHD_add_response_header(resp, r->extra[i][0], r->extra[i][1]);
+    if (atomic_load(&r->srv->draining) || r->body_too_large)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static int auth_check(srv_req *r) {
+    int need = r->route->auth == SRV_AUTH_ADMIN ||
+               (r->route->auth == SRV_AUTH_INFER && r->cfg->auth_inference);
+    if (!need || r->cfg->ntokens == 0) return 0;
+    const char *h = srv_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        srv_req_header_add(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"dynd\"");
+        api_reply_error(r, 401, "unauthorized",
+                        "this endpoint needs 'Authorization: Bearer <token>'");
+        return -1;
+    }
+    const char *tok = h + 7;
+    while (*tok == ' ') tok++;
+    if (!srv_config_token_ok(r->cfg, tok)) {
+        api_reply_error(r, 403, "forbidden", "the bearer token is not valid");
+        return -1;
+    }
+    return 0;
+}
+
+/* First call: make the request, decide what can be decided before the body. */
+static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *url,
+                        const char *method) {
+    srv_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->srv = h->ctx;
+    r->conn = conn;
+    r->t_start = dyn_now();
+    r->cfg = srv_ctx_config_acquire(h->ctx);
+    pthread_mutex_init(&r->mu, NULL);
+    atomic_fetch_add(&h->ctx->inflight, 1);
+    snprintf(r->method, sizeof r->method, "%s", method);
+    r->path = strdup(url);
+    make_request_id(r);
+    const char *tmo = srv_req_header(r, "X-Request-Timeout-Ms");
+    long ms = tmo ? strtol(tmo, NULL, 10) : 0;
+    if (ms <= 0 || ms > r->cfg->request_timeout_ms) ms = r->cfg->request_timeout_ms;
+    r->deadline = r->t_start + (double)ms * 1e-3;
+    int status;
+    char allow[64];
+    r->route = srv_router_match(method, url, r->params, &r->nparams, &status, allow, sizeof allow);
+    if (!r->route) {
+        if (status == 405) {
+            srv_req_header_add(r, MHD_HTTP_HEADER_ALLOW, allow);
+            api_reply_error(r, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
+                            method, allow);
+        } else {
+            api_reply_error(r, 404, "not_found", "no such endpoint (the API is described in api/openapi.yaml)");
+        }
+        return r;
+    }
+    if (auth_check(r)) return r;
+    if ((r->route->flags & SRV_ROUTE_INFERENCE) && atomic_load(&h->ctx->draining)) {
+        srv_req_header_add(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        api_reply_error(r, 503, "shutting_down", "the server is shutting down; retry elsewhere");
+        return r;
+    }
+    const char *cl = srv_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoll(cl, NULL, 10) > r->cfg->max_body_bytes) {
+        r->body_too_large = 1;
+        api_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld", cl,
+                        r->cfg->max_body_bytes);
+        return r;
+    }
+    return r;
+}
+
+static void body_append(srv_req *r, const char *data, size_t n) {
+    if (r->body_too_large) return;
+    if (r->body_len + n > (size_t)r->cfg->max_body_bytes) {
+        r->body_too_large = 1;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        return;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 4096;
+        while (cap < r->body_len + n + 1) cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b) {
+            r->body_too_large = 1;
+            return;
+        }
+        r->body = b;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = 0; /* bodies are also NUL-terminated for parsers */
+}
+
+/* After a handler or on_resume ran: suspend, or reply. */
+static enum MHD_Result after_handler(srv_req *r) {
+    if (!r->suspended) return queue_reply(r);
+    r->suspended = 0;
+    pthread_mutex_lock(&r->mu);
+    int done = r->completed;
+    if (!done) {
+        r->resumed = 1;
+        MHD_suspend_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (!done) return MHD_YES;
+    srv_handler fn = r->on_resume;
+    r->on_resume = NULL;
+    fn(r);
+    return after_handler(r);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls) {
+    (void)version;
+    srv_http *h = cls;
+    srv_req *r = *con_cls;
+    if (!r) {
+        r = req_new(h, conn, url, method);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        if (r->reply) return queue_reply(r);
+        return MHD_YES;
+    }
+    if (r->resumed == 2) { /* woken by srv_req_resume */
+        r->resumed = 0;
+        srv_handler fn = r->on_resume;
+        r->on_resume = NULL;
+        fn(r);
+        return after_handler(r);
+    }
+    if (*upload_data_size) {
+        body_append(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->body_too_large) {
+        api_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes",
+                        r->cfg->max_body_bytes);
+        return queue_reply(r);
+    }
+    r->route->handler(r);
+    return after_handler(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    srv_http *h = cls;
+    srv_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    double dt = dyn_now() - r->t_start;
+    int code = r->status ? r->status : 499; /* 499: the client went away first */
+    const char *endpoint = r->route ? r->route->endpoint : "unmatched";
+    srv_metrics_request(h->ctx->metrics, endpoint, r->model_label, code, dt);
+    srv_log_level lvl = code >= 500 ? SRV_LOG_WARN : SRV_LOG_INFO;
+    if (srv_log_enabled(lvl)) {
+        json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:f, s:s}", "request_id", r->request_id,
+                              "method", r->method, "path", r->path ? r->path : "", "status", code,
+                              "duration_ms", dt * 1e3, "endpoint", endpoint);
+        if (f && r->model_label[0]) json_object_set_new(f, "model", json_string(r->model_label));
+        if (f && r->error_code) json_object_set_new(f, "error_code", json_string(r->error_code));
+        if (f && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            json_object_set_new(f, "terminated", json_integer(toe));
+        srv_log(lvl, "request", f);
+    }
+    if (r->cleanup) r->cleanup(r);
+    for (int i = 0; i < r->nparams; i++) free(r->params[i]);
+    for (int i = 0; i < r->nextra; i++) free(r->extra[i][0]), free(r->extra[i][1]);
+    free(r->body);
+    free(r->reply);
+    free(r->path);
+    srv_ctx_config_release(r->cfg);
+    /* A worker's srv_req_resume may still be inside r->mu (it resumed us, then unlocks): wait
+     * for it before the mutex goes. It touches nothing of r after that unlock. */
+    pthread_mutex_lock(&r->mu);
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    atomic_fetch_sub(&h->ctx->inflight, 1);
+}
+
+/* Keep the raw URL: the router splits on '/' first and decodes each segment after, so
+ * "..%2F.." cannot become a path. Query values are decoded by srv_req_query. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls, (void)c;
+    return strlen(s);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+    srv_log(SRV_LOG_DEBUG, "libmicrohttpd", json_pack("{s:s}", "detail", msg));
+}
+
+srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
+    srv_http *h = calloc(1, sizeof *h);
+    if (!h) return dyn_err_set(err, DYN_ENOMEM, "http: out of memory"), NULL;
+    h->ctx = ctx;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_LINUX_ONLY |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->listen_address, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)cfg->port);
+    } else if (inet_pton(AF_INET6, cfg->listen_address, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)cfg->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        free(h);
+        return dyn_err_set(err, DYN_EINVAL,
+                           "listen_address '%s' is not an IPv4 or IPv6 address literal",
+                           cfg->listen_address), NULL;
+    }
+    h->d = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_access, h, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+    if (!h->d) {
+        free(h);
+        return dyn_err_set(err, DYN_EIO,
+                           "cannot listen on %s:%d (address in use, or not an address of this "
+                           "machine?)", cfg->listen_address, cfg->port), NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : cfg->port;
+    return h;
+}
+
+int srv_http_port(const srv_http *h) { return h->port; }
+
+void srv_http_stop(srv_http *h) {
+    if (!h) return;
+    MHD_stop_daemon(h->d);
+    free(h);
+}

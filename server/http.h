@@ -1,0 +1,91 @@
+/* http.h — the libmicrohttpd front: connections, limits, request ids, bodies, replies, and the
+ * asynchronous path (suspend / resume) that lets a request wait for a batch worker without
+ * holding a connection thread.
+ *
+ * Request life (all on a libmicrohttpd pool thread unless said otherwise):
+ *   1. headers in: a srv_req is made (request id from X-Request-Id when it is a safe token, else
+ *      generated; a config snapshot taken), the route matched (404 / 405), auth checked (401 /
+ *      403), the draining state (503 for inference while shutting down), Content-Length against
+ *      max_body_bytes (413 before the body is read).
+ *   2. body in: appended to r->body up to max_body_bytes (413 after, the rest discarded).
+ *   3. handler: must end with exactly one reply (api_reply_* in api/api.h) or with
+ *      srv_req_suspend(r, on_resume); in the latter case another thread later calls
+ *      srv_req_resume(r) and on_resume(r) runs on a pool thread and replies.
+ *   4. completed: metrics, one access log line, r->cleanup(r), free.
+ * The reply always carries X-Request-Id.
+ */
+#ifndef SRV_HTTP_H
+#define SRV_HTTP_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "server/server.h"
+
+#define SRV_MAX_PARAMS 4
+#define SRV_MAX_EXTRA_HEADERS 4
+
+typedef struct srv_route srv_route;
+typedef struct srv_req srv_req;
+typedef void (*srv_handler)(srv_req *r);
+
+struct srv_req {
+    srv_ctx *srv;
+    struct MHD_Connection *conn;
+    const srv_config *cfg; /* snapshot for this request (released at completion) */
+    char method[16];
+    char *path;            /* raw path, without the query */
+    const srv_route *route;
+    int nparams;
+    char *params[SRV_MAX_PARAMS]; /* percent-decoded captures, in pattern order */
+    char request_id[72];
+    double t_start, deadline; /* dyn_now() seconds */
+    /* body */
+    char *body;
+    size_t body_len, body_cap;
+    int body_too_large;
+    /* reply */
+    int status;
+    char *reply;
+    size_t reply_len;
+    const char *reply_type;
+    const char *error_code; /* static string, for the log */
+    int nextra;
+    char *extra[SRV_MAX_EXTRA_HEADERS][2];
+    char model_label[66]; /* served model name for metrics ("" = none) */
+    /* async */
+    pthread_mutex_t mu;
+    int suspended, completed, resumed;
+    srv_handler on_resume;
+    void *user; /* handler state, freed by cleanup */
+    void (*cleanup)(srv_req *r);
+};
+
+/* Value of the route capture `name` ("name", "version"), NULL when the route has none. */
+const char *srv_req_param(const srv_req *r, const char *name);
+/* Request header (case-insensitive), NULL when absent. Valid during the request. */
+const char *srv_req_header(const srv_req *r, const char *name);
+/* Percent-decoded query argument into buf (NULL when absent or too long). */
+const char *srv_req_query(const srv_req *r, const char *key, char *buf, size_t n);
+
+/* Sets the reply: body (malloc'd; ownership moves to r), its length and media type (static). */
+void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len);
+/* Adds a reply header (copied). At most SRV_MAX_EXTRA_HEADERS. */
+void srv_req_header_add(srv_req *r, const char *name, const char *value);
+
+/* From a handler: the reply will come later. on_resume runs on a pool thread after
+ * srv_req_resume and must reply. */
+void srv_req_suspend(srv_req *r, srv_handler on_resume);
+/* From any thread, once per suspended request (also when called before the handler returned). */
+void srv_req_resume(srv_req *r);
+
+typedef struct srv_http srv_http;
+
+/* Starts listening as cfg says. NULL with err (address in use, bad address, ...). */
+srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err);
+/* The port actually bound (useful with port = 0). */
+int srv_http_port(const srv_http *h);
+/* Stops listening and closes every connection (suspended ones must have been resumed). */
+void srv_http_stop(srv_http *h);
+
+#endif

@@ -1,0 +1,280 @@
+/* main.c — dynd: flags and config, then the start / stop order.
+ *
+ * Start: settings (exit 2 on a bad one) → logs → metrics → repository and its first scan
+ * (ready) → HTTP → the libuv loop, which owns signals, repository watching (uv_fs_event on
+ * model_dir plus a poll timer; scans run on the libuv thread pool, never on the loop) and the
+ * drain. A later jobs module adds its queue to the same loop.
+ *
+ * SIGTERM / SIGINT: readiness turns false at once (liveness stays true), new inference is
+ * refused with 503, requests in flight and queued finish; once none is left — or after
+ * shutdown_grace_s, when queued requests are cancelled with 503 — HTTP stops and the process
+ * exits 0. SIGHUP: settings re-read (log level/format, limits, tokens, batching) and every model
+ * reloaded with them (load-before-release); listen settings need a restart and say so.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include "server/http.h"
+#include "server/log.h"
+#include "server/server.h"
+
+typedef struct daemon_state {
+    int argc;
+    char **argv;
+    srv_ctx ctx;
+    srv_http *http;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t poll, debounce, drain;
+    uv_fs_event_t watch;
+    int watching;
+    uv_work_t scan_work;
+    int scan_running, scan_again, scan_force, scan_force_next;
+    double drain_started, grace_s;
+    int cancelled;
+} daemon_state;
+
+static daemon_state *g_daemon; /* for srv_ctx.rescan only */
+
+/* ---- repository scans on the thread pool ---- */
+
+static void scan_work(uv_work_t *w) {
+    daemon_state *d = w->data;
+    dyn_err err = {0};
+    int rc = srv_repo_scan(d->ctx.repo, d->scan_force, &err);
+    if (rc < 0) srv_log(SRV_LOG_ERROR, "repository scan failed", json_pack("{s:s}", "error", err.msg));
+}
+
+static void scan_start(daemon_state *d, int force);
+
+static void scan_after(uv_work_t *w, int status) {
+    daemon_state *d = w->data;
+    (void)status;
+    d->scan_running = 0;
+    if (d->scan_again && !atomic_load(&d->ctx.draining)) {
+        int force = d->scan_force_next;
+        d->scan_again = d->scan_force_next = 0;
+        scan_start(d, force);
+    }
+}
+
+static void scan_start(daemon_state *d, int force) {
+    if (d->scan_running) { /* coalesce: one more scan after this one */
+        d->scan_again = 1;
+        d->scan_force_next |= force;
+        return;
+    }
+    d->scan_running = 1;
+    d->scan_force = force;
+    d->scan_work.data = d;
+    if (uv_queue_work(&d->loop, &d->scan_work, scan_work, scan_after) != 0) d->scan_running = 0;
+}
+
+static void on_poll(uv_timer_t *t) { scan_start(t->data, 0); }
+static void on_debounce(uv_timer_t *t) { scan_start(t->data, 0); }
+
+static void on_fs_event(uv_fs_event_t *h, const char *file, int events, int status) {
+    (void)file, (void)events, (void)status;
+    daemon_state *d = h->data;
+    uv_timer_start(&d->debounce, on_debounce, 100, 0); /* a burst of events → one scan */
+}
+
+/* srv_ctx.rescan: asked from another thread (an HTTP request). */
+static uv_async_t g_rescan_async;
+static void on_rescan_async(uv_async_t *a) { scan_start(a->data, 0); }
+static void ctx_rescan(srv_ctx *ctx) {
+    (void)ctx;
+    if (g_daemon) uv_async_send(&g_rescan_async);
+}
+
+/* ---- shutdown ---- */
+
+static void close_cb(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void on_drain_tick(uv_timer_t *t) {
+    daemon_state *d = t->data;
+    int inflight = atomic_load(&d->ctx.inflight);
+    double waited = dyn_now() - d->drain_started;
+    if (inflight > 0 && waited < d->grace_s) return;
+    if (inflight > 0 && !d->cancelled) {
+        srv_log(SRV_LOG_WARN, "grace period over: cancelling queued requests",
+                json_pack("{s:i, s:f}", "inflight", inflight, "waited_s", waited));
+        srv_repo_stop(d->ctx.repo, 1);
+        d->cancelled = 1;
+        d->grace_s = waited + 2.0; /* a running batch finishes; its replies go out */
+        return;
+    }
+    if (d->scan_running) return; /* let the scan finish before tearing down */
+    srv_log(SRV_LOG_INFO, "drained", json_pack("{s:i, s:f}", "inflight", inflight, "waited_s", waited));
+    uv_walk(&d->loop, close_cb, NULL);
+}
+
+static void on_term(uv_signal_t *s, int signum) {
+    daemon_state *d = s->data;
+    if (atomic_exchange(&d->ctx.draining, 1)) return;
+    const srv_config *cfg = srv_ctx_config_acquire(&d->ctx);
+    d->grace_s = cfg->shutdown_grace_s;
+    srv_ctx_config_release(cfg);
+    d->drain_started = dyn_now();
+    srv_log(SRV_LOG_INFO, "draining", json_pack("{s:i, s:i, s:f}", "signal", signum, "inflight",
+                                                atomic_load(&d->ctx.inflight), "grace_s", d->grace_s));
+    uv_timer_stop(&d->poll);
+    uv_timer_start(&d->drain, on_drain_tick, 0, 20);
+}
+
+static void on_hup(uv_signal_t *s, int signum) {
+    (void)signum;
+    daemon_state *d = s->data;
+    srv_config *cfg = malloc(sizeof *cfg);
+    dyn_err err = {0};
+    if (!cfg || srv_config_reload(d->argc, d->argv, cfg, &err)) {
+        srv_log(SRV_LOG_ERROR, "SIGHUP: settings not reloaded (the old ones stay)",
+                json_pack("{s:s}", "error", cfg ? err.msg : "out of memory"));
+        free(cfg);
+        return;
+    }
+    const srv_config *old = srv_ctx_config_acquire(&d->ctx);
+    if (strcmp(old->listen_address, cfg->listen_address) || old->port != cfg->port ||
+        old->http_threads != cfg->http_threads || old->max_connections != cfg->max_connections ||
+        old->connection_timeout_s != cfg->connection_timeout_s || strcmp(old->model_dir, cfg->model_dir))
+        srv_log(SRV_LOG_WARN, "SIGHUP: listen, connection and model_dir settings apply after a restart", NULL);
+    /* keep what needs a restart as it is */
+    snprintf(cfg->model_dir, sizeof cfg->model_dir, "%s", old->model_dir);
+    srv_ctx_config_release(old);
+    srv_log_setup((srv_log_level)cfg->log_level, (srv_log_format)cfg->log_format);
+    srv_ctx_config_set(&d->ctx, cfg);
+    srv_repo_config_set(d->ctx.repo, cfg);
+    uv_timer_set_repeat(&d->poll, (uint64_t)cfg->repository_poll_ms);
+    srv_log(SRV_LOG_INFO, "SIGHUP: settings reloaded; reloading models",
+            json_pack("{s:s}", "config", cfg->config_path));
+    free(cfg);
+    scan_start(d, 1);
+}
+
+/* ---- start ---- */
+
+static int check_settings(const srv_config *cfg, dyn_err *err) {
+    if (cfg->device == SRV_DEVICE_CUDA)
+        return dyn_err_set(err, DYN_EUNSUP,
+                           "device = cuda: this dynd was not built with CUDA; use device = cpu "
+                           "(or auto)");
+    struct stat st;
+    if (stat(cfg->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return dyn_err_set(err, DYN_EIO, "model_dir '%s' is not a directory (%s)", cfg->model_dir,
+                           errno ? strerror(errno) : "not a directory");
+    if (cfg->ntokens == 0 && cfg->auth_inference)
+        return dyn_err_set(err, DYN_EINVAL, "auth_inference = true needs auth_tokens");
+    return 0;
+}
+
+static void ensure_dir(const char *path, const char *what) {
+    if (mkdir(path, 0750) != 0 && errno != EEXIST)
+        srv_log(SRV_LOG_WARN, "cannot create directory",
+                json_pack("{s:s, s:s, s:s}", "setting", what, "path", path, "error", strerror(errno)));
+}
+
+static int serve(daemon_state *d, const srv_config *cfg) {
+    dyn_err err = {0};
+    srv_ctx *ctx = &d->ctx;
+    if (srv_ctx_init(ctx, cfg, &err)) return fprintf(stderr, "dynd: %s\n", err.msg), 1;
+    ctx->metrics = srv_metrics_new();
+    ctx->repo = ctx->metrics ? srv_repo_new(cfg, ctx->metrics) : NULL;
+    if (!ctx->repo) return fprintf(stderr, "dynd: out of memory\n"), 1;
+    ctx->rescan = ctx_rescan;
+    ensure_dir(cfg->state_dir, "state_dir");
+    if (cfg->ntokens == 0)
+        srv_log(SRV_LOG_WARN, "auth_tokens is empty: repository endpoints are open to anyone who "
+                              "can reach the port", NULL);
+    if (srv_repo_scan(ctx->repo, 0, &err) < 0) {
+        srv_log(SRV_LOG_ERROR, "repository scan failed", json_pack("{s:s}", "error", err.msg));
+        return 1;
+    }
+    atomic_store(&ctx->ready, 1);
+    d->http = srv_http_start(ctx, cfg, &err);
+    if (!d->http) {
+        srv_log(SRV_LOG_ERROR, "cannot start HTTP", json_pack("{s:s}", "error", err.msg));
+        srv_repo_free(ctx->repo);
+        return 1;
+    }
+    srv_log(SRV_LOG_INFO, "listening",
+            json_pack("{s:s, s:i, s:s, s:i, s:s, s:i}", "address", cfg->listen_address, "port",
+                      srv_http_port(d->http), "model_dir", cfg->model_dir, "models",
+                      srv_repo_count(ctx->repo), "version", DYN_VERSION, "http_threads",
+                      cfg->http_threads));
+    /* Also on stdout, one line, for scripts that start dynd on port 0. */
+    printf("dynd listening on %s:%d\n", cfg->listen_address, srv_http_port(d->http));
+    fflush(stdout);
+
+    uv_loop_init(&d->loop);
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d;
+    uv_signal_start(&d->sigterm, on_term, SIGTERM);
+    uv_signal_start(&d->sigint, on_term, SIGINT);
+    uv_signal_start(&d->sighup, on_hup, SIGHUP);
+    uv_timer_init(&d->loop, &d->poll);
+    uv_timer_init(&d->loop, &d->debounce);
+    uv_timer_init(&d->loop, &d->drain);
+    d->poll.data = d->debounce.data = d->drain.data = d;
+    if (cfg->repository_poll_ms > 0)
+        uv_timer_start(&d->poll, on_poll, (uint64_t)cfg->repository_poll_ms,
+                       (uint64_t)cfg->repository_poll_ms);
+    uv_fs_event_init(&d->loop, &d->watch);
+    d->watch.data = d;
+    if (uv_fs_event_start(&d->watch, on_fs_event, cfg->model_dir, 0) != 0)
+        srv_log(SRV_LOG_WARN, "cannot watch model_dir; relying on repository_poll_ms", NULL);
+    uv_async_init(&d->loop, &g_rescan_async, on_rescan_async);
+    g_rescan_async.data = d;
+    g_daemon = d;
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    g_daemon = NULL;
+
+    srv_http_stop(d->http);
+    srv_repo_stop(ctx->repo, 1);
+    srv_repo_free(ctx->repo);
+    srv_metrics_free(ctx->metrics);
+    srv_ctx_destroy(ctx);
+    uv_loop_close(&d->loop);
+    srv_log(SRV_LOG_INFO, "stopped", NULL);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    static srv_config cfg; /* large: not on the stack */
+    srv_cmd cmd;
+    dyn_err err = {0};
+    if (srv_config_load(argc, argv, &cfg, &cmd, &err)) {
+        fprintf(stderr, "dynd: %s\n", err.msg);
+        return 2;
+    }
+    switch (cmd) {
+    case SRV_CMD_HELP: srv_config_help(stdout, argv[0]); return 0;
+    case SRV_CMD_VERSION: printf("dynd %s\n", DYN_VERSION); return 0;
+    case SRV_CMD_PRINT_CONFIG: srv_config_print(stdout, &cfg); return 0;
+    default: break;
+    }
+    if (check_settings(&cfg, &err)) {
+        fprintf(stderr, "dynd: %s\n", err.msg);
+        return 2;
+    }
+    if (cmd == SRV_CMD_CHECK) {
+        printf("dynd: settings OK (config %s, model_dir %s, device %s, listen %s:%d)\n",
+               cfg.config_path[0] ? cfg.config_path : "(none)", cfg.model_dir,
+               cfg.device == SRV_DEVICE_AUTO ? "auto -> cpu" : srv_device_name(cfg.device),
+               cfg.listen_address, cfg.port);
+        return 0;
+    }
+    srv_log_setup((srv_log_level)cfg.log_level, (srv_log_format)cfg.log_format);
+    dyn_threads_set(cfg.threads);
+    static daemon_state d;
+    d.argc = argc;
+    d.argv = argv;
+    return serve(&d, &cfg);
+}

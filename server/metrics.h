@@ -1,0 +1,35 @@
+/* metrics.h — Prometheus metrics (text exposition format 0.0.4).
+ *
+ *   dynd_requests_total{endpoint,model,code}               counter
+ *   dynd_request_duration_seconds{endpoint,model,code}     histogram
+ *   dynd_batch_size{model}                                  histogram (samples per forward)
+ *   dynd_model_load_seconds{model,version}                  gauge (last load)
+ *   dynd_queue_depth{model,version}, dynd_model_ready{...}  gauges, sampled at scrape time
+ *   dynd_errors_total{code}                                 counter (error replies by code)
+ *   dynd_inflight_requests, dynd_up, dynd_draining          gauges
+ *
+ * Label values are bounded: `model` is a served model's name or "" (never a name a client made
+ * up), `endpoint` a route's label, `code` an HTTP status. A fixed table of series (guarded by
+ * one mutex) keeps memory bounded; series beyond it are counted in dynd_metrics_dropped_total.
+ */
+#ifndef SRV_METRICS_H
+#define SRV_METRICS_H
+
+#include <stdio.h>
+
+typedef struct srv_metrics srv_metrics;
+
+/* NULL on ENOMEM. Free with srv_metrics_free. */
+srv_metrics *srv_metrics_new(void);
+void srv_metrics_free(srv_metrics *m);
+
+void srv_metrics_request(srv_metrics *m, const char *endpoint, const char *model, int code,
+                         double seconds);
+void srv_metrics_batch(srv_metrics *m, const char *model, int batch_size);
+void srv_metrics_model_load(srv_metrics *m, const char *model, int version, double seconds);
+void srv_metrics_error(srv_metrics *m, const char *code);
+
+/* Appends the exposition text of everything recorded to f. */
+void srv_metrics_write(srv_metrics *m, FILE *f);
+
+#endif

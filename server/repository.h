@@ -1,0 +1,104 @@
+/* repository.h — the model directory: scan, versions, load-before-release, refcounts.
+ *
+ * Layout (model_dir):
+ *   <name>.dyn            model <name>, version 1
+ *   <name>/<v>.dyn        model <name>, version v (a positive integer); every version found is
+ *                         served, the highest is the default. When both exist the directory wins.
+ * Names: 1..64 of [A-Za-z0-9_.-], not starting with '.'. Files starting with '.' or ending in
+ * anything but ".dyn" (temp files of an atomic publish) are ignored.
+ *
+ * Versions are refcounted (srv_model). The repository holds one reference to each served
+ * version; srv_repo_acquire gives a request another. Replacing a version (the file changed)
+ * loads the new one completely, then swaps it in under the lock and drops the repository's
+ * reference to the old one: requests already holding the old one finish on it, new requests
+ * get the new one, and no request ever finds the model missing. The last release frees the
+ * version (stops its batcher after its queue drained, frees the model).
+ *
+ * A file that fails to load is logged with the reason and remembered by (inode, size, mtime):
+ * it is retried only when it changes, and the version already served (if any) stays served.
+ *
+ * Threads: every function is thread-safe. Scans and loads are serialized by an internal mutex
+ * (loading happens outside the table lock, so requests never wait for a load).
+ */
+#ifndef SRV_REPOSITORY_H
+#define SRV_REPOSITORY_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "io/image.h"
+#include "model.h"
+#include "server/batcher.h"
+#include "server/config.h"
+#include "server/metrics.h"
+
+#define SRV_NAME_MAX 64
+
+typedef struct srv_model {
+    char name[SRV_NAME_MAX + 1];
+    int version;
+    char path[1200];
+    dyn_model *model;
+    srv_batcher *batcher;
+    int is_image;           /* the input is [1|3, H, W] and preprocess parsed */
+    dyn_preprocess pp;
+    int64_t in_numel, out_numel;
+    double load_seconds, loaded_at; /* loaded_at: epoch seconds */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    atomic_int refs;
+} srv_model;
+
+typedef struct srv_repo srv_repo;
+
+/* New repository over cfg->model_dir (the settings used for new versions are copied; see
+ * srv_repo_config_set). Nothing is loaded until the first scan. NULL on ENOMEM. */
+srv_repo *srv_repo_new(const srv_config *cfg, srv_metrics *metrics);
+
+/* Stops every batcher (cancel_queued: queued requests answer "shutting down") without freeing. */
+void srv_repo_stop(srv_repo *r, int cancel_queued);
+
+/* Drops every served version (each freed once its last request released it) and frees r. */
+void srv_repo_free(srv_repo *r);
+
+/* Settings for versions loaded from now on (batching, threads, model_dir). */
+void srv_repo_config_set(srv_repo *r, const srv_config *cfg);
+
+/* Scans model_dir: loads new and changed files (force: every file, e.g. after SIGHUP changed
+ * the batching settings), unloads versions whose file disappeared.
+ * Models unloaded by request stay unloaded until their file changes or they are loaded again.
+ * Returns the number of versions loaded or replaced, or DYN_EIO when the directory cannot be
+ * read. A file that fails to load is logged and does not fail the scan. */
+int srv_repo_scan(srv_repo *r, int force, dyn_err *err);
+
+/* Loads (or reloads from disk) model `name` now. 0, DYN_EINVAL (bad name / no such files:
+ * err says which) or the load error of its file. */
+int srv_repo_load(srv_repo *r, const char *name, dyn_err *err);
+
+/* Stops serving `name` (all versions); in-flight requests finish. 0 or DYN_EINVAL (unknown). */
+int srv_repo_unload(srv_repo *r, const char *name, dyn_err *err);
+
+/* A served version with a reference for the caller (release with srv_model_release): version
+ * 0 = the default (highest). NULL when not served; *known tells whether the name exists in
+ * the repository at all (files or an unloaded entry) so callers can say 404 vs 503. */
+srv_model *srv_repo_acquire(srv_repo *r, const char *name, int version, int *known);
+void srv_model_release(srv_model *m);
+
+/* 1 when the name is valid for a model (and so for a file name). */
+int srv_repo_name_valid(const char *name);
+
+/* Repository index (new reference): [{"name", "version", "state", "reason"}] for every model
+ * known, as Triton's repository index (state READY per served version, UNAVAILABLE with the
+ * reason for a model with files but nothing served). */
+json_t *srv_repo_index(srv_repo *r);
+
+/* Calls fn for every served version, with a reference held during the call. */
+void srv_repo_foreach(srv_repo *r, void (*fn)(srv_model *m, void *ctx), void *ctx);
+
+/* Versions served now. */
+int srv_repo_count(srv_repo *r);
+
+#endif

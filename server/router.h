@@ -1,0 +1,49 @@
+/* router.h — the route table (method, pattern, handler, auth, flags). Handlers live in api/.
+ *
+ * Patterns are '/'-separated segments; "{name}" captures one segment (percent-decoded after the
+ * split, so an encoded "%2F" can never create a segment). Matching is exact, segment by segment;
+ * a path that matches some pattern under another method answers 405 with Allow.
+ * Adding an endpoint (e.g. the jobs API: api/jobs.c) is one line in the table in router.c.
+ */
+#ifndef SRV_ROUTER_H
+#define SRV_ROUTER_H
+
+#include "server/http.h"
+
+typedef enum {
+    SRV_AUTH_NONE,  /* open (health, metrics) */
+    SRV_AUTH_INFER, /* token required when auth_inference = true */
+    SRV_AUTH_ADMIN, /* token required whenever tokens are configured (repository, jobs) */
+    SRV_AUTH_COUNT
+} srv_auth;
+
+enum {
+    SRV_ROUTE_INFERENCE = 1 << 0, /* refused with 503 once draining */
+};
+
+struct srv_route {
+    const char *method;
+    const char *pattern;
+    const char *endpoint; /* metrics label */
+    srv_handler handler;
+    int auth;  /* srv_auth */
+    int flags; /* SRV_ROUTE_* */
+};
+
+/* Matches method + path. On a match returns the route and fills params (malloc'd decoded
+ * strings, *nparams of them; the caller frees each). Otherwise NULL and *status = 404 or 405
+ * (allow then lists the methods, e.g. "GET, POST"). */
+const srv_route *srv_router_match(const char *method, const char *path, char **params,
+                                  int *nparams, int *status, char *allow, size_t allow_n);
+
+/* The table (for docs and tests). */
+const srv_route *srv_router_routes(int *n);
+
+/* The name of capture k of route rt ("name", "version"), NULL past the last. */
+const char *srv_route_param_name(const srv_route *rt, int k, char *buf, size_t n);
+
+/* Percent-decodes s[0..n) into a new malloc'd string (the caller frees it); NULL on a bad
+ * escape, an encoded NUL, or ENOMEM. */
+char *srv_pct_decode(const char *s, size_t n);
+
+#endif

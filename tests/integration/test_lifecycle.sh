@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# dynd process lifecycle: --help / --version / --check-config / --print-config (and
+# config/dynd.conf kept equal to it), device = cuda refused clearly, SIGTERM during load drains
+# (readiness false at once, liveness true, every accepted request answered 200, exit 0).
+source "$(dirname "$0")/lib.sh"
+echo "lifecycle: flags, config, SIGTERM drain"
+mkdir -p "$T/models" && cp "$(model_path)" "$T/models/mnist.dyn"
+make_digits 1 "$T/digits"
+
+check "--help lists every setting" bash -c "'$DYND' --help | grep -q -- '--max_body_bytes'"
+check "--version" bash -c "'$DYND' --version | grep -q '^dynd [0-9]'"
+"$DYND" --print-config > "$T/print.conf"
+check "config/dynd.conf is what --print-config generates (regenerate: build/dynd --print-config > config/dynd.conf)" \
+    diff -u "$ROOT/config/dynd.conf" "$T/print.conf"
+check "--check-config accepts config/dynd.conf" "$DYND" --log-level warn --config "$ROOT/config/dynd.conf" --model-dir "$T/models" --check-config
+set +e
+out=$("$DYND" --model-dir "$T/models" --device cuda --check-config 2>&1); rc=$?
+check "device = cuda refused with exit 2" [ $rc = 2 ]
+check "device = cuda message" grep -q "not built with CUDA" <<< "$out"
+out=$(DYND_MAX_BATCH=0 "$DYND" --model-dir "$T/models" --check-config 2>&1); rc=$?
+check "bad env value refused" [ $rc = 2 ]
+check "bad env value named" grep -q 'DYND_MAX_BATCH' <<< "$out"
+out=$("$DYND" --model-dir "$T/models" --no-such-flag 2>&1); rc=$?
+check "unknown flag refused" [ $rc = 2 ]
+printf 'port = 80\nbogus = 1\n' > "$T/bad.conf"
+out=$("$DYND" --config "$T/bad.conf" --check-config 2>&1); rc=$?
+check "unknown setting in the file: line named" grep -q 'bad.conf:2' <<< "$out"
+out=$("$DYND" --model-dir "$T/nonexistent" --check-config 2>&1); rc=$?
+check "missing model_dir refused" [ $rc = 2 ]
+set -e
+check "env overrides the file, flags override env" bash -c \
+    "printf 'max_batch = 5\n' > '$T/p.conf'; DYND_MAX_BATCH=7 '$DYND' --config '$T/p.conf' --max-batch 9 --print-config | grep -q '^max_batch = 9' && DYND_MAX_BATCH=7 '$DYND' --config '$T/p.conf' --print-config | grep -q '^max_batch = 7'"
+
+# SIGTERM during load: 24 requests of 256 digits each are in flight; all must be answered 200,
+# and while they drain readiness answers 503 and liveness 200 (checked by the client).
+start_dynd --log-level info --shutdown-grace-s 20
+req GET /v2/health/ready; expect_status 200 "ready before SIGTERM"
+$PY "$HERE/client.py" drain "$URL" "$T/digits" "$DYND_PID" 24 > "$T/drain.out" & dp=$!
+check "drain: every accepted request answered 200, ready 503 and live 200 meanwhile" wait $dp
+log "$(cat "$T/drain.out")"
+if grep -q '"msg":"drained"' "$T/dynd.err"; then ok; else fail "no drained log line"; fi
+wait "$DYND_PID"; rc=$?; DYND_PID=""
+check "exit status 0 after the drain" [ $rc = 0 ]
+finish
