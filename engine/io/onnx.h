@@ -1,5 +1,9 @@
 /* onnx.h — ONNX import: an .onnx file (ModelProto) into a dense dyn_model.
  *
+ * Implementation: onnx.c (entry points, graph walk, value table), onnx_layout.c (how values
+ * map onto engine tensors), onnx_shape.c (constant folding), onnx_tr.c (transformer
+ * operators), onnx_cnn.c (CNN operators); onnx_impl.h holds what they share.
+ *
  * Parsing uses protobuf-c code generated at build time from Debian's onnx.proto (libonnx-dev).
  * The graph's nodes are read in file order, which ONNX requires to be topological; a node
  * reading a value no earlier node produced is an error naming both (this also rejects cycles).

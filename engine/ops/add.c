@@ -3,7 +3,7 @@
  *
  * No attributes, no parameters. Inputs of the same shape, or shapes that broadcast (equal rank,
  * each size equal or 1; kernels in eltwise.c). An ONNX Add with a constant operand is folded
- * into the producer's bias or becomes an `affine` / `scale` layer (engine/io/onnx.c). Backward
+ * into the producer's bias or becomes an `affine` / `scale` layer (engine/io/onnx_cnn.c). Backward
  * copies dy into both input gradients (summed over broadcast dimensions).
  */
 #include "eltwise_impl.h"
