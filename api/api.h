@@ -58,5 +58,12 @@ void api_repo_index(srv_req *r);
 void api_repo_load(srv_req *r);
 void api_repo_unload(srv_req *r);
 void api_metrics(srv_req *r);
+/* jobs (api/jobs.c) */
+void api_jobs_convert(srv_req *r);
+void api_jobs_finetune(srv_req *r);
+void api_jobs_list(srv_req *r);
+void api_job_get(srv_req *r);
+void api_job_cancel(srv_req *r);
+void api_job_resume(srv_req *r);
 
 #endif

@@ -67,6 +67,9 @@ static const setting SETTINGS[] = {
     S_INT("max_connections", max_connections, "1024", 1, 1000000, "Concurrent connections."),
     S_LL("max_body_bytes", max_body_bytes, "8388608", 1024, 1LL << 40,
          "Largest request body; larger answers 413."),
+    S_LL("max_upload_bytes", max_upload_bytes, "1073741824", 1024, 1LL << 40,
+         "Largest model upload (POST /v1/conversions with a raw or multipart body). Uploads "
+         "are streamed to state_dir/uploads, never held in memory; larger answers 413."),
     S_INT("max_image_width", max_image_width, "4096", 1, 65535, "Largest image width."),
     S_INT("max_image_height", max_image_height, "4096", 1, 65535, "Largest image height."),
     S_LL("max_image_pixels", max_image_pixels, "16777216", 1, 1LL << 32,
@@ -83,6 +86,12 @@ static const setting SETTINGS[] = {
           "Rescan the model directory this often (0 = only on file events / index requests)."),
     S_INT("shutdown_grace_s", shutdown_grace_s, "30", 0, 3600,
           "SIGTERM: finish in-flight and queued requests, exit after at most this long."),
+    S_INT("jobs_max_concurrent", jobs_max_concurrent, "1", 1, 64,
+          "Conversion and fine-tuning jobs run at once (each on its own thread, using `threads` "
+          "engine threads); more wait queued. Jobs are kept in state_dir/jobs. Read at start."),
+    S_INT("jobs_lease_s", jobs_lease_s, "30", 3, 3600,
+          "Replicas sharing state_dir: a job is claimed with an O_EXCL lease file renewed every "
+          "jobs_lease_s/3 seconds; a lease older than this (its holder died) may be taken over."),
 };
 
 const char *srv_device_name(int device) {

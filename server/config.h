@@ -47,6 +47,7 @@ typedef struct srv_config {
     int connection_timeout_s;
     int max_connections;
     long long max_body_bytes;
+    long long max_upload_bytes; /* streamed uploads (POST /v1/conversions) */
     int max_image_width, max_image_height;
     long long max_image_pixels;
     int max_json_depth;
@@ -57,6 +58,8 @@ typedef struct srv_config {
     int log_format, log_level; /* srv_log_format, srv_log_level */
     int repository_poll_ms;
     int shutdown_grace_s;
+    int jobs_max_concurrent; /* conversion / fine-tuning jobs running at once */
+    int jobs_lease_s;        /* a job's lease is stale after this long without a heartbeat */
     char config_path[1024]; /* the file read ("" = none) */
     int nsections;
     srv_model_section sections[SRV_MAX_MODEL_SECTIONS];

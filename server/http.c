@@ -8,6 +8,8 @@
 #include "server/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -15,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "server/log.h"
@@ -52,6 +56,23 @@ const char *srv_req_query(const srv_req *r, const char *key, char *buf, size_t n
     memcpy(buf, d, strlen(d) + 1);
     free(d);
     return buf;
+}
+
+static enum MHD_Result query_put(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value) {
+    (void)kind;
+    char *k = key ? srv_pct_decode(key, strlen(key)) : NULL;
+    char *v = value ? srv_pct_decode(value, strlen(value)) : strdup("");
+    if (k && v) json_object_set_new(cls, k, json_string(v));
+    free(k);
+    free(v);
+    return MHD_YES;
+}
+
+json_t *srv_req_query_json(const srv_req *r) {
+    json_t *o = json_object();
+    if (o) MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_put, o);
+    return o;
 }
 
 void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len) {
@@ -142,6 +163,146 @@ static int auth_check(srv_req *r) {
     return 0;
 }
 
+/* ---- streamed uploads (SRV_ROUTE_UPLOAD) ---- */
+
+/* 0: buffer the body; 1: stream a raw body; 2: stream the file part of a multipart body. */
+static int upload_wanted(const srv_req *r) {
+    if (!(r->route->flags & SRV_ROUTE_UPLOAD)) return 0;
+    char mt[96];
+    api_media_type(r, mt, sizeof mt);
+    if (!strcmp(mt, "application/octet-stream")) return 1;
+    if (!strcmp(mt, "multipart/form-data")) return 2;
+    return 0;
+}
+
+static void upload_write(srv_req *r, const char *data, size_t n) {
+    if (r->body_too_large || r->upload_errno) return;
+    if (r->upload_len + (long long)n > r->cfg->max_upload_bytes) {
+        r->body_too_large = 1;
+        if (ftruncate(r->upload_fd, 0) != 0) r->upload_errno = errno; /* give the space back */
+        return;
+    }
+    while (n) {
+        ssize_t w = write(r->upload_fd, data, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            r->upload_errno = w < 0 ? errno : EIO;
+            return;
+        }
+        data += w;
+        n -= (size_t)w;
+        r->upload_len += w;
+    }
+}
+
+#define MAX_FORM_BYTES (64 * 1024)
+
+/* libmicrohttpd's multipart parser: the file part goes to the file, text fields to r->form. */
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size) {
+    (void)kind, (void)content_type, (void)transfer_encoding;
+    srv_req *r = cls;
+    if (!key) key = "";
+    if (off == 0) { /* a new part */
+        int file = filename || !strcmp(key, "file") || !strcmp(key, "model_file");
+        r->upload_in_file = file && !r->upload_has_file;
+        if (r->upload_in_file) {
+            r->upload_has_file = 1;
+            snprintf(r->upload_filename, sizeof r->upload_filename, "%s", filename ? filename : "");
+        }
+    }
+    if (r->upload_in_file) {
+        upload_write(r, data, size);
+        return MHD_YES;
+    }
+    if (filename) return MHD_YES; /* a second file: ignored */
+    const char *old = json_string_value(json_object_get(r->form, key));
+    size_t ol = old ? strlen(old) : 0;
+    size_t total = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->form, k, v) total += strlen(k) + json_string_length(v);
+    if (total + strlen(key) + size > MAX_FORM_BYTES) {
+        r->upload_bad = 1;
+        return MHD_NO;
+    }
+    char *s = malloc(ol + size + 1);
+    if (!s) return MHD_NO;
+    if (ol) memcpy(s, old, ol);
+    memcpy(s + ol, data, size);
+    s[ol + size] = 0;
+    json_object_set_new(r->form, key, json_stringn(s, ol + size));
+    free(s);
+    return MHD_YES;
+}
+
+/* Opens the upload file (and the multipart parser). On failure replies and returns -1. */
+static int upload_start(srv_req *r, int multipart) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/uploads", r->cfg->state_dir);
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        api_reply_error(r, 500, "upload_failed", "cannot create %s: %s (check state_dir)", dir,
+                        strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(dir) + 16;
+    r->upload_path = malloc(n);
+    if (!r->upload_path) {
+        api_reply_error(r, 500, "out_of_memory", "out of memory");
+        return -1;
+    }
+    snprintf(r->upload_path, n, "%s/.up-XXXXXX", dir);
+    r->upload_fd = mkostemp(r->upload_path, O_CLOEXEC);
+    if (r->upload_fd < 0) {
+        api_reply_error(r, 500, "upload_failed", "cannot create a file in %s: %s", dir,
+                        strerror(errno));
+        free(r->upload_path);
+        r->upload_path = NULL;
+        return -1;
+    }
+    if (multipart) {
+        r->form = json_object();
+        r->post = MHD_create_post_processor(r->conn, 64 * 1024, post_iter, r);
+        if (!r->post || !r->form) {
+            api_reply_error(r, 400, "bad_multipart",
+                            "a multipart/form-data body needs a boundary parameter");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void upload_feed(srv_req *r, const char *data, size_t n) {
+    if (!r->post) {
+        upload_write(r, data, n);
+    } else if (!r->upload_bad && MHD_post_process(r->post, data, n) != MHD_YES && !r->body_too_large) {
+        r->upload_bad = 1;
+    }
+}
+
+/* The body is complete: flush the parser, fsync and close the file. */
+static void upload_finish(srv_req *r) {
+    if (r->post) {
+        if (MHD_destroy_post_processor(r->post) != MHD_YES) r->upload_bad = 1;
+        r->post = NULL;
+        if (!r->upload_has_file) r->upload_bad = 1;
+    }
+    if (!r->upload_errno && fsync(r->upload_fd) != 0) r->upload_errno = errno;
+    close(r->upload_fd);
+    r->upload_fd = -1;
+}
+
+/* Frees what an upload left (the file unless a handler took it). */
+static void upload_free(srv_req *r) {
+    if (r->post) MHD_destroy_post_processor(r->post);
+    if (r->upload_fd >= 0) close(r->upload_fd);
+    if (r->upload_path) unlink(r->upload_path);
+    free(r->upload_path);
+    json_decref(r->form);
+}
+
 /* First call: make the request, decide what can be decided before the body. */
 static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *url,
                         const char *method) {
@@ -151,6 +312,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     r->conn = conn;
     r->t_start = dyn_now();
     r->cfg = srv_ctx_config_acquire(h->ctx);
+    r->upload_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     atomic_fetch_add(&h->ctx->inflight, 1);
     snprintf(r->method, sizeof r->method, "%s", method);
@@ -179,13 +341,16 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
         api_reply_error(r, 503, "shutting_down", "the server is shutting down; retry elsewhere");
         return r;
     }
+    const int stream = upload_wanted(r);
+    const long long limit = stream ? r->cfg->max_upload_bytes : r->cfg->max_body_bytes;
     const char *cl = srv_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoll(cl, NULL, 10) > r->cfg->max_body_bytes) {
+    if (cl && strtoll(cl, NULL, 10) > limit) {
         r->body_too_large = 1;
-        api_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld", cl,
-                        r->cfg->max_body_bytes);
+        api_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld%s", cl,
+                        limit, stream ? " (max_upload_bytes)" : "");
         return r;
     }
+    if (stream) upload_start(r, stream == 2);
     return r;
 }
 
@@ -254,13 +419,29 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return after_handler(r);
     }
     if (*upload_data_size) {
-        body_append(r, upload_data, *upload_data_size);
+        if (r->upload_fd >= 0) upload_feed(r, upload_data, *upload_data_size);
+        else body_append(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
+    const int streamed = r->upload_fd >= 0;
+    if (streamed) upload_finish(r);
     if (r->body_too_large) {
-        api_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes",
-                        r->cfg->max_body_bytes);
+        api_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes%s",
+                        streamed ? r->cfg->max_upload_bytes : r->cfg->max_body_bytes,
+                        streamed ? " (max_upload_bytes)" : "");
+        return queue_reply(r);
+    }
+    if (r->upload_errno) {
+        int full = r->upload_errno == ENOSPC || r->upload_errno == EDQUOT;
+        api_reply_error(r, full ? 507 : 500, "upload_failed", "storing the upload failed: %s",
+                        strerror(r->upload_errno));
+        return queue_reply(r);
+    }
+    if (r->upload_bad) {
+        api_reply_error(r, 400, "bad_multipart",
+                        "damaged multipart/form-data body, no file part, or text fields over "
+                        "%d bytes", MAX_FORM_BYTES);
         return queue_reply(r);
     }
     r->route->handler(r);
@@ -290,6 +471,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         srv_log(lvl, "request", f);
     }
     if (r->cleanup) r->cleanup(r);
+    upload_free(r);
     for (int i = 0; i < r->nparams; i++) free(r->params[i]);
     for (int i = 0; i < r->nextra; i++) free(r->extra[i][0]), free(r->extra[i][1]);
     free(r->body);

@@ -8,6 +8,12 @@
  *      403), the draining state (503 for inference while shutting down), Content-Length against
  *      max_body_bytes (413 before the body is read).
  *   2. body in: appended to r->body up to max_body_bytes (413 after, the rest discarded).
+ *      Upload routes (SRV_ROUTE_UPLOAD) with an application/octet-stream or multipart/form-data
+ *      body stream it instead to a new file in <state_dir>/uploads (r->upload_path), up to
+ *      max_upload_bytes: a raw body whole; of a multipart body the file part (named "file" or
+ *      "model", else the first part with a filename) while the other, small, fields are
+ *      collected in r->form. The file is fsync'd when the body is complete; the handler may take
+ *      it (rename it away and free + NULL r->upload_path), else it is removed at completion.
  *   3. handler: must end with exactly one reply (api_reply_* in api/api.h) or with
  *      srv_req_suspend(r, on_resume); in the latter case another thread later calls
  *      srv_req_resume(r) and on_resume(r) runs on a pool thread and replies.
@@ -44,6 +50,17 @@ struct srv_req {
     char *body;
     size_t body_len, body_cap;
     int body_too_large;
+    /* streamed upload (SRV_ROUTE_UPLOAD routes; see step 2): upload_fd >= 0 while streaming */
+    int upload_fd;
+    char *upload_path;     /* owned; unlinked at completion unless the handler took it */
+    long long upload_len;  /* bytes of the file */
+    int upload_errno;      /* a write to the file failed (ENOSPC, ...) */
+    int upload_bad;        /* the multipart envelope could not be parsed */
+    int upload_has_file;   /* a multipart body: a file part was found */
+    int upload_in_file;    /* multipart: the part being read is the file */
+    char upload_filename[128]; /* multipart: the file part's filename ("" = none) */
+    struct MHD_PostProcessor *post;
+    json_t *form;          /* multipart text fields: {"name": "value"} (owned) */
     /* reply */
     int status;
     char *reply;
@@ -67,6 +84,10 @@ const char *srv_req_param(const srv_req *r, const char *name);
 const char *srv_req_header(const srv_req *r, const char *name);
 /* Percent-decoded query argument into buf (NULL when absent or too long). */
 const char *srv_req_query(const srv_req *r, const char *key, char *buf, size_t n);
+
+/* Every query argument, percent-decoded, as {"key": "value"} (new reference; a key given twice
+ * keeps the last value; arguments that do not decode are skipped). */
+json_t *srv_req_query_json(const srv_req *r);
 
 /* Sets the reply: body (malloc'd; ownership moves to r), its length and media type (static). */
 void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len);

@@ -3,12 +3,13 @@
  * Start: settings (exit 2 on a bad one) → logs → metrics → repository and its first scan
  * (ready) → HTTP → the libuv loop, which owns signals, repository watching (uv_fs_event on
  * model_dir plus a poll timer; scans run on the libuv thread pool, never on the loop) and the
- * drain. A later jobs module adds its queue to the same loop.
+ * drain. Jobs (server/jobs.h) run on their own bounded worker threads.
  *
  * SIGTERM / SIGINT: readiness turns false at once (liveness stays true), new inference is
  * refused with 503, requests in flight and queued finish; once none is left — or after
  * shutdown_grace_s, when queued requests are cancelled with 503 — HTTP stops and the process
- * exits 0. SIGHUP: settings re-read (log level/format, limits, tokens, batching) and every model
+ * exits 0. Running jobs are asked to stop at SIGTERM and are recorded as interrupted
+ * (resumable); the drain waits for them within the same grace period. SIGHUP: settings re-read (log level/format, limits, tokens, batching) and every model
  * reloaded with them (load-before-release); listen settings need a restart and say so.
  */
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <uv.h>
 
 #include "server/http.h"
+#include "server/jobs.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -100,8 +102,9 @@ static void close_cb(uv_handle_t *h, void *arg) {
 static void on_drain_tick(uv_timer_t *t) {
     daemon_state *d = t->data;
     int inflight = atomic_load(&d->ctx.inflight);
+    int jobs = d->ctx.jobs ? srv_jobs_running(d->ctx.jobs) : 0;
     double waited = dyn_now() - d->drain_started;
-    if (inflight > 0 && waited < d->grace_s) return;
+    if ((inflight > 0 || jobs > 0) && waited < d->grace_s) return;
     if (inflight > 0 && !d->cancelled) {
         srv_log(SRV_LOG_WARN, "grace period over: cancelling queued requests",
                 json_pack("{s:i, s:f}", "inflight", inflight, "waited_s", waited));
@@ -125,6 +128,7 @@ static void on_term(uv_signal_t *s, int signum) {
     srv_log(SRV_LOG_INFO, "draining", json_pack("{s:i, s:i, s:f}", "signal", signum, "inflight",
                                                 atomic_load(&d->ctx.inflight), "grace_s", d->grace_s));
     uv_timer_stop(&d->poll);
+    if (d->ctx.jobs) srv_jobs_shutdown(d->ctx.jobs);
     uv_timer_start(&d->drain, on_drain_tick, 0, 20);
 }
 
@@ -188,6 +192,9 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     if (!ctx->repo) return fprintf(stderr, "dynd: out of memory\n"), 1;
     ctx->rescan = ctx_rescan;
     ensure_dir(cfg->state_dir, "state_dir");
+    ctx->jobs = srv_jobs_new(cfg, ctx->repo, ctx->metrics, &err);
+    if (!ctx->jobs)
+        srv_log(SRV_LOG_ERROR, "jobs disabled", json_pack("{s:s}", "error", err.msg));
     if (cfg->ntokens == 0)
         srv_log(SRV_LOG_WARN, "auth_tokens is empty: repository endpoints are open to anyone who "
                               "can reach the port", NULL);
@@ -237,8 +244,10 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     g_daemon = NULL;
 
     srv_http_stop(d->http);
+    /* jobs publish into the repository: stop them first, and keep it if one is still busy */
+    int busy = srv_jobs_free(ctx->jobs, 2.0);
     srv_repo_stop(ctx->repo, 1);
-    srv_repo_free(ctx->repo);
+    if (!busy) srv_repo_free(ctx->repo);
     srv_metrics_free(ctx->metrics);
     srv_ctx_destroy(ctx);
     uv_loop_close(&d->loop);

@@ -32,6 +32,17 @@ typedef struct model_series {
     int has_load;
 } model_series;
 
+static const double JOB_BUCKETS[] = {1, 5, 15, 60, 300, 900, 3600, 10800, 43200, 86400};
+#define NJOB (sizeof JOB_BUCKETS / sizeof JOB_BUCKETS[0])
+#define MAX_JOB_SERIES 32
+#define MAX_JOB_STATES 8
+
+typedef struct job_series {
+    const char *kind, *state; /* static */
+    uint64_t count, buckets[NJOB];
+    double sum;
+} job_series;
+
 typedef struct err_series {
     char code[48];
     uint64_t count;
@@ -44,6 +55,10 @@ struct srv_metrics {
     req_series req[MAX_REQ_SERIES];
     model_series model[MAX_MODEL_SERIES];
     err_series err[MAX_ERR_SERIES];
+    int njob, njob_states;
+    job_series job[MAX_JOB_SERIES];
+    const char *job_state_names[MAX_JOB_STATES];
+    int job_state_counts[MAX_JOB_STATES];
 };
 
 srv_metrics *srv_metrics_new(void) {
@@ -136,6 +151,59 @@ void srv_metrics_error(srv_metrics *m, const char *code) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_jobs_set(srv_metrics *m, const char *const *names, const int *counts, int n) {
+    pthread_mutex_lock(&m->mu);
+    m->njob_states = n < MAX_JOB_STATES ? n : MAX_JOB_STATES;
+    for (int i = 0; i < m->njob_states; i++) {
+        m->job_state_names[i] = names[i];
+        m->job_state_counts[i] = counts[i];
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_job_duration(srv_metrics *m, const char *kind, const char *state, double seconds) {
+    pthread_mutex_lock(&m->mu);
+    job_series *s = NULL;
+    for (int i = 0; i < m->njob && !s; i++)
+        if (!strcmp(m->job[i].kind, kind) && !strcmp(m->job[i].state, state)) s = &m->job[i];
+    if (!s && m->njob < MAX_JOB_SERIES) {
+        s = &m->job[m->njob++];
+        s->kind = kind;
+        s->state = state;
+    }
+    if (s) {
+        s->count++;
+        s->sum += seconds;
+        for (size_t b = 0; b < NJOB; b++)
+            if (seconds <= JOB_BUCKETS[b]) s->buckets[b]++;
+    } else {
+        m->dropped++;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* mu held. */
+static void write_jobs(srv_metrics *m, FILE *f) {
+    fprintf(f, "# HELP dynd_jobs Conversion and fine-tuning jobs by state.\n"
+               "# TYPE dynd_jobs gauge\n");
+    for (int i = 0; i < m->njob_states; i++)
+        fprintf(f, "dynd_jobs{state=\"%s\"} %d\n", m->job_state_names[i], m->job_state_counts[i]);
+    fprintf(f, "# HELP dynd_job_duration_seconds Duration of a job's run, by kind and final state.\n"
+               "# TYPE dynd_job_duration_seconds histogram\n");
+    for (int i = 0; i < m->njob; i++) {
+        const job_series *s = &m->job[i];
+        char lbl[96];
+        snprintf(lbl, sizeof lbl, "kind=\"%s\",state=\"%s\"", s->kind, s->state);
+        for (size_t b = 0; b < NJOB; b++)
+            fprintf(f, "dynd_job_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", lbl, JOB_BUCKETS[b],
+                    (unsigned long long)s->buckets[b]);
+        fprintf(f, "dynd_job_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", lbl,
+                (unsigned long long)s->count);
+        fprintf(f, "dynd_job_duration_seconds_sum{%s} %.3f\n", lbl, s->sum);
+        fprintf(f, "dynd_job_duration_seconds_count{%s} %llu\n", lbl, (unsigned long long)s->count);
+    }
+}
+
 void srv_metrics_write(srv_metrics *m, FILE *f) {
     pthread_mutex_lock(&m->mu);
     fprintf(f, "# HELP dynd_requests_total HTTP requests by endpoint, model and status.\n"
@@ -187,6 +255,7 @@ void srv_metrics_write(srv_metrics *m, FILE *f) {
     for (int i = 0; i < m->nerr; i++)
         fprintf(f, "dynd_errors_total{code=\"%s\"} %llu\n", m->err[i].code,
                 (unsigned long long)m->err[i].count);
+    write_jobs(m, f);
     fprintf(f, "# HELP dynd_metrics_dropped_total Observations beyond the series table.\n"
                "# TYPE dynd_metrics_dropped_total counter\ndynd_metrics_dropped_total %llu\n",
             (unsigned long long)m->dropped);

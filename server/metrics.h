@@ -7,6 +7,8 @@
  *   dynd_queue_depth{model,version}, dynd_model_ready{...}  gauges, sampled at scrape time
  *   dynd_errors_total{code}                                 counter (error replies by code)
  *   dynd_inflight_requests, dynd_up, dynd_draining          gauges
+ *   dynd_jobs{state}                                        gauge (jobs known, by state)
+ *   dynd_job_duration_seconds{kind,state}                   histogram (one run of a job)
  *
  * Label values are bounded: `model` is a served model's name or "" (never a name a client made
  * up), `endpoint` a route's label, `code` an HTTP status. A fixed table of series (guarded by
@@ -28,6 +30,10 @@ void srv_metrics_request(srv_metrics *m, const char *endpoint, const char *model
 void srv_metrics_batch(srv_metrics *m, const char *model, int batch_size);
 void srv_metrics_model_load(srv_metrics *m, const char *model, int version, double seconds);
 void srv_metrics_error(srv_metrics *m, const char *code);
+/* The jobs gauge: counts[i] jobs in state names[i] (static strings), n <= 8 states. */
+void srv_metrics_jobs_set(srv_metrics *m, const char *const *names, const int *counts, int n);
+/* One run of a job of `kind` ended in `state` (static strings) after `seconds`. */
+void srv_metrics_job_duration(srv_metrics *m, const char *kind, const char *state, double seconds);
 
 /* Appends the exposition text of everything recorded to f. */
 void srv_metrics_write(srv_metrics *m, FILE *f);

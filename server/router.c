@@ -35,8 +35,13 @@ static const srv_route ROUTES[] = {
     {"POST", "/v2/repository/models/{name}/unload", "repo_unload", api_repo_unload, SRV_AUTH_ADMIN, 0},
     /* operations */
     {"GET", "/metrics", "metrics", api_metrics, SRV_AUTH_NONE, 0},
-    /* jobs (api/jobs.c, later): POST /v1/conversions, POST /v1/finetunes, GET /v1/jobs,
-     * GET|DELETE /v1/jobs/{id}, POST /v1/jobs/{id}/resume — SRV_AUTH_ADMIN. */
+    /* jobs (api/jobs.c) */
+    {"POST", "/v1/conversions", "conversions", api_jobs_convert, SRV_AUTH_ADMIN, SRV_ROUTE_UPLOAD},
+    {"POST", "/v1/finetunes", "finetunes", api_jobs_finetune, SRV_AUTH_ADMIN, 0},
+    {"GET", "/v1/jobs", "jobs", api_jobs_list, SRV_AUTH_ADMIN, 0},
+    {"GET", "/v1/jobs/{id}", "job", api_job_get, SRV_AUTH_ADMIN, 0},
+    {"DELETE", "/v1/jobs/{id}", "job_cancel", api_job_cancel, SRV_AUTH_ADMIN, 0},
+    {"POST", "/v1/jobs/{id}/resume", "job_resume", api_job_resume, SRV_AUTH_ADMIN, 0},
 };
 
 const srv_route *srv_router_routes(int *n) {

@@ -3,7 +3,7 @@
  * Patterns are '/'-separated segments; "{name}" captures one segment (percent-decoded after the
  * split, so an encoded "%2F" can never create a segment). Matching is exact, segment by segment;
  * a path that matches some pattern under another method answers 405 with Allow.
- * Adding an endpoint (e.g. the jobs API: api/jobs.c) is one line in the table in router.c.
+ * Adding an endpoint is one line in the table in router.c.
  */
 #ifndef SRV_ROUTER_H
 #define SRV_ROUTER_H
@@ -19,6 +19,7 @@ typedef enum {
 
 enum {
     SRV_ROUTE_INFERENCE = 1 << 0, /* refused with 503 once draining */
+    SRV_ROUTE_UPLOAD = 1 << 1,    /* raw / multipart bodies are streamed to a file (http.h) */
 };
 
 struct srv_route {

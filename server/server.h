@@ -24,6 +24,7 @@ typedef struct srv_ctx {
     pthread_mutex_t cfg_mu;
     struct srv_config_ref *cfg; /* current settings, guarded by cfg_mu */
     void (*rescan)(struct srv_ctx *ctx); /* asks the loop for a repository scan; may be NULL */
+    struct srv_jobs *jobs; /* conversion / fine-tuning jobs; NULL when state_dir is unusable */
 } srv_ctx;
 
 /* Initializes ctx with a copy of cfg. 0 or DYN_ENOMEM. */

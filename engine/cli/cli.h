@@ -8,6 +8,7 @@
 #define DYN_CLI_H
 
 #include "io/idx.h"
+#include "io/image.h"
 #include "model.h"
 #include "train.h"
 
@@ -32,6 +33,18 @@ void cli_progress_line(void *ctx, const dyn_progress *p);
 int cli_parse_hq(const char *s, int *H, int *q);
 /* The preprocess metadata of a model trained on data set d (new reference). */
 json_t *cli_preprocess_json(const dyn_model *m, const data_spec *d);
+
+/* Loads split "train" or "test" of data set `name` for a model whose per-sample input is
+ * `input`: "mnist", "fashion" or a directory of IDX files as cli_data_load, or a folder of
+ * PNG/JPEG images with one sub-folder per class (DIR/train/<class>/ and DIR/test/<class>/, or
+ * DIR/<class>/ alone as the training split), decoded and resized to the input by
+ * dyn_imgfolder_load. d gets the resolved spec (normalization of the named sets). ds: caller
+ * frees with dyn_dataset_free. */
+int cli_data_load_for(const char *name, const char *split, const dyn_shape *input, data_spec *d,
+                      dyn_dataset *ds, dyn_err *err);
+/* The normalization (x/255 − mean)/std a model expects: its preprocess metadata (first channel)
+ * when present, else the data set's. */
+void cli_model_norm(const dyn_model *m, const data_spec *d, float *mean, float *std);
 
 /* Subcommands: argc/argv start at the subcommand's name; return the process exit code. */
 int cmd_convert(int argc, char **argv);

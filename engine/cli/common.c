@@ -93,3 +93,55 @@ json_t *cli_preprocess_json(const dyn_model *m, const data_spec *d) {
                      "bilinear");
 }
 
+
+/* ---- shared by convert and finetune (issue 3) ---------------------------------------------- */
+
+static int has_idx(const char *dir) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/train-images-idx3-ubyte", dir);
+    if (access(p, R_OK) == 0) return 1;
+    strcat(p, ".gz");
+    return access(p, R_OK) == 0;
+}
+
+int cli_data_load_for(const char *name, const char *split, const dyn_shape *input, data_spec *d,
+                      dyn_dataset *ds, dyn_err *err) {
+    memset(ds, 0, sizeof *ds);
+    int rc = cli_data_resolve(name, d, err);
+    if (rc) return rc;
+    if (has_idx(d->dir)) return cli_data_load(d, split, ds, err);
+    /* an image folder: DIR/<split>/<class>/ when DIR/train exists, else DIR/<class>/ (train) */
+    char sub[1200];
+    struct stat st;
+    snprintf(sub, sizeof sub, "%s/train", d->dir);
+    const char *dir = d->dir;
+    if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(sub, sizeof sub, "%s/%s", d->dir, strcmp(split, "train") == 0 ? "train" : "test");
+        dir = sub;
+    } else if (strcmp(split, "train") != 0) {
+        return dyn_err_set(err, DYN_EIO,
+                           "'%s' has no test split (IDX files, or %s/test/<class>/ images)",
+                           d->dir, d->dir);
+    }
+    if (input->ndim != 3)
+        return dyn_err_set(err, DYN_EINVAL, "image folders need a model with a [C, H, W] input");
+    char **names = NULL;
+    int ncls = 0;
+    rc = dyn_imgfolder_load(dir, (int)input->d[0], (int)input->d[1], (int)input->d[2], ds, &names,
+                            &ncls, err);
+    dyn_imgfolder_names_free(names, ncls);
+    return rc;
+}
+
+void cli_model_norm(const dyn_model *m, const data_spec *d, float *mean, float *std) {
+    *mean = d->mean;
+    *std = d->std;
+    const json_t *pp = m->preprocess;
+    const json_t *mv = pp ? json_object_get(pp, "mean") : NULL, *sv = pp ? json_object_get(pp, "std") : NULL;
+    if (json_is_array(mv)) mv = json_array_get(mv, 0);
+    if (json_is_array(sv)) sv = json_array_get(sv, 0);
+    if (json_is_number(mv) && json_is_number(sv) && json_number_value(sv) > 0) {
+        *mean = (float)json_number_value(mv);
+        *std = (float)json_number_value(sv);
+    }
+}

@@ -1,11 +1,156 @@
-/* finetune.c — `dyn finetune` (issue 3; being written). */
-#include <stdio.h>
+/* finetune.c — `dyn finetune`: native state training or the paper's Algorithm 1 on a DyN model
+ * (engine/convert/finetune.h).
+ *
+ *   dyn finetune in.dyn --data mnist|fashion|DIR --mode native|unfixed --out out.dyn
+ *       [--epochs 5] [--lr 1e-3] [--val 5000] [--ckpt DIR [--resume]] [--fit-steps 300]
+ *       [--quant 1e-3] [--no-augment] [--batch 64] [--seed 1] [--threads N] [--json]
+ *
+ * The validation split is held out of the training split (seeded); the epoch with the best
+ * validation accuracy is kept; the test split is evaluated once, at the end (image folders
+ * without a test split: no test accuracy).
+ */
+#include <getopt.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "convert/finetune.h"
+#include "data.h"
+#include "io/model_file.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: dyn finetune IN.dyn --data mnist|fashion|DIR --out OUT.dyn [options]\n"
+            "  --mode native|unfixed   train the states (default), or Algorithm 1: dense epoch,\n"
+            "                          refit the states warm, round to the grid, per round\n"
+            "  --epochs N              epochs / rounds (default 5)\n"
+            "  --lr X                  Adam lr, cosine over the epochs (default 1e-3 native,\n"
+            "                          1e-3 unfixed)   --lr-final F (default 0.05)\n"
+            "  --val N                 validation images held out of train (default 5000)\n"
+            "  --limit N               use only N training images\n"
+            "  --ckpt DIR              checkpoint directory   --resume  continue from it\n"
+            "  --fit-steps N --quant D unfixed refit: Adam steps (300), grid (1e-3)\n"
+            "  --batch N --no-augment --seed N --threads N --json\n");
+}
+
+static void progress(void *ctx, const dyn_ft_progress *p) {
+    (void)ctx;
+    if (strcmp(p->phase, "train") == 0) {
+        cli_progress_line(NULL, &p->train);
+    } else if (strcmp(p->phase, "evaluate") == 0) {
+        fprintf(stderr, "%sepoch %d/%d  train loss %.4f acc %.2f%%  val %.2f%%  best %.2f%%\n",
+                isatty(2) ? "\r" : "", p->epoch, p->epochs, (double)p->train.loss,
+                100.0 * p->train.acc, 100.0 * p->train.val_acc, 100.0 * p->best_val_acc);
+    } else if (isatty(2)) {
+        fprintf(stderr, "\rrefit %d/%d: %.0f%%   ", p->epoch, p->epochs, 100 * p->fit_frac);
+    }
+    fflush(stderr);
+}
 
 int cmd_finetune(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "dyn finetune: not available in this build yet\n");
-    return 2;
+    dyn_ft_opts o = dyn_ft_opts_default();
+    const char *data = NULL, *out = NULL, *mode = "native";
+    int nval = 5000, limit = 0, json = 0;
+    static struct option opts[] = {
+        {"data", 1, 0, 'd'},    {"mode", 1, 0, 'M'},      {"out", 1, 0, 'o'},
+        {"epochs", 1, 0, 'e'},  {"lr", 1, 0, 'l'},        {"lr-final", 1, 0, 'F'},
+        {"val", 1, 0, 'v'},     {"limit", 1, 0, 'L'},     {"ckpt", 1, 0, 'c'},
+        {"resume", 0, 0, 'r'},  {"fit-steps", 1, 0, 'S'}, {"quant", 1, 0, 'Q'},
+        {"batch", 1, 0, 'b'},   {"no-augment", 0, 0, 'N'}, {"seed", 1, 0, 's'},
+        {"threads", 1, 0, 't'}, {"json", 0, 0, 'j'},      {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': data = optarg; break;
+        case 'M': mode = optarg; break;
+        case 'o': out = optarg; break;
+        case 'e': o.epochs = atoi(optarg); break;
+        case 'l': o.lr = strtof(optarg, NULL); break;
+        case 'F': o.lr_final_frac = strtof(optarg, NULL); break;
+        case 'v': nval = atoi(optarg); break;
+        case 'L': limit = atoi(optarg); break;
+        case 'c': o.ckpt_dir = optarg; break;
+        case 'r': o.resume = 1; break;
+        case 'S': o.fit.steps = atoi(optarg); break;
+        case 'Q': o.fit.quant = strtod(optarg, NULL); break;
+        case 'b': o.batch = atoi(optarg); break;
+        case 'N': o.augment = 0; break;
+        case 's': o.seed = strtoull(optarg, NULL, 10); break;
+        case 't': dyn_threads_set(atoi(optarg)); break;
+        case 'j': json = 1; break;
+        case 'h': usage(); return 0;
+        default: usage(); return 2;
+        }
+    }
+    if (argc - optind != 1 || !data || !out || dyn_ft_mode_parse(mode, &o.mode) || nval < 1) {
+        usage();
+        return 2;
+    }
+    o.fit.seed = o.seed;
+    dyn_err err = {0};
+    const char *in_path = argv[optind];
+    dyn_model *m = dyn_model_load(in_path, &err);
+    if (!m) cli_die("finetune", &err);
+    data_spec d;
+    dyn_dataset tr = {0}, te = {0};
+    if (cli_data_load_for(data, "train", &m->input, &d, &tr, &err)) cli_die("finetune", &err);
+    dyn_err terr = {0};
+    const int have_test = cli_data_load_for(data, "test", &m->input, &d, &te, &terr) == 0;
+    if (!have_test) fprintf(stderr, "dyn finetune: no test split (%s)\n", terr.msg);
+    float mean, sd;
+    cli_model_norm(m, &d, &mean, &sd);
+    dyn_data_view vtr, vva, vte = {0};
+    if (dyn_data_split(&tr, DYN_MIN(nval, tr.n - 1), limit, o.seed, mean, sd, &vtr, &vva, &err))
+        cli_die("finetune", &err);
+    if (have_test && dyn_data_all(&te, mean, sd, &vte, &err)) cli_die("finetune", &err);
+    dyn_batch_source str = dyn_data_view_source(&vtr), sva = dyn_data_view_source(&vva),
+                     ste = dyn_data_view_source(&vte);
+    o.progress = progress;
+    fprintf(stderr, "dyn finetune: %s, %s, %d epochs, %d train / %d val images, seed %llu%s\n",
+            in_path, dyn_ft_mode_name(o.mode), o.epochs, vtr.n, vva.n,
+            (unsigned long long)o.seed, o.resume ? " (resuming)" : "");
+    dyn_ft_result res;
+    int rc = dyn_finetune(m, &str, &sva, &o, &res, &err);
+    if (rc && rc != DYN_ECANCEL) cli_die("finetune", &err);
+    double test_acc = -1;
+    if (have_test && (test_acc = dyn_evaluate(m, &ste, 256, NULL, &err)) < 0)
+        cli_die("finetune", &err);
+    if (m->info) {
+        json_object_set_new(m->info, "finetune",
+                            json_pack("{s:s, s:i, s:f, s:i}", "mode", dyn_ft_mode_name(o.mode),
+                                      "epochs", o.epochs, "best_val_acc",
+                                      (double)res.best_val_acc, "best_epoch", res.best_epoch));
+        if (test_acc >= 0) json_object_set_new(m->info, "test_acc", json_real(test_acc));
+    }
+    if (dyn_model_save(m, out, &err)) cli_die("finetune", &err);
+    dyn_layer_stats tot;
+    dyn_model_stats(m, NULL, &tot);
+    printf("validation: start %.2f%%, best %.2f%% at epoch %d; ", 100.0 * res.start_val_acc,
+           100.0 * res.best_val_acc, res.best_epoch);
+    if (test_acc >= 0) printf("test accuracy %.2f%% (evaluated once); ", 100 * test_acc);
+    printf("%lld stored floats; %.1f s; wrote %s\n", (long long)tot.stored_floats, res.seconds, out);
+    if (json) {
+        json_t *j = dyn_ft_result_json(&res);
+        json_object_set_new(j, "test_acc", test_acc >= 0 ? json_real(test_acc) : json_null());
+        json_object_set_new(j, "stored_floats", json_integer(tot.stored_floats));
+        json_object_set_new(j, "mode", json_string(dyn_ft_mode_name(o.mode)));
+        char *s = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    }
+    dyn_ft_result_free(&res);
+    dyn_data_view_free(&vtr);
+    dyn_data_view_free(&vva);
+    dyn_data_view_free(&vte);
+    dyn_dataset_free(&tr);
+    dyn_dataset_free(&te);
+    dyn_model_free(m);
+    if (rc == DYN_ECANCEL) {
+        fprintf(stderr, "dyn finetune: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
 }

@@ -1,0 +1,114 @@
+/* report.c — the conversion report as JSON and as a table (convert.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "convert.h"
+
+/* A measured value, or null when it was not measured (< 0). */
+static json_t *num_or_null(double v) { return v < 0 ? json_null() : json_real(v); }
+
+json_t *dyn_convert_report_json(const dyn_convert_report *r) {
+    json_t *layers = json_array();
+    if (!layers) return NULL;
+    for (int k = 0; k < r->nlayers; k++) {
+        const dyn_convert_layer *L = &r->layers[k];
+        if (!L->converted && !L->reason[0] && L->m == 0) continue; /* not a weight layer */
+        json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I}", "name", L->name,
+                              "op_before", L->op_before, "op_after", L->op_after, "converted",
+                              L->converted, "floats_before", (json_int_t)L->floats_before,
+                              "floats_after", (json_int_t)L->floats_after, "macs_before",
+                              (json_int_t)L->macs_before, "macs_after", (json_int_t)L->macs_after);
+        if (!o) goto fail;
+        json_object_set_new(o, "shape", json_pack("[i, i, i]", L->m, L->n, L->K));
+        if (L->reason[0]) json_object_set_new(o, "reason", json_string(L->reason));
+        if (L->converted) {
+            json_object_set_new(o, "H", json_integer(L->H));
+            json_object_set_new(o, "q", json_integer(L->q));
+            json_object_set_new(o, "rel_err", num_or_null(L->rel_err));
+            json_object_set_new(o, "init_rel_err", num_or_null(L->init_rel_err));
+            json_object_set_new(o, "svd_rank", json_integer(L->svd_rank));
+            json_object_set_new(o, "svd_rel_err", num_or_null(L->svd_rel_err));
+            json_object_set_new(o, "out_rel_err", num_or_null(L->out_rel_err));
+            json_object_set_new(o, "entropy_bits", json_real(L->entropy_bits));
+            json_object_set_new(o, "seconds", json_real(L->seconds));
+        }
+        json_array_append_new(layers, o);
+    }
+    json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:f, s:I, s:I, s:I, s:I, s:f, s:f}", "fit", r->fit,
+                          "kernel", r->kernel, "q", r->q, "steps", r->steps, "quant", r->quant,
+                          "floats_before", (json_int_t)r->floats_before, "floats_after",
+                          (json_int_t)r->floats_after, "macs_before", (json_int_t)r->macs_before,
+                          "macs_after", (json_int_t)r->macs_after, "entropy_bits",
+                          r->entropy_bits, "seconds", r->seconds);
+    if (!j) goto fail;
+    json_object_set_new(j, "ratio", r->ratio > 0 ? json_real(r->ratio) : json_null());
+    json_object_set_new(j, "target_rel_err",
+                        r->target_rel_err > 0 ? json_real(r->target_rel_err) : json_null());
+    json_object_set_new(j, "macs_native", json_integer(r->macs_native));
+    json_object_set_new(j, "compression",
+                        r->floats_after > 0 ? json_real((double)r->floats_before / r->floats_after)
+                                            : json_null());
+    json_object_set_new(j, "layers_converted", json_integer(r->nconverted));
+    json_object_set_new(j, "acc_before", num_or_null(r->acc_before));
+    json_object_set_new(j, "acc_after", num_or_null(r->acc_after));
+    json_object_set_new(j, "logit_rel_err", num_or_null(r->logit_rel_err));
+    json_object_set_new(j, "layers", layers);
+    return j;
+fail:
+    json_decref(layers);
+    return NULL;
+}
+
+static void fmt_err(char *b, size_t n, double v) {
+    if (v < 0) snprintf(b, n, "-");
+    else snprintf(b, n, "%.4f", v);
+}
+
+char *dyn_convert_report_table(const dyn_convert_report *r) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    fprintf(f, "%-24s %-11s %4s %3s %10s %10s %8s %8s %8s %8s %11s %11s %11s %7s %6s\n",
+            "layer", "op", "H", "q", "floats", "-> floats", "rel_err", "svd_err", "out_err",
+            "init_err", "MACs", "-> MACs", "native", "entropy", "time_s");
+    for (int k = 0; k < r->nlayers; k++) {
+        const dyn_convert_layer *L = &r->layers[k];
+        if (!L->converted && !L->reason[0] && L->m == 0) continue;
+        char e1[16], e2[16], e3[16], e4[16];
+        fmt_err(e1, sizeof e1, L->rel_err);
+        fmt_err(e2, sizeof e2, L->svd_rel_err);
+        fmt_err(e3, sizeof e3, L->out_rel_err);
+        fmt_err(e4, sizeof e4, L->init_rel_err);
+        const size_t nl = strlen(L->name);
+        const char *nm = nl > 24 ? L->name + nl - 24 : L->name; /* the informative end */
+        if (L->converted)
+            fprintf(f, "%-24s %-11.11s %4d %3d %10lld %10lld %8s %8s %8s %8s %11lld %11lld %11lld %7.3f %6.1f\n",
+                    nm, L->op_after, L->H, L->q, (long long)L->floats_before,
+                    (long long)L->floats_after, e1, e2, e3, e4, (long long)L->macs_before,
+                    (long long)L->macs_after, (long long)L->macs_native, L->entropy_bits,
+                    L->seconds);
+        else
+            fprintf(f, "%-24s %-11.11s %4s %3s %10lld %10lld  %s\n", nm, L->op_after, "-", "-",
+                    (long long)L->floats_before, (long long)L->floats_after, L->reason);
+    }
+    fprintf(f, "total: %lld -> %lld stored floats (%.2fx), %lld -> %lld MACs/sample (%.2fx; "
+               "%lld = %.2fx if every DyN layer ran natively), %d layers converted, %.1f s\n",
+            (long long)r->floats_before, (long long)r->floats_after,
+            r->floats_after ? (double)r->floats_before / r->floats_after : 0.0,
+            (long long)r->macs_before, (long long)r->macs_after,
+            r->macs_after ? (double)r->macs_before / r->macs_after : 0.0,
+            (long long)r->macs_native,
+            r->macs_native ? (double)r->macs_before / r->macs_native : 0.0, r->nconverted,
+            r->seconds);
+    if (r->logit_rel_err >= 0)
+        fprintf(f, "logits' relative error on the calibration images: %.4f\n", r->logit_rel_err);
+    if (r->acc_before >= 0)
+        fprintf(f, "accuracy: dense %.2f%% -> DyN %.2f%%\n", 100 * r->acc_before,
+                100 * r->acc_after);
+    if (r->entropy_bits > 0)
+        fprintf(f, "mean structural entropy of DyN layers: %.3f bits/coordinate\n",
+                r->entropy_bits);
+    fclose(f);
+    return buf;
+}

@@ -1,0 +1,1186 @@
+/* jobs.c — the jobs' life cycle: queue and workers, records on disk, leases, recovery after a
+ * crash, cancel / resume / shutdown. Running a job on the engine is job_run.c. See jobs.h for the
+ * states, the files and the replica protocol.
+ *
+ * Locks: js->mu guards the job list and the queue; j->mu a job's small fields; j->write_mu one
+ * job's record file. Never two at once (a transition takes js->mu, drops it, then takes j->mu),
+ * and none is held during engine work. A job popped from the queue belongs to the worker that
+ * popped it; a job still in the queue to whoever removes it under js->mu (DELETE, shutdown).
+ * Job structs live until srv_jobs_free, so a pointer found under js->mu stays valid after.
+ */
+#include "server/jobs_impl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/log.h"
+
+static const char *const STATE_NAMES[] = {"queued",    "running",  "succeeded",
+                                          "failed",    "cancelled", "interrupted"};
+static const char *const KIND_NAMES[] = {"conversion", "finetune"};
+static const char *const PHASE_NAMES[] = {"queued",   "load",  "calibrate", "fit",
+                                          "evaluate", "train", "publish",   "done"};
+_Static_assert(DYN_ARRAY_LEN(STATE_NAMES) == SRV_JOB_STATE_COUNT, "state names");
+_Static_assert(DYN_ARRAY_LEN(PHASE_NAMES) == SRV_PHASE_COUNT, "phase names");
+
+const char *srv_job_state_name(int s) {
+    return s >= 0 && s < SRV_JOB_STATE_COUNT ? STATE_NAMES[s] : "?";
+}
+const char *srv_job_kind_name(int k) { return k >= 0 && k < SRV_JOB_KIND_COUNT ? KIND_NAMES[k] : "?"; }
+int srv_job_state_parse(const char *s) {
+    for (int i = 0; s && i < SRV_JOB_STATE_COUNT; i++)
+        if (!strcmp(STATE_NAMES[i], s)) return i;
+    return -1;
+}
+static int kind_parse(const char *s) {
+    for (int i = 0; s && i < SRV_JOB_KIND_COUNT; i++)
+        if (!strcmp(KIND_NAMES[i], s)) return i;
+    return -1;
+}
+static int phase_parse(const char *s) {
+    for (int i = 0; s && i < SRV_PHASE_COUNT; i++)
+        if (!strcmp(PHASE_NAMES[i], s)) return i;
+    return SRV_PHASE_QUEUED;
+}
+static int terminal(int s) {
+    return s == SRV_JOB_SUCCEEDED || s == SRV_JOB_FAILED || s == SRV_JOB_CANCELLED;
+}
+
+static double epoch_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#define jerr srv__job_err_set
+
+void srv__job_err_set(srv_job_err *e, int status, const char *code, const char *fmt, ...) {
+    e->status = status;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- files ---- */
+
+int srv__fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static void dir_of(const char *path, char *dir, size_t n) {
+    snprintf(dir, n, "%s", path);
+    char *s = strrchr(dir, '/');
+    if (s && s != dir) *s = 0;
+    else snprintf(dir, n, "%s", s ? "/" : ".");
+}
+
+int srv__write_atomic(const char *path, const char *data, size_t len, dyn_err *err) {
+    char tmp[1400], dir[1300];
+    static atomic_uint counter;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) return dyn_err_set(err, DYN_EIO, "%s: %s", tmp, strerror(errno));
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    int bad = off != len || fsync(fd) != 0;
+    int e = errno;
+    bad |= close(fd) != 0;
+    if (bad || rename(tmp, path) != 0) {
+        if (!bad) e = errno;
+        unlink(tmp);
+        return dyn_err_set(err, DYN_EIO, "writing %s: %s", path, strerror(e ? e : EIO));
+    }
+    dir_of(path, dir, sizeof dir);
+    srv__fsync_dir(dir);
+    return 0;
+}
+
+/* Removes dir/name recursively (the job's checkpoints). Best effort. */
+static void remove_tree(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) {
+        unlink(path);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[1500];
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
+        else unlink(p);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static void job_file(const srv_job *j, const char *name, char *buf, size_t n) {
+    snprintf(buf, n, "%s/%s", j->dir, name);
+}
+
+/* A finished job's working files (upload, input snapshot, checkpoints); the record stays. */
+static void job_files_remove(const srv_job *j) {
+    static const char *const FILES[] = {"upload.bin", "input.dyn", "cancel", "ckpt"};
+    char p[1300];
+    for (size_t i = 0; i < DYN_ARRAY_LEN(FILES); i++) {
+        job_file(j, FILES[i], p, sizeof p);
+        remove_tree(p);
+    }
+}
+
+/* ---- ids ---- */
+
+static int id_valid(const char *id) {
+    size_t n = id ? strlen(id) : 0;
+    if (n < 3 || n >= sizeof(((srv_job *)0)->id)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static void id_new(int kind, char *id, size_t n) {
+    unsigned char b[6];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) { /* no entropy: time + counter */
+        static atomic_uint c;
+        uint64_t t = (uint64_t)(epoch_now() * 1e6) ^ ((uint64_t)atomic_fetch_add(&c, 1) << 40);
+        memcpy(b, &t, sizeof b);
+    }
+    snprintf(id, n, "%s-%02x%02x%02x%02x%02x%02x", kind == SRV_JOB_FINETUNE ? "ft" : "conv", b[0],
+             b[1], b[2], b[3], b[4], b[5]);
+}
+
+/* ---- records ---- */
+
+static double eta_locked(const srv_job *j, double p) {
+    if (j->state != SRV_JOB_RUNNING || p <= j->attempt_p0 + 0.005) return -1;
+    double el = epoch_now() - j->attempt_t0;
+    return el * (1 - p) / (p - j->attempt_p0);
+}
+
+/* Epoch seconds as RFC 3339 UTC with milliseconds ("2026-11-22T19:56:12.345Z"), or null. */
+static json_t *time_json(double t) {
+    if (!(t > 0)) return json_null();
+    time_t s = (time_t)t;
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char buf[40], out[48];
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, sizeof out, "%s.%03dZ", buf, (int)((t - (double)s) * 1000) % 1000);
+    return json_string(out);
+}
+
+static double time_parse(const json_t *v) {
+    const char *s = json_string_value(v);
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!rest) return 0;
+    double frac = *rest == '.' ? atof(rest) : 0;
+    return (double)timegm(&tm) + frac;
+}
+
+/* The record (new reference); j->mu held. */
+static json_t *job_json_locked(srv_job *j) {
+    double p = (double)atomic_load(&j->progress_e9) * 1e-9;
+    int phase = atomic_load(&j->phase);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:i, s:O, s:f, s:s, s:o}", "id", j->id,
+                          "kind", srv_job_kind_name(j->kind), "state", srv_job_state_name(j->state),
+                          "created_at", time_json(j->created_at), "started_at",
+                          time_json(j->started_at), "finished_at", time_json(j->finished_at),
+                          "attempts", j->attempts, "options", j->spec, "progress", p, "phase",
+                          PHASE_NAMES[phase >= 0 && phase < SRV_PHASE_COUNT ? phase : 0],
+                          "resumable", json_boolean(j->state == SRV_JOB_INTERRUPTED));
+    if (!o) return NULL;
+    double eta = eta_locked(j, p);
+    json_object_set_new(o, "eta_s", eta >= 0 ? json_real(round(eta * 10) / 10) : json_null());
+    json_object_set_new(o, "output", json_incref(json_object_get(j->spec, "output")));
+    json_object_set_new(o, "model", j->model[0] ? json_string(j->model) : json_null());
+    json_object_set_new(o, "error", j->error[0] ? json_string(j->error) : json_null());
+    json_object_set_new(o, "error_code", j->error_code ? json_string(j->error_code) : json_null());
+    json_t *res = j->result ? json_deep_copy(j->result) : json_null();
+    json_object_del(res, "layers"); /* conversions: "layers" below */
+    json_object_set_new(o, "result", res);
+    if (j->kind == SRV_JOB_FINETUNE) {
+        json_object_set_new(o, "epoch", json_integer(atomic_load(&j->epoch)));
+        json_object_set_new(o, "epochs", json_integer(atomic_load(&j->epochs)));
+        json_object_set_new(o, "step", json_integer(atomic_load(&j->step)));
+        json_object_set_new(o, "steps", json_integer(atomic_load(&j->steps)));
+        json_object_set_new(o, "history", j->history ? json_deep_copy(j->history) : json_array());
+    } else {
+        json_object_set_new(o, "layer",
+                            json_pack("{s:i, s:i, s:s}", "index", atomic_load(&j->layer), "count",
+                                      atomic_load(&j->nlayers), "name", j->layer_name));
+        json_t *layers = j->result ? json_object_get(j->result, "layers") : NULL;
+        json_object_set_new(o, "layers", layers ? json_deep_copy(layers) : json_array());
+    }
+    return o;
+}
+
+static json_t *job_json(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    json_t *o = job_json_locked(j);
+    pthread_mutex_unlock(&j->mu);
+    return o;
+}
+
+int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err) {
+    (void)js;
+    pthread_mutex_lock(&j->mu);
+    uint64_t seq = ++j->seq;
+    json_t *o = job_json_locked(j);
+    pthread_mutex_unlock(&j->mu);
+    if (o) json_object_set_new(o, "format", json_string("dynd-job-1"));
+    char *txt = o ? json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(o);
+    if (!txt) return dyn_err_set(err, DYN_ENOMEM, "out of memory writing the job record");
+    char path[1300];
+    job_file(j, "job.json", path, sizeof path);
+    int rc = 0;
+    pthread_mutex_lock(&j->write_mu);
+    if (seq > j->written_seq) { /* else a newer snapshot is already on disk */
+        rc = srv__write_atomic(path, txt, strlen(txt), err);
+        if (!rc) j->written_seq = seq;
+    }
+    pthread_mutex_unlock(&j->write_mu);
+    free(txt);
+    return rc;
+}
+
+static void record_write_logged(srv_jobs *js, srv_job *j) {
+    dyn_err err = {0};
+    if (srv__job_record_write(js, j, &err))
+        srv_log(SRV_LOG_ERROR, "job record not written",
+                json_pack("{s:s, s:s}", "job", j->id, "error", err.msg));
+}
+
+void srv__job_record_maybe(srv_jobs *js, srv_job *j) {
+    double now = dyn_now();
+    if (now - j->last_write < 2.0) return;
+    j->last_write = now;
+    record_write_logged(js, j);
+}
+
+void srv__job_progress_set(srv_job *j, double frac) {
+    if (!(frac >= 0)) frac = 0;
+    if (frac > 1) frac = 1;
+    long long v = (long long)(frac * 1e9);
+    long long cur = atomic_load(&j->progress_e9);
+    while (v > cur && !atomic_compare_exchange_weak(&j->progress_e9, &cur, v)) {
+    }
+}
+
+static srv_job *job_alloc(srv_jobs *js, const char *id, int kind) {
+    srv_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    snprintf(j->id, sizeof j->id, "%s", id);
+    snprintf(j->dir, sizeof j->dir, "%s/%s", js->jobs_dir, id);
+    j->kind = kind;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_mutex_init(&j->write_mu, NULL);
+    return j;
+}
+
+static void job_free(srv_job *j) {
+    json_decref(j->spec);
+    json_decref(j->result);
+    json_decref(j->history);
+    pthread_mutex_destroy(&j->mu);
+    pthread_mutex_destroy(&j->write_mu);
+    free(j);
+}
+
+static double jnum(const json_t *o, const char *k) {
+    const json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? json_number_value(v) : 0;
+}
+
+/* Sets j's fields from a record read from disk (j->mu held, or j not shared yet). */
+static int job_apply_record_locked(srv_job *j, json_t *rec) {
+    int st = srv_job_state_parse(json_string_value(json_object_get(rec, "state")));
+    json_t *spec = json_object_get(rec, "options");
+    if (st < 0 || !json_is_object(spec)) return -1;
+    j->state = st;
+    json_decref(j->spec);
+    j->spec = json_incref(spec);
+    j->created_at = time_parse(json_object_get(rec, "created_at"));
+    j->started_at = time_parse(json_object_get(rec, "started_at"));
+    j->finished_at = time_parse(json_object_get(rec, "finished_at"));
+    j->attempts = (int)jnum(rec, "attempts");
+    const char *s = json_string_value(json_object_get(rec, "error"));
+    snprintf(j->error, sizeof j->error, "%s", s ? s : "");
+    s = json_string_value(json_object_get(rec, "error_code"));
+    /* codes are static strings: map back onto ours */
+    static const char *const CODES[] = {"job_failed", "interrupted", "cancelled", "lease_lost"};
+    j->error_code = NULL;
+    for (size_t i = 0; s && i < DYN_ARRAY_LEN(CODES); i++)
+        if (!strcmp(s, CODES[i])) j->error_code = CODES[i];
+    if (s && !j->error_code) j->error_code = "job_failed";
+    s = json_string_value(json_object_get(rec, "model"));
+    snprintf(j->model, sizeof j->model, "%s", s && srv_repo_name_valid(s) ? s : "");
+    json_t *r = json_object_get(rec, "result"), *layers = json_object_get(rec, "layers");
+    json_decref(j->result);
+    j->result = json_is_object(r) ? json_deep_copy(r) : NULL;
+    if (j->result && json_is_array(layers) && json_array_size(layers)) /* see job_json_locked */
+        json_object_set(j->result, "layers", layers);
+    json_t *h = json_object_get(rec, "history");
+    json_decref(j->history);
+    j->history = json_is_array(h) ? json_incref(h) : NULL;
+    double p = jnum(rec, "progress");
+    atomic_store(&j->progress_e9, (long long)(DYN_MIN(DYN_MAX(p, 0), 1) * 1e9));
+    atomic_store(&j->phase, phase_parse(json_string_value(json_object_get(rec, "phase"))));
+    atomic_store(&j->epoch, (int)jnum(rec, "epoch"));
+    atomic_store(&j->epochs, (int)jnum(rec, "epochs"));
+    atomic_store(&j->step, (long long)jnum(rec, "step"));
+    atomic_store(&j->steps, (long long)jnum(rec, "steps"));
+    return 0;
+}
+
+static json_t *record_read(const char *jobs_dir, const char *id) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/%s/job.json", jobs_dir, id);
+    json_t *rec = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+    const char *rid = json_string_value(json_object_get(rec, "id"));
+    if (rec && (!rid || strcmp(rid, id))) { /* a record copied under another name */
+        json_decref(rec);
+        rec = NULL;
+    }
+    return rec;
+}
+
+/* ---- leases ---- */
+
+/* Start time (clock ticks since boot) of process pid, or -1 when it does not exist or is a
+ * zombie (killed, not yet reaped: as dead as it gets). */
+static long long proc_start_ticks(long pid) {
+    char p[64], buf[1024];
+    snprintf(p, sizeof p, "/proc/%ld/stat", pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *s = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
+    if (!s || s[1] != ' ' || s[2] == 'Z' || s[2] == 'X' || s[2] == 'x') return -1;
+    long long v = -1;
+    int field = 2;
+    char *save = NULL;
+    for (char *t = strtok_r(s + 1, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        if (++field == 22) {
+            v = atoll(t);
+            break;
+        }
+    return v;
+}
+
+static void lease_path(const srv_job *j, int gen, char *buf, size_t n) {
+    snprintf(buf, n, "%s/lease.%d", j->dir, gen);
+}
+
+static int lease_max_gen(const srv_job *j) {
+    DIR *d = opendir(j->dir);
+    if (!d) return 0;
+    int g = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        if (strncmp(e->d_name, "lease.", 6)) continue;
+        long v = strtol(e->d_name + 6, &end, 10);
+        if (*end == 0 && v > g && v < 1000000000) g = (int)v;
+    }
+    closedir(d);
+    return g;
+}
+
+typedef enum { LEASE_NONE, LEASE_OURS, LEASE_ALIVE, LEASE_DEAD } lease_state;
+
+static lease_state lease_check(const srv_jobs *js, const srv_job *j, int gen) {
+    if (gen <= 0) return LEASE_NONE;
+    char p[1300];
+    lease_path(j, gen, p, sizeof p);
+    struct stat st;
+    json_t *o = json_load_file(p, 0, NULL);
+    if (stat(p, &st) != 0) {
+        json_decref(o);
+        return LEASE_NONE;
+    }
+    const char *host = json_string_value(json_object_get(o, "host"));
+    long pid = (long)json_integer_value(json_object_get(o, "pid"));
+    long long start = json_integer_value(json_object_get(o, "start"));
+    lease_state r;
+    if (host && !strcmp(host, js->host)) {
+        if (pid == (long)getpid() && start == js->start_ticks) r = LEASE_OURS;
+        else r = pid > 0 && proc_start_ticks(pid) == start ? LEASE_ALIVE : LEASE_DEAD;
+    } else {
+        /* another host (or a lease being written): alive while renewed */
+        r = difftime(time(NULL), st.st_mtime) <= js->lease_s ? LEASE_ALIVE : LEASE_DEAD;
+    }
+    json_decref(o);
+    return r;
+}
+
+/* Claims job j: a new lease generation created with O_EXCL. Returns the generation, 0 when a
+ * live holder has it (or another replica won the race), -1 on an I/O error. */
+static int lease_claim(srv_jobs *js, srv_job *j) {
+    int g = lease_max_gen(j);
+    lease_state s = lease_check(js, j, g);
+    if (s == LEASE_ALIVE) return 0;
+    if (s == LEASE_OURS) return g;
+    char p[1300];
+    lease_path(j, g + 1, p, sizeof p);
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) return errno == EEXIST ? 0 : -1;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "{\"host\": \"%s\", \"pid\": %ld, \"start\": %lld}\n",
+                     js->host, (long)getpid(), js->start_ticks);
+    int bad = write(fd, buf, (size_t)n) != n || fsync(fd) != 0;
+    close(fd);
+    if (bad) {
+        unlink(p);
+        return -1;
+    }
+    for (int k = 1; k <= g; k++) { /* the dead holders' leases */
+        lease_path(j, k, p, sizeof p);
+        unlink(p);
+    }
+    srv__fsync_dir(j->dir);
+    return g + 1;
+}
+
+static void lease_release(srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    int g = j->lease_gen;
+    j->lease_gen = 0;
+    pthread_mutex_unlock(&j->mu);
+    if (g <= 0) return;
+    char p[1300];
+    lease_path(j, g, p, sizeof p);
+    unlink(p);
+}
+
+/* ---- metrics and logs ---- */
+
+/* A copy of the job list (free() it); *n jobs. NULL on ENOMEM. */
+static srv_job **list_copy(srv_jobs *js, int *n) {
+    pthread_mutex_lock(&js->mu);
+    *n = js->n;
+    srv_job **copy = malloc(sizeof *copy * (size_t)DYN_MAX(*n, 1));
+    if (copy && *n) memcpy(copy, js->all, sizeof *copy * (size_t)*n);
+    pthread_mutex_unlock(&js->mu);
+    return copy;
+}
+
+static void metrics_update(srv_jobs *js) {
+    int counts[SRV_JOB_STATE_COUNT] = {0}, n;
+    srv_job **copy = list_copy(js, &n);
+    if (!copy) return;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&copy[i]->mu);
+        int s = copy[i]->state;
+        pthread_mutex_unlock(&copy[i]->mu);
+        counts[s]++;
+    }
+    free(copy);
+    srv_metrics_jobs_set(js->metrics, STATE_NAMES, counts, SRV_JOB_STATE_COUNT);
+}
+
+static void log_transition(srv_job *j, const char *msg) {
+    pthread_mutex_lock(&j->mu);
+    json_t *f = json_pack("{s:s, s:s, s:s, s:i}", "job", j->id, "kind", srv_job_kind_name(j->kind),
+                          "state", srv_job_state_name(j->state), "attempt", j->attempts);
+    if (f && j->model[0]) json_object_set_new(f, "model", json_string(j->model));
+    if (f && j->error[0]) json_object_set_new(f, "error", json_string(j->error));
+    if (f && j->started_at > 0 && terminal(j->state))
+        json_object_set_new(f, "duration_s", json_real(j->finished_at - j->started_at));
+    int st = j->state;
+    pthread_mutex_unlock(&j->mu);
+    srv_log(st == SRV_JOB_FAILED ? SRV_LOG_WARN : SRV_LOG_INFO, msg, f);
+}
+
+/* ---- the job list ---- */
+
+/* Adds j (owned from now on). 0 or -1 (ENOMEM). js->mu held. */
+static int list_add_locked(srv_jobs *js, srv_job *j) {
+    if (js->n == js->cap) {
+        int cap = js->cap ? 2 * js->cap : 64;
+        srv_job **a = realloc(js->all, sizeof *a * (size_t)cap);
+        if (!a) return -1;
+        js->all = a;
+        js->cap = cap;
+    }
+    js->all[js->n++] = j;
+    return 0;
+}
+
+static srv_job *list_find(srv_jobs *js, const char *id) {
+    srv_job *j = NULL;
+    pthread_mutex_lock(&js->mu);
+    for (int i = 0; i < js->n && !j; i++)
+        if (!strcmp(js->all[i]->id, id)) j = js->all[i];
+    pthread_mutex_unlock(&js->mu);
+    return j;
+}
+
+static void queue_push_locked(srv_jobs *js, srv_job *j) {
+    j->next = NULL;
+    if (js->qtail) js->qtail->next = j;
+    else js->qhead = j;
+    js->qtail = j;
+    pthread_cond_signal(&js->cv);
+}
+
+/* Removes j from the queue; 1 when it was there. js->mu held. */
+static int queue_remove_locked(srv_jobs *js, srv_job *j) {
+    srv_job *prev = NULL;
+    for (srv_job *q = js->qhead; q; prev = q, q = q->next) {
+        if (q != j) continue;
+        if (prev) prev->next = q->next;
+        else js->qhead = q->next;
+        if (js->qtail == q) js->qtail = prev;
+        q->next = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* A queued or running record whose holder is gone becomes interrupted (claiming it first, so
+ * only one replica rewrites it). */
+static void job_recover(srv_jobs *js, srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    int st = j->state, ours = j->lease_gen > 0;
+    pthread_mutex_unlock(&j->mu);
+    if (ours || (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING)) return;
+    int g = lease_claim(js, j);
+    if (g <= 0) { /* a live replica holds it */
+        pthread_mutex_lock(&j->mu);
+        j->remote = 1;
+        pthread_mutex_unlock(&j->mu);
+        return;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->lease_gen = g;
+    j->remote = 0;
+    j->state = SRV_JOB_INTERRUPTED;
+    j->error_code = "interrupted";
+    snprintf(j->error, sizeof j->error,
+             "dynd stopped while the job was %s (crash, kill or power loss); POST "
+             "/v1/jobs/%s/resume %s",
+             srv_job_state_name(st), j->id,
+             j->kind == SRV_JOB_FINETUNE ? "continues from the last checkpoint" : "runs it again");
+    pthread_mutex_unlock(&j->mu);
+    record_write_logged(js, j);
+    lease_release(j);
+    log_transition(j, "job interrupted");
+}
+
+/* Reads the record of `id` from disk into a new job added to the list (a job another replica
+ * made, or found at start-up). NULL when there is none. */
+static srv_job *job_load(srv_jobs *js, const char *id) {
+    json_t *rec = record_read(js->jobs_dir, id);
+    if (!rec) return NULL;
+    int kind = kind_parse(json_string_value(json_object_get(rec, "kind")));
+    srv_job *j = kind >= 0 ? job_alloc(js, id, kind) : NULL;
+    if (j && job_apply_record_locked(j, rec)) {
+        job_free(j);
+        j = NULL;
+    }
+    json_decref(rec);
+    if (!j) {
+        srv_log(SRV_LOG_WARN, "ignoring a damaged job record",
+                json_pack("{s:s, s:s}", "job", id, "dir", js->jobs_dir));
+        return NULL;
+    }
+    pthread_mutex_lock(&js->mu);
+    srv_job *dup = NULL;
+    for (int i = 0; i < js->n && !dup; i++)
+        if (!strcmp(js->all[i]->id, id)) dup = js->all[i];
+    int added = !dup && list_add_locked(js, j) == 0;
+    pthread_mutex_unlock(&js->mu);
+    if (!added) { /* loaded meanwhile by another request, or ENOMEM */
+        job_free(j);
+        return dup;
+    }
+    job_recover(js, j);
+    return j;
+}
+
+/* A job another replica holds: its record is re-read (and recovered if the holder died). */
+static void job_refresh(srv_jobs *js, srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    int remote = j->remote;
+    pthread_mutex_unlock(&j->mu);
+    if (!remote) return;
+    json_t *rec = record_read(js->jobs_dir, j->id);
+    if (rec) {
+        pthread_mutex_lock(&j->mu);
+        job_apply_record_locked(j, rec);
+        pthread_mutex_unlock(&j->mu);
+        json_decref(rec);
+    }
+    job_recover(js, j);
+}
+
+/* Loads the records of jobs made by other replicas since the last look. */
+static void scan_dir(srv_jobs *js) {
+    DIR *d = opendir(js->jobs_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!id_valid(e->d_name) || list_find(js, e->d_name)) continue;
+        job_load(js, e->d_name);
+    }
+    closedir(d);
+}
+
+/* ---- running ---- */
+
+static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
+    int reason = atomic_load(&j->cancel_reason);
+    int st = rc == 0 ? SRV_JOB_SUCCEEDED
+             : rc != DYN_ECANCEL ? SRV_JOB_FAILED
+             : reason == SRV_CANCEL_USER ? SRV_JOB_CANCELLED
+                                         : SRV_JOB_INTERRUPTED;
+    if (rc == DYN_ECANCEL && reason == SRV_CANCEL_LEASE) { /* another replica has it now */
+        pthread_mutex_lock(&j->mu);
+        j->remote = 1;
+        j->lease_gen = 0;
+        pthread_mutex_unlock(&j->mu);
+        srv_log(SRV_LOG_WARN, "job taken over by another replica; stopped here",
+                json_pack("{s:s}", "job", j->id));
+        return;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->state = st;
+    if (terminal(st)) j->finished_at = epoch_now();
+    j->error[0] = 0;
+    j->error_code = NULL;
+    if (st == SRV_JOB_FAILED) {
+        j->error_code = "job_failed";
+        snprintf(j->error, sizeof j->error, "%s", err->msg[0] ? err->msg : "failed");
+    } else if (st == SRV_JOB_INTERRUPTED) {
+        j->error_code = "interrupted";
+        snprintf(j->error, sizeof j->error,
+                 "dynd was shut down while the job ran; POST /v1/jobs/%s/resume %s", j->id,
+                 j->kind == SRV_JOB_FINETUNE ? "continues from the last checkpoint"
+                                             : "runs it again");
+    } else if (st == SRV_JOB_CANCELLED) {
+        j->error_code = "cancelled";
+        snprintf(j->error, sizeof j->error, "cancelled by request");
+    }
+    if (st == SRV_JOB_SUCCEEDED) {
+        srv__job_progress_set(j, 1.0);
+        atomic_store(&j->phase, SRV_PHASE_DONE);
+    }
+    double dur = j->started_at > 0 ? epoch_now() - j->attempt_t0 : 0;
+    pthread_mutex_unlock(&j->mu);
+    if (terminal(st)) job_files_remove(j);
+    record_write_logged(js, j);
+    lease_release(j);
+    srv_metrics_job_duration(js->metrics, srv_job_kind_name(j->kind), srv_job_state_name(st), dur);
+    log_transition(j, st == SRV_JOB_SUCCEEDED ? "job succeeded"
+                      : st == SRV_JOB_FAILED  ? "job failed"
+                      : st == SRV_JOB_CANCELLED ? "job cancelled"
+                                                : "job interrupted");
+}
+
+static void job_run(srv_jobs *js, srv_job *j) {
+    pthread_mutex_lock(&j->mu);
+    j->state = SRV_JOB_RUNNING;
+    double now = epoch_now();
+    if (j->started_at <= 0) j->started_at = now;
+    j->attempt_t0 = now;
+    if (j->kind == SRV_JOB_CONVERSION) atomic_store(&j->progress_e9, 0); /* a rerun starts over */
+    j->attempt_p0 = (double)atomic_load(&j->progress_e9) * 1e-9;
+    j->attempts++;
+    j->error[0] = 0;
+    j->error_code = NULL;
+    pthread_mutex_unlock(&j->mu);
+    atomic_store(&j->phase, SRV_PHASE_LOAD);
+    j->last_write = dyn_now();
+    record_write_logged(js, j);
+    log_transition(j, "job started");
+    metrics_update(js);
+    dyn_err err = {0};
+    int rc = j->cancel ? DYN_ECANCEL : srv__job_execute(js, j, &err);
+    job_finish(js, j, rc, &err);
+    j->cancel = 0;
+    atomic_store(&j->cancel_reason, SRV_CANCEL_NONE);
+}
+
+static void *worker_main(void *arg) {
+    srv_jobs *js = arg;
+    dyn_threads_set(js->threads); /* OpenMP's thread count is per thread: set it here too */
+    for (;;) {
+        pthread_mutex_lock(&js->mu);
+        while (!js->stopping && !js->qhead) pthread_cond_wait(&js->cv, &js->mu);
+        if (js->stopping) {
+            pthread_mutex_unlock(&js->mu);
+            break;
+        }
+        srv_job *j = js->qhead;
+        js->qhead = j->next;
+        if (!js->qhead) js->qtail = NULL;
+        j->next = NULL;
+        js->nrunning++;
+        pthread_mutex_unlock(&js->mu);
+        job_run(js, j);
+        pthread_mutex_lock(&js->mu);
+        js->nrunning--;
+        pthread_mutex_unlock(&js->mu);
+        metrics_update(js);
+    }
+    atomic_fetch_sub(&js->workers_alive, 1);
+    return NULL;
+}
+
+/* ---- heartbeat: renew our leases, notice takeovers and cancel files ---- */
+
+static void cancel_raise(srv_job *j, int reason) {
+    int none = SRV_CANCEL_NONE;
+    atomic_compare_exchange_strong(&j->cancel_reason, &none, reason);
+    j->cancel = 1;
+}
+
+static void *heartbeat_main(void *arg) {
+    srv_jobs *js = arg;
+    double period = DYN_MAX(1.0, js->lease_s / 3.0);
+    pthread_mutex_lock(&js->mu);
+    while (!js->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)period;
+        pthread_cond_timedwait(&js->hb_cv, &js->mu, &ts);
+        if (js->stopping) break;
+        pthread_mutex_unlock(&js->mu);
+        int n;
+        srv_job **copy = list_copy(js, &n);
+        for (int i = 0; copy && i < n; i++) {
+            srv_job *j = copy[i];
+            pthread_mutex_lock(&j->mu);
+            int g = j->lease_gen;
+            pthread_mutex_unlock(&j->mu);
+            if (g <= 0) continue;
+            char p[1300];
+            lease_path(j, g, p, sizeof p);
+            if (utimensat(AT_FDCWD, p, NULL, 0) != 0 || lease_max_gen(j) != g) {
+                srv_log(SRV_LOG_WARN, "job lease lost (another replica took the job over)",
+                        json_pack("{s:s}", "job", j->id));
+                cancel_raise(j, SRV_CANCEL_LEASE);
+                continue;
+            }
+            job_file(j, "cancel", p, sizeof p);
+            if (access(p, F_OK) == 0) { /* DELETE sent to another replica */
+                unlink(p);
+                int now = 0;
+                srv_job_err e;
+                json_decref(srv_jobs_cancel(js, j->id, &now, &e));
+            }
+        }
+        free(copy);
+        pthread_mutex_lock(&js->mu);
+    }
+    pthread_mutex_unlock(&js->mu);
+    return NULL;
+}
+
+/* ---- public ---- */
+
+srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
+                       dyn_err *err) {
+    srv_jobs *js = calloc(1, sizeof *js);
+    if (!js) return dyn_err_set(err, DYN_ENOMEM, "jobs: out of memory"), NULL;
+    snprintf(js->state_dir, sizeof js->state_dir, "%s", cfg->state_dir);
+    snprintf(js->jobs_dir, sizeof js->jobs_dir, "%s/jobs", cfg->state_dir);
+    snprintf(js->model_dir, sizeof js->model_dir, "%s", cfg->model_dir);
+    snprintf(js->data_dir, sizeof js->data_dir, "%s", cfg->data_dir);
+    js->max_concurrent = cfg->jobs_max_concurrent;
+    js->lease_s = cfg->jobs_lease_s;
+    js->threads = cfg->threads;
+    js->repo = repo;
+    js->metrics = metrics;
+    pthread_mutex_init(&js->mu, NULL);
+    pthread_cond_init(&js->cv, NULL);
+    pthread_cond_init(&js->hb_cv, NULL);
+    if (gethostname(js->host, sizeof js->host) != 0) snprintf(js->host, sizeof js->host, "localhost");
+    js->host[sizeof js->host - 1] = 0;
+    for (char *c = js->host; *c; c++)
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 32) *c = '_';
+    js->start_ticks = proc_start_ticks((long)getpid());
+    char up[1100];
+    snprintf(up, sizeof up, "%s/uploads", cfg->state_dir);
+    if ((mkdir(cfg->state_dir, 0750) != 0 && errno != EEXIST) ||
+        (mkdir(js->jobs_dir, 0750) != 0 && errno != EEXIST) ||
+        (mkdir(up, 0750) != 0 && errno != EEXIST)) {
+        dyn_err_set(err, DYN_EIO, "state_dir '%s' is not usable: %s", cfg->state_dir,
+                    strerror(errno));
+        srv_jobs_free(js, 0);
+        return NULL;
+    }
+    /* uploads of requests that never finished (the process died meanwhile) */
+    DIR *d = opendir(up);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, ".up-", 4)) continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", up, e->d_name);
+        unlink(p);
+    }
+    if (d) closedir(d);
+    scan_dir(js);
+    metrics_update(js);
+    js->workers = calloc((size_t)js->max_concurrent, sizeof *js->workers);
+    if (!js->workers) {
+        srv_jobs_free(js, 0);
+        return dyn_err_set(err, DYN_ENOMEM, "jobs: out of memory"), NULL;
+    }
+    for (int i = 0; i < js->max_concurrent; i++) {
+        if (pthread_create(&js->workers[i], NULL, worker_main, js) != 0) break;
+        js->nworkers++;
+        atomic_fetch_add(&js->workers_alive, 1);
+    }
+    js->heartbeat_started = pthread_create(&js->heartbeat, NULL, heartbeat_main, js) == 0;
+    if (js->nworkers == 0 || !js->heartbeat_started) {
+        srv_jobs_free(js, 5);
+        return dyn_err_set(err, DYN_ENOMEM, "jobs: cannot start threads"), NULL;
+    }
+    pthread_mutex_lock(&js->mu);
+    int n = js->n;
+    pthread_mutex_unlock(&js->mu);
+    srv_log(SRV_LOG_INFO, "jobs ready", json_pack("{s:s, s:i, s:i}", "dir", js->jobs_dir, "jobs", n,
+                                                  "workers", js->nworkers));
+    return js;
+}
+
+/* Checks that the upload is an ONNX model or a DyN model file, from its first bytes. Returns
+ * "onnx" / "dyn", or NULL with e set. */
+static const char *upload_format(const char *path, long long *bytes, srv_job_err *e) {
+    unsigned char b[16] = {0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) close(fd);
+        jerr(e, 500, "state_io", "the upload could not be read back: %s", strerror(errno));
+        return NULL;
+    }
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    *bytes = st.st_size;
+    if (n < 16) {
+        jerr(e, 400, "bad_model", "the upload is %lld bytes: not an ONNX or DyN model",
+             (long long)st.st_size);
+        return NULL;
+    }
+    /* safetensors (DyN model file): u64 header length, then '{' */
+    uint64_t hl = 0;
+    memcpy(&hl, b, 8);
+    if (b[8] == '{' && hl > 2 && hl < (uint64_t)st.st_size) return "dyn";
+    /* ONNX ModelProto: the first byte is the tag of one of its fields (serializers write them
+     * in field order: ir_version = 0x08 nearly always). A deeper check is the importer's, in
+     * the job: a damaged model fails the job with its reason. */
+    static const unsigned char TAGS[] = {0x08, 0x12, 0x1a, 0x22, 0x28, 0x32, 0x3a, 0x42, 0x72};
+    if (memchr(TAGS, b[0], sizeof TAGS)) return "onnx";
+    jerr(e, 400, "bad_model",
+         "the upload is neither an ONNX model (protobuf ModelProto) nor a DyN model file "
+         "(safetensors)");
+    return NULL;
+}
+
+/* 1 (e set: 503 shutting_down) once shutdown began. */
+static int refuse_stopping(srv_jobs *js, srv_job_err *e, const char *what) {
+    pthread_mutex_lock(&js->mu);
+    int stopping = js->stopping;
+    pthread_mutex_unlock(&js->mu);
+    if (stopping)
+        jerr(e, 503, "shutting_down", "the server is shutting down; %s the job elsewhere", what);
+    return stopping;
+}
+
+json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload_path,
+                        srv_job_err *e) {
+    if (refuse_stopping(js, e, "submit")) return NULL;
+    long long bytes = 0;
+    const char *fmt = NULL;
+    if (upload_path && !(fmt = upload_format(upload_path, &bytes, e))) return NULL;
+    char id[32];
+    id_new(kind, id, sizeof id);
+    srv_job *j = job_alloc(js, id, kind);
+    if (!j) {
+        jerr(e, 500, "out_of_memory", "out of memory");
+        return NULL;
+    }
+    j->spec = json_deep_copy(spec);
+    if (j->spec && fmt)
+        json_object_set_new(j->spec, "upload", json_pack("{s:s, s:I}", "format", fmt, "bytes",
+                                                         (json_int_t)bytes));
+    if (j->spec && !json_is_string(json_object_get(j->spec, "output")))
+        json_object_set_new(j->spec, "output", json_string(id)); /* an upload without a name */
+    if (!j->spec && (jerr(e, 500, "out_of_memory", "out of memory"), 1)) goto fail;
+    j->state = SRV_JOB_QUEUED;
+    j->created_at = epoch_now();
+    atomic_store(&j->epochs, (int)json_integer_value(json_object_get(spec, "epochs")));
+    if (mkdir(j->dir, 0750) != 0) {
+        jerr(e, 500, "state_io", "cannot create %s: %s", j->dir, strerror(errno));
+        goto fail;
+    }
+    if (upload_path) {
+        char p[1300];
+        job_file(j, "upload.bin", p, sizeof p);
+        if (rename(upload_path, p) != 0) {
+            jerr(e, 500, "state_io", "cannot move the upload into %s: %s", j->dir, strerror(errno));
+            goto fail_dir;
+        }
+    }
+    j->lease_gen = lease_claim(js, j);
+    dyn_err err = {0};
+    if (j->lease_gen <= 0 || srv__job_record_write(js, j, &err)) {
+        jerr(e, 500, "state_io", "cannot write the job record in %s: %s", j->dir,
+             err.msg[0] ? err.msg : strerror(errno));
+        goto fail_dir;
+    }
+    json_t *rec = job_json(j);
+    pthread_mutex_lock(&js->mu);
+    int added = js->stopping ? -1 : list_add_locked(js, j);
+    if (!added) queue_push_locked(js, j);
+    pthread_mutex_unlock(&js->mu);
+    if (added) {
+        json_decref(rec);
+        jerr(e, 503, "shutting_down", "the server is shutting down; submit the job elsewhere");
+        goto fail_dir;
+    }
+    log_transition(j, "job queued");
+    metrics_update(js);
+    return rec;
+fail_dir:
+    remove_tree(j->dir);
+fail:
+    job_free(j);
+    return NULL;
+}
+
+/* The job named id (loaded from disk when another replica made it, refreshed when another
+ * replica holds it), or NULL with e set (400 invalid_job_id, 404 job_not_found). */
+static srv_job *job_lookup(srv_jobs *js, const char *id, srv_job_err *e) {
+    if (!id_valid(id)) {
+        jerr(e, 400, "invalid_job_id", "a job id is like 'conv-1a2b3c4d5e6f' (GET /v1/jobs lists them)");
+        return NULL;
+    }
+    srv_job *j = list_find(js, id);
+    if (j) job_refresh(js, j);
+    else j = job_load(js, id);
+    if (!j) jerr(e, 404, "job_not_found", "no job '%s' (GET /v1/jobs lists them)", id);
+    return j;
+}
+
+json_t *srv_jobs_get(srv_jobs *js, const char *id, srv_job_err *e) {
+    srv_job *j = job_lookup(js, id, e);
+    if (!j) return NULL;
+    json_t *o = job_json(j);
+    if (!o) jerr(e, 500, "out_of_memory", "out of memory");
+    return o;
+}
+
+json_t *srv_jobs_list(srv_jobs *js, int state, int kind) {
+    scan_dir(js);
+    int n;
+    srv_job **copy = list_copy(js, &n);
+    json_t *list = json_array(), *counts = json_object();
+    for (int s = 0; s < SRV_JOB_STATE_COUNT; s++) json_object_set_new(counts, STATE_NAMES[s], json_integer(0));
+    for (int i = copy ? n - 1 : -1; i >= 0; i--) { /* newest first */
+        srv_job *j = copy[i];
+        job_refresh(js, j);
+        pthread_mutex_lock(&j->mu);
+        int st = j->state;
+        json_t *o = (state < 0 || st == state) && (kind < 0 || j->kind == kind) ? job_json_locked(j)
+                                                                                 : NULL;
+        pthread_mutex_unlock(&j->mu);
+        json_object_set_new(counts, STATE_NAMES[st],
+                            json_integer(json_integer_value(json_object_get(counts, STATE_NAMES[st])) + 1));
+        if (o) {
+            json_object_del(o, "result"); /* the list stays small: GET /v1/jobs/{id} has it */
+            json_object_del(o, "layers");
+            json_object_del(o, "history");
+            json_array_append_new(list, o);
+        }
+    }
+    free(copy);
+    /* sort by creation time, newest first (records loaded from disk come in directory order) */
+    size_t m = json_array_size(list);
+    for (size_t a = 1; a < m; a++)
+        for (size_t b = a; b > 0; b--) {
+            const char *x = json_string_value(json_object_get(json_array_get(list, b - 1), "created_at"));
+            const char *y = json_string_value(json_object_get(json_array_get(list, b), "created_at"));
+            if (!x || !y || strcmp(x, y) >= 0) break; /* RFC 3339 UTC sorts as text */
+            json_t *t = json_incref(json_array_get(list, b - 1));
+            json_array_set(list, b - 1, json_array_get(list, b));
+            json_array_set_new(list, b, t);
+        }
+    return json_pack("{s:o, s:o}", "jobs", list, "counts", counts);
+}
+
+json_t *srv_jobs_cancel(srv_jobs *js, const char *id, int *now, srv_job_err *e) {
+    *now = 0;
+    srv_job *j = job_lookup(js, id, e);
+    if (!j) return NULL;
+    pthread_mutex_lock(&js->mu);
+    int was_queued = queue_remove_locked(js, j);
+    pthread_mutex_unlock(&js->mu);
+    pthread_mutex_lock(&j->mu);
+    int st = j->state, remote = j->remote;
+    if (was_queued || st == SRV_JOB_INTERRUPTED) {
+        j->state = SRV_JOB_CANCELLED;
+        j->finished_at = epoch_now();
+        j->error_code = "cancelled";
+        snprintf(j->error, sizeof j->error, "cancelled by request");
+        *now = 1;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (*now) {
+        if (st == SRV_JOB_INTERRUPTED && !was_queued) {
+            /* nobody holds an interrupted job: claim it to rewrite the record */
+            int g = lease_claim(js, j);
+            pthread_mutex_lock(&j->mu);
+            if (g > 0) j->lease_gen = g;
+            else j->state = st; /* taken by another replica meanwhile */
+            pthread_mutex_unlock(&j->mu);
+            if (g <= 0) {
+                jerr(e, 409, "job_claimed", "job '%s' was just resumed elsewhere", id);
+                return NULL;
+            }
+        }
+        job_files_remove(j);
+        record_write_logged(js, j);
+        lease_release(j);
+        log_transition(j, "job cancelled");
+        metrics_update(js);
+    } else if (terminal(st)) {
+        jerr(e, 409, "job_finished", "job '%s' already %s", id, srv_job_state_name(st));
+        return NULL;
+    } else if (remote) { /* the holder's heartbeat picks the request up */
+        char p[1300];
+        job_file(j, "cancel", p, sizeof p);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+        if (fd >= 0) close(fd);
+    } else {
+        cancel_raise(j, SRV_CANCEL_USER);
+    }
+    json_t *o = job_json(j);
+    if (o && !*now) json_object_set_new(o, "cancel_requested", json_true());
+    return o;
+}
+
+json_t *srv_jobs_resume(srv_jobs *js, const char *id, srv_job_err *e) {
+    srv_job *j = job_lookup(js, id, e);
+    if (!j) return NULL;
+    if (refuse_stopping(js, e, "resume")) return NULL;
+    pthread_mutex_lock(&j->mu);
+    int st = j->state;
+    if (st == SRV_JOB_INTERRUPTED) j->state = SRV_JOB_QUEUED; /* ours now: a second resume sees queued */
+    pthread_mutex_unlock(&j->mu);
+    if (st != SRV_JOB_INTERRUPTED) {
+        jerr(e, 409, "not_resumable", "job '%s' is %s; only interrupted jobs can be resumed", id,
+             srv_job_state_name(st));
+        return NULL;
+    }
+    int g = lease_claim(js, j);
+    pthread_mutex_lock(&j->mu);
+    if (g <= 0) j->state = SRV_JOB_INTERRUPTED;
+    else {
+        j->lease_gen = g;
+        j->remote = 0;
+        j->error[0] = 0;
+        j->error_code = NULL;
+        atomic_store(&j->phase, SRV_PHASE_QUEUED);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (g <= 0) {
+        if (g < 0) jerr(e, 500, "state_io", "cannot claim job '%s': %s", id, strerror(errno));
+        else jerr(e, 409, "job_claimed", "job '%s' is held by another replica", id);
+        return NULL;
+    }
+    record_write_logged(js, j);
+    pthread_mutex_lock(&js->mu);
+    queue_push_locked(js, j);
+    pthread_mutex_unlock(&js->mu);
+    log_transition(j, "job resumed");
+    metrics_update(js);
+    return job_json(j);
+}
+
+void srv_jobs_shutdown(srv_jobs *js) {
+    pthread_mutex_lock(&js->mu);
+    js->stopping = 1;
+    srv_job *q = js->qhead;
+    js->qhead = js->qtail = NULL;
+    for (int i = 0; i < js->n; i++) cancel_raise(js->all[i], SRV_CANCEL_SHUTDOWN);
+    pthread_cond_broadcast(&js->cv);
+    pthread_cond_broadcast(&js->hb_cv);
+    pthread_mutex_unlock(&js->mu);
+    while (q) {
+        srv_job *j = q;
+        q = q->next;
+        j->next = NULL;
+        pthread_mutex_lock(&j->mu);
+        j->state = SRV_JOB_INTERRUPTED;
+        j->error_code = "interrupted";
+        snprintf(j->error, sizeof j->error,
+                 "dynd was shut down before the job started; POST /v1/jobs/%s/resume queues it "
+                 "again", j->id);
+        pthread_mutex_unlock(&j->mu);
+        record_write_logged(js, j);
+        lease_release(j);
+        log_transition(j, "job interrupted");
+    }
+    metrics_update(js);
+}
+
+int srv_jobs_running(srv_jobs *js) {
+    pthread_mutex_lock(&js->mu);
+    int n = js->nrunning;
+    pthread_mutex_unlock(&js->mu);
+    return n;
+}
+
+int srv_jobs_free(srv_jobs *js, double wait_s) {
+    if (!js) return 0;
+    pthread_mutex_lock(&js->mu);
+    js->stopping = 1;
+    pthread_cond_broadcast(&js->cv);
+    pthread_cond_broadcast(&js->hb_cv);
+    pthread_mutex_unlock(&js->mu);
+    double t0 = dyn_now();
+    while (atomic_load(&js->workers_alive) > 0 && dyn_now() - t0 < wait_s) usleep(20000);
+    int alive = atomic_load(&js->workers_alive);
+    if (alive > 0) {
+        srv_log(SRV_LOG_WARN, "jobs still running at exit; they will read as interrupted",
+                json_pack("{s:i}", "running", alive));
+        return alive; /* the workers still use js: leave it to the process exit */
+    }
+    for (int i = 0; i < js->nworkers; i++) pthread_join(js->workers[i], NULL);
+    if (js->heartbeat_started) pthread_join(js->heartbeat, NULL);
+    for (int i = 0; i < js->n; i++) job_free(js->all[i]);
+    free(js->all);
+    free(js->workers);
+    pthread_cond_destroy(&js->cv);
+    pthread_cond_destroy(&js->hb_cv);
+    pthread_mutex_destroy(&js->mu);
+    free(js);
+    return 0;
+}

@@ -1,0 +1,126 @@
+/* jobs.h — conversion and fine-tuning jobs: a bounded queue of long work, persisted in the
+ * state directory so that a crash, `kill -9` or SIGTERM never loses or corrupts a job.
+ *
+ * A job is submitted with a spec (validated here: srv_jobs_spec), queued, run by one of
+ * jobs_max_concurrent worker threads of this module (not libuv's shared pool: a job runs for
+ * minutes), and publishes a model into the repository. States:
+ *
+ *   queued ──> running ──> succeeded | failed | cancelled
+ *      │          └──────> interrupted (SIGTERM, or found running/queued after a crash)
+ *      └─> cancelled | interrupted                 interrupted ──resume──> queued
+ *
+ * On disk (state_dir/jobs/<id>/):
+ *   job.json      the record (spec, state, progress, result, history, error), written atomically
+ *                 (temp file, fsync, rename, directory fsync) at every transition, after every
+ *                 fine-tuning epoch and every few seconds of progress;
+ *   upload.bin    a streamed upload (conversions from an upload), kept until the job ends;
+ *   ckpt/         fine-tuning checkpoints (engine/convert/finetune.h): resume continues from the
+ *                 last finished epoch; removed when the job ends;
+ *   lease.<g>     the claim (below).
+ * The produced model is written as model_dir/.job-<id>.tmp, fsync'd, then renamed (or, without
+ * "overwrite", hard-linked: an existing model is never replaced by accident) to <output>.dyn and
+ * loaded by the repository before the job turns succeeded: no half-written model is ever served.
+ *
+ * Replicas sharing state_dir and model_dir: the job's state lives on disk, and whoever runs or
+ * queues a job holds its lease: lease.<g> created with O_CREAT|O_EXCL, holding
+ * {"host", "pid", "start"}. Taking a job over creates lease.<g+1> (O_EXCL again, so of two
+ * replicas racing for a dead holder's job exactly one wins); the holder is the highest
+ * generation. A lease is alive while its holder is: on the same host the process (pid + its
+ * start time) exists; on another host the file's mtime was renewed within jobs_lease_s (a
+ * heartbeat thread touches it every jobs_lease_s/3). A holder that finds a higher generation
+ * (it was presumed dead) cancels its run. At start-up, queued/running records without a live
+ * lease become interrupted. Cancelling a job held by another replica drops a `cancel` file in
+ * its directory, which the holder's heartbeat acts on.
+ *
+ * Threads: every function is thread-safe. Progress is published through atomics by the
+ * engine's callbacks and read by srv_jobs_get without waiting for the work; the job's mutex is
+ * held only to copy small fields, never during work or file I/O.
+ */
+#ifndef SRV_JOBS_H
+#define SRV_JOBS_H
+
+#include <jansson.h>
+
+#include "server/config.h"
+#include "server/metrics.h"
+#include "server/repository.h"
+
+typedef enum srv_job_state {
+    SRV_JOB_QUEUED,
+    SRV_JOB_RUNNING,
+    SRV_JOB_SUCCEEDED,
+    SRV_JOB_FAILED,
+    SRV_JOB_CANCELLED,
+    SRV_JOB_INTERRUPTED,
+    SRV_JOB_STATE_COUNT
+} srv_job_state;
+
+typedef enum srv_job_kind { SRV_JOB_CONVERSION, SRV_JOB_FINETUNE, SRV_JOB_KIND_COUNT } srv_job_kind;
+
+const char *srv_job_state_name(int state);
+/* "queued" ... -> state, or -1. */
+int srv_job_state_parse(const char *s);
+const char *srv_job_kind_name(int kind);
+
+typedef struct srv_jobs srv_jobs;
+
+/* Opens state_dir/jobs (creating it), lists the records found there (queued / running ones
+ * without a live lease become interrupted) and starts the workers and the heartbeat.
+ * cfg is copied (state_dir, model_dir, data_dir, jobs_*); repo and metrics are borrowed and
+ * must outlive the jobs. NULL with err (DYN_EIO: state_dir unusable, DYN_ENOMEM). */
+srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics, dyn_err *err);
+
+/* An error for the HTTP layer: status, stable code (static string), message. */
+typedef struct srv_job_err {
+    int status;
+    const char *code;
+    char msg[512];
+} srv_job_err;
+
+/* Validates the options `in` of a new job of `kind` (JSON object; numbers may be given as
+ * strings, as they arrive from form fields and query strings) and returns the normalized spec
+ * (new reference) with defaults filled in, or NULL with e set (400 unknown_option /
+ * invalid_option / invalid_name, 404 model_not_found / dataset_not_found, 409 model_exists).
+ * has_upload: the conversion's input is an uploaded file (then "model" must be absent). */
+json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, srv_job_err *e);
+
+/* Queues a job with the spec (a reference is taken) and, for an upload, takes the file at
+ * upload_path (renamed into the job's directory; the caller must not unlink it after success).
+ * The upload is checked to be an ONNX or DyN model file (400 bad_model otherwise).
+ * Returns the job's record (new reference) or NULL with e set (400 bad_model, 500 state_io,
+ * 503 shutting_down). */
+json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload_path,
+                        srv_job_err *e);
+
+/* The record of job `id` with live progress (new reference), or NULL with e set (400
+ * invalid_job_id, 404 job_not_found). */
+json_t *srv_jobs_get(srv_jobs *js, const char *id, srv_job_err *e);
+
+/* Records of every job (newest first), only those in `state` when state >= 0 and of `kind`
+ * when kind >= 0. New reference: {"jobs": [...], "counts": {"queued": n, ...}}. */
+json_t *srv_jobs_list(srv_jobs *js, int state, int kind);
+
+/* DELETE: a queued (or interrupted) job becomes cancelled at once (*now = 1); a running one
+ * gets its cancel flag raised and turns cancelled when the engine stops (*now = 0). Returns the
+ * record (new reference) or NULL with e (404 job_not_found, 409 job_finished). */
+json_t *srv_jobs_cancel(srv_jobs *js, const char *id, int *now, srv_job_err *e);
+
+/* Queues an interrupted job again (a fine-tune continues from its last checkpoint, a
+ * conversion reruns). Returns the record or NULL with e (404 job_not_found, 409 not_resumable,
+ * 409 job_claimed: another replica holds it, 503 shutting_down). */
+json_t *srv_jobs_resume(srv_jobs *js, const char *id, srv_job_err *e);
+
+/* SIGTERM: no new work is started; queued jobs become interrupted now; running ones are asked
+ * to stop (cancel flag) and become interrupted, resumable, when they do. Returns at once. */
+void srv_jobs_shutdown(srv_jobs *js);
+
+/* Jobs running now (shutdown waits for 0). */
+int srv_jobs_running(srv_jobs *js);
+
+/* Stops the workers and frees; returns 0. Workers still inside the engine after wait_s seconds
+ * are left to the process exit (their records stay "running" on disk and read as interrupted at
+ * the next start): nothing is freed then and the count of those workers is returned, so the
+ * caller keeps the repository they may still publish into. */
+int srv_jobs_free(srv_jobs *js, double wait_s);
+
+#endif

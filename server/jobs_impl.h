@@ -1,0 +1,106 @@
+/* jobs_impl.h — internal to server/jobs.c (life cycle, records, leases) and server/job_run.c
+ * (running a conversion or a fine-tune on the engine): not a public API. */
+#ifndef SRV_JOBS_IMPL_H
+#define SRV_JOBS_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "server/jobs.h"
+
+/* Phases a job reports ("phase" in the record). */
+typedef enum {
+    SRV_PHASE_QUEUED,
+    SRV_PHASE_LOAD,      /* reading the model and the data */
+    SRV_PHASE_CALIBRATE, /* conversion: calibration statistics */
+    SRV_PHASE_FIT,       /* conversion: fitting layers; fine-tune (unfixed): refitting */
+    SRV_PHASE_EVALUATE,
+    SRV_PHASE_TRAIN,     /* fine-tune: an epoch */
+    SRV_PHASE_PUBLISH,   /* writing the model into the repository */
+    SRV_PHASE_DONE,
+    SRV_PHASE_COUNT
+} srv_job_phase;
+
+enum { SRV_CANCEL_NONE, SRV_CANCEL_USER, SRV_CANCEL_SHUTDOWN, SRV_CANCEL_LEASE };
+
+typedef struct srv_job {
+    char id[32];
+    int kind;            /* srv_job_kind */
+    char dir[1200];      /* state_dir/jobs/<id> */
+    json_t *spec;        /* normalized options; not changed while queued or running */
+    pthread_mutex_t mu;  /* guards the fields marked (mu); held only to copy them */
+    int state;           /* (mu) srv_job_state */
+    double created_at, started_at, finished_at; /* (mu) epoch seconds, 0 = not yet */
+    int attempts;        /* (mu) runs started */
+    char error[512];     /* (mu) "" unless failed / interrupted */
+    const char *error_code; /* (mu) static */
+    char model[SRV_NAME_MAX + 1]; /* (mu) the published model, "" before */
+    json_t *result;      /* (mu) conversion report / fine-tuning result (owned) */
+    json_t *history;     /* (mu) fine-tuning epochs [{epoch, train_loss, ...}] (owned) */
+    char layer_name[64]; /* (mu) conversion: the layer being fitted */
+    double attempt_t0, attempt_p0; /* (mu) when this run started, and the progress then */
+    int lease_gen;       /* (mu) our lease generation, 0 = we hold none */
+    int remote;          /* (mu) record read from disk; another replica holds the job */
+    uint64_t seq;        /* (mu) bumped by every record snapshot */
+    /* progress, written by the worker, read without locks */
+    atomic_llong progress_e9; /* 0..1e9 */
+    atomic_int phase, layer, nlayers, epoch, epochs;
+    atomic_llong step, steps;
+    volatile int cancel;      /* the engine polls it */
+    atomic_int cancel_reason; /* SRV_CANCEL_* */
+    /* record writes: one at a time, never an older snapshot over a newer one */
+    pthread_mutex_t write_mu;
+    uint64_t written_seq;     /* (write_mu) */
+    double last_write;        /* worker only: dyn_now() of the last progress write */
+    struct srv_job *next;     /* (jobs mu) queue link */
+} srv_job;
+
+struct srv_jobs {
+    char state_dir[1024], jobs_dir[1100], model_dir[1024], data_dir[1024];
+    int max_concurrent, lease_s, threads;
+    srv_repo *repo;
+    srv_metrics *metrics;
+    pthread_mutex_t mu; /* guards all/n, the queue, stopping, nrunning */
+    pthread_cond_t cv;
+    srv_job **all;      /* every job known (owned; freed only by srv_jobs_free) */
+    int n, cap;
+    srv_job *qhead, *qtail;
+    int stopping, nrunning;
+    pthread_t *workers;
+    int nworkers;
+    pthread_t heartbeat;
+    int heartbeat_started;
+    pthread_cond_t hb_cv;   /* wakes the heartbeat at shutdown (with mu) */
+    atomic_int workers_alive;
+    char host[256];
+    long long start_ticks; /* this process's start time (/proc/self/stat), for lease liveness */
+};
+
+/* Fills e (status, static code, printf message). */
+void srv__job_err_set(srv_job_err *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Runs job j (kind and spec) on the engine: loads, converts or fine-tunes, publishes the model
+ * (j->model set under j->mu). Returns 0, DYN_ECANCEL (j->cancel was raised), or another DYN_E*
+ * with err set — a message for the job's user. Called on a worker thread (job_run.c). */
+int srv__job_execute(srv_jobs *js, srv_job *j, dyn_err *err);
+
+/* Sets the progress fraction (0..1; never goes backwards within a run). */
+void srv__job_progress_set(srv_job *j, double frac);
+/* Writes the record when the last write is older than a few seconds (worker thread). */
+void srv__job_record_maybe(srv_jobs *js, srv_job *j);
+/* Writes the record now (any thread). 0 or DYN_EIO with err. */
+int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err);
+
+/* The directory of data set `name` under data_dir into dir (0), or DYN_EINVAL for a name that
+ * is not one (path traversal, ...) and DYN_EIO when the directory does not exist, err saying
+ * which. */
+int srv__dataset_dir(const srv_jobs *js, const char *name, char *dir, size_t n, dyn_err *err);
+
+/* Writes `len` bytes to path atomically (temp file in the same directory, fsync, rename,
+ * directory fsync). 0 or DYN_EIO with err. */
+int srv__write_atomic(const char *path, const char *data, size_t len, dyn_err *err);
+/* fsync of the directory holding (or named by) path; 0 or -1 (errno). */
+int srv__fsync_dir(const char *dir);
+
+#endif
