@@ -124,7 +124,7 @@ unit: $(TEST_BIN)
 	  if [ $$fail -ne 0 ]; then echo "UNIT TESTS FAILED"; exit 1; fi; echo "all unit tests passed"
 
 # Integration tests: every tests/integration/test_*.sh, each given the build directory.
-integration: all
+integration: all $(DEMO)
 	@fail=0; for t in tests/integration/test_*.sh; do [ -e "$$t" ] || continue; echo "== $$t"; \
 	  $$t $(BUILD) || fail=1; done; \
 	  if [ $$fail -ne 0 ]; then echo "INTEGRATION TESTS FAILED"; exit 1; fi; echo "integration tests passed"
@@ -139,10 +139,15 @@ bench: $(BENCH_BIN) $(DYND)
 # The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
 # digit written to digit.png, then dynd on 127.0.0.1:8080 serving models/.
 DEMO := models/mnist.dyn
+# Trained once (about a minute on 2 cores; saving is atomic), then cached: `make run` serves it and
+# the integration tests copy it.
+$(DEMO): | $(BUILD)/dyn
+	@mkdir -p models
+	$(BUILD)/dyn train --arch lenet5 --dyn --bn --fc 3,4 --conv 3,4 --epochs 5 --lr 1e-3 \
+	    --data mnist --seed 1 --out $(DEMO)
+
 run: deps
-	$(MAKE) all
-	@if [ ! -f $(DEMO) ]; then mkdir -p models && $(BUILD)/dyn train --arch lenet5 --dyn --bn \
-	    --fc 3,4 --conv 3,4 --epochs 5 --lr 1e-3 --data mnist --seed 1 --out $(DEMO); fi
+	$(MAKE) all $(DEMO)
 	@[ -f digit.png ] || { mkdir -p $(BUILD)/demo && \
 	    $(CC) -O2 -o $(BUILD)/mkdigits tests/integration/mkdigits.c -lpng -ljpeg -lz && \
 	    $(BUILD)/mkdigits data/mnist/t10k-images-idx3-ubyte data/mnist/t10k-labels-idx1-ubyte $(BUILD)/demo 1 && \
