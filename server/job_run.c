@@ -11,7 +11,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,7 +18,8 @@
 
 #include "convert/finetune.h"
 #include "data.h"
-#include "io/image.h"
+#include "io/dataset.h"
+#include "io/file.h"
 #include "io/model_file.h"
 #include "io/onnx.h"
 #include "server/jobs_impl.h"
@@ -129,16 +129,19 @@ static int model_exists(const srv_jobs *js, const char *name, int *is_dir) {
     return *is_dir || stat(p, &st) == 0;
 }
 
-int srv__dataset_dir(const srv_jobs *js, const char *name, char *dir, size_t n, dyn_err *err) {
-    if (!srv_repo_name_valid(name)) /* same rules as model names: no '/', no leading '.' */
+/* Resolves data set `name` of data_dir into d: the same naming rules as model names (no '/', no
+ * leading '.'), so a name never leaves data_dir. 0, DYN_EINVAL (not a valid name) or DYN_EIO
+ * (no such data set), err saying which. */
+static int dataset_resolve(const srv_jobs *js, const char *name, dyn_dataset_spec *d,
+                           dyn_err *err) {
+    if (!srv_repo_name_valid(name))
         return dyn_err_set(err, DYN_EINVAL,
                            "data set names are 1-64 characters of A-Z a-z 0-9 _ . - naming a "
                            "directory of data_dir, and do not start with '.'");
-    snprintf(dir, n, "%s/%s", js->data_dir, strcmp(name, "fashion-mnist") ? name : "fashion");
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return dyn_err_set(err, DYN_EIO, "no data set '%s' in the server's data_dir", name);
-    return 0;
+    int rc = dyn_dataset_resolve(js->data_dir, name, DYN_DATASET_IN_ROOT, d, err);
+    if (rc == DYN_EIO) /* in the terms of the API user, who knows names, not data_dir */
+        dyn_err_set(err, DYN_EIO, "no data set '%s' in the server's data_dir", name);
+    return rc;
 }
 
 /* Validates one option value; stores the normalized value in out. 0 or -1 with e. */
@@ -147,7 +150,7 @@ static int opt_check(srv_jobs *js, int kind, const job_opt *o, const json_t *v, 
     double x;
     int b;
     dyn_err derr = {0};
-    char dir[1200];
+    dyn_dataset_spec dspec;
     switch (o->type) {
     case O_NUM:
     case O_INT:
@@ -224,7 +227,7 @@ static int opt_check(srv_jobs *js, int kind, const job_opt *o, const json_t *v, 
     }
     case O_DATASET: {
         const char *name = json_string_value(v);
-        int rc = name ? srv__dataset_dir(js, name, dir, sizeof dir, &derr) : DYN_EINVAL;
+        int rc = name ? dataset_resolve(js, name, &dspec, &derr) : DYN_EINVAL;
         if (rc) {
             jerr(e, rc == DYN_EIO ? 404 : 400, rc == DYN_EIO ? "dataset_not_found" : "invalid_name",
                  "%s: %s", o->name, name ? derr.msg : "a data set name (string)");
@@ -307,57 +310,15 @@ fail:
 
 /* ---- data sets ---- */
 
-static const char *const DIGIT_LABELS[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
-static const char *const FASHION_LABELS[] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
-                                             "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                                             "Ankle boot"};
-
-/* Normalization and labels of a named set (MNIST's for sets without their own, as the CLI). */
-static void dataset_norm(const char *name, float *mean, float *std, const char *const **labels) {
-    int fashion = !strcmp(name, "fashion") || !strcmp(name, "fashion-mnist");
-    *mean = fashion ? 0.2860f : 0.1307f;
-    *std = fashion ? 0.3530f : 0.3081f;
-    *labels = fashion ? FASHION_LABELS : DIGIT_LABELS;
-}
-
-static int file_ok(char *p, size_t n) {
-    if (access(p, R_OK) == 0) return 1;
-    size_t l = strlen(p);
-    if (l + 4 > n) return 0;
-    strcat(p, ".gz");
-    return access(p, R_OK) == 0;
-}
-
-/* Loads split "train" / "test" of data set `name` for a model with per-sample input `in`,
- * checking the samples fit the model. ds: caller frees with dyn_dataset_free. */
+/* Loads split "train" / "test" of data set `name` (d: its spec) for model m, checking that the
+ * samples fit the model. ds: caller frees with dyn_dataset_free. */
 static int dataset_load(const srv_jobs *js, const char *name, const char *split,
-                        const dyn_model *m, dyn_dataset *ds, dyn_err *err) {
+                        const dyn_model *m, dyn_dataset_spec *d, dyn_dataset *ds, dyn_err *err) {
     memset(ds, 0, sizeof *ds);
-    char dir[1200], img[1300], lab[1300];
-    int rc = srv__dataset_dir(js, name, dir, sizeof dir, err);
+    int rc = dataset_resolve(js, name, d, err);
+    if (!rc) rc = dyn_dataset_load(d, split, &m->input, ds, err);
     if (rc) return rc;
-    const char *pre = strcmp(split, "train") ? "t10k" : "train";
-    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte", dir, pre);
-    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte", dir, pre);
     const dyn_shape *in = &m->input;
-    if (file_ok(img, sizeof img) && file_ok(lab, sizeof lab)) {
-        rc = dyn_idx_load(img, lab, ds, err);
-    } else {
-        snprintf(img, sizeof img, "%s/train", dir);
-        struct stat st;
-        if (stat(img, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(img, sizeof img, "%s/%s", dir, split);
-        else if (strcmp(split, "train"))
-            return dyn_err_set(err, DYN_EIO, "data set '%s' has no %s split", name, split);
-        else snprintf(img, sizeof img, "%s", dir);
-        if (in->ndim != 3)
-            return dyn_err_set(err, DYN_EINVAL, "image folders need a model with a [C, H, W] input");
-        char **names = NULL;
-        int ncls = 0;
-        rc = dyn_imgfolder_load(img, (int)in->d[0], (int)in->d[1], (int)in->d[2], ds, &names,
-                                &ncls, err);
-        dyn_imgfolder_names_free(names, ncls);
-    }
-    if (rc) return dyn_err_prefix(err, "data set '%s'", name);
     int64_t numel = 1;
     for (int i = 0; i < in->ndim; i++) numel *= in->d[i];
     if ((int64_t)ds->c * ds->h * ds->w != numel || (in->ndim == 3 && in->d[0] != ds->c)) {
@@ -375,20 +336,6 @@ static int dataset_load(const srv_jobs *js, const char *name, const char *split,
                            name, nc, (long long)dyn_model_outputs(m));
     }
     return 0;
-}
-
-/* The normalization a model expects: its preprocess metadata, else the data set's. */
-static void model_norm(const dyn_model *m, const char *set, float *mean, float *std) {
-    const char *const *labels;
-    dataset_norm(set, mean, std, &labels);
-    const json_t *pp = m->preprocess;
-    const json_t *mv = pp ? json_object_get(pp, "mean") : NULL, *sv = pp ? json_object_get(pp, "std") : NULL;
-    if (json_is_array(mv)) mv = json_array_get(mv, 0);
-    if (json_is_array(sv)) sv = json_array_get(sv, 0);
-    if (json_is_number(mv) && json_is_number(sv) && json_number_value(sv) > 0) {
-        *mean = (float)json_number_value(mv);
-        *std = (float)json_number_value(sv);
-    }
 }
 
 /* ---- helpers on the spec ---- */
@@ -441,36 +388,32 @@ static int publish(srv_jobs *js, srv_job *j, dyn_model *m, dyn_err *err) {
     char tmp[1300], dst[1300];
     snprintf(tmp, sizeof tmp, "%s/.job-%s.tmp", js->model_dir, j->id);
     snprintf(dst, sizeof dst, "%s/%s.dyn", js->model_dir, name);
-    int rc = dyn_model_save(m, tmp, err);
+    int rc = dyn_model_save(m, tmp, err); /* written durably (io/file.h), under a hidden name */
     if (rc) {
         unlink(tmp);
         return rc;
     }
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    int bad = fd < 0 || fsync(fd) != 0;
-    if (fd >= 0) close(fd);
-    if (!bad) {
-        if (bget(j->spec, "overwrite")) {
-            bad = rename(tmp, dst) != 0;
-        } else { /* link: fails if the name was taken meanwhile (never replaces a model) */
-            bad = link(tmp, dst) != 0;
-            if (bad && errno == EEXIST) {
-                unlink(tmp);
-                return dyn_err_set(err, DYN_EINVAL,
-                                   "model '%s' appeared while the job ran; resubmit with another "
-                                   "output or overwrite = true", name);
-            }
-            if (bad && (errno == EPERM || errno == EOPNOTSUPP) && access(dst, F_OK) != 0)
-                bad = rename(tmp, dst) != 0; /* no hard links on this file system */
-            else unlink(tmp);
+    int bad;
+    if (bget(j->spec, "overwrite")) {
+        bad = rename(tmp, dst) != 0;
+    } else { /* link: fails if the name was taken meanwhile (never replaces a model) */
+        bad = link(tmp, dst) != 0;
+        if (bad && errno == EEXIST) {
+            unlink(tmp);
+            return dyn_err_set(err, DYN_EINVAL,
+                               "model '%s' appeared while the job ran; resubmit with another "
+                               "output or overwrite = true", name);
         }
+        if (bad && (errno == EPERM || errno == EOPNOTSUPP) && access(dst, F_OK) != 0)
+            bad = rename(tmp, dst) != 0; /* no hard links on this file system */
+        else unlink(tmp);
     }
     if (bad) {
         int e = errno;
         unlink(tmp);
         return dyn_err_set(err, DYN_EIO, "publishing %s: %s", dst, strerror(e));
     }
-    srv__fsync_dir(js->model_dir);
+    dyn_file_fsync_dir(js->model_dir);
     if ((rc = srv_repo_load(js->repo, name, err)))
         return dyn_err_prefix(err, "published %s but the repository cannot load it", dst);
     pthread_mutex_lock(&j->mu);
@@ -504,15 +447,11 @@ static void conv_progress(void *ctx, const dyn_convert_progress *p) {
 }
 
 static void preprocess_set(dyn_model *m, const char *set) {
-    float mean, sd;
-    const char *const *labels;
-    dataset_norm(set, &mean, &sd, &labels);
-    if (!m->preprocess && m->input.ndim == 3)
-        m->preprocess = json_pack("{s:i, s:i, s:i, s:[f], s:[f], s:f, s:s}", "channels",
-                                  (int)m->input.d[0], "height", (int)m->input.d[1], "width",
-                                  (int)m->input.d[2], "mean", (double)mean, "std", (double)sd,
-                                  "scale", 255.0, "resize", "bilinear");
-    if (!m->nlabels && dyn_model_outputs(m) == 10) dyn_model_labels_set(m, labels, 10);
+    dyn_dataset_spec d;
+    dyn_dataset_spec_init(&d, set);
+    if (!m->preprocess) m->preprocess = dyn_dataset_preprocess_json(&d, &m->input);
+    if (!m->nlabels && dyn_model_outputs(m) == d.nlabels)
+        dyn_model_labels_set(m, d.labels, d.nlabels);
 }
 
 static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
@@ -549,17 +488,19 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_dataset cal = {0}, te = {0};
     dyn_data_view vcal = {0}, vrest = {0}, vte = {0}, vnone = {0};
     dyn_batch_source scal, ste;
+    dyn_dataset_spec dsp;
     float mean, sd;
     const uint64_t seed = o.fitopt.seed;
-    if (!rc && eval && !j->cancel && !(rc = dataset_load(js, eval, "test", m, &te, err))) {
-        model_norm(m, eval, &mean, &sd);
+    if (!rc && eval && !j->cancel && !(rc = dataset_load(js, eval, "test", m, &dsp, &te, err))) {
+        dyn_dataset_norm(&dsp, m, &mean, &sd);
         int n = (int)nget(s, "eval_n", te.n);
         rc = dyn_data_split(&te, 0, DYN_MIN(n, te.n), seed, mean, sd, &vte, &vnone, err);
         ste = dyn_data_view_source(&vte);
         o.eval = &ste;
     }
-    if (!rc && calib && !j->cancel && !(rc = dataset_load(js, calib, "train", m, &cal, err))) {
-        model_norm(m, calib, &mean, &sd);
+    if (!rc && calib && !j->cancel &&
+        !(rc = dataset_load(js, calib, "train", m, &dsp, &cal, err))) {
+        dyn_dataset_norm(&dsp, m, &mean, &sd);
         int n = DYN_MAX(1, DYN_MIN((int)nget(s, "calib_n", 512), cal.n));
         rc = dyn_data_split(&cal, n, 0, seed, mean, sd, &vrest, &vcal, err);
         scal = dyn_data_view_source(&vcal);
@@ -646,13 +587,7 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_model *m = input_load(js, j, "input.dyn", err);
     if (!m) return err->code ? err->code : DYN_EIO;
     int rc = 0;
-    if (access(snap, R_OK) != 0) {
-        char tmp[1400];
-        snprintf(tmp, sizeof tmp, "%s.tmp", snap);
-        rc = dyn_model_save(m, tmp, err);
-        if (!rc && rename(tmp, snap) != 0) rc = dyn_err_set(err, DYN_EIO, "%s: %s", snap, strerror(errno));
-        if (rc) unlink(tmp);
-    }
+    if (access(snap, R_OK) != 0) rc = dyn_model_save(m, snap, err); /* atomic: whole or absent */
     dyn_ft_opts o = dyn_ft_opts_default();
     if (!rc && dyn_ft_mode_parse(sget(s, "mode") ? sget(s, "mode") : "native", &o.mode))
         rc = dyn_err_set(err, DYN_EINVAL, "bad mode in the job's options");
@@ -676,9 +611,10 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_dataset tr = {0};
     dyn_data_view vtr = {0}, vva = {0};
     if (!rc && !data) rc = dyn_err_set(err, DYN_EINVAL, "the job has no data set");
-    if (!rc && !(rc = dataset_load(js, data, "train", m, &tr, err))) {
+    dyn_dataset_spec dsp;
+    if (!rc && !(rc = dataset_load(js, data, "train", m, &dsp, &tr, err))) {
         float mean, sd;
-        model_norm(m, data, &mean, &sd);
+        dyn_dataset_norm(&dsp, m, &mean, &sd);
         if (tr.n < 2) rc = dyn_err_set(err, DYN_EINVAL, "data set '%s' has fewer than 2 images", data);
         else rc = dyn_data_split(&tr, DYN_MIN((int)nget(s, "val", 5000), tr.n - 1),
                                  (int)nget(s, "limit", 0), o.seed, mean, sd, &vtr, &vva, err);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/file.h"
 #include "server/log.h"
 
 static const char *const STATE_NAMES[] = {"queued",    "running",  "succeeded",
@@ -71,47 +72,6 @@ void srv__job_err_set(srv_job_err *e, int status, const char *code, const char *
 }
 
 /* ---- files ---- */
-
-int srv__fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static void dir_of(const char *path, char *dir, size_t n) {
-    snprintf(dir, n, "%s", path);
-    char *s = strrchr(dir, '/');
-    if (s && s != dir) *s = 0;
-    else snprintf(dir, n, "%s", s ? "/" : ".");
-}
-
-int srv__write_atomic(const char *path, const char *data, size_t len, dyn_err *err) {
-    char tmp[1400], dir[1300];
-    static atomic_uint counter;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) return dyn_err_set(err, DYN_EIO, "%s: %s", tmp, strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
-    int bad = off != len || fsync(fd) != 0;
-    int e = errno;
-    bad |= close(fd) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        if (!bad) e = errno;
-        unlink(tmp);
-        return dyn_err_set(err, DYN_EIO, "writing %s: %s", path, strerror(e ? e : EIO));
-    }
-    dir_of(path, dir, sizeof dir);
-    srv__fsync_dir(dir);
-    return 0;
-}
 
 /* Removes dir/name recursively (the job's checkpoints). Best effort. */
 static void remove_tree(const char *path) {
@@ -258,7 +218,7 @@ int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err) {
     int rc = 0;
     pthread_mutex_lock(&j->write_mu);
     if (seq > j->written_seq) { /* else a newer snapshot is already on disk */
-        rc = srv__write_atomic(path, txt, strlen(txt), err);
+        rc = dyn_file_write_atomic(path, txt, strlen(txt), 0640, err);
         if (!rc) j->written_seq = seq;
     }
     pthread_mutex_unlock(&j->write_mu);
@@ -462,7 +422,7 @@ static int lease_claim(srv_jobs *js, srv_job *j) {
         lease_path(j, k, p, sizeof p);
         unlink(p);
     }
-    srv__fsync_dir(j->dir);
+    dyn_file_fsync_dir(j->dir);
     return g + 1;
 }
 

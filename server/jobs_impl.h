@@ -92,15 +92,4 @@ void srv__job_record_maybe(srv_jobs *js, srv_job *j);
 /* Writes the record now (any thread). 0 or DYN_EIO with err. */
 int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err);
 
-/* The directory of data set `name` under data_dir into dir (0), or DYN_EINVAL for a name that
- * is not one (path traversal, ...) and DYN_EIO when the directory does not exist, err saying
- * which. */
-int srv__dataset_dir(const srv_jobs *js, const char *name, char *dir, size_t n, dyn_err *err);
-
-/* Writes `len` bytes to path atomically (temp file in the same directory, fsync, rename,
- * directory fsync). 0 or DYN_EIO with err. */
-int srv__write_atomic(const char *path, const char *data, size_t len, dyn_err *err);
-/* fsync of the directory holding (or named by) path; 0 or -1 (errno). */
-int srv__fsync_dir(const char *dir);
-
 #endif

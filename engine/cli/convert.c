@@ -155,16 +155,18 @@ int cmd_convert(int argc, char **argv) {
     if (!m) cli_die("convert", &err);
 
     /* preprocessing and labels */
-    data_spec ds_pp;
+    dyn_dataset_spec ds_pp;
     const char *pp_name = pp_from ? pp_from : calib ? calib : data;
     if (!m->preprocess && pp_name) {
-        if (cli_data_resolve(pp_name, &ds_pp, &err)) cli_die("convert", &err);
-        if (m->input.ndim == 3) m->preprocess = cli_preprocess_json(m, &ds_pp);
+        if (dyn_dataset_resolve(cli_data_root(), pp_name, 0, &ds_pp, &err))
+            cli_die("convert", &err);
+        m->preprocess = dyn_dataset_preprocess_json(&ds_pp, &m->input);
         if (!pp_from)
             fprintf(stderr, "dyn convert: %s has no preprocess metadata; using %s's normalization "
                             "(mean %.4f, std %.4f) — pass --preprocess-from to choose\n",
                     in_path, pp_name, (double)ds_pp.mean, (double)ds_pp.std);
-        if (!m->nlabels && dyn_model_outputs(m) == 10) dyn_model_labels_set(m, ds_pp.labels, 10);
+        if (!m->nlabels && dyn_model_outputs(m) == ds_pp.nlabels)
+            dyn_model_labels_set(m, ds_pp.labels, ds_pp.nlabels);
     }
 
     /* evaluation: the test split, or a validation split held out of train (then the
@@ -172,13 +174,14 @@ int cmd_convert(int argc, char **argv) {
     dyn_dataset cal_ds = {0}, te_ds = {0}, tr_ds = {0};
     dyn_data_view vcal = {0}, vrest = {0}, vte = {0}, vtr = {0};
     dyn_batch_source scal, ste;
-    data_spec dsp;
+    dyn_dataset_spec dsp;
     float mean, sd;
     if (data) {
-        if (cli_data_load_for(data, on_val ? "train" : "test", &m->input, &dsp,
-                              on_val ? &tr_ds : &te_ds, &err))
+        if (dyn_dataset_resolve(cli_data_root(), data, 0, &dsp, &err) ||
+            dyn_dataset_load(&dsp, on_val ? "train" : "test", &m->input, on_val ? &tr_ds : &te_ds,
+                             &err))
             cli_die("convert", &err);
-        cli_model_norm(m, &dsp, &mean, &sd);
+        dyn_dataset_norm(&dsp, m, &mean, &sd);
         if (on_val ? dyn_data_split(&tr_ds, DYN_MIN(nval, tr_ds.n - 1), 0, seed, mean, sd, &vtr,
                                     &vte, &err)
                    : dyn_data_all(&te_ds, mean, sd, &vte, &err))
@@ -197,9 +200,10 @@ int cmd_convert(int argc, char **argv) {
             vcal.mean = vtr.mean;
             vcal.std = vtr.std;
         } else {
-            if (cli_data_load_for(calib, "train", &m->input, &dsp, &cal_ds, &err))
+            if (dyn_dataset_resolve(cli_data_root(), calib, 0, &dsp, &err) ||
+                dyn_dataset_load(&dsp, "train", &m->input, &cal_ds, &err))
                 cli_die("convert", &err);
-            cli_model_norm(m, &dsp, &mean, &sd);
+            dyn_dataset_norm(&dsp, m, &mean, &sd);
             calib_n = DYN_MAX(1, DYN_MIN(calib_n, cal_ds.n));
             if (dyn_data_split(&cal_ds, calib_n, 0, seed, mean, sd, &vrest, &vcal, &err))
                 cli_die("convert", &err);

@@ -93,10 +93,11 @@ static int cmd_train(int argc, char **argv) {
     cfg.progress = cli_progress_line;
 
     dyn_err err = {0};
-    data_spec d;
+    dyn_dataset_spec d;
     dyn_dataset tr, te;
-    if (cli_data_resolve(data, &d, &err) || cli_data_load(&d, "train", &tr, &err) ||
-        cli_data_load(&d, "test", &te, &err))
+    if (dyn_dataset_resolve(cli_data_root(), data, 0, &d, &err) ||
+        dyn_dataset_load_idx(&d, "train", &tr, &err) ||
+        dyn_dataset_load_idx(&d, "test", &te, &err))
         cli_die("train", &err);
     zo.channels = tr.c;
     zo.height = tr.h;
@@ -121,8 +122,8 @@ static int cmd_train(int argc, char **argv) {
     if (dyn_train(m, &str, nval ? &sva : NULL, &cfg, &res, &err)) cli_die("train", &err);
     double test_loss = 0, test_acc = dyn_evaluate(m, &ste, 256, &test_loss, &err);
     if (test_acc < 0) cli_die("train", &err);
-    dyn_model_labels_set(m, d.labels, 10);
-    m->preprocess = cli_preprocess_json(m, &d);
+    dyn_model_labels_set(m, d.labels, d.nlabels);
+    m->preprocess = dyn_dataset_preprocess_json(&d, &m->input);
     m->info = json_pack("{s:s, s:s, s:b, s:I, s:i, s:f, s:f}", "trained_on", data, "arch", zo.arch, "bn", zo.bn,
                         "seed", (json_int_t)cfg.seed, "epochs", cfg.epochs, "val_acc",
                         (double)res.best_val_acc, "test_acc", test_acc);
@@ -181,9 +182,11 @@ static int cmd_eval(int argc, char **argv) {
     if (optind >= argc) goto bad;
     dyn_err err = {0};
     const char *path = argv[optind];
-    data_spec d;
+    dyn_dataset_spec d;
     dyn_dataset te;
-    if (cli_data_resolve(data, &d, &err) || cli_data_load(&d, "test", &te, &err)) cli_die("eval", &err);
+    if (dyn_dataset_resolve(cli_data_root(), data, 0, &d, &err) ||
+        dyn_dataset_load_idx(&d, "test", &te, &err))
+        cli_die("eval", &err);
     dyn_model *m0 = dyn_model_load(path, &err);
     if (!m0) cli_die("eval", &err);
     dyn_data_view vte;

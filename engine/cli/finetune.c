@@ -93,14 +93,16 @@ int cmd_finetune(int argc, char **argv) {
     const char *in_path = argv[optind];
     dyn_model *m = dyn_model_load(in_path, &err);
     if (!m) cli_die("finetune", &err);
-    data_spec d;
+    dyn_dataset_spec d;
     dyn_dataset tr = {0}, te = {0};
-    if (cli_data_load_for(data, "train", &m->input, &d, &tr, &err)) cli_die("finetune", &err);
+    if (dyn_dataset_resolve(cli_data_root(), data, 0, &d, &err) ||
+        dyn_dataset_load(&d, "train", &m->input, &tr, &err))
+        cli_die("finetune", &err);
     dyn_err terr = {0};
-    const int have_test = cli_data_load_for(data, "test", &m->input, &d, &te, &terr) == 0;
+    const int have_test = dyn_dataset_load(&d, "test", &m->input, &te, &terr) == 0;
     if (!have_test) fprintf(stderr, "dyn finetune: no test split (%s)\n", terr.msg);
     float mean, sd;
-    cli_model_norm(m, &d, &mean, &sd);
+    dyn_dataset_norm(&d, m, &mean, &sd);
     dyn_data_view vtr, vva, vte = {0};
     if (dyn_data_split(&tr, DYN_MIN(nval, tr.n - 1), limit, o.seed, mean, sd, &vtr, &vva, &err))
         cli_die("finetune", &err);

@@ -1,12 +1,12 @@
 /* finetune.c — native and unfixed (Algorithm 1) fine-tuning with resumable checkpoints
  * (finetune.h). */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../io/file.h"
 #include "../io/model_file.h"
 #include "finetune.h"
 
@@ -152,35 +152,6 @@ static int copy_params(dyn_model *dst, const dyn_model *src, dyn_err *err) {
 
 static void path_in(char *buf, size_t n, const char *dir, const char *name) {
     snprintf(buf, n, "%s/%s", dir, name);
-}
-
-/* Writes text to path atomically: temp file, fsync, rename, directory fsync. */
-static int write_atomic(const char *dir, const char *name, const char *text, dyn_err *err) {
-    char path[1200], tmp[1300];
-    path_in(path, sizeof path, dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return dyn_err_set(err, DYN_EIO, "%s: %s", tmp, strerror(errno));
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
-    int bad = off != len || fsync(fd) != 0;
-    bad |= close(fd) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return dyn_err_set(err, DYN_EIO, "%s: %s", path, strerror(e));
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return 0;
 }
 
 /* Swaps every parameter's value with its first (which = 0) or second (1) Adam moment where
@@ -568,7 +539,8 @@ int dyn_finetune(dyn_model *m, const dyn_batch_source *train, const dyn_batch_so
             json_t *js = state_json(o, &s, res, nf);
             char *txt = js ? json_dumps(js, JSON_INDENT(1)) : NULL;
             json_decref(js);
-            rc = txt ? write_atomic(o->ckpt_dir, "state.json", txt, err)
+            path_in(p, sizeof p, o->ckpt_dir, "state.json");
+            rc = txt ? dyn_file_write_atomic(p, txt, strlen(txt), 0644, err)
                      : dyn_err_set(err, DYN_ENOMEM, "out of memory");
             free(txt);
             if (rc) goto done;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file.h"
 #include "io_impl.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
@@ -464,20 +465,8 @@ int dyn_st_tensor_read_f32(const dyn_st_file *f, const dyn_st_tensor *t, float *
 
 /* ---- writing ---- */
 
-static int write_all(int fd, const void *p, size_t n) {
-    const uint8_t *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int write_f32(int fd, const float *x, int64_t n) {
-    if (!ST_BIG_ENDIAN) return n ? write_all(fd, x, (size_t)n * 4) : 0;
+    if (!ST_BIG_ENDIAN) return n ? dyn_file_write_all(fd, x, (size_t)n * 4) : 0;
     uint8_t chunk[4096];
     int64_t i = 0;
     while (i < n) {
@@ -487,7 +476,7 @@ static int write_f32(int fd, const float *x, int64_t n) {
             memcpy(&b, &x[i + j], 4);
             for (int q = 0; q < 4; q++) chunk[4 * j + q] = (uint8_t)(b >> (8 * q));
         }
-        if (write_all(fd, chunk, (size_t)k * 4)) return -1;
+        if (dyn_file_write_all(fd, chunk, (size_t)k * 4)) return -1;
         i += k;
     }
     return 0;
@@ -593,29 +582,6 @@ done:
     return rc;
 }
 
-static int fsync_dir_of(const char *path) {
-    char *dir = strdup(path);
-    if (!dir) return -1;
-    char *slash = strrchr(dir, '/');
-    const char *d = dir;
-    if (!slash)
-        d = ".";
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-    if (fd < 0) {
-        rc = -1;
-    } else {
-        if (fsync(fd) != 0 && errno != EINVAL) rc = -1;
-        close(fd);
-    }
-    free(dir);
-    return rc;
-}
-
 int dyn_st_write(const char *path, const dyn_st_entry *tensors, int n, const json_t *metadata,
                  dyn_err *err) {
     if (n < 0 || (n > 0 && !tensors))
@@ -628,55 +594,26 @@ int dyn_st_write(const char *path, const dyn_st_entry *tensors, int n, const jso
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
 
-    size_t tl = strlen(path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) {
-        free(hdr);
-        return dyn_err_set(err, DYN_ENOMEM, "%s: out of memory", path);
-    }
-    /* pid + a process-wide sequence number: concurrent writers (other processes, or other
-     * threads of this one) never share a temporary; O_EXCL makes a clash an error, not a mix. */
-    static _Atomic unsigned g_seq;
-    snprintf(tmp, tl, "%s.tmp.%ld.%u", path, (long)getpid(), g_seq++);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        rc = dyn_err_set(err, DYN_EIO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(tmp);
+    dyn_file_atomic f;
+    rc = dyn_file_atomic_begin(&f, path, 0666, err);
+    if (rc) {
         free(hdr);
         return rc;
     }
     static const char spaces[8] = "        ";
-    int bad = write_all(fd, len8, 8) || write_all(fd, hdr, hl) ||
-              write_all(fd, spaces, padded - hl);
+    int bad = dyn_file_write_all(f.fd, len8, 8) || dyn_file_write_all(f.fd, hdr, hl) ||
+              dyn_file_write_all(f.fd, spaces, padded - hl);
     for (int i = 0; !bad && i < n; i++) {
         int64_t numel = 1;
         for (int d = 0; d < tensors[i].ndim; d++) numel *= tensors[i].shape[d];
-        bad = write_f32(fd, tensors[i].data, numel);
+        bad = write_f32(f.fd, tensors[i].data, numel);
     }
+    int e = errno;
     free(hdr);
-    if (bad || fsync(fd) != 0) {
-        rc = dyn_err_set(err, DYN_EIO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
+    if (bad) {
+        rc = dyn_err_set(err, DYN_EIO, "%s: writing %s failed: %s", path, f.tmp, strerror(e));
+        dyn_file_atomic_abort(&f);
         return rc;
     }
-    if (close(fd) != 0) {
-        rc = dyn_err_set(err, DYN_EIO, "%s: closing %s failed: %s", path, tmp, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return rc;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = dyn_err_set(err, DYN_EIO, "%s: renaming %s into place failed: %s", path, tmp,
-                         strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return rc;
-    }
-    free(tmp);
-    if (fsync_dir_of(path) != 0)
-        return dyn_err_set(err, DYN_EIO, "%s: written, but syncing its directory failed: %s",
-                           path, strerror(errno));
-    return 0;
+    return dyn_file_atomic_commit(&f, err);
 }

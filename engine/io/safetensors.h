@@ -96,9 +96,10 @@ typedef struct dyn_st_entry {
 } dyn_st_entry;
 
 /* Writes n tensors (in this order) and `metadata` (a JSON object whose values are all strings,
- * borrowed; NULL for none) to `path`, atomically: the data goes to "<path>.tmp.<pid>.<seq>",
- * is fsync'ed, renamed over `path`, and the directory is fsync'ed. On failure the
- * temporary file is removed, `path` is untouched and a DYN_E* code is returned with err set. */
+ * borrowed; NULL for none) to `path`, atomically (io/file.h): the data goes to
+ * "<path>.tmp.<pid>.<seq>", is fsync'ed, renamed over `path`, and the directory is fsync'ed.
+ * On failure the temporary file is removed, `path` is untouched and a DYN_E* code is returned
+ * with err set. */
 int dyn_st_write(const char *path, const dyn_st_entry *tensors, int n, const json_t *metadata,
                  dyn_err *err);
 

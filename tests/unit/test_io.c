@@ -1,6 +1,7 @@
 /* test_io.c — engine/io: safetensors reader/writer (round trip, alignment, and rejection of
  * every kind of damaged file), model files (bit-exact round trip, damaged metadata and
- * tensors), IDX data sets (valid, gzip, damaged, helpers, and the real MNIST when present). */
+ * tensors), IDX data sets (valid, gzip, damaged, helpers, and the real MNIST when present), data
+ * sets by name (io/dataset.h) and atomic file writes (io/file.h). */
 #include <dirent.h>
 #include <ftw.h>
 #include <math.h>
@@ -10,7 +11,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "io/dataset.h"
+#include "io/file.h"
 #include "io/idx.h"
+#include "io/image.h"
 #include "io/model_file.h"
 #include "io/safetensors.h"
 #include "model.h"
@@ -1432,6 +1436,223 @@ START_TEST(idx_real_mnist) {
 }
 END_TEST
 
+/* ---- data sets by name, atomic file writes ---- */
+
+static void mkdirf(const char *fmt, const char *a) {
+    char p[512];
+    snprintf(p, sizeof p, fmt, g_dir, a);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+}
+
+/* A 5x4 gray PNG at path. */
+static void write_png(const char *path, uint8_t v) {
+    uint8_t px[20];
+    memset(px, v, sizeof px);
+    dyn_image im = {.w = 5, .h = 4, .c = 1, .data = px};
+    void *buf = NULL;
+    size_t n = 0;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_image_encode_png(&im, &buf, &n, &err) == 0, "%s", err.msg);
+    write_bytes(path, buf, n);
+    free(buf);
+}
+
+START_TEST(resolve_names) {
+    tmp_setup();
+    mkdirf("%s/%s", "mnist");
+    mkdirf("%s/%s", "fashion");
+    mkdirf("%s/%s", "own");
+    dyn_dataset_spec d;
+    dyn_err err = {0};
+    char want[512];
+
+    ck_assert_msg(dyn_dataset_resolve(g_dir, "mnist", 0, &d, &err) == 0, "%s", err.msg);
+    snprintf(want, sizeof want, "%s/mnist", g_dir);
+    ck_assert_str_eq(d.dir, want);
+    ck_assert_float_eq(d.mean, 0.1307f);
+    ck_assert_str_eq(d.labels[3], "3");
+    ck_assert_int_eq(d.nlabels, 10);
+
+    ck_assert_msg(dyn_dataset_resolve(g_dir, "fashion-mnist", 0, &d, &err) == 0, "%s", err.msg);
+    snprintf(want, sizeof want, "%s/fashion", g_dir);
+    ck_assert_str_eq(d.dir, want);
+    ck_assert_float_eq(d.std, 0.3530f);
+    ck_assert_str_eq(d.labels[9], "Ankle boot");
+    ck_assert_str_eq(d.name, "fashion-mnist");
+
+    /* other names: a path as given; in the root only with DYN_DATASET_IN_ROOT */
+    snprintf(want, sizeof want, "%s/own", g_dir);
+    ck_assert_msg(dyn_dataset_resolve("/nonexistent", want, 0, &d, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(d.dir, want);
+    ck_assert_float_eq(d.mean, 0.1307f);
+    ck_assert_int_eq(dyn_dataset_resolve(g_dir, "own", 0, &d, &err), DYN_EIO); /* cwd */
+    ck_assert_ptr_nonnull(strstr(err.msg, "not found"));
+    ck_assert_msg(dyn_dataset_resolve(g_dir, "own", DYN_DATASET_IN_ROOT, &d, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_str_eq(d.dir, want);
+    ck_assert_int_eq(dyn_dataset_resolve(g_dir, "nosuch", DYN_DATASET_IN_ROOT, &d, &err), DYN_EIO);
+    const char *bad[] = {"../own", "/etc", ".", "..", ".hidden", "a/b", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        ck_assert_msg(dyn_dataset_resolve(g_dir, bad[i], DYN_DATASET_IN_ROOT, &d, &err) ==
+                          DYN_EINVAL, "'%s' accepted", bad[i]);
+
+    dyn_dataset_spec_init(&d, "fashion");
+    ck_assert_str_eq(d.dir, "");
+    ck_assert_float_eq(d.mean, 0.2860f);
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(load_idx_and_folders) {
+    tmp_setup();
+    char p[512], lab[512];
+    mkdirf("%s/%s", "idx"); /* train: plain files, test: gzip-compressed */
+    snprintf(p, sizeof p, "%s/idx/train-images-idx3-ubyte", g_dir);
+    snprintf(lab, sizeof lab, "%s/idx/train-labels-idx1-ubyte", g_dir);
+    write_valid_idx(p, lab, 0);
+    snprintf(p, sizeof p, "%s/idx/t10k-images-idx3-ubyte.gz", g_dir);
+    snprintf(lab, sizeof lab, "%s/idx/t10k-labels-idx1-ubyte.gz", g_dir);
+    write_valid_idx(p, lab, 1);
+    dyn_dataset_spec d;
+    dyn_dataset ds;
+    dyn_err err = {0};
+    ck_assert_int_eq(dyn_dataset_resolve(g_dir, "idx", DYN_DATASET_IN_ROOT, &d, &err), 0);
+    ck_assert_msg(dyn_dataset_load(&d, "train", NULL, &ds, &err) == 0, "%s", err.msg);
+    check_valid_set(&ds);
+    dyn_dataset_free(&ds);
+    ck_assert_msg(dyn_dataset_load_idx(&d, "test", &ds, &err) == 0, "%s", err.msg);
+    check_valid_set(&ds);
+    dyn_dataset_free(&ds);
+
+    /* an image folder with DIR/train and DIR/test */
+    const char *cls[] = {"a", "b"};
+    mkdirf("%s/%s", "img");
+    mkdirf("%s/%s", "img/train");
+    mkdirf("%s/%s", "img/test");
+    for (int k = 0; k < 2; k++) {
+        char sub[64];
+        snprintf(sub, sizeof sub, "img/train/%s", cls[k]);
+        mkdirf("%s/%s", sub);
+        snprintf(sub, sizeof sub, "img/test/%s", cls[k]);
+        mkdirf("%s/%s", sub);
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof p, "%s/img/train/%s/%d.png", g_dir, cls[k], i);
+            write_png(p, (uint8_t)(40 * k + i));
+        }
+        snprintf(p, sizeof p, "%s/img/test/%s/0.png", g_dir, cls[k]);
+        write_png(p, (uint8_t)(100 + k));
+    }
+    dyn_shape in = {3, {1, 8, 8}};
+    ck_assert_int_eq(dyn_dataset_resolve(g_dir, "img", DYN_DATASET_IN_ROOT, &d, &err), 0);
+    ck_assert_msg(dyn_dataset_load(&d, "train", &in, &ds, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ds.n, 6);
+    ck_assert_int_eq(ds.nclasses, 2);
+    ck_assert_int_eq(ds.h, 8);
+    dyn_dataset_free(&ds);
+    ck_assert_msg(dyn_dataset_load(&d, "test", &in, &ds, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ds.n, 2);
+    dyn_dataset_free(&ds);
+    dyn_shape flat = {1, {64}};
+    ck_assert_int_eq(dyn_dataset_load(&d, "train", &flat, &ds, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "[C, H, W]"));
+    ck_assert_ptr_null(ds.pixels);
+
+    /* DIR/<class>/ alone: the training split, and no test split */
+    snprintf(p, sizeof p, "%s/img/train", g_dir);
+    ck_assert_int_eq(dyn_dataset_resolve(g_dir, p, 0, &d, &err), 0);
+    ck_assert_msg(dyn_dataset_load(&d, "train", &in, &ds, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ds.n, 6);
+    dyn_dataset_free(&ds);
+    ck_assert_int_eq(dyn_dataset_load(&d, "test", &in, &ds, &err), DYN_EIO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "has no test split"));
+
+    /* an empty directory: errors name the data set */
+    mkdirf("%s/%s", "empty");
+    ck_assert_int_eq(dyn_dataset_resolve(g_dir, "empty", DYN_DATASET_IN_ROOT, &d, &err), 0);
+    ck_assert_int_ne(dyn_dataset_load_idx(&d, "train", &ds, &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "data set 'empty'"));
+    ck_assert_int_ne(dyn_dataset_load(&d, "train", &in, &ds, &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "data set 'empty'"));
+    tmp_teardown();
+}
+END_TEST
+
+START_TEST(norm_and_preprocess) {
+    dyn_dataset_spec d;
+    dyn_dataset_spec_init(&d, "fashion");
+    dyn_shape in = {3, {1, 28, 28}};
+    json_t *pp = dyn_dataset_preprocess_json(&d, &in);
+    ck_assert_ptr_nonnull(pp);
+    ck_assert_int_eq(json_integer_value(json_object_get(pp, "height")), 28);
+    ck_assert_float_eq_tol(json_real_value(json_array_get(json_object_get(pp, "mean"), 0)), 0.2860,
+                           1e-6);
+    float mean, sd;
+    dyn_dataset_norm(&d, NULL, &mean, &sd);
+    ck_assert_float_eq(mean, 0.2860f);
+    dyn_model m = {0};
+    m.preprocess = json_pack("{s:[f], s:[f]}", "mean", 0.5, "std", 0.25);
+    dyn_dataset_norm(&d, &m, &mean, &sd);
+    ck_assert_float_eq(mean, 0.5f);
+    ck_assert_float_eq(sd, 0.25f);
+    json_decref(m.preprocess);
+    json_decref(pp);
+    dyn_shape vec = {1, {784}};
+    ck_assert_ptr_null(dyn_dataset_preprocess_json(&d, &vec));
+}
+END_TEST
+
+START_TEST(file_write_atomic) {
+    tmp_setup();
+    char p[512], buf[64] = {0};
+    snprintf(p, sizeof p, "%s/rec.json", g_dir);
+    dyn_err err = {0};
+    ck_assert_msg(dyn_file_write_atomic(p, "first", 5, 0640, &err) == 0, "%s", err.msg);
+    ck_assert_msg(dyn_file_write_atomic(p, "second", 6, 0640, &err) == 0, "%s", err.msg);
+    FILE *f = fopen(p, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fread(buf, 1, sizeof buf - 1, f), 6);
+    fclose(f);
+    ck_assert_str_eq(buf, "second");
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0007, 0); /* 0640: nothing for others, whatever the umask */
+    ck_assert_int_eq(count_dir_entries(), 1); /* no temporary left */
+    ck_assert_msg(dyn_file_write_atomic(p, "", 0, 0640, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_int_eq(st.st_size, 0);
+
+    /* failures: the directory is missing; the target is a directory (rename fails) */
+    snprintf(p, sizeof p, "%s/nodir/x", g_dir);
+    ck_assert_int_eq(dyn_file_write_atomic(p, "x", 1, 0644, &err), DYN_EIO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "cannot create"));
+    snprintf(p, sizeof p, "%s/sub", g_dir);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    char q[600];
+    snprintf(q, sizeof q, "%s/inner", p);
+    ck_assert_int_eq(mkdir(q, 0755), 0);
+    ck_assert_int_eq(dyn_file_write_atomic(p, "x", 1, 0644, &err), DYN_EIO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "renaming"));
+    ck_assert_int_eq(count_dir_entries(), 2); /* rec.json, sub: the temporary is gone */
+
+    /* the streaming form, aborted: nothing written */
+    snprintf(p, sizeof p, "%s/streamed", g_dir);
+    dyn_file_atomic fa;
+    ck_assert_int_eq(dyn_file_atomic_begin(&fa, p, 0644, &err), 0);
+    ck_assert_int_eq(dyn_file_write_all(fa.fd, "abc", 3), 0);
+    dyn_file_atomic_abort(&fa);
+    ck_assert_int_eq(access(p, F_OK), -1);
+    ck_assert_int_eq(count_dir_entries(), 2);
+    ck_assert_int_eq(dyn_file_atomic_begin(&fa, p, 0644, &err), 0);
+    ck_assert_int_eq(dyn_file_write_all(fa.fd, "abc", 3), 0);
+    ck_assert_msg(dyn_file_atomic_commit(&fa, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_int_eq(st.st_size, 3);
+    ck_assert_int_eq(dyn_file_fsync_dir_of(p), 0);
+    ck_assert_int_eq(dyn_file_fsync_dir_of("bare-name"), 0); /* "." */
+    tmp_teardown();
+}
+END_TEST
+
 static Suite *io_suite(void) {
     Suite *s = suite_create("io");
     TCase *tc = tcase_create("safetensors");
@@ -1466,6 +1687,14 @@ static Suite *io_suite(void) {
     tcase_add_test(tc, idx_damaged);
     tcase_add_test(tc, idx_helpers);
     tcase_add_test(tc, idx_real_mnist);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("dataset");
+    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_add_test(tc, resolve_names);
+    tcase_add_test(tc, load_idx_and_folders);
+    tcase_add_test(tc, norm_and_preprocess);
+    tcase_add_test(tc, file_write_atomic);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,133 @@
+/* dataset.c — data sets by name: resolution, normalization, loading a split. See dataset.h. */
+#include "dataset.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image.h"
+
+static const char *const DIGIT_LABELS[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+static const char *const FASHION_LABELS[] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
+                                             "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                                             "Ankle boot"};
+
+static int is_fashion(const char *name) {
+    return !strcmp(name, "fashion") || !strcmp(name, "fashion-mnist");
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void dyn_dataset_spec_init(dyn_dataset_spec *d, const char *name) {
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    int f = is_fashion(name);
+    d->mean = f ? 0.2860f : 0.1307f;
+    d->std = f ? 0.3530f : 0.3081f;
+    d->labels = f ? FASHION_LABELS : DIGIT_LABELS;
+    d->nlabels = 10;
+}
+
+int dyn_dataset_resolve(const char *root, const char *name, unsigned flags, dyn_dataset_spec *d,
+                        dyn_err *err) {
+    dyn_dataset_spec_init(d, name);
+    int n;
+    if (flags & DYN_DATASET_IN_ROOT) {
+        if (!name[0] || name[0] == '.' || strchr(name, '/'))
+            return dyn_err_set(err, DYN_EINVAL,
+                               "data set name '%s' must name a directory of %s: no '/', and "
+                               "not starting with '.'", d->name, root);
+        n = snprintf(d->dir, sizeof d->dir, "%s/%s", root, is_fashion(name) ? "fashion" : name);
+    } else if (!strcmp(name, "mnist") || is_fashion(name)) {
+        n = snprintf(d->dir, sizeof d->dir, "%s/%s", root, is_fashion(name) ? "fashion" : name);
+    } else {
+        n = snprintf(d->dir, sizeof d->dir, "%s", name);
+    }
+    if (n < 0 || (size_t)n >= sizeof d->dir)
+        return dyn_err_set(err, DYN_EINVAL, "data set '%s': the path is too long", d->name);
+    if (!is_dir(d->dir))
+        return dyn_err_set(err, DYN_EIO, "data set directory '%s' not found (run `make data`)",
+                           d->dir);
+    return 0;
+}
+
+/* dir/<stem>, or dir/<stem>.gz when only that one is readable, into p; 1 when readable. */
+static int idx_file(const char *dir, const char *stem, char *p, size_t n) {
+    snprintf(p, n, "%s/%s", dir, stem);
+    if (access(p, R_OK) == 0) return 1;
+    size_t l = strlen(p);
+    if (l + 4 > n) return 0;
+    strcat(p, ".gz");
+    if (access(p, R_OK) == 0) return 1;
+    p[l] = '\0';
+    return 0;
+}
+
+static const char *idx_prefix(const char *split) {
+    return strcmp(split, "train") ? "t10k" : "train";
+}
+
+int dyn_dataset_load_idx(const dyn_dataset_spec *d, const char *split, dyn_dataset *ds,
+                         dyn_err *err) {
+    char img[1100], lab[1100], stem[64];
+    snprintf(stem, sizeof stem, "%s-images-idx3-ubyte", idx_prefix(split));
+    idx_file(d->dir, stem, img, sizeof img);
+    snprintf(stem, sizeof stem, "%s-labels-idx1-ubyte", idx_prefix(split));
+    idx_file(d->dir, stem, lab, sizeof lab);
+    int rc = dyn_idx_load(img, lab, ds, err);
+    return rc ? dyn_err_prefix(err, "data set '%s'", d->name) : 0;
+}
+
+int dyn_dataset_load(const dyn_dataset_spec *d, const char *split, const dyn_shape *input,
+                     dyn_dataset *ds, dyn_err *err) {
+    memset(ds, 0, sizeof *ds);
+    char p[1100], stem[64];
+    snprintf(stem, sizeof stem, "%s-images-idx3-ubyte", idx_prefix(split));
+    if (idx_file(d->dir, stem, p, sizeof p)) return dyn_dataset_load_idx(d, split, ds, err);
+    /* an image folder: DIR/<split>/<class>/ when DIR/train exists, else DIR/<class>/ (train) */
+    const int train = !strcmp(split, "train");
+    snprintf(p, sizeof p, "%s/train", d->dir);
+    if (is_dir(p))
+        snprintf(p, sizeof p, "%s/%s", d->dir, train ? "train" : "test");
+    else if (!train)
+        return dyn_err_set(err, DYN_EIO,
+                           "data set '%s' has no test split (t10k-*-idx?-ubyte IDX files, or "
+                           "%s/test/<class>/ images)", d->name, d->dir);
+    else
+        snprintf(p, sizeof p, "%s", d->dir);
+    if (!input || input->ndim != 3)
+        return dyn_err_set(err, DYN_EINVAL,
+                           "data set '%s': image folders need a model with a [C, H, W] input",
+                           d->name);
+    char **names = NULL;
+    int ncls = 0;
+    int rc = dyn_imgfolder_load(p, (int)input->d[0], (int)input->d[1], (int)input->d[2], ds,
+                                &names, &ncls, err);
+    dyn_imgfolder_names_free(names, ncls);
+    return rc ? dyn_err_prefix(err, "data set '%s'", d->name) : 0;
+}
+
+void dyn_dataset_norm(const dyn_dataset_spec *d, const dyn_model *m, float *mean, float *std) {
+    *mean = d->mean;
+    *std = d->std;
+    const json_t *pp = m ? m->preprocess : NULL;
+    const json_t *mv = pp ? json_object_get(pp, "mean") : NULL;
+    const json_t *sv = pp ? json_object_get(pp, "std") : NULL;
+    if (json_is_array(mv)) mv = json_array_get(mv, 0);
+    if (json_is_array(sv)) sv = json_array_get(sv, 0);
+    if (json_is_number(mv) && json_is_number(sv) && json_number_value(sv) > 0) {
+        *mean = (float)json_number_value(mv);
+        *std = (float)json_number_value(sv);
+    }
+}
+
+json_t *dyn_dataset_preprocess_json(const dyn_dataset_spec *d, const dyn_shape *input) {
+    if (input->ndim != 3) return NULL;
+    return json_pack("{s:i, s:i, s:i, s:[f], s:[f], s:f, s:s}", "channels", (int)input->d[0],
+                     "height", (int)input->d[1], "width", (int)input->d[2], "mean",
+                     (double)d->mean, "std", (double)d->std, "scale", 255.0, "resize",
+                     "bilinear");
+}

@@ -1,0 +1,74 @@
+/* dataset.h — data sets by name: where a named set lives, its normalization and class labels,
+ * and loading its training or test split from IDX files or from a folder of images.
+ *
+ * Names, resolved against a data root the caller chooses (the CLI: $DYN_DATA_DIR or "data";
+ * dynd: its data_dir):
+ *   "mnist"                    root/mnist
+ *   "fashion", "fashion-mnist" root/fashion, with Fashion-MNIST's normalization and labels
+ *   anything else              a directory holding a data set: the name taken as a path, or,
+ *                              with DYN_DATASET_IN_ROOT, root/<name> (the name must then be a
+ *                              plain file name: no '/', not starting with '.')
+ * Sets other than Fashion-MNIST get MNIST's normalization, (x/255 − 0.1307) / 0.3081, and the
+ * digit labels "0".."9".
+ *
+ * A data set directory holds either the four IDX files (train-images-idx3-ubyte,
+ * train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each possibly .gz),
+ * or PNG / JPEG images in one sub-folder per class: DIR/train/<class>/ and DIR/test/<class>/,
+ * or DIR/<class>/ alone as the training split (io/image.h, dyn_imgfolder_load).
+ *
+ * Errors: 0 or a DYN_E* code with err set to a message that names the data set and, where it
+ * can, says what to do about it.
+ */
+#ifndef DYN_IO_DATASET_H
+#define DYN_IO_DATASET_H
+
+#include "../model.h"
+#include "idx.h"
+
+/* Resolve every name to a directory of the root, refusing names that could leave it. For
+ * names that come from someone other than the operator (an HTTP request). */
+#define DYN_DATASET_IN_ROOT 1u
+
+/* A resolved data set name. Holds no resources (nothing to free). */
+typedef struct dyn_dataset_spec {
+    char name[256];            /* as given (cut to fit), for messages */
+    char dir[1024];            /* the data set's directory */
+    float mean, std;           /* normalization (x/255 − mean) / std */
+    const char *const *labels; /* class names, static strings */
+    int nlabels;               /* 10 */
+} dyn_dataset_spec;
+
+/* Fills d with the normalization and labels of data set `name`, without touching the file
+ * system (d->dir is left empty): for a model that only takes the normalization of a set. */
+void dyn_dataset_spec_init(dyn_dataset_spec *d, const char *name);
+
+/* Resolves `name` against the data root `root` (see above; flags: 0 or DYN_DATASET_IN_ROOT)
+ * and checks that its directory exists. Returns 0, DYN_EINVAL (a name that DYN_DATASET_IN_ROOT
+ * refuses, a path too long) or DYN_EIO (no such directory). */
+int dyn_dataset_resolve(const char *root, const char *name, unsigned flags, dyn_dataset_spec *d,
+                        dyn_err *err);
+
+/* Loads split "train" (any other value: the test split) of a resolved data set for a model
+ * whose per-sample input is `input` ([C, H, W]; used to decode and resize images, and may be
+ * NULL for IDX sets). IDX files when the split's image file is there, else an image folder.
+ * On success ds is filled (the caller frees it with dyn_dataset_free); on failure ds is zeroed.
+ * Errors: DYN_EIO (no such split, unreadable files), DYN_EFORMAT / DYN_EUNSUP (damaged files),
+ * DYN_EINVAL (an image folder for a model without a [C, H, W] input, no classes), DYN_ENOMEM. */
+int dyn_dataset_load(const dyn_dataset_spec *d, const char *split, const dyn_shape *input,
+                     dyn_dataset *ds, dyn_err *err);
+
+/* dyn_dataset_load for IDX sets alone (no model yet to size images by). */
+int dyn_dataset_load_idx(const dyn_dataset_spec *d, const char *split, dyn_dataset *ds,
+                         dyn_err *err);
+
+/* The normalization (x/255 − mean) / std that model m expects: its preprocess metadata (the
+ * first channel's) when it has one, else data set d's. m may be NULL. */
+void dyn_dataset_norm(const dyn_dataset_spec *d, const dyn_model *m, float *mean, float *std);
+
+/* Preprocess metadata for a model with per-sample input `input` trained on (or taking the
+ * normalization of) data set d: {"channels", "height", "width", "mean": [..], "std": [..],
+ * "scale": 255, "resize": "bilinear"}. A new reference (the caller owns it, e.g. by storing it
+ * in m->preprocess), or NULL when input is not [C, H, W] or out of memory. */
+json_t *dyn_dataset_preprocess_json(const dyn_dataset_spec *d, const dyn_shape *input);
+
+#endif
