@@ -1,6 +1,7 @@
 /* act.c — element-wise activations (ReLU) and shape-only ops (flatten). */
 #include <string.h>
 
+#include "../cpu/par.h"
 #include "../layer.h"
 
 static void relu_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
@@ -11,8 +12,8 @@ static void relu_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     int64_t n = dyn_tensor_numel(&x[0]);
     const float *xp = x[0].data;
     float *yp = y->data;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;
+    DYN_PAR_FOR(n > 65536,
+    for (int64_t i = 0; i < n; i++) yp[i] = xp[i] > 0.0f ? xp[i] : 0.0f;);
 }
 
 static void relu_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -24,8 +25,8 @@ static void relu_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y
     int64_t n = dyn_tensor_numel(y);
     const float *yp = y->data, *g = dy->data;
     float *d = dx[0].data;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) d[i] = yp[i] > 0.0f ? g[i] : 0.0f;
+    DYN_PAR_FOR(n > 65536,
+    for (int64_t i = 0; i < n; i++) d[i] = yp[i] > 0.0f ? g[i] : 0.0f;);
 }
 
 static void relu_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {

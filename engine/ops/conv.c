@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../cpu/im2col.h"
+#include "../cpu/par.h"
 #include "../layer.h"
 
 typedef struct conv_impl {
@@ -195,7 +196,6 @@ static dyn_conv_geom conv_geom_run(const dyn_layer *l, const dyn_tensor *x, cons
 
 static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
                          int training) {
-    (void)training;
     const conv_impl *c = l->impl;
     dyn_conv_geom g = conv_geom_run(l, &x[0], y);
     DYN_ASSERT(scratch != NULL);
@@ -207,6 +207,12 @@ static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     /* With N = 1, [Cout][N*P] already is NCHW: write the output in place. */
     float *out = g.N == 1 ? y->data : scratch + (int64_t)c->cin * c->kh * c->kw * NP;
     const float *w = l->params[0].value.data;
+    if (!training) { /* nothing kept for backward: chunks of images, cached columns */
+        dyn__conv_gemm_forward(&g, G, c->cout, x[0].data, w,
+                               c->has_bias ? l->params[1].value.data : NULL, cols,
+                               scratch + (int64_t)c->cin * c->kh * c->kw * NP, y->data);
+        return;
+    }
 
     dyn_im2col(&g, x[0].data, cols);
     for (int gi = 0; gi < G; gi++)
@@ -215,11 +221,11 @@ static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
                     out + (int64_t)gi * cog * NP, NP);
     if (c->has_bias) {
         const float *b = l->params[1].value.data;
-#pragma omp parallel for schedule(static) if ((int64_t)c->cout * NP > 65536)
+        DYN_PAR_FOR((int64_t)c->cout * NP > 65536,
         for (int co = 0; co < c->cout; co++) {
             float *row = out + (int64_t)co * NP;
             for (int i = 0; i < NP; i++) row[i] += b[co];
-        }
+        });
     }
     if (g.N > 1) dyn_knp_to_nkp(out, y->data, g.N, c->cout, P);
 }
@@ -245,13 +251,13 @@ static void conv_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y
 
     if (c->has_bias) {
         float *db = l->params[1].grad.data;
-#pragma omp parallel for schedule(static) if ((int64_t)c->cout * NP > 65536)
+        DYN_PAR_FOR((int64_t)c->cout * NP > 65536,
         for (int co = 0; co < c->cout; co++) {
             const float *row = gy + (int64_t)co * NP;
             double s = 0.0;
             for (int i = 0; i < NP; i++) s += row[i];
             db[co] += (float)s;
-        }
+        });
     }
     /* dW_g[cog][K] += dy_g[cog][NP] cols_g[K][NP]^T */
     for (int gi = 0; gi < G; gi++)

@@ -27,6 +27,7 @@
 #include <cblas.h>
 
 #include "../cpu/im2col.h"
+#include "../cpu/par.h"
 #include "../dyn/dyn.h"
 #include "../layer.h"
 
@@ -324,8 +325,15 @@ static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     DYN_ASSERT(dc_geom(d, &in, &g) == 0);
     const int64_t P = (int64_t)g.OH * g.OW, NP = (int64_t)g.N * P, KK = (int64_t)d->K * d->K;
     dc_scr s = dc_scratch_layout(d, NP, training, align64(scratch), NULL);
+    const int native = dc_native_for(d, NP);
+    if (!training && !native) {
+        dyn__conv_gemm_forward(&g, 1, d->cout, x[0].data, d->w,
+                               d->bias ? l->params[P_BIAS].value.data : NULL, s.cols, s.yk,
+                               y->data);
+        return;
+    }
     dyn_im2col(&g, x[0].data, s.cols);
-    if (dc_native_for(d, NP)) {
+    if (native) {
         memset(s.yk, 0, (size_t)d->cout * NP * sizeof(float));
         for (int r = 0; r < d->K; r++)
             for (int t = 0; t < d->K; t++) {
@@ -347,12 +355,12 @@ static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     dyn_knp_to_nkp(s.yk, y->data, g.N, d->cout, P);
     if (d->bias) {
         const float *b = l->params[P_BIAS].value.data;
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)g.N * d->cout * P > 65536)
+        DYN_PAR_FOR2((int64_t)g.N * d->cout * P > 65536,
         for (int n = 0; n < g.N; n++)
             for (int o = 0; o < d->cout; o++) {
                 float *yo = y->data + ((int64_t)n * d->cout + o) * P;
                 for (int64_t p = 0; p < P; p++) yo[p] += b[o];
-            }
+            });
     }
 }
 

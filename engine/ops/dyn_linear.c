@@ -23,6 +23,7 @@
 
 #include <cblas.h>
 
+#include "../cpu/par.h"
 #include "../dyn/dyn.h"
 #include "../layer.h"
 
@@ -170,9 +171,9 @@ static float *align16(float *p) {
 }
 
 static void add_bias_rows(float *y, const float *b, int64_t N, int out) {
-#pragma omp parallel for schedule(static) if (N * out > 65536)
-    for (int64_t r = 0; r < N; r++)
-        for (int i = 0; i < out; i++) y[r * out + i] += b[i];
+    DYN_PAR_FOR(N * out > 65536,
+        for (int64_t r = 0; r < N; r++)
+            for (int i = 0; i < out; i++) y[r * out + i] += b[i];);
 }
 
 static void dl_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,

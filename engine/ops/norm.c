@@ -20,6 +20,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../cpu/par.h"
 #include "../layer.h"
 
 typedef struct bn_impl {
@@ -133,7 +134,7 @@ static void bn_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     const float *xp = x[0].data;
     float *yp = y->data;
     const float mom = (float)im->momentum;
-#pragma omp parallel for schedule(static) if (M * C > 16384)
+    DYN_PAR_FOR(M * C > 16384,
     for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (training) {
@@ -170,7 +171,7 @@ static void bn_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
             float *q = yp + (n * C + c) * S;
             for (int64_t i = 0; i < S; i++) q[i] = p[i] * scale + shift;
         }
-    }
+    });
     if (scratch) scratch[2 * C] = training ? 1.0f : 0.0f;
 }
 
@@ -188,7 +189,7 @@ static void bn_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
     float *dgamma = l->params[BN_WEIGHT].grad.data, *dbeta = l->params[BN_BIAS].grad.data;
     const float *xp = x[0].data, *g = dy->data;
     float *d = dx[0].data;
-#pragma omp parallel for schedule(static) if (M * C > 16384)
+    DYN_PAR_FOR(M * C > 16384,
     for (int c = 0; c < C; c++) {
         const float mean = scratch[c], invstd = scratch[C + c];
         double sdy = 0.0, sdyx = 0.0; /* sum(dy), sum(dy * xhat) */
@@ -214,7 +215,7 @@ static void bn_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
                 r[i] = k * (q[i] - mdy - xhat * mdyx);
             }
         }
-    }
+    });
 }
 
 /* macs per sample: one multiply-add per element at inference. */

@@ -243,24 +243,9 @@ static const char *conv_case_attrs(const conv_case *c, char *buf, size_t n) {
 
 static void conv_ref(const conv_case *c, const float *x, const float *w, const float *b,
                      double *y, int oh, int ow) {
-    int cig = c->cin / c->groups, cog = c->cout / c->groups;
-    for (int n = 0; n < c->n; n++)
-        for (int co = 0; co < c->cout; co++)
-            for (int oy = 0; oy < oh; oy++)
-                for (int ox = 0; ox < ow; ox++) {
-                    double s = b ? b[co] : 0.0;
-                    int g = co / cog;
-                    for (int ci = 0; ci < cig; ci++)
-                        for (int r = 0; r < c->kh; r++)
-                            for (int t = 0; t < c->kw; t++) {
-                                int iy = oy * c->sh - c->ph + r * c->dh;
-                                int ix = ox * c->sw - c->pw + t * c->dw;
-                                if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w) continue;
-                                s += (double)w[((co * cig + ci) * c->kh + r) * c->kw + t] *
-                                     x[((n * c->cin + g * cig + ci) * c->h + iy) * c->w + ix];
-                            }
-                    y[((n * c->cout + co) * oh + oy) * ow + ox] = s;
-                }
+    tu_conv t = {c->n, c->cin, c->h, c->w, c->cout, c->kh, c->kw, c->sh,
+                 c->sw, c->ph,  c->pw, c->dh, c->dw, c->groups};
+    tu_conv2d_ref(&t, x, w, b, y, oh, ow);
 }
 
 START_TEST(test_conv_forward) {

@@ -119,3 +119,25 @@ int tu_gradcheck(dyn_layer *l, const dyn_shape *in, int training, uint64_t seed,
     dyn_tensor_release(&dx);
     return fails;
 }
+
+void tu_conv2d_ref(const tu_conv *c, const float *x, const float *w, const float *b, double *y,
+                   int oh, int ow) {
+    int cig = c->cin / c->groups, cog = c->cout / c->groups;
+    for (int n = 0; n < c->n; n++)
+        for (int co = 0; co < c->cout; co++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double s = b ? b[co] : 0.0;
+                    int g = co / cog;
+                    for (int ci = 0; ci < cig; ci++)
+                        for (int r = 0; r < c->kh; r++)
+                            for (int t = 0; t < c->kw; t++) {
+                                int iy = oy * c->sh - c->ph + r * c->dh;
+                                int ix = ox * c->sw - c->pw + t * c->dw;
+                                if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w) continue;
+                                s += (double)w[((co * cig + ci) * c->kh + r) * c->kw + t] *
+                                     x[((n * c->cin + g * cig + ci) * c->h + iy) * c->w + ix];
+                            }
+                    y[((n * c->cout + co) * oh + oy) * ow + ox] = s;
+                }
+}

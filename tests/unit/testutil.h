@@ -26,4 +26,12 @@ double tu_max_abs_diff(const float *a, const float *b, int64_t n);
 int tu_gradcheck(dyn_layer *l, const dyn_shape *in, int training, uint64_t seed, int max_coords,
                  float h, double atol, double rtol);
 
+/* The plain convolution every conv kernel is tested against, in double: x [n][cin][h][w],
+ * w [cout][cin/groups][kh][kw], b [cout] or NULL, y [n][cout][oh][ow] (caller's buffers). */
+typedef struct tu_conv {
+    int n, cin, h, w, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups;
+} tu_conv;
+void tu_conv2d_ref(const tu_conv *c, const float *x, const float *w, const float *b, double *y,
+                   int oh, int ow);
+
 #endif
