@@ -268,20 +268,36 @@ static int cmd_inspect(int argc, char **argv) {
 
 static int cmd_bench(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: dyn bench MODEL [BATCH...]\n");
+        fprintf(stderr, "usage: dyn bench MODEL [BATCH...] [--threads N]\n");
         return 2;
     }
     dyn_err err = {0};
     dyn_model *m = dyn_model_load(argv[1], &err);
     if (!m) cli_die("bench", &err);
-    int batches[8] = {1, 64}, nb = 2;
-    if (argc > 2) {
-        nb = 0;
-        for (int i = 2; i < argc && nb < 8; i++) batches[nb++] = atoi(argv[i]);
+    int batches[8] = {1, 64}, nb = 0;
+    for (int i = 2; i < argc; i++) {
+        char *end;
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            long t = strtol(argv[++i], &end, 10);
+            if (*end || t < 1 || t > 1024) {
+                fprintf(stderr, "dyn bench: --threads takes a count 1..1024, not '%s'\n", argv[i]);
+                return 2;
+            }
+            dyn_threads_set((int)t);
+            continue;
+        }
+        long b = strtol(argv[i], &end, 10);
+        if (*end || b < 1 || b > 65536 || nb == 8) {
+            fprintf(stderr, "dyn bench: '%s' is not a batch size 1..65536 (at most 8 of them)\n",
+                    argv[i]);
+            return 2;
+        }
+        batches[nb++] = (int)b;
     }
+    if (nb == 0) nb = 2;
     printf("%8s %12s %12s\n", "batch", "ms/batch", "images/s");
     for (int i = 0; i < nb; i++) {
-        int B = batches[i] > 0 ? batches[i] : 1;
+        int B = batches[i];
         dyn_exec *e = dyn_exec_new(m, B, 0, &err);
         if (!e) cli_die("bench", &err);
         dyn_rng r;
