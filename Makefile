@@ -12,6 +12,8 @@ SAN ?= 0
 O ?= 3
 ARCH ?= native
 
+# The demo model (`make run` serves it; the integration tests copy it).
+DEMO := models/mnist.dyn
 BUILD := build
 ifeq ($(SAN),1)
 BUILD := build-san
@@ -138,7 +140,6 @@ bench: $(BENCH_BIN) $(DYND)
 
 # The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
 # digit written to digit.png, then dynd on 127.0.0.1:8080 serving models/.
-DEMO := models/mnist.dyn
 # Trained once (about a minute on 2 cores; saving is atomic), then cached: `make run` serves it and
 # the integration tests copy it.
 $(DEMO): | $(BUILD)/dyn
