@@ -16,8 +16,8 @@ MODEL=$ROOT/models/mnist.dyn
 [ -f "$MODEL" ] || MODEL=$ROOT/$BUILD/it-cache/mnist.dyn
 [ -f "$MODEL" ] || { echo "bench_http: no demo model (make run, or make integration, first)"; exit 1; }
 T=$(mktemp -d /tmp/dynd_bench_XXXXXX)
-PID=""
-trap '[ -n "$PID" ] && kill -KILL $PID 2>/dev/null; rm -rf "$T"' EXIT
+PIDS=""
+trap '[ -n "$PIDS" ] && kill -KILL $PIDS 2>/dev/null; rm -rf "$T"' EXIT
 mkdir -p "$T/models" && cp "$MODEL" "$T/models/mnist.dyn"
 
 # one test digit: PNG for classify, UINT8 JSON for v2
@@ -36,12 +36,13 @@ wrk.headers["Content-Type"] = "$ct"
 LUA
 done
 
-start() { # start <batching true|false>
-    "$DYND" --model-dir "$T/models" --state-dir "$T/state" --port 0 --log-level error \
-        --batching "$1" --http-threads 2 --max-connections 4096 > "$T/out" 2> "$T/err" &
-    PID=$!
-    for _ in $(seq 1 100); do grep -q "listening on" "$T/out" && break; sleep 0.05; done
-    PORT=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$T/out" | head -1)
+start() { # start <batching true|false> <tag>: sets PID_<tag>, PORT_<tag>
+    "$DYND" --model-dir "$T/models" --state-dir "$T/state-$2" --port 0 --log-level error \
+        --batching "$1" --http-threads 2 --max-connections 4096 > "$T/out-$2" 2> "$T/err-$2" &
+    local pid=$!
+    PIDS="$PIDS $pid"
+    for _ in $(seq 1 100); do grep -q "listening on" "$T/out-$2" && break; sleep 0.05; done
+    printf -v "PORT_$2" '%s' "$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$T/out-$2" | head -1)"
 }
 
 # "Requests/sec", p50 and p99 (ms), errors from wrk --latency output
@@ -60,17 +61,38 @@ print("%10.0f %9.2f %9.2f %7d" % (rps, lat.get("50", 0), lat.get("99", 0), errs)
 PY
 }
 
+# Both daemons run at once and every (endpoint, connections) point is measured with batching on,
+# then off, right after each other, so the ratio compares runs under the same machine load.
+start true on
+start false off
 printf "dynd HTTP benchmark: %s, %d s per run, %s\n" "$(basename "$MODEL")" "$SECS" "$(nproc) cores"
 printf "%-9s %-9s %6s %10s %9s %9s %7s\n" endpoint batching conns "req/s" "p50 ms" "p99 ms" errors
-for batching in true false; do
-    start $batching
-    for ep in classify infer; do
-        path=/v1/models/mnist/classify; [ $ep = infer ] && path=/v2/models/mnist/infer
-        for c in 1 16 64; do
-            th=$(( c < 2 ? 1 : 2 ))
-            wrk -t$th -c$c -d${SECS}s --latency -s "$T/$ep.lua" "http://127.0.0.1:$PORT$path" > "$T/wrk.txt" 2>&1 || true
-            printf "%-9s %-9s %6d %s\n" $ep $([ $batching = true ] && echo on || echo off) $c "$(parse "$T/wrk.txt")"
+for ep in classify infer; do
+    path=/v1/models/mnist/classify; [ $ep = infer ] && path=/v2/models/mnist/infer
+    for c in 1 16 64; do
+        th=$(( c < 2 ? 1 : 2 ))
+        for mode in on off; do
+            port=PORT_$mode
+            wrk -t$th -c$c -d${SECS}s --latency -s "$T/$ep.lua" "http://127.0.0.1:${!port}$path" > "$T/wrk.txt" 2>&1 || true
+            row=$(parse "$T/wrk.txt")
+            printf "%-9s %-9s %6d %s\n" $ep $mode $c "$row"
+            echo "$ep $mode $c $row" >> "$T/rows"
         done
     done
-    kill -TERM $PID; wait $PID 2>/dev/null || true; PID=""
 done
+kill -TERM $PIDS; wait $PIDS 2>/dev/null || true; PIDS=""
+python3 - "$T/rows" <<'PY'
+import sys
+r = {}
+for line in open(sys.argv[1]):
+    ep, mode, c, rps, p50, p99, err = line.split()
+    r[ep, mode, int(c)] = (float(rps), float(p99), int(err))
+rps, p99, err = r["classify", "on", 64]
+ok = rps >= 3000 and p99 < 50 and err == 0
+print(f"target: classify at 64 connections >= 3000 req/s, p99 < 50 ms, no errors: "
+      f"{rps:.0f} req/s, p99 {p99:.2f} ms, {err} errors: {'PASS' if ok else 'MISSED'}")
+for ep in ("classify", "infer"):
+    ratio = r[ep, "on", 64][0] / max(r[ep, "off", 64][0], 1e-9)
+    print(f"target: {ep} batching on / off at 64 connections >= 1.5: {ratio:.2f}x: "
+          f"{'PASS' if ratio >= 1.5 else 'MISSED'}")
+PY
