@@ -99,6 +99,13 @@ $(BUILD)/dyn: $(CLI_OBJ) $(BUILD)/libdyn.a
 $(BUILD)/dynd: $(SERVER_OBJ) $(BUILD)/libdyn.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(SERVER_LIBS) $(LDLIBS)
 
+# Unit tests of the daemon's parsers and tables (tests/unit/test_srv_*.c) link its objects
+# (all but main.o).
+$(BUILD)/tests/test_srv_%: $(BUILD)/tests/unit/test_srv_%.o $(TESTUTIL_OBJ) \
+    $(filter-out %/main.o,$(SERVER_OBJ)) $(BUILD)/libdyn.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(SERVER_LIBS) $(LDLIBS) $(shell pkg-config --libs check)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTUTIL_OBJ) $(BUILD)/libdyn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(shell pkg-config --libs check)

@@ -193,10 +193,13 @@ static int model_name_ok(const char *n) {
 static int read_file(srv_config *cfg, const char *path, dyn_err *err) {
     FILE *f = fopen(path, "r");
     if (!f) return dyn_err_set(err, DYN_EIO, "config %s: %s", path, strerror(errno));
-    char line[4096];
+    /* Whole lines of any length (a fixed buffer would read a long line's tail as a line of
+     * its own: the tail of a comment could set a setting). */
+    char *line = NULL;
+    size_t cap = 0;
     int lineno = 0, rc = 0;
     srv_model_section *sec = NULL;
-    while (!rc && fgets(line, sizeof line, f)) {
+    while (!rc && getline(&line, &cap, f) != -1) {
         lineno++;
         char *s = trim(line);
         if (!*s || *s == '#' || *s == ';') continue;
@@ -214,6 +217,10 @@ static int read_file(srv_config *cfg, const char *path, dyn_err *err) {
                                  lineno, name);
                 break;
             }
+            sec = NULL; /* a section given again is the same section */
+            for (int i = 0; i < cfg->nsections && !sec; i++)
+                if (!strcmp(cfg->sections[i].name, name + 6)) sec = &cfg->sections[i];
+            if (sec) continue;
             if (cfg->nsections == SRV_MAX_MODEL_SECTIONS) {
                 rc = dyn_err_set(err, DYN_EINVAL, "%s:%d: more than %d model sections", path,
                                  lineno, SRV_MAX_MODEL_SECTIONS);
@@ -244,6 +251,7 @@ static int read_file(srv_config *cfg, const char *path, dyn_err *err) {
             if ((rc = setting_set(st, base, val, err))) dyn_err_prefix(err, "%s:%d", path, lineno);
         }
     }
+    free(line);
     fclose(f);
     return rc;
 }

@@ -4,7 +4,8 @@
  *
  * Precedence: built-in default < config file < environment (DYND_<NAME>) < command-line flag.
  * File format: INI as people know it — `key = value`, `#` or `;` comments, and per-model
- * sections `[model.<name>]` that override the batching settings for one model.
+ * sections `[model.<name>]` that override the batching settings for one model. A key given
+ * twice takes its last value; a section given twice is one section.
  *
  * A srv_config is immutable once built: SIGHUP builds a new one and swaps it in (see
  * server.h), so a request keeps a consistent view of the settings it started with.

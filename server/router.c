@@ -12,6 +12,8 @@ static const srv_route ROUTES[] = {
     {"GET", "/v2/health/live", "v2_live", api_v2_live, SRV_AUTH_NONE, 0},
     {"GET", "/v2/health/ready", "v2_ready", api_v2_ready, SRV_AUTH_NONE, 0},
     {"GET", "/v2", "v2_server", api_v2_server_meta, SRV_AUTH_NONE, 0},
+    /* before /v2/models/{name}, which would otherwise take "stats" for a model name */
+    {"GET", "/v2/models/stats", "v2_stats", api_v2_stats, SRV_AUTH_INFER, 0},
     {"GET", "/v2/models/{name}", "v2_model", api_v2_model_meta, SRV_AUTH_INFER, 0},
     {"GET", "/v2/models/{name}/versions/{version}", "v2_model", api_v2_model_meta, SRV_AUTH_INFER, 0},
     {"GET", "/v2/models/{name}/ready", "v2_model_ready", api_v2_model_ready, SRV_AUTH_INFER, 0},
@@ -25,7 +27,6 @@ static const srv_route ROUTES[] = {
     {"POST", "/v1/models/{name}/versions/{version}/classify", "classify", api_v1_classify,
      SRV_AUTH_INFER, INF},
     /* statistics extension */
-    {"GET", "/v2/models/stats", "v2_stats", api_v2_stats, SRV_AUTH_INFER, 0},
     {"GET", "/v2/models/{name}/stats", "v2_stats", api_v2_stats, SRV_AUTH_INFER, 0},
     {"GET", "/v2/models/{name}/versions/{version}/stats", "v2_stats", api_v2_stats, SRV_AUTH_INFER, 0},
     /* model repository */
