@@ -147,8 +147,8 @@ bench: $(BENCH_BIN) $(DYND)
 
 # The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
 # digit written to digit.png, then dynd on 127.0.0.1:8080 serving models/.
-# Trained once (10 epochs; 99.00 % on the test set here; saving is atomic), then cached: `make run` serves it and
-# the integration tests copy it.
+# Trained once (10 epochs; 99.00 % on the test set here; saving is atomic), then cached:
+# `make run` serves it and the integration tests copy it.
 $(DEMO): | $(BUILD)/dyn
 	@mkdir -p models
 	$(BUILD)/dyn train --arch lenet5 --dyn --bn --fc 3,4 --conv 3,4 --epochs 10 --lr 1e-3 \
