@@ -26,7 +26,9 @@ print("which `make experiments` (`tests/experiments/run.sh`) fills. Test accurac
 print("at the end, on the parameters of the best epoch on a 5000-image validation split held out")
 print("of the training set. δ: uniform noise in [−1e-3, 1e-3] added to every trainable parameter")
 print("(5 draws per model; mean over all draws of all seeds). Wall times are those of the `dyn")
-print("train` command, taken on a shared 2-core machine with other work running at times.\n")
+print("train` command, taken on a shared 2-core machine with other work running at times. The last")
+print("Fashion-MNIST MLP runs (f-mlp-dense seeds 2–3, f-mlp-dyn-8x4) ran two at a time with")
+print("OMP_NUM_THREADS=1 each; the others with the default two threads.\n")
 for data in ("mnist", "fashion"):
     sel = [(k, v) for k, v in rows.items() if v[0]["data"] == data]
     if not sel:
