@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu/par.h"
+
 void dyn_softmax(float *x, int B, int C) {
     for (int b = 0; b < B; b++) {
         float *r = x + (int64_t)b * C, mx = r[0], s = 0;
@@ -67,19 +69,19 @@ int dyn_optim_step(dyn_optim *o, dyn_model *m, dyn_err *err) {
             float *mm = p->m.data, *vv = p->v.data;
             if (o->kind == DYN_OPT_ADAM) {
                 const float lr = o->lr, eps = o->eps;
-#pragma omp parallel for schedule(static) if (n > 65536)
+                DYN_PAR_FOR(n > 65536,
                 for (int64_t j = 0; j < n; j++) {
                     mm[j] = b1 * mm[j] + (1 - b1) * g[j];
                     vv[j] = b2 * vv[j] + (1 - b2) * g[j] * g[j];
                     w[j] -= lr * ((mm[j] / bc1) / (sqrtf(vv[j] / bc2) + eps) + wd * w[j]);
-                }
+                });
             } else {
                 const float lr = o->lr, mu = o->momentum;
-#pragma omp parallel for schedule(static) if (n > 65536)
+                DYN_PAR_FOR(n > 65536,
                 for (int64_t j = 0; j < n; j++) {
                     mm[j] = mu * mm[j] + g[j] + wd * w[j];
                     w[j] -= lr * mm[j];
-                }
+                });
             }
         }
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 typedef struct af_impl {
     int nshape, has_w, has_b, trainable;
@@ -106,14 +107,14 @@ static void af_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     const int64_t P = p->period, rows = dyn_tensor_numel(&x[0]) / P;
     const float *xp = x[0].data;
     float *yp = y->data;
-#pragma omp parallel for schedule(static) if (rows * P > 65536)
+    DYN_PAR_FOR(rows * P > 65536,
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < P; i++) {
             float v = xp[r * P + i];
             if (w) v *= w[i];
             if (b) v += b[i];
             yp[r * P + i] = v;
-        }
+        });
 }
 
 static void af_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "eltwise_impl.h"
+#include "../cpu/par.h"
 
 int dyn__bin_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     int ok = in[0].ndim == in[1].ndim && in[0].d[0] == in[1].d[0];
@@ -80,8 +81,8 @@ void dyn__bin_forward(dyn__bin_kind k, const dyn_tensor *x, dyn_tensor *y) {
     float *yp = y->data;
     if (same_shape(x, y)) {
         int64_t n = dyn_tensor_numel(y);
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) yp[i] = bin_f(k, a[i], b[i]);
+        DYN_PAR_FOR(n > 65536,
+        for (int64_t i = 0; i < n; i++) yp[i] = bin_f(k, a[i], b[i]););
         return;
     }
     BCAST_LOOP(x, y, yp[i] = bin_f(k, a[ia], b[ib]));
@@ -94,17 +95,17 @@ void dyn__bin_backward(dyn__bin_kind k, const dyn_tensor *x, const dyn_tensor *y
     if (same_shape(x, y)) {
         int64_t n = dyn_tensor_numel(y);
         if (da && da != g) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+            DYN_PAR_FOR(n > 65536,
             for (int64_t i = 0; i < n; i++)
-                da[i] = k == DYN__BIN_MUL ? g[i] * b[i] : k == DYN__BIN_DIV ? g[i] / b[i] : g[i];
+                da[i] = k == DYN__BIN_MUL ? g[i] * b[i] : k == DYN__BIN_DIV ? g[i] / b[i] : g[i];);
         }
         if (db && db != g) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+            DYN_PAR_FOR(n > 65536,
             for (int64_t i = 0; i < n; i++)
                 db[i] = k == DYN__BIN_ADD   ? g[i]
                         : k == DYN__BIN_SUB ? -g[i]
                         : k == DYN__BIN_MUL ? g[i] * a[i]
-                                            : -g[i] * yp[i] / b[i];
+                                            : -g[i] * yp[i] / b[i];);
         }
         return;
     }

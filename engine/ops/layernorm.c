@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 typedef struct ln_impl {
     int64_t dim;
@@ -88,14 +89,14 @@ static void ln_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     const ln_impl *p = l->impl;
     const int64_t n = p->dim, rows = dyn_tensor_numel(&x[0]) / n;
     const float *w = l->params[0].value.data, *b = l->params[1].value.data;
-#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    DYN_PAR_FOR(rows * n > 65536,
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x[0].data + r * n;
         float *yr = y->data + r * n;
         double m, rs;
         ln_stats_row(xr, n, p->eps, &m, &rs);
         for (int64_t i = 0; i < n; i++) yr[i] = (float)((xr[i] - m) * rs) * w[i] + b[i];
-    }
+    });
 }
 
 static void ln_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 typedef struct linear_impl {
     int in, out;
@@ -100,9 +101,9 @@ static void linear_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, flo
     float beta = 0.0f;
     if (im->has_bias) {
         const float *b = l->params[1].value.data;
-#pragma omp parallel for schedule(static) if ((int64_t)nb * no > 65536)
+        DYN_PAR_FOR((int64_t)nb * no > 65536,
         for (int n = 0; n < nb; n++)
-            memcpy(y->data + (int64_t)n * no, b, (size_t)no * sizeof(float));
+            memcpy(y->data + (int64_t)n * no, b, (size_t)no * sizeof(float)););
         beta = 1.0f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, no, ni, 1.0f, x[0].data, ni, w, ni,
@@ -124,12 +125,12 @@ static void linear_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor 
     if (im->has_bias) {
         float *db = l->params[1].grad.data;
         const float *g = dy->data;
-#pragma omp parallel for schedule(static) if ((int64_t)nb * no > 65536)
+        DYN_PAR_FOR((int64_t)nb * no > 65536,
         for (int o = 0; o < no; o++) {
             double s = 0.0;
             for (int n = 0; n < nb; n++) s += g[(int64_t)n * no + o];
             db[o] += (float)s;
-        }
+        });
     }
     /* dx[N, in] = dy[N, out] W[out, in] */
     if (dx[0].data) {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 #define PERM_MAX_ATOMS 8
 
@@ -207,9 +208,9 @@ static void perm_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     const int64_t batch = x[0].shape[0];
     DYN_ASSERT(dyn_tensor_numel(&x[0]) == batch * p->in_numel &&
                dyn_tensor_numel(y) == batch * p->out_numel);
-#pragma omp parallel for schedule(static) if (batch * p->out_numel > 65536 && batch > 1)
+    DYN_PAR_FOR(batch * p->out_numel > 65536 && batch > 1,
     for (int64_t s = 0; s < batch; s++)
-        perm_move(p, x[0].data + s * p->in_numel, y->data + s * p->out_numel, 0);
+        perm_move(p, x[0].data + s * p->in_numel, y->data + s * p->out_numel, 0););
 }
 
 static void perm_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -220,9 +221,9 @@ static void perm_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y
     if (!dx[0].data) return;
     const int64_t batch = x[0].shape[0];
     if (p->out_numel != p->in_numel) dyn_tensor_zero(&dx[0]);
-#pragma omp parallel for schedule(static) if (batch * p->out_numel > 65536 && batch > 1)
+    DYN_PAR_FOR(batch * p->out_numel > 65536 && batch > 1,
     for (int64_t s = 0; s < batch; s++)
-        perm_move(p, dx[0].data + s * p->in_numel, dy->data + s * p->out_numel, 1);
+        perm_move(p, dx[0].data + s * p->in_numel, dy->data + s * p->out_numel, 1););
 }
 
 const dyn_layer_ops dyn_op_permute = {

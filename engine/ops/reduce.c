@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 typedef struct rm_impl {
     int axis, keep;
@@ -69,13 +70,13 @@ static void rm_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     (void)training;
     int64_t outer, n, inner;
     rm_geom(l->impl, &x[0], &outer, &n, &inner);
-#pragma omp parallel for schedule(static) if (outer * n * inner > 65536)
+    DYN_PAR_FOR(outer * n * inner > 65536,
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             double s = 0;
             for (int64_t k = 0; k < n; k++) s += x[0].data[(o * n + k) * inner + i];
             y->data[o * inner + i] = (float)(s / (double)n);
-        }
+        });
 }
 
 static void rm_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -86,11 +87,11 @@ static void rm_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
     int64_t outer, n, inner;
     rm_geom(l->impl, &x[0], &outer, &n, &inner);
     const float inv = 1.0f / (float)n;
-#pragma omp parallel for schedule(static) if (outer * n * inner > 65536)
+    DYN_PAR_FOR(outer * n * inner > 65536,
     for (int64_t o = 0; o < outer; o++)
         for (int64_t k = 0; k < n; k++)
             for (int64_t i = 0; i < inner; i++)
-                dx[0].data[(o * n + k) * inner + i] = dy->data[o * inner + i] * inv;
+                dx[0].data[(o * n + k) * inner + i] = dy->data[o * inner + i] * inv;);
 }
 
 const dyn_layer_ops dyn_op_reduce_mean = {

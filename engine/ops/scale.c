@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 static void scale_identity(dyn_layer *l) {
     dyn_param *w = dyn_layer_param(l, "weight"), *b = dyn_layer_param(l, "bias");
@@ -66,11 +67,11 @@ static void scale_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, floa
     DYN_ASSERT(x[0].shape[1] == ch && dyn_tensor_numel(y) == n);
     const float *xp = x[0].data;
     float *yp = y->data;
-#pragma omp parallel for schedule(static) if (n > 65536)
+    DYN_PAR_FOR(n > 65536,
     for (int64_t r = 0; r < batch * ch; r++) {
         const float wc = w[r % ch], bc = b[r % ch];
         for (int64_t i = 0; i < inner; i++) yp[r * inner + i] = xp[r * inner + i] * wc + bc;
-    }
+    });
 }
 
 static void scale_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,

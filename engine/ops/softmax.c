@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 static int sm_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {
     char b[64];
@@ -23,7 +24,7 @@ static void sm_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     (void)scratch;
     (void)training;
     const int64_t n = x[0].shape[x[0].ndim - 1], rows = dyn_tensor_numel(&x[0]) / n;
-#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    DYN_PAR_FOR(rows * n > 65536,
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x[0].data + r * n;
         float *yr = y->data + r * n;
@@ -36,7 +37,7 @@ static void sm_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
         }
         const float inv = (float)(1.0 / s);
         for (int64_t i = 0; i < n; i++) yr[i] *= inv;
-    }
+    });
 }
 
 static void sm_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -46,14 +47,14 @@ static void sm_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
     (void)scratch;
     if (!dx[0].data) return;
     const int64_t n = y->shape[y->ndim - 1], rows = dyn_tensor_numel(y) / n;
-#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    DYN_PAR_FOR(rows * n > 65536,
     for (int64_t r = 0; r < rows; r++) {
         const float *yr = y->data + r * n, *g = dy->data + r * n;
         float *d = dx[0].data + r * n;
         double s = 0;
         for (int64_t i = 0; i < n; i++) s += (double)g[i] * yr[i];
         for (int64_t i = 0; i < n; i++) d[i] = yr[i] * (g[i] - (float)s);
-    }
+    });
 }
 
 const dyn_layer_ops dyn_op_softmax = {

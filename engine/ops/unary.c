@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "../cpu/par.h"
 
 static void no_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
     (void)l;
@@ -34,7 +35,7 @@ static void sigmoid_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, fl
     DYN_ASSERT(dyn_tensor_numel(&x[0]) == n);
     const float *xp = x[0].data;
     float *yp = y->data;
-#pragma omp parallel for schedule(static) if (n > 65536)
+    DYN_PAR_FOR(n > 65536,
     for (int64_t i = 0; i < n; i++) {
         float v = xp[i];
         if (v >= 0.0f) {
@@ -43,7 +44,7 @@ static void sigmoid_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, fl
             float e = expf(v);
             yp[i] = e / (1.0f + e);
         }
-    }
+    });
 }
 
 static void sigmoid_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -55,8 +56,8 @@ static void sigmoid_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor
     int64_t n = dyn_tensor_numel(y);
     const float *yp = y->data, *g = dy->data;
     float *d = dx[0].data;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) d[i] = g[i] * yp[i] * (1.0f - yp[i]);
+    DYN_PAR_FOR(n > 65536,
+    for (int64_t i = 0; i < n; i++) d[i] = g[i] * yp[i] * (1.0f - yp[i]););
 }
 
 const dyn_layer_ops dyn_op_sigmoid = {
@@ -132,11 +133,11 @@ static void clip_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     const float *xp = x[0].data;
     float *yp = y->data;
     const float lo = c->lo, hi = c->hi;
-#pragma omp parallel for schedule(static) if (n > 65536)
+    DYN_PAR_FOR(n > 65536,
     for (int64_t i = 0; i < n; i++) {
         float v = xp[i];
         yp[i] = v < lo ? lo : (v > hi ? hi : v);
-    }
+    });
 }
 
 static void clip_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -149,8 +150,8 @@ static void clip_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y
     const float *xp = x[0].data, *g = dy->data;
     float *d = dx[0].data;
     const float lo = c->lo, hi = c->hi;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) d[i] = xp[i] >= lo && xp[i] <= hi ? g[i] : 0.0f;
+    DYN_PAR_FOR(n > 65536,
+    for (int64_t i = 0; i < n; i++) d[i] = xp[i] >= lo && xp[i] <= hi ? g[i] : 0.0f;);
 }
 
 const dyn_layer_ops dyn_op_clip = {
@@ -237,8 +238,8 @@ static void pow_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float 
     int64_t n = dyn_tensor_numel(y);
     const float *xp = x[0].data;
     float *yp = y->data;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) yp[i] = pow_f(xp[i], p);
+    DYN_PAR_FOR(n > 65536,
+    for (int64_t i = 0; i < n; i++) yp[i] = pow_f(xp[i], p););
 }
 
 static void pow_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
@@ -250,9 +251,9 @@ static void pow_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
     int64_t n = dyn_tensor_numel(&x[0]);
     const float *xp = x[0].data, *g = dy->data;
     float *d = dx[0].data;
-#pragma omp parallel for schedule(static) if (n > 65536)
+    DYN_PAR_FOR(n > 65536,
     for (int64_t i = 0; i < n; i++)
-        d[i] = p == 0.0f ? 0.0f : g[i] * p * (p == 2.0f ? xp[i] : powf(xp[i], p - 1.0f));
+        d[i] = p == 0.0f ? 0.0f : g[i] * p * (p == 2.0f ? xp[i] : powf(xp[i], p - 1.0f)););
 }
 
 #define UNARY_OP(ID, NAME, FWD, BWD)                                                          \
