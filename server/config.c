@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/log.h"
 
@@ -26,6 +27,7 @@ typedef struct setting {
 
 static const char *const DEVICE_CHOICES[] = {"cpu", "cuda", "auto", NULL};
 static const char *const LOG_FORMAT_CHOICES[] = {"json", "text", NULL};
+static const char *const HTTP_POLLER_CHOICES[] = {"poll", "epoll", NULL};
 static const char *const LOG_LEVEL_CHOICES[] = {"debug", "info", "warn", "error", NULL};
 
 #define OFF(f) offsetof(srv_config, f)
@@ -48,7 +50,13 @@ static const setting SETTINGS[] = {
           "Engine threads per batch worker (OpenMP + OpenBLAS); 0 = all cores. Small models "
           "serve best single-threaded: scale with batch_workers instead (threads spin and "
           "fight over shared cores)."),
-    S_INT("http_threads", http_threads, "2", 1, 1024, "HTTP connection threads."),
+    S_INT("http_threads", http_threads, "0", 0, 1024,
+          "HTTP connection threads (receive, parse, decode, reply; models run on batch "
+          "workers). 0 = one per online core."),
+    S_ENUM("http_poller", http_poller, "poll", HTTP_POLLER_CHOICES,
+           "poll | epoll: how HTTP threads wait for sockets. poll costs no system call when a "
+           "connection is suspended for its batch and resumed (epoll pays two per request); "
+           "epoll scales better to thousands of mostly idle connections per thread."),
     S_ENUM("device", device, "auto", DEVICE_CHOICES,
            "cpu | cuda | auto. auto picks cpu in this build (no CUDA backend yet)."),
     S_BATCH("batching", T_BOOL, batching, "true", 0, 1,
@@ -98,6 +106,12 @@ static const setting SETTINGS[] = {
 
 const char *srv_device_name(int device) {
     return device >= 0 && device < SRV_DEVICE_COUNT ? DEVICE_CHOICES[device] : "?";
+}
+
+int srv_config_http_threads(const srv_config *cfg) {
+    if (cfg->http_threads > 0) return cfg->http_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 1 && n <= 1024 ? (int)n : 1;
 }
 
 static const setting *find_setting(const char *name) {

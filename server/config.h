@@ -35,13 +35,15 @@ typedef struct srv_model_section {
 } srv_model_section;
 
 typedef enum { SRV_DEVICE_CPU, SRV_DEVICE_CUDA, SRV_DEVICE_AUTO, SRV_DEVICE_COUNT } srv_device;
+typedef enum { SRV_HTTP_POLL, SRV_HTTP_EPOLL } srv_http_poller;
 
 typedef struct srv_config {
     char listen_address[64];
     int port;
     char model_dir[1024], state_dir[1024], data_dir[1024];
     int threads;      /* engine threads per batch worker (0 = all cores) */
-    int http_threads; /* libmicrohttpd thread pool */
+    int http_threads; /* libmicrohttpd thread pool; 0 = auto (srv_config_http_threads) */
+    int http_poller;  /* srv_http_poller */
     int device;       /* srv_device */
     srv_batch_cfg batch; /* defaults for every model */
     int request_timeout_ms;
@@ -94,5 +96,8 @@ void srv_config_help(FILE *f, const char *argv0);
 void srv_config_print(FILE *f, const srv_config *cfg);
 
 const char *srv_device_name(int device);
+
+/* The HTTP thread count to run: cfg->http_threads, or for 0 the online cores (at least 1). */
+int srv_config_http_threads(const srv_config *cfg);
 
 #endif

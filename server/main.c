@@ -145,7 +145,8 @@ static void on_hup(uv_signal_t *s, int signum) {
     }
     const srv_config *old = srv_ctx_config_acquire(&d->ctx);
     if (strcmp(old->listen_address, cfg->listen_address) || old->port != cfg->port ||
-        old->http_threads != cfg->http_threads || old->max_connections != cfg->max_connections ||
+        old->http_threads != cfg->http_threads || old->http_poller != cfg->http_poller ||
+        old->max_connections != cfg->max_connections ||
         old->connection_timeout_s != cfg->connection_timeout_s || strcmp(old->model_dir, cfg->model_dir))
         srv_log(SRV_LOG_WARN, "SIGHUP: listen, connection and model_dir settings apply after a restart", NULL);
     /* keep what needs a restart as it is */
@@ -213,7 +214,7 @@ static int serve(daemon_state *d, const srv_config *cfg) {
             json_pack("{s:s, s:i, s:s, s:i, s:s, s:i}", "address", cfg->listen_address, "port",
                       srv_http_port(d->http), "model_dir", cfg->model_dir, "models",
                       srv_repo_count(ctx->repo), "version", DYN_VERSION, "http_threads",
-                      cfg->http_threads));
+                      srv_config_http_threads(cfg)));
     /* Also on stdout, one line, for scripts that start dynd on port 0. */
     printf("dynd listening on %s:%d\n", cfg->listen_address, srv_http_port(d->http));
     fflush(stdout);

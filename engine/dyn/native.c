@@ -38,6 +38,7 @@
 #endif
 
 #include "dyn.h"
+#include "../cpu/par.h"
 
 #define TW_MAX 64 /* widest column tile */
 #define TW_MIN 16 /* narrowest tile in the tile-parallel mode */
@@ -330,24 +331,30 @@ static void l1_tile_any(const dyn_l1_job *jb, int hk, int64_t c0, int tw, float 
 #undef BY_FLAGS
 }
 
+/* Σ_c a[c] b[c] in double. */
+static double dot_fd(const float *a, const float *b, int64_t n) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; c++) acc += (double)a[c] * b[c];
+    return acc;
+}
+
 /* sum[c] = Σ_r rows[r][c] for c < cols. */
 static void column_sums(const float *rows, int64_t rs, int nrows, int64_t cols, float *sum,
                         int par) {
     enum { CB = 256 };
     const int64_t nb = (cols + CB - 1) / CB;
     if (nb >= 2 || !par) {
-#pragma omp parallel for schedule(static) if (par && nb >= 2)
-        for (int64_t b = 0; b < nb; b++) {
+DYN_PAR_FOR(par && nb >= 2, for (int64_t b = 0; b < nb; b++) {
             const int64_t c0 = b * CB, w = DYN_MIN((int64_t)CB, cols - c0);
             float acc[CB];
             for (int64_t c = 0; c < w; c++) acc[c] = 0.0f;
             for (int r = 0; r < nrows; r++) {
                 const float *x = rows + (int64_t)r * rs + c0;
-#pragma omp simd
                 for (int64_t c = 0; c < w; c++) acc[c] += x[c];
             }
             memcpy(sum + c0, acc, (size_t)w * sizeof(float));
-        }
+        });
         return;
     }
     /* Few columns, many rows: split the rows. */
@@ -363,6 +370,32 @@ static void column_sums(const float *rows, int64_t rs, int nrows, int64_t cols, 
         }
 #pragma omp critical(dyn_l1_colsum)
         for (int64_t c = 0; c < cols; c++) sum[c] += acc[c];
+    }
+}
+
+/* One tile of columns over every slice (the column-split schedule). dTp: this thread's dT
+ * accumulator (NULL without GRAD_T); lam_t, pre: this thread's λ accumulators and scratch. */
+static void l1_cols(const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w, int64_t tile,
+                    float *dTp, double *lam_t, float *pre) {
+    const int out = jb->flags & DYN_L1_OUT, Hq = jb->H * jb->q;
+    const int64_t c0 = tile * p->tw;
+    const int tw = (int)DYN_MIN((int64_t)p->tw, jb->cols - c0);
+    for (int hk = 0; hk < Hq; hk++)
+        l1_tile_any(jb, hk, c0, tw, out ? jb->y + c0 : NULL, jb->y_rs,
+                    dTp ? dTp + (int64_t)hk * jb->M : NULL, lam_t + hk, out ? w->C1 + c0 : NULL,
+                    jb->dt ? w->D0 + c0 : NULL, w->mu[hk], pre);
+}
+
+/* One slice over every tile (the slice-split schedule): yp / yrs / c1p this thread's output. */
+static void l1_slice(const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w, int hk, float *yp,
+                     int64_t yrs, float *c1p, double *lam_t, float *pre) {
+    const int gt = jb->flags & DYN_L1_GRAD_T;
+    for (int64_t tile = 0; tile < p->ntiles; tile++) {
+        const int64_t c0 = tile * p->tw;
+        const int tw = (int)DYN_MIN((int64_t)p->tw, jb->cols - c0);
+        l1_tile_any(jb, hk, c0, tw, yp ? yp + c0 : NULL, yrs,
+                    gt ? jb->dT + (int64_t)hk * jb->M : NULL, lam_t + hk,
+                    c1p ? c1p + c0 : NULL, jb->dt ? w->D0 + c0 : NULL, w->mu[hk], pre);
     }
 }
 
@@ -393,21 +426,15 @@ void dyn_l1_run(const dyn_l1_job *jb) {
     if (jb->dt) column_sums(jb->dt, jb->dt_rs, M, cols, w.D0, par);
     for (int hk = 0; hk < Hq; hk++) w.mu[hk] = jb->s_val[(int64_t)hk * N + N / 2];
     if (gt || gl) {
-#pragma omp parallel for schedule(static) if (par && (int64_t)M * cols > 16384)
-        for (int i = 0; i < M; i++) {
-            const float *d = jb->dt + (int64_t)i * jb->dt_rs;
-            double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t c = 0; c < cols; c++) acc += (double)d[c] * w.T0[c];
-            w.rho[i] = (float)acc;
-        }
+DYN_PAR_FOR(par && (int64_t)M * cols > 16384, for (int i = 0; i < M; i++) {
+            w.rho[i] = (float)dot_fd(jb->dt + (int64_t)i * jb->dt_rs, w.T0, cols);
+        });
     }
     if (out) {
         /* τ_i = Σ_hk λ_h (t_i − μ_hk), in blocks of targets so the inner loop runs over i. */
         enum { TB = 512 };
         const int nb = (M + TB - 1) / TB;
-#pragma omp parallel for schedule(static) if (par && (int64_t)M * Hq > 16384)
-        for (int b = 0; b < nb; b++) {
+DYN_PAR_FOR(par && (int64_t)M * Hq > 16384, for (int b = 0; b < nb; b++) {
             const int i0 = b * TB, i1 = DYN_MIN(M, i0 + TB);
             double acc[TB];
             for (int i = i0; i < i1; i++) acc[i - i0] = 0.0;
@@ -417,14 +444,23 @@ void dyn_l1_run(const dyn_l1_job *jb) {
                 for (int i = i0; i < i1; i++) acc[i - i0] += lam * ((double)ts[i] - mu);
             }
             for (int i = i0; i < i1; i++) w.tau[i] = (float)acc[i - i0];
-        }
+        });
         memset(w.C1, 0, (size_t)cols * (p.by_slice ? p.nt : 1) * sizeof(float));
     }
     memset(w.lamacc, 0, 2 * (size_t)p.nt * Hq * sizeof(float));
 
     int team = 1; /* threads that really ran (private copies of absent ones are not read) */
-    if (out || gt || gl) {
-#pragma omp parallel num_threads(p.nt) if (par)
+    if ((out || gt || gl) && !par) {
+        /* one thread, no OpenMP region (entering one costs a system call in a VM) */
+        if (!p.by_slice)
+            for (int64_t tile = 0; tile < p.ntiles; tile++)
+                l1_cols(jb, &p, &w, tile, gt ? jb->dT : NULL, w.lamacc, w.prefix);
+        else
+            for (int hk = 0; hk < Hq; hk++)
+                l1_slice(jb, &p, &w, hk, out ? jb->y : NULL, jb->y_rs, out ? w.C1 : NULL,
+                         w.lamacc, w.prefix);
+    } else if (out || gt || gl) {
+#pragma omp parallel num_threads(p.nt)
         {
             int tid = 0;
 #ifdef _OPENMP
@@ -435,35 +471,19 @@ void dyn_l1_run(const dyn_l1_job *jb) {
             double *lam_t = w.lamacc + (int64_t)tid * Hq;
             float *pre = w.prefix ? w.prefix + (int64_t)tid * seg(2 * ((size_t)N + 1)) : NULL;
             if (!p.by_slice) {
-                /* one thread: accumulate into dT itself */
+                /* thread 0 accumulates into dT itself, the others into private copies */
                 float *dTp = !gt ? NULL : tid > 0 ? w.dTpriv + (int64_t)(tid - 1) * Hq * M : jb->dT;
                 if (dTp && tid > 0) memset(dTp, 0, (size_t)Hq * M * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-                for (int64_t tile = 0; tile < p.ntiles; tile++) {
-                    const int64_t c0 = tile * p.tw;
-                    const int tw = (int)DYN_MIN((int64_t)p.tw, cols - c0);
-                    for (int hk = 0; hk < Hq; hk++)
-                        l1_tile_any(jb, hk, c0, tw, out ? jb->y + c0 : NULL, jb->y_rs,
-                                    dTp ? dTp + (int64_t)hk * M : NULL, lam_t + hk,
-                                    out ? w.C1 + c0 : NULL, jb->dt ? w.D0 + c0 : NULL,
-                                    w.mu[hk], pre);
-                }
+                for (int64_t tile = 0; tile < p.ntiles; tile++)
+                    l1_cols(jb, &p, &w, tile, dTp, lam_t, pre);
             } else {
                 float *yp = !out ? NULL : tid > 0 ? w.ypriv + (int64_t)(tid - 1) * M * cols : jb->y;
                 const int64_t yrs = tid > 0 ? cols : jb->y_rs;
                 float *c1p = out ? w.C1 + (int64_t)tid * cols : NULL;
                 if (yp && tid > 0) memset(yp, 0, (size_t)M * cols * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-                for (int hk = 0; hk < Hq; hk++) {
-                    for (int64_t tile = 0; tile < p.ntiles; tile++) {
-                        const int64_t c0 = tile * p.tw;
-                        const int tw = (int)DYN_MIN((int64_t)p.tw, cols - c0);
-                        l1_tile_any(jb, hk, c0, tw, yp ? yp + c0 : NULL, yrs,
-                                    gt ? jb->dT + (int64_t)hk * M : NULL, lam_t + hk,
-                                    c1p ? c1p + c0 : NULL, jb->dt ? w.D0 + c0 : NULL, w.mu[hk],
-                                    pre);
-                    }
-                }
+                for (int hk = 0; hk < Hq; hk++) l1_slice(jb, &p, &w, hk, yp, yrs, c1p, lam_t, pre);
             }
         }
     }
@@ -473,24 +493,20 @@ void dyn_l1_run(const dyn_l1_job *jb) {
         if (p.by_slice)
             for (int t = 1; t < team; t++)
                 for (int64_t c = 0; c < cols; c++) w.C1[c] += w.C1[(int64_t)t * cols + c];
-#pragma omp parallel for schedule(static) if (par && (int64_t)M * cols > 16384)
-        for (int i = 0; i < M; i++) {
+DYN_PAR_FOR(par && (int64_t)M * cols > 16384, for (int i = 0; i < M; i++) {
             float *y = jb->y + (int64_t)i * jb->y_rs;
             const float a = jb->offset - w.tau[i];
             if (p.by_slice) {
                 for (int t = 1; t < team; t++) {
                     const float *yp = w.ypriv + ((int64_t)(t - 1) * M + i) * cols;
-#pragma omp simd
                     for (int64_t c = 0; c < cols; c++) y[c] += yp[c];
                 }
             }
-#pragma omp simd
             for (int64_t c = 0; c < cols; c++) y[c] += a * w.T0[c] + w.C1[c];
-        }
+        });
     }
     if (gt) {
-#pragma omp parallel for schedule(static) if (par && (int64_t)Hq * M > 16384)
-        for (int hk = 0; hk < Hq; hk++) {
+DYN_PAR_FOR(par && (int64_t)Hq * M > 16384, for (int hk = 0; hk < Hq; hk++) {
             float *d = jb->dT + (int64_t)hk * M;
             const float lam = jb->lambda[hk / q];
             if (!p.by_slice)
@@ -499,7 +515,7 @@ void dyn_l1_run(const dyn_l1_job *jb) {
                     for (int i = 0; i < M; i++) d[i] += s[i];
                 }
             for (int i = 0; i < M; i++) d[i] -= lam * w.rho[i];
-        }
+        });
     }
     if (gl) {
         for (int hk = 0; hk < Hq; hk++) {
@@ -625,8 +641,7 @@ void dyn_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
     /* 16×16 blocks through a local tile: both the loads and the stores stay contiguous (a
      * plain double loop vectorizes into scatters, ~20× slower). */
     const int64_t rb = (rows + B - 1) / B, cb = (cols + B - 1) / B;
-#pragma omp parallel for collapse(2) schedule(static) if (rows * cols > 32768)
-    for (int64_t bi = 0; bi < rb; bi++)
+    DYN_PAR_FOR2(rows * cols > 32768, for (int64_t bi = 0; bi < rb; bi++)
         for (int64_t bj = 0; bj < cb; bj++) {
             const int64_t r0 = bi * B, c0 = bj * B;
             if (r0 + B <= rows && c0 + B <= cols) {
@@ -640,7 +655,7 @@ void dyn_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
                 for (int64_t c = c0; c < c1; c++)
                     for (int64_t r = r0; r < r1; r++) dst[c * rows + r] = src[r * cols + c];
             }
-        }
+        });
 }
 
 /* ---- cost model ---------------------------------------------------------------------------- */

@@ -56,4 +56,9 @@ for m in 'dynd_requests_total{endpoint="classify",model="mnist",code="200"}' \
     check "metric $m" grep -qF "$m" <<< "$BODY"
 done
 stop_dynd
+
+# the other socket poller and several HTTP threads serve the same answers
+start_dynd --http_poller epoll --http_threads 3
+check "epoll, 3 HTTP threads: accuracy and identical scores" $PY "$HERE/client.py" accuracy "$URL" "$T/digits" 100
+stop_dynd
 finish

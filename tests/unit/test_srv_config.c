@@ -110,7 +110,9 @@ START_TEST(defaults) {
     ck_assert_str_eq(cfg.state_dir, "state");
     ck_assert_str_eq(cfg.data_dir, "data");
     ck_assert_int_eq(cfg.threads, 1);
-    ck_assert_int_eq(cfg.http_threads, 2);
+    ck_assert_int_eq(cfg.http_threads, 0);
+    ck_assert_int_eq(cfg.http_poller, SRV_HTTP_POLL);
+    ck_assert_int_ge(srv_config_http_threads(&cfg), 1);
     ck_assert_int_eq(cfg.device, SRV_DEVICE_AUTO);
     ck_assert_int_eq(cfg.batch.batching, 1);
     ck_assert_int_eq(cfg.batch.max_batch, 64);
