@@ -146,7 +146,7 @@ bench: $(BENCH_BIN) $(DYND)
 	./tests/bench/bench_http.sh $(BUILD)
 
 # The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
-# digit written to digit.png, then dynd on 127.0.0.1:8080 serving models/.
+# digit written to digit.png (its raw pixels to digit.u8), then dynd on 127.0.0.1:8080 serving models/.
 # Trained once (10 epochs; 99.00 % on the test set here; saving is atomic), then cached:
 # `make run` serves it and the integration tests copy it.
 $(DEMO): | $(BUILD)/dyn
@@ -156,10 +156,10 @@ $(DEMO): | $(BUILD)/dyn
 
 run: deps
 	$(MAKE) all $(DEMO)
-	@[ -f digit.png ] || { mkdir -p $(BUILD)/demo && \
+	@[ -f digit.png ] && [ -f digit.u8 ] || { mkdir -p $(BUILD)/demo && \
 	    $(CC) -O2 -o $(BUILD)/mkdigits tests/integration/mkdigits.c -lpng -ljpeg -lz && \
 	    $(BUILD)/mkdigits data/mnist/t10k-images-idx3-ubyte data/mnist/t10k-labels-idx1-ubyte $(BUILD)/demo 1 && \
-	    cp $(BUILD)/demo/0.png digit.png; }
+	    cp $(BUILD)/demo/0.png digit.png && cp $(BUILD)/demo/0.u8 digit.u8; }
 	@echo "dynd on http://127.0.0.1:8080 (Ctrl-C stops it). Try:"
 	@echo "  curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8080/v1/models/mnist/classify"
 	$(BUILD)/dynd --config config/dynd.conf --log-format text

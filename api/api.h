@@ -29,6 +29,13 @@ void api_reply_error_with(srv_req *r, int status, const char *code, json_t *extr
  * bad_json / json_too_deep, 415 unsupported_media_type) and returns NULL. New reference. */
 json_t *api_body_json(srv_req *r);
 
+/* The JSON object in text[0..len) (the first len bytes of a body), depth-limited, media type not
+ * checked. Same replies and ownership as api_body_json. */
+json_t *api_json_parse(srv_req *r, const char *text, size_t len);
+
+/* Whether a media type (api_media_type) is one a JSON body may come with ("" included). */
+int api_json_media_type(const char *mt);
+
 /* 0 when `name` is a valid model name; otherwise replies 400 invalid_name and returns -1. */
 int api_name_check(srv_req *r, const char *name);
 

@@ -77,28 +77,19 @@ static int json_depth(const char *s, size_t n, int limit) {
     return max;
 }
 
-json_t *api_body_json(srv_req *r) {
-    char mt[96];
-    api_media_type(r, mt, sizeof mt);
-    /* application/x-www-form-urlencoded is what `curl -d @file.json` sends without -H. */
-    if (mt[0] && strcmp(mt, "application/json") && strcmp(mt, "application/x-www-form-urlencoded") &&
-        strcmp(mt, "text/plain")) {
-        api_reply_error(r, 415, "unsupported_media_type",
-                        "expected Content-Type: application/json, got '%s'", mt);
-        return NULL;
-    }
-    if (!r->body_len) {
+json_t *api_json_parse(srv_req *r, const char *text, size_t len) {
+    if (!len) {
         api_reply_error(r, 400, "bad_json", "the request needs a JSON body");
         return NULL;
     }
-    int depth = json_depth(r->body, r->body_len, r->cfg->max_json_depth);
+    int depth = json_depth(text, len, r->cfg->max_json_depth);
     if (depth > r->cfg->max_json_depth) {
         api_reply_error(r, 400, "json_too_deep", "JSON nesting deeper than %d levels",
                         r->cfg->max_json_depth);
         return NULL;
     }
     json_error_t je;
-    json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
         api_reply_error(r, 400, "bad_json", "malformed JSON at line %d column %d: %s", je.line,
                         je.column, je.text);
@@ -110,6 +101,23 @@ json_t *api_body_json(srv_req *r) {
         return NULL;
     }
     return j;
+}
+
+int api_json_media_type(const char *mt) {
+    /* application/x-www-form-urlencoded is what `curl -d @file.json` sends without -H. */
+    return !mt[0] || !strcmp(mt, "application/json") ||
+           !strcmp(mt, "application/x-www-form-urlencoded") || !strcmp(mt, "text/plain");
+}
+
+json_t *api_body_json(srv_req *r) {
+    char mt[96];
+    api_media_type(r, mt, sizeof mt);
+    if (!api_json_media_type(mt)) {
+        api_reply_error(r, 415, "unsupported_media_type",
+                        "expected Content-Type: application/json, got '%s'", mt);
+        return NULL;
+    }
+    return api_json_parse(r, r->body, r->body_len);
 }
 
 static int parse_version(const char *s) {

@@ -6,8 +6,21 @@
  * data flat or nested row-major. Outputs: "logits" and "probabilities" (softmax), FP32 [N, C];
  * an output requested with "parameters": {"classification": k} comes back as BYTES
  * "score:index:label" strings, shape [N, k] (Triton's classification extension).
+ *
+ * Binary tensor data extension (what Triton's own HTTP client sends by default): the header
+ * Inference-Header-Content-Length: H (or Content-Type
+ * application/vnd.sagemaker-triton.binary+json;json-header-size=H) says the body is H bytes of
+ * JSON followed by the input's raw little-endian bytes, declared by the input's
+ * "parameters": {"binary_data_size": B} in place of "data". An output asked for with
+ * "parameters": {"binary_data": true} (or every output, with the request's
+ * "parameters": {"binary_data_output": true}) comes back the same way: the reply is
+ * application/octet-stream, its JSON part as long as its Inference-Header-Content-Length, then
+ * each binary output's bytes in order (FP32 raw; BYTES as a 4-byte little-endian length and the
+ * string, per element).
  */
+#include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/infer.h"
@@ -62,6 +75,26 @@ static json_t *model_version_str(const srv_model *m) {
     return json_string(v);
 }
 
+/* Appends n bytes to a growing buffer. 0, or -1 on ENOMEM (the buffer stays valid). */
+static int bin_put(char **b, size_t *len, size_t *cap, const void *src, size_t n) {
+    if (*len + n > *cap) {
+        size_t c = DYN_MAX(*cap * 2, *len + n + 256);
+        char *nb = realloc(*b, c);
+        if (!nb) return -1;
+        *b = nb;
+        *cap = c;
+    }
+    memcpy(*b + *len, src, n);
+    *len += n;
+    return 0;
+}
+
+static int bin_put_u32(char **b, size_t *len, size_t *cap, uint32_t v) {
+    const unsigned char le[4] = {(unsigned char)v, (unsigned char)(v >> 8),
+                                 (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    return bin_put(b, len, cap, le, 4);
+}
+
 static void infer_done(srv_req *r) {
     api_job *j = r->user;
     if (api_job_check(r, j)) return;
@@ -74,13 +107,18 @@ static void infer_done(srv_req *r) {
     }
     json_t *outs = json_array();
     const json_t *reqs = json_object_get(j->state, "outputs");
+    char *bb = NULL; /* binary outputs, in order */
+    size_t blen = 0, bcap = 0;
+    int oom = 0;
     size_t i;
     const json_t *o;
     json_array_foreach(reqs, i, o) {
         int which = (int)json_integer_value(json_array_get(o, 0));
         int k = (int)json_integer_value(json_array_get(o, 1));
+        int bin = json_is_true(json_array_get(o, 2));
         const float *src = which ? probs : j->y;
         json_t *data = json_array();
+        size_t bin0 = blen;
         if (k > 0) {
             int idx[4096];
             char s[256];
@@ -89,20 +127,40 @@ static void infer_done(srv_req *r) {
                 for (int t = 0; t < k; t++) {
                     const char *label = m->model->labels && idx[t] < m->model->nlabels
                                             ? m->model->labels[idx[t]] : "";
-                    snprintf(s, sizeof s, "%f:%d:%s", (double)src[(int64_t)n * C + idx[t]],
-                             idx[t], label);
-                    json_array_append_new(data, json_string(s));
+                    int len = snprintf(s, sizeof s, "%f:%d:%s",
+                                       (double)src[(int64_t)n * C + idx[t]], idx[t], label);
+                    len = DYN_MIN(len, (int)sizeof s - 1);
+                    if (!bin) {
+                        json_array_append_new(data, json_string(s));
+                    } else if (bin_put_u32(&bb, &blen, &bcap, (uint32_t)len) ||
+                               bin_put(&bb, &blen, &bcap, s, (size_t)len)) {
+                        oom = 1;
+                    }
                 }
             }
-            json_array_append_new(outs, json_pack("{s:s, s:s, s:[i,i], s:o}", "name",
-                                                  OUT_NAMES[which], "datatype", "BYTES", "shape",
-                                                  j->n, k, "data", data));
+            json_array_append_new(outs, json_pack("{s:s, s:s, s:[i,i]}", "name", OUT_NAMES[which],
+                                                  "datatype", "BYTES", "shape", j->n, k));
         } else {
-            for (int64_t t = 0; t < (int64_t)j->n * C; t++)
-                json_array_append_new(data, json_real((double)src[t]));
-            json_array_append_new(outs, json_pack("{s:s, s:s, s:[i,i], s:o}", "name",
-                                                  OUT_NAMES[which], "datatype", "FP32", "shape",
-                                                  j->n, C, "data", data));
+            const int64_t cnt = (int64_t)j->n * C;
+            if (!bin) {
+                for (int64_t t = 0; t < cnt; t++) json_array_append_new(data, json_real((double)src[t]));
+            } else {
+                for (int64_t t = 0; t < cnt && !oom; t++) {
+                    uint32_t u;
+                    memcpy(&u, &src[t], 4);
+                    oom = bin_put_u32(&bb, &blen, &bcap, u);
+                }
+            }
+            json_array_append_new(outs, json_pack("{s:s, s:s, s:[i,i]}", "name", OUT_NAMES[which],
+                                                  "datatype", "FP32", "shape", j->n, C));
+        }
+        json_t *entry = json_array_get(outs, json_array_size(outs) - 1);
+        if (bin) {
+            json_decref(data);
+            json_object_set_new(entry, "parameters",
+                                json_pack("{s:I}", "binary_data_size", (json_int_t)(blen - bin0)));
+        } else {
+            json_object_set_new(entry, "data", data);
         }
     }
     free(probs);
@@ -110,16 +168,50 @@ static void infer_done(srv_req *r) {
                              model_version_str(m), "outputs", outs);
     json_t *id = json_object_get(j->state, "id");
     if (body && id) json_object_set(body, "id", id);
-    api_reply_json(r, 200, body);
+    if (oom) {
+        free(bb);
+        json_decref(body);
+        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        return;
+    }
+    if (!bb) {
+        api_reply_json(r, 200, body);
+        return;
+    }
+    /* binary reply: the JSON header, then the outputs' bytes */
+    char *js = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(body);
+    size_t jl = js ? strlen(js) : 0;
+    char *all = js ? malloc(jl + blen) : NULL;
+    if (!all) {
+        free(js);
+        free(bb);
+        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        return;
+    }
+    memcpy(all, js, jl);
+    memcpy(all + jl, bb, blen);
+    free(js);
+    free(bb);
+    char hl[24];
+    snprintf(hl, sizeof hl, "%zu", jl);
+    srv_req_header_add(r, "Inference-Header-Content-Length", hl);
+    srv_req_reply(r, 200, "application/octet-stream", all, jl + blen);
 }
 
 /* Parses "outputs" into [[which, k], ...] (all outputs when absent). NULL after replying. */
 static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
     json_t *list = json_array();
     const json_t *outs = json_object_get(req, "outputs");
+    const json_t *all_bin = json_object_get(json_object_get(req, "parameters"), "binary_data_output");
+    if (all_bin && !json_is_boolean(all_bin)) {
+        json_decref(list);
+        api_reply_error(r, 400, "invalid_request", "parameters.binary_data_output must be true or false");
+        return NULL;
+    }
     if (!outs) {
-        json_array_append_new(list, json_pack("[i,i]", 0, 0));
-        json_array_append_new(list, json_pack("[i,i]", 1, 0));
+        json_array_append_new(list, json_pack("[i,i,b]", 0, 0, json_is_true(all_bin)));
+        json_array_append_new(list, json_pack("[i,i,b]", 1, 0, json_is_true(all_bin)));
         return list;
     }
     if (!json_is_array(outs) || json_array_size(outs) == 0 || json_array_size(outs) > 2) {
@@ -151,7 +243,14 @@ static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
             }
             k = (int)json_integer_value(cls);
         }
-        json_array_append_new(list, json_pack("[i,i]", which, k));
+        const json_t *bin = json_object_get(json_object_get(o, "parameters"), "binary_data");
+        if (bin && !json_is_boolean(bin)) {
+            json_decref(list);
+            api_reply_error(r, 400, "invalid_request", "parameters.binary_data must be true or false");
+            return NULL;
+        }
+        json_array_append_new(list, json_pack("[i,i,b]", which, k,
+                                              bin ? json_is_true(bin) : json_is_true(all_bin)));
     }
     return list;
 }
@@ -185,8 +284,125 @@ static int samples_of(srv_req *r, const json_t *shape, const srv_model *m) {
     return (int)n;
 }
 
+/* The binary extension's JSON header length: from Inference-Header-Content-Length, or the
+ * json-header-size parameter of application/vnd.sagemaker-triton.binary+json. Returns 0 for a
+ * plain JSON request (*hlen = whole body), 1 for a binary one, -1 after replying. */
+static int binary_header(srv_req *r, size_t *hlen) {
+    char mt[96];
+    api_media_type(r, mt, sizeof mt);
+    const char *v = srv_req_header(r, "Inference-Header-Content-Length");
+    const char *ct = srv_req_header(r, "Content-Type");
+    if (!v && !strcmp(mt, "application/vnd.sagemaker-triton.binary+json")) {
+        const char *p = ct ? strstr(ct, "json-header-size=") : NULL;
+        v = p ? p + strlen("json-header-size=") : NULL;
+        if (!v) {
+            api_reply_error(r, 400, "bad_binary_header",
+                            "Content-Type %s needs a json-header-size=<bytes> parameter", mt);
+            return -1;
+        }
+    }
+    if (!v) {
+        *hlen = r->body_len;
+        if (api_json_media_type(mt)) return 0;
+        api_reply_error(r, 415, "unsupported_media_type",
+                        "expected Content-Type: application/json (or binary tensor data with an "
+                        "Inference-Header-Content-Length header), got '%s'", mt);
+        return -1;
+    }
+    if (!api_json_media_type(mt) && strcmp(mt, "application/octet-stream") &&
+        strcmp(mt, "application/vnd.sagemaker-triton.binary+json")) {
+        api_reply_error(r, 415, "unsupported_media_type",
+                        "binary tensor data comes as application/octet-stream, got '%s'", mt);
+        return -1;
+    }
+    while (*v == ' ') v++;
+    size_t n = 0, digits = 0;
+    for (; isdigit((unsigned char)*v) && digits < 19; v++, digits++) n = n * 10 + (size_t)(*v - '0');
+    while (*v == ' ') v++;
+    if (!digits || (*v && *v != ';') || n > r->body_len) {
+        api_reply_error(r, 400, "bad_binary_header",
+                        "the JSON header length must be an integer 0..%zu (the body's size)",
+                        r->body_len);
+        return -1;
+    }
+    *hlen = n;
+    return 1;
+}
+
+/* Reads the input's values: from its JSON "data", or from the bytes after the JSON header when
+ * it declares binary_data_size. 0, or -1 after replying. */
+static int read_input(srv_req *r, const json_t *in, int binary, const char *bin, size_t bin_len,
+                      int u8, int64_t want, float *x, uint8_t *b) {
+    const json_t *bds = json_object_get(json_object_get(in, "parameters"), "binary_data_size");
+    const json_t *data = json_object_get(in, "data");
+    if (!bds) {
+        if (binary && bin_len) {
+            api_reply_error(r, 400, "invalid_request",
+                            "%zu bytes follow the JSON header but the input declares no "
+                            "parameters.binary_data_size", bin_len);
+            return -1;
+        }
+        if (!json_is_array(data)) {
+            api_reply_error(r, 400, "invalid_request", "\"data\" must be an array");
+            return -1;
+        }
+        int64_t k = 0;
+        const char *bad = NULL;
+        int rc = flatten(data, u8, x, b, want, &k, &bad);
+        if (rc == -1) {
+            api_reply_error(r, 400, "bad_value", "%s", bad);
+            return -1;
+        }
+        if (rc == -2 || k != want) {
+            api_reply_error(r, 400, "data_size_mismatch", "shape needs %lld values, data has %s%lld",
+                            (long long)want, rc == -2 ? "more than " : "", (long long)k);
+            return -1;
+        }
+        return 0;
+    }
+    if (!binary) {
+        api_reply_error(r, 400, "invalid_request",
+                        "parameters.binary_data_size needs the Inference-Header-Content-Length "
+                        "header (the JSON part's length)");
+        return -1;
+    }
+    if (data) {
+        api_reply_error(r, 400, "invalid_request",
+                        "an input has either \"data\" or parameters.binary_data_size, not both");
+        return -1;
+    }
+    const int64_t need = want * (u8 ? 1 : 4);
+    if (!json_is_integer(bds) || json_integer_value(bds) != need || bin_len != (size_t)need) {
+        api_reply_error(r, 400, "data_size_mismatch",
+                        "shape needs %lld bytes of %s; binary_data_size says %lld and %zu bytes "
+                        "follow the JSON header", (long long)need, u8 ? "UINT8" : "FP32",
+                        json_is_integer(bds) ? (long long)json_integer_value(bds) : -1LL, bin_len);
+        return -1;
+    }
+    if (u8) {
+        memcpy(b, bin, (size_t)want);
+        return 0;
+    }
+    for (int64_t t = 0; t < want; t++) {
+        const unsigned char *p = (const unsigned char *)bin + 4 * t;
+        uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        float f;
+        memcpy(&f, &u, 4);
+        if (!isfinite(f)) {
+            api_reply_error(r, 400, "bad_value", "FP32 data must be finite (value %lld is not)",
+                            (long long)t);
+            return -1;
+        }
+        x[t] = f;
+    }
+    return 0;
+}
+
 void api_v2_infer(srv_req *r) {
-    json_t *req = api_body_json(r);
+    size_t hlen;
+    int binary = binary_header(r, &hlen);
+    if (binary < 0) return;
+    json_t *req = api_json_parse(r, r->body, hlen);
     if (!req) return;
     srv_model *m = api_model_acquire(r);
     if (!m) {
@@ -212,25 +428,16 @@ void api_v2_infer(srv_req *r) {
                         "datatype '%s' is not supported (FP32 or UINT8)", dt ? dt : "(none)");
     } else if ((n = samples_of(r, json_object_get(in, "shape"), m)) < 0) {
         /* replied */
-    } else if (!json_is_array(json_object_get(in, "data"))) {
-        api_reply_error(r, 400, "invalid_request", "\"data\" must be an array");
     } else if ((outs = parse_outputs(r, req, (int)DYN_MIN(m->out_numel, 4096))) != NULL &&
                (j = api_job_new(r, m, n)) != NULL) {
         m = NULL; /* owned by the job */
         int u8 = !strcmp(dt, "UINT8");
-        int64_t want = (int64_t)n * j->m->in_numel, k = 0;
+        int64_t want = (int64_t)n * j->m->in_numel;
         uint8_t *b = u8 ? malloc((size_t)want) : NULL;
-        const char *bad = NULL;
-        int rc = u8 && !b ? -3 : flatten(json_object_get(in, "data"), u8, j->x, b, want, &k, &bad);
-        if (rc == -3) {
+        if (u8 && !b) {
             api_reply_error(r, 500, "out_of_memory", "out of memory");
-        } else if (rc == -1) {
-            api_reply_error(r, 400, "bad_value", "%s", bad);
-        } else if (rc == -2 || k != want) {
-            api_reply_error(r, 400, "data_size_mismatch",
-                            "shape needs %lld values, data has %s%lld", (long long)want,
-                            rc == -2 ? "more than " : "", (long long)k);
-        } else {
+        } else if (!read_input(r, in, binary, r->body + hlen, r->body_len - hlen, u8, want, j->x,
+                               b)) {
             if (u8 && j->m->is_image) dyn_preprocess_u8(&j->m->pp, b, want, j->x);
             else if (u8)
                 for (int64_t t = 0; t < want; t++) j->x[t] = b[t];

@@ -18,9 +18,9 @@ void api_v2_ready(srv_req *r) {
 }
 
 void api_v2_server_meta(srv_req *r) {
-    api_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s]}", "name", "dynd", "version",
+    api_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s]}", "name", "dynd", "version",
                                      DYN_VERSION, "extensions", "classification", "statistics",
-                                     "model_repository"));
+                                     "binary_tensor_data", "model_repository"));
 }
 
 typedef struct versions_ctx {

@@ -6,12 +6,16 @@
   client.py drain URL DIGITS_DIR PID N       N concurrent requests in flight, SIGTERM, all 200
   client.py reload URL DIGITS_DIR SECONDS    classify in a loop; prints non-200 statuses
   client.py slow URL                         a client that sends half a request and stalls
+  client.py binary URL DIGITS_DIR N          v2 infer with the binary tensor data extension
+                                             (UINT8 and FP32 in, FP32 and BYTES out) agrees
+                                             with the JSON form
 """
 import http.client
 import json
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -248,6 +252,83 @@ def slow(url):
     return 0 if time.time() - t0 < 20 else 1
 
 
+def binary_post(conn, header, payload, ctype="application/octet-stream", sagemaker=False):
+    """POST a binary-extension request; returns (status, reply JSON, {output: bytes})."""
+    js = json.dumps(header).encode()
+    headers = {"Content-Type": ctype}
+    if sagemaker:
+        headers["Content-Type"] = ("application/vnd.sagemaker-triton.binary+json;"
+                                   "json-header-size=%d" % len(js))
+    else:
+        headers["Inference-Header-Content-Length"] = str(len(js))
+    conn.request("POST", "/v2/models/mnist/infer", body=js + payload, headers=headers)
+    r = conn.getresponse()
+    data = r.read()
+    hl = r.getheader("Inference-Header-Content-Length")
+    if hl is None:
+        return r.status, json.loads(data), {}
+    assert r.getheader("Content-Type") == "application/octet-stream", r.getheader("Content-Type")
+    reply = json.loads(data[:int(hl)])
+    blobs, at = {}, int(hl)
+    for o in reply["outputs"]:
+        size = o.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            assert "data" not in o, o
+            blobs[o["name"]] = data[at:at + size]
+            at += size
+    assert at == len(data), (at, len(data))
+    return r.status, reply, blobs
+
+
+def binary(url, d, n):
+    """The binary tensor data extension gives the same scores as the JSON form."""
+    conn = conn_for(url)
+    labels = load_labels(d)[:n]
+    fails = 0
+    for k, (i, lab) in enumerate(labels):
+        px = open(os.path.join(d, "%d.u8" % i), "rb").read()
+        st, ref, _ = post(conn, "/v2/models/mnist/infer", v2_body(px, "UINT8", "j%d" % i),
+                          "application/json")
+        ref = json.loads(ref)["outputs"][0]["data"]
+        # UINT8 in, probabilities out as FP32 bytes and top-3 as BYTES; every other request
+        # through the SageMaker media type instead of the header
+        hdr = {"id": "b%d" % i,
+               "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "UINT8",
+                           "parameters": {"binary_data_size": len(px)}}],
+               "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
+                           {"name": "logits", "parameters": {"classification": 3,
+                                                             "binary_data": True}}]}
+        st, rep, blobs = binary_post(conn, hdr, px, sagemaker=k % 2 == 1)
+        if st != 200 or rep.get("id") != "b%d" % i:
+            print("binary UINT8: status %d %s" % (st, rep))
+            return 1
+        probs = list(struct.unpack("<10f", blobs["probabilities"]))
+        if probs != [struct.unpack("<f", struct.pack("<f", v))[0] for v in ref]:
+            fails += 1
+        cls, at = [], 0
+        raw = blobs["logits"]
+        while at < len(raw):
+            (ln,) = struct.unpack("<I", raw[at:at + 4])
+            cls.append(raw[at + 4:at + 4 + ln].decode())
+            at += 4 + ln
+        if len(cls) != 3 or cls[0].split(":")[1] != str(probs.index(max(probs))):
+            print("binary BYTES output: %s vs %s" % (cls, probs))
+            return 1
+        # FP32 in (the normalized pixels), JSON out
+        x = [(p / 255.0 - MEAN) / STD for p in px]
+        hdr = {"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                           "parameters": {"binary_data_size": 4 * len(x)}}],
+               "outputs": [{"name": "probabilities"}]}
+        st, rep, blobs = binary_post(conn, hdr, struct.pack("<%df" % len(x), *x))
+        if st != 200 or blobs or max(abs(a - b) for a, b in
+                                     zip(rep["outputs"][0]["data"], ref)) > 1e-4:
+            print("binary FP32 in: status %d %s" % (st, str(rep)[:200]))
+            return 1
+    print("binary tensor data: %d digits, UINT8 scores identical to JSON in %d/%d, "
+          "FP32 in within 1e-4" % (n, n - fails, n))
+    return 0 if fails == 0 else 1
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "accuracy":
@@ -261,4 +342,6 @@ if __name__ == "__main__":
                        int(sys.argv[7])))
     if cmd == "slow":
         sys.exit(slow(sys.argv[2]))
+    if cmd == "binary":
+        sys.exit(binary(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     sys.exit("unknown command " + cmd)

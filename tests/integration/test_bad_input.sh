@@ -45,6 +45,34 @@ expect_error 400 invalid_request "classification 0"
 req POST /v2/models/mnist/infer -H 'Content-Type: image/png' --data-binary "@$T/digits/0.png"
 expect_error 415 unsupported_media_type "image body on v2 infer"
 
+# binary tensor data extension: $T/bin.body = JSON header ($BH bytes) + the 784 pixel bytes
+binreq() { # binreq HEADER_JSON [HEADER_LENGTH (default: the JSON's)]: POST header + pixels
+    local h=$1 len=${2:-}
+    printf '%s' "$h" > "$T/bin.body"
+    [ -n "$len" ] || len=$(wc -c < "$T/bin.body")
+    cat "$T/digits/0.u8" >> "$T/bin.body"
+    req POST /v2/models/mnist/infer -H "Content-Type: ${BCT:-application/octet-stream}" \
+        -H "Inference-Header-Content-Length: $len" --data-binary "@$T/bin.body"
+}
+BHDR='{"inputs":[{"name":"input","shape":[1,1,28,28],"datatype":"UINT8","parameters":{"binary_data_size":784}}]}'
+binreq "$BHDR"; expect_status 200 "binary request (the good one)"
+binreq "$BHDR" 999999; expect_error 400 bad_binary_header "header length past the body"; still_serves "binary header length"
+binreq "$BHDR" abc; expect_error 400 bad_binary_header "header length not a number"
+binreq "$BHDR" 12; expect_error 400 bad_json "header length cutting the JSON"
+binreq "${BHDR/784/100}"; expect_error 400 data_size_mismatch "binary_data_size != bytes sent"; still_serves "binary size"
+binreq "{\"inputs\":[{\"name\":\"input\",\"shape\":[1,1,28,28],\"datatype\":\"UINT8\",\"data\":$px}]}"
+expect_error 400 invalid_request "bytes after the header but no binary_data_size"
+binreq "${BHDR/\"parameters\"/\"data\":[1],\"parameters\"}"; expect_error 400 invalid_request "both data and binary_data_size"
+infer "$BHDR"; expect_error 400 invalid_request "binary_data_size without the header"
+printf '%s' "${BHDR/UINT8/FP32}" | sed 's/784/3136/' > "$T/nan.body"; BF=$(wc -c < "$T/nan.body")
+head -c 3136 /dev/zero | tr '\0' '\377' >> "$T/nan.body" # all bits set: NaN
+req POST /v2/models/mnist/infer -H 'Content-Type: application/octet-stream' \
+    -H "Inference-Header-Content-Length: $BF" --data-binary "@$T/nan.body"
+expect_error 400 bad_value "FP32 NaN in binary data"; still_serves "binary NaN"
+req POST /v2/models/mnist/infer -H 'Content-Type: application/vnd.sagemaker-triton.binary+json' --data-binary "@$T/bin.body"
+expect_error 400 bad_binary_header "SageMaker media type without json-header-size"
+BCT=image/png binreq "$BHDR"; expect_error 415 unsupported_media_type "binary request as image/png"
+
 # images
 C() { req POST /v1/models/mnist/classify "$@"; }
 head -c 200 "$T/digits/0.png" > "$T/trunc.png"; C -H 'Content-Type: image/png' --data-binary "@$T/trunc.png"

@@ -10,6 +10,9 @@ make_digits 500 "$T/digits"
 start_dynd
 
 check "accuracy and identical scores through HTTP" $PY "$HERE/client.py" accuracy "$URL" "$T/digits" 500
+check "binary tensor data extension" $PY "$HERE/client.py" binary "$URL" "$T/digits" 50
+req GET /v2
+check "server metadata lists binary_tensor_data" grep -q binary_tensor_data <<< "$BODY"
 
 # classification extension: BYTES "score:index:label", shape [1, k]
 px=$($PY -c 'import sys; print(list(open(sys.argv[1],"rb").read()))' "$T/digits/0.u8")
