@@ -117,7 +117,7 @@ static void infer_done(srv_req *r) {
         int k = (int)json_integer_value(json_array_get(o, 1));
         int bin = json_is_true(json_array_get(o, 2));
         const float *src = which ? probs : j->y;
-        json_t *data = json_array();
+        json_t *data = bin ? NULL : json_array();
         size_t bin0 = blen;
         if (k > 0) {
             int idx[4096];
@@ -138,8 +138,6 @@ static void infer_done(srv_req *r) {
                     }
                 }
             }
-            json_array_append_new(outs, json_pack("{s:s, s:s, s:[i,i]}", "name", OUT_NAMES[which],
-                                                  "datatype", "BYTES", "shape", j->n, k));
         } else {
             const int64_t cnt = (int64_t)j->n * C;
             if (!bin) {
@@ -151,17 +149,15 @@ static void infer_done(srv_req *r) {
                     oom = bin_put_u32(&bb, &blen, &bcap, u);
                 }
             }
-            json_array_append_new(outs, json_pack("{s:s, s:s, s:[i,i]}", "name", OUT_NAMES[which],
-                                                  "datatype", "FP32", "shape", j->n, C));
         }
-        json_t *entry = json_array_get(outs, json_array_size(outs) - 1);
-        if (bin) {
-            json_decref(data);
+        json_t *entry = json_pack("{s:s, s:s, s:[i,i]}", "name", OUT_NAMES[which], "datatype",
+                                  k > 0 ? "BYTES" : "FP32", "shape", j->n, k > 0 ? k : C);
+        if (bin)
             json_object_set_new(entry, "parameters",
                                 json_pack("{s:I}", "binary_data_size", (json_int_t)(blen - bin0)));
-        } else {
+        else
             json_object_set_new(entry, "data", data);
-        }
+        json_array_append_new(outs, entry);
     }
     free(probs);
     json_t *body = json_pack("{s:s, s:o, s:o}", "model_name", m->name, "model_version",
