@@ -25,6 +25,7 @@ enum {
     DYN_EFORMAT = -4,  /* a file is damaged or not what it claims */
     DYN_EUNSUP = -5,   /* valid but not supported (op, dtype, attribute) */
     DYN_ECANCEL = -6,  /* a cancel flag was raised */
+    DYN_EFIDELITY = -7, /* a conversion does not agree with its original as well as required */
 };
 
 typedef struct dyn_err {

@@ -87,3 +87,45 @@ void dyn_data_view_free(dyn_data_view *v) {
     free(v->idx);
     memset(v, 0, sizeof *v);
 }
+
+int dyn_data_view_slice(const dyn_data_view *v, int off, int n, dyn_data_view *out,
+                        dyn_err *err) {
+    if (off < 0 || n < 0 || off + n > v->n)
+        return dyn_err_set(err, DYN_EINVAL, "slice %d+%d of a view of %d samples", off, n, v->n);
+    if (view_init(out, v->ds, n, v->mean, v->std, err)) return DYN_ENOMEM;
+    out->shift = v->shift;
+    memcpy(out->idx, v->idx + off, (size_t)n * sizeof(int));
+    return 0;
+}
+
+int dyn_data_calib_split(const dyn_dataset *ds, int calib_n, int holdout_n, uint64_t seed,
+                         float mean, float std, dyn_data_view *calib, dyn_data_view *holdout,
+                         dyn_err *err) {
+    memset(calib, 0, sizeof *calib);
+    memset(holdout, 0, sizeof *holdout);
+    if (ds->n < 1 || calib_n < 1 || holdout_n < 0)
+        return dyn_err_set(err, DYN_EINVAL, "no calibration images");
+    if (calib_n + holdout_n > ds->n) { /* a small set: a quarter (at most) is held out */
+        holdout_n = DYN_MIN(holdout_n, ds->n / 4);
+        calib_n = ds->n - holdout_n;
+    }
+    dyn_data_view all = {0};
+    int rc = view_init(&all, ds, ds->n, mean, std, err);
+    if (rc) return rc;
+    for (int i = 0; i < ds->n; i++) all.idx[i] = i;
+    dyn_rng r;
+    dyn_rng_seed(&r, seed);
+    for (int i = ds->n - 1; i > 0; i--) {
+        int j = (int)dyn_rng_below(&r, (uint32_t)(i + 1)), t = all.idx[i];
+        all.idx[i] = all.idx[j];
+        all.idx[j] = t;
+    }
+    rc = dyn_data_view_slice(&all, 0, calib_n, calib, err);
+    if (!rc) rc = dyn_data_view_slice(&all, calib_n, holdout_n, holdout, err);
+    if (rc) {
+        dyn_data_view_free(calib);
+        dyn_data_view_free(holdout);
+    }
+    dyn_data_view_free(&all);
+    return rc;
+}

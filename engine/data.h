@@ -26,6 +26,18 @@ int dyn_data_split(const dyn_dataset *ds, int nval, int limit, uint64_t seed, fl
 /* A view of every sample, in order. */
 int dyn_data_all(const dyn_dataset *ds, float mean, float std, dyn_data_view *v, dyn_err *err);
 void dyn_data_view_free(dyn_data_view *v);
+/* A new view of v's samples off..off+n-1 (same data set, normalization and shift; free with
+ * dyn_data_view_free). DYN_EINVAL for a range outside v, DYN_ENOMEM. */
+int dyn_data_view_slice(const dyn_data_view *v, int off, int n, dyn_data_view *out,
+                        dyn_err *err);
+/* Calibration images for a conversion: a seeded random draw of calib_n samples of ds for the
+ * fit and holdout_n further ones held out of it to measure fidelity (disjoint). When ds has
+ * fewer than calib_n + holdout_n samples, at most a quarter of them is held out and the rest
+ * calibrates. Both views are new (dyn_data_view_free). DYN_EINVAL (empty set, calib_n < 1),
+ * DYN_ENOMEM; on failure both are zeroed. */
+int dyn_data_calib_split(const dyn_dataset *ds, int calib_n, int holdout_n, uint64_t seed,
+                         float mean, float std, dyn_data_view *calib, dyn_data_view *holdout,
+                         dyn_err *err);
 /* The batch source over v (borrows v). */
 dyn_batch_source dyn_data_view_source(dyn_data_view *v);
 

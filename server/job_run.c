@@ -17,106 +17,28 @@
 #include <unistd.h>
 
 #include "convert/finetune.h"
+#include "convert/options.h"
 #include "data.h"
 #include "io/dataset.h"
 #include "io/file.h"
+#include "io/image.h"
 #include "io/model_file.h"
 #include "io/onnx.h"
 #include "server/jobs_impl.h"
 #include "server/log.h"
 
-/* ---- options ---- */
-
-enum { K_C = 1 << SRV_JOB_CONVERSION, K_F = 1 << SRV_JOB_FINETUNE, K_ALL = K_C | K_F };
-typedef enum { O_NUM, O_INT, O_BOOL, O_CHOICE, O_MODEL, O_DATASET, O_OUTPUT, O_LIST } opt_type;
-
-typedef struct job_opt {
-    const char *name;
-    int kinds;
-    opt_type type;
-    double lo, hi;       /* O_NUM / O_INT bounds (inclusive); O_NUM with lo_open: lo excluded */
-    int lo_open;
-    const char *def;     /* default as JSON text; NULL: absent unless given */
-    const char *choices; /* O_CHOICE: "a|b|c" */
-    const char *doc;
-} job_opt;
-
-static const job_opt OPTS[] = {
-    {"model", K_ALL, O_MODEL, 0, 0, 0, NULL, NULL, "repository model to convert / fine-tune"},
-    {"output", K_ALL, O_OUTPUT, 0, 0, 0, NULL, NULL, "name of the produced model"},
-    {"overwrite", K_ALL, O_BOOL, 0, 0, 0, "false", NULL, "replace an existing model"},
-    {"seed", K_ALL, O_INT, 0, 2147483647, 0, "1", NULL, "seed"},
-    {"quant", K_ALL, O_NUM, 0, 1, 0, "0.001", NULL, "state grid (0 = off)"},
-    /* conversion */
-    {"ratio", K_C, O_NUM, 1, 1000, 0, "4", NULL, "per-layer compression"},
-    {"rel_err", K_C, O_NUM, 0, 1, 1, NULL, NULL, "instead of ratio: target relative error"},
-    {"fit", K_C, O_CHOICE, 0, 0, 0, "\"fixed\"", "fixed|activation", "fit mode"},
-    {"steps", K_C, O_INT, 1, 100000, 0, "2000", NULL, "Adam steps per layer"},
-    {"lr", K_C, O_NUM, 0, 10, 1, "0.1", NULL, "fitting learning rate"},
-    {"init", K_C, O_CHOICE, 0, 0, 0, "\"svd\"", "svd|lsq|random", "initialization"},
-    {"restarts", K_C, O_INT, 1, 64, 0, "1", NULL, "initial candidates"},
-    {"kernel", K_C, O_CHOICE, 0, 0, 0, "\"l1\"", "l1|l2|inv", "DyN kernel"},
-    {"q", K_C, O_INT, 1, 64, 0, "1", NULL, "state dimensions"},
-    {"keep_dense", K_C, O_LIST, 0, 64, 0, NULL, NULL, "layer names kept dense"},
-    {"keep_first_conv", K_C, O_BOOL, 0, 0, 0, "false", NULL, "keep the first conv dense"},
-    {"keep_last", K_C, O_BOOL, 0, 0, 0, "false", NULL, "keep the classifier dense"},
-    {"min_saving", K_C, O_NUM, 0, 1, 0, "0.25", NULL, "least saving to convert a layer"},
-    {"calib", K_C, O_DATASET, 0, 0, 0, NULL, NULL, "calibration data set (train split)"},
-    {"calib_n", K_C, O_INT, 1, 100000, 0, "512", NULL, "calibration images"},
-    {"eval", K_C, O_DATASET, 0, 0, 0, NULL, NULL, "accuracy before/after on its test split"},
-    {"eval_n", K_C, O_INT, 1, 10000000, 0, NULL, NULL, "evaluation images (default all)"},
-    {"preprocess_from", K_C, O_DATASET, 0, 0, 0, NULL, NULL,
-     "normalization (and labels) for a model without preprocess metadata"},
-    /* fine-tuning */
-    {"data", K_F, O_DATASET, 0, 0, 0, NULL, NULL, "training data set"},
-    {"mode", K_F, O_CHOICE, 0, 0, 0, "\"native\"", "native|unfixed", "fine-tuning mode"},
-    {"epochs", K_F, O_INT, 1, 1000, 0, "5", NULL, "epochs / rounds"},
-    {"lr", K_F, O_NUM, 0, 1, 1, "0.001", NULL, "Adam learning rate"},
-    {"lr_final", K_F, O_NUM, 0, 1, 0, "0.05", NULL, "final lr fraction (cosine)"},
-    {"val", K_F, O_INT, 1, 10000000, 0, "5000", NULL, "validation images held out"},
-    {"limit", K_F, O_INT, 0, 100000000, 0, "0", NULL, "training images used (0 = all)"},
-    {"batch", K_F, O_INT, 1, 4096, 0, "64", NULL, "batch size"},
-    {"augment", K_F, O_BOOL, 0, 0, 0, "true", NULL, "random shifts"},
-    {"fit_steps", K_F, O_INT, 1, 100000, 0, "300", NULL, "unfixed: refit steps"},
-};
+/* ---- options: the engine's one table (engine/convert/options.h) ---- */
 
 #define jerr srv__job_err_set
 
-static const job_opt *opt_find(int kind, const char *name) {
-    for (size_t i = 0; i < DYN_ARRAY_LEN(OPTS); i++)
-        if ((OPTS[i].kinds & (1 << kind)) && !strcmp(OPTS[i].name, name)) return &OPTS[i];
-    return NULL;
+static int kind_bit(int kind) {
+    return kind == SRV_JOB_FINETUNE ? DYN_OPT_FINETUNE : DYN_OPT_CONVERT;
 }
 
-static int choice_ok(const char *choices, const char *v) {
-    size_t n = strlen(v);
-    for (const char *p = choices; p;) {
-        const char *bar = strchr(p, '|');
-        size_t l = bar ? (size_t)(bar - p) : strlen(p);
-        if (l == n && !strncmp(p, v, n)) return 1;
-        p = bar ? bar + 1 : NULL;
-    }
-    return 0;
-}
-
-/* A number given as JSON or as text (form field, query string). 0 or -1. */
-static int as_number(const json_t *v, double *x) {
-    if (json_is_number(v)) return *x = json_number_value(v), 0;
-    const char *s = json_string_value(v);
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    *x = strtod(s, &end);
-    return errno || *end || !isfinite(*x) ? -1 : 0;
-}
-
-static int as_bool(const json_t *v, int *b) {
-    if (json_is_boolean(v)) return *b = json_is_true(v), 0;
-    const char *s = json_string_value(v);
-    if (!s) return -1;
-    if (!strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "yes")) return *b = 1, 0;
-    if (!strcmp(s, "false") || !strcmp(s, "0") || !strcmp(s, "no")) return *b = 0, 0;
-    return -1;
+/* The option of a job of `kind` named `name`, or NULL (CLI-only options are not job options). */
+static const dyn_opt *opt_find(int kind, const char *name) {
+    const dyn_opt *o = dyn_opt_find(kind_bit(kind), name);
+    return o && !(o->flags & DYN_OPT_CLI_ONLY) ? o : NULL;
 }
 
 /* 1 when model_dir already has a model called name (file or versions directory). */
@@ -144,65 +66,19 @@ static int dataset_resolve(const srv_jobs *js, const char *name, dyn_dataset_spe
     return rc;
 }
 
-/* Validates one option value; stores the normalized value in out. 0 or -1 with e. */
-static int opt_check(srv_jobs *js, int kind, const job_opt *o, const json_t *v, json_t *out,
+/* Validates one option value (type and bounds by the table, then names: models exist, data
+ * sets resolve in data_dir); stores the normalized value in out. 0 or -1 with e. */
+static int opt_check(srv_jobs *js, int kind, const dyn_opt *o, const json_t *v, json_t *out,
                      srv_job_err *e) {
-    double x;
-    int b;
     dyn_err derr = {0};
     dyn_dataset_spec dspec;
-    switch (o->type) {
-    case O_NUM:
-    case O_INT:
-        if (as_number(v, &x) || x < o->lo || x > o->hi || (o->lo_open && x <= o->lo) ||
-            (o->type == O_INT && x != floor(x))) {
-            jerr(e, 400, "invalid_option", "%s must be %s in %s%g..%g]", o->name,
-                 o->type == O_INT ? "an integer" : "a number", o->lo_open ? "(" : "[", o->lo, o->hi);
-            return -1;
-        }
-        json_object_set_new(out, o->name, o->type == O_INT ? json_integer((json_int_t)x) : json_real(x));
-        return 0;
-    case O_BOOL:
-        if (as_bool(v, &b)) {
-            jerr(e, 400, "invalid_option", "%s must be true or false", o->name);
-            return -1;
-        }
-        json_object_set_new(out, o->name, json_boolean(b));
-        return 0;
-    case O_CHOICE:
-        if (!json_is_string(v) || !choice_ok(o->choices, json_string_value(v))) {
-            jerr(e, 400, "invalid_option", "%s must be one of %s", o->name, o->choices);
-            return -1;
-        }
-        json_object_set(out, o->name, (json_t *)v);
-        return 0;
-    case O_LIST: {
-        json_t *list = json_array();
-        if (json_is_string(v)) { /* "a,b" from a form field */
-            char buf[4096];
-            snprintf(buf, sizeof buf, "%s", json_string_value(v));
-            char *save = NULL;
-            for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
-                json_array_append_new(list, json_string(t));
-        } else if (json_is_array(v)) {
-            json_array_extend(list, (json_t *)v);
-        }
-        size_t i;
-        json_t *s;
-        int bad = !json_is_array(v) && !json_is_string(v);
-        json_array_foreach(list, i, s) bad |= !json_is_string(s) || json_string_length(s) == 0 ||
-                                             json_string_length(s) > 63;
-        if (bad || json_array_size(list) > (size_t)o->hi) {
-            json_decref(list);
-            jerr(e, 400, "invalid_option", "%s must be a list of at most %g layer names", o->name,
-                 o->hi);
-            return -1;
-        }
-        json_object_set_new(out, o->name, list);
-        return 0;
+    if (dyn_opt_check(o, v, out, &derr)) {
+        jerr(e, 400, "invalid_option", "%s", derr.msg);
+        return -1;
     }
-    case O_MODEL:
-    case O_OUTPUT: {
+    switch (o->type) {
+    case DYN_OPT_MODEL:
+    case DYN_OPT_OUTPUT: {
         const char *name = json_string_value(v);
         if (!name || !srv_repo_name_valid(name)) {
             jerr(e, 400, "invalid_name",
@@ -210,8 +86,7 @@ static int opt_check(srv_jobs *js, int kind, const job_opt *o, const json_t *v, 
                  "with '.'", o->name);
             return -1;
         }
-        json_object_set(out, o->name, (json_t *)v);
-        if (o->type == O_OUTPUT) return 0;
+        if (o->type == DYN_OPT_OUTPUT) return 0;
         int known = 0;
         srv_model *m = srv_repo_acquire(js->repo, name, 0, &known);
         if (!m) {
@@ -225,7 +100,7 @@ static int opt_check(srv_jobs *js, int kind, const job_opt *o, const json_t *v, 
         (void)kind;
         return 0;
     }
-    case O_DATASET: {
+    case DYN_OPT_DATASET: {
         const char *name = json_string_value(v);
         int rc = name ? dataset_resolve(js, name, &dspec, &derr) : DYN_EINVAL;
         if (rc) {
@@ -233,11 +108,11 @@ static int opt_check(srv_jobs *js, int kind, const job_opt *o, const json_t *v, 
                  "%s: %s", o->name, name ? derr.msg : "a data set name (string)");
             return -1;
         }
-        json_object_set(out, o->name, (json_t *)v);
         return 0;
     }
+    default:
+        return 0;
     }
-    return 0;
 }
 
 json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, srv_job_err *e) {
@@ -245,13 +120,15 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)in, k, v) {
-        const job_opt *o = opt_find(kind, k);
+        const dyn_opt *o = opt_find(kind, k);
         if (!o) {
-            char names[1024] = "";
-            for (size_t i = 0; i < DYN_ARRAY_LEN(OPTS); i++)
-                if (OPTS[i].kinds & (1 << kind)) {
+            char names[1500] = "";
+            int nopts;
+            const dyn_opt *tab = dyn_opts_table(&nopts);
+            for (int i = 0; i < nopts; i++)
+                if (opt_find(kind, tab[i].name) == &tab[i]) {
                     size_t l = strlen(names);
-                    snprintf(names + l, sizeof names - l, "%s%s", l ? ", " : "", OPTS[i].name);
+                    snprintf(names + l, sizeof names - l, "%s%s", l ? ", " : "", tab[i].name);
                 }
             jerr(e, 400, "unknown_option", "unknown option '%.64s' for a %s job (options: %s)", k,
                  srv_job_kind_name(kind), names);
@@ -260,10 +137,10 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
         if (json_is_null(v)) continue;
         if (opt_check(js, kind, o, v, out, e)) goto fail;
     }
-    for (size_t i = 0; i < DYN_ARRAY_LEN(OPTS); i++) { /* defaults */
-        const job_opt *o = &OPTS[i];
-        if (!(o->kinds & (1 << kind)) || !o->def || json_object_get(out, o->name)) continue;
-        json_object_set_new(out, o->name, json_loads(o->def, JSON_DECODE_ANY, NULL));
+    dyn_err derr = {0};
+    if (dyn_opts_defaults(kind_bit(kind), 0, out, &derr)) {
+        jerr(e, 500, "internal", "%s", derr.msg);
+        goto fail;
     }
     const char *model = json_string_value(json_object_get(out, "model"));
     if (kind == SRV_JOB_CONVERSION && has_upload == !!model) {
@@ -286,6 +163,30 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
             goto fail;
         }
         json_object_set(out, "calib", json_object_get(out, "eval"));
+    }
+    if (kind == SRV_JOB_CONVERSION) {
+        const int data = json_object_get(out, "calib") || json_object_get(out, "eval");
+        if (json_object_get(in, "rel_err") && json_object_get(in, "target_agreement")) {
+            jerr(e, 400, "invalid_option", "give rel_err or target_agreement, not both");
+            goto fail;
+        }
+        if (json_object_get(out, "target_agreement") && !data) {
+            jerr(e, 400, "missing_option",
+                 "target_agreement needs images to measure agreement on: \"calib\" (a data set "
+                 "of the model's inputs, labels optional; PUT /v1/datasets/{name} uploads one) or "
+                 "\"eval\"");
+            goto fail;
+        }
+        if (!data && json_number_value(json_object_get(out, "min_agreement")) > 0 &&
+            !json_is_true(json_object_get(out, "force_publish"))) {
+            jerr(e, 400, "missing_option",
+                 "a conversion is checked against the original model before it is published: "
+                 "give \"calib\" (a data set of images the model classifies, labels optional; "
+                 "PUT /v1/datasets/{name} uploads a zip or tar) or \"eval\"; or set "
+                 "\"force_publish\": true to publish an unverified model (data-free fit; its "
+                 "metadata then says unverified), or \"min_agreement\": 0");
+            goto fail;
+        }
     }
     if (!json_object_get(out, "output") && model) {
         char name[96];
@@ -458,36 +359,22 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     const json_t *s = j->spec;
     dyn_model *m = input_load(js, j, NULL, err), *out = NULL;
     if (!m) return err->code ? err->code : DYN_EIO;
-    dyn_convert_opts o = dyn_convert_opts_default();
-    o.ratio = nget(s, "ratio", 4);
-    if (nget(s, "rel_err", 0) > 0) {
-        o.rel_err = nget(s, "rel_err", 0);
-        o.ratio = 0;
-    }
-    int rc = 0;
-    if (dyn_fit_mode_parse(sget(s, "fit") ? sget(s, "fit") : "fixed", &o.fit) ||
-        dyn_kernel_parse(sget(s, "kernel") ? sget(s, "kernel") : "l1", &o.kernel) ||
-        dyn_fit_init_parse(sget(s, "init") ? sget(s, "init") : "svd", &o.fitopt.init))
-        rc = dyn_err_set(err, DYN_EINVAL, "bad fit, kernel or init in the job's options");
-    o.q = (int)nget(s, "q", 1);
-    o.fitopt.steps = (int)nget(s, "steps", 2000);
-    o.fitopt.lr = (float)nget(s, "lr", 0.1);
-    o.fitopt.restarts = (int)nget(s, "restarts", 1);
-    o.fitopt.quant = nget(s, "quant", 1e-3);
-    o.fitopt.seed = (uint64_t)nget(s, "seed", 1);
-    o.keep_first_conv = bget(s, "keep_first_conv");
-    o.keep_last = bget(s, "keep_last");
-    o.min_saving = nget(s, "min_saving", 0.25);
+    dyn_convert_opts o;
     const char *keep[64];
-    const json_t *kl = json_object_get(s, "keep_dense");
-    for (size_t i = 0; i < json_array_size(kl) && o.nkeep < 64; i++)
-        if (json_is_string(json_array_get(kl, i))) keep[o.nkeep++] = json_string_value(json_array_get(kl, i));
-    o.keep_dense = keep;
+    int rc = dyn_convert_opts_from_spec(s, &o, keep, 64, err);
+    const json_t *ppo = json_object_get(s, "preprocess");
+    if (!rc && ppo && !m->preprocess) { /* the user's pipeline for a model without one */
+        dyn_preprocess chk;
+        if ((rc = dyn_preprocess_parse(ppo, &m->input, &chk, err)))
+            dyn_err_prefix(err, "option preprocess");
+        else
+            m->preprocess = json_deep_copy(ppo);
+    }
     const char *calib = sget(s, "calib"), *eval = sget(s, "eval"), *pp = sget(s, "preprocess_from");
-    if (!m->preprocess && (pp || calib || eval)) preprocess_set(m, pp ? pp : calib ? calib : eval);
+    if (!rc && !m->preprocess && (pp || calib || eval)) preprocess_set(m, pp ? pp : calib ? calib : eval);
     dyn_dataset cal = {0}, te = {0};
-    dyn_data_view vcal = {0}, vrest = {0}, vte = {0}, vnone = {0};
-    dyn_batch_source scal, ste;
+    dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vnone = {0};
+    dyn_batch_source scal, ste, shold;
     dyn_dataset_spec dsp;
     float mean, sd;
     const uint64_t seed = o.fitopt.seed;
@@ -497,15 +384,24 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
         rc = dyn_data_split(&te, 0, DYN_MIN(n, te.n), seed, mean, sd, &vte, &vnone, err);
         ste = dyn_data_view_source(&vte);
         o.eval = &ste;
+        if (!dyn_dataset_labeled(&dsp))
+            rc = dyn_err_set(err, DYN_EINVAL, "eval: data set '%s' has no labels (use it as calib)",
+                             eval);
     }
     if (!rc && calib && !j->cancel &&
         !(rc = dataset_load(js, calib, "train", m, &dsp, &cal, err))) {
         dyn_dataset_norm(&dsp, m, &mean, &sd);
-        int n = DYN_MAX(1, DYN_MIN((int)nget(s, "calib_n", 512), cal.n));
-        rc = dyn_data_split(&cal, n, 0, seed, mean, sd, &vrest, &vcal, err);
+        rc = dyn_data_calib_split(&cal, (int)nget(s, "calib_n", 512), (int)nget(s, "holdout_n", 256),
+                                  seed, mean, sd, &vcal, &vhold, err);
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
-        o.calib_n = n;
+        o.calib_n = vcal.n;
+        if (vhold.n > 0) {
+            shold = dyn_data_view_source(&vhold);
+            o.holdout = &shold;
+            o.holdout_n = vhold.n;
+            o.holdout_labeled = dyn_dataset_labeled(&dsp);
+        }
     }
     conv_ctx cc = {js, j};
     o.progress = conv_progress;
@@ -517,7 +413,7 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     if (!rc) {
         srv__job_progress_set(j, 0.05);
         rc = dyn_convert(m, &o, &out, &rep, err);
-        json_t *r = dyn_convert_report_json(&rep);
+        json_t *r = rep.layers ? dyn_convert_report_json(&rep) : NULL;
         pthread_mutex_lock(&j->mu);
         json_decref(j->result);
         j->result = r;
@@ -528,7 +424,7 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_model_free(out);
     dyn_model_free(m);
     dyn_data_view_free(&vcal);
-    dyn_data_view_free(&vrest);
+    dyn_data_view_free(&vhold);
     dyn_data_view_free(&vte);
     dyn_data_view_free(&vnone);
     dyn_dataset_free(&cal);
@@ -588,18 +484,8 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
     if (!m) return err->code ? err->code : DYN_EIO;
     int rc = 0;
     if (access(snap, R_OK) != 0) rc = dyn_model_save(m, snap, err); /* atomic: whole or absent */
-    dyn_ft_opts o = dyn_ft_opts_default();
-    if (!rc && dyn_ft_mode_parse(sget(s, "mode") ? sget(s, "mode") : "native", &o.mode))
-        rc = dyn_err_set(err, DYN_EINVAL, "bad mode in the job's options");
-    o.epochs = (int)nget(s, "epochs", 5);
-    o.batch = (int)nget(s, "batch", 64);
-    o.lr = (float)nget(s, "lr", 1e-3);
-    o.lr_final_frac = (float)nget(s, "lr_final", 0.05);
-    o.augment = !json_is_false(json_object_get(s, "augment"));
-    o.seed = (uint64_t)nget(s, "seed", 1);
-    o.fit.steps = (int)nget(s, "fit_steps", 300);
-    o.fit.quant = nget(s, "quant", 1e-3);
-    o.fit.seed = o.seed;
+    dyn_ft_opts o;
+    if (dyn_ft_opts_from_spec(s, &o, err) && !rc) rc = err->code;
     o.ckpt_dir = ckpt;
     o.resume = access(state, R_OK) == 0; /* an epoch finished before the interruption */
     ft_ctx fc = {js, j, o.mode == DYN_FT_UNFIXED};

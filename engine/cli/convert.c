@@ -18,33 +18,21 @@
 
 #include "cli.h"
 #include "convert/convert.h"
+#include "convert/options.h"
+#include "io/image.h"
 #include "data.h"
 #include "io/model_file.h"
 #include "io/onnx.h"
 
 static void usage(void) {
+    char *h = dyn_opts_help(DYN_OPT_CONVERT, 1);
     fprintf(stderr,
             "usage: dyn convert IN.onnx|IN.dyn OUT.dyn [options]\n"
-            "  --ratio R              per-layer compression of the weight floats (default 4)\n"
-            "  --rel-err E            instead: smallest H whose fit reaches relative error E\n"
-            "  --fit fixed|activation data-free, or on calibration inputs (default fixed)\n"
-            "  --calib NAME           calibration images (train split): mnist|fashion|DIR\n"
-            "  --calib-n N            calibration images (default 512)\n"
-            "  --steps N              Adam steps per layer (default 2000)\n"
-            "  --lr X                 fitting lr, relative to the state range (default 0.1)\n"
-            "  --init svd|lsq|random  initialization (default svd)   --restarts N (default 1)\n"
-            "  --kernel l1|l2|inv     (default l1)   --q Q  state dimensions (default 1)\n"
-            "  --exec auto|native|materialized  (default auto)\n"
-            "  --quant D              round states down to a D grid (default 1e-3; 0 = off)\n"
-            "  --keep-dense A,B       keep these layers dense   --keep-first-conv\n"
-            "  --keep-last            keep the last linear/conv (the classifier) dense\n"
-            "  --min-saving F         keep a layer dense unless DyN saves F of it (default 0.25)\n"
-            "  --data NAME            accuracy before/after on the test split\n"
-            "  --eval-split test|val  ... or on a validation split of N training images held out\n"
-            "                         (--val N, default 5000; seeded as in `dyn finetune`; the\n"
-            "                         calibration images then come from the rest)\n"
-            "  --preprocess-from NAME normalization for models without preprocess metadata\n"
-            "  --report FILE.json --json --threads N --seed N\n");
+            "Data sets (calib, eval, preprocess_from): mnist, fashion, or a directory (IDX files,\n"
+            "or images in one folder per class). Calibration images come from the training\n"
+            "split; holdout_n more are held out of the fit to measure agreement.\n%s",
+            h ? h : "");
+    free(h);
 }
 
 typedef struct conv_line {
@@ -72,89 +60,61 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 int cmd_convert(int argc, char **argv) {
-    dyn_convert_opts o = dyn_convert_opts_default();
-    const char *calib = NULL, *data = NULL, *report = NULL, *pp_from = NULL, *fit = "fixed";
-    const char *kernel = "l1", *init = "svd";
-    char *keep = NULL;
-    int calib_n = 512, json = 0, nval = 5000;
-    const char *eval_split = "test";
-    uint64_t seed = 1;
-    static struct option opts[] = {
-        {"ratio", 1, 0, 'r'},   {"rel-err", 1, 0, 'e'},  {"fit", 1, 0, 'f'},
-        {"calib", 1, 0, 'c'},   {"calib-n", 1, 0, 'n'},  {"steps", 1, 0, 'S'},
-        {"lr", 1, 0, 'l'},      {"init", 1, 0, 'i'},     {"restarts", 1, 0, 'R'},
-        {"kernel", 1, 0, 'k'},  {"q", 1, 0, 'q'},        {"exec", 1, 0, 'x'},
-        {"quant", 1, 0, 'Q'},   {"keep-dense", 1, 0, 'K'}, {"keep-first-conv", 0, 0, 'F'}, {"keep-last", 0, 0, 'T'},
-        {"min-saving", 1, 0, 'm'}, {"data", 1, 0, 'd'},  {"preprocess-from", 1, 0, 'p'},
-        {"report", 1, 0, 'o'},  {"json", 0, 0, 'j'},     {"threads", 1, 0, 't'},
-        {"seed", 1, 0, 's'},    {"help", 0, 0, 'h'},     {"eval-split", 1, 0, 'E'},
-        {"val", 1, 0, 'v'},     {0, 0, 0, 0}};
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'r': o.ratio = strtod(optarg, NULL); break;
-        case 'e': o.rel_err = strtod(optarg, NULL); break;
-        case 'f': fit = optarg; break;
-        case 'c': calib = optarg; break;
-        case 'n': calib_n = atoi(optarg); break;
-        case 'S': o.fitopt.steps = atoi(optarg); break;
-        case 'l': o.fitopt.lr = strtof(optarg, NULL); break;
-        case 'i': init = optarg; break;
-        case 'R': o.fitopt.restarts = atoi(optarg); break;
-        case 'k': kernel = optarg; break;
-        case 'q': o.q = atoi(optarg); break;
-        case 'x': o.exec = optarg; break;
-        case 'Q': o.fitopt.quant = strtod(optarg, NULL); break;
-        case 'K': keep = optarg; break;
-        case 'F': o.keep_first_conv = 1; break;
-        case 'T': o.keep_last = 1; break;
-        case 'm': o.min_saving = strtod(optarg, NULL); break;
-        case 'd': data = optarg; break;
-        case 'p': pp_from = optarg; break;
-        case 'o': report = optarg; break;
-        case 'j': json = 1; break;
-        case 't': dyn_threads_set(atoi(optarg)); break;
-        case 's': seed = strtoull(optarg, NULL, 10); break;
-        case 'E': eval_split = optarg; break;
-        case 'v': nval = atoi(optarg); break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
-        }
-    }
-    const int on_val = strcmp(eval_split, "val") == 0;
-    if (argc - optind != 2 || (!on_val && strcmp(eval_split, "test") != 0) || nval < 1) {
+    dyn_err err = {0};
+    json_t *spec = NULL;
+    const char *pos[2];
+    int npos = 0, help = 0;
+    if (dyn_opts_parse_argv(DYN_OPT_CONVERT, argc, argv, &spec, pos, 2, &npos, &help, &err)) {
+        fprintf(stderr, "dyn convert: %s\n", err.msg);
         usage();
         return 2;
     }
-    const char *in_path = argv[optind], *out_path = argv[optind + 1];
-    dyn_err err = {0};
-    if (dyn_fit_mode_parse(fit, &o.fit) || dyn_kernel_parse(kernel, &o.kernel) ||
-        dyn_fit_init_parse(init, &o.fitopt.init)) {
-        fprintf(stderr, "dyn convert: --fit fixed|activation, --kernel l1|l2|inv, "
-                        "--init svd|lsq|random\n");
+    if (help) {
+        usage();
+        json_decref(spec);
+        return 0;
+    }
+    if (npos != 2) {
+        usage();
+        json_decref(spec);
         return 2;
     }
-    o.fitopt.seed = seed;
-    if (o.rel_err > 0) o.ratio = 0;
-    if (o.fit == DYN_FIT_ACTIVATION && !calib)
-        calib = data ? data : NULL;
-    if (o.fit == DYN_FIT_ACTIVATION && !calib) {
+    dyn_convert_opts o;
+    const char *keep_list[64];
+    if (dyn_convert_opts_from_spec(spec, &o, keep_list, 64, &err)) cli_die("convert", &err);
+    const char *calib = json_string_value(json_object_get(spec, "calib"));
+    const char *data = json_string_value(json_object_get(spec, "eval"));
+    const char *report = json_string_value(json_object_get(spec, "report"));
+    const char *pp_from = json_string_value(json_object_get(spec, "preprocess_from"));
+    const json_t *pp_obj = json_object_get(spec, "preprocess");
+    const int json = json_is_true(json_object_get(spec, "json"));
+    int calib_n = (int)json_integer_value(json_object_get(spec, "calib_n"));
+    const int holdout_n = (int)json_integer_value(json_object_get(spec, "holdout_n"));
+    const int nval = (int)json_integer_value(json_object_get(spec, "val"));
+    const int on_val = !strcmp(json_string_value(json_object_get(spec, "eval_split")), "val");
+    const uint64_t seed = o.fitopt.seed;
+    if (json_is_integer(json_object_get(spec, "threads")))
+        dyn_threads_set((int)json_integer_value(json_object_get(spec, "threads")));
+    if (json_is_integer(json_object_get(spec, "eval_n")))
+        o.eval_n = (int)json_integer_value(json_object_get(spec, "eval_n"));
+    const char *in_path = pos[0], *out_path = pos[1];
+    if (o.fit == DYN_FIT_ACTIVATION && !o.fit_auto && !calib) calib = data;
+    if (o.fit == DYN_FIT_ACTIVATION && !o.fit_auto && !calib) {
         fprintf(stderr, "dyn convert: --fit activation needs --calib NAME\n");
         return 2;
-    }
-    const char *keep_list[64];
-    if (keep) {
-        for (char *t = strtok(keep, ","); t && o.nkeep < 64; t = strtok(NULL, ","))
-            keep_list[o.nkeep++] = t;
-        o.keep_dense = keep_list;
     }
 
     dyn_model *m = ends_with(in_path, ".onnx") ? dyn_onnx_load(in_path, &err)
                                                 : dyn_model_load(in_path, &err);
     if (!m) cli_die("convert", &err);
 
-    /* preprocessing and labels */
+    /* preprocessing and labels: --preprocess (the model's own pipeline), else a data set's */
+    if (pp_obj && !m->preprocess) {
+        dyn_preprocess chk;
+        if (dyn_preprocess_parse(pp_obj, &m->input, &chk, &err))
+            cli_die("convert --preprocess", &err);
+        m->preprocess = json_deep_copy(pp_obj);
+    }
     dyn_dataset_spec ds_pp;
     const char *pp_name = pp_from ? pp_from : calib ? calib : data;
     if (!m->preprocess && pp_name) {
@@ -172,8 +132,8 @@ int cmd_convert(int argc, char **argv) {
     /* evaluation: the test split, or a validation split held out of train (then the
      * calibration images come from the rest of train: both views index one data set) */
     dyn_dataset cal_ds = {0}, te_ds = {0}, tr_ds = {0};
-    dyn_data_view vcal = {0}, vrest = {0}, vte = {0}, vtr = {0};
-    dyn_batch_source scal, ste;
+    dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vtr = {0};
+    dyn_batch_source scal, ste, shold;
     dyn_dataset_spec dsp;
     float mean, sd;
     if (data) {
@@ -190,27 +150,31 @@ int cmd_convert(int argc, char **argv) {
         o.eval = &ste;
     }
     if (calib) {
-        if (on_val && strcmp(calib, data) == 0) { /* calibrate on the training part only */
-            calib_n = DYN_MAX(1, DYN_MIN(calib_n, vtr.n));
-            vcal.ds = vtr.ds;
-            vcal.idx = malloc((size_t)calib_n * sizeof(int));
-            if (!vcal.idx) cli_die("convert", &(dyn_err){DYN_ENOMEM, "out of memory"});
-            memcpy(vcal.idx, vtr.idx, (size_t)calib_n * sizeof(int)); /* vtr is shuffled */
-            vcal.n = calib_n;
-            vcal.mean = vtr.mean;
-            vcal.std = vtr.std;
+        if (on_val && data && strcmp(calib, data) == 0) { /* the training part only */
+            const int hn = DYN_MIN(holdout_n, vtr.n / 4);
+            calib_n = DYN_MAX(1, DYN_MIN(calib_n, vtr.n - hn));
+            if (dyn_data_view_slice(&vtr, 0, calib_n, &vcal, &err) || /* vtr is shuffled */
+                dyn_data_view_slice(&vtr, calib_n, hn, &vhold, &err))
+                cli_die("convert", &err);
         } else {
             if (dyn_dataset_resolve(cli_data_root(), calib, 0, &dsp, &err) ||
                 dyn_dataset_load(&dsp, "train", &m->input, &cal_ds, &err))
                 cli_die("convert", &err);
             dyn_dataset_norm(&dsp, m, &mean, &sd);
-            calib_n = DYN_MAX(1, DYN_MIN(calib_n, cal_ds.n));
-            if (dyn_data_split(&cal_ds, calib_n, 0, seed, mean, sd, &vrest, &vcal, &err))
+            if (dyn_data_calib_split(&cal_ds, calib_n, holdout_n, seed, mean, sd, &vcal, &vhold,
+                                     &err))
                 cli_die("convert", &err);
+            o.holdout_labeled = dyn_dataset_labeled(&dsp);
         }
+        if (on_val && data && strcmp(calib, data) == 0) o.holdout_labeled = 1;
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
-        o.calib_n = calib_n;
+        o.calib_n = vcal.n;
+        if (vhold.n > 0) {
+            shold = dyn_data_view_source(&vhold);
+            o.holdout = &shold;
+            o.holdout_n = vhold.n;
+        }
     }
     conv_line line = {.tty = isatty(2), .last = -1e9};
     o.progress = progress;
@@ -219,7 +183,12 @@ int cmd_convert(int argc, char **argv) {
     dyn_convert_report rep;
     int rc = dyn_convert(m, &o, &out, &rep, &err);
     if (line.tty) fprintf(stderr, "\n");
-    if (rc) cli_die("convert", &err);
+    if (rc) {
+        char *t = rep.layers ? dyn_convert_report_table(&rep) : NULL;
+        if (t) fprintf(stderr, "%s", t);
+        free(t);
+        cli_die("convert", &err);
+    }
     if (dyn_model_save(out, out_path, &err)) cli_die("convert", &err);
     char *table = dyn_convert_report_table(&rep);
     json_t *j = dyn_convert_report_json(&rep);
@@ -240,11 +209,12 @@ int cmd_convert(int argc, char **argv) {
     }
     free(table);
     json_decref(j);
+    json_decref(spec);
     dyn_convert_report_free(&rep);
     dyn_model_free(out);
     dyn_model_free(m);
     dyn_data_view_free(&vcal);
-    dyn_data_view_free(&vrest);
+    dyn_data_view_free(&vhold);
     dyn_data_view_free(&vte);
     dyn_data_view_free(&vtr);
     dyn_dataset_free(&tr_ds);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "convert/options.h"
 #include "data.h"
 #include "io/model_file.h"
 #include "zoo.h"
@@ -318,9 +319,29 @@ static int cmd_bench(int argc, char **argv) {
     return 0;
 }
 
+/* dyn options [--openapi] [convert|finetune]: the option table (engine/convert/options.h) as
+ * help text, or as the properties of api/openapi.yaml's job option schemas. */
+static int cmd_options(int argc, char **argv) {
+    int openapi = 0, kind = DYN_OPT_CONVERT;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--openapi")) openapi = 1;
+        else if (!strcmp(argv[i], "convert")) kind = DYN_OPT_CONVERT;
+        else if (!strcmp(argv[i], "finetune")) kind = DYN_OPT_FINETUNE;
+        else {
+            fprintf(stderr, "usage: dyn options [--openapi] [convert|finetune]\n");
+            return 2;
+        }
+    }
+    char *t = openapi ? dyn_opts_openapi(kind) : dyn_opts_help(kind, 0);
+    if (!t) return 1;
+    fputs(t, stdout);
+    free(t);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fprintf(stderr, "usage: dyn <train|eval|inspect|bench|convert|finetune> ...   (dyn <cmd> --help)\n"
+        fprintf(stderr, "usage: dyn <train|eval|inspect|bench|convert|finetune|options> ...   (dyn <cmd> --help)\n"
                         "dyn %s — DyN models: train, evaluate, inspect, benchmark\n",
                 DYN_VERSION);
         return argc < 2 ? 2 : 0;
@@ -336,6 +357,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "convert") == 0) return cmd_convert(argc - 1, argv + 1);
     if (strcmp(cmd, "finetune") == 0) return cmd_finetune(argc - 1, argv + 1);
-    fprintf(stderr, "dyn: unknown command '%s' (train, eval, inspect, bench, convert, finetune)\n", cmd);
+    if (strcmp(cmd, "options") == 0) return cmd_options(argc - 1, argv + 1);
+    fprintf(stderr, "dyn: unknown command '%s' (train, eval, inspect, bench, convert, finetune, options)\n", cmd);
     return 2;
 }

@@ -15,22 +15,16 @@
 
 #include "cli.h"
 #include "convert/finetune.h"
+#include "convert/options.h"
 #include "data.h"
 #include "io/model_file.h"
 
 static void usage(void) {
+    char *h = dyn_opts_help(DYN_OPT_FINETUNE, 1);
     fprintf(stderr,
-            "usage: dyn finetune IN.dyn --data mnist|fashion|DIR --out OUT.dyn [options]\n"
-            "  --mode native|unfixed   train the states (default), or Algorithm 1: dense epoch,\n"
-            "                          refit the states warm, round to the grid, per round\n"
-            "  --epochs N              epochs / rounds (default 5)\n"
-            "  --lr X                  Adam lr, cosine over the epochs (default 1e-3 native,\n"
-            "                          1e-3 unfixed)   --lr-final F (default 0.05)\n"
-            "  --val N                 validation images held out of train (default 5000)\n"
-            "  --limit N               use only N training images\n"
-            "  --ckpt DIR              checkpoint directory   --resume  continue from it\n"
-            "  --fit-steps N --quant D unfixed refit: Adam steps (300), grid (1e-3)\n"
-            "  --batch N --no-augment --seed N --threads N --json\n");
+            "usage: dyn finetune IN.dyn --data mnist|fashion|DIR --out OUT.dyn [options]\n%s",
+            h ? h : "");
+    free(h);
 }
 
 static void progress(void *ctx, const dyn_ft_progress *p) {
@@ -48,49 +42,32 @@ static void progress(void *ctx, const dyn_ft_progress *p) {
 }
 
 int cmd_finetune(int argc, char **argv) {
-    dyn_ft_opts o = dyn_ft_opts_default();
-    const char *data = NULL, *out = NULL, *mode = "native";
-    int nval = 5000, limit = 0, json = 0;
-    static struct option opts[] = {
-        {"data", 1, 0, 'd'},    {"mode", 1, 0, 'M'},      {"out", 1, 0, 'o'},
-        {"epochs", 1, 0, 'e'},  {"lr", 1, 0, 'l'},        {"lr-final", 1, 0, 'F'},
-        {"val", 1, 0, 'v'},     {"limit", 1, 0, 'L'},     {"ckpt", 1, 0, 'c'},
-        {"resume", 0, 0, 'r'},  {"fit-steps", 1, 0, 'S'}, {"quant", 1, 0, 'Q'},
-        {"batch", 1, 0, 'b'},   {"no-augment", 0, 0, 'N'}, {"seed", 1, 0, 's'},
-        {"threads", 1, 0, 't'}, {"json", 0, 0, 'j'},      {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
-    int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'd': data = optarg; break;
-        case 'M': mode = optarg; break;
-        case 'o': out = optarg; break;
-        case 'e': o.epochs = atoi(optarg); break;
-        case 'l': o.lr = strtof(optarg, NULL); break;
-        case 'F': o.lr_final_frac = strtof(optarg, NULL); break;
-        case 'v': nval = atoi(optarg); break;
-        case 'L': limit = atoi(optarg); break;
-        case 'c': o.ckpt_dir = optarg; break;
-        case 'r': o.resume = 1; break;
-        case 'S': o.fit.steps = atoi(optarg); break;
-        case 'Q': o.fit.quant = strtod(optarg, NULL); break;
-        case 'b': o.batch = atoi(optarg); break;
-        case 'N': o.augment = 0; break;
-        case 's': o.seed = strtoull(optarg, NULL, 10); break;
-        case 't': dyn_threads_set(atoi(optarg)); break;
-        case 'j': json = 1; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
-        }
-    }
-    if (argc - optind != 1 || !data || !out || dyn_ft_mode_parse(mode, &o.mode) || nval < 1) {
+    dyn_err err = {0};
+    json_t *spec = NULL;
+    const char *pos[1];
+    int npos = 0, help = 0;
+    if (dyn_opts_parse_argv(DYN_OPT_FINETUNE, argc, argv, &spec, pos, 1, &npos, &help, &err)) {
+        fprintf(stderr, "dyn finetune: %s\n", err.msg);
         usage();
         return 2;
     }
-    o.fit.seed = o.seed;
-    dyn_err err = {0};
-    const char *in_path = argv[optind];
+    const char *data = json_string_value(json_object_get(spec, "data"));
+    const char *out = json_string_value(json_object_get(spec, "out"));
+    if (help || npos != 1 || !data || !out) {
+        usage();
+        json_decref(spec);
+        return help ? 0 : 2;
+    }
+    dyn_ft_opts o;
+    if (dyn_ft_opts_from_spec(spec, &o, &err)) cli_die("finetune", &err);
+    o.ckpt_dir = json_string_value(json_object_get(spec, "ckpt"));
+    o.resume = json_is_true(json_object_get(spec, "resume"));
+    const int nval = (int)json_integer_value(json_object_get(spec, "val"));
+    const int limit = (int)json_integer_value(json_object_get(spec, "limit"));
+    const int json = json_is_true(json_object_get(spec, "json"));
+    if (json_is_integer(json_object_get(spec, "threads")))
+        dyn_threads_set((int)json_integer_value(json_object_get(spec, "threads")));
+    const char *in_path = pos[0];
     dyn_model *m = dyn_model_load(in_path, &err);
     if (!m) cli_die("finetune", &err);
     dyn_dataset_spec d;
@@ -150,6 +127,7 @@ int cmd_finetune(int argc, char **argv) {
     dyn_dataset_free(&tr);
     dyn_dataset_free(&te);
     dyn_model_free(m);
+    json_decref(spec);
     if (rc == DYN_ECANCEL) {
         fprintf(stderr, "dyn finetune: %s\n", err.msg);
         return 1;

@@ -58,6 +58,11 @@ dyn_layer *dyn_layer_clone(const dyn_layer *l, dyn_err *err) {
 
 float *dyn_model_logits(dyn_model *m, const dyn_batch_source *src, int n, int batch,
                         dyn_err *err) {
+    return dyn_model_logits_labels(m, src, n, batch, NULL, err);
+}
+
+float *dyn_model_logits_labels(dyn_model *m, const dyn_batch_source *src, int n, int batch,
+                               int *labels, dyn_err *err) {
     n = DYN_MIN(n, src->n);
     if (n < 1 || batch < 1) {
         dyn_err_set(err, DYN_EINVAL, "no samples to run");
@@ -77,6 +82,7 @@ float *dyn_model_logits(dyn_model *m, const dyn_batch_source *src, int n, int ba
             const int cnt = DYN_MIN(batch, n - s);
             for (int i = 0; i < cnt; i++) idx[i] = s + i;
             src->fill(src->ctx, idx, cnt, e->input.data, y, NULL);
+            if (labels) memcpy(labels + s, y, (size_t)cnt * sizeof(int));
             const dyn_tensor *o = dyn_exec_forward(e, e->input.data, cnt);
             memcpy(out + (int64_t)s * C, o->data, (size_t)cnt * C * sizeof(float));
         }
@@ -451,13 +457,15 @@ static int svd_baseline(const cand *cd, int64_t weight_floats, dyn_convert_layer
     return rc;
 }
 
-int dyn_convert(dyn_model *in, const dyn_convert_opts *o, dyn_model **out,
-                dyn_convert_report *rep, dyn_err *err) {
+/* One conversion with the budget of o; Hover (may be NULL) overrides the H of node k when
+ * Hover[k] >= 0 (0: keep the layer dense). */
+static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hover,
+                        dyn_model **out, dyn_convert_report *rep, dyn_err *err) {
     memset(rep, 0, sizeof *rep);
     *out = NULL;
     const double t0 = dyn_now();
     rep->acc_before = rep->acc_after = rep->logit_rel_err = -1;
-    if (!(o->ratio > 0) && !(o->rel_err > 0))
+    if (!(o->ratio > 0) && !(o->rel_err > 0) && !Hover)
         return dyn_err_set(err, DYN_EINVAL, "give a compression ratio > 0 or a target error > 0");
     if (o->q < 1 || o->q > 64) return dyn_err_set(err, DYN_EINVAL, "q must be in 1..64");
     if (o->fit == DYN_FIT_ACTIVATION && !o->calib)
@@ -538,6 +546,11 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o, dyn_model **out,
                      100 * o->min_saving, dense_w);
             continue;
         }
+        if (Hover && Hover[k] == 0) {
+            snprintf(L->reason, sizeof L->reason, "kept dense (target_agreement allocation)");
+            continue;
+        }
+        if (Hover && Hover[k] > 0) cd.H = Hover[k];
         cd.stride = is_conv ? attr_get(l, "stride", 1) : 1;
         cd.pad = is_conv ? attr_get(l, "padding", 0) : 0;
         cd.dil = is_conv ? attr_get(l, "dilation", 1) : 1;
@@ -707,5 +720,328 @@ done:
 
 void dyn_convert_report_free(dyn_convert_report *r) {
     free(r->layers);
+    json_decref(r->explored);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- fidelity (issue 9) --------------------------------------------------------------------- */
+
+/* Top-1 / top-5 agreement of logits b with logits a (n rows of C): a's top-1 class is b's top-1,
+ * or within b's five largest. */
+static void agreement(const float *a, const float *b, int n, int64_t C, double *top1,
+                      double *top5) {
+    int64_t ok1 = 0, ok5 = 0;
+    for (int i = 0; i < n; i++) {
+        const float *x = a + (int64_t)i * C, *y = b + (int64_t)i * C;
+        int64_t ca = 0, cb = 0;
+        for (int64_t k = 1; k < C; k++) {
+            if (x[k] > x[ca]) ca = k;
+            if (y[k] > y[cb]) cb = k;
+        }
+        int above = 0; /* classes b ranks strictly above a's choice */
+        for (int64_t k = 0; k < C; k++) above += y[k] > y[ca];
+        ok1 += ca == cb;
+        ok5 += above < 5;
+    }
+    *top1 = n ? (double)ok1 / n : -1;
+    *top5 = n ? (double)ok5 / n : -1;
+}
+
+/* Accuracy of logits lg (n rows of C) against labels y. */
+static double logits_acc(const float *lg, const int *y, int n, int64_t C) {
+    int64_t ok = 0;
+    for (int i = 0; i < n; i++) {
+        const float *r = lg + (int64_t)i * C;
+        int64_t c = 0;
+        for (int64_t k = 1; k < C; k++)
+            if (r[k] > r[c]) c = k;
+        ok += c == y[i];
+    }
+    return n ? (double)ok / n : -1;
+}
+
+/* The images fidelity is measured on and the original model's logits there. */
+typedef struct fid_set {
+    const dyn_batch_source *src;
+    int n, labeled, batch;
+    const char *on;
+    float *lg0;
+    int *y;
+} fid_set;
+
+static int fid_prepare(dyn_model *in, const dyn_convert_opts *o, fid_set *f, dyn_err *err) {
+    memset(f, 0, sizeof *f);
+    f->batch = o->batch > 0 ? o->batch : 64;
+    if (o->holdout && o->holdout->n > 0) {
+        f->src = o->holdout;
+        f->n = o->holdout_n > 0 ? DYN_MIN(o->holdout_n, o->holdout->n) : o->holdout->n;
+        f->labeled = o->holdout_labeled;
+        f->on = "holdout";
+    } else if (o->eval && o->eval->n > 0) {
+        f->src = o->eval;
+        f->n = o->eval_n > 0 ? DYN_MIN(o->eval_n, o->eval->n) : o->eval->n;
+        f->labeled = 1;
+        f->on = "eval";
+    } else {
+        return 0;
+    }
+    f->y = malloc((size_t)f->n * sizeof(int));
+    if (!f->y) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    f->lg0 = dyn_model_logits_labels(in, f->src, f->n, f->batch, f->y, err);
+    return f->lg0 ? 0 : (err ? err->code : DYN_ENOMEM);
+}
+
+static void fid_free(fid_set *f) {
+    free(f->lg0);
+    free(f->y);
+    memset(f, 0, sizeof *f);
+}
+
+/* Top-1 / top-5 agreement, the logits' relative error and (labelled) the accuracy of m. */
+static int fid_measure(dyn_model *m, const fid_set *f, double *top1, double *top5, double *lrel,
+                       double *acc, dyn_err *err) {
+    float *lg = dyn_model_logits(m, f->src, f->n, f->batch, err);
+    if (!lg) return err ? err->code : DYN_ENOMEM;
+    const int64_t C = dyn_model_outputs(m);
+    agreement(f->lg0, lg, f->n, C, top1, top5);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < (int64_t)f->n * C; i++) {
+        const double d = (double)lg[i] - f->lg0[i];
+        num += d * d;
+        den += (double)f->lg0[i] * f->lg0[i];
+    }
+    *lrel = den > 0 ? sqrt(num / den) : -1;
+    if (acc) *acc = f->labeled ? logits_acc(lg, f->y, f->n, C) : -1;
+    free(lg);
+    return 0;
+}
+
+/* ---- target_agreement: floats allocated across layers by measured sensitivity ---------------- */
+
+#define LADDER 5 /* ratios 16, 8, 4, 2 and dense */
+
+typedef struct sens {
+    int node;
+    int H[LADDER];        /* 0 = dense */
+    int64_t floats[LADDER];
+    double drop[LADDER];  /* 1 - top-1 agreement with only this layer converted at H */
+    int at;               /* current rung */
+} sens;
+
+static json_t *explored_point(const char *stage, const dyn_convert_report *r, double top1,
+                              double predicted) {
+    return json_pack("{s:s, s:I, s:f, s:f, s:f}", "stage", stage, "floats",
+                     (json_int_t)r->floats_after, "compression",
+                     r->floats_after ? (double)r->floats_before / r->floats_after : 0.0,
+                     "agree_top1", top1, "predicted", predicted);
+}
+
+static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_set *f,
+                          dyn_model **out, dyn_convert_report *rep, dyn_err *err) {
+    const double ratios[LADDER - 1] = {16, 8, 4, 2};
+    const int nn = in->nnodes;
+    int *Hv = malloc((size_t)DYN_MAX(1, nn) * sizeof(int));
+    sens *ss = calloc((size_t)DYN_MAX(1, nn), sizeof *ss);
+    json_t *explored = json_array();
+    int ns = 0, rc = 0, seen_conv = 0, last_w = -1;
+    if (!Hv || !ss || !explored) {
+        rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int k = 0; k < nn; k++) {
+        const char *op = in->nodes[k].layer->ops->name;
+        if (!strcmp(op, "linear") || !strcmp(op, "conv2d")) last_w = k;
+    }
+    /* the candidates, as convert_once plans them */
+    for (int k = 0; k < nn; k++) {
+        const dyn_layer *l = in->nodes[k].layer;
+        const int is_conv = !strcmp(l->ops->name, "conv2d");
+        if (!is_conv && strcmp(l->ops->name, "linear")) continue;
+        const int first_conv = is_conv && !seen_conv;
+        seen_conv |= is_conv;
+        int m, n, K;
+        if (dyn_layer_fit_shape(l, &m, &n, &K, NULL) || name_listed(o, l->name) ||
+            (first_conv && o->keep_first_conv) || (k == last_w && o->keep_last))
+            continue;
+        const int Hmax = dyn_convert_budget_H(m, n, K, o->q, 1.0 / (1.0 - o->min_saving));
+        if (Hmax < 1) continue;
+        sens *s = &ss[ns++];
+        s->node = k;
+        for (int r = 0; r < LADDER - 1; r++) {
+            s->H[r] = DYN_MAX(1, DYN_MIN(Hmax, dyn_convert_budget_H(m, n, K, o->q, ratios[r])));
+            s->floats[r] = dyn_convert_floats(m, n, K, s->H[r], o->q);
+        }
+        s->floats[LADDER - 1] = (int64_t)m * n * K * K;
+    }
+    /* sensitivity: each layer alone at each rung, short fits */
+    dyn_convert_opts so = *o;
+    so.eval = NULL;
+    so.fitopt.steps = DYN_MAX(1, o->fitopt.steps / 4);
+    so.progress = NULL;
+    for (int i = 0; i < ns && !rc; i++) {
+        sens *s = &ss[i];
+        for (int r = 0; r < LADDER - 1 && !rc; r++) {
+            if (r > 0 && s->H[r] == s->H[r - 1]) {
+                s->drop[r] = s->drop[r - 1];
+                continue;
+            }
+            for (int k = 0; k < nn; k++) Hv[k] = 0;
+            Hv[s->node] = s->H[r];
+            dyn_model *mk = NULL;
+            dyn_convert_report rk;
+            rc = convert_once(in, &so, Hv, &mk, &rk, err);
+            double t1 = 0, t5, lrel;
+            if (!rc) rc = fid_measure(mk, f, &t1, &t5, &lrel, NULL, err);
+            dyn_model_free(mk);
+            dyn_convert_report_free(&rk);
+            s->drop[r] = 1 - t1;
+            char stage[96];
+            snprintf(stage, sizeof stage, "layer %.60s H=%d", in->nodes[s->node].layer->name, s->H[r]);
+            json_array_append_new(explored, json_pack("{s:s, s:I, s:f}", "stage", stage,
+                                                      "layer_floats", (json_int_t)s->floats[r],
+                                                      "agree_top1", t1));
+            if (o->progress) {
+                dyn_convert_progress p = {.phase = "fit", .layer = i + 1, .nlayers = ns,
+                                          .layer_name = in->nodes[s->node].layer->name,
+                                          .frac = 0.5 * (i * (LADDER - 1) + r + 1) / (ns * (LADDER - 1.0))};
+                o->progress(o->progress_ctx, &p);
+            }
+            if (o->cancel && *o->cancel) rc = dyn_err_set(err, DYN_ECANCEL, "cancelled");
+        }
+        s->drop[LADDER - 1] = 0;
+        s->at = 0;
+    }
+    /* greedy allocation, then a full conversion to check; tighten and go on when short */
+    double need = o->target_agreement;
+    for (int round = 1; round <= 4 && !rc; round++) {
+        double pred = 1;
+        for (;;) {
+            pred = 1;
+            for (int i = 0; i < ns; i++) pred -= ss[i].drop[ss[i].at];
+            if (pred >= need) break;
+            int best = -1;
+            double best_gain = -1;
+            for (int i = 0; i < ns; i++) { /* most agreement per extra float */
+                if (ss[i].at >= LADDER - 1) continue;
+                const double gain = ss[i].drop[ss[i].at] - ss[i].drop[ss[i].at + 1];
+                const double cost = (double)(ss[i].floats[ss[i].at + 1] - ss[i].floats[ss[i].at]);
+                const double g = gain / DYN_MAX(cost, 1.0);
+                if (g > best_gain) best_gain = g, best = i;
+            }
+            if (best < 0) break;
+            ss[best].at++;
+        }
+        for (int k = 0; k < nn; k++) Hv[k] = -1;
+        for (int i = 0; i < ns; i++) Hv[ss[i].node] = ss[i].at == LADDER - 1 ? 0 : ss[i].H[ss[i].at];
+        if (*out) {
+            dyn_model_free(*out);
+            *out = NULL;
+            dyn_convert_report_free(rep);
+        }
+        dyn_convert_opts fo = *o;
+        fo.ratio = 4; /* unused: every candidate's H is set */
+        rc = convert_once(in, &fo, Hv, out, rep, err);
+        double t1 = 0, t5, lrel;
+        if (!rc) rc = fid_measure(*out, f, &t1, &t5, &lrel, NULL, err);
+        if (rc) break;
+        char stage[32];
+        snprintf(stage, sizeof stage, "round %d", round);
+        json_array_append_new(explored, explored_point(stage, rep, t1, pred));
+        if (t1 >= o->target_agreement) break;
+        need = DYN_MIN(1.0, need + (o->target_agreement - t1));
+        int any = 0;
+        for (int i = 0; i < ns; i++) any |= ss[i].at < LADDER - 1;
+        if (!any) break;
+    }
+done:
+    if (rc) {
+        dyn_model_free(*out);
+        *out = NULL;
+    }
+    if (rep->layers || rc == 0) {
+        json_decref(rep->explored);
+        rep->explored = explored;
+        explored = NULL;
+    }
+    json_decref(explored);
+    free(Hv);
+    free(ss);
+    return rc;
+}
+
+int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
+                dyn_convert_report *rep, dyn_err *err) {
+    dyn_convert_opts o = *o_in;
+    memset(rep, 0, sizeof *rep);
+    *out = NULL;
+    if (o.fit_auto) o.fit = o.calib ? DYN_FIT_ACTIVATION : DYN_FIT_FIXED;
+    const int have_images = (o.holdout && o.holdout->n > 0) || (o.eval && o.eval->n > 0);
+    if (!have_images && o.target_agreement > 0)
+        return dyn_err_set(err, DYN_EINVAL,
+                           "target_agreement needs images to measure agreement on: calibration "
+                           "images (calib, with holdout_n > 0) or an evaluation set (eval)");
+    if (!have_images && o.min_agreement > 0 && !o.force)
+        return dyn_err_set(err, DYN_EFIDELITY,
+                           "no images to verify the conversion against the original model: give "
+                           "calibration images (calib; any images the model classifies, labels "
+                           "optional) or an evaluation set (eval), or set force_publish to "
+                           "publish an unverified model");
+    fid_set f;
+    int rc = have_images ? fid_prepare(in, &o, &f, err) : (memset(&f, 0, sizeof f), 0);
+    if (!rc) rc = o.target_agreement > 0 ? convert_target(in, &o, &f, out, rep, err)
+                                         : convert_once(in, &o, NULL, out, rep, err);
+    rep->agree_top1 = rep->agree_top5 = rep->holdout_acc_before = rep->holdout_acc_after = -1;
+    rep->min_agreement = o.min_agreement;
+    rep->target_agreement = o.target_agreement;
+    snprintf(rep->fit, sizeof rep->fit, "%s", dyn_fit_mode_name(o.fit));
+    if (!rc && f.src) {
+        snprintf(rep->fidelity_on, sizeof rep->fidelity_on, "%s", f.on);
+        rep->fidelity_n = f.n;
+        rc = fid_measure(*out, &f, &rep->agree_top1, &rep->agree_top5, &rep->logit_rel_err,
+                         &rep->holdout_acc_after, err);
+        if (f.labeled) rep->holdout_acc_before = logits_acc(f.lg0, f.y, f.n, dyn_model_outputs(in));
+        if (!f.labeled || strcmp(f.on, "holdout")) rep->holdout_acc_before = rep->holdout_acc_after = -1;
+    }
+    if (!rc) {
+        rep->verified = rep->agree_top1 >= 0 && rep->agree_top1 >= o.min_agreement;
+        if (!rep->verified && !o.force && o.min_agreement > 0) {
+            rc = dyn_err_set(err, DYN_EFIDELITY,
+                             "the converted model agrees with the original on only %.2f%% of %d "
+                             "held-out images (top-1; floor min_agreement = %.2f%%; logits' "
+                             "relative error %.4f): not published. Give more budget (a lower "
+                             "ratio, target_agreement), calibration images (calib) for the "
+                             "activation-aware fit, or set force_publish",
+                             100 * rep->agree_top1, rep->fidelity_n, 100 * o.min_agreement,
+                             rep->logit_rel_err);
+        } else if (!rep->verified) {
+            rep->forced = 1;
+        }
+    }
+    if (!rc) { /* the model's metadata says how faithful it is */
+        json_t *cv = json_object_get((*out)->info, "convert");
+        json_t *fj = json_pack("{s:o, s:o, s:o, s:i, s:s, s:f, s:b, s:b}", "agree_top1",
+                               rep->agree_top1 >= 0 ? json_real(rep->agree_top1) : json_null(),
+                               "agree_top5",
+                               rep->agree_top5 >= 0 ? json_real(rep->agree_top5) : json_null(),
+                               "logit_rel_err",
+                               rep->logit_rel_err >= 0 ? json_real(rep->logit_rel_err) : json_null(),
+                               "images", rep->fidelity_n, "on", rep->fidelity_on, "min_agreement",
+                               o.min_agreement, "verified", rep->verified, "forced", rep->forced);
+        if (cv && fj) {
+            json_object_set_new(cv, "fit", json_string(dyn_fit_mode_name(o.fit)));
+            if (rep->acc_before >= 0) json_object_set_new(fj, "acc_before", json_real(rep->acc_before));
+            if (rep->acc_after >= 0) json_object_set_new(fj, "acc_after", json_real(rep->acc_after));
+            json_object_set_new(cv, "fidelity", fj);
+            json_object_set_new(cv, "compression",
+                                json_real(rep->floats_after ? (double)rep->floats_before / rep->floats_after : 0));
+        } else {
+            json_decref(fj);
+        }
+    }
+    fid_free(&f);
+    if (rc) {
+        dyn_model_free(*out);
+        *out = NULL;
+    }
+    return rc;
 }

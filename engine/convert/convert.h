@@ -167,6 +167,19 @@ typedef struct dyn_convert_opts {
     const dyn_batch_source *calib;
     int calib_n;            /* samples of calib used (default all, at most calib->n) */
     const dyn_batch_source *eval; /* labelled data for accuracy before / after; may be NULL */
+    int eval_n;             /* samples of eval used (default all) */
+    /* Fidelity (issue 9): images held out of the fitting, labels optional (holdout_labeled).
+     * Both models run on them: top-1 / top-5 agreement, the logits' relative error, and with
+     * labels the accuracy before / after. Without holdout, eval serves. May be NULL. */
+    const dyn_batch_source *holdout;
+    int holdout_n;          /* default all of holdout */
+    int holdout_labeled;
+    double min_agreement;   /* floor on top-1 agreement (0 = none): below it, or without images to
+                               measure it, dyn_convert fails with DYN_EFIDELITY unless force */
+    int force;              /* publish anyway: the report and metadata say it is unverified */
+    double target_agreement; /* > 0: instead of ratio, the smallest allocation of floats across
+                               layers (by measured sensitivity) whose top-1 agreement reaches it */
+    int fit_auto;           /* fit = activation when calib is given, else fixed */
     int batch;              /* batch for calibration / evaluation passes (default 64) */
     int sequential;         /* activation fit: each layer sees the inputs of the model converted
                                so far and fits ‖Ŵ X̃ − W X‖ (default 1) */
@@ -199,11 +212,24 @@ typedef struct dyn_convert_report {
     int nconverted;
     int64_t floats_before, floats_after, macs_before, macs_after, macs_native;
     double acc_before, acc_after;     /* -1 without eval data */
-    double logit_rel_err;             /* ‖logits' − logits‖ / ‖logits‖ on calib; -1 without */
+    double logit_rel_err;             /* ‖logits' − logits‖ / ‖logits‖ on the fidelity images
+                                         (holdout, else eval, else calib); -1 without */
+    /* Fidelity on held-out images (holdout, else eval); -1 when not measured. */
+    double agree_top1;                /* converted top-1 == original top-1 */
+    double agree_top5;                /* original top-1 within the converted model's top 5 */
+    double holdout_acc_before, holdout_acc_after; /* labelled holdout only */
+    int fidelity_n;                   /* images measured */
+    char fidelity_on[16];             /* "holdout", "eval" or "" */
+    double min_agreement;             /* the floor applied (0: none) */
+    int verified;                     /* agreement measured and at least the floor */
+    int forced;                       /* published although not verified (force) */
+    /* target_agreement: the points explored (stored floats, top-1 agreement), one JSON array of
+     * objects; NULL otherwise. Owned (dyn_convert_report_free). */
+    json_t *explored;
     double entropy_bits;              /* mean over DyN layers */
     double seconds;
     char fit[16], kernel[8];
-    double ratio, target_rel_err, quant;
+    double ratio, target_rel_err, target_agreement, quant;
     int steps, q;
 } dyn_convert_report;
 
@@ -224,6 +250,9 @@ char *dyn_convert_report_table(const dyn_convert_report *r);
  * frees; NULL with err on failure). */
 float *dyn_model_logits(dyn_model *m, const dyn_batch_source *src, int n, int batch,
                         dyn_err *err);
+/* The same, also writing the n samples' labels into labels (n ints, caller's) when not NULL. */
+float *dyn_model_logits_labels(dyn_model *m, const dyn_batch_source *src, int n, int batch,
+                               int *labels, dyn_err *err);
 
 /* A copy of layer l (same op, name, attributes, parameter values), prepared. NULL with err. */
 dyn_layer *dyn_layer_clone(const dyn_layer *l, dyn_err *err);

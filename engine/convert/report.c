@@ -52,6 +52,17 @@ json_t *dyn_convert_report_json(const dyn_convert_report *r) {
     json_object_set_new(j, "acc_before", num_or_null(r->acc_before));
     json_object_set_new(j, "acc_after", num_or_null(r->acc_after));
     json_object_set_new(j, "logit_rel_err", num_or_null(r->logit_rel_err));
+    json_t *fid = json_pack("{s:o, s:o, s:o, s:o, s:o, s:i, s:s, s:f, s:b, s:b}", "agree_top1",
+                            num_or_null(r->agree_top1), "agree_top5", num_or_null(r->agree_top5),
+                            "logit_rel_err", num_or_null(r->logit_rel_err), "acc_before",
+                            num_or_null(r->holdout_acc_before), "acc_after",
+                            num_or_null(r->holdout_acc_after), "images", r->fidelity_n, "on",
+                            r->fidelity_on, "min_agreement", r->min_agreement, "verified",
+                            r->verified, "forced", r->forced);
+    json_object_set_new(j, "fidelity", fid ? fid : json_null());
+    json_object_set_new(j, "target_agreement",
+                        r->target_agreement > 0 ? json_real(r->target_agreement) : json_null());
+    if (r->explored) json_object_set(j, "explored", r->explored);
     json_object_set_new(j, "layers", layers);
     return j;
 fail:
@@ -101,8 +112,24 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
             (long long)r->macs_native,
             r->macs_native ? (double)r->macs_before / r->macs_native : 0.0, r->nconverted,
             r->seconds);
-    if (r->logit_rel_err >= 0)
-        fprintf(f, "logits' relative error on the calibration images: %.4f\n", r->logit_rel_err);
+    if (r->agree_top1 >= 0)
+        fprintf(f, "fidelity on %d %s images held out of the fit: top-1 agreement %.2f%%, top-5 "
+                   "%.2f%%, logits' relative error %.4f\n", r->fidelity_n, r->fidelity_on,
+                100 * r->agree_top1, 100 * r->agree_top5, r->logit_rel_err);
+    if (r->holdout_acc_before >= 0)
+        fprintf(f, "accuracy on the held-out calibration images: dense %.2f%% -> DyN %.2f%%\n",
+                100 * r->holdout_acc_before, 100 * r->holdout_acc_after);
+    if (r->min_agreement > 0)
+        fprintf(f, "floor: top-1 agreement >= %.2f%%: %s\n", 100 * r->min_agreement,
+                r->verified ? "met" : r->forced ? "NOT met, published anyway (force)" : "NOT met");
+    for (size_t i = 0; i < json_array_size(r->explored); i++) {
+        const json_t *e = json_array_get(r->explored, i);
+        fprintf(f, "explored: %-10s %10lld floats (%.2fx) top-1 agreement %.2f%%\n",
+                json_string_value(json_object_get(e, "stage")),
+                (long long)json_integer_value(json_object_get(e, "floats")),
+                json_number_value(json_object_get(e, "compression")),
+                100 * json_number_value(json_object_get(e, "agree_top1")));
+    }
     if (r->acc_before >= 0)
         fprintf(f, "accuracy: dense %.2f%% -> DyN %.2f%%\n", 100 * r->acc_before,
                 100 * r->acc_after);

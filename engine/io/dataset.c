@@ -131,3 +131,12 @@ json_t *dyn_dataset_preprocess_json(const dyn_dataset_spec *d, const dyn_shape *
                      (double)d->mean, "std", (double)d->std, "scale", 255.0, "resize",
                      "bilinear");
 }
+
+int dyn_dataset_labeled(const dyn_dataset_spec *d) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s/.dataset.json", d->dir);
+    json_t *j = json_load_file(p, 0, NULL);
+    const int labeled = !json_is_false(json_object_get(j, "labeled"));
+    json_decref(j);
+    return labeled;
+}

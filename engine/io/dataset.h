@@ -61,6 +61,11 @@ int dyn_dataset_load(const dyn_dataset_spec *d, const char *split, const dyn_sha
 int dyn_dataset_load_idx(const dyn_dataset_spec *d, const char *split, dyn_dataset *ds,
                          dyn_err *err);
 
+/* 1 when the images of a resolved data set carry class labels: every set except one whose
+ * manifest DIR/.dataset.json (written by dynd for an uploaded set) says "labeled": false. An
+ * unlabeled set is loaded as one class: good for calibration, not for accuracy. */
+int dyn_dataset_labeled(const dyn_dataset_spec *d);
+
 /* The normalization (x/255 − mean) / std that model m expects: its preprocess metadata (the
  * first channel's) when it has one, else data set d's. m may be NULL. */
 void dyn_dataset_norm(const dyn_dataset_spec *d, const dyn_model *m, float *mean, float *std);

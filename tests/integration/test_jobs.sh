@@ -59,7 +59,7 @@ classify_ok() { # classify_ok MODEL N: the first N digits classified; echoes the
 }
 
 # ---- conversion from a raw ONNX upload ----
-req POST "/v1/conversions?steps=1500&preprocess_from=mnist&output=lenet" -H "$A" \
+req POST "/v1/conversions?steps=1500&preprocess_from=mnist&calib=mnist&output=lenet" -H "$A" \
     -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
 expect_status 202 "conversion from a raw upload"
 C1=$(json_get 'j["id"]')
@@ -69,6 +69,8 @@ wait_job "$C1"
 check "conversion succeeded ($STATE: $(json_get 'j["error"]'))" [ "$STATE" = succeeded ]
 check "conversion names its model" [ "$(json_get 'j["model"]')" = lenet ]
 check "per-layer results" [ "$(json_get 'sum(1 for l in j["layers"] if l.get("converted"))')" -ge 3 ]
+check "fidelity measured on held-out calibration images" [ "$(json_get 'j["result"]["fidelity"]["on"], j["result"]["fidelity"]["images"] > 0, j["result"]["fidelity"]["verified"]')" = "('holdout', True, True)" ]
+check "activation-aware fit chosen with calibration images" [ "$(json_get 'j["result"]["fit"]')" = activation ]
 check "conversion progress rises to 1" rising
 check "an ETA while it ran" grep -qE '^[0-9.]+$' "$T/eta"
 check "upload removed after the job" [ ! -e "$T/state/jobs/$C1/upload.bin" ]
@@ -81,7 +83,7 @@ check "mnist labels from preprocess_from" [ "$(json_get 'all(p["label"] in "0123
 
 # multipart upload with an "options" JSON field and no output name
 req POST /v1/conversions -H "$A" -F "file=@$ONNX;filename=lenet5.onnx" \
-    -F 'options={"steps": 100, "preprocess_from": "mnist"}'
+    -F 'options={"steps": 100, "preprocess_from": "mnist", "force_publish": true}'
 expect_status 202 "conversion from a multipart upload"
 C2=$(json_get 'j["id"]')
 check "multipart options" [ "$(json_get 'j["options"]["steps"]')" = 100 ]
@@ -91,6 +93,9 @@ req POST /v1/conversions -H "$A" -H "$J" -d '{"model": "mnist", "steps": 200, "e
 expect_status 202 "conversion of a repository model"
 C3=$(json_get 'j["id"]')
 wait_job "$C2"; check "multipart conversion succeeded, named after the job" [ "$STATE:$(json_get 'j["model"]')" = "succeeded:$C2" ]
+check "force_publish without data: marked unverified" [ "$(json_get 'j["result"]["fidelity"]["verified"], j["result"]["fidelity"]["forced"]')" = "(False, True)" ]
+req GET "/v2/models/$C2"
+check "the model's metadata says it is unverified" grep -q '"verified": *false' <<< "$BODY"
 wait_job "$C3"
 check "repository conversion succeeded ($(json_get 'j["error"]'))" [ "$STATE" = succeeded ]
 check "accuracy after conversion reported" [ "$(json_get 'j["result"]["acc_after"] > 0.9')" = True ]
@@ -177,6 +182,11 @@ bad 400 invalid_option /v1/finetunes '{"model": "mnist", "data": "mnist", "epoch
 bad 400 invalid_option /v1/finetunes '{"model": "mnist", "data": "mnist", "mode": "fast"}' "bad mode"
 bad 400 missing_option /v1/finetunes '{"model": "mnist"}' "fine-tune without data"
 bad 400 missing_option /v1/conversions '{"ratio": 4}' "conversion without input"
+bad 400 missing_option /v1/conversions '{"model": "mnist", "output": "nodata"}' "conversion with nothing to verify it on"
+check "the refusal says how to give data" grep -q "calib" <<< "$(json_get 'j["error"]')"
+bad 400 missing_option /v1/conversions '{"model": "mnist", "target_agreement": 0.99}' "target_agreement without images"
+bad 400 invalid_option /v1/conversions '{"model": "mnist", "rel_err": 0.3, "target_agreement": 0.99, "calib": "mnist"}' "two budgets"
+bad 400 invalid_option /v1/conversions '{"model": "mnist", "min_agreement": 1.5, "calib": "mnist"}' "floor above 1"
 bad 409 model_exists /v1/conversions '{"model": "mnist", "output": "mnist"}' "output over an existing model"
 bad 400 bad_json /v1/finetunes '{"model": ' "malformed JSON"
 req POST /v1/conversions -H "$A" -H 'Content-Type: application/octet-stream' --data-binary 'this is not a model at all, just text'
@@ -191,7 +201,7 @@ expect_error 400 bad_multipart "damaged multipart"; still_serves "damaged multip
 check "no upload left behind" bash -c "[ -z \"\$(ls -A '$T/state/uploads')\" ]"
 # a truncated ONNX passes the upload check; the job fails with the importer's reason
 head -c 3000 "$ONNX" > "$T/trunc.onnx"
-req POST "/v1/conversions?output=trunc" -H "$A" -H 'Content-Type: application/octet-stream' --data-binary "@$T/trunc.onnx"
+req POST "/v1/conversions?output=trunc&force_publish=true" -H "$A" -H 'Content-Type: application/octet-stream' --data-binary "@$T/trunc.onnx"
 expect_status 202 "truncated ONNX accepted for the job"
 TR=$(json_get 'j["id"]'); wait_job "$TR" 30
 check "truncated ONNX: job failed with a reason" [ "$STATE:$(json_get 'j["error_code"]')" = failed:job_failed ]

@@ -432,6 +432,11 @@ static synth synth_make(int n, uint64_t seed) {
     return s;
 }
 
+static void synth_free(synth *s) {
+    free(s->x);
+    free(s->y);
+}
+
 static dyn_batch_source synth_src(synth *s) {
     dyn_batch_source b = {.n = s->n, .fill = synth_fill, .ctx = s};
     return b;
@@ -782,6 +787,123 @@ START_TEST(finetune_unfixed_learns) {
 }
 END_TEST
 
+
+/* Fidelity (issue 9): agreement measured on held-out images, the floor refuses a model that
+ * disagrees unless forced, a conversion without images is refused under a floor, and a model
+ * kept entirely dense agrees perfectly. */
+START_TEST(convert_fidelity_and_floor) {
+    dyn_model *dense = small_cnn(21);
+    synth cal = synth_make(64, 3), hold = synth_make(48, 4), tr = synth_make(512, 8);
+    dyn_batch_source sc = synth_src(&cal), sh = synth_src(&hold), st = synth_src(&tr);
+    dyn_train_cfg tc = dyn_train_cfg_default(); /* trained: a random net picks one class for all */
+    tc.epochs = 3;
+    dyn_train_result tres;
+    dyn_err terr = {0};
+    ck_assert_msg(dyn_train(dense, &st, NULL, &tc, &tres, &terr) == 0, "%s", terr.msg);
+    ck_assert_double_ge(dyn_evaluate(dense, &sh, 16, NULL, &terr), 0.6);
+    synth_free(&tr);
+    dyn_convert_opts o = small_opts();
+    o.calib = &sc;
+    o.holdout = &sh;
+    o.holdout_labeled = 1;
+    o.fit_auto = 1;
+    const char *all[] = {"conv1", "fc1", "fc2"};
+    o.keep_dense = all;
+    o.nkeep = 3;
+    o.min_agreement = 1.0;
+    dyn_model *out = NULL;
+    dyn_convert_report rep;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
+    ck_assert_double_eq(rep.agree_top1, 1.0);
+    ck_assert_double_eq(rep.agree_top5, 1.0);
+    ck_assert_double_le(rep.logit_rel_err, 1e-6);
+    ck_assert_int_eq(rep.fidelity_n, 48);
+    ck_assert_str_eq(rep.fidelity_on, "holdout");
+    ck_assert_int_eq(rep.verified, 1);
+    ck_assert_str_eq(rep.fit, "activation"); /* auto with calibration images */
+    ck_assert_double_eq_tol(rep.holdout_acc_before, rep.holdout_acc_after, 1e-12);
+    const json_t *fj = json_object_get(json_object_get(out->info, "convert"), "fidelity");
+    ck_assert(json_is_true(json_object_get(fj, "verified")));
+    dyn_model_free(out);
+    dyn_convert_report_free(&rep);
+    /* a strongly compressed data-free conversion under a floor of 100 %: refused with numbers */
+    o.nkeep = 0;
+    o.calib = NULL;
+    o.fit_auto = 1;
+    o.ratio = 3; /* a bad fit on purpose: random states, one step */
+    o.min_saving = 0.01;
+    o.fitopt.steps = 1;
+    o.fitopt.init = DYN_INIT_RANDOM;
+    int rc = dyn_convert(dense, &o, &out, &rep, &err);
+    ck_assert_str_eq(rep.fit, "fixed");
+    ck_assert_msg(rep.agree_top1 >= 0 && rep.agree_top1 <= 1, "%g", rep.agree_top1);
+    ck_assert_double_ge(rep.agree_top5, rep.agree_top1);
+    ck_assert_msg(rep.agree_top1 < 1, "a one-step random fit agreed on every image (%d converted, logits err %g)", rep.nconverted, rep.logit_rel_err);
+    {
+        ck_assert_int_eq(rc, DYN_EFIDELITY);
+        ck_assert_ptr_null(out);
+        ck_assert_msg(strstr(err.msg, "agrees with the original on only"), "%s", err.msg);
+        dyn_convert_report_free(&rep);
+        o.force = 1; /* published anyway, marked */
+        ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(rep.forced, 1);
+        ck_assert_int_eq(rep.verified, 0);
+        fj = json_object_get(json_object_get(out->info, "convert"), "fidelity");
+        ck_assert(json_is_false(json_object_get(fj, "verified")));
+        ck_assert(json_is_true(json_object_get(fj, "forced")));
+    }
+    dyn_model_free(out);
+    out = NULL;
+    dyn_convert_report_free(&rep);
+    /* no images at all under a floor: refused before any fitting */
+    o.force = 0;
+    o.holdout = NULL;
+    ck_assert_int_eq(dyn_convert(dense, &o, &out, &rep, &err), DYN_EFIDELITY);
+    ck_assert_msg(strstr(err.msg, "no images to verify"), "%s", err.msg);
+    ck_assert_ptr_null(out);
+    dyn_convert_report_free(&rep);
+    dyn_model_free(dense);
+    synth_free(&cal);
+    synth_free(&hold);
+}
+END_TEST
+
+/* target_agreement: the allocation explores per-layer points, then whole-model rounds, and the
+ * result meets the target or has given every layer back its dense form. */
+START_TEST(convert_target_agreement) {
+    dyn_model *dense = small_cnn(23);
+    synth cal = synth_make(64, 5), hold = synth_make(64, 6);
+    dyn_batch_source sc = synth_src(&cal), sh = synth_src(&hold);
+    dyn_convert_opts o = small_opts();
+    o.ratio = 0;
+    o.calib = &sc;
+    o.holdout = &sh;
+    o.fit_auto = 1;
+    o.target_agreement = 0.97;
+    o.fitopt.steps = 80;
+    o.min_saving = 0.05;
+    dyn_model *out = NULL;
+    dyn_convert_report rep;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
+    ck_assert(json_array_size(rep.explored) >= 2);
+    ck_assert(rep.agree_top1 >= 0.97 || rep.nconverted == 0);
+    json_t *j = dyn_convert_report_json(&rep);
+    ck_assert(json_is_array(json_object_get(j, "explored")));
+    ck_assert(json_is_real(json_object_get(j, "target_agreement")));
+    json_decref(j);
+    dyn_model_free(out);
+    dyn_convert_report_free(&rep);
+    o.holdout = NULL; /* nothing to measure on */
+    ck_assert_int_eq(dyn_convert(dense, &o, &out, &rep, &err), DYN_EINVAL);
+    dyn_convert_report_free(&rep);
+    dyn_model_free(dense);
+    synth_free(&cal);
+    synth_free(&hold);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("convert");
     TCase *t = tcase_create("fit");
@@ -801,6 +923,8 @@ static Suite *suite(void) {
     tcase_add_test(c, converted_forward_matches_materialized);
     tcase_add_test(c, convert_keeps_layers_dense_on_request);
     tcase_add_test(c, convert_target_error);
+    tcase_add_test(c, convert_fidelity_and_floor);
+    tcase_add_test(c, convert_target_agreement);
     tcase_add_test(c, finetune_native_resume_equals_uninterrupted);
     tcase_add_test(c, finetune_unfixed_resume_equals_uninterrupted);
     tcase_add_test(c, finetune_unfixed_learns);
