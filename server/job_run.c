@@ -115,6 +115,34 @@ static int opt_check(srv_jobs *js, int kind, const dyn_opt *o, const json_t *v, 
     }
 }
 
+/* The data a conversion needs to be verified (or to meet a target) is there; checked after the
+ * upload itself (srv_jobs_submit) so a bad upload is reported as such. 0, or -1 with e. */
+int srv__job_conv_data_check(const json_t *in, const json_t *out, srv_job_err *e) {
+    const int data = json_object_get(out, "calib") || json_object_get(out, "eval");
+    if (json_object_get(in, "rel_err") && json_object_get(in, "target_agreement")) {
+        jerr(e, 400, "invalid_option", "give rel_err or target_agreement, not both");
+        return -1;
+    }
+    if (json_object_get(out, "target_agreement") && !data) {
+        jerr(e, 400, "missing_option",
+             "target_agreement needs images to measure agreement on: \"calib\" (a data set "
+             "of the model's inputs, labels optional; PUT /v1/datasets/{name} uploads one) or "
+             "\"eval\"");
+        return -1;
+    }
+    if (!data && json_number_value(json_object_get(out, "min_agreement")) > 0 &&
+        !json_is_true(json_object_get(out, "force_publish"))) {
+        jerr(e, 400, "missing_option",
+             "a conversion is checked against the original model before it is published: "
+             "give \"calib\" (a data set of images the model classifies, labels optional; "
+             "PUT /v1/datasets/{name} uploads a zip or tar) or \"eval\"; or set "
+             "\"force_publish\": true to publish an unverified model (data-free fit; its "
+             "metadata then says unverified), or \"min_agreement\": 0");
+        return -1;
+    }
+    return 0;
+}
+
 json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, srv_job_err *e) {
     json_t *out = json_object();
     const char *k;
@@ -164,30 +192,6 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
         }
         json_object_set(out, "calib", json_object_get(out, "eval"));
     }
-    if (kind == SRV_JOB_CONVERSION) {
-        const int data = json_object_get(out, "calib") || json_object_get(out, "eval");
-        if (json_object_get(in, "rel_err") && json_object_get(in, "target_agreement")) {
-            jerr(e, 400, "invalid_option", "give rel_err or target_agreement, not both");
-            goto fail;
-        }
-        if (json_object_get(out, "target_agreement") && !data) {
-            jerr(e, 400, "missing_option",
-                 "target_agreement needs images to measure agreement on: \"calib\" (a data set "
-                 "of the model's inputs, labels optional; PUT /v1/datasets/{name} uploads one) or "
-                 "\"eval\"");
-            goto fail;
-        }
-        if (!data && json_number_value(json_object_get(out, "min_agreement")) > 0 &&
-            !json_is_true(json_object_get(out, "force_publish"))) {
-            jerr(e, 400, "missing_option",
-                 "a conversion is checked against the original model before it is published: "
-                 "give \"calib\" (a data set of images the model classifies, labels optional; "
-                 "PUT /v1/datasets/{name} uploads a zip or tar) or \"eval\"; or set "
-                 "\"force_publish\": true to publish an unverified model (data-free fit; its "
-                 "metadata then says unverified), or \"min_agreement\": 0");
-            goto fail;
-        }
-    }
     if (!json_object_get(out, "output") && model) {
         char name[96];
         snprintf(name, sizeof name, "%.60s-%s", model, kind == SRV_JOB_FINETUNE ? "ft" : "dyn");
@@ -203,6 +207,8 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
              output);
         goto fail;
     }
+    if (kind == SRV_JOB_CONVERSION && !has_upload && srv__job_conv_data_check(in, out, e))
+        goto fail;
     return out;
 fail:
     json_decref(out);

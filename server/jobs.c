@@ -879,6 +879,8 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
     long long bytes = 0;
     const char *fmt = NULL;
     if (upload_path && !(fmt = upload_format(upload_path, &bytes, e))) return NULL;
+    if (upload_path && kind == SRV_JOB_CONVERSION && srv__job_conv_data_check(spec, spec, e))
+        return NULL;
     char id[32];
     id_new(kind, id, sizeof id);
     srv_job *j = job_alloc(js, id, kind);

@@ -84,6 +84,11 @@ void srv__job_err_set(srv_job_err *e, int status, const char *code, const char *
  * (j->model set under j->mu). Returns 0, DYN_ECANCEL (j->cancel was raised), or another DYN_E*
  * with err set — a message for the job's user. Called on a worker thread (job_run.c). */
 int srv__job_execute(srv_jobs *js, srv_job *j, dyn_err *err);
+/* A conversion's spec asks for nothing it cannot verify: images to measure agreement on (calib
+ * or eval) unless force_publish or min_agreement = 0, images for target_agreement, one budget.
+ * `in` holds the options as given, `out` the normalized spec (may be the same). 0, or -1 with e
+ * (400). job_run.c. */
+int srv__job_conv_data_check(const json_t *in, const json_t *out, srv_job_err *e);
 
 /* Sets the progress fraction (0..1; never goes backwards within a run). */
 void srv__job_progress_set(srv_job *j, double frac);

@@ -439,7 +439,7 @@ static void layer_rep_init(dyn_convert_layer *L, const dyn_layer *l) {
     snprintf(L->name, sizeof L->name, "%s", l->name);
     snprintf(L->op_before, sizeof L->op_before, "%s", l->ops->name);
     snprintf(L->op_after, sizeof L->op_after, "%s", l->ops->name);
-    L->rel_err = L->svd_rel_err = L->out_rel_err = L->init_rel_err = -1;
+    L->rel_err = L->svd_rel_err = L->out_rel_err = L->init_rel_err = L->hold_rel_err = -1;
     L->svd_rank = -1;
 }
 
@@ -816,6 +816,43 @@ static int fid_measure(dyn_model *m, const fid_set *f, double *top1, double *top
     return 0;
 }
 
+/* Per converted layer, the relative error of its output in m against the original model's on
+ * the fidelity images (both models run side by side; node k of m computes node k of in). */
+static int fid_layer_errors(dyn_model *in, dyn_model *m, const fid_set *f,
+                            dyn_convert_report *rep, dyn_err *err) {
+    const int B = DYN_MIN(f->batch, f->n), nn = in->nnodes;
+    dyn_exec *e0 = dyn_exec_new(in, B, 0, err), *e1 = e0 ? dyn_exec_new(m, B, 0, err) : NULL;
+    double *num = calloc((size_t)nn, sizeof(double)), *den = calloc((size_t)nn, sizeof(double));
+    int *idx = malloc((size_t)B * sizeof(int)), *y = malloc((size_t)B * sizeof(int));
+    int rc = e0 && e1 ? 0 : (err ? err->code : DYN_ENOMEM);
+    if (!rc && (!num || !den || !idx || !y)) rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    for (int s = 0; s < f->n && !rc; s += B) {
+        const int cnt = DYN_MIN(B, f->n - s);
+        for (int i = 0; i < cnt; i++) idx[i] = s + i;
+        f->src->fill(f->src->ctx, idx, cnt, e0->input.data, y, NULL);
+        dyn_exec_forward(e0, e0->input.data, cnt);
+        dyn_exec_forward(e1, e0->input.data, cnt);
+        for (int k = 0; k < nn; k++) {
+            if (!rep->layers[k].converted) continue;
+            const int64_t per = dyn_tensor_numel(&e0->act[k]) / e0->max_batch;
+            const float *a = e0->act[k].data, *b = e1->act[k].data;
+            for (int64_t i = 0; i < per * cnt; i++) {
+                num[k] += ((double)b[i] - a[i]) * ((double)b[i] - a[i]);
+                den[k] += (double)a[i] * a[i];
+            }
+        }
+    }
+    for (int k = 0; k < nn && !rc; k++)
+        if (rep->layers[k].converted && den[k] > 0) rep->layers[k].hold_rel_err = sqrt(num[k] / den[k]);
+    dyn_exec_free(e0);
+    dyn_exec_free(e1);
+    free(num);
+    free(den);
+    free(idx);
+    free(y);
+    return rc;
+}
+
 /* ---- target_agreement: floats allocated across layers by measured sensitivity ---------------- */
 
 #define LADDER 5 /* ratios 16, 8, 4, 2 and dense */
@@ -999,6 +1036,7 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
         rep->fidelity_n = f.n;
         rc = fid_measure(*out, &f, &rep->agree_top1, &rep->agree_top5, &rep->logit_rel_err,
                          &rep->holdout_acc_after, err);
+        if (!rc) rc = fid_layer_errors(in, *out, &f, rep, err);
         if (f.labeled) rep->holdout_acc_before = logits_acc(f.lg0, f.y, f.n, dyn_model_outputs(in));
         if (!f.labeled || strcmp(f.on, "holdout")) rep->holdout_acc_before = rep->holdout_acc_after = -1;
     }

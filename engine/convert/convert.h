@@ -200,6 +200,9 @@ typedef struct dyn_convert_layer {
     int64_t floats_before, floats_after; /* stored floats of the layer (bias included) */
     int64_t svd_rank;       /* rank of the SVD with the same weight floats */
     double rel_err, svd_rel_err, out_rel_err, init_rel_err; /* -1 when not measured */
+    double hold_rel_err;    /* ‖y' − y‖ / ‖y‖ of the layer's output in the converted vs the
+                               original model on the held-out images (errors of the layers
+                               before it included); -1 when not measured */
     int64_t macs_before, macs_after; /* per sample, in the layer's execution mode */
     int64_t macs_native;    /* per sample if the layer ran natively (DyN: K²·H·q·(m+n) per
                                output position, as the paper counts); = macs_after if dense */

@@ -29,6 +29,7 @@ json_t *dyn_convert_report_json(const dyn_convert_report *r) {
             json_object_set_new(o, "svd_rank", json_integer(L->svd_rank));
             json_object_set_new(o, "svd_rel_err", num_or_null(L->svd_rel_err));
             json_object_set_new(o, "out_rel_err", num_or_null(L->out_rel_err));
+            json_object_set_new(o, "holdout_out_rel_err", num_or_null(L->hold_rel_err));
             json_object_set_new(o, "entropy_bits", json_real(L->entropy_bits));
             json_object_set_new(o, "seconds", json_real(L->seconds));
         }
@@ -80,23 +81,24 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return NULL;
-    fprintf(f, "%-24s %-11s %4s %3s %10s %10s %8s %8s %8s %8s %11s %11s %11s %7s %6s\n",
+    fprintf(f, "%-24s %-11s %4s %3s %10s %10s %8s %8s %8s %8s %8s %11s %11s %11s %7s %6s\n",
             "layer", "op", "H", "q", "floats", "-> floats", "rel_err", "svd_err", "out_err",
-            "init_err", "MACs", "-> MACs", "native", "entropy", "time_s");
+            "hold_err", "init_err", "MACs", "-> MACs", "native", "entropy", "time_s");
     for (int k = 0; k < r->nlayers; k++) {
         const dyn_convert_layer *L = &r->layers[k];
         if (!L->converted && !L->reason[0] && L->m == 0) continue;
-        char e1[16], e2[16], e3[16], e4[16];
+        char e1[16], e2[16], e3[16], e4[16], e5[16];
         fmt_err(e1, sizeof e1, L->rel_err);
         fmt_err(e2, sizeof e2, L->svd_rel_err);
         fmt_err(e3, sizeof e3, L->out_rel_err);
+        fmt_err(e5, sizeof e5, L->hold_rel_err);
         fmt_err(e4, sizeof e4, L->init_rel_err);
         const size_t nl = strlen(L->name);
         const char *nm = nl > 24 ? L->name + nl - 24 : L->name; /* the informative end */
         if (L->converted)
-            fprintf(f, "%-24s %-11.11s %4d %3d %10lld %10lld %8s %8s %8s %8s %11lld %11lld %11lld %7.3f %6.1f\n",
+            fprintf(f, "%-24s %-11.11s %4d %3d %10lld %10lld %8s %8s %8s %8s %8s %11lld %11lld %11lld %7.3f %6.1f\n",
                     nm, L->op_after, L->H, L->q, (long long)L->floats_before,
-                    (long long)L->floats_after, e1, e2, e3, e4, (long long)L->macs_before,
+                    (long long)L->floats_after, e1, e2, e3, e5, e4, (long long)L->macs_before,
                     (long long)L->macs_after, (long long)L->macs_native, L->entropy_bits,
                     L->seconds);
         else

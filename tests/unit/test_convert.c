@@ -849,6 +849,9 @@ START_TEST(convert_fidelity_and_floor) {
         ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
         ck_assert_int_eq(rep.forced, 1);
         ck_assert_int_eq(rep.verified, 0);
+        for (int k = 0; k < rep.nlayers; k++) /* per-layer output error on the held-out images */
+            if (rep.layers[k].converted)
+                ck_assert_msg(rep.layers[k].hold_rel_err > 0, "%s", rep.layers[k].name);
         fj = json_object_get(json_object_get(out->info, "convert"), "fidelity");
         ck_assert(json_is_false(json_object_get(fj, "verified")));
         ck_assert(json_is_true(json_object_get(fj, "forced")));
