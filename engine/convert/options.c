@@ -52,7 +52,7 @@ static const dyn_opt OPTS[] = {
     {"min_saving", C, DYN_OPT_NUM, 0, 1, 0, "0.25", NULL, "convert a layer only if DyN saves this much"},
     /* conversion: data */
     {"preprocess", C, DYN_OPT_OBJECT, 0, 0, 0, NULL, NULL,
-     "the model's input pipeline (preprocess metadata) for a model without one"},
+     "the model's input pipeline (preprocess metadata, engine/io/image.h); replaces its own"},
     {"preprocess_from", C, DYN_OPT_DATASET, 0, 0, 0, NULL, NULL,
      "copy a built-in data set's normalization and labels (mnist, fashion)"},
     {"calib", C, DYN_OPT_DATASET, 0, 0, 0, NULL, NULL,
