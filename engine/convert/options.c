@@ -1,6 +1,8 @@
 /* options.c — the conversion / fine-tuning option table and its readers (options.h). */
 #include "options.h"
 
+#include "../io/image.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -183,6 +185,10 @@ int dyn_opt_check(const dyn_opt *o, const json_t *v, json_t *out, dyn_err *err) 
         if (!json_is_object(obj)) {
             json_decref(obj);
             return dyn_err_set(err, DYN_EINVAL, "%s must be a JSON object", o->name);
+        }
+        if (!strcmp(o->name, "preprocess") && dyn_preprocess_check(obj, err)) {
+            json_decref(obj); /* its form here; against a model's input where one is known */
+            return dyn_err_prefix(err, "%s", o->name);
         }
         json_object_set_new(out, o->name, obj);
         return 0;
