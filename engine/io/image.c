@@ -524,9 +524,11 @@ int dyn_image_resize_u8(const dyn_image *src, int w, int h, dyn_pp_interp interp
                         dyn_image *out, dyn_err *err) {
     memset(out, 0, sizeof *out);
     if (!src || !src->data || src->w <= 0 || src->h <= 0 || src->c <= 0 || w <= 0 || h <= 0 ||
-        w > DYN_IMAGE_DEFAULT_MAX_SIDE * 2 || h > DYN_IMAGE_DEFAULT_MAX_SIDE * 2)
-        return dyn_err_set(err, DYN_EINVAL, "image resize: sizes must be positive (and at most %d)",
-                           DYN_IMAGE_DEFAULT_MAX_SIDE * 2);
+        w > DYN_IMAGE_DEFAULT_MAX_SIDE * 2 || h > DYN_IMAGE_DEFAULT_MAX_SIDE * 2 ||
+        (int64_t)w * h > DYN_PP_MAX_PIXELS)
+        return dyn_err_set(err, DYN_EINVAL, "image resize to %dx%d: sizes must be positive, at "
+                           "most %d per side and %lld pixels", w, h,
+                           DYN_IMAGE_DEFAULT_MAX_SIDE * 2, (long long)DYN_PP_MAX_PIXELS);
     const int c = src->c;
     if (src->w == w && src->h == h) { /* PIL copies */
         if (image_alloc(w, h, c, out)) return dyn_err_set(err, DYN_ENOMEM, "image resize: out of memory");
@@ -887,12 +889,18 @@ static int apply_step(const dyn_image *cur, const dyn_pp_step *st, dyn_image *ou
         int nw = (int)DYN_MAX(1, DYN_MIN(st->w, lround(cur->w * s)));
         int nh = (int)DYN_MAX(1, DYN_MIN(st->h, lround(cur->h * s)));
         dyn_image r = {0};
+        if ((int64_t)st->w * st->h > DYN_PP_MAX_PIXELS)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess: a %dx%d letterbox is over %lld "
+                               "pixels", st->w, st->h, (long long)DYN_PP_MAX_PIXELS);
         if ((rc = dyn_image_resize_u8(cur, nw, nh, st->interp, &r, err))) return rc;
         rc = pad_copy(&r, st->w, st->h, (st->w - nw) / 2, (st->h - nh) / 2, st->fill, out);
         dyn_image_free(&r);
         break;
     }
     case DYN_PP_CENTER_CROP: { /* torchvision: pad a too small side with 0 first */
+        if ((int64_t)st->w * st->h > DYN_PP_MAX_PIXELS)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess: a %dx%d crop is over %lld pixels",
+                               st->w, st->h, (long long)DYN_PP_MAX_PIXELS);
         int pl = cur->w < st->w ? (st->w - cur->w) / 2 : 0, pt = cur->h < st->h ? (st->h - cur->h) / 2 : 0;
         int iw = DYN_MAX(cur->w, st->w), ih = DYN_MAX(cur->h, st->h);
         int top = half_round_even(ih - st->h), left = half_round_even(iw - st->w);
@@ -901,9 +909,10 @@ static int apply_step(const dyn_image *cur, const dyn_pp_step *st, dyn_image *ou
     }
     case DYN_PP_PAD: {
         int64_t nw = (int64_t)cur->w + st->pad[0] + st->pad[2], nh = (int64_t)cur->h + st->pad[1] + st->pad[3];
-        if (nw > PP_MAX_SIDE || nh > PP_MAX_SIDE)
+        if (nw > PP_MAX_SIDE || nh > PP_MAX_SIDE || nw * nh > DYN_PP_MAX_PIXELS)
             return dyn_err_set(err, DYN_EINVAL, "preprocess: padding gives a %lldx%lld image "
-                               "(limit %d per side)", (long long)nw, (long long)nh, PP_MAX_SIDE);
+                               "(limits: %d per side, %lld pixels)", (long long)nw, (long long)nh,
+                               PP_MAX_SIDE, (long long)DYN_PP_MAX_PIXELS);
         rc = pad_copy(cur, (int)nw, (int)nh, st->pad[0], st->pad[1], st->fill, out);
         break;
     }

@@ -101,6 +101,7 @@ int dyn_image_resize_chw(const dyn_image *src, int w, int h, float *out, dyn_err
  *      bilinear with its 22-bit fixed-point weights and an 8-bit result after each axis, so it
  *      equals torchvision's PIL path) or "nearest" (PIL's nearest: source = floor((i + 0.5) *
  *      in / out)).
+ *      A step producing more than DYN_PP_MAX_PIXELS pixels is an error (DYN_EINVAL).
  *      The image the steps end with must be the model's H x W; when it is not, that image is
  *      refused (DYN_EINVAL, the message giving both sizes). Where the steps fix the final size
  *      (a resize [H, W], a letterbox or a center_crop, then only pads), dyn_preprocess_parse
@@ -131,6 +132,8 @@ int dyn_image_resize_chw(const dyn_image *src, int w, int h, float *out, dyn_err
  */
 
 #define DYN_PP_MAX_STEPS 16
+/* The largest image a step may produce (sides: at most 2 * DYN_IMAGE_DEFAULT_MAX_SIDE). */
+#define DYN_PP_MAX_PIXELS (4 * DYN_IMAGE_DEFAULT_MAX_PIXELS)
 
 typedef enum { DYN_PP_GRAY = 0, DYN_PP_RGB, DYN_PP_BGR } dyn_pp_color;
 typedef enum { DYN_PP_BILINEAR = 0, DYN_PP_NEAREST } dyn_pp_interp;

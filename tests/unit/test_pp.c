@@ -305,6 +305,14 @@ START_TEST(pp_old_schema_and_errors) {
                             8, &pp, &err), DYN_EUNSUP);
     ck_assert_int_eq(parse3("{\"resize\": \"lanczos\"}", 1, 8, 8, &pp, &err), DYN_EUNSUP);
     ck_assert_int_eq(parse3("{\"steps\": [{\"resize\": [8, 9]}]}", 1, 8, 8, &pp, &err), DYN_EINVAL);
+    /* a step may not make a huge image (the final size is the model's, not its steps') */
+    ck_assert_int_eq(parse3("{\"steps\": [{\"pad\": 8000}, {\"center_crop\": 4}]}", 1, 4, 4, &pp,
+                            &err), 0);
+    dyn_image small = ramp(4, 4, 1);
+    float x4[16];
+    ck_assert_int_eq(dyn_image_to_input(&small, &pp, x4, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "pixels"));
+    dyn_image_free(&small);
     ck_assert_int_eq(parse3(NULL, 2, 8, 8, &pp, &err), DYN_EINVAL); /* not an image input */
     ck_assert_int_eq(parse3(NULL, 3, 8, 9, &pp, &err), 0);
     ck_assert_int_eq(pp.color, DYN_PP_RGB);
