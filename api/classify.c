@@ -6,8 +6,10 @@
  * number of classes). Reply: {"model", "version", "predictions": [{"label", "index", "score"}]}
  * with softmax scores, best first.
  *
- * The image is decoded and preprocessed here (on the connection thread: bounded by the image
- * limits); the model runs on the batcher.
+ * The image is decoded and goes through the model's input pipeline here (engine/io/image.h:
+ * colour, geometric steps, per-channel normalization, layout; on the connection thread:
+ * bounded by the image limits); the model runs on the batcher. An image the steps do not bring
+ * to the model's size is 400 bad_image, the message giving both sizes.
  */
 #include <string.h>
 #include <strings.h>
@@ -93,8 +95,9 @@ void api_v1_classify(srv_req *r) {
     if (!m) return;
     if (!m->is_image) {
         api_reply_error(r, 400, "not_an_image_model",
-                        "model '%s' does not take images (its input is not [1|3, H, W] with "
-                        "preprocess metadata); use /v2/models/%s/infer", m->name, m->name);
+                        "model '%s' does not take images (its input is not [1|3, H, W], or "
+                        "[H, W, 1|3] with layout NHWC, or its preprocess metadata does not "
+                        "fit it); use /v2/models/%s/infer", m->name, m->name);
         srv_model_release(m);
         return;
     }

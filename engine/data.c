@@ -1,13 +1,24 @@
 #include "data.h"
 
+#include <math.h>
 #include <string.h>
 
 static void view_fill(void *ctx, const int *idx, int count, float *x, int *y, dyn_rng *aug) {
     const dyn_data_view *v = ctx;
     const dyn_dataset *ds = v->ds;
-    const int H = ds->h, W = ds->w, C = ds->c;
+    const int H = ds->h, W = ds->w, C = ds->c, hwc = v->norm.hwc;
     const int64_t per = (int64_t)C * H * W;
-    const float scale = 1.0f / (255.0f * v->std), off = v->mean / v->std;
+    float mul[4] = {0}, off[4] = {0};
+    for (int c = 0; c < C && c < 4; c++) {
+        if (!(v->norm.scale > 0)) { /* a view made by hand (no view_init): its scalar */
+            mul[c] = 1.0f / (255.0f * v->std);
+            off[c] = v->mean / v->std;
+            continue;
+        }
+        int k = v->norm.c == 1 ? 0 : c;
+        mul[c] = 1.0f / (v->norm.scale * v->norm.std[k]);
+        off[c] = v->norm.mean[k] / v->norm.std[k];
+    }
     for (int b = 0; b < count; b++) {
         int s = v->idx[idx[b]];
         const uint8_t *px = ds->pixels + (int64_t)s * per;
@@ -26,7 +37,8 @@ static void view_fill(void *ctx, const int *idx, int count, float *x, int *y, dy
                     float p = (si >= 0 && si < H && sj >= 0 && sj < W)
                                   ? (float)px[((int64_t)c * H + si) * W + sj]
                                   : 0.0f;
-                    dst[((int64_t)c * H + i) * W + j] = p * scale - off;
+                    int64_t o = hwc ? ((int64_t)i * W + j) * C + c : ((int64_t)c * H + i) * W + j;
+                    dst[o] = p * mul[c < 4 ? c : 3] - off[c < 4 ? c : 3];
                 }
             }
     }
@@ -43,6 +55,7 @@ static int view_init(dyn_data_view *v, const dyn_dataset *ds, int n, float mean,
     v->ds = ds;
     v->mean = mean;
     v->std = std;
+    v->norm = (dyn_data_norm){.c = 1, .scale = 255.0f, .mean = {mean}, .std = {std}};
     v->shift = 2;
     v->idx = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
     if (!v->idx) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
@@ -94,6 +107,7 @@ int dyn_data_view_slice(const dyn_data_view *v, int off, int n, dyn_data_view *o
         return dyn_err_set(err, DYN_EINVAL, "slice %d+%d of a view of %d samples", off, n, v->n);
     if (view_init(out, v->ds, n, v->mean, v->std, err)) return DYN_ENOMEM;
     out->shift = v->shift;
+    out->norm = v->norm;
     memcpy(out->idx, v->idx + off, (size_t)n * sizeof(int));
     return 0;
 }
@@ -128,4 +142,19 @@ int dyn_data_calib_split(const dyn_dataset *ds, int calib_n, int holdout_n, uint
     }
     dyn_data_view_free(&all);
     return rc;
+}
+
+int dyn_data_view_set_norm(dyn_data_view *v, const dyn_data_norm *n, dyn_err *err) {
+    const int C = v->ds ? v->ds->c : n->c;
+    if (n->c != 1 && n->c != C)
+        return dyn_err_set(err, DYN_EINVAL, "normalization for %d channels; the data set has %d",
+                           n->c, C);
+    if (C > 4) return dyn_err_set(err, DYN_EINVAL, "normalization: at most 4 channels");
+    if (!(n->scale > 0) || !isfinite(n->scale))
+        return dyn_err_set(err, DYN_EINVAL, "normalization: scale must be > 0");
+    for (int k = 0; k < n->c; k++)
+        if (!(n->std[k] > 0) || !isfinite(n->std[k]) || !isfinite(n->mean[k]))
+            return dyn_err_set(err, DYN_EINVAL, "normalization: std must be > 0, values finite");
+    v->norm = *n;
+    return 0;
 }

@@ -192,6 +192,18 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
         }
         json_object_set(out, "calib", json_object_get(out, "eval"));
     }
+    const json_t *ppo = json_object_get(out, "preprocess");
+    if (ppo && model) { /* a repository model: the pipeline against its input now (an upload's
+                         * when the job starts) */
+        srv_model *sm = srv_repo_acquire(js->repo, model, 0, NULL);
+        dyn_preprocess pp;
+        int bad = sm && dyn_preprocess_parse(ppo, &sm->model->input, &pp, &derr);
+        if (sm) srv_model_release(sm);
+        if (bad) {
+            jerr(e, 400, "invalid_option", "preprocess: %s", derr.msg);
+            goto fail;
+        }
+    }
     if (!json_object_get(out, "output") && model) {
         char name[96];
         snprintf(name, sizeof name, "%.60s-%s", model, kind == SRV_JOB_FINETUNE ? "ft" : "dyn");
@@ -223,12 +235,15 @@ static int dataset_load(const srv_jobs *js, const char *name, const char *split,
                         const dyn_model *m, dyn_dataset_spec *d, dyn_dataset *ds, dyn_err *err) {
     memset(ds, 0, sizeof *ds);
     int rc = dataset_resolve(js, name, d, err);
-    if (!rc) rc = dyn_dataset_load(d, split, &m->input, ds, err);
+    if (!rc) rc = dyn_dataset_load_for_model(d, split, m, ds, err); /* through its pipeline */
     if (rc) return rc;
     const dyn_shape *in = &m->input;
     int64_t numel = 1;
     for (int i = 0; i < in->ndim; i++) numel *= in->d[i];
-    if ((int64_t)ds->c * ds->h * ds->w != numel || (in->ndim == 3 && in->d[0] != ds->c)) {
+    dyn_preprocess pp;
+    const int image = dyn_dataset_model_pp(d, m, &pp, NULL) == 0;
+    if ((int64_t)ds->c * ds->h * ds->w != numel ||
+        (in->ndim == 3 && (image ? pp.c : in->d[0]) != ds->c)) {
         char shape[64];
         dyn_shape_str(in, shape, sizeof shape);
         dyn_err_set(err, DYN_EINVAL, "data set '%s' has %dx%dx%d samples; the model's input is %s",
@@ -353,6 +368,17 @@ static void conv_progress(void *ctx, const dyn_convert_progress *p) {
     srv__job_record_maybe(c->js, j);
 }
 
+/* Gives views a and b (may be NULL) model m's per-channel normalization and layout for data
+ * set d. */
+static int views_norm(const dyn_dataset_spec *d, const dyn_model *m, dyn_data_view *a,
+                      dyn_data_view *b, dyn_err *err) {
+    dyn_data_norm nm;
+    int rc = dyn_dataset_model_norm(d, m, &nm, err);
+    if (!rc) rc = dyn_data_view_set_norm(a, &nm, err);
+    if (!rc && b) rc = dyn_data_view_set_norm(b, &nm, err);
+    return rc;
+}
+
 static void preprocess_set(dyn_model *m, const char *set) {
     dyn_dataset_spec d;
     dyn_dataset_spec_init(&d, set);
@@ -369,12 +395,14 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     const char *keep[64];
     int rc = dyn_convert_opts_from_spec(s, &o, keep, 64, err);
     const json_t *ppo = json_object_get(s, "preprocess");
-    if (!rc && ppo && !m->preprocess) { /* the user's pipeline for a model without one */
+    if (!rc && ppo) { /* the user's pipeline: replaces the model's (form checked at submit) */
         dyn_preprocess chk;
         if ((rc = dyn_preprocess_parse(ppo, &m->input, &chk, err)))
-            dyn_err_prefix(err, "option preprocess");
-        else
+            dyn_err_prefix(err, "option preprocess does not fit the model");
+        else {
+            json_decref(m->preprocess);
             m->preprocess = json_deep_copy(ppo);
+        }
     }
     const char *calib = sget(s, "calib"), *eval = sget(s, "eval"), *pp = sget(s, "preprocess_from");
     if (!rc && !m->preprocess && (pp || calib || eval)) preprocess_set(m, pp ? pp : calib ? calib : eval);
@@ -388,6 +416,7 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
         dyn_dataset_norm(&dsp, m, &mean, &sd);
         int n = (int)nget(s, "eval_n", te.n);
         rc = dyn_data_split(&te, 0, DYN_MIN(n, te.n), seed, mean, sd, &vte, &vnone, err);
+        if (!rc) rc = views_norm(&dsp, m, &vte, NULL, err);
         ste = dyn_data_view_source(&vte);
         o.eval = &ste;
         if (!dyn_dataset_labeled(&dsp))
@@ -399,6 +428,7 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
         dyn_dataset_norm(&dsp, m, &mean, &sd);
         rc = dyn_data_calib_split(&cal, (int)nget(s, "calib_n", 512), (int)nget(s, "holdout_n", 256),
                                   seed, mean, sd, &vcal, &vhold, err);
+        if (!rc) rc = views_norm(&dsp, m, &vcal, &vhold, err);
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
         o.calib_n = vcal.n;
@@ -510,6 +540,7 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
         if (tr.n < 2) rc = dyn_err_set(err, DYN_EINVAL, "data set '%s' has fewer than 2 images", data);
         else rc = dyn_data_split(&tr, DYN_MIN((int)nget(s, "val", 5000), tr.n - 1),
                                  (int)nget(s, "limit", 0), o.seed, mean, sd, &vtr, &vva, err);
+        if (!rc) rc = views_norm(&dsp, m, &vtr, &vva, err);
     }
     dyn_ft_result res;
     memset(&res, 0, sizeof res);

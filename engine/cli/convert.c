@@ -5,10 +5,16 @@
  *       [--data mnist] [--report r.json] [--json] [--keep-dense NAME,...] [--keep-first-conv]
  *       [--preprocess-from mnist] [--threads N] [--seed N]
  *
- * Preprocessing: a model file carries its own (preprocess metadata). An ONNX file does not:
+ * Preprocessing: a model file carries its own (preprocess metadata), and so may an ONNX file
+ * (metadata_props "dynd.preprocess", io/onnx.h). `--preprocess JSON` sets the model's whole
+ * input pipeline (io/image.h: colour, steps, scale, per-channel mean / std, layout), checked
+ * against its input shape, replacing what it had. Otherwise, for a model without one,
  * `--preprocess-from NAME` gives it the normalization of data set NAME ("mnist": (x/255 −
  * 0.1307)/0.3081); without it, the --calib (else --data) set's is used and a note says so.
  * The output model stores it, with the data set's labels when the model has none.
+ * Calibration and evaluation images go through that pipeline (io/dataset.h
+ * dyn_dataset_load_for_model): e.g. 28x28 MNIST digits are padded to 32x32 for a model whose
+ * pipeline is {"steps": [{"pad": 2}]}.
  * Calibration images are a seeded random subset of the *training* split; accuracy (--data) is
  * measured on the test split, before and after.
  */
@@ -108,11 +114,13 @@ int cmd_convert(int argc, char **argv) {
                                                 : dyn_model_load(in_path, &err);
     if (!m) cli_die("convert", &err);
 
-    /* preprocessing and labels: --preprocess (the model's own pipeline), else a data set's */
-    if (pp_obj && !m->preprocess) {
+    /* preprocessing and labels: --preprocess (the model's whole pipeline; replaces its own),
+     * else a data set's for a model without one */
+    if (pp_obj) {
         dyn_preprocess chk;
-        if (dyn_preprocess_parse(pp_obj, &m->input, &chk, &err))
+        if (dyn_preprocess_check(pp_obj, &err) || dyn_preprocess_parse(pp_obj, &m->input, &chk, &err))
             cli_die("convert --preprocess", &err);
+        json_decref(m->preprocess);
         m->preprocess = json_deep_copy(pp_obj);
     }
     dyn_dataset_spec ds_pp;
@@ -135,17 +143,17 @@ int cmd_convert(int argc, char **argv) {
     dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vtr = {0};
     dyn_batch_source scal, ste, shold;
     dyn_dataset_spec dsp;
-    float mean, sd;
+    dyn_data_norm nm; /* data go through the model's input pipeline (io/dataset.h) */
     if (data) {
-        if (dyn_dataset_resolve(cli_data_root(), data, 0, &dsp, &err) ||
-            dyn_dataset_load(&dsp, on_val ? "train" : "test", &m->input, on_val ? &tr_ds : &te_ds,
-                             &err))
+        if (cli_data_for_model(data, on_val ? "train" : "test", m, &dsp, on_val ? &tr_ds : &te_ds,
+                               &nm, &err))
             cli_die("convert", &err);
-        dyn_dataset_norm(&dsp, m, &mean, &sd);
-        if (on_val ? dyn_data_split(&tr_ds, DYN_MIN(nval, tr_ds.n - 1), 0, seed, mean, sd, &vtr,
-                                    &vte, &err)
-                   : dyn_data_all(&te_ds, mean, sd, &vte, &err))
+        if (on_val ? dyn_data_split(&tr_ds, DYN_MIN(nval, tr_ds.n - 1), 0, seed, nm.mean[0],
+                                    nm.std[0], &vtr, &vte, &err) ||
+                         dyn_data_view_set_norm(&vtr, &nm, &err)
+                   : dyn_data_all(&te_ds, nm.mean[0], nm.std[0], &vte, &err))
             cli_die("convert", &err);
+        if (dyn_data_view_set_norm(&vte, &nm, &err)) cli_die("convert", &err);
         ste = dyn_data_view_source(&vte);
         o.eval = &ste;
     }
@@ -157,12 +165,11 @@ int cmd_convert(int argc, char **argv) {
                 dyn_data_view_slice(&vtr, calib_n, hn, &vhold, &err))
                 cli_die("convert", &err);
         } else {
-            if (dyn_dataset_resolve(cli_data_root(), calib, 0, &dsp, &err) ||
-                dyn_dataset_load(&dsp, "train", &m->input, &cal_ds, &err))
-                cli_die("convert", &err);
-            dyn_dataset_norm(&dsp, m, &mean, &sd);
-            if (dyn_data_calib_split(&cal_ds, calib_n, holdout_n, seed, mean, sd, &vcal, &vhold,
-                                     &err))
+            if (cli_data_for_model(calib, "train", m, &dsp, &cal_ds, &nm, &err) ||
+                dyn_data_calib_split(&cal_ds, calib_n, holdout_n, seed, nm.mean[0], nm.std[0],
+                                     &vcal, &vhold, &err) ||
+                dyn_data_view_set_norm(&vcal, &nm, &err) ||
+                dyn_data_view_set_norm(&vhold, &nm, &err))
                 cli_die("convert", &err);
             o.holdout_labeled = dyn_dataset_labeled(&dsp);
         }

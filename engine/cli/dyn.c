@@ -185,13 +185,15 @@ static int cmd_eval(int argc, char **argv) {
     const char *path = argv[optind];
     dyn_dataset_spec d;
     dyn_dataset te;
-    if (dyn_dataset_resolve(cli_data_root(), data, 0, &d, &err) ||
-        dyn_dataset_load_idx(&d, "test", &te, &err))
-        cli_die("eval", &err);
+    dyn_data_norm nm;
     dyn_model *m0 = dyn_model_load(path, &err);
     if (!m0) cli_die("eval", &err);
+    /* the test split through the model's input pipeline and normalization (io/dataset.h) */
+    if (cli_data_for_model(data, "test", m0, &d, &te, &nm, &err)) cli_die("eval", &err);
     dyn_data_view vte;
-    if (dyn_data_all(&te, d.mean, d.std, &vte, &err)) cli_die("eval", &err);
+    if (dyn_data_all(&te, nm.mean[0], nm.std[0], &vte, &err) ||
+        dyn_data_view_set_norm(&vte, &nm, &err))
+        cli_die("eval", &err);
     dyn_batch_source ste = dyn_data_view_source(&vte);
     double clean = dyn_evaluate(m0, &ste, 256, NULL, &err);
     if (clean < 0) cli_die("eval", &err);

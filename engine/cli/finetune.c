@@ -72,18 +72,19 @@ int cmd_finetune(int argc, char **argv) {
     if (!m) cli_die("finetune", &err);
     dyn_dataset_spec d;
     dyn_dataset tr = {0}, te = {0};
-    if (dyn_dataset_resolve(cli_data_root(), data, 0, &d, &err) ||
-        dyn_dataset_load(&d, "train", &m->input, &tr, &err))
-        cli_die("finetune", &err);
+    dyn_data_norm nm; /* the data go through the model's input pipeline (io/dataset.h) */
+    if (cli_data_for_model(data, "train", m, &d, &tr, &nm, &err)) cli_die("finetune", &err);
     dyn_err terr = {0};
-    const int have_test = dyn_dataset_load(&d, "test", &m->input, &te, &terr) == 0;
+    const int have_test = dyn_dataset_load_for_model(&d, "test", m, &te, &terr) == 0;
     if (!have_test) fprintf(stderr, "dyn finetune: no test split (%s)\n", terr.msg);
-    float mean, sd;
-    dyn_dataset_norm(&d, m, &mean, &sd);
+    const float mean = nm.mean[0], sd = nm.std[0];
     dyn_data_view vtr, vva, vte = {0};
-    if (dyn_data_split(&tr, DYN_MIN(nval, tr.n - 1), limit, o.seed, mean, sd, &vtr, &vva, &err))
+    if (dyn_data_split(&tr, DYN_MIN(nval, tr.n - 1), limit, o.seed, mean, sd, &vtr, &vva, &err) ||
+        dyn_data_view_set_norm(&vtr, &nm, &err) || dyn_data_view_set_norm(&vva, &nm, &err))
         cli_die("finetune", &err);
-    if (have_test && dyn_data_all(&te, mean, sd, &vte, &err)) cli_die("finetune", &err);
+    if (have_test && (dyn_data_all(&te, mean, sd, &vte, &err) ||
+                      dyn_data_view_set_norm(&vte, &nm, &err)))
+        cli_die("finetune", &err);
     dyn_batch_source str = dyn_data_view_source(&vtr), sva = dyn_data_view_source(&vva),
                      ste = dyn_data_view_source(&vte);
     o.progress = progress;

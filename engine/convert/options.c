@@ -1,6 +1,8 @@
 /* options.c — the conversion / fine-tuning option table and its readers (options.h). */
 #include "options.h"
 
+#include "../io/image.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -52,7 +54,7 @@ static const dyn_opt OPTS[] = {
     {"min_saving", C, DYN_OPT_NUM, 0, 1, 0, "0.25", NULL, "convert a layer only if DyN saves this much"},
     /* conversion: data */
     {"preprocess", C, DYN_OPT_OBJECT, 0, 0, 0, NULL, NULL,
-     "the model's input pipeline (preprocess metadata) for a model without one"},
+     "the model's input pipeline (preprocess metadata, engine/io/image.h); replaces its own"},
     {"preprocess_from", C, DYN_OPT_DATASET, 0, 0, 0, NULL, NULL,
      "copy a built-in data set's normalization and labels (mnist, fashion)"},
     {"calib", C, DYN_OPT_DATASET, 0, 0, 0, NULL, NULL,
@@ -183,6 +185,10 @@ int dyn_opt_check(const dyn_opt *o, const json_t *v, json_t *out, dyn_err *err) 
         if (!json_is_object(obj)) {
             json_decref(obj);
             return dyn_err_set(err, DYN_EINVAL, "%s must be a JSON object", o->name);
+        }
+        if (!strcmp(o->name, "preprocess") && dyn_preprocess_check(obj, err)) {
+            json_decref(obj); /* its form here; against a model's input where one is known */
+            return dyn_err_prefix(err, "%s", o->name);
         }
         json_object_set_new(out, o->name, obj);
         return 0;

@@ -81,30 +81,38 @@ int dyn_dataset_load_idx(const dyn_dataset_spec *d, const char *split, dyn_datas
     return rc ? dyn_err_prefix(err, "data set '%s'", d->name) : 0;
 }
 
+/* The image folder of a split into p: DIR/<split>/<class>/ when DIR/train exists, else
+ * DIR/<class>/ (the training split alone). 0 or DYN_EIO (no test split). */
+static int imgfolder_dir(const dyn_dataset_spec *d, const char *split, char *p, size_t n,
+                         dyn_err *err) {
+    const int train = !strcmp(split, "train");
+    snprintf(p, n, "%s/train", d->dir);
+    if (is_dir(p))
+        snprintf(p, n, "%s/%s", d->dir, train ? "train" : "test");
+    else if (!train)
+        return dyn_err_set(err, DYN_EIO,
+                           "data set '%s' has no test split (t10k-*-idx?-ubyte IDX files, or "
+                           "%s/test/<class>/ images)", d->name, d->dir);
+    else
+        snprintf(p, n, "%s", d->dir);
+    return 0;
+}
+
 int dyn_dataset_load(const dyn_dataset_spec *d, const char *split, const dyn_shape *input,
                      dyn_dataset *ds, dyn_err *err) {
     memset(ds, 0, sizeof *ds);
     char p[1100], stem[64];
     snprintf(stem, sizeof stem, "%s-images-idx3-ubyte", idx_prefix(split));
     if (idx_file(d->dir, stem, p, sizeof p)) return dyn_dataset_load_idx(d, split, ds, err);
-    /* an image folder: DIR/<split>/<class>/ when DIR/train exists, else DIR/<class>/ (train) */
-    const int train = !strcmp(split, "train");
-    snprintf(p, sizeof p, "%s/train", d->dir);
-    if (is_dir(p))
-        snprintf(p, sizeof p, "%s/%s", d->dir, train ? "train" : "test");
-    else if (!train)
-        return dyn_err_set(err, DYN_EIO,
-                           "data set '%s' has no test split (t10k-*-idx?-ubyte IDX files, or "
-                           "%s/test/<class>/ images)", d->name, d->dir);
-    else
-        snprintf(p, sizeof p, "%s", d->dir);
+    int rc = imgfolder_dir(d, split, p, sizeof p, err);
+    if (rc) return rc;
     if (!input || input->ndim != 3)
         return dyn_err_set(err, DYN_EINVAL,
                            "data set '%s': image folders need a model with a [C, H, W] input",
                            d->name);
     char **names = NULL;
     int ncls = 0;
-    int rc = dyn_imgfolder_load(p, (int)input->d[0], (int)input->d[1], (int)input->d[2], ds,
+    rc = dyn_imgfolder_load(p, (int)input->d[0], (int)input->d[1], (int)input->d[2], ds,
                                 &names, &ncls, err);
     dyn_imgfolder_names_free(names, ncls);
     return rc ? dyn_err_prefix(err, "data set '%s'", d->name) : 0;
@@ -139,4 +147,75 @@ int dyn_dataset_labeled(const dyn_dataset_spec *d) {
     const int labeled = !json_is_false(json_object_get(j, "labeled"));
     json_decref(j);
     return labeled;
+}
+
+int dyn_dataset_model_pp(const dyn_dataset_spec *d, const dyn_model *m, dyn_preprocess *pp,
+                         dyn_err *err) {
+    dyn_err perr = {0};
+    int rc = dyn_preprocess_parse(m->preprocess, &m->input, pp, &perr);
+    if (rc && !m->preprocess) { /* no metadata: only the shape can fail */
+        char shape[64];
+        dyn_shape_str(&m->input, shape, sizeof shape);
+        return dyn_err_set(err, DYN_EUNSUP, "the model's input %s is not an image", shape);
+    }
+    if (rc) {
+        if (!err) return rc;
+        *err = perr;
+        return dyn_err_prefix(err, "the model's preprocess metadata");
+    }
+    if (!m->preprocess)
+        for (int k = 0; k < 4; k++) {
+            pp->mean[k] = d->mean;
+            pp->std[k] = d->std;
+        }
+    return 0;
+}
+
+int dyn_dataset_load_for_model(const dyn_dataset_spec *d, const char *split, const dyn_model *m,
+                               dyn_dataset *ds, dyn_err *err) {
+    memset(ds, 0, sizeof *ds);
+    dyn_preprocess pp;
+    int rc = dyn_dataset_model_pp(d, m, &pp, err);
+    if (rc == DYN_EUNSUP) return dyn_dataset_load(d, split, &m->input, ds, err);
+    if (rc) return rc;
+    char p[1100], stem[64];
+    snprintf(stem, sizeof stem, "%s-images-idx3-ubyte", idx_prefix(split));
+    if (idx_file(d->dir, stem, p, sizeof p)) {
+        dyn_dataset raw;
+        if ((rc = dyn_dataset_load_idx(d, split, &raw, err))) return rc;
+        if (pp.nsteps == 0 && pp.c == raw.c && pp.h == raw.h && pp.w == raw.w &&
+            pp.color != DYN_PP_BGR) {
+            *ds = raw; /* nothing to do */
+            return 0;
+        }
+        rc = dyn_dataset_preprocess(&raw, &pp, ds, err);
+        dyn_dataset_free(&raw);
+        return rc ? dyn_err_prefix(err, "data set '%s'", d->name) : 0;
+    }
+    if ((rc = imgfolder_dir(d, split, p, sizeof p, err))) return rc;
+    char **names = NULL;
+    int ncls = 0;
+    rc = dyn_imgfolder_load_pp(p, &pp, ds, &names, &ncls, err);
+    dyn_imgfolder_names_free(names, ncls);
+    return rc ? dyn_err_prefix(err, "data set '%s'", d->name) : 0;
+}
+
+int dyn_dataset_model_norm(const dyn_dataset_spec *d, const dyn_model *m, dyn_data_norm *n,
+                           dyn_err *err) {
+    memset(n, 0, sizeof *n);
+    dyn_preprocess pp;
+    int rc = dyn_dataset_model_pp(d, m, &pp, err);
+    if (rc == DYN_EUNSUP) {
+        n->c = 1;
+        n->scale = 255.0f;
+        dyn_dataset_norm(d, m, &n->mean[0], &n->std[0]);
+        return 0;
+    }
+    if (rc) return rc;
+    n->c = pp.c;
+    n->scale = pp.scale;
+    memcpy(n->mean, pp.mean, sizeof n->mean);
+    memcpy(n->std, pp.std, sizeof n->std);
+    n->hwc = pp.hwc;
+    return 0;
 }

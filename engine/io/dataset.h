@@ -22,8 +22,10 @@
 #ifndef DYN_IO_DATASET_H
 #define DYN_IO_DATASET_H
 
+#include "../data.h"
 #include "../model.h"
 #include "idx.h"
+#include "image.h"
 
 /* Resolve every name to a directory of the root, refusing names that could leave it. For
  * names that come from someone other than the operator (an HTTP request). */
@@ -67,8 +69,54 @@ int dyn_dataset_load_idx(const dyn_dataset_spec *d, const char *split, dyn_datas
 int dyn_dataset_labeled(const dyn_dataset_spec *d);
 
 /* The normalization (x/255 − mean) / std that model m expects: its preprocess metadata (the
- * first channel's) when it has one, else data set d's. m may be NULL. */
+ * first channel's) when it has one, else data set d's. m may be NULL. The scalar form, for
+ * callers that predate per-channel views; dyn_dataset_model_norm gives every channel. */
 void dyn_dataset_norm(const dyn_dataset_spec *d, const dyn_model *m, float *mean, float *std);
+
+/* ---- data through a model's input pipeline (io/image.h: colour, steps, normalization) ----
+ *
+ * Calibration, evaluation and fine-tuning data reach a model through ITS pipeline, the one
+ * /v1/models/{name}/classify applies: each raw image (an IDX sample, a PNG / JPEG of an image
+ * folder) goes through the colour conversion and geometric steps as an 8-bit image (as
+ * torchvision's PIL path does), giving 8-bit CHW samples at the model's size in its channel
+ * order; a view then normalizes them per channel (dyn_data_norm) and writes the model's layout.
+ * E.g. MNIST's 28x28 IDX digits for a model whose pipeline is {"steps": [{"pad": 2}]} become
+ * 32x32, zero-padded.
+ *
+ *   dyn_dataset_spec d;  dyn_dataset ds;  dyn_data_norm nm;  dyn_data_view v;
+ *   dyn_dataset_resolve(root, "mnist", 0, &d, &err);
+ *   dyn_dataset_load_for_model(&d, "test", m, &ds, &err);
+ *   dyn_dataset_model_norm(&d, m, &nm, &err);
+ *   dyn_data_all(&ds, nm.mean[0], nm.std[0], &v, &err);
+ *   dyn_data_view_set_norm(&v, &nm, &err);        → dyn_data_view_source(&v)
+ *
+ * A model without preprocess metadata gets the original behaviour: no steps (a stretch to its
+ * size when the set's images differ) and the data set's normalization on every channel. A model
+ * whose input is not an image ([C, H, W] / NHWC [H, W, C] with C 1 or 3) gets its samples as
+ * dyn_dataset_load gives them and the data set's scalar normalization. */
+
+/* The pipeline of model m for data set d into *pp: m's preprocess metadata parsed against its
+ * input, or, when m has none, no steps and d's mean / std on every channel. 0; DYN_EUNSUP
+ * when m's input is not an image (err says so; the caller may then feed samples as they are);
+ * DYN_EINVAL when m's metadata does not fit m (err names the key). */
+int dyn_dataset_model_pp(const dyn_dataset_spec *d, const dyn_model *m, dyn_preprocess *pp,
+                         dyn_err *err);
+
+/* dyn_dataset_load through model m's pipeline (above): IDX samples are transformed with
+ * dyn_dataset_preprocess, image folders decoded with dyn_imgfolder_load_pp. For a model whose
+ * input is not an image, exactly dyn_dataset_load(d, split, &m->input, ...). On success ds
+ * holds 8-bit CHW samples at the model's size (caller frees with dyn_dataset_free); on failure
+ * ds is zeroed. Errors as dyn_dataset_load, and DYN_EINVAL when m's metadata does not fit m or
+ * an image does not end at the model's size (err names the data set and sample or file). */
+int dyn_dataset_load_for_model(const dyn_dataset_spec *d, const char *split, const dyn_model *m,
+                               dyn_dataset *ds, dyn_err *err);
+
+/* The per-channel normalization and layout of model m for data set d, for
+ * dyn_data_view_set_norm: from dyn_dataset_model_pp, or for a model whose input is not an
+ * image c = 1, scale 255 and dyn_dataset_norm's mean / std. 0 or DYN_EINVAL (m's metadata
+ * does not fit m). */
+int dyn_dataset_model_norm(const dyn_dataset_spec *d, const dyn_model *m, dyn_data_norm *n,
+                           dyn_err *err);
 
 /* Preprocess metadata for a model with per-sample input `input` trained on (or taking the
  * normalization of) data set d: {"channels", "height", "width", "mean": [..], "std": [..],

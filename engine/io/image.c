@@ -434,6 +434,149 @@ int dyn_image_resize_chw(const dyn_image *src, int w, int h, float *out, dyn_err
     return 0;
 }
 
+/* ---------------------------------------------------------------- PIL-exact 8-bit resize */
+
+/* Pillow's Resample.c for 8-bit images: weights in double, then 22-bit fixed point; each pass
+ * rounds (+ half) and clips to 8 bits. */
+#define PIL_PRECISION_BITS (32 - 8 - 2)
+
+typedef struct pil_axis {
+    int ksize;
+    int *bounds; /* [out][2]: first source index, count */
+    int32_t *kk; /* [out][ksize] */
+} pil_axis;
+
+static void pil_axis_free(pil_axis *a) {
+    free(a->bounds);
+    free(a->kk);
+}
+
+static int pil_axis_build(int in, int out, pil_axis *a) {
+    double scale = (double)in / out, filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 1.0 * filterscale; /* the bilinear (triangle) filter's support is 1 */
+    a->ksize = (int)ceil(support) * 2 + 1;
+    a->bounds = malloc(sizeof(int) * 2 * (size_t)out);
+    a->kk = malloc(sizeof(int32_t) * (size_t)out * (size_t)a->ksize);
+    double *k = malloc(sizeof(double) * (size_t)a->ksize);
+    if (!a->bounds || !a->kk || !k) {
+        free(k);
+        return -1;
+    }
+    for (int xx = 0; xx < out; xx++) {
+        double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        if (xmin < 0) xmin = 0;
+        if (xmax > in) xmax = in;
+        xmax -= xmin;
+        int x = 0;
+        for (; x < xmax && x < a->ksize; x++) {
+            double t = fabs((x + xmin - center + 0.5) * ss);
+            k[x] = t < 1.0 ? 1.0 - t : 0.0;
+            ww += k[x];
+        }
+        xmax = x;
+        for (x = 0; x < xmax; x++)
+            if (ww != 0.0) k[x] /= ww;
+        int32_t *kk = a->kk + (size_t)xx * (size_t)a->ksize;
+        for (x = 0; x < a->ksize; x++) {
+            double v = x < xmax ? k[x] * (1 << PIL_PRECISION_BITS) : 0.0;
+            kk[x] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
+        }
+        a->bounds[2 * xx] = xmin;
+        a->bounds[2 * xx + 1] = xmax;
+    }
+    free(k);
+    return 0;
+}
+
+static inline uint8_t pil_clip8(int64_t v) {
+    if (v >= ((int64_t)1 << PIL_PRECISION_BITS << 8)) return 255;
+    if (v <= 0) return 0;
+    return (uint8_t)(v >> PIL_PRECISION_BITS);
+}
+
+/* Horizontal (along = 0: x) or vertical pass of src into dst (dst allocated by the caller). */
+static void pil_pass(const dyn_image *src, dyn_image *dst, const pil_axis *a, int vertical) {
+    const int c = src->c;
+    for (int y = 0; y < dst->h; y++)
+        for (int x = 0; x < dst->w; x++) {
+            int o = vertical ? y : x, lo = a->bounds[2 * o], n = a->bounds[2 * o + 1];
+            const int32_t *kk = a->kk + (size_t)o * (size_t)a->ksize;
+            for (int k = 0; k < c; k++) {
+                int64_t ss = (int64_t)1 << (PIL_PRECISION_BITS - 1);
+                for (int j = 0; j < n; j++) {
+                    size_t si = vertical ? ((size_t)(lo + j) * (size_t)src->w + (size_t)x)
+                                         : ((size_t)y * (size_t)src->w + (size_t)(lo + j));
+                    ss += (int64_t)src->data[si * (size_t)c + (size_t)k] * kk[j];
+                }
+                dst->data[((size_t)y * (size_t)dst->w + (size_t)x) * (size_t)c + (size_t)k] =
+                    pil_clip8(ss);
+            }
+        }
+}
+
+static int image_alloc(int w, int h, int c, dyn_image *out) {
+    *out = (dyn_image){w, h, c, malloc((size_t)w * (size_t)h * (size_t)c)};
+    return out->data ? 0 : -1;
+}
+
+int dyn_image_resize_u8(const dyn_image *src, int w, int h, dyn_pp_interp interp,
+                        dyn_image *out, dyn_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!src || !src->data || src->w <= 0 || src->h <= 0 || src->c <= 0 || w <= 0 || h <= 0 ||
+        w > DYN_IMAGE_DEFAULT_MAX_SIDE * 2 || h > DYN_IMAGE_DEFAULT_MAX_SIDE * 2 ||
+        (int64_t)w * h > DYN_PP_MAX_PIXELS)
+        return dyn_err_set(err, DYN_EINVAL, "image resize to %dx%d: sizes must be positive, at "
+                           "most %d per side and %lld pixels", w, h,
+                           DYN_IMAGE_DEFAULT_MAX_SIDE * 2, (long long)DYN_PP_MAX_PIXELS);
+    const int c = src->c;
+    if (src->w == w && src->h == h) { /* PIL copies */
+        if (image_alloc(w, h, c, out)) return dyn_err_set(err, DYN_ENOMEM, "image resize: out of memory");
+        memcpy(out->data, src->data, (size_t)w * (size_t)h * (size_t)c);
+        return 0;
+    }
+    if (interp == DYN_PP_NEAREST) { /* Pillow's ImagingScaleAffine: accumulated coordinates */
+        int *xin = malloc(sizeof(int) * (size_t)w);
+        if (!xin || image_alloc(w, h, c, out)) {
+            free(xin);
+            dyn_image_free(out);
+            return dyn_err_set(err, DYN_ENOMEM, "image resize: out of memory");
+        }
+        double ax = (double)src->w / w, ay = (double)src->h / h, xo = ax * 0.5, yo = ay * 0.5;
+        for (int x = 0; x < w; x++, xo += ax) xin[x] = DYN_MIN((int)xo, src->w - 1);
+        for (int y = 0; y < h; y++, yo += ay) {
+            int yi = DYN_MIN((int)yo, src->h - 1);
+            for (int x = 0; x < w; x++)
+                memcpy(out->data + ((size_t)y * (size_t)w + (size_t)x) * (size_t)c,
+                       src->data + ((size_t)yi * (size_t)src->w + (size_t)xin[x]) * (size_t)c,
+                       (size_t)c);
+        }
+        free(xin);
+        return 0;
+    }
+    pil_axis ax = {0}, ay = {0};
+    dyn_image tmp = {0};
+    const int need_h = src->w != w, need_v = src->h != h;
+    int bad = (need_h && pil_axis_build(src->w, w, &ax)) || (need_v && pil_axis_build(src->h, h, &ay));
+    if (!bad && need_h) {
+        if (!need_v) bad = image_alloc(w, h, c, out);
+        else bad = image_alloc(w, src->h, c, &tmp);
+        if (!bad) pil_pass(src, need_v ? &tmp : out, &ax, 0);
+    }
+    if (!bad && need_v) {
+        bad = image_alloc(w, h, c, out);
+        if (!bad) pil_pass(need_h ? &tmp : src, out, &ay, 1);
+    }
+    pil_axis_free(&ax);
+    pil_axis_free(&ay);
+    dyn_image_free(&tmp);
+    if (bad) {
+        dyn_image_free(out);
+        return dyn_err_set(err, DYN_ENOMEM, "image resize: out of memory");
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- preprocessing */
 
 static int read_per_channel(const json_t *v, const char *key, int c, float def, float *out,
@@ -445,6 +588,7 @@ static int read_per_channel(const json_t *v, const char *key, int c, float def, 
         return 0;
     }
     size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    if (c <= 0) c = (n == 3) ? 3 : 1; /* no model: an array of 1 or 3 */
     if (n != 1 && n != (size_t)c)
         return dyn_err_set(err, DYN_EINVAL,
                            "preprocess.%s must be a number or an array of 1 or %d numbers", key, c);
@@ -454,45 +598,239 @@ static int read_per_channel(const json_t *v, const char *key, int c, float def, 
             return dyn_err_set(err, DYN_EINVAL, "preprocess.%s holds a non-number", key);
         out[k] = (float)json_number_value(e);
     }
+    if (n == 1)
+        for (int k = 0; k < 4; k++) out[k] = out[0];
     return 0;
 }
 
-int dyn_preprocess_parse(const json_t *pp, const dyn_shape *input, dyn_preprocess *out,
-                         dyn_err *err) {
-    memset(out, 0, sizeof *out);
-    if (!input || input->ndim != 3 || (input->d[0] != 1 && input->d[0] != 3))
+#define PP_MAX_SIDE (DYN_IMAGE_DEFAULT_MAX_SIDE * 2)
+
+/* An integer 0..hi (lo = 0) or 1..hi (lo = 1) into *v; -1 otherwise. */
+static int int_in(const json_t *j, int lo, int hi, int *v) {
+    if (!json_is_integer(j) || json_integer_value(j) < lo || json_integer_value(j) > hi) return -1;
+    *v = (int)json_integer_value(j);
+    return 0;
+}
+
+/* A size: S (both sides) or [H, W]. */
+static int read_hw(const json_t *j, int *h, int *w) {
+    if (json_is_integer(j)) return int_in(j, 1, PP_MAX_SIDE, h) || int_in(j, 1, PP_MAX_SIDE, w);
+    if (!json_is_array(j) || json_array_size(j) != 2) return -1;
+    return int_in(json_array_get(j, 0), 1, PP_MAX_SIDE, h) ||
+           int_in(json_array_get(j, 1), 1, PP_MAX_SIDE, w);
+}
+
+static const char *const STEP_OPS[] = {"resize", "letterbox", "center_crop", "pad"};
+
+static int parse_step(const json_t *o, int i, int strict, dyn_pp_step *st, dyn_err *err) {
+    memset(st, 0, sizeof *st);
+    if (!json_is_object(o))
         return dyn_err_set(err, DYN_EINVAL,
-                           "the model's input is not an image ([1|3, H, W] expected)");
-    out->c = (int)input->d[0];
-    out->h = (int)input->d[1];
-    out->w = (int)input->d[2];
+                           "preprocess.steps[%d] must be an object such as {\"resize\": 256}, "
+                           "{\"center_crop\": [224, 224]}, {\"pad\": 2} or {\"letterbox\": [H, W]}",
+                           i);
+    const char *op = NULL;
+    const json_t *v = NULL;
+    for (size_t k = 0; k < DYN_ARRAY_LEN(STEP_OPS); k++) {
+        const json_t *x = json_object_get(o, STEP_OPS[k]);
+        if (!x) continue;
+        if (op)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps[%d] names two steps (%s and %s); "
+                               "give one per object", i, op, STEP_OPS[k]);
+        op = STEP_OPS[k];
+        v = x;
+    }
+    if (!op)
+        return dyn_err_set(err, DYN_EINVAL,
+                           "preprocess.steps[%d] has none of resize, letterbox, center_crop, pad", i);
+    const int has_fill = !strcmp(op, "pad") || !strcmp(op, "letterbox");
+    const int has_interp = !strcmp(op, "resize") || !strcmp(op, "letterbox");
+    const char *k;
+    const json_t *x;
+    json_object_foreach((json_t *)o, k, x) {
+        if (!strcmp(k, op)) continue;
+        if (has_fill && !strcmp(k, "fill")) {
+            if (int_in(x, 0, 255, &st->fill))
+                return dyn_err_set(err, DYN_EINVAL, "preprocess.steps[%d].fill must be an integer "
+                                   "0..255", i);
+        } else if (has_interp && !strcmp(k, "interpolation")) {
+            const char *s = json_string_value(x);
+            if (s && !strcmp(s, "bilinear")) st->interp = DYN_PP_BILINEAR;
+            else if (s && !strcmp(s, "nearest")) st->interp = DYN_PP_NEAREST;
+            else
+                return dyn_err_set(err, DYN_EUNSUP, "preprocess.steps[%d].interpolation: "
+                                   "\"bilinear\" or \"nearest\"", i);
+        } else if (strict) {
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps[%d]: unknown key '%.64s' for "
+                               "a %s step", i, k, op);
+        }
+    }
+    if (!strcmp(op, "resize")) {
+        if (json_is_integer(v)) {
+            st->op = DYN_PP_RESIZE_SHORT;
+            if (int_in(v, 1, PP_MAX_SIDE, &st->size)) v = NULL;
+        } else {
+            st->op = DYN_PP_RESIZE;
+            if (read_hw(v, &st->h, &st->w) || !json_is_array(v)) v = NULL;
+        }
+        if (!v)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps[%d].resize must be a size S (the "
+                               "shorter side) or [H, W], positive integers up to %d", i, PP_MAX_SIDE);
+    } else if (!strcmp(op, "letterbox") || !strcmp(op, "center_crop")) {
+        st->op = !strcmp(op, "letterbox") ? DYN_PP_LETTERBOX : DYN_PP_CENTER_CROP;
+        if (read_hw(v, &st->h, &st->w))
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps[%d].%s must be [H, W] (or S), "
+                               "positive integers up to %d", i, op, PP_MAX_SIDE);
+    } else {
+        st->op = DYN_PP_PAD;
+        size_t n = json_is_array(v) ? json_array_size(v) : 0;
+        int bad = 0, p[4] = {0};
+        if (json_is_integer(v)) {
+            bad = int_in(v, 0, PP_MAX_SIDE, &p[0]);
+            p[1] = p[2] = p[3] = p[0];
+        } else if (n == 2) { /* torchvision: [left/right, top/bottom] */
+            bad = int_in(json_array_get(v, 0), 0, PP_MAX_SIDE, &p[0]) ||
+                  int_in(json_array_get(v, 1), 0, PP_MAX_SIDE, &p[1]);
+            p[2] = p[0];
+            p[3] = p[1];
+        } else if (n == 4) {
+            for (int q = 0; q < 4; q++) bad |= int_in(json_array_get(v, (size_t)q), 0, PP_MAX_SIDE, &p[q]);
+        } else {
+            bad = 1;
+        }
+        if (bad)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps[%d].pad must be P, [left/right, "
+                               "top/bottom] or [left, top, right, bottom], integers 0..%d", i,
+                               PP_MAX_SIDE);
+        memcpy(st->pad, p, sizeof p);
+    }
+    return 0;
+}
+
+static const char *const PP_KEYS[] = {"channels", "height", "width", "mean", "std", "scale",
+                                      "resize", "color", "steps", "layout"};
+
+/* The parser behind dyn_preprocess_parse (input given, lenient) and dyn_preprocess_check
+ * (input NULL, strict). */
+static int pp_parse(const json_t *pp, const dyn_shape *input, int strict, dyn_preprocess *out,
+                    dyn_err *err) {
+    memset(out, 0, sizeof *out);
     out->scale = 255.0f;
     for (int k = 0; k < 4; k++) out->std[k] = 1.0f;
+    if (pp && !json_is_object(pp)) return dyn_err_set(err, DYN_EINVAL, "preprocess is not an object");
+    if (strict && pp) {
+        const char *k;
+        const json_t *x;
+        json_object_foreach((json_t *)pp, k, x) {
+            size_t i = 0;
+            while (i < DYN_ARRAY_LEN(PP_KEYS) && strcmp(PP_KEYS[i], k)) i++;
+            if (i == DYN_ARRAY_LEN(PP_KEYS))
+                return dyn_err_set(err, DYN_EINVAL, "preprocess: unknown key '%.64s' (keys: color, "
+                                   "steps, scale, mean, std, layout, channels, height, width, "
+                                   "resize)", k);
+        }
+    }
+    const json_t *lay = pp ? json_object_get(pp, "layout") : NULL;
+    if (lay) {
+        const char *s = json_string_value(lay);
+        if (s && !strcmp(s, "NHWC")) out->hwc = 1;
+        else if (!s || strcmp(s, "NCHW"))
+            return dyn_err_set(err, DYN_EUNSUP, "preprocess.layout must be \"NCHW\" or \"NHWC\"");
+    }
+    const int ci = out->hwc ? 2 : 0, hi = out->hwc ? 0 : 1, wi = out->hwc ? 1 : 2;
+    if (input) {
+        if (input->ndim != 3 || (input->d[ci] != 1 && input->d[ci] != 3))
+            return dyn_err_set(err, DYN_EINVAL, "the model's input is not an image (%s expected)",
+                               out->hwc ? "[H, W, 1|3] for layout NHWC" : "[1|3, H, W]");
+        out->c = (int)input->d[ci];
+        out->h = (int)input->d[hi];
+        out->w = (int)input->d[wi];
+    }
+    out->color = out->c == 3 ? DYN_PP_RGB : DYN_PP_GRAY;
     if (!pp) return 0;
-    if (!json_is_object(pp)) return dyn_err_set(err, DYN_EINVAL, "preprocess is not an object");
     static const char *const dims[3] = {"channels", "height", "width"};
+    const int didx[3] = {ci, hi, wi};
     for (int i = 0; i < 3; i++) {
         const json_t *v = json_object_get(pp, dims[i]);
-        if (v && (!json_is_integer(v) || json_integer_value(v) != input->d[i]))
-            return dyn_err_set(err, DYN_EINVAL, "preprocess.%s does not match the model input %lld",
-                               dims[i], (long long)input->d[i]);
+        if (!v) continue;
+        if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
+            (input && json_integer_value(v) != input->d[didx[i]]))
+            return input ? dyn_err_set(err, DYN_EINVAL,
+                                       "preprocess.%s does not match the model input %lld",
+                                       dims[i], (long long)input->d[didx[i]])
+                         : dyn_err_set(err, DYN_EINVAL, "preprocess.%s must be a positive integer",
+                                       dims[i]);
+        if (!input && i == 0) out->c = (int)json_integer_value(v);
     }
+    const json_t *col = json_object_get(pp, "color");
+    if (col) {
+        const char *s = json_string_value(col);
+        int want;
+        if (s && !strcmp(s, "gray")) out->color = DYN_PP_GRAY, want = 1;
+        else if (s && !strcmp(s, "rgb")) out->color = DYN_PP_RGB, want = 3;
+        else if (s && !strcmp(s, "bgr")) out->color = DYN_PP_BGR, want = 3;
+        else return dyn_err_set(err, DYN_EINVAL, "preprocess.color must be \"gray\", \"rgb\" or \"bgr\"");
+        if (out->c && out->c != want)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.color \"%s\" gives %d channel%s; the "
+                               "model's input has %d", s, want, want == 1 ? "" : "s", out->c);
+        if (!input) out->c = want;
+    }
+    if (!input && out->c != 0 && out->c != 1 && out->c != 3)
+        return dyn_err_set(err, DYN_EINVAL, "preprocess.channels must be 1 or 3");
     const json_t *sc = json_object_get(pp, "scale");
     if (sc) {
-        if (!json_is_number(sc) || !(json_number_value(sc) > 0))
+        if (!json_is_number(sc) || !(json_number_value(sc) > 0) || !isfinite(json_number_value(sc)))
             return dyn_err_set(err, DYN_EINVAL, "preprocess.scale must be a positive number");
         out->scale = (float)json_number_value(sc);
     }
     const json_t *rs = json_object_get(pp, "resize");
     if (rs && (!json_is_string(rs) || strcmp(json_string_value(rs), "bilinear") != 0))
-        return dyn_err_set(err, DYN_EUNSUP, "preprocess.resize: only \"bilinear\" is supported");
+        return dyn_err_set(err, DYN_EUNSUP, "preprocess.resize: only \"bilinear\" is supported "
+                           "(other resizing: \"steps\")");
     int rc = read_per_channel(json_object_get(pp, "mean"), "mean", out->c, 0.0f, out->mean, err);
     if (!rc) rc = read_per_channel(json_object_get(pp, "std"), "std", out->c, 1.0f, out->std, err);
     if (rc) return rc;
-    for (int k = 0; k < out->c; k++)
+    for (int k = 0; k < (out->c ? out->c : 3); k++)
         if (!(out->std[k] > 0) || !isfinite(out->mean[k]) || !isfinite(out->std[k]))
             return dyn_err_set(err, DYN_EINVAL, "preprocess: std must be > 0 and values finite");
+    const json_t *steps = json_object_get(pp, "steps");
+    if (steps) {
+        if (!json_is_array(steps) || json_array_size(steps) > DYN_PP_MAX_STEPS)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps must be an array of at most %d "
+                               "steps", DYN_PP_MAX_STEPS);
+        out->nsteps = (int)json_array_size(steps);
+        for (int i = 0; i < out->nsteps; i++)
+            if ((rc = parse_step(json_array_get(steps, (size_t)i), i, strict, &out->steps[i], err)))
+                return rc;
+    }
+    if (input) { /* a final size the steps fix must be the model's */
+        int kh = 0, kw = 0, last = -1;
+        for (int i = 0; i < out->nsteps; i++) {
+            const dyn_pp_step *st = &out->steps[i];
+            if (st->op == DYN_PP_RESIZE_SHORT) kh = kw = 0;
+            else if (st->op == DYN_PP_PAD && kh) kh += st->pad[1] + st->pad[3], kw += st->pad[0] + st->pad[2];
+            else if (st->op != DYN_PP_PAD) kh = st->h, kw = st->w, last = i;
+        }
+        if (kh && (kh != out->h || kw != out->w))
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.steps end at %dx%d (HxW, from step %d "
+                               "on), but the model's input is %dx%d", kh, kw, last, out->h, out->w);
+    }
     return 0;
+}
+
+int dyn_preprocess_parse(const json_t *pp, const dyn_shape *input, dyn_preprocess *out,
+                         dyn_err *err) {
+    if (!input) {
+        memset(out, 0, sizeof *out);
+        return dyn_err_set(err, DYN_EINVAL, "the model's input is not an image (no input shape)");
+    }
+    return pp_parse(pp, input, 0, out, err);
+}
+
+int dyn_preprocess_check(const json_t *pp, dyn_err *err) {
+    dyn_preprocess tmp;
+    if (!json_is_object(pp)) return dyn_err_set(err, DYN_EINVAL, "preprocess must be a JSON object");
+    return pp_parse(pp, NULL, 1, &tmp, err);
 }
 
 /* The normalization both paths share: value v in 0..255 (float) → model input. */
@@ -500,34 +838,162 @@ static inline float norm_px(const dyn_preprocess *pp, int k, float v) {
     return (v / pp->scale - pp->mean[k]) / pp->std[k];
 }
 
-void dyn_preprocess_u8(const dyn_preprocess *pp, const uint8_t *chw, int64_t n, float *out) {
+void dyn_preprocess_u8(const dyn_preprocess *pp, const uint8_t *px, int64_t n, float *out) {
     int64_t plane = (int64_t)pp->h * pp->w, sample = plane * pp->c;
-    for (int64_t i = 0; i < n; i++) out[i] = norm_px(pp, (int)((i % sample) / plane), chw[i]);
+    if (pp->hwc)
+        for (int64_t i = 0; i < n; i++) out[i] = norm_px(pp, (int)(i % pp->c), px[i]);
+    else
+        for (int64_t i = 0; i < n; i++) out[i] = norm_px(pp, (int)((i % sample) / plane), px[i]);
+}
+
+/* A new w x h image of c channels filled with `fill`, src copied at (left, top) (clipped). */
+static int pad_copy(const dyn_image *src, int w, int h, int left, int top, int fill,
+                    dyn_image *out) {
+    if (image_alloc(w, h, src->c, out)) return -1;
+    const size_t c = (size_t)src->c;
+    memset(out->data, fill, (size_t)w * (size_t)h * c);
+    for (int y = 0; y < src->h; y++) {
+        int oy = y + top;
+        if (oy < 0 || oy >= h) continue;
+        int x0 = DYN_MAX(0, -left), x1 = DYN_MIN(src->w, w - left);
+        if (x1 <= x0) continue;
+        memcpy(out->data + ((size_t)oy * (size_t)w + (size_t)(x0 + left)) * c,
+               src->data + ((size_t)y * (size_t)src->w + (size_t)x0) * c, (size_t)(x1 - x0) * c);
+    }
+    return 0;
+}
+
+/* Python's round() of d / 2 (halves to even), for d >= 0. */
+static int half_round_even(int d) {
+    int q = d / 2;
+    return (d % 2 && q % 2) ? q + 1 : q;
+}
+
+/* One geometric step of cur into *out (new). */
+static int apply_step(const dyn_image *cur, const dyn_pp_step *st, dyn_image *out, dyn_err *err) {
+    int rc = 0;
+    switch (st->op) {
+    case DYN_PP_RESIZE_SHORT: {
+        int shortside = DYN_MIN(cur->w, cur->h), longside = DYN_MAX(cur->w, cur->h);
+        int64_t nl = (int64_t)((double)st->size * (double)longside / (double)shortside);
+        if (nl > PP_MAX_SIDE || nl < 1)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess: resizing %dx%d to a shorter side of "
+                               "%d gives a side of %lld pixels", cur->w, cur->h, st->size,
+                               (long long)nl);
+        int nw = cur->w <= cur->h ? st->size : (int)nl, nh = cur->w <= cur->h ? (int)nl : st->size;
+        return dyn_image_resize_u8(cur, nw, nh, st->interp, out, err);
+    }
+    case DYN_PP_RESIZE: return dyn_image_resize_u8(cur, st->w, st->h, st->interp, out, err);
+    case DYN_PP_LETTERBOX: {
+        double s = DYN_MIN((double)st->h / cur->h, (double)st->w / cur->w);
+        int nw = (int)DYN_MAX(1, DYN_MIN(st->w, lround(cur->w * s)));
+        int nh = (int)DYN_MAX(1, DYN_MIN(st->h, lround(cur->h * s)));
+        dyn_image r = {0};
+        if ((int64_t)st->w * st->h > DYN_PP_MAX_PIXELS)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess: a %dx%d letterbox is over %lld "
+                               "pixels", st->w, st->h, (long long)DYN_PP_MAX_PIXELS);
+        if ((rc = dyn_image_resize_u8(cur, nw, nh, st->interp, &r, err))) return rc;
+        rc = pad_copy(&r, st->w, st->h, (st->w - nw) / 2, (st->h - nh) / 2, st->fill, out);
+        dyn_image_free(&r);
+        break;
+    }
+    case DYN_PP_CENTER_CROP: { /* torchvision: pad a too small side with 0 first */
+        if ((int64_t)st->w * st->h > DYN_PP_MAX_PIXELS)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess: a %dx%d crop is over %lld pixels",
+                               st->w, st->h, (long long)DYN_PP_MAX_PIXELS);
+        int pl = cur->w < st->w ? (st->w - cur->w) / 2 : 0, pt = cur->h < st->h ? (st->h - cur->h) / 2 : 0;
+        int iw = DYN_MAX(cur->w, st->w), ih = DYN_MAX(cur->h, st->h);
+        int top = half_round_even(ih - st->h), left = half_round_even(iw - st->w);
+        rc = pad_copy(cur, st->w, st->h, pl - left, pt - top, 0, out);
+        break;
+    }
+    case DYN_PP_PAD: {
+        int64_t nw = (int64_t)cur->w + st->pad[0] + st->pad[2], nh = (int64_t)cur->h + st->pad[1] + st->pad[3];
+        if (nw > PP_MAX_SIDE || nh > PP_MAX_SIDE || nw * nh > DYN_PP_MAX_PIXELS)
+            return dyn_err_set(err, DYN_EINVAL, "preprocess: padding gives a %lldx%lld image "
+                               "(limits: %d per side, %lld pixels)", (long long)nw, (long long)nh,
+                               PP_MAX_SIDE, (long long)DYN_PP_MAX_PIXELS);
+        rc = pad_copy(cur, (int)nw, (int)nh, st->pad[0], st->pad[1], st->fill, out);
+        break;
+    }
+    }
+    return rc ? dyn_err_set(err, DYN_ENOMEM, "preprocess: out of memory") : 0;
+}
+
+int dyn_preprocess_image(const dyn_image *im, const dyn_preprocess *pp, dyn_image *out,
+                         dyn_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!im || !im->data || im->w <= 0 || im->h <= 0 || !pp || pp->c <= 0)
+        return dyn_err_set(err, DYN_EINVAL, "preprocess: no image or no pipeline");
+    dyn_image cur = {0}, next = {0};
+    int rc = dyn_image_convert(im, pp->c, &cur, err); /* a copy when the channels match */
+    for (int i = 0; !rc && i < pp->nsteps; i++) {
+        rc = apply_step(&cur, &pp->steps[i], &next, err);
+        dyn_image_free(&cur);
+        cur = next;
+        next = (dyn_image){0};
+    }
+    if (!rc && pp->nsteps == 0 && (cur.w != pp->w || cur.h != pp->h)) {
+        /* the original stretch (float tent), rounded to 8 bits */
+        size_t plane = (size_t)pp->h * (size_t)pp->w;
+        float *tmp = malloc(sizeof(float) * plane * (size_t)pp->c);
+        if (!tmp || image_alloc(pp->w, pp->h, pp->c, &next))
+            rc = dyn_err_set(err, DYN_ENOMEM, "preprocess: out of memory");
+        if (!rc) rc = dyn_image_resize_chw(&cur, pp->w, pp->h, tmp, err);
+        if (!rc)
+            for (int k = 0; k < pp->c; k++)
+                for (size_t i = 0; i < plane; i++) {
+                    float v = roundf(tmp[(size_t)k * plane + i]);
+                    next.data[i * (size_t)pp->c + (size_t)k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                }
+        free(tmp);
+        dyn_image_free(&cur);
+        cur = next;
+    }
+    if (!rc && (cur.w != pp->w || cur.h != pp->h))
+        rc = dyn_err_set(err, DYN_EINVAL, "preprocess: a %dx%d image (WxH) becomes %dx%d through "
+                         "the model's steps, but the model's input is %dx%d", im->w, im->h, cur.w,
+                         cur.h, pp->w, pp->h);
+    if (rc) {
+        dyn_image_free(&cur);
+        return rc;
+    }
+    if (pp->color == DYN_PP_BGR)
+        for (size_t i = 0; i < (size_t)cur.w * (size_t)cur.h; i++) {
+            uint8_t t = cur.data[3 * i];
+            cur.data[3 * i] = cur.data[3 * i + 2];
+            cur.data[3 * i + 2] = t;
+        }
+    *out = cur;
+    return 0;
 }
 
 int dyn_image_to_input(const dyn_image *im, const dyn_preprocess *pp, float *out, dyn_err *err) {
-    dyn_image conv = {0};
-    const dyn_image *src = im;
-    int rc;
-    if (im->c != pp->c) {
-        if ((rc = dyn_image_convert(im, pp->c, &conv, err))) return rc;
-        src = &conv;
+    const size_t plane = (size_t)pp->h * (size_t)pp->w, c = (size_t)pp->c;
+    if (pp->nsteps == 0 && (im->w != pp->w || im->h != pp->h)) {
+        /* the original path: float stretch, not rounded */
+        dyn_image conv = {0};
+        float *tmp = malloc(sizeof(float) * plane * c);
+        int rc = tmp ? dyn_image_convert(im, pp->c, &conv, err)
+                     : dyn_err_set(err, DYN_ENOMEM, "preprocess: out of memory");
+        if (!rc) rc = dyn_image_resize_chw(&conv, pp->w, pp->h, tmp, err);
+        dyn_image_free(&conv);
+        if (!rc)
+            for (size_t k = 0; k < c; k++) {
+                size_t sk = pp->color == DYN_PP_BGR ? c - 1 - k : k;
+                for (size_t i = 0; i < plane; i++)
+                    out[pp->hwc ? i * c + k : k * plane + i] = norm_px(pp, (int)k, tmp[sk * plane + i]);
+            }
+        free(tmp);
+        return rc;
     }
-    size_t plane = (size_t)pp->h * (size_t)pp->w;
-    if (src->w == pp->w && src->h == pp->h) {
-        for (int k = 0; k < pp->c; k++)
-            for (size_t i = 0; i < plane; i++)
-                out[(size_t)k * plane + i] = norm_px(pp, k, src->data[i * (size_t)pp->c + (size_t)k]);
-    } else {
-        if ((rc = dyn_image_resize_chw(src, pp->w, pp->h, out, err))) {
-            dyn_image_free(&conv);
-            return rc;
-        }
-        for (int k = 0; k < pp->c; k++)
-            for (size_t i = 0; i < plane; i++)
-                out[(size_t)k * plane + i] = norm_px(pp, k, out[(size_t)k * plane + i]);
-    }
-    dyn_image_free(&conv);
+    dyn_image px = {0};
+    int rc = dyn_preprocess_image(im, pp, &px, err);
+    if (rc) return rc;
+    for (size_t k = 0; k < c; k++)
+        for (size_t i = 0; i < plane; i++)
+            out[pp->hwc ? i * c + k : k * plane + i] = norm_px(pp, (int)k, px.data[i * c + k]);
+    dyn_image_free(&px);
     return 0;
 }
 
@@ -604,24 +1070,22 @@ static int read_file_bytes(const char *path, size_t max, uint8_t **buf, size_t *
     return 0;
 }
 
-/* Decodes one image file into sample storage px (c*h*w bytes, CHW), rounding the resize. */
-static int load_one(const char *path, int c, int h, int w, float *tmp, uint8_t *px, dyn_err *err) {
+/* Decodes one image file through the pipeline into sample storage px (c*h*w bytes, CHW). */
+static int load_one(const char *path, const dyn_preprocess *pp, uint8_t *px, dyn_err *err) {
     uint8_t *buf = NULL;
     size_t size = 0;
-    dyn_image im = {0}, conv = {0};
+    dyn_image im = {0}, out = {0};
     int rc = read_file_bytes(path, DYN_IMAGE_DEFAULT_MAX_BYTES, &buf, &size, err);
     if (!rc) rc = dyn_image_decode(buf, size, NULL, &im, err);
     free(buf);
-    if (!rc && im.c != c) rc = dyn_image_convert(&im, c, &conv, err);
-    if (!rc) rc = dyn_image_resize_chw(conv.data ? &conv : &im, w, h, tmp, err);
+    if (!rc) rc = dyn_preprocess_image(&im, pp, &out, err);
     if (!rc) {
-        for (size_t i = 0; i < (size_t)c * (size_t)h * (size_t)w; i++) {
-            float v = roundf(tmp[i]);
-            px[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-        }
+        const size_t plane = (size_t)pp->h * (size_t)pp->w, c = (size_t)pp->c;
+        for (size_t k = 0; k < c; k++)
+            for (size_t i = 0; i < plane; i++) px[k * plane + i] = out.data[i * c + k];
     }
     dyn_image_free(&im);
-    dyn_image_free(&conv);
+    dyn_image_free(&out);
     if (rc) dyn_err_prefix(err, "%s", path);
     return rc;
 }
@@ -634,9 +1098,21 @@ static int is_image_name(const char *n) {
 
 int dyn_imgfolder_load(const char *dir, int c, int h, int w, dyn_dataset *out,
                        char ***class_names, int *nclasses, dyn_err *err) {
+    dyn_preprocess pp;
+    memset(&pp, 0, sizeof pp);
+    pp.c = c;
+    pp.h = h;
+    pp.w = w;
+    pp.color = c == 3 ? DYN_PP_RGB : DYN_PP_GRAY;
+    return dyn_imgfolder_load_pp(dir, &pp, out, class_names, nclasses, err);
+}
+
+int dyn_imgfolder_load_pp(const char *dir, const dyn_preprocess *pp, dyn_dataset *out,
+                          char ***class_names, int *nclasses, dyn_err *err) {
     memset(out, 0, sizeof *out);
     *class_names = NULL;
     *nclasses = 0;
+    const int c = pp->c, h = pp->h, w = pp->w;
     if ((c != 1 && c != 3) || h <= 0 || w <= 0 || h > DYN_IDX_MAX_DIM || w > DYN_IDX_MAX_DIM)
         return dyn_err_set(err, DYN_EINVAL, "image folder: channels must be 1 or 3, sizes > 0");
     strv classes = {0}, files = {0};
@@ -647,8 +1123,6 @@ int dyn_imgfolder_load(const char *dir, int c, int h, int w, dyn_dataset *out,
         rc = dyn_err_set(err, DYN_EINVAL, "%s: %d classes; at most 256", dir, classes.n);
     size_t sample = (size_t)c * (size_t)h * (size_t)w;
     size_t cap = 0;
-    float *tmp = rc ? NULL : malloc(sizeof(float) * sample);
-    if (!rc && !tmp) rc = dyn_err_set(err, DYN_ENOMEM, "image folder: out of memory");
     char path[4096];
     for (int k = 0; !rc && k < classes.n; k++) {
         snprintf(path, sizeof path, "%s/%s", dir, classes.v[k]);
@@ -676,12 +1150,11 @@ int dyn_imgfolder_load(const char *dir, int c, int h, int w, dyn_dataset *out,
             }
             char fpath[8192];
             snprintf(fpath, sizeof fpath, "%s/%s", path, files.v[i]);
-            rc = load_one(fpath, c, h, w, tmp, out->pixels + (size_t)out->n * sample, err);
+            rc = load_one(fpath, pp, out->pixels + (size_t)out->n * sample, err);
             if (!rc) out->labels[out->n++] = (uint8_t)k;
         }
     }
     dyn_imgfolder_names_free(files.v, files.n);
-    free(tmp);
     if (!rc && out->n == 0) rc = dyn_err_set(err, DYN_EINVAL, "%s: no PNG/JPEG images", dir);
     if (rc) {
         dyn_dataset_free(out);
@@ -694,5 +1167,63 @@ int dyn_imgfolder_load(const char *dir, int c, int h, int w, dyn_dataset *out,
     out->nclasses = classes.n;
     *class_names = classes.v;
     *nclasses = classes.n;
+    return 0;
+}
+
+int dyn_dataset_preprocess(const dyn_dataset *in, const dyn_preprocess *pp, dyn_dataset *out,
+                           dyn_err *err) {
+    memset(out, 0, sizeof *out);
+    if (!in || (in->c != 1 && in->c != 3) || in->h <= 0 || in->w <= 0 || in->n < 0 ||
+        (in->n > 0 && !in->pixels))
+        return dyn_err_set(err, DYN_EINVAL, "preprocess: the data set's samples are not images "
+                           "of 1 or 3 channels");
+    if (pp->c <= 0 || pp->h <= 0 || pp->w <= 0 || pp->h > DYN_IDX_MAX_DIM || pp->w > DYN_IDX_MAX_DIM)
+        return dyn_err_set(err, DYN_EINVAL, "preprocess: bad model input size");
+    const size_t isz = (size_t)in->c * (size_t)in->h * (size_t)in->w;
+    const size_t osz = (size_t)pp->c * (size_t)pp->h * (size_t)pp->w;
+    const size_t n = (size_t)in->n;
+    if ((double)osz * (double)n > (double)DYN_IDX_MAX_BYTES)
+        return dyn_err_set(err, DYN_ENOMEM, "preprocess: %zu samples of %zu bytes are more than "
+                           "%llu bytes", n, osz, (unsigned long long)DYN_IDX_MAX_BYTES);
+    out->pixels = malloc(n * osz + 1);
+    out->labels = malloc(n + 1);
+    if (!out->pixels || !out->labels) {
+        dyn_dataset_free(out);
+        return dyn_err_set(err, DYN_ENOMEM, "preprocess: out of memory for %zu samples", n);
+    }
+    if (n) memcpy(out->labels, in->labels, n);
+    const int same = pp->nsteps == 0 && pp->c == in->c && pp->h == in->h && pp->w == in->w &&
+                     pp->color != DYN_PP_BGR;
+    int rc = 0;
+    dyn_image im = {in->w, in->h, in->c, malloc(isz)}, o = {0};
+    if (!same && !im.data) rc = dyn_err_set(err, DYN_ENOMEM, "preprocess: out of memory");
+    const size_t iplane = (size_t)in->h * (size_t)in->w, oplane = (size_t)pp->h * (size_t)pp->w;
+    for (size_t s = 0; !rc && s < n; s++) {
+        const uint8_t *src = in->pixels + s * isz;
+        uint8_t *dst = out->pixels + s * osz;
+        if (same) {
+            memcpy(dst, src, isz);
+            continue;
+        }
+        for (size_t k = 0; k < (size_t)in->c; k++) /* CHW → HWC */
+            for (size_t i = 0; i < iplane; i++) im.data[i * (size_t)in->c + k] = src[k * iplane + i];
+        if ((rc = dyn_preprocess_image(&im, pp, &o, err))) {
+            dyn_err_prefix(err, "sample %zu", s);
+            break;
+        }
+        for (size_t k = 0; k < (size_t)pp->c; k++) /* HWC → CHW */
+            for (size_t i = 0; i < oplane; i++) dst[k * oplane + i] = o.data[i * (size_t)pp->c + k];
+        dyn_image_free(&o);
+    }
+    dyn_image_free(&im);
+    if (rc) {
+        dyn_dataset_free(out);
+        return rc;
+    }
+    out->n = in->n;
+    out->c = pp->c;
+    out->h = pp->h;
+    out->w = pp->w;
+    out->nclasses = in->nclasses;
     return 0;
 }

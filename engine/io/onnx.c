@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "image.h"
 #include "onnx_impl.h"
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -609,6 +610,54 @@ static int read_input(ctx *c, dyn_shape *per_sample, const char **name) {
     return 0;
 }
 
+/* metadata_props "dynd.preprocess" and "dynd.labels" (onnx.h) into the built model c->m. */
+static int read_metadata(ctx *c, const Onnx__ModelProto *mp) {
+    for (size_t i = 0; i < mp->n_metadata_props; i++) {
+        const Onnx__StringStringEntryProto *e = mp->metadata_props[i];
+        const char *k = e && e->key ? e->key : "";
+        const int is_pp = !strcmp(k, "dynd.preprocess"), is_lab = !strcmp(k, "dynd.labels");
+        if (!is_pp && !is_lab) continue;
+        json_error_t je;
+        json_t *v = json_loads(e->value ? e->value : "", JSON_REJECT_DUPLICATES, &je);
+        if (!v)
+            return dyn_err_set(c->err, DYN_EFORMAT, "metadata_props \"%s\" is not JSON: %s", k,
+                               je.text);
+        int rc = 0;
+        if (is_pp) {
+            dyn_preprocess pp;
+            rc = dyn_preprocess_check(v, c->err);
+            if (!rc) rc = dyn_preprocess_parse(v, &c->m->input, &pp, c->err);
+            if (rc) dyn_err_prefix(c->err, "metadata_props \"%s\"", k);
+            else {
+                json_decref(c->m->preprocess);
+                c->m->preprocess = json_incref(v);
+            }
+        } else {
+            size_t n = json_is_array(v) ? json_array_size(v) : 0;
+            int64_t outs = dyn_model_outputs(c->m);
+            const char **lab = n ? calloc(n, sizeof *lab) : NULL;
+            if (!json_is_array(v) || n == 0 || (int64_t)n != outs)
+                rc = dyn_err_set(c->err, DYN_EFORMAT, "metadata_props \"%s\" must be a JSON array "
+                                 "of %lld class names (one per output)", k, (long long)outs);
+            else if (!lab)
+                rc = dyn_err_set(c->err, DYN_ENOMEM, "out of memory");
+            for (size_t j = 0; !rc && j < n; j++) {
+                const json_t *s = json_array_get(v, j);
+                if (!json_is_string(s) || strlen(json_string_value(s)) != json_string_length(s))
+                    rc = dyn_err_set(c->err, DYN_EFORMAT, "metadata_props \"%s\": entry %zu is "
+                                     "not a string", k, j);
+                else lab[j] = json_string_value(s);
+            }
+            if (!rc && dyn_model_labels_set(c->m, lab, (int)n))
+                rc = dyn_err_set(c->err, DYN_ENOMEM, "out of memory");
+            free(lab);
+        }
+        json_decref(v);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int build(ctx *c, const Onnx__ModelProto *mp) {
     const Onnx__GraphProto *g = mp->graph;
     int rc;
@@ -724,7 +773,8 @@ static int build(ctx *c, const Onnx__ModelProto *mp) {
     json_object_set_new(info, "producer", json_string(pr(prod, pb, sizeof pb)));
     json_object_set_new(info, "opset", json_integer(c->opset));
     json_object_set_new(info, "output", json_string(c->softmax_dropped ? "softmax" : "logits"));
-    return dyn_model_prepare(c->m, c->err);
+    if ((rc = dyn_model_prepare(c->m, c->err))) return rc;
+    return read_metadata(c, mp);
 }
 
 dyn_model *dyn_onnx_load_bytes(const void *data, size_t size, const char *name, dyn_err *err) {

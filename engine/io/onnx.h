@@ -51,6 +51,16 @@
  * model->input (the per-sample shape). model->info records {"source": "onnx", "producer",
  * "opset", "output"}. Layer names are the ONNX node names when they fit (63 characters,
  * unique), else "<op>_<index>".
+ * ModelProto metadata_props read when present (other keys are ignored):
+ *   "dynd.preprocess"  JSON text of the model's input pipeline (io/image.h, e.g.
+ *                      {"color": "gray", "steps": [{"pad": 2}], "mean": [0], "std": [1]}),
+ *                      checked with dyn_preprocess_check and against the graph input's shape
+ *                      -> model->preprocess;
+ *   "dynd.labels"      JSON array of class names, one string per output -> model->labels.
+ *   A value that is not such JSON is an import error naming the key (DYN_EFORMAT, or the
+ *   parser's DYN_EINVAL / DYN_EUNSUP). From PyTorch: after torch.onnx.export, m =
+ *   onnx.load(p); onnx.helper.set_model_props(m, {"dynd.preprocess": json.dumps(pp)});
+ *   onnx.save(m, p).
  */
 #ifndef DYN_IO_ONNX_H
 #define DYN_IO_ONNX_H

@@ -3,7 +3,7 @@
 # classifies, a conversion of a repository model, a fine-tune whose progress rises and whose
 # history is returned, cancel of a queued and of a running job, kill -9 mid-fine-tune then
 # restart (interrupted, resume completes it from its checkpoint), SIGTERM (interrupted, not
-# failed), and bad inputs (status + code, still serving).
+# failed), the "preprocess" option, and bad inputs (status + code, still serving).
 source "$(dirname "$0")/lib.sh"
 echo "jobs: conversions, fine-tunes, cancel, kill -9 + resume, bad input"
 mkdir -p "$T/models" && cp "$(model_path)" "$T/models/mnist.dyn"
@@ -89,7 +89,10 @@ C2=$(json_get 'j["id"]')
 check "multipart options" [ "$(json_get 'j["options"]["steps"]')" = 100 ]
 
 # ---- conversion of a repository model, evaluated (the trained DyN model stays accurate) ----
-req POST /v1/conversions -H "$A" -H "$J" -d '{"model": "mnist", "steps": 200, "eval": "mnist", "eval_n": 500, "output": "mnist_conv"}'
+# (with the "preprocess" option: the demo model's normalization in the full form, a no-op crop
+# as a step, so evaluation data and the output's classify go through the steps path)
+PP='{"color": "gray", "steps": [{"center_crop": 28}], "mean": [0.1307], "std": [0.3081]}'
+req POST /v1/conversions -H "$A" -H "$J" -d '{"model": "mnist", "steps": 200, "eval": "mnist", "eval_n": 500, "output": "mnist_conv", "preprocess": '"$PP"'}'
 expect_status 202 "conversion of a repository model"
 C3=$(json_get 'j["id"]')
 wait_job "$C2"; check "multipart conversion succeeded, named after the job" [ "$STATE:$(json_get 'j["model"]')" = "succeeded:$C2" ]
@@ -101,6 +104,8 @@ check "repository conversion succeeded ($(json_get 'j["error"]'))" [ "$STATE" = 
 check "accuracy after conversion reported" [ "$(json_get 'j["result"]["acc_after"] > 0.9')" = True ]
 n=$(classify_ok mnist_conv 20)
 check "the converted repository model classifies ($n/20 digits right)" [ "$n" -ge 18 ]
+req GET /v2/models/mnist_conv
+check "the preprocess option is the output's metadata" [ "$(json_get 'j["parameters"]["preprocess"]["steps"][0]["center_crop"]')" = 28 ]
 
 # ---- fine-tune: progress rises, history returned ----
 req POST /v1/finetunes -H "$A" -H "$J" -d '{"model": "mnist", "data": "mnist", "epochs": 3, "limit": 1000, "val": 300, "output": "mnist_ft"}'
@@ -180,6 +185,9 @@ bad 400 invalid_option /v1/conversions '{"model": "mnist", "steps": "many"}' "st
 bad 400 unknown_option /v1/conversions '{"model": "mnist", "ratoi": 4}' "misspelt option"
 bad 400 invalid_option /v1/finetunes '{"model": "mnist", "data": "mnist", "epochs": 0}' "zero epochs"
 bad 400 invalid_option /v1/finetunes '{"model": "mnist", "data": "mnist", "mode": "fast"}' "bad mode"
+bad 400 invalid_option /v1/conversions '{"model": "mnist", "preprocess": {"stepz": []}}' "preprocess with an unknown key"
+bad 400 invalid_option /v1/conversions '{"model": "mnist", "preprocess": {"steps": [{"resize": [30, 30]}]}}' "preprocess ending at 30x30 for a 28x28 model"
+bad 400 invalid_option /v1/finetunes '{"model": "mnist", "data": "mnist", "preprocess": {"color": "rgb"}}' "rgb preprocess for a grey model"
 bad 400 missing_option /v1/finetunes '{"model": "mnist"}' "fine-tune without data"
 bad 400 missing_option /v1/conversions '{"ratio": 4}' "conversion without input"
 bad 400 missing_option /v1/conversions '{"model": "mnist", "output": "nodata"}' "conversion with nothing to verify it on"

@@ -660,6 +660,76 @@ START_TEST(add_op_in_model_training) {
 }
 END_TEST
 
+/* ---- metadata_props: dynd.preprocess, dynd.labels ---- */
+
+/* An image model [1, 4, 4] -> Flatten -> Gemm (16 -> 3) with the given metadata_props. */
+static void meta_onnx(ob *b, const float *w, const char *const *kv, int nkv) {
+    ob_init(b, 13);
+    static const int64_t xin[4] = {1, 1, 4, 4}, ws[2] = {16, 3}, cs[1] = {3};
+    static const float c0[3] = {0, 0, 0};
+    ob_input(b, "x", 4, xin);
+    ob_init_f(b, "w", 2, ws, w, 1);
+    ob_init_f(b, "c", 1, cs, c0, 1);
+    ob_node(b, "Flatten", "flat", "x", "f");
+    ob_node(b, "Gemm", "fc", "f,w,c", "y");
+    ob_output(b, "y");
+    b->model.n_metadata_props = (size_t)nkv;
+    b->model.metadata_props = ob_mem(b, (size_t)(nkv ? nkv : 1) * sizeof(void *));
+    for (int i = 0; i < nkv; i++) {
+        Onnx__StringStringEntryProto *e = ob_mem(b, sizeof *e), ei = ONNX__STRING_STRING_ENTRY_PROTO__INIT;
+        *e = ei;
+        e->key = ob_str(b, kv[2 * i]);
+        e->value = ob_str(b, kv[2 * i + 1]);
+        b->model.metadata_props[i] = e;
+    }
+}
+
+START_TEST(metadata_props_read) {
+    dyn_rng r;
+    dyn_rng_seed(&r, 9);
+    float *w = rnd(&r, 48, -1, 1);
+    ob b;
+    const char *good[] = {"dynd.preprocess", "{\"color\": \"gray\", \"steps\": [{\"pad\": 1}], "
+                                             "\"mean\": [0.5], \"std\": [0.25]}",
+                          "dynd.labels", "[\"cat\", \"dog\", \"emu\"]", "other", "ignored"};
+    meta_onnx(&b, w, good, 3);
+    dyn_err err = {0};
+    dyn_model *m = ob_load(&b, &err);
+    ck_assert_msg(m != NULL, "%s", err.msg);
+    ck_assert_ptr_nonnull(m->preprocess);
+    ck_assert_int_eq(json_array_size(json_object_get(m->preprocess, "steps")), 1);
+    ck_assert_int_eq(m->nlabels, 3);
+    ck_assert_str_eq(m->labels[2], "emu");
+    dyn_model_free(m);
+    ob_free(&b);
+    /* none: no metadata */
+    meta_onnx(&b, w, good, 0);
+    m = ob_load(&b, &err);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_ptr_null(m->preprocess);
+    ck_assert_int_eq(m->nlabels, 0);
+    dyn_model_free(m);
+    ob_free(&b);
+    /* bad values: import errors naming the key */
+    static const char *const bad[][2] = {
+        {"dynd.preprocess", "{not json"},
+        {"dynd.preprocess", "{\"color\": \"rgb\"}"},                  /* 1-channel input */
+        {"dynd.preprocess", "{\"steps\": [{\"resize\": [5, 5]}]}"},   /* ends at 5x5, not 4x4 */
+        {"dynd.preprocess", "{\"stpes\": []}"},                         /* unknown key */
+        {"dynd.labels", "[\"a\", \"b\"]"},                            /* 2 labels, 3 outputs */
+        {"dynd.labels", "[1, 2, 3]"},
+        {"dynd.labels", "{}"},
+    };
+    for (size_t i = 0; i < DYN_ARRAY_LEN(bad); i++) {
+        const char *kv[2] = {bad[i][0], bad[i][1]};
+        meta_onnx(&b, w, kv, 1);
+        expect_reject(&b, bad[i][0]);
+        ob_free(&b);
+    }
+    free(w);
+}
+END_TEST
+
 static Suite *onnx_suite(void) {
     Suite *s = suite_create("onnx");
     TCase *tc = tcase_create("import");
@@ -678,6 +748,7 @@ static Suite *onnx_suite(void) {
     tc = tcase_create("add");
     tcase_add_test(tc, add_op_forward_backward);
     tcase_add_test(tc, add_op_in_model_training);
+    tcase_add_test(tc, metadata_props_read);
     suite_add_tcase(s, tc);
     return s;
 }
