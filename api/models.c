@@ -15,7 +15,10 @@
  * The repository loads the new version before the reply (200 with its metadata, as
  * GET /v2/models/{name}/versions/{v}, plus "previous_version"); requests already running
  * finish on the old one. At most 16 versions are served (repository.h): a model with 16 files
- * refuses further edits with 409 too_many_versions. Edits in one process are serialized.
+ * refuses further edits with 409 too_many_versions. Edits in one process are serialized from
+ * reading the latest version to loading the new one, so two edits compose (the second starts
+ * from the first's version); replicas sharing model_dir never overwrite each other's version
+ * files but may each edit the version they serve.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -234,60 +237,61 @@ static int edit_apply(dyn_model *dm, const json_t *body, int from_version) {
     return 0;
 }
 
-void api_model_patch(srv_req *r) {
-    json_t *body = api_body_json(r);
-    if (!body) return;
+/* Reads, changes, publishes and loads the edit of model `name` (g_edit_mu held, so edits
+ * compose: each starts from the version the previous one published). Returns the new version
+ * (served) with a reference and *from = the version edited, or NULL after replying. */
+static srv_model *edit_locked(srv_req *r, const json_t *body, int *from) {
     srv_model *m = api_model_acquire(r);
-    if (!m) {
-        json_decref(body);
-        return;
-    }
+    if (!m) return NULL;
     edit_err e = {0};
     char name[SRV_NAME_MAX + 1], dir[1300];
     snprintf(name, sizeof name, "%s", m->name);
-    const int from = m->version;
+    *from = m->version;
     int v = -1;
     dyn_model *dm = NULL;
     if (!edit_check(body, m, &e)) {
         dyn_err err = {0};
         dm = dyn_model_load(m->path, &err);
         if (!dm) eset(&e, 500, "model_load_failed", "reading the model to edit: %s", err.msg);
-        else if (edit_apply(dm, body, from)) eset(&e, 500, "out_of_memory", "out of memory");
+        else if (edit_apply(dm, body, *from)) eset(&e, 500, "out_of_memory", "out of memory");
     }
     srv_model_release(m);
-    json_decref(body);
     if (dm && !e.code) {
-        pthread_mutex_lock(&g_edit_mu);
         snprintf(dir, sizeof dir, "%s/%s", r->cfg->model_dir, name);
         struct stat st;
         v = stat(dir, &st) == 0 && S_ISDIR(st.st_mode)
                 ? publish_in_dir(dir, dm, &e)
                 : publish_from_file(r->cfg->model_dir, name, dm, &e);
-        pthread_mutex_unlock(&g_edit_mu);
     }
     dyn_model_free(dm);
-    if (v > 0) {
-        dyn_err err = {0};
-        if (srv_repo_load(r->srv->repo, name, &err))
-            eset(&e, 500, "model_load_failed", "version %d was written but does not load: %s", v,
-                 err.msg);
-    }
+    dyn_err err = {0};
+    if (v > 0 && srv_repo_load(r->srv->repo, name, &err))
+        eset(&e, 500, "model_load_failed", "version %d was written but does not load: %s", v,
+             err.msg);
     srv_model *nm = v > 0 && !e.code ? srv_repo_acquire(r->srv->repo, name, v, NULL) : NULL;
     if (v > 0 && !e.code && !nm)
         eset(&e, 500, "model_load_failed", "version %d was written but is not served", v);
-    if (!nm) {
-        api_reply_error(r, e.status, e.code, "%s", e.msg);
-        return;
-    }
+    if (!nm) api_reply_error(r, e.status, e.code, "%s", e.msg);
+    return nm;
+}
+
+void api_model_patch(srv_req *r) {
+    json_t *body = api_body_json(r);
+    if (!body) return;
+    int from = 0;
+    pthread_mutex_lock(&g_edit_mu);
+    srv_model *nm = edit_locked(r, body, &from);
+    pthread_mutex_unlock(&g_edit_mu);
+    json_decref(body);
+    if (!nm) return;
     json_t *meta = api_model_meta_json(r->srv->repo, nm, 1);
-    srv_model_release(nm);
-    char vs[16];
-    snprintf(vs, sizeof vs, "%d", v);
+    char vs[16], loc[128];
+    snprintf(loc, sizeof loc, "/v2/models/%s/versions/%d", nm->name, nm->version);
+    snprintf(vs, sizeof vs, "%d", nm->version);
     json_object_set_new(meta, "version", json_string(vs));
     snprintf(vs, sizeof vs, "%d", from);
     json_object_set_new(meta, "previous_version", json_string(vs));
-    char loc[128];
-    snprintf(loc, sizeof loc, "/v2/models/%s/versions/%d", name, v);
+    srv_model_release(nm);
     srv_req_header_add(r, "Location", loc);
     api_reply_json(r, 200, meta);
 }

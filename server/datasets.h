@@ -18,6 +18,8 @@
  *   train/<class>/<file>, test/<class>/... labeled, two splits (the same classes in both)
  *   <file>                                 unlabeled
  *   train/<file>, test/<file>              unlabeled, two splits
+ * (So a single folder holding images is a wrapper: cls/x.png alone is an unlabeled set. A
+ * labeled set has two class folders or more, or train/.)
  * Stored as the engine's loader reads image folders (engine/io/dataset.h): DIR/<class>/ or
  * DIR/train/<class>/ + DIR/test/<class>/; an unlabeled set as the one class folder
  * DIR/_unlabeled/ (or DIR/train/_unlabeled/ + DIR/test/_unlabeled/). A file whose name lacks a

@@ -75,6 +75,15 @@ check "labels removed: version 4" [ "$STATUS:$(json_get 'j["version"], j["parame
 req PATCH /v1/models/ver -H "$A" -H "$J" -d "{\"labels\": $NAMES}"
 check "versioned model: 3 → 4" [ "$STATUS:$(json_get 'j["version"], j["previous_version"]')" = "200:('4', '3')" ] && [ -f "$T/models/ver/4.dyn" ]
 req GET /v2/models/ver; check "both served" [ "$(json_get 'j["versions"]')" = "['3', '4']" ]
+# two edits at once compose: the second starts from the version the first published
+curl -s -o /dev/null -X PATCH -H "$A" -H "$J" -d '{"labels": ["a","b","c","d","e","f","g","h","i","j"]}' "$URL/v1/models/ver" &
+P1=$!
+curl -s -o /dev/null -X PATCH -H "$A" -H "$J" -d '{"preprocess": {"mean": [0.1], "std": [0.3]}}' "$URL/v1/models/ver" &
+P2=$!
+wait $P1 $P2
+req GET /v2/models/ver
+check "two concurrent edits: versions 5 and 6, the last holds both changes" \
+    [ "$(json_get 'j["versions"], j["parameters"]["labels"][0], j["parameters"]["preprocess"]["std"]')" = "(['3', '4', '5', '6'], 'a', [0.3])" ]
 req PATCH /v1/models/full -H "$A" -H "$J" -d "{\"labels\": $NAMES}"
 expect_error 409 too_many_versions "16 version files"
 check "no 17th file" [ "$(ls -A "$T/models/full" | wc -l)" = 16 ]
