@@ -69,6 +69,35 @@ int srv_dataset_name_check(const char *name, srv_dataset_err *e) {
 
 /* ---- entry paths and layout (pure; unit-tested) ---- */
 
+/* 1 when s is valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). */
+static int utf8_valid(const unsigned char *s) {
+    while (*s) {
+        unsigned c = *s++;
+        int more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
+                 : (c & 0xf8) == 0xf0 ? 3 : -1;
+        if (more < 0 || (more == 1 && c < 0xc2)) return 0;
+        unsigned cp = c & (0x3f >> more);
+        for (int i = 0; i < more; i++, s++) {
+            if ((*s & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (*s & 0x3f);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+    }
+    return 1;
+}
+
+/* An entry name fit for a JSON message: itself when valid UTF-8, else with every byte outside
+ * printable ASCII replaced by '?'; cut to n - 1 bytes. */
+static const char *msg_name(const char *raw, char *buf, size_t n) {
+    snprintf(buf, n, "%s", raw ? raw : "");
+    if (!utf8_valid((const unsigned char *)buf) || strlen(raw ? raw : "") >= n)
+        for (char *p = buf; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) *p = '?';
+    return buf;
+}
+
 int srv__dataset_path_norm(const char *in, int max_path, int max_depth, char *out, size_t n,
                            int *hidden, const char **why) {
     *hidden = 0;
@@ -82,6 +111,7 @@ int srv__dataset_path_norm(const char *in, int max_path, int max_depth, char *ou
         if (c < 0x20 || c == 0x7f) return *why = "a control character in the name", -1;
         if (c == '\\') return *why = "a backslash in the name", -1;
     }
+    if (!utf8_valid((const unsigned char *)in)) return *why = "a name that is not UTF-8", -1;
     for (const char *p = in; *p;) {
         const char *s = strchr(p, '/');
         size_t l = s ? (size_t)(s - p) : strlen(p);
@@ -390,12 +420,14 @@ static int rec_push(import_ctx *c, const char *path, int fmt, long long bytes) {
 /* One entry: checked, decoded, written to tmp/in/<index>. 0, or -1 with c->e. */
 static int entry_take(import_ctx *c, struct archive *a, struct archive_entry *ent) {
     const srv_dataset_limits *lim = c->lim;
-    const char *raw = archive_entry_pathname(ent);
-    if (!raw) return derr(c->e, 400, "unsafe_entry", "an entry has no readable name"), -1;
+    const char *name = archive_entry_pathname(ent);
+    if (!name) return derr(c->e, 400, "unsafe_entry", "an entry has no readable name"), -1;
+    char rawbuf[208];
+    const char *raw = msg_name(name, rawbuf, sizeof rawbuf); /* for messages */
     char path[4096];
     int hidden;
     const char *why;
-    int ok = srv__dataset_path_norm(raw, lim->max_path, lim->max_depth, path, sizeof path,
+    int ok = srv__dataset_path_norm(name, lim->max_path, lim->max_depth, path, sizeof path,
                                     &hidden, &why);
     if (ok < 0) return derr(c->e, 400, "unsafe_entry", "entry '%.200s' refused: %s", raw, why), -1;
     mode_t type = archive_entry_filetype(ent);

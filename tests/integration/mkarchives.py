@@ -95,3 +95,9 @@ with open(P("notarchive.bin"), "wb") as f:
 zip_raw(P("noimages.zip"), [("0/a.txt", b"hello"), ("1/b.bin", os.urandom(100))])
 zip_raw(P("badimage.zip"), [("0/a.png", png), ("1/broken.png", png[:8] + b"\0" * 200)])
 zip_raw(P("mixed.zip"), [("0/a.png", png), ("b.png", png)])
+# a name that is not UTF-8 (byte 0xff), and one of 300 two-byte characters (over dataset_max_path)
+with tarfile.open(P("nonutf8.tar"), "w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                  errors="surrogateescape") as t:
+    tar_add(t, "0/a.png", png)
+    tar_add(t, "1/\udcff.png", png)
+zip_raw(P("longname.zip"), [("0/a.png", png), ("1/" + "\u00e9" * 300 + ".png", png)])

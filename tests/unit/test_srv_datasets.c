@@ -30,6 +30,7 @@ START_TEST(path_norm_ok) {
     ck_assert_str_eq(out, "x.png");
     ck_assert_int_eq(norm("a..b/c..png", out, &hidden, &why), 1); /* ".." inside a name is fine */
     ck_assert_str_eq(out, "a..b/c..png");
+    ck_assert_int_eq(norm("chat/\xc3\xa9t\xc3\xa9.png", out, &hidden, &why), 1); /* UTF-8 */
     /* skipped */
     ck_assert_int_eq(norm("./", out, &hidden, &why), 0);
     ck_assert_int_eq(hidden, 0);
@@ -47,7 +48,9 @@ START_TEST(path_norm_refused) {
     int hidden;
     const char *why;
     const char *bad[] = {"/abs.png", "../x.png", "cls/../../x.png", "cls/..", "a\\..\\x.png",
-                         "cls/x\n.png", "cls/\x7f.png", "a/b/c/d/e/f/g/h/i.png"};
+                         "cls/x\n.png", "cls/\x7f.png", "a/b/c/d/e/f/g/h/i.png",
+                         "cls/\xff.png", "cls/\xc0\xaf.png" /* overlong '/' */,
+                         "cls/\xed\xa0\x80.png" /* surrogate */};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         ck_assert_msg(norm(bad[i], out, &hidden, &why) == -1, "'%s' accepted", bad[i]);
         ck_assert_ptr_nonnull(why);
