@@ -43,8 +43,10 @@ CFLAGS := -std=c17 -D_GNU_SOURCE -O$(O) -g -Wall -Wextra -Werror -fopenmp -march
           -MMD -MP $(PKG_CFLAGS) -I. -Iengine -I$(GEN)
 LDFLAGS := -fopenmp
 LDLIBS := $(PKG_LIBS) -ljpeg -lm -lpthread
-# The daemon alone links the HTTP server and the event loop.
-SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null || echo -lmicrohttpd -luv)
+# The daemon alone links the HTTP server, the event loop and libarchive (data sets uploaded as
+# zip / tar / tar.gz archives, server/datasets.c).
+SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd libuv libarchive 2>/dev/null || \
+                 echo -lmicrohttpd -luv -larchive)
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined

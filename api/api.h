@@ -51,6 +51,11 @@ const char *api_media_type(const srv_req *r, char *buf, size_t n);
  * is built). */
 void api_hold_model(srv_req *r, srv_model *m);
 
+/* The Open Inference Protocol metadata of model version m (new reference): name, versions (m's
+ * alone when this_version_only, else every served version of the name), inputs, outputs,
+ * parameters {labels, preprocess, info}. */
+json_t *api_model_meta_json(srv_repo *repo, const srv_model *m, int this_version_only);
+
 /* ---- handlers ---- */
 void api_v2_live(srv_req *r);
 void api_v2_ready(srv_req *r);
@@ -72,5 +77,12 @@ void api_jobs_list(srv_req *r);
 void api_job_get(srv_req *r);
 void api_job_cancel(srv_req *r);
 void api_job_resume(srv_req *r);
+/* data sets (api/datasets.c) */
+void api_dataset_put(srv_req *r);
+void api_datasets_list(srv_req *r);
+void api_dataset_get(srv_req *r);
+void api_dataset_delete(srv_req *r);
+/* model edits (api/models.c) */
+void api_model_patch(srv_req *r);
 
 #endif

@@ -24,6 +24,11 @@ static void reply_error_v(srv_req *r, int status, const char *code, json_t *extr
     char msg[768];
     vsnprintf(msg, sizeof msg, fmt, ap);
     json_t *o = json_pack("{s:s, s:s}", "error", msg, "code", code);
+    if (!o) { /* not UTF-8 (a name from the request, or cut mid-character): ASCII only */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80) *p = '?';
+        o = json_pack("{s:s, s:s}", "error", msg, "code", code);
+    }
     if (o && json_is_object(extra)) json_object_update_missing(o, extra);
     json_decref(extra);
     r->error_code = code;

@@ -43,14 +43,12 @@ static json_t *shape_json(const dyn_shape *s, int batch_dim) {
     return a;
 }
 
-void api_v2_model_meta(srv_req *r) {
-    srv_model *m = api_model_acquire(r);
-    if (!m) return;
+json_t *api_model_meta_json(srv_repo *repo, const srv_model *m, int this_version_only) {
     versions_ctx vc = {m->name, json_array()};
-    if (srv_req_param(r, "version")) {
-        collect_version(m, &vc);
+    if (this_version_only) {
+        collect_version((srv_model *)m, &vc);
     } else {
-        srv_repo_foreach(r->srv->repo, collect_version, &vc);
+        srv_repo_foreach(repo, collect_version, &vc);
     }
     dyn_shape out = {1, {m->out_numel}};
     json_t *labels = json_array();
@@ -66,6 +64,13 @@ void api_v2_model_meta(srv_req *r) {
         json_object_set(json_object_get(body, "parameters"), "preprocess", m->model->preprocess);
     if (body && m->model->info)
         json_object_set(json_object_get(body, "parameters"), "info", m->model->info);
+    return body;
+}
+
+void api_v2_model_meta(srv_req *r) {
+    srv_model *m = api_model_acquire(r);
+    if (!m) return;
+    json_t *body = api_model_meta_json(r->srv->repo, m, srv_req_param(r, "version") != NULL);
     srv_model_release(m);
     api_reply_json(r, 200, body);
 }

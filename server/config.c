@@ -45,7 +45,8 @@ static const setting SETTINGS[] = {
     S_STR("model_dir", model_dir, "models",
           "Model repository: <name>.dyn files, or <name>/<version>.dyn for versioned models."),
     S_STR("state_dir", state_dir, "state", "Daemon state (job records, uploads, checkpoints)."),
-    S_STR("data_dir", data_dir, "data", "Data sets fine-tuning jobs may read."),
+    S_STR("data_dir", data_dir, "data",
+          "Data sets jobs may read; PUT /v1/datasets/{name} stores uploaded ones here."),
     S_INT("threads", threads, "1", 0, 1024,
           "Engine threads per batch worker (OpenMP + OpenBLAS); 0 = all cores. Small models "
           "serve best single-threaded: scale with batch_workers instead (threads spin and "
@@ -80,6 +81,23 @@ static const setting SETTINGS[] = {
     S_LL("max_upload_bytes", max_upload_bytes, "1073741824", 1024, 1LL << 40,
          "Largest model upload (POST /v1/conversions with a raw or multipart body). Uploads "
          "are streamed to state_dir/uploads, never held in memory; larger answers 413."),
+    S_LL("dataset_max_upload_bytes", dataset_max_upload_bytes, "1073741824", 1024, 1LL << 40,
+         "Largest data set archive (PUT /v1/datasets/{name}: zip, tar, tar.gz), streamed to "
+         "state_dir/uploads; larger answers 413."),
+    S_LL("dataset_max_bytes", dataset_max_bytes, "4294967296", 1024, 1LL << 42,
+         "Largest total size of a data set's files once extracted, counted on the bytes "
+         "actually decompressed; more answers 413."),
+    S_INT("dataset_max_entries", dataset_max_entries, "200000", 1, 100000000,
+          "Most entries (files, folders, anything) in a data set archive; more answers 413."),
+    S_INT("dataset_max_ratio", dataset_max_ratio, "20", 1, 1000000,
+          "Largest expansion of a data set archive: extracted bytes / archive bytes (PNG and "
+          "JPEG barely compress; a decompression bomb does). More answers 413."),
+    S_LL("dataset_max_entry_bytes", dataset_max_entry_bytes, "33554432", 1024, 1LL << 34,
+         "Largest file in a data set archive once extracted; more answers 413."),
+    S_INT("dataset_max_path", dataset_max_path, "512", 16, 4000,
+          "Longest entry name (bytes) in a data set archive; longer refuses the archive."),
+    S_INT("dataset_max_depth", dataset_max_depth, "8", 1, 64,
+          "Most folders + file in an entry name of a data set archive; deeper refuses it."),
     S_INT("max_image_width", max_image_width, "4096", 1, 65535, "Largest image width."),
     S_INT("max_image_height", max_image_height, "4096", 1, 65535, "Largest image height."),
     S_LL("max_image_pixels", max_image_pixels, "16777216", 1, 1LL << 32,

@@ -51,6 +51,9 @@ typedef struct srv_config {
     int max_connections;
     long long max_body_bytes;
     long long max_upload_bytes; /* streamed uploads (POST /v1/conversions) */
+    /* data sets uploaded as archives (PUT /v1/datasets/{name}, server/datasets.h) */
+    long long dataset_max_upload_bytes, dataset_max_bytes, dataset_max_entry_bytes;
+    int dataset_max_entries, dataset_max_ratio, dataset_max_path, dataset_max_depth;
     int max_image_width, max_image_height;
     long long max_image_pixels;
     int max_json_depth;

@@ -165,19 +165,27 @@ static int auth_check(srv_req *r) {
 
 /* ---- streamed uploads (SRV_ROUTE_UPLOAD) ---- */
 
-/* 0: buffer the body; 1: stream a raw body; 2: stream the file part of a multipart body. */
+/* 0: buffer the body; 1: stream a raw body; 2: stream the file part of a multipart body.
+ * Archive routes stream every body, whatever its media type (curl -T sends none). */
 static int upload_wanted(const srv_req *r) {
     if (!(r->route->flags & SRV_ROUTE_UPLOAD)) return 0;
     char mt[96];
     api_media_type(r, mt, sizeof mt);
-    if (!strcmp(mt, "application/octet-stream")) return 1;
     if (!strcmp(mt, "multipart/form-data")) return 2;
+    if (!strcmp(mt, "application/octet-stream") || (r->route->flags & SRV_ROUTE_ARCHIVE)) return 1;
     return 0;
+}
+
+/* The streamed upload limit of the route, and the setting's name for messages. */
+static long long upload_limit(const srv_req *r, const char **setting) {
+    int archive = r->route && (r->route->flags & SRV_ROUTE_ARCHIVE);
+    if (setting) *setting = archive ? "dataset_max_upload_bytes" : "max_upload_bytes";
+    return archive ? r->cfg->dataset_max_upload_bytes : r->cfg->max_upload_bytes;
 }
 
 static void upload_write(srv_req *r, const char *data, size_t n) {
     if (r->body_too_large || r->upload_errno) return;
-    if (r->upload_len + (long long)n > r->cfg->max_upload_bytes) {
+    if (r->upload_len + (long long)n > upload_limit(r, NULL)) {
         r->body_too_large = 1;
         if (ftruncate(r->upload_fd, 0) != 0) r->upload_errno = errno; /* give the space back */
         return;
@@ -342,12 +350,13 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
         return r;
     }
     const int stream = upload_wanted(r);
-    const long long limit = stream ? r->cfg->max_upload_bytes : r->cfg->max_body_bytes;
+    const char *setting = "max_body_bytes";
+    const long long limit = stream ? upload_limit(r, &setting) : r->cfg->max_body_bytes;
     const char *cl = srv_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoll(cl, NULL, 10) > limit) {
         r->body_too_large = 1;
-        api_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld%s", cl,
-                        limit, stream ? " (max_upload_bytes)" : "");
+        api_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld (%s)",
+                        cl, limit, setting);
         return r;
     }
     if (stream) upload_start(r, stream == 2);
@@ -427,9 +436,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     const int streamed = r->upload_fd >= 0;
     if (streamed) upload_finish(r);
     if (r->body_too_large) {
-        api_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes%s",
-                        streamed ? r->cfg->max_upload_bytes : r->cfg->max_body_bytes,
-                        streamed ? " (max_upload_bytes)" : "");
+        const char *setting = "max_body_bytes";
+        long long limit = streamed ? upload_limit(r, &setting) : r->cfg->max_body_bytes;
+        api_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes (%s)",
+                        limit, setting);
         return queue_reply(r);
     }
     if (r->upload_errno) {

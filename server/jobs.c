@@ -62,14 +62,6 @@ static double epoch_now(void) {
 
 #define jerr srv__job_err_set
 
-void srv__job_err_set(srv_job_err *e, int status, const char *code, const char *fmt, ...) {
-    e->status = status;
-    e->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- files ---- */
 

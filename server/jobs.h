@@ -44,6 +44,7 @@
 #include "server/config.h"
 #include "server/metrics.h"
 #include "server/repository.h"
+#include "server/server.h"
 
 typedef enum srv_job_state {
     SRV_JOB_QUEUED,
@@ -71,11 +72,7 @@ typedef struct srv_jobs srv_jobs;
 srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics, dyn_err *err);
 
 /* An error for the HTTP layer: status, stable code (static string), message. */
-typedef struct srv_job_err {
-    int status;
-    const char *code;
-    char msg[512];
-} srv_job_err;
+typedef srv_err srv_job_err;
 
 /* Validates the options `in` of a new job of `kind` (JSON object; numbers may be given as
  * strings, as they arrive from form fields and query strings) and returns the normalized spec

@@ -76,9 +76,8 @@ struct srv_jobs {
     long long start_ticks; /* this process's start time (/proc/self/stat), for lease liveness */
 };
 
-/* Fills e (status, static code, printf message). */
-void srv__job_err_set(srv_job_err *e, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Fills e (status, static code, printf message): srv_err_set (server.h). */
+#define srv__job_err_set srv_err_set
 
 /* Runs job j (kind and spec) on the engine: loads, converts or fine-tunes, publishes the model
  * (j->model set under j->mu). Returns 0, DYN_ECANCEL (j->cancel was raised), or another DYN_E*

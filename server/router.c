@@ -43,6 +43,14 @@ static const srv_route ROUTES[] = {
     {"GET", "/v1/jobs/{id}", "job", api_job_get, SRV_AUTH_ADMIN, 0},
     {"DELETE", "/v1/jobs/{id}", "job_cancel", api_job_cancel, SRV_AUTH_ADMIN, 0},
     {"POST", "/v1/jobs/{id}/resume", "job_resume", api_job_resume, SRV_AUTH_ADMIN, 0},
+    /* data sets (api/datasets.c): archives of images stored in data_dir */
+    {"GET", "/v1/datasets", "datasets", api_datasets_list, SRV_AUTH_ADMIN, 0},
+    {"PUT", "/v1/datasets/{name}", "dataset_put", api_dataset_put, SRV_AUTH_ADMIN,
+     SRV_ROUTE_UPLOAD | SRV_ROUTE_ARCHIVE},
+    {"GET", "/v1/datasets/{name}", "dataset", api_dataset_get, SRV_AUTH_ADMIN, 0},
+    {"DELETE", "/v1/datasets/{name}", "dataset_delete", api_dataset_delete, SRV_AUTH_ADMIN, 0},
+    /* model edits (api/models.c): labels and preprocessing, published as a new version */
+    {"PATCH", "/v1/models/{name}", "model_patch", api_model_patch, SRV_AUTH_ADMIN, 0},
 };
 
 const srv_route *srv_router_routes(int *n) {

@@ -20,6 +20,8 @@ typedef enum {
 enum {
     SRV_ROUTE_INFERENCE = 1 << 0, /* refused with 503 once draining */
     SRV_ROUTE_UPLOAD = 1 << 1,    /* raw / multipart bodies are streamed to a file (http.h) */
+    SRV_ROUTE_ARCHIVE = 1 << 2,   /* with UPLOAD: any body is streamed (the file part of a
+                                     multipart one), up to dataset_max_upload_bytes */
 };
 
 struct srv_route {

@@ -1,8 +1,19 @@
 /* server.c — the shared context's settings snapshots. See server.h. */
 #include "server/server.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void srv_err_set(srv_err *e, int status, const char *code, const char *fmt, ...) {
+    e->status = status;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+}
 
 typedef struct srv_config_ref {
     srv_config cfg; /* first member: a const srv_config * is also the ref */

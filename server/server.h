@@ -14,6 +14,18 @@
 #include "server/metrics.h"
 #include "server/repository.h"
 
+/* An error for the HTTP layer from the server's rooms (jobs, data sets, model edits): HTTP
+ * status, stable machine code (a static string), a message a person can act on. */
+typedef struct srv_err {
+    int status;
+    const char *code;
+    char msg[512];
+} srv_err;
+
+/* Fills e (status, static code, printf message). */
+void srv_err_set(srv_err *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 typedef struct srv_ctx {
     srv_repo *repo;
     srv_metrics *metrics;

@@ -3,7 +3,7 @@
 # Idempotent and quick when everything is already present.
 set -euo pipefail
 PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libjansson-dev zlib1g-dev
-      libmicrohttpd-dev libuv1-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
+      libmicrohttpd-dev libuv1-dev libarchive-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
       protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl
       python3) # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
 missing=()

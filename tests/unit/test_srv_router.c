@@ -77,6 +77,7 @@ START_TEST(table_well_formed) {
         ck_assert_int_eq(rt[i].pattern[0], '/');
         ck_assert_int_lt(rt[i].auth, SRV_AUTH_COUNT);
         ck_assert(!strcmp(rt[i].method, "GET") || !strcmp(rt[i].method, "POST") ||
+                  !strcmp(rt[i].method, "PUT") || !strcmp(rt[i].method, "PATCH") ||
                   !strcmp(rt[i].method, "DELETE"));
         for (int j = 0; j < i; j++)
             ck_assert_msg(strcmp(rt[i].method, rt[j].method) || strcmp(rt[i].pattern, rt[j].pattern),
