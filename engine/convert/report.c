@@ -126,11 +126,21 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
                 r->verified ? "met" : r->forced ? "NOT met, published anyway (force)" : "NOT met");
     for (size_t i = 0; i < json_array_size(r->explored); i++) {
         const json_t *e = json_array_get(r->explored, i);
-        fprintf(f, "explored: %-10s %10lld floats (%.2fx) top-1 agreement %.2f%%\n",
-                json_string_value(json_object_get(e, "stage")),
-                (long long)json_integer_value(json_object_get(e, "floats")),
-                json_number_value(json_object_get(e, "compression")),
-                100 * json_number_value(json_object_get(e, "agree_top1")));
+        if (json_object_get(e, "layer_floats")) /* one layer alone at one budget */
+            fprintf(f, "explored: %-28s %10lld layer floats   top-1 agreement %.2f%%\n",
+                    json_string_value(json_object_get(e, "stage")),
+                    (long long)json_integer_value(json_object_get(e, "layer_floats")),
+                    100 * json_number_value(json_object_get(e, "agree_top1")));
+        else {
+            const double pr = json_number_value(json_object_get(e, "predicted"));
+            fprintf(f, "explored: %-28s %10lld floats (%.2fx) top-1 agreement %.2f%%",
+                    json_string_value(json_object_get(e, "stage")),
+                    (long long)json_integer_value(json_object_get(e, "floats")),
+                    json_number_value(json_object_get(e, "compression")),
+                    100 * json_number_value(json_object_get(e, "agree_top1")));
+            if (pr >= 0) fprintf(f, " (predicted from the layers alone %.2f%%)", 100 * pr);
+            fprintf(f, "\n");
+        }
     }
     if (r->acc_before >= 0)
         fprintf(f, "accuracy: dense %.2f%% -> DyN %.2f%%\n", 100 * r->acc_before,
