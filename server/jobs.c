@@ -62,7 +62,6 @@ static double epoch_now(void) {
 
 #define jerr srv__job_err_set
 
-
 /* ---- files ---- */
 
 /* Removes dir/name recursively (the job's checkpoints). Best effort. */
