@@ -387,6 +387,25 @@ static void preprocess_set(dyn_model *m, const char *set) {
         dyn_model_labels_set(m, d.labels, d.nlabels);
 }
 
+/* Labels for a model without any: the classes of an uploaded labelled data set (its manifest,
+ * server/datasets.h), when there are as many as the model has outputs. */
+static void labels_from_set(const srv_jobs *js, const char *set, dyn_model *m) {
+    if (!set) return;
+    char p[1200];
+    snprintf(p, sizeof p, "%s/%s/.dataset.json", js->data_dir, set);
+    json_t *man = json_load_file(p, 0, NULL);
+    const json_t *cls = json_object_get(man, "classes");
+    const size_t n = json_array_size(cls);
+    if (json_is_true(json_object_get(man, "labeled")) && n > 0 && (int64_t)n == dyn_model_outputs(m)) {
+        const char **names = malloc(n * sizeof *names);
+        int ok = names != NULL;
+        for (size_t i = 0; ok && i < n; i++) ok = (names[i] = json_string_value(json_array_get(cls, i))) != NULL;
+        if (ok) dyn_model_labels_set(m, names, (int)n);
+        free(names);
+    }
+    json_decref(man);
+}
+
 static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     const json_t *s = j->spec;
     dyn_model *m = input_load(js, j, NULL, err), *out = NULL;
@@ -439,6 +458,8 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
             o.holdout_labeled = dyn_dataset_labeled(&dsp);
         }
     }
+    if (!rc && !m->nlabels) /* the class folders of the user's labelled set name the outputs */
+        labels_from_set(js, calib ? calib : eval, m);
     conv_ctx cc = {js, j};
     o.progress = conv_progress;
     o.progress_ctx = &cc;

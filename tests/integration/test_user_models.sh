@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Issue 9's acceptance, driven by curl alone: models trained *outside* dynd (PyTorch, exported to
+# ONNX by tests/fixtures/train_user_models.py, committed in tests/fixtures/user/) with their own
+# preprocessing are converted with the user's own images and a fidelity target, then serve
+# PNG and JPEG images through /v1/models/{name}/classify.
+#   (a) LeNet-5 + BatchNorm on MNIST, transforms Pad(2) + ToTensor (no normalization)
+#   (b) a small ResNet on Fashion-MNIST, ToTensor + Normalize(0.5, 0.5)
+# For each: a zip of labelled images (train/<class>/ for calibration, test/<class>/ for the
+# evaluation) is uploaded (PUT /v1/datasets), the ONNX file is posted with the model's
+# preprocessing and target_agreement, the job is polled; then the test images are classified as
+# PNG and JPEG. The converted model must store >= 4x fewer floats and classify within 1.0 point of
+# the dense original (measured by the same job on the same test images). The same conversion
+# without calibration data is refused with a message saying what to give.
+source "$(dirname "$0")/lib.sh"
+echo "user models: PyTorch exports converted by curl alone (preprocessing, own images, fidelity target)"
+FIX=$ROOT/tests/fixtures/user
+DATA=$T/data
+mkdir -p "$DATA" "$T/models"
+cc -O2 -Wall -Werror -o "$T/mkdigits" "$HERE/mkdigits.c" -lpng -ljpeg -lz
+NCAL=${NCAL:-640}
+NTEST=${NTEST:-400}
+start_dynd --auth-tokens tok --data-dir "$DATA" --jobs-max-concurrent 1
+A='Authorization: Bearer tok'
+
+idx() { # idx DIR STEM -> the IDX file (raw or .gz, unpacked into $T)
+    local f=$1/$2
+    if [ -f "$f" ]; then echo "$f"; else gunzip -c "$f.gz" > "$T/$2" && echo "$T/$2"; fi
+}
+
+# images SET_DIR NAME: PNG/JPEG of the first NCAL training and NTEST test images, and a zip of
+# them as train/<label>/ and test/<label>/ (PNG) in $T/NAME.zip
+images() {
+    local src=$1 name=$2
+    mkdir -p "$T/$name-train" "$T/$name-test"
+    "$T/mkdigits" "$(idx "$src" train-images-idx3-ubyte)" "$(idx "$src" train-labels-idx1-ubyte)" \
+        "$T/$name-train" "$NCAL" 95 > /dev/null
+    "$T/mkdigits" "$(idx "$src" t10k-images-idx3-ubyte)" "$(idx "$src" t10k-labels-idx1-ubyte)" \
+        "$T/$name-test" "$NTEST" 95 > /dev/null
+    $PY - "$T" "$name" <<'PY'
+import os, sys, zipfile
+t, name = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(f"{t}/{name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
+    for split in ("train", "test"):
+        d = f"{t}/{name}-{split}"
+        for line in open(f"{d}/labels.txt"):
+            i, lab = line.split()
+            z.write(f"{d}/{i}.png", f"{split}/{lab}/{i}.png")
+PY
+}
+
+# accuracy NAME MODEL EXT: classifies every test image of NAME as EXT (png|jpg) through
+# /v1/models/MODEL/classify and prints the accuracy (0..1)
+accuracy() {
+    local name=$1 model=$2 ext=$3 ctype=image/png
+    [ "$ext" = jpg ] && ctype=image/jpeg
+    mkdir -p "$T/out-$model-$ext"
+    while read -r i lab; do
+        curl -sS -m 20 -o "$T/out-$model-$ext/$i.json" -H "Content-Type: $ctype" \
+            --data-binary "@$T/$name-test/$i.$ext" "$URL/v1/models/$model/classify?top_k=1" || true
+    done < "$T/$name-test/labels.txt"
+    $PY - "$T/$name-test/labels.txt" "$T/out-$model-$ext" <<'PY'
+import json, sys
+ok = n = 0
+for line in open(sys.argv[1]):
+    i, lab = line.split()
+    n += 1
+    try:
+        ok += json.load(open(f"{sys.argv[2]}/{i}.json"))["predictions"][0]["label"] == lab
+    except Exception:
+        pass
+print(ok / n)
+PY
+}
+
+wait_done() { # wait_done JOB_ID: polls until the job ends; sets STATE and BODY
+    for _ in $(seq 3000); do
+        req GET "/v1/jobs/$1" -H "$A"
+        STATE=$(json_get 'j["state"]')
+        case $STATE in succeeded|failed|cancelled) return 0 ;; esac
+        sleep 0.5
+    done
+    return 1
+}
+
+# convert_user TAG ONNX SET PREPROCESS_JSON TARGET
+convert_user() {
+    local tag=$1 onnx=$2 set=$3 pp=$4 target=$5
+    echo "  ($tag) $(basename "$onnx"): upload $set, convert with target_agreement $target"
+    images "$ROOT/data/$set" "$tag"
+    req PUT "/v1/datasets/user_$tag" -H "$A" -T "$T/$tag.zip"
+    expect_status 201 "($tag) labelled zip of $NCAL + $NTEST images stored"
+    # without calibration data: refused, saying what to give
+    req POST "/v1/conversions?output=${tag}_nodata" -H "$A" -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$onnx"
+    expect_error 400 missing_option "($tag) conversion without images to verify it"
+    check "($tag) the refusal names calib and the upload route" grep -q 'calib.*PUT /v1/datasets' <<< "$BODY"
+    local opts
+    opts=$($PY -c 'import json,sys; print(json.dumps({"output": sys.argv[1], "calib": sys.argv[2],
+        "eval": sys.argv[2], "preprocess": json.loads(sys.argv[3]), "target_agreement": float(sys.argv[4]),
+        "steps": 1000, "calib_n": 512}))' "$tag" "user_$tag" "$pp" "$target")
+    req POST /v1/conversions -H "$A" -F "file=@$onnx;filename=$(basename "$onnx")" -F "options=$opts"
+    expect_status 202 "($tag) conversion accepted"
+    local id
+    id=$(json_get 'j["id"]')
+    wait_done "$id" || fail "($tag) the job did not end"
+    check "($tag) conversion succeeded ($STATE: $(json_get 'j.get("error")'))" [ "$STATE" = succeeded ]
+    local r
+    r=$(json_get '"%.4f %.4f %.4f %.4f %d" % (j["result"]["compression"], j["result"]["acc_before"], j["result"]["fidelity"]["agree_top1"], j["result"]["fidelity"]["logit_rel_err"], len(j["result"]["explored"]))')
+    read -r comp acc_dense agree lerr nexp <<< "$r"
+    log "($tag) ${comp}x fewer stored floats; dense accuracy $acc_dense on the $NTEST test images; held-out agreement $agree, logits' error $lerr; $nexp points explored"
+    check "($tag) >= 4x fewer stored floats ($comp)" $PY -c "import sys; sys.exit(not $comp >= 4.0)"
+    check "($tag) agreement meets the target ($agree >= $target)" $PY -c "import sys; sys.exit(not $agree >= $target)"
+    req GET "/v2/models/$tag"
+    check "($tag) metadata shows the pipeline and the fidelity" $PY -c '
+import json, sys
+j = json.loads(sys.argv[1])["parameters"]
+assert j["preprocess"] == json.loads(sys.argv[2]), j["preprocess"]
+assert j["info"]["convert"]["fidelity"]["verified"] is True' "$BODY" "$pp"
+    local png jpg
+    png=$(accuracy "$tag" "$tag" png)
+    jpg=$(accuracy "$tag" "$tag" jpg)
+    log "($tag) converted model through /v1 classify: PNG $png, JPEG $jpg (dense $acc_dense)"
+    check "($tag) PNG accuracy within 1.0 point of dense ($png vs $acc_dense)" \
+        $PY -c "import sys; sys.exit(not $png >= $acc_dense - 0.01)"
+    check "($tag) JPEG accuracy within 1.0 point of dense ($jpg vs $acc_dense)" \
+        $PY -c "import sys; sys.exit(not $jpg >= $acc_dense - 0.01)"
+}
+
+convert_user a "$FIX/lenet_pad_bn.onnx" mnist \
+    '{"color": "gray", "steps": [{"pad": 2}], "scale": 255, "mean": [0.0], "std": [1.0]}' 0.98
+convert_user b "$FIX/fashion_resnet.onnx" fashion \
+    '{"color": "gray", "scale": 255, "mean": [0.5], "std": [0.5]}' 0.98
+stop_dynd
+finish
