@@ -188,7 +188,7 @@ int dyn_opt_check(const dyn_opt *o, const json_t *v, json_t *out, dyn_err *err) 
         }
         if (!strcmp(o->name, "preprocess") && dyn_preprocess_check(obj, err)) {
             json_decref(obj); /* its form here; against a model's input where one is known */
-            return dyn_err_prefix(err, "%s", o->name);
+            return err ? err->code : DYN_EINVAL; /* the message names preprocess.<key> */
         }
         json_object_set_new(out, o->name, obj);
         return 0;
