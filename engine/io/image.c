@@ -987,6 +987,13 @@ int dyn_image_to_input(const dyn_image *im, const dyn_preprocess *pp, float *out
         free(tmp);
         return rc;
     }
+    if (pp->nsteps == 0 && im->c == pp->c && pp->color != DYN_PP_BGR && im->data) {
+        /* the common case (an image at the model's size): no copy */
+        for (size_t k = 0; k < c; k++)
+            for (size_t i = 0; i < plane; i++)
+                out[pp->hwc ? i * c + k : k * plane + i] = norm_px(pp, (int)k, im->data[i * c + k]);
+        return 0;
+    }
     dyn_image px = {0};
     int rc = dyn_preprocess_image(im, pp, &px, err);
     if (rc) return rc;
