@@ -337,7 +337,7 @@ int dyn_image_convert(const dyn_image *src, int c, dyn_image *out, dyn_err *err)
     } else if (c == 1) {
         for (size_t i = 0; i < n; i++) {
             unsigned r = s[3 * i], g = s[3 * i + 1], b = s[3 * i + 2];
-            d[i] = (uint8_t)((r * 299u + g * 587u + b * 114u + 500u) / 1000u);
+            d[i] = (uint8_t)((r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16); /* PIL's */
         }
     } else {
         for (size_t i = 0; i < n; i++) d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[i];
