@@ -201,7 +201,8 @@ static int edit_check(const json_t *body, const srv_model *m, edit_err *e) {
         dyn_err err = {0};
         if (!json_is_object(pp))
             return eset(e, 400, "invalid_preprocess", "preprocess must be a JSON object"), -1;
-        if (dyn_preprocess_parse(pp, &m->model->input, &out, &err))
+        if (dyn_preprocess_check(pp, &err) || /* no unknown keys: a typo must not pass */
+            dyn_preprocess_parse(pp, &m->model->input, &out, &err))
             return eset(e, 400, "invalid_preprocess", "%s", err.msg), -1;
     }
     return 0;

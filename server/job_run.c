@@ -200,7 +200,8 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
         int bad = sm && dyn_preprocess_parse(ppo, &sm->model->input, &pp, &derr);
         if (sm) srv_model_release(sm);
         if (bad) {
-            jerr(e, 400, "invalid_option", "preprocess: %s", derr.msg);
+            jerr(e, 400, "invalid_option", "%s%s", strncmp(derr.msg, "preprocess", 10) ?
+                 "preprocess: " : "", derr.msg);
             goto fail;
         }
     }

@@ -28,11 +28,6 @@ int cli_parse_hq(const char *s, int *H, int *q);
  * 0 or a DYN_E* code with err set; on failure ds is zeroed. */
 int cli_data_for_model(const char *name, const char *split, const dyn_model *m,
                        dyn_dataset_spec *d, dyn_dataset *ds, dyn_data_norm *nm, dyn_err *err);
-/* A --preprocess argument: JSON text, or @FILE holding it. Checked with dyn_preprocess_check
- * (no unknown keys) and against m's input with dyn_preprocess_parse. A new reference (the
- * caller owns it, e.g. by storing it in m->preprocess) or NULL with err set (DYN_EINVAL,
- * DYN_EUNSUP, DYN_EIO for an unreadable file). */
-json_t *cli_preprocess_arg(const char *arg, const dyn_model *m, dyn_err *err);
 
 /* Subcommands: argc/argv start at the subcommand's name; return the process exit code. */
 int cmd_convert(int argc, char **argv);

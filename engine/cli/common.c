@@ -60,24 +60,3 @@ int cli_data_for_model(const char *name, const char *split, const dyn_model *m,
     if (!rc) rc = dyn_dataset_load_for_model(d, split, m, ds, err);
     return rc;
 }
-
-json_t *cli_preprocess_arg(const char *arg, const dyn_model *m, dyn_err *err) {
-    json_error_t je;
-    json_t *pp = arg[0] == '@' ? json_load_file(arg + 1, JSON_REJECT_DUPLICATES, &je)
-                               : json_loads(arg, JSON_REJECT_DUPLICATES, &je);
-    if (!pp) {
-        dyn_err_set(err, arg[0] == '@' && je.line < 0 ? DYN_EIO : DYN_EINVAL,
-                    "--preprocess %.200s: %s (line %d column %d)", arg, je.text, je.line,
-                    je.column);
-        return NULL;
-    }
-    dyn_preprocess p;
-    int rc = dyn_preprocess_check(pp, err);
-    if (!rc) rc = dyn_preprocess_parse(pp, &m->input, &p, err);
-    if (rc) {
-        json_decref(pp);
-        dyn_err_prefix(err, "--preprocess");
-        return NULL;
-    }
-    return pp;
-}

@@ -188,7 +188,7 @@ int dyn_opt_check(const dyn_opt *o, const json_t *v, json_t *out, dyn_err *err) 
         }
         if (!strcmp(o->name, "preprocess") && dyn_preprocess_check(obj, err)) {
             json_decref(obj); /* its form here; against a model's input where one is known */
-            return dyn_err_prefix(err, "%s", o->name);
+            return err ? err->code : DYN_EINVAL; /* the message names preprocess.<key> */
         }
         json_object_set_new(out, o->name, obj);
         return 0;
@@ -270,6 +270,17 @@ int dyn_opts_parse_argv(int kind, int argc, char **argv, json_t **spec, const ch
         } else {
             rc = dyn_err_set(err, DYN_EINVAL, "option '%.100s' needs a value", a);
             break;
+        }
+        if (v && o->type == DYN_OPT_OBJECT && json_string_value(v) &&
+            json_string_value(v)[0] == '@') { /* the command line only: @FILE holds the JSON */
+            json_error_t je;
+            json_t *f = json_load_file(json_string_value(v) + 1, JSON_REJECT_DUPLICATES, &je);
+            if (!f)
+                rc = dyn_err_set(err, DYN_EINVAL, "--%s %.200s: %s (line %d)", name,
+                                 json_string_value(v), je.text, je.line);
+            json_decref(v);
+            v = f;
+            if (rc) break;
         }
         rc = v ? dyn_opt_check(o, v, *spec, err) : dyn_err_set(err, DYN_ENOMEM, "out of memory");
         json_decref(v);

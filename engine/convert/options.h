@@ -72,7 +72,8 @@ int dyn_opts_defaults(int kind, int cli, json_t *out, dyn_err *err);
 /* Parses a command line of `kind` (argv[0] is the command; options as --name-with-dashes VALUE,
  * booleans as --name / --no-name, "--name=value" too) into a new JSON spec *spec (defaults
  * filled; the caller decrefs) and the positional arguments (pointers into argv, at most
- * max_pos, count in *npos). `--help` sets *help = 1. DYN_EINVAL with a message for an unknown
+ * max_pos, count in *npos). A JSON-object option given as @FILE is read from FILE (here only:
+ * the job API never reads files). `--help` sets *help = 1. DYN_EINVAL with a message for an unknown
  * option, a missing value, a bad value or too many positional arguments. */
 int dyn_opts_parse_argv(int kind, int argc, char **argv, json_t **spec, const char **pos,
                         int max_pos, int *npos, int *help, dyn_err *err);

@@ -337,7 +337,7 @@ int dyn_image_convert(const dyn_image *src, int c, dyn_image *out, dyn_err *err)
     } else if (c == 1) {
         for (size_t i = 0; i < n; i++) {
             unsigned r = s[3 * i], g = s[3 * i + 1], b = s[3 * i + 2];
-            d[i] = (uint8_t)((r * 299u + g * 587u + b * 114u + 500u) / 1000u);
+            d[i] = (uint8_t)((r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16); /* PIL's */
         }
     } else {
         for (size_t i = 0; i < n; i++) d[3 * i] = d[3 * i + 1] = d[3 * i + 2] = s[i];
@@ -986,6 +986,13 @@ int dyn_image_to_input(const dyn_image *im, const dyn_preprocess *pp, float *out
             }
         free(tmp);
         return rc;
+    }
+    if (pp->nsteps == 0 && im->c == pp->c && pp->color != DYN_PP_BGR && im->data) {
+        /* the common case (an image at the model's size): no copy */
+        for (size_t k = 0; k < c; k++)
+            for (size_t i = 0; i < plane; i++)
+                out[pp->hwc ? i * c + k : k * plane + i] = norm_px(pp, (int)k, im->data[i * c + k]);
+        return 0;
     }
     dyn_image px = {0};
     int rc = dyn_preprocess_image(im, pp, &px, err);

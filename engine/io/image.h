@@ -62,7 +62,9 @@ void dyn_image_free(dyn_image *im);
 int dyn_image_encode_png(const dyn_image *im, void **buf, size_t *size, dyn_err *err);
 
 /* Converts src to c channels (1 or 3) into *out (new; dyn_image_free). RGB → grey is ITU-R 601
- * luma (0.299 R + 0.587 G + 0.114 B, rounded), grey → RGB repeats the value. */
+ * luma (0.299 R + 0.587 G + 0.114 B, rounded) in PIL's 16-bit fixed point ((19595 R + 38470 G
+ * + 7471 B + 32768) >> 16, what Image.convert("L") and so torchvision's Grayscale compute),
+ * grey → RGB repeats the value. */
 int dyn_image_convert(const dyn_image *src, int c, dyn_image *out, dyn_err *err);
 
 /* Bilinear resampling of src into a float image [c][h][w] (planar, values 0..255, not rounded).

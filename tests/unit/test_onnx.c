@@ -689,8 +689,8 @@ START_TEST(metadata_props_read) {
     dyn_rng_seed(&r, 9);
     float *w = rnd(&r, 48, -1, 1);
     ob b;
-    const char *good[] = {"dynd.preprocess", "{\"color\": \"gray\", \"steps\": [{\"pad\": 1}], "
-                                             "\"mean\": [0.5], \"std\": [0.25]}",
+    const char *good[] = {"dynd.preprocess", ("{\"color\": \"gray\", \"steps\": [{\"pad\": 1}], "
+                                              "\"mean\": [0.5], \"std\": [0.25]}"),
                           "dynd.labels", "[\"cat\", \"dog\", \"emu\"]", "other", "ignored"};
     meta_onnx(&b, w, good, 3);
     dyn_err err = {0};

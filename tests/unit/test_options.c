@@ -1,7 +1,10 @@
 /* test_options.c — the one option table (engine/convert/options.h): the CLI parses through it,
  * api/openapi.yaml holds exactly what it generates, and a spec's defaults reach the engine's
  * option structs unchanged. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "convert/options.h"
 #include "testutil.h"
@@ -126,6 +129,32 @@ START_TEST(argv_parsing) {
     ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_CONVERT, 3, bad6, &spec, pos, 2, &npos, &help, &err),
                      DYN_EINVAL);
     ck_assert_msg(strstr(err.msg, "auto|fixed|activation"), "%s", err.msg);
+    /* --preprocess @FILE reads the pipeline from FILE; its form is checked */
+    char path[] = "/tmp/dyn_opt_pp_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *pj = "{\"color\": \"gray\", \"steps\": [{\"pad\": 2}], \"std\": [0.5]}";
+    ck_assert_int_eq(write(fd, pj, strlen(pj)), (ssize_t)strlen(pj));
+    close(fd);
+    char at[64];
+    snprintf(at, sizeof at, "@%s", path);
+    char *ppf[] = {"convert", "--preprocess", at, "a.onnx", "b.dyn"};
+    ck_assert_msg(dyn_opts_parse_argv(DYN_OPT_CONVERT, 5, ppf, &spec, pos, 2, &npos, &help,
+                                      &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(
+                         json_object_get(spec, "preprocess"), "steps"), 0), "pad")), 2);
+    json_decref(spec);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"stpes\": []}", f);
+    fclose(f);
+    ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_CONVERT, 5, ppf, &spec, pos, 2, &npos, &help,
+                                         &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "stpes"));
+    unlink(path);
+    char *ppn[] = {"convert", "--preprocess", "@/nonexistent/pp.json", "a.onnx", "b.dyn"};
+    ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_CONVERT, 5, ppn, &spec, pos, 2, &npos, &help,
+                                         &err), DYN_EINVAL);
 }
 END_TEST
 
