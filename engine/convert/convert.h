@@ -180,6 +180,9 @@ typedef struct dyn_convert_opts {
     double target_agreement; /* > 0: instead of ratio, the smallest allocation of floats across
                                layers (by measured sensitivity) whose top-1 agreement reaches it */
     int fit_auto;           /* fit = activation when calib is given, else fixed */
+    int distill_epochs;     /* > 0 (with calib): after fitting, native fine-tuning on the
+                               calibration images labelled by the original model (default 0) */
+    float distill_lr;       /* its Adam learning rate (default 5e-4) */
     int batch;              /* batch for calibration / evaluation passes (default 64) */
     int sequential;         /* activation fit: each layer sees the inputs of the model converted
                                so far and fits ‖Ŵ X̃ − W X‖ (default 1) */

@@ -52,6 +52,9 @@ static const dyn_opt OPTS[] = {
     {"keep_last", C, DYN_OPT_BOOL, 0, 0, 0, "true", NULL,
      "keep the last linear / conv (the classifier) dense"},
     {"min_saving", C, DYN_OPT_NUM, 0, 1, 0, "0.25", NULL, "convert a layer only if DyN saves this much"},
+    {"distill_epochs", C, DYN_OPT_INT, 0, 1000, 0, "0", NULL,
+     "then fine-tune on the calibration images labelled by the original model"},
+    {"distill_lr", C, DYN_OPT_NUM, 0, 1, 1, "0.0005", NULL, "learning rate of that fine-tuning"},
     /* conversion: data */
     {"preprocess", C, DYN_OPT_OBJECT, 0, 0, 0, NULL, NULL,
      "the model's input pipeline (preprocess metadata, engine/io/image.h); replaces its own"},
@@ -444,6 +447,8 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->keep_first_conv = b_get(spec, C, "keep_first_conv");
     o->keep_last = b_get(spec, C, "keep_last");
     o->min_saving = n_get(spec, C, "min_saving");
+    o->distill_epochs = (int)n_get(spec, C, "distill_epochs");
+    o->distill_lr = (float)n_get(spec, C, "distill_lr");
     const json_t *kl = json_object_get(spec, "keep_dense");
     o->nkeep = 0;
     for (size_t i = 0; i < json_array_size(kl) && o->nkeep < keep_cap; i++)

@@ -133,11 +133,12 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
                     100 * json_number_value(json_object_get(e, "agree_top1")));
         else {
             const double pr = json_number_value(json_object_get(e, "predicted"));
-            fprintf(f, "explored: %-28s %10lld floats (%.2fx) top-1 agreement %.2f%%",
-                    json_string_value(json_object_get(e, "stage")),
+            fprintf(f, "explored: %-28s %10lld floats (%.2fx) top-1 agreement %.2f%% (95%% lower "
+                       "bound %.2f%%)", json_string_value(json_object_get(e, "stage")),
                     (long long)json_integer_value(json_object_get(e, "floats")),
                     json_number_value(json_object_get(e, "compression")),
-                    100 * json_number_value(json_object_get(e, "agree_top1")));
+                    100 * json_number_value(json_object_get(e, "agree_top1")),
+                    100 * json_number_value(json_object_get(e, "agree_lower_bound")));
             if (pr >= 0) fprintf(f, " (predicted from the layers alone %.2f%%)", 100 * pr);
             fprintf(f, "\n");
         }

@@ -3,8 +3,9 @@
  * per line). Built by the test scripts with the system compiler; no dynd code involved, so the
  * images are produced independently of the decoder under test.
  *
- *   mkdigits <t10k-images-idx3-ubyte> <t10k-labels-idx1-ubyte> <outdir> <N> [quality=95]
- * Writes <outdir>/<i>.png, <outdir>/<i>.jpg, <outdir>/<i>.u8 (784 raw bytes), labels.txt.
+ *   mkdigits <t10k-images-idx3-ubyte> <t10k-labels-idx1-ubyte> <outdir> <N> [quality=95] [first=0]
+ * Writes <outdir>/<i>.png, <outdir>/<i>.jpg, <outdir>/<i>.u8 (784 raw bytes), labels.txt, for
+ * i = 0..N-1 holding images first..first+N-1 of the file.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -76,24 +77,24 @@ static int write_jpeg(const char *path, const uint8_t *px, int w, int h, int q) 
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s images labels outdir N [quality]\n", argv[0]);
+        fprintf(stderr, "usage: %s images labels outdir N [quality] [first]\n", argv[0]);
         return 2;
     }
-    int n = atoi(argv[4]), q = argc > 5 ? atoi(argv[5]) : 95;
+    int n = atoi(argv[4]), q = argc > 5 ? atoi(argv[5]) : 95, first = argc > 6 ? atoi(argv[6]) : 0;
     size_t ni, nl;
     uint8_t *im = slurp(argv[1], &ni), *lb = slurp(argv[2], &nl);
     if (!im || !lb || ni < 16 || nl < 8) return fprintf(stderr, "cannot read the IDX files\n"), 1;
     int count = im[4] << 24 | im[5] << 16 | im[6] << 8 | im[7];
     int h = im[8] << 24 | im[9] << 16 | im[10] << 8 | im[11];
     int w = im[12] << 24 | im[13] << 16 | im[14] << 8 | im[15];
-    if (n > count || ni < 16 + (size_t)count * (size_t)(w * h) || nl < 8 + (size_t)count)
+    if (first < 0 || n > count - first || ni < 16 + (size_t)count * (size_t)(w * h) || nl < 8 + (size_t)count)
         return fprintf(stderr, "IDX files too short\n"), 1;
     char path[4096];
     snprintf(path, sizeof path, "%s/labels.txt", argv[3]);
     FILE *lf = fopen(path, "w");
     if (!lf) return perror(path), 1;
     for (int i = 0; i < n; i++) {
-        const uint8_t *px = im + 16 + (size_t)i * (size_t)(w * h);
+        const uint8_t *px = im + 16 + (size_t)(first + i) * (size_t)(w * h);
         snprintf(path, sizeof path, "%s/%d.png", argv[3], i);
         if (write_png(path, px, w, h)) return perror(path), 1;
         snprintf(path, sizeof path, "%s/%d.jpg", argv[3], i);
@@ -102,7 +103,7 @@ int main(int argc, char **argv) {
         FILE *f = fopen(path, "wb");
         if (!f || fwrite(px, 1, (size_t)(w * h), f) != (size_t)(w * h)) return perror(path), 1;
         fclose(f);
-        fprintf(lf, "%d %d\n", i, lb[8 + i]);
+        fprintf(lf, "%d %d\n", i, lb[8 + first + i]);
     }
     fclose(lf);
     free(im);

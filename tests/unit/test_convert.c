@@ -876,14 +876,14 @@ END_TEST
  * result meets the target or has given every layer back its dense form. */
 START_TEST(convert_target_agreement) {
     dyn_model *dense = small_cnn(23);
-    synth cal = synth_make(64, 5), hold = synth_make(64, 6);
+    synth cal = synth_make(64, 5), hold = synth_make(256, 6);
     dyn_batch_source sc = synth_src(&cal), sh = synth_src(&hold);
     dyn_convert_opts o = small_opts();
     o.ratio = 0;
     o.calib = &sc;
     o.holdout = &sh;
     o.fit_auto = 1;
-    o.target_agreement = 0.97;
+    o.target_agreement = 0.95; /* met when its 95 % lower bound on 256 images reaches it */
     o.fitopt.steps = 80;
     o.min_saving = 0.05;
     dyn_model *out = NULL;
@@ -891,7 +891,7 @@ START_TEST(convert_target_agreement) {
     dyn_err err = {0};
     ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
     ck_assert(json_array_size(rep.explored) >= 2);
-    ck_assert(rep.agree_top1 >= 0.97 || rep.nconverted == 0);
+    ck_assert_msg(rep.agree_top1 >= 0.95, "%g", rep.agree_top1);
     json_t *j = dyn_convert_report_json(&rep);
     ck_assert(json_is_array(json_object_get(j, "explored")));
     ck_assert(json_is_real(json_object_get(j, "target_agreement")));
