@@ -8,7 +8,8 @@
  * the last weight layer) gets the l1 DyN budget of `dyn convert --ratio R` (H with q = 1, F
  * floats); then, on F floats: the l1 DyN fit (dyn_fit_layer, defaults: SVD-pair init, Adam,
  * δ = 1e-3), truncated SVD at rank F / (m + nk), the RieM-style form (fit_riem.h) at the largest
- * q that fits; and per-row int8 / int4 (their own bytes). One line per layer and form, then the
+ * q that fits (a conv: fitted on [Cout][Cin·K²] and on [Cout·K][Cin·K], the smaller weight error
+ * kept); and per-row int8 / int4 (their own bytes). One line per layer and form, then the
  * test accuracy and top-1 agreement with the dense model of the model with all selected layers
  * replaced by each form. Run with OMP_NUM_THREADS=1. */
 #include <stdio.h>
@@ -145,20 +146,49 @@ int main(int argc, char **argv) {
             const int rank = dyn_svd_rank_for_floats(m, nk, F);
             if (dyn_svd_reconstruct(w, m, nk, rank, rec[1][s], &e[1], &err)) die("svd", &err);
             fl[1] = (int64_t)rank * (m + nk);
-            /* riem */
+            /* riem: on [m][nk]; a conv also on [Cout·K][Cin·K] (rows (o, r), columns (i, t)),
+             * the better of the two by weight error (data-free choice) */
             t0 = dyn_now();
-            const int q = dyn_riem_q_for_floats(m, nk, D, F);
+            int q = dyn_riem_q_for_floats(m, nk, D, F), q_rk = 0;
             fl[2] = q > 0 ? dyn_riem_floats(m, nk, q, D) : 0;
             e[2] = -1;
+            double e_flat = -1, e_rk = -1;
+            ro.seed = 1 + (uint64_t)sel[s];
             if (q > 0) {
                 dyn_riem rf;
-                ro.seed = 1 + (uint64_t)sel[s];
                 if (dyn_riem_fit(w, m, nk, q, D, &ro, &rf, NULL, &err)) die("riem", &err);
                 dyn_riem_materialize(&rf, rec[2][s]);
-                e[2] = dyn_rel_err(rec[2][s], w, (int64_t)m * nk);
+                e[2] = e_flat = dyn_rel_err(rec[2][s], w, (int64_t)m * nk);
                 dyn_riem_free(&rf);
             } else {
                 memcpy(rec[2][s], rec[1][s], (size_t)m * nk * sizeof(float)); /* unused */
+            }
+            if (K > 1 && (q_rk = dyn_riem_q_for_floats(m * K, n * K, D, F)) > 0) {
+                float *wr = malloc(sizeof(float) * (size_t)m * nk), *hr = malloc(sizeof(float) * (size_t)m * nk);
+                for (int o = 0; o < m; o++)
+                    for (int i = 0; i < n; i++)
+                        for (int r = 0; r < K; r++)
+                            for (int t = 0; t < K; t++)
+                                wr[((int64_t)o * K + r) * n * K + i * K + t] =
+                                    w[(int64_t)o * nk + i * K * K + r * K + t];
+                dyn_riem rf;
+                if (dyn_riem_fit(wr, m * K, n * K, q_rk, D, &ro, &rf, NULL, &err)) die("riem", &err);
+                dyn_riem_materialize(&rf, hr);
+                dyn_riem_free(&rf);
+                e_rk = dyn_rel_err(hr, wr, (int64_t)m * nk);
+                if (e[2] < 0 || e_rk < e[2]) {
+                    for (int o = 0; o < m; o++)
+                        for (int i = 0; i < n; i++)
+                            for (int r = 0; r < K; r++)
+                                for (int t = 0; t < K; t++)
+                                    rec[2][s][(int64_t)o * nk + i * K * K + r * K + t] =
+                                        hr[((int64_t)o * K + r) * n * K + i * K + t];
+                    e[2] = e_rk;
+                    q = q_rk;
+                    fl[2] = dyn_riem_floats(m * K, n * K, q_rk, D);
+                }
+                free(wr);
+                free(hr);
             }
             secs[2] = dyn_now() - t0;
             /* int8 / int4 */
@@ -177,6 +207,9 @@ int main(int argc, char **argv) {
                    "(%lld floats, %.0fs)  riem/svd %.3f\n",
                    "", "", "", "", H, secs[0], rank, q, e[2], (long long)dyn_float_bytes(fl[2]),
                    (long long)fl[2], secs[2], e[2] >= 0 && e[1] > 0 ? e[2] / e[1] : -1.0);
+            if (K > 1)
+                printf("%-10s conv layouts: [Cout][Cin·K²] q=%d err %.4f, [Cout·K][Cin·K] q=%d "
+                       "err %.4f\n", "", dyn_riem_q_for_floats(m, nk, D, F), e_flat, q_rk, e_rk);
             fflush(stdout);
         }
         printf("mean rel_err over %d layers: l1 %.4f  svd %.4f  riem %.4f  int8 %.4f  int4 %.4f  "
