@@ -9,7 +9,8 @@
  * floats); then, on F floats: the l1 DyN fit (dyn_fit_layer, defaults: SVD-pair init, Adam,
  * δ = 1e-3), truncated SVD at rank F / (m + nk), the RieM-style form (fit_riem.h) at the largest
  * q that fits (a conv: fitted on [Cout][Cin·K²] and on [Cout·K][Cin·K], the smaller weight error
- * kept); and per-row int8 / int4 (their own bytes). One line per layer and form, then the
+ * kept); per-row int8 / int4 (their own bytes) and intB, the most bits whose bytes fit in the
+ * DyN layer's (4·F). One line per layer and form, then the
  * test accuracy and top-1 agreement with the dense model of the model with all selected layers
  * replaced by each form. Run with OMP_NUM_THREADS=1. */
 #include <stdio.h>
@@ -22,8 +23,8 @@
 #include "io/model_file.h"
 #include "io/onnx.h"
 
-#define NFORMS 5
-static const char *form_names[NFORMS] = {"l1", "svd", "riem", "int8", "int4"};
+#define NFORMS 6
+static const char *form_names[NFORMS] = {"l1", "svd", "riem", "int8", "int4", "intB"};
 
 static int argmax(const float *x, int n) {
     int b = 0;
@@ -195,6 +196,12 @@ int main(int argc, char **argv) {
             if (dyn_quant_rows(w, m, nk, 8, rec[3][s], &e[3], &err) ||
                 dyn_quant_rows(w, m, nk, 4, rec[4][s], &e[4], &err))
                 die("quant", &err);
+            /* intB: the most bits whose bytes fit in the DyN layer's fp32 bytes */
+            const int bits = dyn_quant_bits_for_bytes(m, nk, dyn_float_bytes(F));
+            e[5] = -1;
+            if (bits > 0 && dyn_quant_rows(w, m, nk, bits, rec[5][s], &e[5], &err)) die("quant", &err);
+            if (bits == 0) memcpy(rec[5][s], w, (size_t)m * nk * sizeof(float)); /* none fits */
+            sum_err[5] += e[5];
             for (int f = 0; f < 3; f++) sum_err[f] += e[f];
             sum_err[3] += e[3];
             sum_err[4] += e[4];
@@ -207,15 +214,18 @@ int main(int argc, char **argv) {
                    "(%lld floats, %.0fs)  riem/svd %.3f\n",
                    "", "", "", "", H, secs[0], rank, q, e[2], (long long)dyn_float_bytes(fl[2]),
                    (long long)fl[2], secs[2], e[2] >= 0 && e[1] > 0 ? e[2] / e[1] : -1.0);
+            printf("%-10s equal bytes: int%d %8.4f %9lld (DyN %lld)\n", "", bits, e[5],
+                   (long long)(bits ? dyn_quant_bytes(m, nk, bits) : 0),
+                   (long long)dyn_float_bytes(F));
             if (K > 1)
                 printf("%-10s conv layouts: [Cout][Cin·K²] q=%d err %.4f, [Cout·K][Cin·K] q=%d "
                        "err %.4f\n", "", dyn_riem_q_for_floats(m, nk, D, F), e_flat, q_rk, e_rk);
             fflush(stdout);
         }
         printf("mean rel_err over %d layers: l1 %.4f  svd %.4f  riem %.4f  int8 %.4f  int4 %.4f  "
-               "(l1/svd %.3f, riem/svd %.3f)\n",
+               "intB %.4f  (l1/svd %.3f, riem/svd %.3f)\n",
                ns, sum_err[0] / ns, sum_err[1] / ns, sum_err[2] / ns, sum_err[3] / ns,
-               sum_err[4] / ns, sum_err[0] / sum_err[1], sum_err[2] / sum_err[1]);
+               sum_err[4] / ns, sum_err[5] / ns, sum_err[0] / sum_err[1], sum_err[2] / sum_err[1]);
         for (int f = 0; f < NFORMS; f++) {
             dyn_model *mm = NULL;
             if (dyn_model_replace_weights(dense, names, (const float *const *)rec[f], ns, &mm, &err))
