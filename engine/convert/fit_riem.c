@@ -341,3 +341,16 @@ void dyn_riem_materialize(const dyn_riem *r, float *out) {
             out[(int64_t)i * r->nk + j] = (float)(acc * r->scale);
         }
 }
+
+void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float *out) {
+    const int64_t nk = (int64_t)n * K * K;
+    for (int o = 0; o < m; o++)
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < K; r++)
+                for (int t = 0; t < K; t++) {
+                    const int64_t a = o * nk + (int64_t)i * K * K + r * K + t;
+                    const int64_t b = ((int64_t)o * K + r) * n * K + (int64_t)i * K + t;
+                    if (inverse) out[a] = w[b];
+                    else out[b] = w[a];
+                }
+}

@@ -69,4 +69,10 @@ double dyn_riem_loss(const dyn_riem *r, const float *w, float *grad);
 
 void dyn_riem_free(dyn_riem *r);
 
+/* A conv2d weight [Cout = m][Cin = n][K][K] as the matrix [m·K][n·K] with rows (o, r) and
+ * columns (i, t) (inverse = 0), or back (inverse = 1); w and out do not overlap. On LeNet's
+ * conv2 the form fits this layout better than [m][n·K²] (CONVERT.md): more q for the floats,
+ * and rows / columns that share kernel rows and columns. */
+void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float *out);
+
 #endif

@@ -166,24 +166,14 @@ int main(int argc, char **argv) {
             }
             if (K > 1 && (q_rk = dyn_riem_q_for_floats(m * K, n * K, D, F)) > 0) {
                 float *wr = malloc(sizeof(float) * (size_t)m * nk), *hr = malloc(sizeof(float) * (size_t)m * nk);
-                for (int o = 0; o < m; o++)
-                    for (int i = 0; i < n; i++)
-                        for (int r = 0; r < K; r++)
-                            for (int t = 0; t < K; t++)
-                                wr[((int64_t)o * K + r) * n * K + i * K + t] =
-                                    w[(int64_t)o * nk + i * K * K + r * K + t];
+                dyn_riem_conv_rows(w, m, n, K, 0, wr);
                 dyn_riem rf;
                 if (dyn_riem_fit(wr, m * K, n * K, q_rk, D, &ro, &rf, NULL, &err)) die("riem", &err);
                 dyn_riem_materialize(&rf, hr);
                 dyn_riem_free(&rf);
                 e_rk = dyn_rel_err(hr, wr, (int64_t)m * nk);
                 if (e[2] < 0 || e_rk < e[2]) {
-                    for (int o = 0; o < m; o++)
-                        for (int i = 0; i < n; i++)
-                            for (int r = 0; r < K; r++)
-                                for (int t = 0; t < K; t++)
-                                    rec[2][s][(int64_t)o * nk + i * K * K + r * K + t] =
-                                        hr[((int64_t)o * K + r) * n * K + i * K + t];
+                    dyn_riem_conv_rows(hr, m, n, K, 1, rec[2][s]);
                     e[2] = e_rk;
                     q = q_rk;
                     fl[2] = dyn_riem_floats(m * K, n * K, q_rk, D);

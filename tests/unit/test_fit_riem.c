@@ -131,6 +131,22 @@ START_TEST(riem_fit_reduces_error) {
 }
 END_TEST
 
+/* [Cout][Cin][K][K] -> [Cout·K][Cin·K]: element (o, i, r, t) at row o·K + r, column i·K + t;
+ * the inverse undoes it. */
+START_TEST(riem_conv_rows_layout) {
+    const int m = 3, n = 2, K = 3, nk = n * K * K;
+    float w[54], a[54], b[54];
+    for (int i = 0; i < m * nk; i++) w[i] = (float)i;
+    dyn_riem_conv_rows(w, m, n, K, 0, a);
+    /* o = 2, i = 1, r = 0, t = 2 */
+    ck_assert_float_eq(a[(2 * K + 0) * n * K + 1 * K + 2], w[2 * nk + 1 * K * K + 0 * K + 2]);
+    ck_assert_float_eq(a[1], w[1]);
+    ck_assert_float_eq(a[n * K], w[K]); /* row (0, 1) starts with (i 0, r 1, t 0) */
+    dyn_riem_conv_rows(a, m, n, K, 1, b);
+    ck_assert_int_eq(memcmp(b, w, sizeof w), 0);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("fit_riem");
     TCase *t = tcase_create("riem");
@@ -139,6 +155,7 @@ static Suite *suite(void) {
     tcase_add_test(t, riem_loss_matches_formula);
     tcase_add_test(t, riem_gradient_matches_finite_differences);
     tcase_add_test(t, riem_fit_reduces_error);
+    tcase_add_test(t, riem_conv_rows_layout);
     suite_add_tcase(s, t);
     return s;
 }

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Markdown tables from forms_table outputs (CONVERT.md "Data-free forms ...").
+
+usage: forms_summary.py OUT.txt [OUT.txt ...]   (prints to stdout; numbers are copied, not
+recomputed, except the RieM/SVD and l1/SVD ratios of the means, which forms_table also prints)
+"""
+import re
+import sys
+
+
+def parse(path):
+    model, runs, cur, last = None, [], None, None
+    for line in open(path):
+        if line.startswith("model "):
+            model = line.strip()
+        elif line.startswith("ratio "):
+            cur = {"ratio": line.split()[1], "layers": [], "model": []}
+            runs.append(cur)
+        elif cur is not None and re.match(r"^\S+\s+\d+\s+\d+\s+\d+ \|", line):
+            p = line.split("|")
+            name, m, nk, fl = p[0].split()
+            l1 = p[1].split()
+            svd = p[2].split()
+            i8 = p[3].split()
+            i4 = p[4].split()
+            last = {"name": name, "m": m, "nk": nk, "floats": fl, "l1": l1[1], "svd": svd[1],
+                    "svd_bytes": svd[2], "int8": i8[0], "int8_bytes": i8[1], "int4": i4[0],
+                    "int4_bytes": i4[1], "dyn_bytes": l1[2]}
+            cur["layers"].append(last)
+        elif last is not None and "riem q=" in line:
+            m = re.search(r"svd rank (\d+) \| riem q=(\d+)\s+(\S+)\s+(\d+)\s+\((\d+) floats", line)
+            last.update(rank=m.group(1), q=m.group(2), riem=m.group(3), riem_floats=m.group(5))
+        elif last is not None and "equal bytes:" in line:
+            m = re.search(r"int(\d+)\s+(\S+)\s+(\d+)", line)
+            last.update(bits=m.group(1), intb=m.group(2), intb_bytes=m.group(3))
+        elif line.startswith("mean rel_err"):
+            cur["mean"] = line.strip()
+        elif line.startswith("model with"):
+            m = re.search(r"as (\S+)\s+\(ratio \S+\): test accuracy (\S+)%, top-1 agreement "
+                          r"with dense (\S+)%", line)
+            cur["model"].append((m.group(1), m.group(2), m.group(3)))
+    return model, runs
+
+
+def main():
+    for path in sys.argv[1:]:
+        model, runs = parse(path)
+        print(f"`{model}`\n")
+        for r in runs:
+            print(f"**{r['ratio']}× fewer floats** (relative weight error; bytes: DyN and SVD "
+                  f"4 per float, intB = the most bits that fit in the DyN layer's bytes)\n")
+            print("| layer m×nk | floats | l1 DyN | SVD (rank) | RieM (q) | RieM / SVD | int8 "
+                  "(bytes) | int4 (bytes) | intB at DyN bytes |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            s = {"l1": 0, "svd": 0, "riem": 0, "int8": 0, "int4": 0, "intb": 0}
+            for L in r["layers"]:
+                for k in s:
+                    s[k] += float(L[k])
+                print(f"| {L['name']} {L['m']}×{L['nk']} | {L['floats']} | {L['l1']} | "
+                      f"{L['svd']} ({L['rank']}) | {L['riem']} ({L['q']}; {L['riem_floats']} fl.) | "
+                      f"{float(L['riem']) / float(L['svd']):.3f} | {L['int8']} ({L['int8_bytes']}) | "
+                      f"{L['int4']} ({L['int4_bytes']}) | int{L['bits']} {L['intb']} "
+                      f"({L['intb_bytes']} ≤ {L['dyn_bytes']}) |")
+            n = len(r["layers"])
+            print(f"| mean | | {s['l1'] / n:.4f} | {s['svd'] / n:.4f} | {s['riem'] / n:.4f} | "
+                  f"{s['riem'] / s['svd']:.3f} (l1: {s['l1'] / s['svd']:.3f}) | {s['int8'] / n:.4f} | "
+                  f"{s['int4'] / n:.4f} | {s['intb'] / n:.4f} |\n")
+            print("| all " + str(n) + " layers replaced by | " +
+                  " | ".join(f[0] for f in r["model"]) + " |")
+            print("|---" * (len(r["model"]) + 1) + "|")
+            print("| test accuracy % | " + " | ".join(f[1] for f in r["model"]) + " |")
+            print("| top-1 agreement with dense % | " + " | ".join(f[2] for f in r["model"]) +
+                  " |\n")
+
+
+if __name__ == "__main__":
+    main()
