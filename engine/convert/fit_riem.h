@@ -75,4 +75,15 @@ void dyn_riem_free(dyn_riem *r);
  * and rows / columns that share kernel rows and columns. */
 void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float *out);
 
+/* The dense model `dense` with every layer that `rep` (dyn_convert's report for that model)
+ * marks converted replaced by a RieM form fitted data-free with at most that layer's DyN
+ * weight floats (K·H·q·(m + n) + K²·H + 1; a conv in the [Cout·K][Cin·K] layout), D metric
+ * units per group, options o — the form at equal floats, materialized (no RieM layer type
+ * exists: the model stores dense weights, so it measures accuracy, not size). rel_err: NULL or
+ * rep->nlayers values (−1 where not converted or no q fits, then the layer stays as it is).
+ * *out new (dyn_model_free), NULL on failure. Returns 0, DYN_EINVAL (report and model differ),
+ * DYN_ECANCEL, DYN_ENOMEM. About m·nk·6·D sigmoid evaluations per step and layer. */
+int dyn_riem_model(const dyn_model *dense, const dyn_convert_report *rep, int D,
+                   const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err);
+
 #endif

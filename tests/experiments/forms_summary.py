@@ -11,7 +11,7 @@ import sys
 def parse(path):
     model, runs, cur, last = None, [], None, None
     for line in open(path):
-        if line.startswith("model "):
+        if line.startswith("model ") and not line.startswith("model with"):
             model = line.strip()
         elif line.startswith("ratio "):
             cur = {"ratio": line.split()[1], "layers": [], "model": []}

@@ -147,6 +147,51 @@ START_TEST(riem_conv_rows_layout) {
 }
 END_TEST
 
+/* A report marking the first of two linear layers converted: dyn_riem_model replaces that
+ * weight by a fitted form (its error reported, below 1) and copies the rest. */
+START_TEST(riem_model_replaces_converted_layers) {
+    dyn_shape in = {.ndim = 1, .d = {12}};
+    dyn_model *d = dyn_model_new(&in), *o = NULL;
+    dyn_err err = {0};
+    json_t *a = json_pack("{s:i, s:i}", "in", 12, "out", 10);
+    ck_assert(dyn_model_add_seq(d, dyn_layer_create("linear", "a", a, &err), &err) >= 0);
+    json_decref(a);
+    a = json_pack("{s:i, s:i}", "in", 10, "out", 4);
+    ck_assert(dyn_model_add_seq(d, dyn_layer_create("linear", "b", a, &err), &err) >= 0);
+    json_decref(a);
+    dyn_model_init(d, 5);
+    dyn_convert_layer L[2];
+    memset(L, 0, sizeof L);
+    snprintf(L[0].name, sizeof L[0].name, "a");
+    snprintf(L[1].name, sizeof L[1].name, "b");
+    L[0].converted = 1;
+    L[0].m = 10;
+    L[0].n = 12;
+    L[0].K = 1;
+    L[0].H = 4;
+    L[0].q = 1; /* 4·22 + 4 + 1 = 93 floats: q = (93 − 8) / (22 + 6) = 3 with D = 1 */
+    dyn_convert_report rep = {.nlayers = 2, .layers = L};
+    dyn_riem_opts ro = dyn_riem_opts_default();
+    ro.steps = 300;
+    ro.restarts = 1;
+    double e[2];
+    ck_assert_int_eq(dyn_riem_model(d, &rep, 1, &ro, e, &o, &err), 0);
+    const float *w0 = dyn_layer_param(d->nodes[0].layer, "weight")->value.data;
+    const float *w1 = dyn_layer_param(o->nodes[0].layer, "weight")->value.data;
+    ck_assert_double_eq_tol(e[0], dyn_rel_err(w1, w0, 120), 1e-6);
+    ck_assert(e[0] > 0 && e[0] < 1);
+    ck_assert_double_eq(e[1], -1);
+    ck_assert_int_eq(memcmp(dyn_layer_param(o->nodes[1].layer, "weight")->value.data,
+                            dyn_layer_param(d->nodes[1].layer, "weight")->value.data,
+                            40 * sizeof(float)), 0);
+    dyn_model_free(o);
+    L[0].m = 9;
+    ck_assert_int_eq(dyn_riem_model(d, &rep, 1, &ro, e, &o, &err), DYN_EINVAL);
+    ck_assert_ptr_null(o);
+    dyn_model_free(d);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("fit_riem");
     TCase *t = tcase_create("riem");
@@ -156,6 +201,7 @@ static Suite *suite(void) {
     tcase_add_test(t, riem_gradient_matches_finite_differences);
     tcase_add_test(t, riem_fit_reduces_error);
     tcase_add_test(t, riem_conv_rows_layout);
+    tcase_add_test(t, riem_model_replaces_converted_layers);
     suite_add_tcase(s, t);
     return s;
 }
