@@ -220,11 +220,9 @@ fail:
     return rc;
 }
 
-int dyn_baseline_model(const dyn_model *dense, const dyn_convert_report *rep,
-                       dyn_baseline_kind kind, dyn_model **out, dyn_err *err) {
+int dyn_model_from_report(const dyn_model *dense, const dyn_convert_report *rep,
+                          dyn_reconstruct_fn fn, void *ctx, dyn_model **out, dyn_err *err) {
     *out = NULL;
-    if (kind < 0 || kind >= DYN_BASELINE_COUNT)
-        return dyn_err_set(err, DYN_EINVAL, "unknown baseline kind");
     if (rep->nlayers != dense->nnodes)
         return dyn_err_set(err, DYN_EINVAL, "the report has %d layers, the model %d",
                            rep->nlayers, dense->nnodes);
@@ -240,25 +238,25 @@ int dyn_baseline_model(const dyn_model *dense, const dyn_convert_report *rep,
         if (!L->converted) continue;
         const dyn_layer *l = dense->nodes[k].layer;
         dyn_param *p = dyn_layer_param((dyn_layer *)l, "weight");
-        const int nk = L->n * L->K * L->K;
-        if (strcmp(l->name, L->name) != 0 || !p ||
-            dyn_tensor_numel(&p->value) != (int64_t)L->m * nk) {
+        const int64_t size = (int64_t)L->m * L->n * L->K * L->K;
+        if (strcmp(l->name, L->name) != 0 || !p || dyn_tensor_numel(&p->value) != size) {
             rc = dyn_err_set(err, DYN_EINVAL, "layer %d ('%s') does not match the report", k,
                              l->name);
             goto done;
         }
-        if (!(ws[n] = malloc((size_t)L->m * nk * sizeof(float)))) {
+        if (!(ws[n] = malloc((size_t)size * sizeof(float)))) {
             rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
             goto done;
         }
         names[n] = l->name;
-        const float *w = p->value.data;
-        if (kind == DYN_BASELINE_SVD)
-            rc = dyn_svd_reconstruct(w, L->m, nk, (int)DYN_MAX(0, L->svd_rank), ws[n], NULL, err);
-        else
-            rc = dyn_quant_rows(w, L->m, nk, kind == DYN_BASELINE_INT8 ? 8 : 4, ws[n], NULL, err);
-        n++;
-        if (rc) goto done;
+        rc = fn(ctx, k, L, p->value.data, ws[n], err);
+        if (rc < 0) {
+            n++;
+            goto done;
+        }
+        if (rc == 1) free(ws[n]);
+        else n++;
+        rc = 0;
     }
     rc = dyn_model_replace_weights(dense, names, (const float *const *)ws, n, out, err);
 done:
@@ -266,4 +264,22 @@ done:
     free(ws);
     free(names);
     return rc;
+}
+
+static int baseline_fn(void *ctx, int k, const dyn_convert_layer *L, const float *w, float *out,
+                       dyn_err *err) {
+    (void)k;
+    const dyn_baseline_kind kind = *(const dyn_baseline_kind *)ctx;
+    const int nk = L->n * L->K * L->K;
+    if (kind == DYN_BASELINE_SVD)
+        return dyn_svd_reconstruct(w, L->m, nk, (int)DYN_MAX(0, L->svd_rank), out, NULL, err);
+    return dyn_quant_rows(w, L->m, nk, kind == DYN_BASELINE_INT8 ? 8 : 4, out, NULL, err);
+}
+
+int dyn_baseline_model(const dyn_model *dense, const dyn_convert_report *rep,
+                       dyn_baseline_kind kind, dyn_model **out, dyn_err *err) {
+    *out = NULL;
+    if (kind < 0 || kind >= DYN_BASELINE_COUNT)
+        return dyn_err_set(err, DYN_EINVAL, "unknown baseline kind");
+    return dyn_model_from_report(dense, rep, baseline_fn, &kind, out, err);
 }

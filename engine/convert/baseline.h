@@ -79,6 +79,19 @@ int dyn_model_replace_weights(const dyn_model *in, const char *const *names,
                               const float *const *weights, int n, dyn_model **out,
                               dyn_err *err);
 
+/* Reconstruction callback of dyn_model_from_report: writes the replacement of the converted
+ * layer k (report entry L, dense weight w [m][n·K²], borrowed) into out (same size). Returns
+ * 0 (replaced), 1 (keep the layer as it is) or a negative DYN_E* code with err set. */
+typedef int (*dyn_reconstruct_fn)(void *ctx, int k, const dyn_convert_layer *L, const float *w,
+                                  float *out, dyn_err *err);
+
+/* The dense model `dense` with the weight of every layer that `rep` (dyn_convert's report for
+ * a conversion of that model) marks converted replaced by what fn writes. *out new
+ * (dyn_model_free), NULL on failure. Returns 0, DYN_EINVAL (report and model do not match),
+ * DYN_ENOMEM, or fn's error. */
+int dyn_model_from_report(const dyn_model *dense, const dyn_convert_report *rep,
+                          dyn_reconstruct_fn fn, void *ctx, dyn_model **out, dyn_err *err);
+
 /* The dense model `dense` with every layer that `rep` (dyn_convert's report for a conversion of
  * that model) marks converted replaced by its `kind` reconstruction: truncated SVD at the
  * layer's svd_rank (equal floats), or per-row int8 / int4 (bytes in the report). Measure it

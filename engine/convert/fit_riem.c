@@ -356,66 +356,43 @@ void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float 
                 }
 }
 
-int dyn_riem_model(const dyn_model *dense, const dyn_convert_report *rep, int D,
-                   const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err) {
-    *out = NULL;
-    if (rep->nlayers != dense->nnodes)
-        return dyn_err_set(err, DYN_EINVAL, "the report has %d layers, the model %d",
-                           rep->nlayers, dense->nnodes);
-    const char **names = calloc((size_t)DYN_MAX(1, rep->nlayers), sizeof *names);
-    float **ws = calloc((size_t)DYN_MAX(1, rep->nlayers), sizeof *ws);
-    float *tmp = NULL;
-    int n = 0, rc = 0;
-    if (!names || !ws) {
-        rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
-        goto done;
+typedef struct riem_ctx {
+    int D;
+    const dyn_riem_opts *o;
+    double *rel_err;
+} riem_ctx;
+
+static int riem_fn(void *ctx, int k, const dyn_convert_layer *L, const float *w, float *out,
+                   dyn_err *err) {
+    const riem_ctx *c = ctx;
+    const int K = L->K, rows = L->m * K, cols = L->n * K;
+    const int64_t size = (int64_t)L->m * L->n * K * K;
+    const int q = dyn_riem_q_for_floats(rows, cols, c->D,
+                                        dyn_convert_floats(L->m, L->n, K, L->H, L->q));
+    if (q < 1) return 1;
+    float *tmp = K > 1 ? malloc((size_t)size * sizeof(float)) : NULL;
+    if (K > 1 && !tmp) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    if (K > 1) dyn_riem_conv_rows(w, L->m, L->n, K, 0, tmp);
+    dyn_riem r;
+    dyn_riem_opts lo = *c->o;
+    lo.seed = c->o->seed + (uint64_t)k * 7919;
+    int rc = dyn_riem_fit(K > 1 ? tmp : w, rows, cols, q, c->D, &lo, &r, NULL, err);
+    if (!rc) {
+        dyn_riem_materialize(&r, K > 1 ? tmp : out);
+        if (K > 1) dyn_riem_conv_rows(tmp, L->m, L->n, K, 1, out);
+        if (c->rel_err) c->rel_err[k] = dyn_rel_err(out, w, size);
+    } else if (rc != DYN_ECANCEL) {
+        dyn_err_prefix(err, "layer '%s'", L->name);
     }
-    for (int k = 0; k < rep->nlayers; k++) {
-        const dyn_convert_layer *L = &rep->layers[k];
-        if (rel_err) rel_err[k] = -1;
-        if (!L->converted) continue;
-        const dyn_layer *l = dense->nodes[k].layer;
-        dyn_param *p = dyn_layer_param((dyn_layer *)l, "weight");
-        const int K = L->K, nk = L->n * K * K, rows = L->m * K, cols = L->n * K;
-        if (strcmp(l->name, L->name) != 0 || !p ||
-            dyn_tensor_numel(&p->value) != (int64_t)L->m * nk) {
-            rc = dyn_err_set(err, DYN_EINVAL, "layer %d ('%s') does not match the report", k,
-                             l->name);
-            goto done;
-        }
-        const int q = dyn_riem_q_for_floats(rows, cols, D, dyn_convert_floats(L->m, L->n, K, L->H, L->q));
-        if (q < 1) continue;
-        free(tmp);
-        ws[n] = malloc((size_t)L->m * nk * sizeof(float));
-        tmp = K > 1 ? malloc((size_t)L->m * nk * sizeof(float)) : NULL;
-        if (!ws[n] || (K > 1 && !tmp)) {
-            free(ws[n]);
-            rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
-            goto done;
-        }
-        const float *w = p->value.data;
-        if (K > 1) dyn_riem_conv_rows(w, L->m, L->n, K, 0, tmp);
-        dyn_riem r;
-        dyn_riem_opts lo = *o;
-        lo.seed = o->seed + (uint64_t)k * 7919;
-        rc = dyn_riem_fit(K > 1 ? tmp : w, rows, cols, q, D, &lo, &r, NULL, err);
-        if (!rc) {
-            dyn_riem_materialize(&r, K > 1 ? tmp : ws[n]);
-            if (K > 1) dyn_riem_conv_rows(tmp, L->m, L->n, K, 1, ws[n]);
-            if (rel_err) rel_err[k] = dyn_rel_err(ws[n], w, (int64_t)L->m * nk);
-        }
-        dyn_riem_free(&r);
-        names[n++] = l->name;
-        if (rc) {
-            if (rc != DYN_ECANCEL) dyn_err_prefix(err, "layer '%s'", l->name);
-            goto done;
-        }
-    }
-    rc = dyn_model_replace_weights(dense, names, (const float *const *)ws, n, out, err);
-done:
-    for (int i = 0; i < n; i++) free(ws[i]);
-    free(ws);
-    free(names);
+    dyn_riem_free(&r);
     free(tmp);
     return rc;
+}
+
+int dyn_riem_model(const dyn_model *dense, const dyn_convert_report *rep, int D,
+                   const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err) {
+    if (rel_err)
+        for (int k = 0; k < rep->nlayers; k++) rel_err[k] = -1;
+    riem_ctx c = {.D = D, .o = o, .rel_err = rel_err};
+    return dyn_model_from_report(dense, rep, riem_fn, &c, out, err);
 }
