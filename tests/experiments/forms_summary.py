@@ -2,7 +2,7 @@
 """Markdown tables from forms_table outputs (CONVERT.md "Data-free forms ...").
 
 usage: forms_summary.py OUT.txt [OUT.txt ...]   (prints to stdout; numbers are copied, not
-recomputed, except the RieM/SVD and l1/SVD ratios of the means, which forms_table also prints)
+recomputed, except each layer's RieM / SVD ratio)
 """
 import re
 import sys
@@ -52,19 +52,18 @@ def main():
             print("| layer m×nk | floats | l1 DyN | SVD (rank) | RieM (q) | RieM / SVD | int8 "
                   "(bytes) | int4 (bytes) | intB at DyN bytes |")
             print("|---|---|---|---|---|---|---|---|---|")
-            s = {"l1": 0, "svd": 0, "riem": 0, "int8": 0, "int4": 0, "intb": 0}
             for L in r["layers"]:
-                for k in s:
-                    s[k] += float(L[k])
                 print(f"| {L['name']} {L['m']}×{L['nk']} | {L['floats']} | {L['l1']} | "
                       f"{L['svd']} ({L['rank']}) | {L['riem']} ({L['q']}; {L['riem_floats']} fl.) | "
                       f"{float(L['riem']) / float(L['svd']):.3f} | {L['int8']} ({L['int8_bytes']}) | "
                       f"{L['int4']} ({L['int4_bytes']}) | int{L['bits']} {L['intb']} "
                       f"({L['intb_bytes']} ≤ {L['dyn_bytes']}) |")
             n = len(r["layers"])
-            print(f"| mean | | {s['l1'] / n:.4f} | {s['svd'] / n:.4f} | {s['riem'] / n:.4f} | "
-                  f"{s['riem'] / s['svd']:.3f} (l1: {s['l1'] / s['svd']:.3f}) | {s['int8'] / n:.4f} | "
-                  f"{s['int4'] / n:.4f} | {s['intb'] / n:.4f} |\n")
+            mean = dict(re.findall(r"(?<!/)(l1|svd|riem|int8|int4|intB) (\d\.\d+)", r["mean"]))
+            ratios = dict(re.findall(r"(l1|riem)/svd (\d\.\d+)", r["mean"]))
+            print(f"| mean (printed) | | {mean['l1']} | {mean['svd']} | {mean['riem']} | "
+                  f"**{ratios['riem']}** (l1: {ratios['l1']}) | {mean['int8']} | {mean['int4']} | "
+                  f"{mean['intB']} |\n")
             print("| all " + str(n) + " layers replaced by | " +
                   " | ".join(f[0] for f in r["model"]) + " |")
             print("|---" * (len(r["model"]) + 1) + "|")
