@@ -23,6 +23,7 @@
 #include <cblas.h>
 
 #include "../cpu/im2col.h"
+#include "baseline.h"
 #include "convert.h"
 #include "finetune.h"
 
@@ -703,7 +704,9 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
                 L->init_rel_err = fr.init_rel_err;
                 L->seconds = fr.seconds;
                 snprintf(L->op_after, sizeof L->op_after, "%s", nl->ops->name);
-                if ((rc = svd_baseline(cd, dyn_convert_floats(cd->m, cd->n, cd->K, H, o->q), L, err)))
+                const int64_t wf = dyn_convert_floats(cd->m, cd->n, cd->K, H, o->q);
+                if ((rc = svd_baseline(cd, wf, L, err)) ||
+                    (rc = dyn_baseline_layer(cd->w, cd->m, cd->n * cd->K * cd->K, wf, L, err)))
                     goto done;
                 if (seq) cand_stats_free(cd);
             }

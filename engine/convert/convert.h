@@ -210,6 +210,10 @@ typedef struct dyn_convert_layer {
     int64_t macs_native;    /* per sample if the layer ran natively (DyN: K²·H·q·(m+n) per
                                output position, as the paper counts); = macs_after if dense */
     double entropy_bits, seconds;
+    /* Baselines (baseline.h; converted layers only): bytes of the weight as DyN (fp32 floats),
+     * as per-row int8 / int4 with fp16 scales, and the quantized weights' relative errors. */
+    int64_t bytes_dyn, bytes_int8, bytes_int4;
+    double int8_rel_err, int4_rel_err;
 } dyn_convert_layer;
 
 typedef struct dyn_convert_report {

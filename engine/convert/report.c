@@ -32,6 +32,11 @@ json_t *dyn_convert_report_json(const dyn_convert_report *r) {
             json_object_set_new(o, "holdout_out_rel_err", num_or_null(L->hold_rel_err));
             json_object_set_new(o, "entropy_bits", json_real(L->entropy_bits));
             json_object_set_new(o, "seconds", json_real(L->seconds));
+            json_object_set_new(o, "bytes_dyn", json_integer(L->bytes_dyn));
+            json_object_set_new(o, "bytes_int8", json_integer(L->bytes_int8));
+            json_object_set_new(o, "bytes_int4", json_integer(L->bytes_int4));
+            json_object_set_new(o, "int8_rel_err", num_or_null(L->int8_rel_err));
+            json_object_set_new(o, "int4_rel_err", num_or_null(L->int4_rel_err));
         }
         json_array_append_new(layers, o);
     }
@@ -81,26 +86,29 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return NULL;
-    fprintf(f, "%-24s %-11s %4s %3s %10s %10s %8s %8s %8s %8s %8s %11s %11s %11s %7s %6s\n",
+    fprintf(f, "%-24s %-11s %4s %3s %10s %10s %8s %8s %8s %8s %8s %11s %11s %11s %7s %6s %10s %8s %8s\n",
             "layer", "op", "H", "q", "floats", "-> floats", "rel_err", "svd_err", "out_err",
-            "hold_err", "init_err", "MACs", "-> MACs", "native", "entropy", "time_s");
+            "hold_err", "init_err", "MACs", "-> MACs", "native", "entropy", "time_s", "DyN bytes",
+            "int8_err", "int4_err");
     for (int k = 0; k < r->nlayers; k++) {
         const dyn_convert_layer *L = &r->layers[k];
         if (!L->converted && !L->reason[0] && L->m == 0) continue;
-        char e1[16], e2[16], e3[16], e4[16], e5[16];
+        char e1[16], e2[16], e3[16], e4[16], e5[16], e6[16], e7[16];
         fmt_err(e1, sizeof e1, L->rel_err);
         fmt_err(e2, sizeof e2, L->svd_rel_err);
         fmt_err(e3, sizeof e3, L->out_rel_err);
-        fmt_err(e5, sizeof e5, L->hold_rel_err);
+        fmt_err(e7, sizeof e7, L->hold_rel_err);
         fmt_err(e4, sizeof e4, L->init_rel_err);
+        fmt_err(e5, sizeof e5, L->converted ? L->int8_rel_err : -1);
+        fmt_err(e6, sizeof e6, L->converted ? L->int4_rel_err : -1);
         const size_t nl = strlen(L->name);
         const char *nm = nl > 24 ? L->name + nl - 24 : L->name; /* the informative end */
         if (L->converted)
-            fprintf(f, "%-24s %-11.11s %4d %3d %10lld %10lld %8s %8s %8s %8s %8s %11lld %11lld %11lld %7.3f %6.1f\n",
+            fprintf(f, "%-24s %-11.11s %4d %3d %10lld %10lld %8s %8s %8s %8s %8s %11lld %11lld %11lld %7.3f %6.1f %10lld %8s %8s\n",
                     nm, L->op_after, L->H, L->q, (long long)L->floats_before,
-                    (long long)L->floats_after, e1, e2, e3, e5, e4, (long long)L->macs_before,
+                    (long long)L->floats_after, e1, e2, e3, e7, e4, (long long)L->macs_before,
                     (long long)L->macs_after, (long long)L->macs_native, L->entropy_bits,
-                    L->seconds);
+                    L->seconds, (long long)L->bytes_dyn, e5, e6);
         else
             fprintf(f, "%-24s %-11.11s %4s %3s %10lld %10lld  %s\n", nm, L->op_after, "-", "-",
                     (long long)L->floats_before, (long long)L->floats_after, L->reason);
@@ -114,6 +122,16 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
             (long long)r->macs_native,
             r->macs_native ? (double)r->macs_before / r->macs_native : 0.0, r->nconverted,
             r->seconds);
+    long long bd = 0, b8 = 0, b4 = 0;
+    for (int k = 0; k < r->nlayers; k++)
+        if (r->layers[k].converted) {
+            bd += r->layers[k].bytes_dyn;
+            b8 += r->layers[k].bytes_int8;
+            b4 += r->layers[k].bytes_int4;
+        }
+    if (bd > 0)
+        fprintf(f, "converted layers' weight bytes: DyN (fp32) %lld, per-row int8 %lld, int4 %lld "
+                   "(fp16 row scales); svd_err: truncated SVD at equal floats\n", bd, b8, b4);
     if (r->agree_top1 >= 0)
         fprintf(f, "fidelity on %d %s images held out of the fit: top-1 agreement %.2f%%, top-5 "
                    "%.2f%%, logits' relative error %.4f\n", r->fidelity_n, r->fidelity_on,

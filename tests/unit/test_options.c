@@ -36,8 +36,8 @@ START_TEST(openapi_matches_table) {
         ck_assert_ptr_nonnull(props);
         props += strlen("      properties:\n");
         ck_assert_msg(strncmp(props, gen, strlen(gen)) == 0,
-                      "api/openapi.yaml's %.20s differ from the option table: regenerate with "
-                      "`build/dyn options --openapi convert|finetune`", heads[i] + 4);
+                      "api/openapi.yaml's %.20s differ from the option table: run "
+                      "tests/update_openapi.sh", heads[i] + 4);
         /* and nothing more: the next line leaves the properties block */
         const char *after = props + strlen(gen);
         ck_assert_msg(strncmp(after, "        ", 8) != 0, "extra property after the table's");
