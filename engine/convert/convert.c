@@ -604,6 +604,8 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
         const double dense_w = (double)cd.m * cd.n * cd.K * cd.K;
         const int Hmax = dyn_convert_budget_H(cd.m, cd.n, cd.K, o->q, 1.0 / (1.0 - o->min_saving));
         cd.H = o->rel_err > 0 ? Hmax : DYN_MIN(Hmax, dyn_convert_budget_H(cd.m, cd.n, cd.K, o->q, o->ratio));
+        if (is_lin && o->H_linear > 0) cd.H = o->H_linear; /* copies given per layer kind */
+        if (is_conv && o->H_conv > 0) cd.H = o->H_conv;
         if (Hover && Hover[k] > 0) cd.H = Hover[k]; /* an allocation (target_agreement) */
         if (cd.H < 1) {
             snprintf(L->reason, sizeof L->reason,

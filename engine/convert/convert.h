@@ -180,6 +180,8 @@ typedef struct dyn_convert_opts {
     double target_agreement; /* > 0: instead of ratio, the smallest allocation of floats across
                                layers (by measured sensitivity) whose top-1 agreement reaches it */
     int fit_auto;           /* fit = activation when calib is given, else fixed */
+    int H_linear, H_conv;   /* > 0: every converted linear / conv2d gets this many copies
+                               (the paper's "No. copies FC / CONV"), instead of the ratio */
     int distill_epochs;     /* > 0 (with calib): after fitting, native fine-tuning on the
                                calibration images labelled by the original model (default 0) */
     float distill_lr;       /* its Adam learning rate (default 5e-4) */

@@ -30,6 +30,8 @@ static const dyn_opt OPTS[] = {
      "per-layer compression of the weight floats"},
     {"rel_err", C, DYN_OPT_NUM, 0, 1, 1, NULL, NULL,
      "instead of ratio: smallest H whose fit reaches this relative error"},
+    {"copies", C, DYN_OPT_LIST, 0, 2, 0, NULL, NULL,
+     "instead of ratio: copies H of every linear and every conv, \"FC,CONV\" (the paper's)"},
     {"target_agreement", C, DYN_OPT_NUM, 0, 1, 1, NULL, NULL,
      "instead of ratio: smallest model whose top-1 agreement with the original reaches this"},
     {"min_agreement", C, DYN_OPT_NUM, 0, 1, 0, "0.95", NULL,
@@ -430,6 +432,18 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->target_agreement = n_get(spec, C, "target_agreement");
     if (o->rel_err > 0 || o->target_agreement > 0) o->ratio = 0;
     o->min_agreement = n_get(spec, C, "min_agreement");
+    const json_t *cp = json_object_get(spec, "copies");
+    if (cp) {
+        const char *a = json_string_value(json_array_get(cp, 0));
+        const char *b = json_string_value(json_array_get(cp, 1));
+        char *e1 = NULL, *e2 = NULL;
+        const long hf = a ? strtol(a, &e1, 10) : 0, hc = b ? strtol(b, &e2, 10) : 0;
+        if (json_array_size(cp) != 2 || !a || !b || *e1 || *e2 || hf < 1 || hc < 1 || hf > 4096 ||
+            hc > 4096)
+            return dyn_err_set(err, DYN_EINVAL, "copies must be two integers FC,CONV in 1..4096");
+        o->H_linear = (int)hf;
+        o->H_conv = (int)hc;
+    }
     o->force = b_get(spec, C, "force_publish");
     const char *fit = s_get(spec, "fit", "auto");
     o->fit_auto = !strcmp(fit, "auto");
