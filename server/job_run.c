@@ -119,6 +119,13 @@ static int opt_check(srv_jobs *js, int kind, const dyn_opt *o, const json_t *v, 
  * upload itself (srv_jobs_submit) so a bad upload is reported as such. 0, or -1 with e. */
 int srv__job_conv_data_check(const json_t *in, const json_t *out, srv_job_err *e) {
     const int data = json_object_get(out, "calib") || json_object_get(out, "eval");
+    dyn_convert_opts tmp; /* what only the combination of values can tell (copies) */
+    const char *keep[64];
+    dyn_err derr = {0};
+    if (dyn_convert_opts_from_spec(out, &tmp, keep, 64, &derr)) {
+        jerr(e, 400, "invalid_option", "%s", derr.msg);
+        return -1;
+    }
     if (json_object_get(in, "rel_err") && json_object_get(in, "target_agreement")) {
         jerr(e, 400, "invalid_option", "give rel_err or target_agreement, not both");
         return -1;

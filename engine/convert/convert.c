@@ -995,6 +995,7 @@ static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_se
     so.fitopt.steps = DYN_MAX(1, o->fitopt.steps / 2);
     so.progress = NULL;
     so.distill_epochs = 0; /* layers alone, as fitted */
+    so.sequential = 0;     /* one layer converted: its inputs are the dense model's anyway */
     for (int i = 0; i < ns && !rc; i++) {
         sens *s = &ss[i];
         for (int r = 0; r < LADDER - 1 && !rc; r++) {

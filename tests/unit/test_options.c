@@ -125,6 +125,16 @@ START_TEST(argv_parsing) {
     char *bad5[] = {"finetune", "--epochs", "2.5"};
     ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_FINETUNE, 3, bad5, &spec, pos, 1, &npos, &help, &err),
                      DYN_EINVAL);
+    char *cp[] = {"convert", "--copies", "2,3"};
+    ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_CONVERT, 3, cp, &spec, pos, 2, &npos, &help, &err), 0);
+    ck_assert_int_eq(dyn_convert_opts_from_spec(spec, &o, keep, 4, &err), 0);
+    ck_assert_int_eq(o.H_linear, 2);
+    ck_assert_int_eq(o.H_conv, 3);
+    json_decref(spec);
+    char *cp1[] = {"convert", "--copies", "2,x"};
+    ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_CONVERT, 3, cp1, &spec, pos, 2, &npos, &help, &err), 0);
+    ck_assert_int_eq(dyn_convert_opts_from_spec(spec, &o, keep, 4, &err), DYN_EINVAL);
+    json_decref(spec);
     char *bad6[] = {"convert", "--fit", "best"};
     ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_CONVERT, 3, bad6, &spec, pos, 2, &npos, &help, &err),
                      DYN_EINVAL);
