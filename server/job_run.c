@@ -55,6 +55,10 @@ static const job_opt OPTS[] = {
     {"lr", K_C, O_NUM, 0, 10, 1, "0.1", NULL, "fitting learning rate"},
     {"init", K_C, O_CHOICE, 0, 0, 0, "\"svd\"", "svd|lsq|random", "initialization"},
     {"restarts", K_C, O_INT, 1, 64, 0, "1", NULL, "initial candidates"},
+    {"fit_algo", K_C, O_CHOICE, 0, 0, 0, "\"fast\"", "fast|reference",
+     "data-free l1 fit: fused pass, closed-form lambda and c; or the path before issue 9"},
+    {"sample", K_C, O_NUM, 0, 1, 1, "1", NULL, "fraction of the rows each fitting step sees"},
+    {"plateau", K_C, O_NUM, 0, 0.5, 0, "0", NULL, "stop a fit early on a plateau (0 = off)"},
     {"kernel", K_C, O_CHOICE, 0, 0, 0, "\"l1\"", "l1|l2|inv", "DyN kernel"},
     {"q", K_C, O_INT, 1, 64, 0, "1", NULL, "state dimensions"},
     {"keep_dense", K_C, O_LIST, 0, 64, 0, NULL, NULL, "layer names kept dense"},
@@ -473,6 +477,9 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     o.fitopt.steps = (int)nget(s, "steps", 2000);
     o.fitopt.lr = (float)nget(s, "lr", 0.1);
     o.fitopt.restarts = (int)nget(s, "restarts", 1);
+    o.fitopt.algo = sget(s, "fit_algo") && strcmp(sget(s, "fit_algo"), "reference") == 0;
+    o.fitopt.sample = nget(s, "sample", 1);
+    o.fitopt.plateau = nget(s, "plateau", 0);
     o.fitopt.quant = nget(s, "quant", 1e-3);
     o.fitopt.seed = (uint64_t)nget(s, "seed", 1);
     o.keep_first_conv = bget(s, "keep_first_conv");

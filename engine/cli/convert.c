@@ -33,6 +33,11 @@ static void usage(void) {
             "  --steps N              Adam steps per layer (default 2000)\n"
             "  --lr X                 fitting lr, relative to the state range (default 0.1)\n"
             "  --init svd|lsq|random  initialization (default svd)   --restarts N (default 1)\n"
+            "  --fit-algo fast|reference  data-free l1 fit: fused pass and closed-form lambda, c\n"
+            "                         (default fast), or the path before issue 9 (to compare)\n"
+            "  --sample F             fraction of the rows each fitting step sees (default 1)\n"
+            "  --plateau T            stop a fit when its error improved < T in a tenth of the\n"
+            "                         steps (from half the steps on; default 0 = off)\n"
             "  --kernel l1|l2|inv     (default l1)   --q Q  state dimensions (default 1)\n"
             "  --exec auto|native|materialized  (default auto)\n"
             "  --quant D              round states down to a D grid (default 1e-3; 0 = off)\n"
@@ -88,7 +93,8 @@ int cmd_convert(int argc, char **argv) {
         {"min-saving", 1, 0, 'm'}, {"data", 1, 0, 'd'},  {"preprocess-from", 1, 0, 'p'},
         {"report", 1, 0, 'o'},  {"json", 0, 0, 'j'},     {"threads", 1, 0, 't'},
         {"seed", 1, 0, 's'},    {"help", 0, 0, 'h'},     {"eval-split", 1, 0, 'E'},
-        {"val", 1, 0, 'v'},     {0, 0, 0, 0}};
+        {"val", 1, 0, 'v'},     {"fit-algo", 1, 0, 'A'}, {"sample", 1, 0, 'P'},
+        {"plateau", 1, 0, 'L'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -118,6 +124,15 @@ int cmd_convert(int argc, char **argv) {
         case 's': seed = strtoull(optarg, NULL, 10); break;
         case 'E': eval_split = optarg; break;
         case 'v': nval = atoi(optarg); break;
+        case 'A':
+            if (strcmp(optarg, "fast") && strcmp(optarg, "reference")) {
+                fprintf(stderr, "dyn convert: --fit-algo fast|reference\n");
+                return 2;
+            }
+            o.fitopt.algo = strcmp(optarg, "reference") == 0;
+            break;
+        case 'P': o.fitopt.sample = strtod(optarg, NULL); break;
+        case 'L': o.fitopt.plateau = strtod(optarg, NULL); break;
         case 'h': usage(); return 0;
         default: usage(); return 2;
         }
