@@ -66,6 +66,17 @@ static int powerlaw(float *w, int m, int n, double alpha) {
     return 0;
 }
 
+/* The truncated SVD's relative error at the floats of H copies (q = 1); -1 on failure. */
+static double svd_equal_floats(const float *w, int M, int N, int K, int H) {
+    dyn_err e = {0};
+    const int cols = N * K * K, nsv = M < cols ? M : cols;
+    double *sv = malloc(sizeof(double) * (size_t)nsv), out = -1;
+    if (sv && dyn_svd_values(w, M, cols, sv, &e) == 0)
+        out = dyn_svd_tail_rel_err(sv, nsv, (int)(dyn_convert_floats(M, N, K, H, 1) / (M + cols)));
+    free(sv);
+    return out;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: fit_speed MODEL --list | LAYER [options] (see the source)\n");
@@ -137,16 +148,11 @@ int main(int argc, char **argv) {
     if (dyn_fit_layer(d, w, NULL, DYN_FIT_FIXED, 0, &o, &r, &err))
         return fprintf(stderr, "%s\n", err.msg), 1;
     if (tc.f) fclose(tc.f);
-    const int ns = M < nk ? M : nk;
-    double *s = malloc(sizeof(double) * (size_t)ns);
-    dyn_svd_values(w, M, nk, s, &err);
-    int64_t fl = dyn_convert_floats(M, N, K, H, q);
-    double svd = dyn_svd_tail_rel_err(s, ns, (int)(fl / (M + nk)));
+    const double svd = svd_equal_floats(w, M, N, K, H);
     printf("%-8s %s %dx%dx%d H=%d algo=%d sample=%g plateau=%g powerlaw=%g steps=%d/%d "
            "init=%.4f float=%.4f quant=%.4f svd=%.4f  %.1fs\n",
            label, lname, M, N, K, H, o.algo, o.sample, o.plateau, alpha, r.steps, o.steps,
            r.init_rel_err, r.rel_err_float, r.rel_err, svd, r.seconds);
-    free(s);
     free(w);
     json_decref(a);
     dyn_layer_free(d);
