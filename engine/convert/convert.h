@@ -63,8 +63,8 @@ typedef struct dyn_fit_opts {
     uint64_t seed;
     /* Algorithm (issue 9; CONVERT.md "Conversion speed"). 0 (default): for the data-free l1
      * fit, one fused pass per row computes Ŵ's row, the loss and all gradients (per-thread
-     * column sums, W pre-permuted into per-system blocks), λ and c are re-solved in closed form
-     * (least squares) after Adam and after rounding instead of refitted by Adam, and `sample` /
+     * column sums, W pre-permuted into per-system blocks), after rounding λ and c are re-solved
+     * in closed form (least squares) instead of refitted by Adam, and `sample` /
      * `plateau` apply. 1: the reference path as before issue 9 (full-batch Adam, materialize +
      * gradient passes, Adam refit of λ and c after rounding), kept to measure against. Other
      * kernels and the activation-aware fit use the reference passes either way. */

@@ -10,6 +10,12 @@
  * (learning rate `lr` × the state range, cosine decay to 1 % — choice). Cost per step:
  * O(K²·H·q·m·n), plus one m×(nK²)² GEMM for the activation-aware loss.
  *
+ * The fast path (algo 0, data-free l1 — the default; issue 9): fp_loss_l1 does the same in one
+ * pass per row (Ŵ's row, E, loss, du, dλ, dc, and per-thread dv sums), W pre-permuted into
+ * per-system blocks, optionally on a random subset of the rows per step (sample); the main
+ * Adam may stop on a plateau; after rounding, λ and c are re-solved by least squares (kept
+ * when better) instead of refitted by Adam. Same cost order, less CPU per step (CONVERT.md).
+ *
  * Initialization (choice; measurements in tests/experiments/CONVERT.md): states U(0,1)
  * (inv: dyn_sys_init_range), then either λ from φ statistics (RANDOM) or λ and c in closed
  * form (LSQ: per system the least-squares [λ_rt, c_rt], then one shared c = mean c_rt and λ
@@ -17,7 +23,8 @@
  * several candidates run a short Adam and the best continues.
  *
  * Quantization: states rescaled to unit standard deviation (l1/l2 are homogeneous, so W does
- * not change), floor(x/δ)·δ, then λ and c refit by Adam with the states frozen.
+ * not change), floor(x/δ)·δ, then λ and c refit with the states frozen: by Adam (algo 1) or
+ * in closed form (algo 0).
  */
 #include <math.h>
 #include <string.h>
@@ -616,10 +623,11 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
     double *A = malloc((size_t)H1 * H1 * sizeof(double)), *b = malloc((size_t)H1 * sizeof(double));
     double *A2 = malloc((size_t)H1 * H1 * sizeof(double)), *b2 = malloc((size_t)H1 * sizeof(double));
     double *crt = malloc((size_t)K * K * sizeof(double));
+    double *sums = malloc((size_t)2 * H * sizeof(double)); /* per copy: Σ φ, Σ φ·w */
     /* stats per system kept for the second solve: Gram [H1][H1] and rhs [H1] */
     double *S = malloc((size_t)K * K * H1 * (H1 + 1) * sizeof(double));
     int rc = 0;
-    if (!phi || !ub || !wb || !gram || !A || !b || !A2 || !b2 || !crt || !S) {
+    if (!phi || !ub || !wb || !gram || !A || !b || !A2 || !b2 || !crt || !S || !sums) {
         rc = dyn_err_set(err, DYN_ENOMEM, "least-squares initialization: out of memory");
         goto done;
     }
@@ -631,32 +639,58 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
             memset(G, 0, (size_t)H1 * (H1 + 1) * sizeof(double));
             for (int i0 = 0; i0 < m; i0 += blk) {
                 const int bm = DYN_MIN(blk, m - i0);
-                for (int h = 0; h < H; h++) {
-                    for (int k = 0; k < q; k++)
-                        memcpy(ub + (int64_t)k * bm, s.u + ((int64_t)h * q + k) * m + i0,
-                               (size_t)bm * sizeof(float));
-                    dyn_sys one_copy = {.m = bm, .n = n, .H = 1, .q = q, .kernel = p->kern,
-                                        .u = ub, .v = s.v + (int64_t)h * q * n, .lambda = &one,
-                                        .c = 0};
-                    dyn_sys_materialize(&one_copy, phi + (int64_t)h * bm * n);
-                }
                 for (int i = 0; i < bm; i++)
                     for (int j = 0; j < n; j++)
                         wb[(int64_t)i * n + j] =
                             p->w[(int64_t)(i0 + i) * p->nk + (int64_t)j * K * K + r * K + t];
                 const int len = bm * n;
+                if (p->kern == DYN_KERNEL_L1) {
+                    /* φ_h of the block and its sums against 1 and W, the copies in parallel
+                     * (one region per block: issue 9 measured the per-copy regions) */
+                    DYN_PAR_FOR((int64_t)H * len > 65536, for (int h = 0; h < H; h++) {
+                        float *ph = phi + (int64_t)h * len;
+                        for (int i = 0; i < bm; i++) {
+                            float *row = ph + (int64_t)i * n;
+                            for (int j = 0; j < n; j++) row[j] = 0.0f;
+                            for (int k = 0; k < q; k++) {
+                                const float a = s.u[((int64_t)h * q + k) * m + i0 + i];
+                                const float *vb = s.v + ((int64_t)h * q + k) * n;
+                                for (int j = 0; j < n; j++) row[j] += fabsf(a - vb[j]);
+                            }
+                        }
+                        double s1 = 0, sw = 0;
+                        for (int x = 0; x < len; x++) {
+                            s1 += ph[x];
+                            sw += (double)ph[x] * wb[x];
+                        }
+                        sums[2 * h] = s1;
+                        sums[2 * h + 1] = sw;
+                    });
+                } else {
+                    for (int h = 0; h < H; h++) {
+                        for (int k = 0; k < q; k++)
+                            memcpy(ub + (int64_t)k * bm, s.u + ((int64_t)h * q + k) * m + i0,
+                                   (size_t)bm * sizeof(float));
+                        dyn_sys one_copy = {.m = bm, .n = n, .H = 1, .q = q, .kernel = p->kern,
+                                            .u = ub, .v = s.v + (int64_t)h * q * n,
+                                            .lambda = &one, .c = 0};
+                        float *ph = phi + (int64_t)h * len;
+                        dyn_sys_materialize(&one_copy, ph);
+                        double s1 = 0, sw = 0;
+                        for (int x = 0; x < len; x++) {
+                            s1 += ph[x];
+                            sw += (double)ph[x] * wb[x];
+                        }
+                        sums[2 * h] = s1;
+                        sums[2 * h + 1] = sw;
+                    }
+                }
                 cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, H, len, 1.0f, phi, len, 0.0f,
                             gram, H);
                 for (int h = 0; h < H; h++) {
                     for (int h2 = h; h2 < H; h2++) G[h * H1 + h2] += gram[h * H + h2];
-                    double s1 = 0, sw = 0;
-                    const float *ph = phi + (int64_t)h * len;
-                    for (int x = 0; x < len; x++) {
-                        s1 += ph[x];
-                        sw += (double)ph[x] * wb[x];
-                    }
-                    G[h * H1 + H] += s1;
-                    rhs[h] += sw;
+                    G[h * H1 + H] += sums[2 * h];
+                    rhs[h] += sums[2 * h + 1];
                 }
                 double sw = 0;
                 for (int x = 0; x < len; x++) sw += wb[x];
@@ -692,6 +726,7 @@ done:
     free(b2);
     free(crt);
     free(S);
+    free(sums);
     return rc;
 }
 
@@ -1190,7 +1225,6 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
         (void)l;
         f.main_run = 0;
     }
-    if (!cancelled && p.fast && (rc = fp_refit_lc(&p, th, grad, err))) goto done;
     fp_loss(&p, th, NULL);
     fp_rel_errs(&p, &res->rel_err_float, &res->out_rel_err);
     if (!cancelled && o->quant > 0) {

@@ -9,7 +9,8 @@
 # have a flat one), written to $BUILD/bench/convert_curve.txt ("label step seconds rel_err").
 #   tests/bench/bench_convert.sh [build-dir] [models...]     (default: resnet18 resnet50)
 # Environment: CURVE_LAYER (default /layer3/layer3.1/conv2/Conv of resnet18), CURVE_STEPS
-# (default 2000), NO_CURVE=1 to skip the curve.
+# (default 2000), NO_CURVE=1 to skip the curve; STEPS=N runs the conversions with --steps N
+# instead of the default (a quick check of the script, not the benchmark: it says so).
 # Target: ResNet-50 in <= 10 minutes on 2 cores. This machine is shared: the load average is
 # printed next to every time; CPU seconds / 2 bound what a quiet 2-core machine would take.
 set -euo pipefail
@@ -36,7 +37,8 @@ for name in $MODELS; do
     l0=$(load)
     t0=$(date +%s.%N)
     c0=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
-    "$DYN" convert "$onnx" "$T/$name.dyn" --threads 2 --report "$T/$name.json" > "$T/$name.log" 2>&1 ||
+    "$DYN" convert "$onnx" "$T/$name.dyn" --threads 2 ${STEPS:+--steps $STEPS} \
+        --report "$T/$name.json" > "$T/$name.log" 2>&1 ||
         { cat "$T/$name.log"; exit 1; }
     t1=$(date +%s.%N)
     c1=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
@@ -56,10 +58,11 @@ EOF
     cp "$T/$name.json" "$ROOT/$BUILD/bench/convert_$name.json"
 done
 echo "(rel_err, svd_err: means over the converted layers; ratio = rel_err / svd_err; reports in $BUILD/bench/convert_<model>.json)"
+[ -n "${STEPS:-}" ] && echo "(STEPS=$STEPS: --steps $STEPS, not the default settings)"
 
 [ "${NO_CURVE:-0}" = 1 ] && exit 0
 LAYER=${CURVE_LAYER:-/layer3/layer3.1/conv2/Conv}
-STEPS=${CURVE_STEPS:-2000}
+CSTEPS=${CURVE_STEPS:-2000}
 BLAS=/usr/lib/x86_64-linux-gnu/openblas-openmp
 cc -std=c17 -D_GNU_SOURCE -O2 -fopenmp -I"$ROOT/engine" -I"$ROOT" -I"$ROOT/$BUILD/gen" \
     $(pkg-config --cflags jansson) -I/usr/include/x86_64-linux-gnu/openblas-openmp \
@@ -67,9 +70,9 @@ cc -std=c17 -D_GNU_SOURCE -O2 -fopenmp -I"$ROOT/engine" -I"$ROOT" -I"$ROOT/$BUIL
     -lz -lpng16 -L$BLAS -Wl,-rpath,$BLAS -lopenblas -lprotobuf-c -ljpeg -lm -lpthread
 CURVE=$ROOT/$BUILD/bench/convert_curve.txt
 : > "$CURVE"
-echo "error vs time, $LAYER of resnet18 (power law 0.5), $STEPS steps, 2 threads; load $(load)"
+echo "error vs time, $LAYER of resnet18 (power law 0.5), $CSTEPS steps, 2 threads; load $(load)"
 for algo in 1 0; do
-    "$T/fit_speed" "$ROOT/models/resnet18.onnx" "$LAYER" --steps "$STEPS" --algo $algo \
+    "$T/fit_speed" "$ROOT/models/resnet18.onnx" "$LAYER" --steps "$CSTEPS" --algo $algo \
         --powerlaw 0.5 --threads 2 --trace "$CURVE" --label algo$algo
 done
 echo "load $(load); curve in $CURVE"

@@ -342,7 +342,7 @@ START_TEST(fused_l1_pass_matches_reference) {
 }
 END_TEST
 
-/* algo 0 (fused pass, closed-form λ and c after Adam and after rounding) fits about as well as
+/* algo 0 (fused pass, closed-form λ and c after rounding) fits about as well as
  * the reference algo 1 at equal steps: the two gradients agree to rounding (test above), but
  * Adam's first steps are ±lr wherever a gradient entry is rounding noise around 0 (λ and c at
  * the least-squares start), so the trajectories part; on this problem 0.459 vs 0.449 at 300
