@@ -57,7 +57,7 @@ static const job_opt OPTS[] = {
     {"restarts", K_C, O_INT, 1, 64, 0, "1", NULL, "initial candidates"},
     {"fit_algo", K_C, O_CHOICE, 0, 0, 0, "\"fast\"", "fast|reference",
      "data-free l1 fit: fused pass, closed-form lambda and c; or the path before issue 9"},
-    {"sample", K_C, O_NUM, 0, 1, 1, "1", NULL, "fraction of the rows each fitting step sees"},
+    {"sample", K_C, O_NUM, 0, 1, 1, "0.5", NULL, "fraction of the rows each fitting step sees (layers of >= 256 rows)"},
     {"plateau", K_C, O_NUM, 0, 0.5, 0, "0", NULL, "stop a fit early on a plateau (0 = off)"},
     {"kernel", K_C, O_CHOICE, 0, 0, 0, "\"l1\"", "l1|l2|inv", "DyN kernel"},
     {"q", K_C, O_INT, 1, 64, 0, "1", NULL, "state dimensions"},

@@ -70,7 +70,7 @@ const char *dyn_fit_init_name(dyn_fit_init i) {
 dyn_fit_opts dyn_fit_opts_default(void) {
     dyn_fit_opts o = {.steps = 2000, .lr = 0.1f, .init = DYN_INIT_SVD, .restarts = 1,
                       .quant = 1e-3, .quant_steps = -1, .seed = 1, .algo = 0,
-                      .sample = 1.0, .plateau = 0};
+                      .sample = 0.5, .sample_min_rows = 256, .plateau = 0};
     return o;
 }
 
@@ -865,7 +865,8 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
     double loss = 0;
     *cancelled = 0;
     f->stopped_at = -1;
-    const int sampled = f->main_run && p->fast && f->o->sample > 0 && f->o->sample < 1;
+    const int sampled = f->main_run && p->fast && f->o->sample > 0 && f->o->sample < 1 &&
+                        p->m >= f->o->sample_min_rows;
     const int plateau = f->main_run && p->fast && f->o->plateau > 0;
     const int win = DYN_MAX(20, steps / 10);
     double best_prev = INFINITY, best_win = INFINITY; /* plateau: the window's best loss */

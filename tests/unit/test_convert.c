@@ -384,6 +384,7 @@ START_TEST(fast_fit_at_least_as_good) {
     o = dyn_fit_opts_default();
     o.steps = 300;
     o.sample = 0.5;
+    o.sample_min_rows = 0;
     res = fit_ok(l, w, NULL, DYN_FIT_FIXED, &o);
     ck_assert_msg(res.rel_err < res.init_rel_err && res.rel_err < err[1] + 0.05,
                   "sampled: %g (init %g, full %g)", res.rel_err, res.init_rel_err, err[1]);
