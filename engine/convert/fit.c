@@ -610,13 +610,19 @@ static int spd_solve(double *A, double *b, int n) {
     return 0;
 }
 
+#define FIT_LSQ_ENTRIES (1 << 17)
+
 /* LSQ: λ and c in closed form for the current states. Per system, the Gram matrix of
  * [φ_0 .. φ_{H-1}, 1] and its right-hand side against W_rt, computed over blocks of rows
  * (φ_h of a block by dyn_sys_materialize with one copy). Returns 0 or DYN_ENOMEM; leaves λ
  * unchanged for a system whose Gram matrix is singular. */
 static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
     const int H = p->H, q = p->q, m = p->m, n = p->n, K = p->K, H1 = H + 1;
-    const int blk = (int)DYN_MAX(1, DYN_MIN((int64_t)m, ((int64_t)1 << 22) / ((int64_t)H * n)));
+    /* fast path: every rstep-th row, so a system contributes about FIT_LSQ_ENTRIES entries
+     * (≥ 680 per unknown at H = 191; the Gram matrix was most of a big layer's fixed cost) */
+    const int rstep = p->fast ? (int)DYN_MAX(1, (int64_t)m * n / FIT_LSQ_ENTRIES) : 1;
+    const int mr = (m + rstep - 1) / rstep;
+    const int blk = (int)DYN_MAX(1, DYN_MIN((int64_t)mr, ((int64_t)1 << 22) / ((int64_t)H * n)));
     float *phi = malloc((size_t)H * blk * n * sizeof(float));
     float *ub = malloc((size_t)q * blk * sizeof(float)), *wb = malloc((size_t)blk * n * sizeof(float));
     float *gram = malloc((size_t)H * H * sizeof(float));
@@ -637,12 +643,12 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
             dyn_sys s = fp_sys(p, th, r, t);
             double *G = S + (int64_t)(r * K + t) * H1 * (H1 + 1), *rhs = G + H1 * H1;
             memset(G, 0, (size_t)H1 * (H1 + 1) * sizeof(double));
-            for (int i0 = 0; i0 < m; i0 += blk) {
-                const int bm = DYN_MIN(blk, m - i0);
+            for (int i0 = 0; i0 < mr; i0 += blk) {
+                const int bm = DYN_MIN(blk, mr - i0);
                 for (int i = 0; i < bm; i++)
                     for (int j = 0; j < n; j++)
-                        wb[(int64_t)i * n + j] =
-                            p->w[(int64_t)(i0 + i) * p->nk + (int64_t)j * K * K + r * K + t];
+                        wb[(int64_t)i * n + j] = p->w[(int64_t)(i0 + i) * rstep * p->nk +
+                                                      (int64_t)j * K * K + r * K + t];
                 const int len = bm * n;
                 if (p->kern == DYN_KERNEL_L1) {
                     /* φ_h of the block and its sums against 1 and W, the copies in parallel
@@ -653,7 +659,7 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
                             float *row = ph + (int64_t)i * n;
                             for (int j = 0; j < n; j++) row[j] = 0.0f;
                             for (int k = 0; k < q; k++) {
-                                const float a = s.u[((int64_t)h * q + k) * m + i0 + i];
+                                const float a = s.u[((int64_t)h * q + k) * m + (i0 + i) * rstep];
                                 const float *vb = s.v + ((int64_t)h * q + k) * n;
                                 for (int j = 0; j < n; j++) row[j] += fabsf(a - vb[j]);
                             }
