@@ -148,9 +148,10 @@ integration: all $(DEMO)
 smoke: $(BUILD)/dyn
 	./tests/smoke.sh $(BUILD)/dyn
 
-bench: $(BENCH_BIN) $(DYND)
+bench: $(BENCH_BIN) $(DYND) $(BUILD)/dyn
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	./tests/bench/bench_http.sh $(BUILD)
+	./tests/bench/bench_convert.sh $(BUILD)
 
 # The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
 # digit written to digit.png (its raw pixels to digit.u8), then dynd on 127.0.0.1:8080 serving models/.

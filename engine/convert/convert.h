@@ -61,6 +61,28 @@ typedef struct dyn_fit_opts {
     double quant;       /* > 0: round the states down to this grid afterwards (default 1e-3) */
     int quant_steps;    /* Adam steps refitting λ and c after rounding (default steps / 10) */
     uint64_t seed;
+    /* Algorithm (issue 9; CONVERT.md "Conversion speed"). 0 (default): for the data-free l1
+     * fit, one fused pass per row computes Ŵ's row, the loss and all gradients (per-thread
+     * column sums, W pre-permuted into per-system blocks), after rounding λ and c are re-solved
+     * in closed form (least squares) instead of refitted by Adam, and `sample` /
+     * `plateau` apply. 1: the reference path as before issue 9 (full-batch Adam, materialize +
+     * gradient passes, Adam refit of λ and c after rounding), kept to measure against. Other
+     * kernels and the activation-aware fit use the reference passes either way. */
+    int algo;
+    double sample;      /* fraction of the rows (output channels) each Adam step sees, a fresh
+                           random subset per step (default 0.5, measured in CONVERT.md "Conversion
+                           speed"; 1 = full batch; algo 0 only) */
+    int sample_min_rows; /* layers with fewer rows always run full batch (default 256: they are
+                            cheap, and a 24-row layer fitted 6 % worse at sample 0.5) */
+    double plateau;     /* > 0: stop the main Adam early when the relative weight error has not
+                           improved by this fraction over the last `steps / 10` steps (checked
+                           from half the steps on; default 0 = off; algo 0 only) */
+    /* Error-vs-time trace: called after every Adam step of the main fit with the step (from
+     * 0), the seconds since the fit started and the relative weight error ‖Ŵ − W‖/‖W‖ of the
+     * states before that step (data-free fit; with sample < 1 an estimate from the sampled
+     * rows; activation-aware: sqrt(loss / (‖W‖² / (m·n·K²)))); may be NULL. */
+    void (*trace)(void *ctx, int step, double seconds, double rel_err);
+    void *trace_ctx;
     /* Progress (fraction 0..1 of this fit) about every 0.2 s; may be NULL. */
     void (*progress)(void *ctx, double frac);
     void *progress_ctx;

@@ -12,4 +12,12 @@
 double dyn__fit_loss(dyn_layer *dl, const float *w, const dyn_fit_data *fd, int act, float *grad,
                      dyn_err *err);
 
+/* The fused data-free l1 loss (fit.c's algo 0 pass, q any, linear or conv) at dl's current θ,
+ * with its gradient when grad is not NULL. rows: NULL for all rows, else nrows distinct
+ * ascending row indices: the sampled estimate (loss and the shared gradients scaled by
+ * m / nrows, du of the other rows 0). Returns the loss, or NaN with err set (not l1, ENOMEM).
+ * For the tests against dyn__fit_loss. */
+double dyn__fit_loss_l1(dyn_layer *dl, const float *w, const int *rows, int nrows, float *grad,
+                        dyn_err *err);
+
 #endif

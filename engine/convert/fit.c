@@ -10,6 +10,12 @@
  * (learning rate `lr` × the state range, cosine decay to 1 % — choice). Cost per step:
  * O(K²·H·q·m·n), plus one m×(nK²)² GEMM for the activation-aware loss.
  *
+ * The fast path (algo 0, data-free l1 — the default; issue 9): fp_loss_l1 does the same in one
+ * pass per row (Ŵ's row, E, loss, du, dλ, dc, and per-thread dv sums), W pre-permuted into
+ * per-system blocks, optionally on a random subset of the rows per step (sample); the main
+ * Adam may stop on a plateau; after rounding, λ and c are re-solved by least squares (kept
+ * when better) instead of refitted by Adam. Same cost order, less CPU per step (CONVERT.md).
+ *
  * Initialization (choice; measurements in tests/experiments/CONVERT.md): states U(0,1)
  * (inv: dyn_sys_init_range), then either λ from φ statistics (RANDOM) or λ and c in closed
  * form (LSQ: per system the least-squares [λ_rt, c_rt], then one shared c = mean c_rt and λ
@@ -17,13 +23,18 @@
  * several candidates run a short Adam and the best continues.
  *
  * Quantization: states rescaled to unit standard deviation (l1/l2 are homogeneous, so W does
- * not change), floor(x/δ)·δ, then λ and c refit by Adam with the states frozen.
+ * not change), floor(x/δ)·δ, then λ and c refit with the states frozen: by Adam (algo 1) or
+ * in closed form (algo 0).
  */
 #include <math.h>
 #include <string.h>
 
 #include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
+#include "../cpu/par.h"
 #include "convert_impl.h"
 
 /* LAPACK (OpenBLAS exports it; Fortran calling convention). */
@@ -58,7 +69,8 @@ const char *dyn_fit_init_name(dyn_fit_init i) {
 
 dyn_fit_opts dyn_fit_opts_default(void) {
     dyn_fit_opts o = {.steps = 2000, .lr = 0.1f, .init = DYN_INIT_SVD, .restarts = 1,
-                      .quant = 1e-3, .quant_steps = -1, .seed = 1};
+                      .quant = 1e-3, .quant_steps = -1, .seed = 1, .algo = 0,
+                      .sample = 0.5, .sample_min_rows = 256, .plateau = 0};
     return o;
 }
 
@@ -213,6 +225,16 @@ typedef struct fitp {
     double wnorm2, wcw;   /* ‖W‖², tr(W Cxx Wᵀ) (the dense output energy) */
     float *e, *g;       /* [m][nk] */
     float *tmp;         /* [m][n] per-system W or G */
+    /* the fused data-free l1 path (algo 0; fp_loss_l1) */
+    int fast;           /* use it */
+    int nthr;           /* threads (buffers below are per thread) */
+    float *wp;          /* W as K² blocks [r·K+t][m][n] */
+    float *rowbuf;      /* [nthr][2][n]: a row of E (then of G), and of φ for q > 1 */
+    float *rowbuf4;     /* [nthr][FIT_R][n]: the rows of a tile (q = 1) */
+    float *dvbuf;       /* [nthr][K][H·q·n] column-side gradient (per B_t) */
+    double *dlbuf;      /* [nthr][K²][H] */
+    int *rows;          /* [m]: the rows of this step (a permutation's prefix, sorted) */
+    int nrows;          /* rows used by the next fp_loss_l1 (m = all) */
 } fitp;
 
 static dyn_sys fp_sys(const fitp *p, const float *th, int r, int t) {
@@ -320,6 +342,240 @@ static void fp_rel_errs(fitp *p, double *wrel, double *orel) {
     }
 }
 
+/* ---- the fused data-free l1 pass (algo 0) ---------------------------------------------------- */
+
+/* One row i of one system: e[j] = c + Σ_h λ_h φ_h(i, j) − w[j] over n columns; returns Σ e²
+ * and adds Σ e to *es. d: scratch [n] for q > 1. */
+static inline double l1_row_err(const float *U, const float *V, const float *L, float c,
+                                const float *w, int m, int n, int H, int q, int i, float *e,
+                                float *d, double *es) {
+    for (int j = 0; j < n; j++) e[j] = c - w[j];
+    for (int h = 0; h < H; h++) {
+        const float lam = L[h];
+        if (q == 1) {
+            const float a = U[(int64_t)h * m + i];
+            const float *vb = V + (int64_t)h * n;
+#pragma omp simd
+            for (int j = 0; j < n; j++) e[j] += lam * fabsf(a - vb[j]);
+        } else {
+            for (int j = 0; j < n; j++) d[j] = 0.0f;
+            for (int k = 0; k < q; k++) {
+                const int64_t hk = (int64_t)h * q + k;
+                const float a = U[hk * m + i];
+                const float *vb = V + hk * n;
+#pragma omp simd
+                for (int j = 0; j < n; j++) d[j] += fabsf(a - vb[j]);
+            }
+#pragma omp simd
+            for (int j = 0; j < n; j++) e[j] += lam * d[j];
+        }
+    }
+    float ls = 0.0f, s1 = 0.0f;
+#pragma omp simd reduction(+ : ls, s1)
+    for (int j = 0; j < n; j++) {
+        ls += e[j] * e[j];
+        s1 += e[j];
+    }
+    *es += s1;
+    return ls;
+}
+
+/* q = 1, four rows at once (FIT_R): each state slice v_h and each column-gradient slice dv_h
+ * is read once per four rows instead of once per row (the per-row pass is bound by those
+ * loads). rows: the four row indices; e: [FIT_R][n] scratch. Adds to *ls (Σ e²), *es (Σ e);
+ * with dU != NULL also the gradient (gs: the scale of G = gs·E). */
+#define FIT_R 4
+static void l1_rows4(const float *U, const float *V, const float *L, float c, const float *Wx,
+                     int m, int n, int H, const int *rows, float *e, float gs, float *dU,
+                     float *dv, double *dl, double *ls, double *es) {
+    float *e0 = e, *e1 = e + n, *e2 = e + 2 * n, *e3 = e + 3 * n;
+    const float *w0 = Wx + (int64_t)rows[0] * n, *w1 = Wx + (int64_t)rows[1] * n,
+                *w2 = Wx + (int64_t)rows[2] * n, *w3 = Wx + (int64_t)rows[3] * n;
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        e0[j] = c - w0[j];
+        e1[j] = c - w1[j];
+        e2[j] = c - w2[j];
+        e3[j] = c - w3[j];
+    }
+    for (int h = 0; h < H; h++) {
+        const float lam = L[h], *vb = V + (int64_t)h * n, *uh = U + (int64_t)h * m;
+        const float a0 = uh[rows[0]], a1 = uh[rows[1]], a2 = uh[rows[2]], a3 = uh[rows[3]];
+#pragma omp simd
+        for (int j = 0; j < n; j++) {
+            const float v = vb[j];
+            e0[j] += lam * fabsf(a0 - v);
+            e1[j] += lam * fabsf(a1 - v);
+            e2[j] += lam * fabsf(a2 - v);
+            e3[j] += lam * fabsf(a3 - v);
+        }
+    }
+    float l2 = 0.0f, s1 = 0.0f;
+#pragma omp simd reduction(+ : l2, s1)
+    for (int j = 0; j < n; j++) {
+        l2 += e0[j] * e0[j] + e1[j] * e1[j] + e2[j] * e2[j] + e3[j] * e3[j];
+        s1 += e0[j] + e1[j] + e2[j] + e3[j];
+    }
+    *ls += l2;
+    *es += s1;
+    if (!dU) return;
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        e0[j] *= gs;
+        e1[j] *= gs;
+        e2[j] *= gs;
+        e3[j] *= gs;
+    }
+    for (int h = 0; h < H; h++) {
+        const float lam = L[h], *vb = V + (int64_t)h * n;
+        float *uh = dU + (int64_t)h * m, *dvb = dv + (int64_t)h * n;
+        const float *us = U + (int64_t)h * m;
+        const float a0 = us[rows[0]], a1 = us[rows[1]], a2 = us[rows[2]], a3 = us[rows[3]];
+        float g0 = 0.0f, g1 = 0.0f, g2 = 0.0f, g3 = 0.0f, ph = 0.0f;
+#pragma omp simd reduction(+ : g0, g1, g2, g3, ph)
+        for (int j = 0; j < n; j++) {
+            const float v = vb[j];
+            const float d0 = a0 - v, d1 = a1 - v, d2 = a2 - v, d3 = a3 - v;
+            const float s0 = e0[j] * ((float)(d0 > 0.0f) - (float)(d0 < 0.0f));
+            const float s1_ = e1[j] * ((float)(d1 > 0.0f) - (float)(d1 < 0.0f));
+            const float s2 = e2[j] * ((float)(d2 > 0.0f) - (float)(d2 < 0.0f));
+            const float s3 = e3[j] * ((float)(d3 > 0.0f) - (float)(d3 < 0.0f));
+            g0 += s0;
+            g1 += s1_;
+            g2 += s2;
+            g3 += s3;
+            ph += e0[j] * fabsf(d0) + e1[j] * fabsf(d1) + e2[j] * fabsf(d2) + e3[j] * fabsf(d3);
+            dvb[j] -= lam * (s0 + s1_ + s2 + s3);
+        }
+        uh[rows[0]] += lam * g0;
+        uh[rows[1]] += lam * g1;
+        uh[rows[2]] += lam * g2;
+        uh[rows[3]] += lam * g3;
+        dl[h] += ph;
+    }
+}
+
+/* The data-free l1 loss ‖Ŵ − W‖² / (m·n·K²) and (grad != NULL) its gradient in one fused
+ * pass per row: the row of E stays in cache while it is formed and then turned into the
+ * row-side gradient (du, dλ) and per-thread column sums (dv), reduced once per system. With
+ * p->nrows < m only the rows p->rows[0 .. nrows) are visited and the loss and the shared
+ * gradients (dv, dλ, dc) are scaled by m / nrows (unbiased estimates; du of the other rows is
+ * 0). Same value and gradient as fp_loss for l1 (tested). */
+static double fp_loss_l1(fitp *p, const float *th, float *grad) {
+    const int m = p->m, n = p->n, H = p->H, q = p->q, K = p->K, K2 = K * K;
+    const int64_t hq = (int64_t)H * q, tot = (int64_t)m * p->nk, nvk = (int64_t)K * hq * n;
+    const int nr = p->nrows > 0 && p->nrows < m ? p->nrows : m;
+    const int *rows = nr < m ? p->rows : NULL;
+    const double rs = (double)m / nr;
+    const float gs = (float)(2.0 * rs / (double)tot), c = th[p->np - 1];
+    /* one parallel region per step (a region per system made 2·K² barriers a step, which cost
+     * much when the machine is oversubscribed); the static schedules give every thread the same
+     * rows in every system, so du needs no reduction, and dv (per B_t) and dλ are per thread */
+    const int nt = dyn__par((int64_t)K2 * nr * n * hq > 65536) ? p->nthr : 1;
+    const int ntile = q == 1 ? nr / FIT_R : 0;
+    double loss = 0.0, dc = 0.0;
+    if (grad) memset(grad, 0, (size_t)p->np * sizeof(float));
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : loss, dc)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        float *e = p->rowbuf + (int64_t)tid * 2 * n, *d = e + n;
+        float *dvt = p->dvbuf + (int64_t)tid * nvk;
+        double *dlt = p->dlbuf + (int64_t)tid * K2 * H;
+        if (grad) {
+            memset(dvt, 0, (size_t)nvk * sizeof(float));
+            memset(dlt, 0, (size_t)K2 * H * sizeof(double));
+        }
+        for (int x = 0; x < K2; x++) {
+            const int r = x / K, t = x % K;
+            const float *U = th + r * hq * m, *V = th + p->nu + t * hq * n,
+                        *L = th + p->nu + p->nv + (int64_t)x * H, *Wx = p->wp + (int64_t)x * m * n;
+            float *dU = grad ? grad + r * hq * m : NULL, *dv = dvt + t * hq * n;
+            double *dl = dlt + (int64_t)x * H;
+            /* q = 1: tiles of FIT_R rows (l1_rows4), the remainder row by row */
+#pragma omp for schedule(static) nowait
+            for (int b = 0; b < ntile; b++) {
+                int rr[FIT_R];
+                for (int k = 0; k < FIT_R; k++) rr[k] = rows ? rows[b * FIT_R + k] : b * FIT_R + k;
+                l1_rows4(U, V, L, c, Wx, m, n, H, rr, p->rowbuf4 + (int64_t)tid * FIT_R * n, gs,
+                         dU, dv, dl, &loss, &dc);
+            }
+#pragma omp for schedule(static) nowait
+            for (int ii = ntile * FIT_R; ii < nr; ii++) {
+                const int i = rows ? rows[ii] : ii;
+                loss += l1_row_err(U, V, L, c, Wx + (int64_t)i * n, m, n, H, q, i, e, d, &dc);
+                if (!grad) continue;
+#pragma omp simd
+                for (int j = 0; j < n; j++) e[j] *= gs;
+                for (int h = 0; h < H; h++) {
+                    const float lam = L[h];
+                    float ph = 0.0f;
+                    for (int k = 0; k < q; k++) {
+                        const int64_t hk = (int64_t)h * q + k;
+                        const float a = U[hk * m + i];
+                        const float *vb = V + hk * n;
+                        float *dvb = dv + hk * n;
+                        float sg = 0.0f;
+#pragma omp simd reduction(+ : sg, ph)
+                        for (int j = 0; j < n; j++) {
+                            const float df = a - vb[j];
+                            const float ge = e[j] * ((float)(df > 0.0f) - (float)(df < 0.0f));
+                            sg += ge;
+                            ph += e[j] * fabsf(df);
+                            dvb[j] -= lam * ge;
+                        }
+                        dU[hk * m + i] += lam * sg;
+                    }
+                    dl[h] += ph;
+                }
+            }
+        }
+        if (grad) {
+            /* the column-side sums of all threads into grad: a barrier, then split over k */
+#pragma omp barrier
+            float *dV = grad + p->nu;
+#pragma omp for schedule(static)
+            for (int64_t k = 0; k < nvk; k++) {
+                float sum = 0.0f;
+                for (int u = 0; u < nt; u++) sum += p->dvbuf[(int64_t)u * nvk + k];
+                dV[k] = sum;
+            }
+#pragma omp single
+            for (int64_t k = 0; k < (int64_t)K2 * H; k++) {
+                double sum = 0.0;
+                for (int u = 0; u < nt; u++) sum += p->dlbuf[(int64_t)u * K2 * H + k];
+                grad[p->nu + p->nv + k] = (float)sum;
+            }
+        }
+    }
+    if (grad) grad[p->np - 1] = (float)(2.0 * rs / (double)tot * dc);
+    return loss * rs / (double)tot;
+}
+
+/* Draws the rows of the next sampled step: nrows distinct rows, sorted (partial Fisher–Yates
+ * over p->rows, which always holds a permutation of 0..m-1). */
+static int int_cmp(const void *a, const void *b) {
+    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+static void fp_sample_rows(fitp *p, dyn_rng *rng) {
+    for (int k = 0; k < p->nrows; k++) {
+        int j = k + (int)(dyn_rng_uniform(rng) * (p->m - k));
+        if (j >= p->m) j = p->m - 1;
+        int tmp = p->rows[k];
+        p->rows[k] = p->rows[j];
+        p->rows[j] = tmp;
+    }
+    qsort(p->rows, (size_t)p->nrows, sizeof(int), int_cmp);
+}
+
+/* The loss for Adam: the fused pass when enabled, else the reference passes. */
+static double fp_loss_step(fitp *p, const float *th, float *grad) {
+    return p->fast ? fp_loss_l1(p, th, grad) : fp_loss(p, th, grad);
+}
+
 /* ---- initialization ------------------------------------------------------------------------- */
 
 /* Solves the symmetric positive (semi)definite system A x = b (n×n, double, destroyed) by
@@ -354,23 +610,30 @@ static int spd_solve(double *A, double *b, int n) {
     return 0;
 }
 
+#define FIT_LSQ_ENTRIES (1 << 17)
+
 /* LSQ: λ and c in closed form for the current states. Per system, the Gram matrix of
  * [φ_0 .. φ_{H-1}, 1] and its right-hand side against W_rt, computed over blocks of rows
  * (φ_h of a block by dyn_sys_materialize with one copy). Returns 0 or DYN_ENOMEM; leaves λ
  * unchanged for a system whose Gram matrix is singular. */
 static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
     const int H = p->H, q = p->q, m = p->m, n = p->n, K = p->K, H1 = H + 1;
-    const int blk = (int)DYN_MAX(1, DYN_MIN((int64_t)m, ((int64_t)1 << 22) / ((int64_t)H * n)));
+    /* fast path: every rstep-th row, so a system contributes about FIT_LSQ_ENTRIES entries
+     * (≥ 680 per unknown at H = 191; the Gram matrix was most of a big layer's fixed cost) */
+    const int rstep = p->fast ? (int)DYN_MAX(1, (int64_t)m * n / FIT_LSQ_ENTRIES) : 1;
+    const int mr = (m + rstep - 1) / rstep;
+    const int blk = (int)DYN_MAX(1, DYN_MIN((int64_t)mr, ((int64_t)1 << 22) / ((int64_t)H * n)));
     float *phi = malloc((size_t)H * blk * n * sizeof(float));
     float *ub = malloc((size_t)q * blk * sizeof(float)), *wb = malloc((size_t)blk * n * sizeof(float));
     float *gram = malloc((size_t)H * H * sizeof(float));
     double *A = malloc((size_t)H1 * H1 * sizeof(double)), *b = malloc((size_t)H1 * sizeof(double));
     double *A2 = malloc((size_t)H1 * H1 * sizeof(double)), *b2 = malloc((size_t)H1 * sizeof(double));
     double *crt = malloc((size_t)K * K * sizeof(double));
+    double *sums = malloc((size_t)2 * H * sizeof(double)); /* per copy: Σ φ, Σ φ·w */
     /* stats per system kept for the second solve: Gram [H1][H1] and rhs [H1] */
     double *S = malloc((size_t)K * K * H1 * (H1 + 1) * sizeof(double));
     int rc = 0;
-    if (!phi || !ub || !wb || !gram || !A || !b || !A2 || !b2 || !crt || !S) {
+    if (!phi || !ub || !wb || !gram || !A || !b || !A2 || !b2 || !crt || !S || !sums) {
         rc = dyn_err_set(err, DYN_ENOMEM, "least-squares initialization: out of memory");
         goto done;
     }
@@ -380,34 +643,60 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
             dyn_sys s = fp_sys(p, th, r, t);
             double *G = S + (int64_t)(r * K + t) * H1 * (H1 + 1), *rhs = G + H1 * H1;
             memset(G, 0, (size_t)H1 * (H1 + 1) * sizeof(double));
-            for (int i0 = 0; i0 < m; i0 += blk) {
-                const int bm = DYN_MIN(blk, m - i0);
-                for (int h = 0; h < H; h++) {
-                    for (int k = 0; k < q; k++)
-                        memcpy(ub + (int64_t)k * bm, s.u + ((int64_t)h * q + k) * m + i0,
-                               (size_t)bm * sizeof(float));
-                    dyn_sys one_copy = {.m = bm, .n = n, .H = 1, .q = q, .kernel = p->kern,
-                                        .u = ub, .v = s.v + (int64_t)h * q * n, .lambda = &one,
-                                        .c = 0};
-                    dyn_sys_materialize(&one_copy, phi + (int64_t)h * bm * n);
-                }
+            for (int i0 = 0; i0 < mr; i0 += blk) {
+                const int bm = DYN_MIN(blk, mr - i0);
                 for (int i = 0; i < bm; i++)
                     for (int j = 0; j < n; j++)
-                        wb[(int64_t)i * n + j] =
-                            p->w[(int64_t)(i0 + i) * p->nk + (int64_t)j * K * K + r * K + t];
+                        wb[(int64_t)i * n + j] = p->w[(int64_t)(i0 + i) * rstep * p->nk +
+                                                      (int64_t)j * K * K + r * K + t];
                 const int len = bm * n;
+                if (p->kern == DYN_KERNEL_L1) {
+                    /* φ_h of the block and its sums against 1 and W, the copies in parallel
+                     * (one region per block: issue 9 measured the per-copy regions) */
+                    DYN_PAR_FOR((int64_t)H * len > 65536, for (int h = 0; h < H; h++) {
+                        float *ph = phi + (int64_t)h * len;
+                        for (int i = 0; i < bm; i++) {
+                            float *row = ph + (int64_t)i * n;
+                            for (int j = 0; j < n; j++) row[j] = 0.0f;
+                            for (int k = 0; k < q; k++) {
+                                const float a = s.u[((int64_t)h * q + k) * m + (i0 + i) * rstep];
+                                const float *vb = s.v + ((int64_t)h * q + k) * n;
+                                for (int j = 0; j < n; j++) row[j] += fabsf(a - vb[j]);
+                            }
+                        }
+                        double s1 = 0, sw = 0;
+                        for (int x = 0; x < len; x++) {
+                            s1 += ph[x];
+                            sw += (double)ph[x] * wb[x];
+                        }
+                        sums[2 * h] = s1;
+                        sums[2 * h + 1] = sw;
+                    });
+                } else {
+                    for (int h = 0; h < H; h++) {
+                        for (int k = 0; k < q; k++)
+                            memcpy(ub + (int64_t)k * bm, s.u + ((int64_t)h * q + k) * m + i0,
+                                   (size_t)bm * sizeof(float));
+                        dyn_sys one_copy = {.m = bm, .n = n, .H = 1, .q = q, .kernel = p->kern,
+                                            .u = ub, .v = s.v + (int64_t)h * q * n,
+                                            .lambda = &one, .c = 0};
+                        float *ph = phi + (int64_t)h * len;
+                        dyn_sys_materialize(&one_copy, ph);
+                        double s1 = 0, sw = 0;
+                        for (int x = 0; x < len; x++) {
+                            s1 += ph[x];
+                            sw += (double)ph[x] * wb[x];
+                        }
+                        sums[2 * h] = s1;
+                        sums[2 * h + 1] = sw;
+                    }
+                }
                 cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, H, len, 1.0f, phi, len, 0.0f,
                             gram, H);
                 for (int h = 0; h < H; h++) {
                     for (int h2 = h; h2 < H; h2++) G[h * H1 + h2] += gram[h * H + h2];
-                    double s1 = 0, sw = 0;
-                    const float *ph = phi + (int64_t)h * len;
-                    for (int x = 0; x < len; x++) {
-                        s1 += ph[x];
-                        sw += (double)ph[x] * wb[x];
-                    }
-                    G[h * H1 + H] += s1;
-                    rhs[h] += sw;
+                    G[h * H1 + H] += sums[2 * h];
+                    rhs[h] += sums[2 * h + 1];
                 }
                 double sw = 0;
                 for (int x = 0; x < len; x++) sw += wb[x];
@@ -443,6 +732,7 @@ done:
     free(b2);
     free(crt);
     free(S);
+    free(sums);
     return rc;
 }
 
@@ -555,6 +845,11 @@ typedef struct fit_run {
     int *steps_done;
     double frac0, frac1; /* progress range of this run */
     double *last_report;
+    /* the main run only (algo 0 options, trace) */
+    int main_run;
+    dyn_rng *rng;        /* row sampling */
+    double t0;           /* the fit's start (trace) */
+    int stopped_at;      /* plateau: the step it stopped before; -1 when it ran to the end */
 } fit_run;
 
 /* `steps` Adam steps from the current θ (fresh moments), cosine lr decay to 1 %. Returns the
@@ -575,12 +870,38 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
     const float lr0 = (float)(f->o->lr * sd), b1 = 0.9f, b2 = 0.999f;
     double loss = 0;
     *cancelled = 0;
+    f->stopped_at = -1;
+    const int sampled = f->main_run && p->fast && f->o->sample > 0 && f->o->sample < 1 &&
+                        p->m >= f->o->sample_min_rows;
+    const int plateau = f->main_run && p->fast && f->o->plateau > 0;
+    const int win = DYN_MAX(20, steps / 10);
+    double best_prev = INFINITY, best_win = INFINITY; /* plateau: the window's best loss */
+    if (sampled) p->nrows = DYN_MAX(1, (int)ceil(f->o->sample * p->m));
     for (int s = 0; s < steps; s++) {
         if (f->o->cancel && *f->o->cancel) {
             *cancelled = 1;
+            p->nrows = p->m;
             return -1;
         }
-        loss = fp_loss(p, f->th, f->grad);
+        if (sampled) fp_sample_rows(p, f->rng);
+        loss = fp_loss_step(p, f->th, f->grad);
+        if (f->main_run && f->o->trace)
+            f->o->trace(f->o->trace_ctx, s, dyn_now() - f->t0,
+                        p->wnorm2 > 0 ? sqrt(fmax(loss, 0) * (double)p->m * p->nk / p->wnorm2)
+                                      : 0.0);
+        if (plateau) {
+            best_win = fmin(best_win, loss);
+            if ((s + 1) % win == 0) {
+                /* relative error ∝ sqrt(loss): compare the windows' best errors */
+                if (s + 1 >= steps / 2 && isfinite(best_prev) &&
+                    sqrt(best_win / best_prev) > 1.0 - f->o->plateau) {
+                    f->stopped_at = s + 1;
+                    break;
+                }
+                best_prev = fmin(best_prev, best_win);
+                best_win = INFINITY;
+            }
+        }
         const float frac = steps > 1 ? (float)s / (float)(steps - 1) : 1.0f;
         const float lr = lr0 * (0.01f + 0.99f * 0.5f * (1.0f + cosf(3.14159265f * frac)));
         const float bc1 = 1.0f - powf(b1, (float)(s + 1)), bc2 = 1.0f - powf(b2, (float)(s + 1));
@@ -601,6 +922,7 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
             }
         }
     }
+    p->nrows = p->m;
     return loss;
 }
 
@@ -705,7 +1027,36 @@ static int fitp_make(fitp *p, const dyn_view *d, const float *w, const dyn_fit_d
     return 0;
 }
 
+/* Enables the fused data-free l1 pass (algo 0): W permuted into per-system blocks, the
+ * per-thread buffers, the row permutation. Returns 0 or DYN_ENOMEM. */
+static int fitp_fast_init(fitp *p, dyn_err *err) {
+    const int m = p->m, n = p->n, K = p->K, K2 = K * K;
+    p->fast = 1;
+    p->nthr = DYN_MAX(1, dyn_threads_get());
+    p->nrows = m;
+    p->wp = dyn_alloc((size_t)m * p->nk * sizeof(float));
+    p->rowbuf = dyn_alloc((size_t)p->nthr * 2 * n * sizeof(float));
+    p->rowbuf4 = dyn_alloc((size_t)p->nthr * FIT_R * n * sizeof(float));
+    p->dvbuf = dyn_alloc((size_t)p->nthr * K * p->H * p->q * n * sizeof(float));
+    p->dlbuf = dyn_alloc((size_t)p->nthr * K2 * p->H * sizeof(double));
+    p->rows = malloc((size_t)m * sizeof(int));
+    if (!p->wp || !p->rowbuf || !p->rowbuf4 || !p->dvbuf || !p->dlbuf || !p->rows)
+        return dyn_err_set(err, DYN_ENOMEM, "fitting a %d×%d weight: out of memory", m, p->nk);
+    for (int i = 0; i < m; i++) p->rows[i] = i;
+    for (int x = 0; x < K2; x++)
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                p->wp[((int64_t)x * m + i) * n + j] = p->w[(int64_t)i * p->nk + (int64_t)j * K2 + x];
+    return 0;
+}
+
 static void fitp_free(fitp *p) {
+    dyn_free(p->wp);
+    dyn_free(p->rowbuf);
+    dyn_free(p->rowbuf4);
+    dyn_free(p->dvbuf);
+    dyn_free(p->dlbuf);
+    free(p->rows);
     dyn_free(p->dlin);
     dyn_free(p->e);
     dyn_free(p->g);
@@ -780,6 +1131,19 @@ int dyn_quantize_layer(dyn_layer *dl, double delta, dyn_err *err) {
     return dl->ops->prepare ? dl->ops->prepare(dl, err) : 0;
 }
 
+/* Re-solves λ and c in closed form (fp_init_lsq: least squares for the current states) and
+ * keeps the result when it lowers the data-free loss (fast path only). scratch: np floats.
+ * Returns 0 or DYN_ENOMEM. */
+static int fp_refit_lc(fitp *p, float *th, float *scratch, dyn_err *err) {
+    p->nrows = p->m;
+    const double l0 = fp_loss_step(p, th, NULL);
+    memcpy(scratch, th, (size_t)p->np * sizeof(float));
+    int rc = fp_init_lsq(p, scratch, err);
+    if (rc) return rc;
+    if (fp_loss_step(p, scratch, NULL) < l0) memcpy(th, scratch, (size_t)p->np * sizeof(float));
+    return 0;
+}
+
 int dyn_fit_layer(dyn_layer *dl, const float *w, const float *cov, dyn_fit_mode mode, int warm,
                   const dyn_fit_opts *o, dyn_fit_result *res, dyn_err *err) {
     dyn_fit_data fd = {.cov = cov};
@@ -800,11 +1164,16 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
     if (o->steps < 0 || !(o->lr > 0) || o->restarts < 1 || o->quant < 0)
         return dyn_err_set(err, DYN_EINVAL, "fit options: steps >= 0, lr > 0, restarts >= 1, "
                                             "quant >= 0");
+    if (o->algo < 0 || o->algo > 1 || !(o->sample > 0 && o->sample <= 1) ||
+        !(o->plateau >= 0 && o->plateau < 1))
+        return dyn_err_set(err, DYN_EINVAL, "fit options: algo 0 or 1, sample in (0, 1], "
+                                            "plateau in [0, 1)");
     dyn_view d;
     int rc = dyn_view_get(dl, &d, err);
     if (rc) return rc;
     fitp p;
-    if ((rc = fitp_make(&p, &d, w, fd, mode == DYN_FIT_ACTIVATION, err))) {
+    if ((rc = fitp_make(&p, &d, w, fd, mode == DYN_FIT_ACTIVATION, err)) ||
+        (o->algo == 0 && p.kern == DYN_KERNEL_L1 && !p.act && (rc = fitp_fast_init(&p, err)))) {
         fitp_free(&p);
         return rc;
     }
@@ -819,8 +1188,10 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
     dyn_rng_seed(&rng, o->seed);
     double last_report = 0;
     fit_run f = {.p = &p, .th = th, .grad = grad, .m1 = m1, .m2 = m2, .o = o,
-                 .steps_done = &res->steps, .last_report = &last_report};
-    const int qsteps = o->quant > 0 ? (o->quant_steps >= 0 ? o->quant_steps : o->steps / 10) : 0;
+                 .steps_done = &res->steps, .last_report = &last_report, .rng = &rng, .t0 = t0};
+    /* algo 0: λ and c after rounding come from least squares, not from Adam */
+    const int qsteps = o->quant > 0 && !p.fast
+                           ? (o->quant_steps >= 0 ? o->quant_steps : o->steps / 10) : 0;
     const int short_steps = o->restarts > 1 ? DYN_MAX(10, o->steps / 10) : 0;
     const double total = (double)o->restarts * short_steps + o->steps + qsteps + 1;
     int cancelled = 0;
@@ -856,13 +1227,16 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
     if (!cancelled && o->steps > 0) {
         f.frac0 = (double)o->restarts * short_steps / total;
         f.frac1 = f.frac0 + o->steps / total;
+        f.main_run = 1;
         double l = adam_run(&f, o->steps, &cancelled);
         (void)l;
+        f.main_run = 0;
     }
     fp_loss(&p, th, NULL);
     fp_rel_errs(&p, &res->rel_err_float, &res->out_rel_err);
     if (!cancelled && o->quant > 0) {
         theta_quantize(&p, th, o->quant);
+        if (p.fast && (rc = fp_refit_lc(&p, th, grad, err))) goto done;
         f.from = p.nu + p.nv; /* states frozen on the grid: λ and c only */
         f.frac0 = f.frac1;
         f.frac1 = 1.0;
@@ -886,12 +1260,17 @@ done:
     return rc;
 }
 
-double dyn__fit_loss(dyn_layer *dl, const float *w, const dyn_fit_data *fd, int act, float *grad,
-                     dyn_err *err) {
+/* The loss at dl's θ: fused (rows / nrows as dyn__fit_loss_l1) or the reference passes. */
+static double fit_loss_at(dyn_layer *dl, const float *w, const dyn_fit_data *fd, int act,
+                          int fused, const int *rows, int nrows, float *grad, dyn_err *err) {
     dyn_view d;
     if (dyn_view_get(dl, &d, err)) return NAN;
+    if (fused && d.kern != DYN_KERNEL_L1) {
+        dyn_err_set(err, DYN_EINVAL, "layer '%s': the fused pass is for the l1 kernel", dl->name);
+        return NAN;
+    }
     fitp p;
-    if (fitp_make(&p, &d, w, fd, act, err)) {
+    if (fitp_make(&p, &d, w, fd, act, err) || (fused && fitp_fast_init(&p, err))) {
         fitp_free(&p);
         return NAN;
     }
@@ -899,11 +1278,25 @@ double dyn__fit_loss(dyn_layer *dl, const float *w, const dyn_fit_data *fd, int 
     double loss = NAN;
     if (th) {
         theta_get(&d, th);
-        loss = fp_loss(&p, th, grad);
+        if (rows) {
+            memcpy(p.rows, rows, (size_t)nrows * sizeof(int));
+            p.nrows = nrows;
+        }
+        loss = fused ? fp_loss_l1(&p, th, grad) : fp_loss(&p, th, grad);
     } else {
         dyn_err_set(err, DYN_ENOMEM, "out of memory");
     }
     free(th);
     fitp_free(&p);
     return loss;
+}
+
+double dyn__fit_loss(dyn_layer *dl, const float *w, const dyn_fit_data *fd, int act, float *grad,
+                     dyn_err *err) {
+    return fit_loss_at(dl, w, fd, act, 0, NULL, 0, grad, err);
+}
+
+double dyn__fit_loss_l1(dyn_layer *dl, const float *w, const int *rows, int nrows, float *grad,
+                        dyn_err *err) {
+    return fit_loss_at(dl, w, NULL, 0, 1, rows, nrows, grad, err);
 }

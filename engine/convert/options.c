@@ -45,6 +45,11 @@ static const dyn_opt OPTS[] = {
     {"lr", C, DYN_OPT_NUM, 0, 10, 1, "0.1", NULL, "fitting learning rate (relative to the state range)"},
     {"init", C, DYN_OPT_CHOICE, 0, 0, 0, "\"svd\"", "svd|lsq|random", "state initialization"},
     {"restarts", C, DYN_OPT_INT, 1, 64, 0, "1", NULL, "initial candidates"},
+    {"fit_algo", C, DYN_OPT_CHOICE, 0, 0, 0, "\"fast\"", "fast|reference",
+     "data-free l1 fit: fused pass, closed-form lambda and c; or the path before issue 9"},
+    {"sample", C, DYN_OPT_NUM, 0, 1, 1, "0.5", NULL,
+     "fraction of the rows each fitting step sees (layers of >= 256 rows)"},
+    {"plateau", C, DYN_OPT_NUM, 0, 0.5, 0, "0", NULL, "stop a fit early on a plateau (0 = off)"},
     {"kernel", C, DYN_OPT_CHOICE, 0, 0, 0, "\"l1\"", "l1|l2|inv", "DyN interaction kernel"},
     {"q", C, DYN_OPT_INT, 1, 64, 0, "1", NULL, "state dimensions"},
     {"exec", C, DYN_OPT_CHOICE, 0, 0, 0, "\"auto\"", "auto|native|materialized",
@@ -456,6 +461,9 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->fitopt.steps = (int)n_get(spec, C, "steps");
     o->fitopt.lr = (float)n_get(spec, C, "lr");
     o->fitopt.restarts = (int)n_get(spec, C, "restarts");
+    o->fitopt.algo = !strcmp(s_get(spec, "fit_algo", "fast"), "reference");
+    o->fitopt.sample = n_get(spec, C, "sample");
+    o->fitopt.plateau = n_get(spec, C, "plateau");
     o->fitopt.quant = n_get(spec, C, "quant");
     o->fitopt.seed = (uint64_t)n_get(spec, C, "seed");
     o->keep_first_conv = b_get(spec, C, "keep_first_conv");
