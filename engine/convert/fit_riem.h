@@ -86,4 +86,19 @@ void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float 
 int dyn_riem_model(const dyn_model *dense, const dyn_convert_report *rep, int D,
                    const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err);
 
+/* Like dyn_riem_model, but each converted layer becomes a "riem" layer (the form stored as its
+ * parameters: the saved model file holds the form's floats, not the dense weight); layers
+ * where no q fits stay as they are. *out new and prepared (dyn_model_free). Same errors. */
+int dyn_riem_convert(const dyn_model *dense, const dyn_convert_report *rep, int D,
+                     const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err);
+
+/* A new layer "riem" (riem_layer.c: the form stored as its parameters, materialized at
+ * prepare, frozen) replacing the dense linear / conv2d `dense` (borrowed; its attributes and
+ * bias are copied) with the fitted form r (r->m × r->nk must be out × in, or Cout·K × Cin·K
+ * for a conv, the layout of dyn_riem_conv_rows; r's scale is folded into w and β₀). *out is
+ * prepared (dyn_layer_free). Returns 0, DYN_EINVAL (shapes differ), DYN_EUNSUP (not a linear /
+ * square conv), DYN_ENOMEM. */
+int dyn_riem_layer_from_fit(const dyn_layer *dense, const dyn_riem *r, dyn_layer **out,
+                            dyn_err *err);
+
 #endif
