@@ -1,6 +1,6 @@
 /* fit_riem.h — a RieM-style form of a weight matrix, fitted data-free (DYN.md §4 "The authors'
- * follow-up"; issue 9 item 5). Fit-only: the form is materialized into a dense weight; no
- * layer type, no backward through a model (the fit has its own gradient).
+ * follow-up"; issue 9 item 5). The fit has its own gradient; layer "riem" (riem_layer.c) stores
+ * a fitted form and runs it materialized, frozen (no gradient for the form's parameters).
  *
  * The form (what this file implements; a simplification of Pei & Wang's RieM, ICML 2024): a
  * weight W [m][nk] (convert.h's layout; a conv2d flattened to [Cout][Cin·K·K]) is
@@ -78,8 +78,8 @@ void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float 
 /* The dense model `dense` with every layer that `rep` (dyn_convert's report for that model)
  * marks converted replaced by a RieM form fitted data-free with at most that layer's DyN
  * weight floats (K·H·q·(m + n) + K²·H + 1; a conv in the [Cout·K][Cin·K] layout), D metric
- * units per group, options o — the form at equal floats, materialized (no RieM layer type
- * exists: the model stores dense weights, so it measures accuracy, not size). rel_err: NULL or
+ * units per group, options o — the form at equal floats, materialized into dense weights (for
+ * accuracy; dyn_riem_convert stores the form itself). rel_err: NULL or
  * rep->nlayers values (−1 where not converted or no q fits, then the layer stays as it is).
  * *out new (dyn_model_free), NULL on failure. Returns 0, DYN_EINVAL (report and model differ),
  * DYN_ECANCEL, DYN_ENOMEM. About m·nk·6·D sigmoid evaluations per step and layer. */
