@@ -116,9 +116,12 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libdyn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-# The forms experiment (tests/experiments/CONVERT.md, "Data-free forms"); not built by `all`.
+# The forms experiments (tests/experiments/CONVERT.md (d)); not built by `all`.
 $(BUILD)/tests/experiments/forms_table.o: | $(GEN_HDR)
 $(BUILD)/forms_table: $(BUILD)/tests/experiments/forms_table.o $(BUILD)/libdyn.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/tests/experiments/riem_convert.o: | $(GEN_HDR)
+$(BUILD)/riem_convert: $(BUILD)/tests/experiments/riem_convert.o $(BUILD)/libdyn.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 deps:

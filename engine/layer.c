@@ -10,6 +10,7 @@ static const dyn_layer_ops *const g_ops[] = {
     &dyn_op_concat,    &dyn_op_scale,     &dyn_op_permute,  &dyn_op_matmul,
     &dyn_op_softmax,   &dyn_op_layernorm, &dyn_op_reduce_mean, &dyn_op_affine,
     &dyn_op_cat_param, &dyn_op_erf,       &dyn_op_sqrt,     &dyn_op_pow,
+    &dyn_op_riem,
 };
 
 const dyn_layer_ops *dyn_layer_ops_find(const char *op_name) {

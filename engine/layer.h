@@ -47,6 +47,7 @@ typedef enum dyn_op {
     DYN_OP_ERF,
     DYN_OP_SQRT,
     DYN_OP_POW,
+    DYN_OP_RIEM, /* engine/convert/riem_layer.c */
     DYN_OP_COUNT
 } dyn_op;
 
@@ -175,5 +176,7 @@ extern const dyn_layer_ops dyn_op_linear, dyn_op_conv2d, dyn_op_maxpool2d, dyn_o
  * mean over an axis, trailing-shape affine constants, learned-token concat, erf / sqrt / pow. */
 extern const dyn_layer_ops dyn_op_permute, dyn_op_matmul, dyn_op_softmax, dyn_op_layernorm,
     dyn_op_reduce_mean, dyn_op_affine, dyn_op_cat_param, dyn_op_erf, dyn_op_sqrt, dyn_op_pow;
+/* A linear / conv2d whose weight is a fitted RieM-style form (engine/convert/riem_layer.c). */
+extern const dyn_layer_ops dyn_op_riem;
 
 #endif

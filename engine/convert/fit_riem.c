@@ -396,3 +396,83 @@ int dyn_riem_model(const dyn_model *dense, const dyn_convert_report *rep, int D,
     riem_ctx c = {.D = D, .o = o, .rel_err = rel_err};
     return dyn_model_from_report(dense, rep, riem_fn, &c, out, err);
 }
+
+int dyn_riem_convert(const dyn_model *dense, const dyn_convert_report *rep, int D,
+                     const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err) {
+    *out = NULL;
+    if (rep->nlayers != dense->nnodes)
+        return dyn_err_set(err, DYN_EINVAL, "the report has %d layers, the model %d",
+                           rep->nlayers, dense->nnodes);
+    dyn_model *m = dyn_model_new(&dense->input);
+    float *wr = NULL, *wh = NULL;
+    int rc = 0;
+    if (!m) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    if ((dense->nlabels &&
+         dyn_model_labels_set(m, (const char *const *)dense->labels, dense->nlabels)) ||
+        (dense->preprocess && !(m->preprocess = json_deep_copy(dense->preprocess))) ||
+        (dense->info && !(m->info = json_deep_copy(dense->info)))) {
+        rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (int k = 0; k < dense->nnodes; k++) {
+        const dyn_node *nd = &dense->nodes[k];
+        const dyn_convert_layer *L = &rep->layers[k];
+        dyn_layer *nl = NULL;
+        if (rel_err) rel_err[k] = -1;
+        if (L->converted) {
+            const dyn_layer *l = nd->layer;
+            dyn_param *p = dyn_layer_param((dyn_layer *)l, "weight");
+            const int K = L->K, rows = L->m * K, cols = L->n * K;
+            const int64_t size = (int64_t)L->m * L->n * K * K;
+            if (strcmp(l->name, L->name) != 0 || !p || dyn_tensor_numel(&p->value) != size) {
+                rc = dyn_err_set(err, DYN_EINVAL, "layer %d ('%s') does not match the report",
+                                 k, l->name);
+                goto fail;
+            }
+            const int q = dyn_riem_q_for_floats(rows, cols, D,
+                                                dyn_convert_floats(L->m, L->n, K, L->H, L->q));
+            if (q >= 1) {
+                free(wr);
+                free(wh);
+                wr = malloc((size_t)size * sizeof(float));
+                wh = malloc((size_t)size * sizeof(float));
+                if (!wr || !wh) {
+                    rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
+                    goto fail;
+                }
+                if (K > 1) dyn_riem_conv_rows(p->value.data, L->m, L->n, K, 0, wr);
+                else memcpy(wr, p->value.data, (size_t)size * sizeof(float));
+                dyn_riem r;
+                dyn_riem_opts lo = *o;
+                lo.seed = o->seed + (uint64_t)k * 7919;
+                rc = dyn_riem_fit(wr, rows, cols, q, D, &lo, &r, NULL, err);
+                if (!rc) rc = dyn_riem_layer_from_fit(l, &r, &nl, err);
+                if (!rc && rel_err) {
+                    dyn_riem_materialize(&r, wh);
+                    rel_err[k] = dyn_rel_err(wh, wr, size);
+                }
+                dyn_riem_free(&r);
+                if (rc) {
+                    if (rc != DYN_ECANCEL) dyn_err_prefix(err, "layer '%s'", l->name);
+                    goto fail;
+                }
+            }
+        }
+        if (!nl && !(nl = dyn_layer_clone(nd->layer, err))) {
+            rc = err && err->code ? err->code : DYN_ENOMEM;
+            goto fail;
+        }
+        if ((rc = dyn_model_add(m, nl, nd->inputs, nd->ninputs, err)) < 0) goto fail;
+        rc = 0;
+    }
+    if ((rc = dyn_model_prepare(m, err))) goto fail;
+    free(wr);
+    free(wh);
+    *out = m;
+    return 0;
+fail:
+    free(wr);
+    free(wh);
+    dyn_model_free(m);
+    return rc;
+}

@@ -1,6 +1,6 @@
 /* fit_riem.h — a RieM-style form of a weight matrix, fitted data-free (DYN.md §4 "The authors'
- * follow-up"; issue 9 item 5). Fit-only: the form is materialized into a dense weight; no
- * layer type, no backward through a model (the fit has its own gradient).
+ * follow-up"; issue 9 item 5). The fit has its own gradient; layer "riem" (riem_layer.c) stores
+ * a fitted form and runs it materialized, frozen (no gradient for the form's parameters).
  *
  * The form (what this file implements; a simplification of Pei & Wang's RieM, ICML 2024): a
  * weight W [m][nk] (convert.h's layout; a conv2d flattened to [Cout][Cin·K·K]) is
@@ -78,12 +78,27 @@ void dyn_riem_conv_rows(const float *w, int m, int n, int K, int inverse, float 
 /* The dense model `dense` with every layer that `rep` (dyn_convert's report for that model)
  * marks converted replaced by a RieM form fitted data-free with at most that layer's DyN
  * weight floats (K·H·q·(m + n) + K²·H + 1; a conv in the [Cout·K][Cin·K] layout), D metric
- * units per group, options o — the form at equal floats, materialized (no RieM layer type
- * exists: the model stores dense weights, so it measures accuracy, not size). rel_err: NULL or
+ * units per group, options o — the form at equal floats, materialized into dense weights (for
+ * accuracy; dyn_riem_convert stores the form itself). rel_err: NULL or
  * rep->nlayers values (−1 where not converted or no q fits, then the layer stays as it is).
  * *out new (dyn_model_free), NULL on failure. Returns 0, DYN_EINVAL (report and model differ),
  * DYN_ECANCEL, DYN_ENOMEM. About m·nk·6·D sigmoid evaluations per step and layer. */
 int dyn_riem_model(const dyn_model *dense, const dyn_convert_report *rep, int D,
                    const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err);
+
+/* Like dyn_riem_model, but each converted layer becomes a "riem" layer (the form stored as its
+ * parameters: the saved model file holds the form's floats, not the dense weight); layers
+ * where no q fits stay as they are. *out new and prepared (dyn_model_free). Same errors. */
+int dyn_riem_convert(const dyn_model *dense, const dyn_convert_report *rep, int D,
+                     const dyn_riem_opts *o, double *rel_err, dyn_model **out, dyn_err *err);
+
+/* A new layer "riem" (riem_layer.c: the form stored as its parameters, materialized at
+ * prepare, frozen) replacing the dense linear / conv2d `dense` (borrowed; its attributes and
+ * bias are copied) with the fitted form r (r->m × r->nk must be out × in, or Cout·K × Cin·K
+ * for a conv, the layout of dyn_riem_conv_rows; r's scale is folded into w and β₀). *out is
+ * prepared (dyn_layer_free). Returns 0, DYN_EINVAL (shapes differ), DYN_EUNSUP (not a linear /
+ * square conv), DYN_ENOMEM. */
+int dyn_riem_layer_from_fit(const dyn_layer *dense, const dyn_riem *r, dyn_layer **out,
+                            dyn_err *err);
 
 #endif

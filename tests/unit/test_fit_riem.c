@@ -6,7 +6,10 @@
 
 #include "convert/baseline.h"
 #include "convert/fit_riem.h"
+#include "io/model_file.h"
 #include "testutil.h"
+
+#include <unistd.h>
 
 START_TEST(riem_floats_and_budget) {
     /* q(m + nk) + 6Dq + 6D + D + 1 */
@@ -185,10 +188,111 @@ START_TEST(riem_model_replaces_converted_layers) {
                             dyn_layer_param(d->nodes[1].layer, "weight")->value.data,
                             40 * sizeof(float)), 0);
     dyn_model_free(o);
+    /* as riem layers: the same error, fewer stored floats than the dense layer */
+    double e2[2];
+    ck_assert_int_eq(dyn_riem_convert(d, &rep, 1, &ro, e2, &o, &err), 0);
+    ck_assert_str_eq(o->nodes[0].layer->ops->name, "riem");
+    ck_assert_str_eq(o->nodes[1].layer->ops->name, "linear");
+    ck_assert_double_eq_tol(e2[0], e[0], 1e-6);
+    dyn_layer_stats st[2], tot;
+    dyn_model_stats(o, st, &tot);
+    ck_assert_int_eq(st[0].stored_floats, dyn_riem_floats(10, 12, 3, 1) + 10);
+    dyn_model_free(o);
     L[0].m = 9;
+    ck_assert_int_eq(dyn_riem_convert(d, &rep, 1, &ro, e2, &o, &err), DYN_EINVAL);
+    ck_assert_ptr_null(o);
     ck_assert_int_eq(dyn_riem_model(d, &rep, 1, &ro, e, &o, &err), DYN_EINVAL);
     ck_assert_ptr_null(o);
     dyn_model_free(d);
+}
+END_TEST
+
+/* One-layer model around l (ownership moves), input shape in. */
+static dyn_model *one_layer(dyn_layer *l, dyn_shape in) {
+    dyn_model *m = dyn_model_new(&in);
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_add_seq(m, l, &err) >= 0, "%s", err.msg);
+    ck_assert_int_eq(dyn_model_prepare(m, &err), 0);
+    return m;
+}
+
+static void forward_of(dyn_model *m, const float *x, int batch, float *y, int64_t ny) {
+    dyn_err err = {0};
+    dyn_exec *e = dyn_exec_new(m, batch, 0, &err);
+    ck_assert_msg(e, "%s", err.msg);
+    memcpy(y, dyn_exec_forward(e, x, batch)->data, (size_t)ny * sizeof(float));
+    dyn_exec_free(e);
+}
+
+/* Layer "riem" from a fit (linear and conv2d): its forward equals the base op run with the
+ * materialized weight (the formula), and it survives a model file round trip; bad attributes are
+ * refused. */
+START_TEST(riem_layer_matches_materialized_and_saves) {
+    dyn_err err = {0};
+    dyn_rng g;
+    dyn_rng_seed(&g, 31);
+    for (int conv = 0; conv <= 1; conv++) {
+        json_t *a = conv ? json_pack("{s:i, s:i, s:i, s:i}", "in_channels", 3, "out_channels", 4,
+                                     "kernel", 3, "padding", 1)
+                         : json_pack("{s:i, s:i}", "in", 12, "out", 10);
+        dyn_layer *d = dyn_layer_create(conv ? "conv2d" : "linear", "L", a, &err);
+        json_decref(a);
+        ck_assert_msg(d, "%s", err.msg);
+        dyn_model *dm = one_layer(d, conv ? (dyn_shape){.ndim = 3, .d = {3, 5, 5}}
+                                          : (dyn_shape){.ndim = 1, .d = {12}});
+        dyn_model_init(dm, 7);
+        const int m = conv ? 4 : 10, n = conv ? 3 : 12, K = conv ? 3 : 1, nk = n * K * K;
+        float *w = dyn_layer_param(d, "weight")->value.data, wr[108], wh[120];
+        if (conv) dyn_riem_conv_rows(w, m, n, K, 0, wr);
+        dyn_riem_opts o = dyn_riem_opts_default();
+        o.steps = 200;
+        o.restarts = 1;
+        dyn_riem r;
+        ck_assert_int_eq(dyn_riem_fit(conv ? wr : w, m * K, n * K, 2, 2, &o, &r, NULL, &err), 0);
+        dyn_layer *rl = NULL;
+        ck_assert_msg(dyn_riem_layer_from_fit(d, &r, &rl, &err) == 0, "%s", err.msg);
+        ck_assert_str_eq(rl->ops->name, "riem");
+        /* the dense reference: the base op with Ŵ (un-permuted for the conv) */
+        if (conv) {
+            dyn_riem_materialize(&r, wr);
+            dyn_riem_conv_rows(wr, m, n, K, 1, wh);
+        } else {
+            dyn_riem_materialize(&r, wh);
+        }
+        memcpy(w, wh, (size_t)m * nk * sizeof(float));
+        ck_assert_int_eq(dyn_model_prepare(dm, &err), 0);
+        dyn_riem_free(&r);
+        dyn_model *rm = one_layer(rl, dm->input);
+        dyn_layer_stats st, tot;
+        dyn_model_stats(rm, &st, &tot);
+        ck_assert_int_eq(st.stored_floats, dyn_riem_floats(m * K, n * K, 2, 2) + m);
+        const int in = conv ? 75 : 12, out = conv ? 100 : 10, B = 3;
+        float x[225], y0[300], y1[300], y2[300];
+        tu_fill_uniform(x, in * B, &g, -1, 1);
+        forward_of(dm, x, B, y0, out * B);
+        forward_of(rm, x, B, y1, out * B);
+        ck_assert_double_le(tu_rel_err(y1, y0, out * B), 1e-5);
+        char path[] = "/tmp/test_fit_riem_XXXXXX";
+        int fd = mkstemp(path);
+        ck_assert_int_ge(fd, 0);
+        close(fd);
+        ck_assert_msg(dyn_model_save(rm, path, &err) == 0, "%s", err.msg);
+        dyn_model *lm = dyn_model_load(path, &err);
+        unlink(path);
+        ck_assert_msg(lm, "%s", err.msg);
+        forward_of(lm, x, B, y2, out * B);
+        ck_assert_int_eq(memcmp(y1, y2, sizeof(float) * out * B), 0);
+        dyn_model_free(lm);
+        dyn_model_free(rm);
+        dyn_model_free(dm);
+    }
+    json_t *a = json_pack("{s:s, s:i, s:i}", "base", "relu", "in", 3, "out", 2);
+    ck_assert_ptr_null(dyn_layer_create("riem", "bad", a, &err));
+    ck_assert_int_eq(err.code, DYN_EINVAL);
+    json_decref(a);
+    a = json_pack("{s:s, s:i, s:i, s:i}", "base", "linear", "in", 3, "out", 2, "q", 0);
+    ck_assert_ptr_null(dyn_layer_create("riem", "bad", a, &err));
+    json_decref(a);
 }
 END_TEST
 
@@ -202,6 +306,7 @@ static Suite *suite(void) {
     tcase_add_test(t, riem_fit_reduces_error);
     tcase_add_test(t, riem_conv_rows_layout);
     tcase_add_test(t, riem_model_replaces_converted_layers);
+    tcase_add_test(t, riem_layer_matches_materialized_and_saves);
     suite_add_tcase(s, t);
     return s;
 }
