@@ -26,6 +26,7 @@
 #include "baseline.h"
 #include "convert.h"
 #include "finetune.h"
+#include "fit_riem.h"
 
 #define COV_MAX_DIM 8192
 
@@ -1154,6 +1155,47 @@ done:
     return rc;
 }
 
+/* form = riem: the layers the conversion planned become RieM-style forms at no more floats
+ * than their DyN form (fit_riem.h, data-free, D = 8), replacing *out; the report's per-layer
+ * errors, ops and floats follow. */
+static int to_riem(dyn_model *in, const dyn_convert_opts *o, dyn_model **out,
+                   dyn_convert_report *rep, dyn_err *err) {
+    dyn_riem_opts ro = dyn_riem_opts_default();
+    if (o->riem_steps > 0) ro.steps = o->riem_steps;
+    ro.seed = o->fitopt.seed;
+    ro.cancel = o->cancel;
+    double *re = malloc((size_t)DYN_MAX(1, rep->nlayers) * sizeof(double));
+    dyn_layer_stats *st = calloc((size_t)DYN_MAX(1, rep->nlayers), sizeof *st);
+    dyn_model *rm = NULL;
+    int rc = re && st ? dyn_riem_convert(in, rep, 8, &ro, re, &rm, err)
+                      : dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    if (!rc && (*out)->info) {
+        json_decref(rm->info);
+        rm->info = json_deep_copy((*out)->info);
+        json_object_set_new(json_object_get(rm->info, "convert"), "form", json_string("riem"));
+    }
+    if (!rc) {
+        dyn_layer_stats tot;
+        dyn_model_stats(rm, st, &tot);
+        for (int k = 0; k < rep->nlayers; k++) {
+            dyn_convert_layer *L = &rep->layers[k];
+            if (!L->converted || re[k] < 0) continue;
+            L->rel_err = re[k];
+            L->out_rel_err = L->init_rel_err = -1;
+            L->floats_after = st[k].stored_floats;
+            snprintf(L->op_after, sizeof L->op_after, "%s", rm->nodes[k].layer->ops->name);
+        }
+        rep->floats_after = tot.stored_floats;
+        dyn_model_free(*out);
+        *out = rm;
+        if (o->eval && (rep->acc_after = dyn_evaluate(rm, o->eval, o->batch, NULL, err)) < 0)
+            rc = err ? err->code : DYN_EINVAL;
+    }
+    free(re);
+    free(st);
+    return rc;
+}
+
 int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
                 dyn_convert_report *rep, dyn_err *err) {
     dyn_convert_opts o = *o_in;
@@ -1175,6 +1217,7 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
     int rc = have_images ? fid_prepare(in, &o, &f, err) : (memset(&f, 0, sizeof f), 0);
     if (!rc) rc = o.target_agreement > 0 ? convert_target(in, &o, &f, out, rep, err)
                                          : convert_once(in, &o, NULL, out, rep, err);
+    if (!rc && o.form_riem) rc = to_riem(in, &o, out, rep, err);
     rep->agree_top1 = rep->agree_top5 = rep->holdout_acc_before = rep->holdout_acc_after = -1;
     rep->min_agreement = o.min_agreement;
     rep->target_agreement = o.target_agreement;

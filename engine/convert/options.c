@@ -50,6 +50,9 @@ static const dyn_opt OPTS[] = {
     {"sample", C, DYN_OPT_NUM, 0, 1, 1, "0.5", NULL,
      "fraction of the rows each fitting step sees (layers of >= 256 rows)"},
     {"plateau", C, DYN_OPT_NUM, 0, 0.5, 0, "0", NULL, "stop a fit early on a plateau (0 = off)"},
+    {"form", C, DYN_OPT_CHOICE, 0, 0, 0, "\"l1\"", "l1|riem",
+     "riem: each planned layer becomes a RieM-style form at no more floats (data-free, slow)"},
+    {"riem_steps", C, DYN_OPT_INT, 1, 100000, 0, "3000", NULL, "Adam steps of each RieM fit"},
     {"kernel", C, DYN_OPT_CHOICE, 0, 0, 0, "\"l1\"", "l1|l2|inv", "DyN interaction kernel"},
     {"q", C, DYN_OPT_INT, 1, 64, 0, "1", NULL, "state dimensions"},
     {"exec", C, DYN_OPT_CHOICE, 0, 0, 0, "\"auto\"", "auto|native|materialized",
@@ -462,6 +465,8 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->fitopt.lr = (float)n_get(spec, C, "lr");
     o->fitopt.restarts = (int)n_get(spec, C, "restarts");
     o->fitopt.algo = !strcmp(s_get(spec, "fit_algo", "fast"), "reference");
+    o->form_riem = !strcmp(s_get(spec, "form", "l1"), "riem");
+    o->riem_steps = (int)n_get(spec, C, "riem_steps");
     o->fitopt.sample = n_get(spec, C, "sample");
     o->fitopt.plateau = n_get(spec, C, "plateau");
     o->fitopt.quant = n_get(spec, C, "quant");

@@ -1048,6 +1048,39 @@ START_TEST(convert_target_agreement) {
 }
 END_TEST
 
+/* form = riem: the planned layers become "riem" layers at no more floats; the report and the
+ * model agree, and the fidelity is measured on the RieM model. */
+START_TEST(convert_form_riem) {
+    dyn_model *dense = small_cnn(25);
+    synth hold = synth_make(32, 7);
+    dyn_batch_source sh = synth_src(&hold);
+    dyn_convert_opts o = small_opts();
+    o.form_riem = 1;
+    o.riem_steps = 30;
+    o.holdout = &sh;
+    dyn_model *out = NULL;
+    dyn_convert_report rep;
+    dyn_err err = {0};
+    ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
+    int nriem = 0;
+    for (int k = 0; k < rep.nlayers; k++)
+        if (rep.layers[k].converted) {
+            ck_assert_str_eq(out->nodes[k].layer->ops->name, "riem");
+            ck_assert_str_eq(rep.layers[k].op_after, "riem");
+            ck_assert(rep.layers[k].floats_after < rep.layers[k].floats_before);
+            nriem++;
+        }
+    ck_assert_int_ge(nriem, 1);
+    ck_assert(rep.agree_top1 >= 0);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(out->info, "convert"), "form")),
+                     "riem");
+    dyn_model_free(out);
+    dyn_convert_report_free(&rep);
+    dyn_model_free(dense);
+    synth_free(&hold);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("convert");
     TCase *t = tcase_create("fit");
@@ -1071,6 +1104,7 @@ static Suite *suite(void) {
     tcase_add_test(c, convert_target_error);
     tcase_add_test(c, convert_fidelity_and_floor);
     tcase_add_test(c, convert_target_agreement);
+    tcase_add_test(c, convert_form_riem);
     tcase_add_test(c, finetune_native_resume_equals_uninterrupted);
     tcase_add_test(c, finetune_unfixed_resume_equals_uninterrupted);
     tcase_add_test(c, finetune_unfixed_learns);
