@@ -1179,7 +1179,15 @@ static int to_riem(dyn_model *in, const dyn_convert_opts *o, dyn_model **out,
         dyn_model_stats(rm, st, &tot);
         for (int k = 0; k < rep->nlayers; k++) {
             dyn_convert_layer *L = &rep->layers[k];
-            if (!L->converted || re[k] < 0) continue;
+            if (!L->converted) continue;
+            if (re[k] < 0) { /* no RieM form within its floats: the original layer stays */
+                L->converted = 0;
+                rep->nconverted--;
+                snprintf(L->reason, sizeof L->reason, "kept dense: no RieM form fits its floats");
+                snprintf(L->op_after, sizeof L->op_after, "%s", L->op_before);
+                L->floats_after = st[k].stored_floats;
+                continue;
+            }
             L->rel_err = re[k];
             L->out_rel_err = L->init_rel_err = -1;
             L->floats_after = st[k].stored_floats;
