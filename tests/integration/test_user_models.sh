@@ -87,9 +87,9 @@ wait_done() { # wait_done JOB_ID: polls until the job ends; sets STATE and BODY
     return 1
 }
 
-# convert_user TAG ONNX SET PREPROCESS_JSON TARGET MIN_COMPRESSION STEPS
+# convert_user TAG ONNX SET PREPROCESS_JSON TARGET MIN_COMPRESSION STEPS CALIB_N
 convert_user() {
-    local tag=$1 onnx=$2 set=$3 pp=$4 target=$5 mincomp=$6 steps=$7
+    local tag=$1 onnx=$2 set=$3 pp=$4 target=$5 mincomp=$6 steps=$7 calibn=$8
     echo "  ($tag) $(basename "$onnx"): upload $set, convert with target_agreement $target"
     images "$ROOT/data/$set" "$tag"
     req PUT "/v1/datasets/user_$tag" -H "$A" -T "$T/$tag.zip"
@@ -102,7 +102,8 @@ convert_user() {
     local opts
     opts=$($PY -c 'import json,sys; print(json.dumps({"output": sys.argv[1], "calib": sys.argv[2],
         "eval": sys.argv[2], "preprocess": json.loads(sys.argv[3]), "target_agreement": float(sys.argv[4]),
-        "steps": int(sys.argv[5]), "calib_n": 1024, "holdout_n": 512}))' "$tag" "user_$tag" "$pp" "$target" "$steps")
+        "steps": int(sys.argv[5]), "calib_n": int(sys.argv[6]), "holdout_n": 512}))' \
+        "$tag" "user_$tag" "$pp" "$target" "$steps" "$calibn")
     req POST /v1/conversions -H "$A" -F "file=@$onnx;filename=$(basename "$onnx")" -F "options=$opts"
     expect_status 202 "($tag) conversion accepted"
     local id
@@ -144,10 +145,10 @@ assert j["info"]["convert"]["fidelity"]["verified"] is True' "$BODY" "$pp"
 }
 
 convert_user a "$FIX/lenet_pad_bn.onnx" mnist \
-    '{"color": "gray", "steps": [{"pad": 2}], "scale": 255, "mean": [0.0], "std": [1.0]}' 0.98 4.0 1500
-# (b): DyN's l1 form does not keep this ResNet's 3x3 convolutions at 4x (CONVERT.md (d)); what
+    '{"color": "gray", "steps": [{"pad": 2}], "scale": 255, "mean": [0.0], "std": [1.0]}' 0.98 4.0 1500 1024
+# (b): DyN's l1 form does not keep this ResNet's 3x3 convolutions at 4x (CONVERT.md (e)); what
 # must hold is the target, the accuracy and a smaller model, at the compression it reaches
 convert_user b "$FIX/fashion_resnet.onnx" fashion \
-    '{"color": "gray", "scale": 255, "mean": [0.5], "std": [0.5]}' 0.98 1.05 300
+    '{"color": "gray", "scale": 255, "mean": [0.5], "std": [0.5]}' 0.98 1.05 300 256
 stop_dynd
 finish
