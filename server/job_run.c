@@ -563,7 +563,11 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_data_view vtr = {0}, vva = {0};
     if (!rc && !data) rc = dyn_err_set(err, DYN_EINVAL, "the job has no data set");
     dyn_dataset_spec dsp;
-    if (!rc && !(rc = dataset_load(js, data, "train", m, &dsp, &tr, err))) {
+    if (!rc && !(rc = dataset_load(js, data, "train", m, &dsp, &tr, err)) &&
+        !dyn_dataset_labeled(&dsp))
+        rc = dyn_err_set(err, DYN_EINVAL, "data: data set '%s' has no labels; fine-tuning needs "
+                         "class folders (it can calibrate a conversion: calib)", data);
+    if (!rc) {
         float mean, sd;
         dyn_dataset_norm(&dsp, m, &mean, &sd);
         if (tr.n < 2) rc = dyn_err_set(err, DYN_EINVAL, "data set '%s' has fewer than 2 images", data);
