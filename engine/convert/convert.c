@@ -648,8 +648,10 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
         cc.base = 0;
         cc.span = cal_span;
         if (!seq && (rc = calib_pass(in, NULL, cs, nc, o, conv_report, &cc, err))) goto done;
-        lg0 = dyn_model_logits(in, o->calib, o->calib_n > 0 ? o->calib_n : o->calib->n, o->batch, err);
-        if (!lg0) {
+        if (!o->light)
+            lg0 = dyn_model_logits(in, o->calib, o->calib_n > 0 ? o->calib_n : o->calib->n,
+                                   o->batch, err);
+        if (!o->light && !lg0) {
             rc = err ? err->code : DYN_ENOMEM;
             goto done;
         }
@@ -751,7 +753,7 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
     cc.base = 1 - eval_span;
     cc.span = eval_span;
     if (eval_span > 0) conv_report(&cc, "evaluate", 0, 0.0);
-    if (o->calib) {
+    if (o->calib && !o->light) {
         const int n = DYN_MIN(o->calib_n > 0 ? o->calib_n : o->calib->n, o->calib->n);
         lg1 = dyn_model_logits(m, o->calib, n, o->batch, err);
         if (!lg1) {
@@ -956,6 +958,7 @@ static json_t *explored_point(const char *stage, const dyn_convert_report *r, do
 static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_set *f,
                           dyn_model **out, dyn_convert_report *rep, dyn_err *err) {
     const double ratios[LADDER - 1] = {16, 8, 6, 4.5, 3};
+    const double t0 = dyn_now();
     const int nn = in->nnodes;
     int *Hv = malloc((size_t)DYN_MAX(1, nn) * sizeof(int));
     sens *ss = calloc((size_t)DYN_MAX(1, nn), sizeof *ss);
@@ -997,6 +1000,7 @@ static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_se
     so.progress = NULL;
     so.distill_epochs = 0; /* layers alone, as fitted */
     so.sequential = 0;     /* one layer converted: its inputs are the dense model's anyway */
+    so.light = 1;          /* no calibration logits: the held-out agreement is what counts */
     for (int i = 0; i < ns && !rc; i++) {
         sens *s = &ss[i];
         for (int r = 0; r < LADDER - 1 && !rc; r++) {
@@ -1022,6 +1026,7 @@ static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_se
             if (o->progress) {
                 dyn_convert_progress p = {.phase = "fit", .layer = i + 1, .nlayers = ns,
                                           .layer_name = in->nodes[s->node].layer->name,
+                                          .elapsed_s = dyn_now() - t0,
                                           .frac = 0.5 * (i * (LADDER - 1) + r + 1) / (ns * (LADDER - 1.0))};
                 o->progress(o->progress_ctx, &p);
             }

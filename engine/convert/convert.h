@@ -204,6 +204,8 @@ typedef struct dyn_convert_opts {
     int fit_auto;           /* fit = activation when calib is given, else fixed */
     int H_linear, H_conv;   /* > 0: every converted linear / conv2d gets this many copies
                                (the paper's "No. copies FC / CONV"), instead of the ratio */
+    int light;              /* internal (the target search's per-layer probes): skip the
+                               calibration logits and the accuracy passes; 0 */
     int form_riem;          /* 1: every converted layer then becomes a RieM-style form
                                (fit_riem.h) at no more floats, fitted data-free; 0: l1 DyN */
     int riem_steps;         /* Adam steps of each RieM fit (default 3000) */
