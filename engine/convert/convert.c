@@ -836,6 +836,7 @@ static double logits_acc(const float *lg, const int *y, int n, int64_t C) {
 typedef struct fid_set {
     const dyn_batch_source *src;
     int n, labeled, batch;
+    int64_t C; /* outputs */
     const char *on;
     float *lg0;
     int *y;
@@ -857,10 +858,46 @@ static int fid_prepare(dyn_model *in, const dyn_convert_opts *o, fid_set *f, dyn
     } else {
         return 0;
     }
+    f->C = dyn_model_outputs(in);
     f->y = malloc((size_t)f->n * sizeof(int));
     if (!f->y) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
     f->lg0 = dyn_model_logits_labels(in, f->src, f->n, f->batch, f->y, err);
     return f->lg0 ? 0 : (err ? err->code : DYN_ENOMEM);
+}
+
+/* Samples off.. of base, as a source of its own (the halves of the held-out images). */
+typedef struct off_src {
+    const dyn_batch_source *base;
+    int off;
+    int *buf;
+} off_src;
+
+static void off_fill(void *ctx, const int *idx, int count, float *x, int *y, dyn_rng *aug) {
+    off_src *s = ctx;
+    for (int i = 0; i < count; i++) s->buf[i] = s->off + idx[i];
+    s->base->fill(s->base->ctx, s->buf, count, x, y, aug);
+}
+
+/* Splits f into the images a target search decides on (the first half) and the images the
+ * final fidelity is reported on (the rest): the reported numbers are then not the ones the
+ * search selected on. The halves borrow f's arrays; srcs and bufs (f->n ints each) are the
+ * caller's. */
+static void fid_split(const fid_set *f, off_src *os, dyn_batch_source *srcs, int *buf0,
+                      int *buf1, fid_set *sel, fid_set *rep) {
+    const int h = f->n / 2;
+    const int64_t C = f->C;
+    os[0] = (off_src){f->src, 0, buf0};
+    os[1] = (off_src){f->src, h, buf1};
+    srcs[0] = (dyn_batch_source){.n = h, .fill = off_fill, .ctx = &os[0]};
+    srcs[1] = (dyn_batch_source){.n = f->n - h, .fill = off_fill, .ctx = &os[1]};
+    *sel = *f;
+    sel->src = &srcs[0];
+    sel->n = h;
+    *rep = *f;
+    rep->src = &srcs[1];
+    rep->n = f->n - h;
+    rep->lg0 = f->lg0 + (int64_t)h * C;
+    rep->y = f->y + h;
 }
 
 static void fid_free(fid_set *f) {
@@ -1226,23 +1263,41 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
                            "calibration images (calib; any images the model classifies, labels "
                            "optional) or an evaluation set (eval), or set force_publish to "
                            "publish an unverified model");
-    fid_set f;
+    fid_set f, fsel, frep;
     int rc = have_images ? fid_prepare(in, &o, &f, err) : (memset(&f, 0, sizeof f), 0);
-    if (!rc) rc = o.target_agreement > 0 ? convert_target(in, &o, &f, out, rep, err)
+    off_src os[2];
+    dyn_batch_source halves[2];
+    int *hb0 = NULL, *hb1 = NULL;
+    fid_set *fm = &f; /* the images the final fidelity is measured on */
+    if (!rc && o.target_agreement > 0) {
+        if (f.n < 64) {
+            rc = dyn_err_set(err, DYN_EINVAL,
+                             "target_agreement needs at least 64 held-out images (half to decide "
+                             "on, half to report on); there are %d", f.n);
+        } else if (!(hb0 = malloc((size_t)f.n * sizeof(int))) ||
+                   !(hb1 = malloc((size_t)f.n * sizeof(int)))) {
+            rc = dyn_err_set(err, DYN_ENOMEM, "out of memory");
+        } else {
+            fid_split(&f, os, halves, hb0, hb1, &fsel, &frep);
+            fm = &frep;
+        }
+    }
+    if (!rc) rc = o.target_agreement > 0 ? convert_target(in, &o, &fsel, out, rep, err)
                                          : convert_once(in, &o, NULL, out, rep, err);
     if (!rc && o.form_riem) rc = to_riem(in, &o, out, rep, err);
     rep->agree_top1 = rep->agree_top5 = rep->holdout_acc_before = rep->holdout_acc_after = -1;
     rep->min_agreement = o.min_agreement;
     rep->target_agreement = o.target_agreement;
     snprintf(rep->fit, sizeof rep->fit, "%s", dyn_fit_mode_name(o.fit));
-    if (!rc && f.src) {
-        snprintf(rep->fidelity_on, sizeof rep->fidelity_on, "%s", f.on);
-        rep->fidelity_n = f.n;
-        rc = fid_measure(*out, &f, &rep->agree_top1, &rep->agree_top5, &rep->logit_rel_err,
+    if (!rc && fm->src) {
+        snprintf(rep->fidelity_on, sizeof rep->fidelity_on, "%s", fm->on);
+        rep->fidelity_n = fm->n;
+        rc = fid_measure(*out, fm, &rep->agree_top1, &rep->agree_top5, &rep->logit_rel_err,
                          &rep->holdout_acc_after, err);
-        if (!rc) rc = fid_layer_errors(in, *out, &f, rep, err);
-        if (f.labeled) rep->holdout_acc_before = logits_acc(f.lg0, f.y, f.n, dyn_model_outputs(in));
-        if (!f.labeled || strcmp(f.on, "holdout")) rep->holdout_acc_before = rep->holdout_acc_after = -1;
+        if (!rc) rc = fid_layer_errors(in, *out, fm, rep, err);
+        if (fm->labeled) rep->holdout_acc_before = logits_acc(fm->lg0, fm->y, fm->n, fm->C);
+        if (!fm->labeled || strcmp(fm->on, "holdout"))
+            rep->holdout_acc_before = rep->holdout_acc_after = -1;
     }
     if (!rc) {
         rep->verified = rep->agree_top1 >= 0 && rep->agree_top1 >= o.min_agreement;
@@ -1281,6 +1336,8 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
         }
     }
     fid_free(&f);
+    free(hb0);
+    free(hb1);
     if (rc) {
         dyn_model_free(*out);
         *out = NULL;
