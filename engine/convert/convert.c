@@ -30,6 +30,14 @@
 
 #define COV_MAX_DIM 8192
 
+/* The class a row of C logits picks (the first of equal maxima). */
+static int64_t argmax_row(const float *r, int64_t C) {
+    int64_t c = 0;
+    for (int64_t k = 1; k < C; k++)
+        if (r[k] > r[c]) c = k;
+    return c;
+}
+
 dyn_convert_opts dyn_convert_opts_default(void) {
     dyn_convert_opts o = {.ratio = 4.0, .q = 1, .kernel = DYN_KERNEL_L1, .exec = "auto",
                           .fit = DYN_FIT_FIXED, .fitopt = dyn_fit_opts_default(),
@@ -480,24 +488,19 @@ static void kd_fill(void *ctx, const int *idx, int count, float *x, int *y, dyn_
 }
 
 /* Native fine-tuning of m (the converted model) for o->distill_epochs on the calibration images
- * labelled by the original model's top-1 class, the best epoch kept by agreement on the last
- * fifth of them (the held-out images stay untouched for the fidelity report). */
-static int distill(dyn_model *in, dyn_model *m, const dyn_convert_opts *o, dyn_err *err) {
+ * labelled by the original model's top-1 class (lg0: its logits there, computed for the report
+ * already), the best epoch kept by agreement on the last fifth of them (the held-out images
+ * stay untouched for the fidelity report). */
+static int distill(dyn_model *in, dyn_model *m, const float *lg0, const dyn_convert_opts *o,
+                   dyn_err *err) {
     const int n = DYN_MIN(o->calib_n > 0 ? o->calib_n : o->calib->n, o->calib->n);
     if (n < 10) return 0;
     const int nv = DYN_MAX(2, n / 5), B = 32;
     const int64_t C = dyn_model_outputs(in);
-    float *lg = dyn_model_logits(in, o->calib, n, o->batch, err);
     int *tl = malloc((size_t)n * sizeof(int)), *b1 = malloc((size_t)n * sizeof(int)),
         *b2 = malloc((size_t)n * sizeof(int)); /* any batch the fine-tuner asks for fits */
-    int rc = lg && tl && b1 && b2 ? 0 : (err && err->code ? err->code : DYN_ENOMEM);
-    if (rc == DYN_ENOMEM) dyn_err_set(err, DYN_ENOMEM, "out of memory");
-    for (int i = 0; i < n && !rc; i++) {
-        int64_t c = 0;
-        for (int64_t k = 1; k < C; k++)
-            if (lg[(int64_t)i * C + k] > lg[(int64_t)i * C + c]) c = k;
-        tl[i] = (int)c;
-    }
+    int rc = tl && b1 && b2 ? 0 : dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    for (int i = 0; i < n && !rc; i++) tl[i] = (int)argmax_row(lg0 + (int64_t)i * C, C);
     if (!rc) {
         kd_src kt = {o->calib, tl, 0, b1, n - nv}, kv = {o->calib, tl, n - nv, b2, nv};
         dyn_batch_source st = {.n = n - nv, .fill = kd_fill, .ctx = &kt};
@@ -515,7 +518,6 @@ static int distill(dyn_model *in, dyn_model *m, const dyn_convert_opts *o, dyn_e
         dyn_ft_result_free(&fr);
         if (rc && rc != DYN_ECANCEL) dyn_err_prefix(err, "distillation");
     }
-    free(lg);
     free(tl);
     free(b1);
     free(b2);
@@ -725,7 +727,7 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
         rc = 0;
     }
     if ((rc = dyn_model_prepare(m, err))) goto done;
-    if (o->distill_epochs > 0 && o->calib && (rc = distill(in, m, o, err))) goto done;
+    if (o->distill_epochs > 0 && lg0 && (rc = distill(in, m, lg0, o, err))) goto done;
 
     /* 4. measure */
     dyn_layer_stats tot1;
@@ -804,12 +806,8 @@ static void agreement(const float *a, const float *b, int n, int64_t C, double *
                       double *top5) {
     int64_t ok1 = 0, ok5 = 0;
     for (int i = 0; i < n; i++) {
-        const float *x = a + (int64_t)i * C, *y = b + (int64_t)i * C;
-        int64_t ca = 0, cb = 0;
-        for (int64_t k = 1; k < C; k++) {
-            if (x[k] > x[ca]) ca = k;
-            if (y[k] > y[cb]) cb = k;
-        }
+        const float *y = b + (int64_t)i * C;
+        const int64_t ca = argmax_row(a + (int64_t)i * C, C), cb = argmax_row(y, C);
         int above = 0; /* classes b ranks strictly above a's choice */
         for (int64_t k = 0; k < C; k++) above += y[k] > y[ca];
         ok1 += ca == cb;
@@ -822,13 +820,7 @@ static void agreement(const float *a, const float *b, int n, int64_t C, double *
 /* Accuracy of logits lg (n rows of C) against labels y. */
 static double logits_acc(const float *lg, const int *y, int n, int64_t C) {
     int64_t ok = 0;
-    for (int i = 0; i < n; i++) {
-        const float *r = lg + (int64_t)i * C;
-        int64_t c = 0;
-        for (int64_t k = 1; k < C; k++)
-            if (r[k] > r[c]) c = k;
-        ok += c == y[i];
-    }
+    for (int i = 0; i < n; i++) ok += argmax_row(lg + (int64_t)i * C, C) == y[i];
     return n ? (double)ok / n : -1;
 }
 
@@ -907,11 +899,9 @@ static void fid_free(fid_set *f) {
 }
 
 /* Top-1 / top-5 agreement, the logits' relative error and (labelled) the accuracy of m. */
-static int fid_measure(dyn_model *m, const fid_set *f, double *top1, double *top5, double *lrel,
-                       double *acc, dyn_err *err) {
-    float *lg = dyn_model_logits(m, f->src, f->n, f->batch, err);
-    if (!lg) return err ? err->code : DYN_ENOMEM;
-    const int64_t C = dyn_model_outputs(m);
+static void fid_score(const float *lg, const fid_set *f, double *top1, double *top5,
+                      double *lrel, double *acc) {
+    const int64_t C = f->C;
     agreement(f->lg0, lg, f->n, C, top1, top5);
     double num = 0, den = 0;
     for (int64_t i = 0; i < (int64_t)f->n * C; i++) {
@@ -921,14 +911,23 @@ static int fid_measure(dyn_model *m, const fid_set *f, double *top1, double *top
     }
     *lrel = den > 0 ? sqrt(num / den) : -1;
     if (acc) *acc = f->labeled ? logits_acc(lg, f->y, f->n, C) : -1;
+}
+
+/* fid_score of m's logits on the fidelity images. 0 or the error of the forward passes. */
+static int fid_measure(dyn_model *m, const fid_set *f, double *top1, double *top5, double *lrel,
+                       double *acc, dyn_err *err) {
+    float *lg = dyn_model_logits(m, f->src, f->n, f->batch, err);
+    if (!lg) return err ? err->code : DYN_ENOMEM;
+    fid_score(lg, f, top1, top5, lrel, acc);
     free(lg);
     return 0;
 }
 
 /* Per converted layer, the relative error of its output in m against the original model's on
- * the fidelity images (both models run side by side; node k of m computes node k of in). */
+ * the fidelity images (both models run side by side; node k of m computes node k of in); m's
+ * logits there go to lg (f->n rows of f->C, the caller's) for fid_score. */
 static int fid_layer_errors(dyn_model *in, dyn_model *m, const fid_set *f,
-                            dyn_convert_report *rep, dyn_err *err) {
+                            dyn_convert_report *rep, float *lg, dyn_err *err) {
     const int B = DYN_MIN(f->batch, f->n), nn = in->nnodes;
     dyn_exec *e0 = dyn_exec_new(in, B, 0, err), *e1 = e0 ? dyn_exec_new(m, B, 0, err) : NULL;
     double *num = calloc((size_t)nn, sizeof(double)), *den = calloc((size_t)nn, sizeof(double));
@@ -940,7 +939,8 @@ static int fid_layer_errors(dyn_model *in, dyn_model *m, const fid_set *f,
         for (int i = 0; i < cnt; i++) idx[i] = s + i;
         f->src->fill(f->src->ctx, idx, cnt, e0->input.data, y, NULL);
         dyn_exec_forward(e0, e0->input.data, cnt);
-        dyn_exec_forward(e1, e0->input.data, cnt);
+        const dyn_tensor *o1 = dyn_exec_forward(e1, e0->input.data, cnt);
+        memcpy(lg + (int64_t)s * f->C, o1->data, (size_t)(cnt * f->C) * sizeof(float));
         for (int k = 0; k < nn; k++) {
             if (!rep->layers[k].converted) continue;
             const int64_t per = dyn_tensor_numel(&e0->act[k]) / e0->max_batch;
@@ -1263,7 +1263,7 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
                            "calibration images (calib; any images the model classifies, labels "
                            "optional) or an evaluation set (eval), or set force_publish to "
                            "publish an unverified model");
-    fid_set f, fsel, frep;
+    fid_set f, fsel = {0}, frep = {0};
     int rc = have_images ? fid_prepare(in, &o, &f, err) : (memset(&f, 0, sizeof f), 0);
     off_src os[2];
     dyn_batch_source halves[2];
@@ -1292,9 +1292,13 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
     if (!rc && fm->src) {
         snprintf(rep->fidelity_on, sizeof rep->fidelity_on, "%s", fm->on);
         rep->fidelity_n = fm->n;
-        rc = fid_measure(*out, fm, &rep->agree_top1, &rep->agree_top5, &rep->logit_rel_err,
-                         &rep->holdout_acc_after, err);
-        if (!rc) rc = fid_layer_errors(in, *out, fm, rep, err);
+        float *lg = malloc((size_t)(fm->n * fm->C) * sizeof(float));
+        rc = lg ? fid_layer_errors(in, *out, fm, rep, lg, err)
+                : dyn_err_set(err, DYN_ENOMEM, "out of memory");
+        if (!rc)
+            fid_score(lg, fm, &rep->agree_top1, &rep->agree_top5, &rep->logit_rel_err,
+                      &rep->holdout_acc_after);
+        free(lg);
         if (fm->labeled) rep->holdout_acc_before = logits_acc(fm->lg0, fm->y, fm->n, fm->C);
         if (!fm->labeled || strcmp(fm->on, "holdout"))
             rep->holdout_acc_before = rep->holdout_acc_after = -1;
