@@ -10,6 +10,8 @@
  */
 #include "server/datasets.h"
 
+#include "io/dataset.h"
+
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
@@ -29,7 +31,7 @@
 #include "server/repository.h"
 
 #define MANIFEST ".dataset.json"
-#define UNLABELED "_unlabeled"
+#define UNLABELED DYN_DATASET_UNLABELED
 #define MAX_CLASSES 256          /* what the engine's image-folder loader accepts */
 #define STALE_TMP_S (24 * 3600)  /* temporaries of a crashed import are swept after this */
 
@@ -737,7 +739,7 @@ static json_t *subdirs(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return a;
     struct dirent *e;
-    char p[1400];
+    char p[1400 + sizeof e->d_name + 1]; /* dir (at most 1400 here) / entry */
     char *names[MAX_CLASSES + 1];
     int n = 0;
     while ((e = readdir(d)) && n <= MAX_CLASSES) {
@@ -877,22 +879,7 @@ int srv_dataset_delete(const char *data_dir, const char *name, srv_dataset_err *
 
 int srv_dataset_labeled(const char *data_dir, const char *name) {
     if (!srv_repo_name_valid(name)) return DYN_EINVAL;
-    char dir[1200];
-    if (set_dir(data_dir, name, dir, sizeof dir) || !is_dir(dir)) return DYN_EIO;
-    json_t *m = manifest_load(dir);
-    if (m && json_is_boolean(json_object_get(m, "labeled"))) {
-        int l = json_is_true(json_object_get(m, "labeled"));
-        json_decref(m);
-        return l;
-    }
-    json_decref(m);
-    if (idx_present(dir, "train-images-idx3-ubyte") || idx_present(dir, "t10k-images-idx3-ubyte"))
-        return 1;
-    char p[1400];
-    snprintf(p, sizeof p, "%s/train", dir);
-    json_t *cls = subdirs(is_dir(p) ? p : dir);
-    int unlabeled = json_array_size(cls) == 1 &&
-                    !strcmp(json_string_value(json_array_get(cls, 0)), UNLABELED);
-    json_decref(cls);
-    return !unlabeled;
+    dyn_dataset_spec d = {0};
+    if (set_dir(data_dir, name, d.dir, sizeof d.dir) || !is_dir(d.dir)) return DYN_EIO;
+    return dyn_dataset_labeled(&d);
 }

@@ -1,6 +1,7 @@
 /* dataset.c — data sets by name: resolution, normalization, loading a split. See dataset.h. */
 #include "dataset.h"
 
+#include <dirent.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -140,13 +141,36 @@ json_t *dyn_dataset_preprocess_json(const dyn_dataset_spec *d, const dyn_shape *
                      "bilinear");
 }
 
+/* 1 when the image folder dir holds exactly one class folder, DYN_DATASET_UNLABELED. */
+static int only_unlabeled(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0, unl = 0;
+    char p[1400];
+    for (struct dirent *e; (e = readdir(d)) && n < 2;) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (!is_dir(p)) continue;
+        n++;
+        unl |= !strcmp(e->d_name, DYN_DATASET_UNLABELED);
+    }
+    closedir(d);
+    return n == 1 && unl;
+}
+
 int dyn_dataset_labeled(const dyn_dataset_spec *d) {
     char p[1100];
     snprintf(p, sizeof p, "%s/.dataset.json", d->dir);
     json_t *j = json_load_file(p, 0, NULL);
-    const int labeled = !json_is_false(json_object_get(j, "labeled"));
+    const json_t *l = json_object_get(j, "labeled");
+    const int known = json_is_boolean(l), labeled = json_is_true(l);
     json_decref(j);
-    return labeled;
+    if (known) return labeled;
+    if (idx_file(d->dir, "train-images-idx3-ubyte", p, sizeof p) ||
+        idx_file(d->dir, "t10k-images-idx3-ubyte", p, sizeof p))
+        return 1;
+    snprintf(p, sizeof p, "%s/train", d->dir);
+    return !only_unlabeled(is_dir(p) ? p : d->dir);
 }
 
 int dyn_dataset_model_pp(const dyn_dataset_spec *d, const dyn_model *m, dyn_preprocess *pp,

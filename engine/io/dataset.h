@@ -63,9 +63,14 @@ int dyn_dataset_load(const dyn_dataset_spec *d, const char *split, const dyn_sha
 int dyn_dataset_load_idx(const dyn_dataset_spec *d, const char *split, dyn_dataset *ds,
                          dyn_err *err);
 
-/* 1 when the images of a resolved data set carry class labels: every set except one whose
- * manifest DIR/.dataset.json (written by dynd for an uploaded set) says "labeled": false. An
- * unlabeled set is loaded as one class: good for calibration, not for accuracy. */
+/* The class folder an unlabelled image set keeps its images in (its only class). */
+#define DYN_DATASET_UNLABELED "_unlabeled"
+
+/* 1 when the images of a resolved data set carry class labels, else 0: what the manifest
+ * DIR/.dataset.json (written by dynd for an uploaded set) says in "labeled"; without one, IDX
+ * sets are labelled and an image folder is not when its only class folder (under DIR/train/
+ * when there is one) is DYN_DATASET_UNLABELED. An unlabelled set loads as one class: good for
+ * calibration, not for accuracy. */
 int dyn_dataset_labeled(const dyn_dataset_spec *d);
 
 /* The normalization (x/255 − mean) / std that model m expects: its preprocess metadata (the
