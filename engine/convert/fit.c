@@ -616,6 +616,17 @@ static int spd_solve(double *A, double *b, int n) {
  * [φ_0 .. φ_{H-1}, 1] and its right-hand side against W_rt, computed over blocks of rows
  * (φ_h of a block by dyn_sys_materialize with one copy). Returns 0 or DYN_ENOMEM; leaves λ
  * unchanged for a system whose Gram matrix is singular. */
+/* s[0] = Σ φ, s[1] = Σ φ·w over one copy's len entries (the least squares' right-hand side). */
+static void phi_sums(const float *ph, const float *wb, int64_t len, double *s) {
+    double s1 = 0, sw = 0;
+    for (int64_t x = 0; x < len; x++) {
+        s1 += ph[x];
+        sw += (double)ph[x] * wb[x];
+    }
+    s[0] = s1;
+    s[1] = sw;
+}
+
 static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
     const int H = p->H, q = p->q, m = p->m, n = p->n, K = p->K, H1 = H + 1;
     /* fast path: every rstep-th row, so a system contributes about FIT_LSQ_ENTRIES entries
@@ -664,13 +675,7 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
                                 for (int j = 0; j < n; j++) row[j] += fabsf(a - vb[j]);
                             }
                         }
-                        double s1 = 0, sw = 0;
-                        for (int x = 0; x < len; x++) {
-                            s1 += ph[x];
-                            sw += (double)ph[x] * wb[x];
-                        }
-                        sums[2 * h] = s1;
-                        sums[2 * h + 1] = sw;
+                        phi_sums(ph, wb, len, sums + 2 * h);
                     });
                 } else {
                     for (int h = 0; h < H; h++) {
@@ -682,13 +687,7 @@ static int fp_init_lsq(fitp *p, float *th, dyn_err *err) {
                                             .lambda = &one, .c = 0};
                         float *ph = phi + (int64_t)h * len;
                         dyn_sys_materialize(&one_copy, ph);
-                        double s1 = 0, sw = 0;
-                        for (int x = 0; x < len; x++) {
-                            s1 += ph[x];
-                            sw += (double)ph[x] * wb[x];
-                        }
-                        sums[2 * h] = s1;
-                        sums[2 * h + 1] = sw;
+                        phi_sums(ph, wb, len, sums + 2 * h);
                     }
                 }
                 cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, H, len, 1.0f, phi, len, 0.0f,
