@@ -233,6 +233,8 @@ int dyn_opts_defaults(int kind, int cli, json_t *out, dyn_err *err) {
 
 int dyn_opts_parse_argv(int kind, int argc, char **argv, json_t **spec, const char **pos,
                         int max_pos, int *npos, int *help, dyn_err *err) {
+    const int request = kind & DYN_OPT_REQUEST;
+    kind &= CF;
     *spec = json_object();
     *npos = 0;
     *help = 0;
@@ -269,7 +271,7 @@ int dyn_opts_parse_argv(int kind, int argc, char **argv, json_t **spec, const ch
         if (!o && !strncmp(name, "no_", 3) && (o = dyn_opt_find(kind, name + 3)) &&
             o->type == DYN_OPT_BOOL)
             negate = 1;
-        if (!o || (o->flags & DYN_OPT_JOB_ONLY) || (negate && eq)) {
+        if (!o || (o->flags & (request ? CLI : JOB)) || (negate && eq)) {
             rc = dyn_err_set(err, DYN_EINVAL, "unknown option '%.100s' (--help lists them)", a);
             break;
         }
@@ -298,7 +300,7 @@ int dyn_opts_parse_argv(int kind, int argc, char **argv, json_t **spec, const ch
         rc = v ? dyn_opt_check(o, v, *spec, err) : dyn_err_set(err, DYN_ENOMEM, "out of memory");
         json_decref(v);
     }
-    if (!rc) rc = dyn_opts_defaults(kind, 1, *spec, err);
+    if (!rc && !request) rc = dyn_opts_defaults(kind, 1, *spec, err);
     if (rc) {
         json_decref(*spec);
         *spec = NULL;
@@ -366,11 +368,11 @@ static const char *type_word(const dyn_opt *o) {
 
 char *dyn_opts_help(int kind, int cli) {
     sbuf b = {0};
+    const int left_out = cli && !(kind & DYN_OPT_REQUEST) ? JOB : CLI;
+    kind &= CF;
     for (size_t i = 0; i < DYN_ARRAY_LEN(OPTS); i++) {
         const dyn_opt *o = &OPTS[i];
-        if (!(o->flags & kind) || (cli && (o->flags & DYN_OPT_JOB_ONLY)) ||
-            (!cli && (o->flags & DYN_OPT_CLI_ONLY)))
-            continue;
+        if (!(o->flags & kind) || (o->flags & left_out)) continue;
         char flag[96], name[64];
         snprintf(name, sizeof name, "%s", o->name);
         for (char *p = name; cli && *p; p++)

@@ -29,6 +29,11 @@
 /* Where an option exists (bit flags): job API only (model, output, ...) or CLI only. */
 #define DYN_OPT_JOB_ONLY 4
 #define DYN_OPT_CLI_ONLY 8
+/* A modifier of `kind` for dyn_opts_parse_argv and dyn_opts_help: the options of a job
+ * *request* on a command line (a client of dynd: clients/dynctl). Job-only options (model,
+ * output, overwrite) are accepted and listed, CLI-only ones (threads, json, report, ...) refused
+ * and left out, and no defaults are filled (the server fills them). */
+#define DYN_OPT_REQUEST 16
 
 typedef enum dyn_opt_type {
     DYN_OPT_NUM,     /* a number in [lo, hi] ((lo, hi] with lo_open) */
@@ -74,11 +79,15 @@ int dyn_opts_defaults(int kind, int cli, json_t *out, dyn_err *err);
  * filled; the caller decrefs) and the positional arguments (pointers into argv, at most
  * max_pos, count in *npos). A JSON-object option given as @FILE is read from FILE (here only:
  * the job API never reads files). `--help` sets *help = 1. DYN_EINVAL with a message for an unknown
- * option, a missing value, a bad value or too many positional arguments. */
+ * option, a missing value, a bad value or too many positional arguments. With
+ * kind | DYN_OPT_REQUEST: the options of a job request (see DYN_OPT_REQUEST), defaults not
+ * filled. */
 int dyn_opts_parse_argv(int kind, int argc, char **argv, json_t **spec, const char **pos,
                         int max_pos, int *npos, int *help, dyn_err *err);
 
-/* The options of `kind` as help text, one per line (malloc'd; caller frees; NULL on ENOMEM). */
+/* The options of `kind` as help text, one per line (malloc'd; caller frees; NULL on ENOMEM):
+ * cli = 1 as --flags, cli = 0 as the job API's names; kind | DYN_OPT_REQUEST (with cli = 1): the
+ * --flags of a job request. */
 char *dyn_opts_help(int kind, int cli);
 
 /* The properties of the OpenAPI schema of `kind`'s job options, as the YAML lines of

@@ -188,6 +188,41 @@ START_TEST(help_lists_every_option) {
 }
 END_TEST
 
+/* A job request on a command line (dynctl): job-only options in, CLI-only ones refused, no
+ * defaults (the server fills them); its --help lists the former, not the latter. */
+START_TEST(request_argv) {
+    char *argv[] = {"convert", "--output", "lenet", "--overwrite", "--ratio=8", "in.onnx"};
+    json_t *spec = NULL;
+    const char *pos[1];
+    int npos = 0, help = 0;
+    dyn_err err = {0};
+    const int rk = DYN_OPT_CONVERT | DYN_OPT_REQUEST;
+    ck_assert_msg(dyn_opts_parse_argv(rk, 6, argv, &spec, pos, 1, &npos, &help, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(npos, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(spec, "output")), "lenet");
+    ck_assert(json_is_true(json_object_get(spec, "overwrite")));
+    ck_assert_double_eq(json_number_value(json_object_get(spec, "ratio")), 8);
+    ck_assert_int_eq(json_object_size(spec), 3); /* no defaults */
+    json_decref(spec);
+    char *cli_only[] = {"convert", "--threads", "2"};
+    ck_assert_int_eq(dyn_opts_parse_argv(rk, 3, cli_only, &spec, pos, 1, &npos, &help, &err),
+                     DYN_EINVAL);
+    char *ft[] = {"finetune", "--model", "m", "--data", "mnist", "--epochs", "2"};
+    ck_assert_int_eq(dyn_opts_parse_argv(DYN_OPT_FINETUNE | DYN_OPT_REQUEST, 7, ft, &spec, pos,
+                                         1, &npos, &help, &err), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(spec, "epochs")), 2);
+    ck_assert_int_eq(json_object_size(spec), 3);
+    json_decref(spec);
+    char *h = dyn_opts_help(rk, 1);
+    ck_assert_ptr_nonnull(strstr(h, "--output "));
+    ck_assert_ptr_nonnull(strstr(h, "--keep-dense "));
+    ck_assert_ptr_null(strstr(h, "--threads "));
+    ck_assert_ptr_null(strstr(h, "--report "));
+    free(h);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("options");
     TCase *t = tcase_create("table");
@@ -195,6 +230,7 @@ static Suite *suite(void) {
     tcase_add_test(t, spec_defaults_reach_engine);
     tcase_add_test(t, argv_parsing);
     tcase_add_test(t, help_lists_every_option);
+    tcase_add_test(t, request_argv);
     suite_add_tcase(s, t);
     return s;
 }
