@@ -61,6 +61,13 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 SERVER_SRC := $(wildcard server/*.c api/*.c)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
 DYND := $(if $(SERVER_SRC),$(BUILD)/dynd)
+# dynctl, the command-line client (clients/): libcurl, and the engine's option table
+# (engine/convert/options.c, from libdyn.a) and the CLI's helpers.
+CLIENT_SRC := $(wildcard clients/*.c)
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+DYNCTL := $(if $(CLIENT_SRC),$(BUILD)/dynctl)
+CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TESTUTIL_OBJ := $(BUILD)/tests/unit/testutil.o
@@ -69,7 +76,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
 .PHONY: all deps data test unit integration smoke bench experiments clean help run
-all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(TEST_BIN) $(BENCH_BIN)
+all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -89,7 +96,7 @@ $(GEN)/%.o: $(GEN)/%.c
 # Every object may include the generated header: generate it first (the .d files take over
 # once each object has been built).
 $(filter-out $(GEN)/%,$(ENGINE_OBJ)) $(CLI_OBJ) $(SERVER_OBJ) $(TEST_SRC:%.c=$(BUILD)/%.o) \
-    $(TESTUTIL_OBJ): | $(GEN_HDR)
+    $(TESTUTIL_OBJ) $(CLIENT_OBJ): | $(GEN_HDR)
 
 $(BUILD)/libdyn.a: $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
@@ -100,6 +107,10 @@ $(BUILD)/dyn: $(CLI_OBJ) $(BUILD)/libdyn.a
 
 $(BUILD)/dynd: $(SERVER_OBJ) $(BUILD)/libdyn.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(SERVER_LIBS) $(LDLIBS)
+
+$(CLIENT_OBJ): CFLAGS += $(CURL_CFLAGS) -Iengine/cli
+$(BUILD)/dynctl: $(CLIENT_OBJ) $(BUILD)/engine/cli/common.o $(BUILD)/libdyn.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(CURL_LIBS) $(LDLIBS)
 
 # Unit tests of the daemon's parsers and tables (tests/unit/test_srv_*.c) link its objects
 # (all but main.o).
@@ -184,4 +195,4 @@ clean:
 help:
 	@sed -n '1,10p' Makefile
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)
