@@ -143,9 +143,8 @@ int dynctl_infer(ctl *c, int argc, char **argv) {
     const char *names[] = {"--model=", "--version=", NULL};
     const char *vals[2] = {NULL, NULL};
     if ((argc = ctl_take_flags(argv[0], argc, argv, names, vals)) < 0) return CTL_USAGE;
-    if (argc != 2 || (argv[1][0] == '-' && argv[1][1]))
-        return ctl_usage(argv[0], argc == 2 ? "unknown option '%s'" : "give one request FILE.json%s",
-                         argc == 2 ? argv[1] : "");
+    if (argc != 2) return ctl_usage(argv[0], "give one request FILE.json");
+    if (argv[1][0] == '-' && argv[1][1]) return ctl_usage(argv[0], "unknown option '%s'", argv[1]);
     char model[256], path[700];
     int rc = pick_model(c, argv[0], vals[0], model, sizeof model);
     if (rc) return rc;

@@ -279,9 +279,8 @@ int dynctl_jobs(ctl *c, int argc, char **argv) {
     if ((argc = ctl_take_flags(argv[0], argc, argv, names, vals)) < 0) return CTL_USAGE;
     double interval = interval_of(argv[0], vals[1]);
     if (interval < 0) return CTL_USAGE;
-    if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
-        return ctl_usage(argv[0], argc > 2 ? "give at most one job ID" : "unknown option '%s'",
-                         argv[1]);
+    if (argc > 2) return ctl_usage(argv[0], "unexpected argument '%s'", argv[2]);
+    if (argc == 2 && argv[1][0] == '-') return ctl_usage(argv[0], "unknown option '%s'", argv[1]);
     if (argc == 2 && (vals[2] || vals[3])) return ctl_usage(argv[0], "--state / --kind filter the list");
     if (argc == 1 && vals[0]) return ctl_usage(argv[0], "--watch needs a job ID");
     json_t *j = NULL;
