@@ -153,6 +153,11 @@ srv_model *api_model_acquire(srv_req *r) {
     }
     int known = 0;
     srv_model *m = srv_repo_acquire(r->srv->repo, name, version, &known);
+    if (!m) { /* published by another replica since our last scan? (server/repository.h) */
+        dyn_err err = {0};
+        srv_repo_refresh(r->srv->repo, name, &err); /* also waits for a scan loading it now */
+        m = srv_repo_acquire(r->srv->repo, name, version, &known);
+    }
     if (m) {
         snprintf(r->model_label, sizeof r->model_label, "%s", m->name);
         return m;

@@ -120,6 +120,9 @@ static const setting SETTINGS[] = {
     S_INT("jobs_lease_s", jobs_lease_s, "30", 3, 3600,
           "Replicas sharing state_dir: a job is claimed with an O_EXCL lease file renewed every "
           "jobs_lease_s/3 seconds; a lease older than this (its holder died) may be taken over."),
+    S_STR("replica_id", replica_id, "",
+          "This process's name among replicas behind a load balancer: sent in every reply as "
+          "X-Dynd-Replica and logged at start (1-64 of A-Z a-z 0-9 _ . -; empty = no header)."),
 };
 
 const char *srv_device_name(int device) {
@@ -374,6 +377,9 @@ static int build(int argc, char **argv, srv_config *cfg, srv_cmd *cmd, dyn_err *
     if (!rc) rc = read_flags(argc, argv, cfg, &c, err);
     if (rc) return rc;
     parse_tokens(cfg);
+    if (cfg->replica_id[0] && !model_name_ok(cfg->replica_id))
+        return dyn_err_set(err, DYN_EINVAL, "replica_id: '%s' is not 1-64 of A-Z a-z 0-9 _ . - "
+                           "(not starting with '.')", cfg->replica_id);
     if (cmd) *cmd = c;
     return 0;
 }

@@ -66,6 +66,7 @@ typedef struct srv_config {
     int shutdown_grace_s;
     int jobs_max_concurrent; /* conversion / fine-tuning jobs running at once */
     int jobs_lease_s;        /* a job's lease is stale after this long without a heartbeat */
+    char replica_id[65];     /* X-Dynd-Replica on every reply ("" = none) */
     char config_path[1024]; /* the file read ("" = none) */
     int nsections;
     srv_model_section sections[SRV_MAX_MODEL_SECTIONS];

@@ -135,6 +135,7 @@ static enum MHD_Result queue_reply(srv_req *r) {
     r->reply = NULL; /* owned by resp now */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->reply_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->cfg->replica_id[0]) MHD_add_response_header(resp, "X-Dynd-Replica", r->cfg->replica_id);
     for (int i = 0; i < r->nextra; i++) MHD_add_response_header(resp, r->extra[i][0], r->extra[i][1]);
     if (atomic_load(&r->srv->draining) || r->body_too_large)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");

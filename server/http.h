@@ -20,7 +20,7 @@
  *      srv_req_suspend(r, on_resume); in the latter case another thread later calls
  *      srv_req_resume(r) and on_resume(r) runs on a pool thread and replies.
  *   4. completed: metrics, one access log line, r->cleanup(r), free.
- * The reply always carries X-Request-Id.
+ * The reply always carries X-Request-Id, and X-Dynd-Replica when replica_id is set.
  */
 #ifndef SRV_HTTP_H
 #define SRV_HTTP_H

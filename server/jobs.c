@@ -574,20 +574,48 @@ static srv_job *job_load(srv_jobs *js, const char *id) {
     return j;
 }
 
-/* A job another replica holds: its record is re-read (and recovered if the holder died). */
+/* 1 when another replica may change j's record: it holds the job, or the job is interrupted
+ * and nobody holds it (any replica may resume or cancel it). j->mu held. */
+static int job_stale_locked(const srv_job *j) {
+    return j->remote || (j->state == SRV_JOB_INTERRUPTED && j->lease_gen <= 0);
+}
+
+/* A job another replica may change (job_stale_locked): its record is re-read (and recovered if
+ * the holder died). */
 static void job_refresh(srv_jobs *js, srv_job *j) {
     pthread_mutex_lock(&j->mu);
-    int remote = j->remote;
+    int stale = job_stale_locked(j);
     pthread_mutex_unlock(&j->mu);
-    if (!remote) return;
+    if (!stale) return;
     json_t *rec = record_read(js->jobs_dir, j->id);
     if (rec) {
         pthread_mutex_lock(&j->mu);
-        job_apply_record_locked(j, rec);
+        if (job_stale_locked(j)) job_apply_record_locked(j, rec); /* not resumed here meanwhile */
         pthread_mutex_unlock(&j->mu);
         json_decref(rec);
     }
     job_recover(js, j);
+}
+
+/* j was interrupted when we looked, and we have just claimed it (lease generation g) to resume
+ * or cancel it; another replica may have resumed it to the end or cancelled it since. The
+ * record is read again under our lease: 0 when the job has not ended (interrupted, or queued /
+ * running under a holder our claim found dead); otherwise the record is applied, the lease
+ * released, and the final state returned. */
+static int claimed_interrupted(srv_jobs *js, srv_job *j, int g) {
+    json_t *rec = record_read(js->jobs_dir, j->id);
+    int st = rec ? srv_job_state_parse(json_string_value(json_object_get(rec, "state"))) : -1;
+    if (st < 0 || !terminal(st)) {
+        json_decref(rec);
+        return 0;
+    }
+    pthread_mutex_lock(&j->mu);
+    job_apply_record_locked(j, rec);
+    j->lease_gen = g;
+    pthread_mutex_unlock(&j->mu);
+    json_decref(rec);
+    lease_release(j);
+    return st;
 }
 
 /* Loads the records of jobs made by other replicas since the last look. */
@@ -1017,6 +1045,12 @@ json_t *srv_jobs_cancel(srv_jobs *js, const char *id, int *now, srv_job_err *e) 
                 jerr(e, 409, "job_claimed", "job '%s' was just resumed elsewhere", id);
                 return NULL;
             }
+            int now_st = claimed_interrupted(js, j, g);
+            if (now_st) {
+                jerr(e, 409, "job_finished", "job '%s' already %s (by another replica)", id,
+                     srv_job_state_name(now_st));
+                return NULL;
+            }
         }
         job_files_remove(j);
         record_write_logged(js, j);
@@ -1066,6 +1100,12 @@ json_t *srv_jobs_resume(srv_jobs *js, const char *id, srv_job_err *e) {
     if (g <= 0) {
         if (g < 0) jerr(e, 500, "state_io", "cannot claim job '%s': %s", id, strerror(errno));
         else jerr(e, 409, "job_claimed", "job '%s' is held by another replica", id);
+        return NULL;
+    }
+    int now_st = claimed_interrupted(js, j, g);
+    if (now_st) {
+        jerr(e, 409, "not_resumable", "job '%s' is %s (another replica resumed or cancelled it); "
+             "only interrupted jobs can be resumed", id, srv_job_state_name(now_st));
         return NULL;
     }
     record_write_logged(js, j);

@@ -211,10 +211,10 @@ static int serve(daemon_state *d, const srv_config *cfg) {
         return 1;
     }
     srv_log(SRV_LOG_INFO, "listening",
-            json_pack("{s:s, s:i, s:s, s:i, s:s, s:i}", "address", cfg->listen_address, "port",
+            json_pack("{s:s, s:i, s:s, s:i, s:s, s:i, s:s}", "address", cfg->listen_address, "port",
                       srv_http_port(d->http), "model_dir", cfg->model_dir, "models",
                       srv_repo_count(ctx->repo), "version", DYN_VERSION, "http_threads",
-                      srv_config_http_threads(cfg)));
+                      srv_config_http_threads(cfg), "replica", cfg->replica_id));
     /* Also on stdout, one line, for scripts that start dynd on port 0. */
     printf("dynd listening on %s:%d\n", cfg->listen_address, srv_http_port(d->http));
     fflush(stdout);

@@ -408,6 +408,33 @@ int srv_repo_load(srv_repo *r, const char *name, dyn_err *err) {
     return rc;
 }
 
+int srv_repo_refresh(srv_repo *r, const char *name, dyn_err *err) {
+    if (!srv_repo_name_valid(name)) return 0;
+    pthread_mutex_lock(&r->scan_mu);
+    found_list files = {0};
+    char path[1200];
+    struct stat st;
+    /* list_files' rules for one name: the directory's versions, else the flat file */
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", r->cfg.model_dir, name) < sizeof path &&
+        stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        list_versions(path, name, &files);
+    if (files.n == 0 &&
+        (size_t)snprintf(path, sizeof path, "%s/%s.dyn", r->cfg.model_dir, name) < sizeof path &&
+        stat(path, &st) == 0 && S_ISREG(st.st_mode))
+        found_push(&files, name, path, &st, 1);
+    int rc = 0;
+    for (int i = 0; i < files.n; i++) {
+        entry *e = entry_get(r, name);
+        if (e && e->unloaded && skip_has(e, &files.v[i].id)) continue; /* as srv_repo_scan */
+        int k = sync_file(r, &files.v[i], 0, err);
+        if (k < 0) rc = k;
+        else if (rc >= 0) rc += k;
+    }
+    free(files.v);
+    pthread_mutex_unlock(&r->scan_mu);
+    return rc;
+}
+
 int srv_repo_unload(srv_repo *r, const char *name, dyn_err *err) {
     pthread_mutex_lock(&r->scan_mu);
     srv_model *gone[MAX_VERSIONS];

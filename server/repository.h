@@ -78,6 +78,16 @@ int srv_repo_scan(srv_repo *r, int force, dyn_err *err);
  * err says which) or the load error of its file. */
 int srv_repo_load(srv_repo *r, const char *name, dyn_err *err);
 
+/* Looks at the files of model `name` only (model_dir/<name>/<v>.dyn, else model_dir/<name>.dyn)
+ * and loads the new or changed ones as a scan would (a model unloaded by request stays
+ * unloaded; nothing is unloaded here). For a request that misses: another process sharing
+ * model_dir (a replica behind a load balancer, a job) may have published the model since the
+ * last scan, which file events do not report across hosts on a shared file system. Cheap when
+ * nothing changed: a stat or two (and a listing of model_dir/<name>/ when it exists). Returns
+ * the number of versions loaded (0: no change, no such file, or an invalid name), or the load
+ * error of a file (DYN_E*, err says why). */
+int srv_repo_refresh(srv_repo *r, const char *name, dyn_err *err);
+
 /* Stops serving `name` (all versions); in-flight requests finish. 0 or DYN_EINVAL (unknown). */
 int srv_repo_unload(srv_repo *r, const char *name, dyn_err *err);
 

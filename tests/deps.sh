@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libjansson-dev zlib1g-dev
       libmicrohttpd-dev libuv1-dev libarchive-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
       protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl
-      python3) # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
+      python3 # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
+      nginx) # nginx: the load balancer of tests/integration/test_balancer.sh (config/deploy/)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -503,6 +503,31 @@ START_TEST(commands) {
 }
 END_TEST
 
+/* replica_id goes into a reply header: empty (no header) or a safe token, whatever the source */
+START_TEST(replica_id) {
+    srv_config cfg = load_ok("# nothing\n");
+    ck_assert_str_eq(cfg.replica_id, "");
+    cfg = load_ok("replica_id = dynd-2.a_b\n");
+    ck_assert_str_eq(cfg.replica_id, "dynd-2.a_b");
+    const char *bad[] = {"a b", "a\\r", ".hidden", "x;y", "\"quoted\"x", "r\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "replica_id = %s\n", bad[i]);
+        dyn_err err;
+        ck_assert_msg(load_text(&cfg, &err, text) == DYN_EINVAL, "'%s' accepted", bad[i]);
+        ck_assert_msg(strstr(err.msg, "replica_id"), "'%s' does not name the setting", err.msg);
+    }
+    const char *args[] = {"--replica-id", "a\r\nX-Evil: 1", NULL};
+    dyn_err err;
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, args), DYN_EINVAL);
+    char longest[66];
+    memset(longest, 'r', 65);
+    longest[65] = 0;
+    const char *args2[] = {"--replica-id", longest, NULL};
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, args2), DYN_EINVAL);
+}
+END_TEST
+
 START_TEST(tokens) {
     srv_config cfg = load_ok("auth_tokens = \" alpha , beta,,gamma ,\"\n");
     ck_assert_int_eq(cfg.ntokens, 3);
@@ -616,6 +641,7 @@ Suite *config_suite(void) {
     tcase_add_test(tc, flags);
     tcase_add_test(tc, commands);
     tcase_add_test(tc, tokens);
+    tcase_add_test(tc, replica_id);
     tcase_add_test(tc, reload);
     tcase_add_test(tc, help_lists_every_setting);
     tcase_add_test(tc, print_roundtrip_defaults);
