@@ -4,6 +4,8 @@
 #   make test       deps + build + unit tests + real-data smoke run
 #   make bench      benchmarks (ratios measured side by side in one run)
 #   make experiments  the paper's MNIST table (long: hours on 2 cores)
+#   make unit-baseline  unit tests of the baseline-ISA build (ARCH=x86-64, the Docker images')
+#   make docker-smoke   README's Docker commands without a Docker engine (minutes; not in test)
 #   SAN=1           AddressSanitizer + UBSan build (separate build dir)
 #   CC=clang        build with clang
 #   ARCH=x86-64     build for a baseline ISA (separate build dir; kernels pick AVX2/AVX-512 at run time)
@@ -207,6 +209,6 @@ clean:
 	rm -rf build build-*
 
 help:
-	@sed -n '1,11p' Makefile
+	@sed -n '1,13p' Makefile
 
 -include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)
