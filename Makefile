@@ -4,8 +4,11 @@
 #   make test       deps + build + unit tests + real-data smoke run
 #   make bench      benchmarks (ratios measured side by side in one run)
 #   make experiments  the paper's MNIST table (long: hours on 2 cores)
+#   make unit-baseline  unit tests of the baseline-ISA build (ARCH=x86-64, the Docker images')
+#   make docker-smoke   README's Docker commands without a Docker engine (minutes; not in test)
 #   SAN=1           AddressSanitizer + UBSan build (separate build dir)
 #   CC=clang        build with clang
+#   ARCH=x86-64     build for a baseline ISA (separate build dir; kernels pick AVX2/AVX-512 at run time)
 SHELL := /bin/bash
 CC ?= cc
 SAN ?= 0
@@ -21,6 +24,12 @@ endif
 ifneq ($(notdir $(CC)),cc)
 BUILD := $(BUILD)-$(notdir $(CC))
 endif
+# Any other ARCH than the build host's (e.g. the Docker images' baseline): its own build dir.
+ifneq ($(ARCH),native)
+BUILD := $(BUILD)-$(ARCH)
+endif
+# The ISA the Docker images are built for (any x86-64 host runs them; engine/cpu/isa.h).
+BASELINE_ARCH := x86-64
 
 PKGS := jansson zlib libpng
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -75,7 +84,8 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
-.PHONY: all deps data test unit integration smoke bench experiments clean help run
+.PHONY: all deps data test unit integration smoke bench experiments clean help run programs \
+        unit-baseline docker-smoke
 all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
@@ -97,6 +107,10 @@ $(GEN)/%.o: $(GEN)/%.c
 # once each object has been built).
 $(filter-out $(GEN)/%,$(ENGINE_OBJ)) $(CLI_OBJ) $(SERVER_OBJ) $(TEST_SRC:%.c=$(BUILD)/%.o) \
     $(TESTUTIL_OBJ) $(CLIENT_OBJ): | $(GEN_HDR)
+
+# The installed programs alone (what the Docker images build and copy: config/docker/).
+PROGRAMS := $(BUILD)/dyn $(DYND) $(DYNCTL)
+programs: $(PROGRAMS)
 
 $(BUILD)/libdyn.a: $(ENGINE_OBJ)
 	@mkdir -p $(dir $@)
@@ -153,6 +167,16 @@ unit: $(TEST_BIN)
 	@fail=0; for t in $(TEST_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=600 $$t || fail=1; done; \
 	  if [ $$fail -ne 0 ]; then echo "UNIT TESTS FAILED"; exit 1; fi; echo "all unit tests passed"
 
+# The unit tests of a build for the baseline ISA (build-x86-64/): the code the Docker images
+# run, its vector kernels chosen at run time (tests/unit compare every level the CPU has).
+unit-baseline:
+	$(MAKE) unit ARCH=$(BASELINE_ARCH)
+
+# The Dockerfile's build and run steps in Debian 12 roots made with debootstrap (no Docker
+# engine needed; roots cached in .docker-smoke/). Several minutes; not part of `make test`.
+docker-smoke: $(DEMO) digit.png
+	./tests/docker_smoke.sh
+
 # Integration tests: every tests/integration/test_*.sh, each given the build directory.
 integration: all $(DEMO)
 	@fail=0; for t in tests/integration/test_*.sh; do [ -e "$$t" ] || continue; echo "== $$t"; \
@@ -176,12 +200,15 @@ $(DEMO): | $(BUILD)/dyn
 	$(BUILD)/dyn train --arch lenet5 --dyn --bn --fc 3,4 --conv 3,4 --epochs 10 --lr 1e-3 \
 	    --data mnist --seed 1 --out $(DEMO)
 
+# MNIST test image 0 as digit.png (its raw pixels: digit.u8), for the README's examples.
+digit.png digit.u8 &:
+	mkdir -p $(BUILD)/demo
+	$(CC) -O2 -o $(BUILD)/mkdigits tests/integration/mkdigits.c -lpng -ljpeg -lz
+	$(BUILD)/mkdigits data/mnist/t10k-images-idx3-ubyte data/mnist/t10k-labels-idx1-ubyte $(BUILD)/demo 1
+	cp $(BUILD)/demo/0.png digit.png && cp $(BUILD)/demo/0.u8 digit.u8
+
 run: deps
-	$(MAKE) all $(DEMO)
-	@[ -f digit.png ] && [ -f digit.u8 ] || { mkdir -p $(BUILD)/demo && \
-	    $(CC) -O2 -o $(BUILD)/mkdigits tests/integration/mkdigits.c -lpng -ljpeg -lz && \
-	    $(BUILD)/mkdigits data/mnist/t10k-images-idx3-ubyte data/mnist/t10k-labels-idx1-ubyte $(BUILD)/demo 1 && \
-	    cp $(BUILD)/demo/0.png digit.png && cp $(BUILD)/demo/0.u8 digit.u8; }
+	$(MAKE) all $(DEMO) digit.png
 	@echo "dynd on http://127.0.0.1:8080 (Ctrl-C stops it). Try:"
 	@echo "  curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8080/v1/models/mnist/classify"
 	$(BUILD)/dynd --config config/dynd.conf --log-format text
@@ -193,6 +220,6 @@ clean:
 	rm -rf build build-*
 
 help:
-	@sed -n '1,10p' Makefile
+	@sed -n '1,13p' Makefile
 
 -include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "cpu/isa.h"
 #include "server/http.h"
 #include "server/jobs.h"
 #include "server/log.h"
@@ -211,10 +212,11 @@ static int serve(daemon_state *d, const srv_config *cfg) {
         return 1;
     }
     srv_log(SRV_LOG_INFO, "listening",
-            json_pack("{s:s, s:i, s:s, s:i, s:s, s:i, s:s}", "address", cfg->listen_address, "port",
-                      srv_http_port(d->http), "model_dir", cfg->model_dir, "models",
+            json_pack("{s:s, s:i, s:s, s:i, s:s, s:i, s:s, s:s}", "address", cfg->listen_address,
+                      "port", srv_http_port(d->http), "model_dir", cfg->model_dir, "models",
                       srv_repo_count(ctx->repo), "version", DYN_VERSION, "http_threads",
-                      srv_config_http_threads(cfg), "replica", cfg->replica_id));
+                      srv_config_http_threads(cfg), "replica", cfg->replica_id, "isa",
+                      dyn_isa_name(dyn_isa())));
     /* Also on stdout, one line, for scripts that start dynd on port 0. */
     printf("dynd listening on %s:%d\n", cfg->listen_address, srv_http_port(d->http));
     fflush(stdout);

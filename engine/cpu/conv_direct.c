@@ -9,8 +9,9 @@
  * positions are then contiguous across rows, so a 10-wide row costs 14/8 vectors, not 2) into
  * a small buffer, and the OW valid columns are copied out. The last block is shifted left to
  * end at the last position (it recomputes a few outputs rather than masking).
- * Vector code only where AVX2 and FMA are compiled in; elsewhere the caller keeps
- * im2col + sgemm (dyn__conv_direct_ok says which).
+ * The vector code is compiled for AVX2 + FMA whatever the build's ARCH (cpu/isa.h) and runs
+ * where the CPU has them; elsewhere the caller keeps im2col + sgemm (dyn__conv_direct_ok says
+ * which).
  */
 #include "im2col.h"
 
@@ -19,8 +20,9 @@
 #include <omp.h>
 
 #include "../base.h"
+#include "isa.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if DYN_ISA_X86
 #include <immintrin.h>
 #define CONV_DIRECT_VEC 1
 #else
@@ -49,14 +51,15 @@ static size_t direct_ws(const dyn_conv_geom *g, int cout) {
 }
 
 int dyn__conv_direct_ok(const dyn_conv_geom *g, int groups, int cout, size_t ws_floats) {
-    return CONV_DIRECT_VEC && groups == 1 && g->SH == 1 && g->SW == 1 && g->DH == 1 &&
-           g->DW == 1 && direct_wide(g) >= 8 && cout >= 1 && direct_ws(g, cout) <= ws_floats;
+    return CONV_DIRECT_VEC && dyn_isa() >= DYN_ISA_AVX2 && groups == 1 && g->SH == 1 &&
+           g->SW == 1 && g->DH == 1 && g->DW == 1 && direct_wide(g) >= 8 && cout >= 1 &&
+           direct_ws(g, cout) <= ws_floats;
 }
 
 #if CONV_DIRECT_VEC
 /* OB output channels × 8 wide positions [q0, q0 + 8): the input of tap (c, r, t) for wide
  * position q is xp[c][r·wp + q + t], contiguous across rows, so no row is split into blocks. */
-static inline __attribute__((always_inline)) void direct_block(
+static inline __attribute__((always_inline)) DYN_TARGET_AVX2 void direct_block(
     const float *xp, int C, int KH, int KW, int64_t cplane, int wp, const float *wt, int cout,
     int o0, const float *bias, int64_t q0, float *out, int64_t Q, const int OB) {
     __m256 acc[8];
@@ -85,7 +88,8 @@ typedef struct direct_ctx {
 } direct_ctx;
 
 /* Images [n0, n1) with the workspace ws: a padded plane, then the [8][Q] wide rows. */
-static void direct_images(const direct_ctx *cx, float *ws, int n0, int n1, float *y) {
+static DYN_TARGET_AVX2 void direct_images(const direct_ctx *cx, float *ws, int n0, int n1,
+                                          float *y) {
     const dyn_conv_geom *g = cx->g;
     const int C = g->C, KH = g->KH, KW = g->KW, OH = g->OH, OW = g->OW, cout = cx->cout;
     const int wp = cx->wp;
@@ -158,6 +162,6 @@ void dyn__conv_direct_forward(const dyn_conv_geom *g, int cout, const float *x, 
     }
 #else
     (void)g, (void)cout, (void)x, (void)w, (void)bias, (void)ws, (void)y;
-    DYN_ASSERT(!"dyn__conv_direct_forward without AVX2/FMA");
+    DYN_ASSERT(!"dyn__conv_direct_forward on a build without x86 vector code");
 #endif
 }

@@ -48,7 +48,7 @@ void dyn__conv_gemm_forward(const dyn_conv_geom *g, int groups, int cout, const 
                             float *y);
 
 /* Direct convolution (conv_direct.c), inference only: whether it applies (stride 1, dilation
- * 1, one group, OW >= 8, built with AVX2 + FMA) with ws_floats of workspace, and the forward:
+ * 1, one group, OW >= 8, a CPU with AVX2 + FMA: cpu/isa.h) with ws_floats of workspace, and the forward:
  * y [N][cout][OH][OW] = conv(x, w [cout][C·KH·KW]) + bias (bias may be NULL). */
 int dyn__conv_direct_ok(const dyn_conv_geom *g, int groups, int cout, size_t ws_floats);
 void dyn__conv_direct_forward(const dyn_conv_geom *g, int cout, const float *x, const float *w,

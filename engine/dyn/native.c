@@ -30,14 +30,15 @@
  */
 #include <string.h>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "dyn.h"
+#include "../cpu/isa.h"
+#if DYN_ISA_X86
+#include <immintrin.h>
+#endif
 #include "../cpu/par.h"
 
 #define TW_MAX 64 /* widest column tile */
@@ -132,203 +133,43 @@ size_t dyn_l1_ws_floats(int H, int q, int M, int N, int64_t cols, int flags) {
     return l1_ws_layout(&jb, &p, NULL).total;
 }
 
-/* Σ_c a[c]·b[c] for one target: a plain float reduction compiles to an in-order chain of
- * scalar adds, so use one vector accumulator and a single horizontal sum. */
-#if defined(__AVX512F__)
-static ALWAYS_INLINE float dot_tw(const float *a, const float *b, const int n) {
-    __m512 acc = _mm512_setzero_ps();
-    int c = 0;
-    for (; c + 16 <= n; c += 16)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + c), _mm512_loadu_ps(b + c), acc);
-    if (c < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - c)) - 1u);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, b + c),
-                              acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-#else
-static ALWAYS_INLINE float dot_tw(const float *restrict a, const float *restrict b, const int n) {
-    float acc[16];
-    for (int k = 0; k < 16; k++) acc[k] = 0.0f;
-    int c = 0;
-    for (; c + 16 <= n; c += 16)
-        for (int k = 0; k < 16; k++) acc[k] += a[c + k] * b[c + k];
-    for (int k = 0; c + k < n; k++) acc[k] += a[c + k] * b[c + k];
-    for (int w = 8; w >= 1; w /= 2)
-        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
-    return acc[0];
-}
+/* The kernels (native_kern.h), once per instruction set; dyn_l1_run picks one per call. */
+typedef void (*l1_kern_fn)(const dyn_l1_job *jb, int hk, int64_t c0, int tw, float *ybase,
+                           int64_t y_rs, float *dT_hk, double *lamacc, float *c1, const float *D0,
+                           float mu, float *pre);
+#define L1K_SUF base
+#define L1K_ATTR
+#define L1K_AVX512 0
+#include "native_kern.h"
+#undef L1K_SUF
+#undef L1K_ATTR
+#undef L1K_AVX512
+#if DYN_ISA_X86
+#define L1K_SUF avx2
+#define L1K_ATTR DYN_TARGET_AVX2
+#define L1K_AVX512 0
+#include "native_kern.h"
+#undef L1K_SUF
+#undef L1K_ATTR
+#undef L1K_AVX512
+#define L1K_SUF avx512
+#define L1K_ATTR DYN_TARGET_AVX512
+#define L1K_AVX512 1
+#include "native_kern.h"
+#undef L1K_SUF
+#undef L1K_ATTR
+#undef L1K_AVX512
 #endif
 
-/* One slice hk over one column tile [c0, c0 + tw). ybase/c1/D0 point at column c0 of their
- * arrays; dT_hk at the slice's M accumulators. */
-static ALWAYS_INLINE void l1_tile(const dyn_l1_job *jb, int hk, int64_t c0, const int tw,
-                                  const int flags, float *ybase, int64_t y_rs, float *dT_hk,
-                                  double *lamacc, float *c1, const float *D0, float mu) {
-    const int M = jb->M, N = jb->N;
-    const int64_t so = (int64_t)hk * N, to = (int64_t)hk * M;
-    const int32_t *restrict sp = jb->s_perm + so;
-    const float *restrict sv = jb->s_val + so;
-    const int32_t *restrict tp = jb->t_perm + to;
-    const int32_t *restrict lo = jb->t_lo + to;
-    const int32_t *restrict hi = jb->t_hi + to;
-    const float *restrict tv = jb->t_val + to;
-    const float lam = jb->lambda[hk / jb->q], lam2 = 2.0f * lam;
-    const float *restrict xs = jb->xs + c0;
-    const int64_t xrs = jb->xs_rs, drs = jb->dt_rs;
-    const float *restrict dt = jb->dt ? jb->dt + c0 : NULL;
-    const int gt = flags & DYN_L1_GRAD_T, gl = flags & DYN_L1_GRAD_LAMBDA,
-              out = flags & DYN_L1_OUT;
-    float P0[TW_MAX], P1[TW_MAX], L0[TW_MAX], L1[TW_MAX], SG[TW_MAX], LA[TW_MAX];
-    for (int c = 0; c < tw; c++) P0[c] = P1[c] = L0[c] = L1[c] = SG[c] = LA[c] = 0.0f;
-    int j = 0;
-#define ADVANCE(lim)                                                                   \
-    do {                                                                               \
-        const int lim_ = (lim);                                                        \
-        for (; j < lim_; j++) {                                                        \
-            if (j + PF < N) __builtin_prefetch(xs + (int64_t)sp[j + PF] * xrs);        \
-            const float *restrict x = xs + (int64_t)sp[j] * xrs;                       \
-            const float s = sv[j] - mu;                                                \
-            _Pragma("omp simd") for (int c = 0; c < tw; c++) {                         \
-                P0[c] += x[c];                                                         \
-                P1[c] += s * x[c];                                                     \
-            }                                                                          \
-        }                                                                              \
-    } while (0)
-    for (int r = 0; r < M; r++) {
-        const int i = tp[r];
-        const float t = tv[r] - mu;
-        if (r + PF < M) {
-            if (out) __builtin_prefetch(ybase + (int64_t)tp[r + PF] * y_rs, 1);
-            if (dt) __builtin_prefetch(dt + (int64_t)tp[r + PF] * drs);
-        }
-        const float *l0 = P0, *l1 = P1;
-        if (gt) {
-            if (lo[r] >= j) { /* else: a tie with the previous target, same sums */
-                ADVANCE(lo[r]);
-                for (int c = 0; c < tw; c++) {
-                    L0[c] = P0[c];
-                    L1[c] = P1[c];
-                }
-                ADVANCE(hi[r]);
-                for (int c = 0; c < tw; c++) SG[c] = L0[c] + P0[c];
-            }
-            l0 = L0;
-            l1 = L1;
-        } else {
-            ADVANCE(lo[r]);
-        }
-        if (out) {
-            float *restrict y = ybase + (int64_t)i * y_rs;
-#pragma omp simd
-            for (int c = 0; c < tw; c++) y[c] += lam2 * (t * l0[c] - l1[c]);
-        }
-        if (gt || gl) {
-            const float *restrict d = dt + (int64_t)i * drs;
-            if (gt) dT_hk[i] += lam * dot_tw(d, SG, tw);
-            if (gl) {
-#pragma omp simd
-                for (int c = 0; c < tw; c++) LA[c] += d[c] * (t * l0[c] - l1[c]);
-            }
-        }
+static l1_kern_fn l1_kern(void) {
+#if DYN_ISA_X86
+    switch (dyn_isa()) {
+    case DYN_ISA_AVX512: return l1_tile_any_avx512;
+    case DYN_ISA_AVX2: return l1_tile_any_avx2;
+    default: break;
     }
-    if (out || gl) {
-        ADVANCE(N);
-        if (out)
-            for (int c = 0; c < tw; c++) c1[c] += lam * P1[c];
-        if (gl) {
-            double acc = 0.0;
-            for (int c = 0; c < tw; c++) acc += 2.0 * (double)LA[c] + (double)D0[c] * P1[c];
-            *lamacc += acc;
-        }
-    }
-#undef ADVANCE
-}
-
-/* The single-column case (batch 1): the merge above would spend most of its time on
- * mispredicted loop exits, so build the prefix arrays P0/P1 ((N+1) floats each, `pre`) in one
- * branch-free pass, then visit the targets as independent look-ups (gathers and scatters;
- * the target permutation has no repeats, so the loop vectorizes safely). */
-static void l1_col1(const dyn_l1_job *jb, int hk, int64_t c0, float *ybase, int64_t y_rs,
-                    float *dT_hk, double *lamacc, float *c1, const float *D0, float mu,
-                    float *pre) {
-    const int M = jb->M, N = jb->N;
-    const int64_t so = (int64_t)hk * N, to = (int64_t)hk * M;
-    const int32_t *restrict sp = jb->s_perm + so;
-    const float *restrict sv = jb->s_val + so;
-    const int32_t *restrict tp = jb->t_perm + to;
-    const int32_t *restrict lo = jb->t_lo + to;
-    const int32_t *restrict hi = jb->t_hi + to;
-    const float *restrict tv = jb->t_val + to;
-    const float lam = jb->lambda[hk / jb->q], lam2 = 2.0f * lam;
-    const float *restrict xs = jb->xs + c0;
-    const int64_t xrs = jb->xs_rs, drs = jb->dt_rs;
-    const int flags = jb->flags;
-    float *restrict P0 = pre, *restrict P1 = pre + (N + 1);
-    float a0 = 0.0f, a1 = 0.0f;
-    P0[0] = P1[0] = 0.0f;
-    for (int j = 0; j < N; j++) {
-        const float x = xs[(int64_t)sp[j] * xrs];
-        a0 += x;
-        a1 += (sv[j] - mu) * x;
-        P0[j + 1] = a0;
-        P1[j + 1] = a1;
-    }
-    if (flags & DYN_L1_OUT) {
-        float *restrict y = ybase;
-#pragma omp simd
-        for (int r = 0; r < M; r++) {
-            const int l = lo[r];
-            y[(int64_t)tp[r] * y_rs] += lam2 * ((tv[r] - mu) * P0[l] - P1[l]);
-        }
-        c1[0] += lam * a1;
-    }
-    if (flags & (DYN_L1_GRAD_T | DYN_L1_GRAD_LAMBDA)) {
-        const float *restrict dt = jb->dt + c0;
-        if (flags & DYN_L1_GRAD_T) {
-#pragma omp simd
-            for (int r = 0; r < M; r++) {
-                const int i = tp[r];
-                dT_hk[i] += lam * dt[(int64_t)i * drs] * (P0[lo[r]] + P0[hi[r]]);
-            }
-        }
-        if (flags & DYN_L1_GRAD_LAMBDA) {
-            float la = 0.0f;
-#pragma omp simd reduction(+ : la)
-            for (int r = 0; r < M; r++) {
-                const int l = lo[r];
-                la += dt[(int64_t)tp[r] * drs] * ((tv[r] - mu) * P0[l] - P1[l]);
-            }
-            *lamacc += 2.0 * (double)la + (double)D0[0] * a1;
-        }
-    }
-}
-
-static void l1_tile_any(const dyn_l1_job *jb, int hk, int64_t c0, int tw, float *ybase,
-                        int64_t y_rs, float *dT_hk, double *lamacc, float *c1, const float *D0,
-                        float mu, float *pre) {
-    const int f = jb->flags;
-    if (tw == 1 && pre) {
-        l1_col1(jb, hk, c0, ybase, y_rs, dT_hk, lamacc, c1, D0, mu, pre);
-        return;
-    }
-    enum { O = DYN_L1_OUT, G = DYN_L1_GRAD_T, L = DYN_L1_GRAD_LAMBDA };
-#define BY_FLAGS(TW)                                                                        \
-    switch (f) {                                                                            \
-    case O: l1_tile(jb, hk, c0, TW, O, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break;      \
-    case G | L: l1_tile(jb, hk, c0, TW, G | L, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break; \
-    case O | G: l1_tile(jb, hk, c0, TW, O | G, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break; \
-    default: l1_tile(jb, hk, c0, TW, f, ybase, y_rs, dT_hk, lamacc, c1, D0, mu); break;     \
-    }
-    switch (tw) {
-    case 1: BY_FLAGS(1); break;
-    case 16: BY_FLAGS(16); break;
-    case 32: BY_FLAGS(32); break;
-    case 64: BY_FLAGS(64); break;
-    default: BY_FLAGS(tw); break;
-    }
-#undef BY_FLAGS
+#endif
+    return l1_tile_any_base;
 }
 
 /* Σ_c a[c] b[c] in double. */
@@ -375,27 +216,26 @@ DYN_PAR_FOR(par && nb >= 2, for (int64_t b = 0; b < nb; b++) {
 
 /* One tile of columns over every slice (the column-split schedule). dTp: this thread's dT
  * accumulator (NULL without GRAD_T); lam_t, pre: this thread's λ accumulators and scratch. */
-static void l1_cols(const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w, int64_t tile,
-                    float *dTp, double *lam_t, float *pre) {
+static void l1_cols(l1_kern_fn kern, const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w,
+                    int64_t tile, float *dTp, double *lam_t, float *pre) {
     const int out = jb->flags & DYN_L1_OUT, Hq = jb->H * jb->q;
     const int64_t c0 = tile * p->tw;
     const int tw = (int)DYN_MIN((int64_t)p->tw, jb->cols - c0);
     for (int hk = 0; hk < Hq; hk++)
-        l1_tile_any(jb, hk, c0, tw, out ? jb->y + c0 : NULL, jb->y_rs,
-                    dTp ? dTp + (int64_t)hk * jb->M : NULL, lam_t + hk, out ? w->C1 + c0 : NULL,
-                    jb->dt ? w->D0 + c0 : NULL, w->mu[hk], pre);
+        kern(jb, hk, c0, tw, out ? jb->y + c0 : NULL, jb->y_rs,
+             dTp ? dTp + (int64_t)hk * jb->M : NULL, lam_t + hk, out ? w->C1 + c0 : NULL,
+             jb->dt ? w->D0 + c0 : NULL, w->mu[hk], pre);
 }
 
 /* One slice over every tile (the slice-split schedule): yp / yrs / c1p this thread's output. */
-static void l1_slice(const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w, int hk, float *yp,
-                     int64_t yrs, float *c1p, double *lam_t, float *pre) {
+static void l1_slice(l1_kern_fn kern, const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w,
+                     int hk, float *yp, int64_t yrs, float *c1p, double *lam_t, float *pre) {
     const int gt = jb->flags & DYN_L1_GRAD_T;
     for (int64_t tile = 0; tile < p->ntiles; tile++) {
         const int64_t c0 = tile * p->tw;
         const int tw = (int)DYN_MIN((int64_t)p->tw, jb->cols - c0);
-        l1_tile_any(jb, hk, c0, tw, yp ? yp + c0 : NULL, yrs,
-                    gt ? jb->dT + (int64_t)hk * jb->M : NULL, lam_t + hk,
-                    c1p ? c1p + c0 : NULL, jb->dt ? w->D0 + c0 : NULL, w->mu[hk], pre);
+        kern(jb, hk, c0, tw, yp ? yp + c0 : NULL, yrs, gt ? jb->dT + (int64_t)hk * jb->M : NULL,
+             lam_t + hk, c1p ? c1p + c0 : NULL, jb->dt ? w->D0 + c0 : NULL, w->mu[hk], pre);
     }
 }
 
@@ -412,6 +252,7 @@ void dyn_l1_run(const dyn_l1_job *jb) {
     if (cols <= 0 || M <= 0 || N <= 0) return;
 
     const l1_plan p = l1_plan_make(jb);
+    const l1_kern_fn kern = l1_kern();
     const size_t need = l1_ws_layout(jb, &p, NULL).total;
     float *own = NULL, *base = jb->ws;
     if (!base || jb->ws_floats < need) {
@@ -454,10 +295,10 @@ DYN_PAR_FOR(par && (int64_t)M * Hq > 16384, for (int b = 0; b < nb; b++) {
         /* one thread, no OpenMP region (entering one costs a system call in a VM) */
         if (!p.by_slice)
             for (int64_t tile = 0; tile < p.ntiles; tile++)
-                l1_cols(jb, &p, &w, tile, gt ? jb->dT : NULL, w.lamacc, w.prefix);
+                l1_cols(kern, jb, &p, &w, tile, gt ? jb->dT : NULL, w.lamacc, w.prefix);
         else
             for (int hk = 0; hk < Hq; hk++)
-                l1_slice(jb, &p, &w, hk, out ? jb->y : NULL, jb->y_rs, out ? w.C1 : NULL,
+                l1_slice(kern, jb, &p, &w, hk, out ? jb->y : NULL, jb->y_rs, out ? w.C1 : NULL,
                          w.lamacc, w.prefix);
     } else if (out || gt || gl) {
 #pragma omp parallel num_threads(p.nt)
@@ -476,14 +317,15 @@ DYN_PAR_FOR(par && (int64_t)M * Hq > 16384, for (int b = 0; b < nb; b++) {
                 if (dTp && tid > 0) memset(dTp, 0, (size_t)Hq * M * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t tile = 0; tile < p.ntiles; tile++)
-                    l1_cols(jb, &p, &w, tile, dTp, lam_t, pre);
+                    l1_cols(kern, jb, &p, &w, tile, dTp, lam_t, pre);
             } else {
                 float *yp = !out ? NULL : tid > 0 ? w.ypriv + (int64_t)(tid - 1) * M * cols : jb->y;
                 const int64_t yrs = tid > 0 ? cols : jb->y_rs;
                 float *c1p = out ? w.C1 + (int64_t)tid * cols : NULL;
                 if (yp && tid > 0) memset(yp, 0, (size_t)M * cols * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-                for (int hk = 0; hk < Hq; hk++) l1_slice(jb, &p, &w, hk, yp, yrs, c1p, lam_t, pre);
+                for (int hk = 0; hk < Hq; hk++)
+                    l1_slice(kern, jb, &p, &w, hk, yp, yrs, c1p, lam_t, pre);
             }
         }
     }

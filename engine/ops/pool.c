@@ -19,10 +19,11 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#if defined(__AVX2__)
+
+#include "../cpu/isa.h"
+#if DYN_ISA_X86
 #include <immintrin.h>
 #endif
-
 #include "../cpu/par.h"
 #include "../layer.h"
 
@@ -192,22 +193,17 @@ static void maxpool_row_ref(const pool_impl *p, const float *src, int H, int W, 
     }
 }
 
-/* 2×2 windows at stride 2 with no padding (LeNet's pooling), the whole-window outputs of one
- * row: the same comparisons in the same order as maxpool_row_ref, written so the compiler
- * vectorizes them (the general loop does not: ~2 ns per input at batch 64). A row holding a
- * NaN is redone by the general code. Returns how many outputs it wrote (OW or W / 2). */
-static int maxpool_row_2x2(const float *src, int W, int oy, int OW, float *dst, int32_t *am) {
-    const int n = DYN_MIN(OW, W / 2);
-    const float *r0 = src + (int64_t)2 * oy * W, *r1 = r0 + W;
-    const int32_t base = 2 * oy * W;
-    int nan = 0, ox = 0;
-#if defined(__AVX2__)
-    /* 8 outputs at a time: the even/odd columns of two input rows, deinterleaved. */
+#if DYN_ISA_X86
+/* maxpool_row_2x2's AVX2 part (n >= 8): 8 outputs at a time, the even/odd columns of two input
+ * rows deinterleaved. Returns how many outputs it wrote (n); *nan set when a window held one. */
+static DYN_TARGET_AVX2 int maxpool_2x2_avx2(const float *r0, const float *r1, int W, int32_t base,
+                                            int n, float *dst, int32_t *am, int *nan) {
+    int ox = 0;
     __m256 nanv = _mm256_setzero_ps();
     const __m256i one = _mm256_set1_epi32(1), wv = _mm256_set1_epi32(W),
                   w1 = _mm256_set1_epi32(W + 1),
                   step = _mm256_set_epi32(14, 12, 10, 8, 6, 4, 2, 0);
-    for (int done = 0; done < n && n >= 8; done = ox) {
+    for (int done = 0; done < n; done = ox) {
         ox = DYN_MIN(done, n - 8); /* the last block ends at n (recomputes a few outputs) */
         __m256 p0 = _mm256_loadu_ps(r0 + 2 * ox), p1 = _mm256_loadu_ps(r0 + 2 * ox + 8);
         __m256 q0 = _mm256_loadu_ps(r1 + 2 * ox), q1 = _mm256_loadu_ps(r1 + 2 * ox + 8);
@@ -239,7 +235,23 @@ static int maxpool_row_2x2(const float *src, int W, int oy, int OW, float *dst, 
         }
         ox += 8;
     }
-    nan = _mm256_movemask_ps(nanv) != 0;
+    *nan = _mm256_movemask_ps(nanv) != 0;
+    return ox;
+}
+#endif
+
+/* 2×2 windows at stride 2 with no padding (LeNet's pooling), the whole-window outputs of one
+ * row: the same comparisons in the same order as maxpool_row_ref, written so the compiler
+ * vectorizes them (the general loop does not: ~2 ns per input at batch 64). A row holding a
+ * NaN is redone by the general code. Returns how many outputs it wrote (OW or W / 2). */
+static int maxpool_row_2x2(const float *src, int W, int oy, int OW, float *dst, int32_t *am) {
+    const int n = DYN_MIN(OW, W / 2);
+    const float *r0 = src + (int64_t)2 * oy * W, *r1 = r0 + W;
+    const int32_t base = 2 * oy * W;
+    int nan = 0, ox = 0;
+#if DYN_ISA_X86
+    if (n >= 8 && dyn_isa() >= DYN_ISA_AVX2)
+        ox = maxpool_2x2_avx2(r0, r1, W, base, n, dst, am, &nan);
 #endif
     for (; ox < n; ox++) {
         const float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];

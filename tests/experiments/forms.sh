@@ -1,9 +1,9 @@
 #!/bin/sh
 # forms.sh — CONVERT.md "Data-free forms vs truncated SVD vs int8/int4": trains the three models
 # and runs tests/experiments/forms_table.c on each (about 10 minutes per model on one thread).
-# usage: tests/experiments/forms.sh [OUTDIR=/tmp/forms]   (from the repository root, after make)
+# usage: tests/experiments/forms.sh [OUTDIR=build/forms]   (from the repository root, after make)
 set -e
-OUT=${1:-/tmp/forms}
+OUT=${1:-build/forms}
 PY=/usr/bin/python3
 mkdir -p "$OUT"
 make build/forms_table build/dyn

@@ -10,7 +10,7 @@ DYN=$(realpath "${1:-build/dyn}")
 FILTER=${2:-}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
-runs=$here/runs
+runs=tests/experiments/runs # relative: the commands results.jsonl records name no machine path
 mkdir -p "$runs"
 out=$runs/results.jsonl
 touch "$out"

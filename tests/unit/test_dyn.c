@@ -281,6 +281,31 @@ START_TEST(test_native_threaded) {
 }
 END_TEST
 
+/* Every version of the l1 kernels this CPU runs (cpu/isa.h: baseline, AVX2, AVX-512) against
+ * the materialized reference: batch 1 (prefix arrays), narrow and full tiles, ties, one and two
+ * threads. */
+START_TEST(test_native_every_isa) {
+    static const int batch[] = {1, 3, 16, 64, 150};
+    int levels = 0;
+    TU_FOR_EACH_ISA(lv) {
+        levels++;
+        double worst = 0;
+        for (int nt = 1; nt <= 2; nt++) {
+            dyn_threads_set(nt);
+            for (size_t c = 0; c < DYN_ARRAY_LEN(batch); c++) {
+                worst = fmax(worst, check_system(70, 33, 2, 3, batch[c], DYN_KERNEL_L1,
+                                                 ST_UNIFORM, 300 + c));
+                worst = fmax(worst, check_system(40, 30, 2, 3, batch[c], DYN_KERNEL_L1,
+                                                 ST_QUANT, 310 + c));
+            }
+        }
+        fprintf(stderr, "native %s: worst relative error %.3g\n", dyn_isa_name(lv), worst);
+        ck_assert_double_le(worst, 1e-4);
+    }
+    ck_assert_int_eq(levels, (int)dyn_isa_detected() + 1);
+}
+END_TEST
+
 START_TEST(test_native_ties) {
     dyn_threads_set(2);
     static const int batch[] = {1, 5, 64, 100};
@@ -1078,6 +1103,7 @@ static Suite *dyn_suite(void) {
     tcase_add_test(tc, test_native_grid);
     tcase_add_test(tc, test_native_threaded);
     tcase_add_test(tc, test_native_ties);
+    tcase_add_test(tc, test_native_every_isa);
     tcase_add_test(tc, test_materialized_kernels);
     tcase_add_test(tc, test_ties_exact);
     tcase_add_test(tc, test_resort);

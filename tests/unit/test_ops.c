@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu/im2col.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */
@@ -260,7 +261,8 @@ START_TEST(test_conv_forward) {
     ck_assert_int_eq(wt->shape[3], c->kw);
     int oh = (c->h + 2 * c->ph - c->dh * (c->kh - 1) - 1) / c->sh + 1;
     int ow = (c->w + 2 * c->pw - c->dw * (c->kw - 1) - 1) / c->sw + 1;
-    for (int training = 0; training <= 1; training++) {
+    /* every kernel version this CPU runs (the direct kernel at inference needs AVX2) */
+    TU_FOR_EACH_ISA(lv) for (int training = 0; training <= 1; training++) {
         run r;
         run_init(&r, l, shp(4, c->n, c->cin, c->h, c->w), training, 200 + (uint64_t)_i);
         ck_assert_int_eq(r.out.d[0], c->n);
@@ -274,7 +276,9 @@ START_TEST(test_conv_forward) {
         double *want = malloc((size_t)ny * sizeof(double));
         conv_ref(c, r.x.data, wt->data, c->bias ? l->params[1].value.data : NULL, want, oh, ow);
         run_fwd(&r, training);
-        check_close(r.y.data, want, ny, 1e-5, "conv y");
+        char what[64];
+        snprintf(what, sizeof what, "conv y (%s, training %d)", dyn_isa_name(lv), training);
+        check_close(r.y.data, want, ny, 1e-5, what);
         free(want);
         run_free(&r);
     }
@@ -392,7 +396,7 @@ START_TEST(test_pool_forward) {
     const pool_case *c = &pool_cases[_i];
     int oh = ref_out_len(c->h, c->kh, c->sh, c->ph, c->ceil_mode);
     int ow = ref_out_len(c->w, c->kw, c->sw, c->pw, c->ceil_mode);
-    for (int kind = 0; kind < 3; kind++) {
+    TU_FOR_EACH_ISA(lv) for (int kind = 0; kind < 3; kind++) {
         char a[256];
         dyn_layer *l = mk(kind == 0 ? "maxpool2d" : "avgpool2d", pool_case_attrs(c, kind, a,
                                                                                    sizeof a));
@@ -406,7 +410,9 @@ START_TEST(test_pool_forward) {
         double *want = malloc((size_t)ny * sizeof(double));
         pool_ref(c, kind, r.x.data, want, oh, ow);
         run_fwd(&r, 0);
-        check_close(r.y.data, want, ny, 1e-6, l->ops->name);
+        char what[64];
+        snprintf(what, sizeof what, "%s (%s)", l->ops->name, dyn_isa_name(lv));
+        check_close(r.y.data, want, ny, 1e-6, what);
         free(want);
         dyn_layer_stats st;
         dyn_shape one = shp(4, 1, c->c, c->h, c->w);
@@ -485,6 +491,75 @@ START_TEST(test_maxpool_ties) {
     for (int i = 0; i < 8; i++) ck_assert_float_eq(dx.data[i], wantn[i]);
     dyn_tensor_release(&dy);
     dyn_tensor_release(&dx);
+    run_free(&r);
+    dyn_layer_free(l);
+}
+END_TEST
+
+/* Run-time kernel choice (cpu/isa.h): the direct convolution is taken exactly where the CPU
+ * level allows it, whatever ARCH the library was built for; the 2x2 max pool's vector rows
+ * (16+ inputs wide) give the reference's values and argmax, NaN included, at every level. */
+START_TEST(test_isa_dispatch) {
+    fprintf(stderr, "isa: this CPU runs %s (built for %s)\n", dyn_isa_name(dyn_isa_detected()),
+#if defined(__AVX512F__)
+            "avx512"
+#elif defined(__AVX2__)
+            "avx2"
+#else
+            "a baseline without AVX2"
+#endif
+    );
+    dyn_conv_geom g = {.N = 2, .C = 1, .H = 28, .W = 28, .KH = 5, .KW = 5, .SH = 1, .SW = 1,
+                       .PH = 2, .PW = 2, .DH = 1, .DW = 1};
+    ck_assert_int_eq(dyn_conv_geom_out(&g), 0);
+    dyn_layer *l = mk("maxpool2d", "{\"kernel\": 2}");
+    run r;
+    run_init(&r, l, shp(4, 1, 2, 4, 40), 1, 9);
+    r.x.data[2 * 40 + 17] = NAN; /* channel 0, row 2: output row 1, window 8 */
+    const int64_t ny = dyn_tensor_numel(&r.y);
+    double *want = malloc((size_t)ny * sizeof(double));
+    pool_case pc = {1, 2, 4, 40, 2, 2, 2, 2, 0, 0, 0};
+    pool_ref(&pc, 0, r.x.data, want, 2, 20);
+    int levels = 0;
+    TU_FOR_EACH_ISA(lv) {
+        levels++;
+        ck_assert_int_eq(dyn__conv_direct_ok(&g, 1, 6, (size_t)1 << 20), lv >= DYN_ISA_AVX2);
+        run_fwd(&r, 1);
+        for (int64_t i = 0; i < ny; i++) {
+            if (i == 20 + 8) {
+                ck_assert_msg(isnan(r.y.data[i]), "%s: the NaN window gave %g", dyn_isa_name(lv),
+                              (double)r.y.data[i]);
+                continue;
+            }
+            ck_assert_msg(r.y.data[i] == (float)want[i], "%s: y[%lld] = %g, want %g",
+                          dyn_isa_name(lv), (long long)i, (double)r.y.data[i], want[i]);
+        }
+        /* the argmax the backward routes through: a gradient of 1 lands on each maximum */
+        dyn_tensor dy, dx;
+        ck_assert_int_eq(dyn_tensor_init_shape(&dy, &r.out, NULL), 0);
+        ck_assert_int_eq(dyn_tensor_init_shape(&dx, &r.in, NULL), 0);
+        for (int64_t i = 0; i < ny; i++) dy.data[i] = 1;
+        l->ops->backward(l, &r.x, &r.y, &dy, &dx, r.scratch);
+        ck_assert_float_eq(dx.data[2 * 40 + 17], 1); /* the NaN takes its window's gradient */
+        for (int64_t i = 0; i < ny; i++) {
+            if (i == 20 + 8) continue;
+            const int pl = (int)(i / 40), oy = (int)(i % 40) / 20, ox = (int)(i % 20);
+            int hit = 0;
+            for (int t = 0; t < 4; t++) {
+                const int64_t k = ((int64_t)pl * 4 + 2 * oy + t / 2) * 40 + 2 * ox + t % 2;
+                if (dx.data[k] == 1) {
+                    hit++;
+                    ck_assert_float_eq(r.x.data[k], r.y.data[i]);
+                }
+            }
+            ck_assert_msg(hit == 1, "%s: window %lld routed %d gradients", dyn_isa_name(lv),
+                          (long long)i, hit);
+        }
+        dyn_tensor_release(&dy);
+        dyn_tensor_release(&dx);
+    }
+    ck_assert_int_eq(levels, (int)dyn_isa_detected() + 1);
+    free(want);
     run_free(&r);
     dyn_layer_free(l);
 }
@@ -873,6 +948,7 @@ static Suite *ops_suite(void) {
     tcase_add_loop_test(tc, test_pool_forward, 0, (int)DYN_ARRAY_LEN(pool_cases));
     tcase_add_test(tc, test_pool_known_values);
     tcase_add_test(tc, test_maxpool_ties);
+    tcase_add_test(tc, test_isa_dispatch);
     tcase_add_loop_test(tc, test_pool_grad, 0, (int)DYN_ARRAY_LEN(pool_cases));
     tcase_add_test(tc, test_globalavgpool);
     suite_add_tcase(s, tc);

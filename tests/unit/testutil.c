@@ -3,6 +3,16 @@
 #include <math.h>
 #include <string.h>
 
+int tu_isa_cap(dyn_isa_level lv) {
+    if (lv > dyn_isa_detected()) {
+        dyn_isa_set_cap(DYN_ISA_COUNT);
+        return 0;
+    }
+    dyn_isa_set_cap(lv);
+    ck_assert_int_eq(dyn_isa(), lv);
+    return 1;
+}
+
 int tu_run(Suite *s) {
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

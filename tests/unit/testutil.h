@@ -5,7 +5,16 @@
 
 #include <check.h>
 
+#include "cpu/isa.h"
 #include "layer.h"
+
+/* TU_FOR_EACH_ISA(lv) statement: runs the statement once per instruction-set level this CPU
+ * runs (cpu/isa.h: base, then avx2, avx512 where present) with the kernels capped at level lv,
+ * so the baseline code and each vector version see the same inputs. tu_isa_cap sets the cap
+ * and returns 1, or lifts it and returns 0 past the CPU's level. */
+int tu_isa_cap(dyn_isa_level lv);
+#define TU_FOR_EACH_ISA(lv) \
+    for (dyn_isa_level lv = DYN_ISA_BASE; tu_isa_cap(lv); lv = (dyn_isa_level)(lv + 1))
 
 /* Runs suite s in Check's fork mode; returns 0 when every test passed. */
 int tu_run(Suite *s);
