@@ -114,9 +114,10 @@ int dyn_data_view_slice(const dyn_data_view *v, int off, int n, dyn_data_view *o
 
 int dyn_data_calib_split(const dyn_dataset *ds, int calib_n, int holdout_n, uint64_t seed,
                          float mean, float std, dyn_data_view *calib, dyn_data_view *holdout,
-                         dyn_err *err) {
+                         dyn_data_view *pool, dyn_err *err) {
     memset(calib, 0, sizeof *calib);
     memset(holdout, 0, sizeof *holdout);
+    if (pool) memset(pool, 0, sizeof *pool);
     if (ds->n < 1 || calib_n < 1 || holdout_n < 0)
         return dyn_err_set(err, DYN_EINVAL, "no calibration images");
     if (calib_n + holdout_n > ds->n) { /* a small set: a quarter (at most) is held out */
@@ -136,9 +137,15 @@ int dyn_data_calib_split(const dyn_dataset *ds, int calib_n, int holdout_n, uint
     }
     rc = dyn_data_view_slice(&all, 0, calib_n, calib, err);
     if (!rc) rc = dyn_data_view_slice(&all, calib_n, holdout_n, holdout, err);
+    if (!rc && pool) { /* all but the held-out slice */
+        const int rest = ds->n - calib_n - holdout_n;
+        rc = dyn_data_view_slice(&all, 0, calib_n + rest, pool, err);
+        if (!rc) memcpy(pool->idx + calib_n, all.idx + calib_n + holdout_n, (size_t)rest * sizeof(int));
+    }
     if (rc) {
         dyn_data_view_free(calib);
         dyn_data_view_free(holdout);
+        if (pool) dyn_data_view_free(pool);
     }
     dyn_data_view_free(&all);
     return rc;

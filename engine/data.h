@@ -46,11 +46,12 @@ int dyn_data_view_slice(const dyn_data_view *v, int off, int n, dyn_data_view *o
 /* Calibration images for a conversion: a seeded random draw of calib_n samples of ds for the
  * fit and holdout_n further ones held out of it to measure fidelity (disjoint). When ds has
  * fewer than calib_n + holdout_n samples, at most a quarter of them is held out and the rest
- * calibrates. Both views are new (dyn_data_view_free). DYN_EINVAL (empty set, calib_n < 1),
- * DYN_ENOMEM; on failure both are zeroed. */
+ * calibrates. pool (may be NULL) receives every sample not held out, the calib_n first (the
+ * images a distillation may train on). The views are new (dyn_data_view_free). DYN_EINVAL
+ * (empty set, calib_n < 1), DYN_ENOMEM; on failure all are zeroed. */
 int dyn_data_calib_split(const dyn_dataset *ds, int calib_n, int holdout_n, uint64_t seed,
                          float mean, float std, dyn_data_view *calib, dyn_data_view *holdout,
-                         dyn_err *err);
+                         dyn_data_view *pool, dyn_err *err);
 /* Replaces v's normalization with n (copied): the per-channel form of a model's pipeline.
  * DYN_EINVAL (v unchanged) when n->c is neither 1 nor the data set's channel count, a scale or
  * std is not > 0, or a value is not finite. */

@@ -40,6 +40,35 @@ float dyn_softmax_xent(const float *logits, const int *labels, int B, int C, flo
     return (float)(loss / B);
 }
 
+float dyn_soft_xent(const float *logits, const float *p, int B, int C, float T, float *dlogits,
+                    int *correct) {
+    DYN_ASSERT(T > 0);
+    double loss = 0;
+    int ok = 0;
+    for (int b = 0; b < B; b++) {
+        const float *r = logits + (int64_t)b * C, *pb = p + (int64_t)b * C;
+        int arg = 0, parg = 0;
+        float mx = r[0];
+        for (int c = 1; c < C; c++) {
+            if (r[c] > mx) mx = r[c], arg = c;
+            if (pb[c] > pb[parg]) parg = c;
+        }
+        double s = 0;
+        for (int c = 0; c < C; c++) s += exp((double)(r[c] - mx) / T);
+        const double ls = log(s);
+        for (int c = 0; c < C; c++) /* -sum p log q, log q = (r - mx) / T - log s */
+            loss -= (double)pb[c] * ((double)(r[c] - mx) / T - ls);
+        ok += arg == parg;
+        if (dlogits) {
+            float *d = dlogits + (int64_t)b * C;
+            for (int c = 0; c < C; c++)
+                d[c] = (float)(T * (exp((double)(r[c] - mx) / T) / s - (double)pb[c]) / B);
+        }
+    }
+    if (correct) *correct = ok;
+    return (float)(loss * T * T / B);
+}
+
 dyn_optim dyn_optim_default(dyn_optim_kind kind, float lr) {
     dyn_optim o = {.kind = kind, .lr = lr, .momentum = 0.9f, .beta1 = 0.9f, .beta2 = 0.999f,
                    .eps = 1e-8f};
@@ -175,7 +204,9 @@ int dyn_train(dyn_model *m, const dyn_batch_source *train, const dyn_batch_sourc
     if (!e) return err ? err->code : DYN_ENOMEM;
     int *order = malloc((size_t)train->n * sizeof(int)), *y = malloc((size_t)B * sizeof(int));
     float *dout = malloc((size_t)(B * C) * sizeof(float)), *best = NULL;
-    DYN_ASSERT(order && y && dout);
+    float *probs = cfg->targets ? malloc((size_t)(B * C) * sizeof(float)) : NULL;
+    const float T = cfg->kd_temp > 0 ? cfg->kd_temp : 1.0f;
+    DYN_ASSERT(order && y && dout && (probs || !cfg->targets));
     for (int i = 0; i < train->n; i++) order[i] = i;
     dyn_rng r, aug;
     dyn_rng_seed(&r, cfg->seed);
@@ -207,7 +238,13 @@ int dyn_train(dyn_model *m, const dyn_batch_source *train, const dyn_batch_sourc
                 opt.lr *= (float)(step + 1) / (float)cfg->warmup_steps;
             const dyn_tensor *out = dyn_exec_forward(e, e->input.data, cnt);
             int ok = 0;
-            float loss = dyn_softmax_xent(out->data, y, cnt, (int)C, dout, &ok);
+            float loss;
+            if (cfg->targets) {
+                cfg->targets(cfg->targets_ctx, e->input.data, cnt, probs);
+                loss = dyn_soft_xent(out->data, probs, cnt, (int)C, T, dout, &ok);
+            } else {
+                loss = dyn_softmax_xent(out->data, y, cnt, (int)C, dout, &ok);
+            }
             if (!isfinite(loss)) {
                 rc = dyn_err_set(err, DYN_EINVAL,
                                  "training diverged (loss %g) at epoch %d step %lld; lower the "
@@ -271,6 +308,7 @@ int dyn_train(dyn_model *m, const dyn_batch_source *train, const dyn_batch_sourc
     free(order);
     free(y);
     free(dout);
+    free(probs);
     dyn_exec_free(e);
     return rc;
 }

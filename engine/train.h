@@ -16,6 +16,14 @@
 float dyn_softmax_xent(const float *logits, const int *labels, int B, int C, float *dlogits,
                        int *correct);
 
+/* Knowledge distillation's loss: mean over B rows of T² · H(p, softmax(logits / T)), the
+ * cross-entropy of the model's tempered softmax against target probabilities p (B × C rows
+ * summing to 1, e.g. a teacher's softmax(teacher logits / T)). When dlogits is not NULL it
+ * receives d(loss)/d(logits) = T · (softmax(logits / T) − p) / B. When correct is not NULL it
+ * receives the number of rows whose argmax equals p's argmax. T > 0. */
+float dyn_soft_xent(const float *logits, const float *p, int B, int C, float T, float *dlogits,
+                    int *correct);
+
 /* In-place softmax of B rows of C values. */
 void dyn_softmax(float *x, int B, int C);
 
@@ -67,6 +75,13 @@ typedef struct dyn_train_cfg {
     void (*progress)(void *ctx, const dyn_progress *p);
     void *progress_ctx;
     volatile int *cancel; /* polled between steps; may be NULL */
+    /* Distillation (NULL: learn the labels): after fill(), writes the target probabilities
+     * (count × C) of the batch inputs x (as fill() wrote them, augmented or not); the loss is
+     * then dyn_soft_xent at temperature kd_temp and the reported accuracy agreement with the
+     * targets' argmax. Called on the training thread. */
+    void (*targets)(void *ctx, const float *x, int count, float *probs);
+    void *targets_ctx;
+    float kd_temp; /* > 0; 1 when left 0 */
 } dyn_train_cfg;
 
 typedef struct dyn_train_result {

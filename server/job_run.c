@@ -434,8 +434,8 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     const char *calib = sget(s, "calib"), *eval = sget(s, "eval"), *pp = sget(s, "preprocess_from");
     if (!rc && !m->preprocess && (pp || calib || eval)) preprocess_set(m, pp ? pp : calib ? calib : eval);
     dyn_dataset cal = {0}, te = {0};
-    dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vnone = {0};
-    dyn_batch_source scal, ste, shold;
+    dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vnone = {0}, vpool = {0};
+    dyn_batch_source scal, ste, shold, spool;
     dyn_dataset_spec dsp;
     float mean, sd;
     const uint64_t seed = o.fitopt.seed;
@@ -454,11 +454,16 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
         !(rc = dataset_load(js, calib, "train", m, &dsp, &cal, err))) {
         dyn_dataset_norm(&dsp, m, &mean, &sd);
         rc = dyn_data_calib_split(&cal, (int)nget(s, "calib_n", 512), (int)nget(s, "holdout_n", 256),
-                                  seed, mean, sd, &vcal, &vhold, err);
+                                  seed, mean, sd, &vcal, &vhold, &vpool, err);
         if (!rc) rc = views_norm(&dsp, m, &vcal, &vhold, err);
+        if (!rc) rc = views_norm(&dsp, m, &vpool, NULL, err);
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
         o.calib_n = vcal.n;
+        if (vpool.n > 0) {
+            spool = dyn_data_view_source(&vpool);
+            o.distill = &spool;
+        }
         if (vhold.n > 0) {
             shold = dyn_data_view_source(&vhold);
             o.holdout = &shold;
@@ -490,6 +495,7 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_model_free(m);
     dyn_data_view_free(&vcal);
     dyn_data_view_free(&vhold);
+    dyn_data_view_free(&vpool);
     dyn_data_view_free(&vte);
     dyn_data_view_free(&vnone);
     dyn_dataset_free(&cal);

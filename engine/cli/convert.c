@@ -140,8 +140,8 @@ int cmd_convert(int argc, char **argv) {
     /* evaluation: the test split, or a validation split held out of train (then the
      * calibration images come from the rest of train: both views index one data set) */
     dyn_dataset cal_ds = {0}, te_ds = {0}, tr_ds = {0};
-    dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vtr = {0};
-    dyn_batch_source scal, ste, shold;
+    dyn_data_view vcal = {0}, vhold = {0}, vte = {0}, vtr = {0}, vpool = {0};
+    dyn_batch_source scal, ste, shold, spool;
     dyn_dataset_spec dsp;
     dyn_data_norm nm; /* data go through the model's input pipeline (io/dataset.h) */
     if (data) {
@@ -167,8 +167,9 @@ int cmd_convert(int argc, char **argv) {
         } else {
             if (cli_data_for_model(calib, "train", m, &dsp, &cal_ds, &nm, &err) ||
                 dyn_data_calib_split(&cal_ds, calib_n, holdout_n, seed, nm.mean[0], nm.std[0],
-                                     &vcal, &vhold, &err) ||
+                                     &vcal, &vhold, &vpool, &err) ||
                 dyn_data_view_set_norm(&vcal, &nm, &err) ||
+                dyn_data_view_set_norm(&vpool, &nm, &err) ||
                 dyn_data_view_set_norm(&vhold, &nm, &err))
                 cli_die("convert", &err);
             o.holdout_labeled = dyn_dataset_labeled(&dsp);
@@ -177,6 +178,10 @@ int cmd_convert(int argc, char **argv) {
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
         o.calib_n = vcal.n;
+        if (vpool.n > 0) {
+            spool = dyn_data_view_source(&vpool);
+            o.distill = &spool;
+        }
         if (vhold.n > 0) {
             shold = dyn_data_view_source(&vhold);
             o.holdout = &shold;
@@ -222,6 +227,7 @@ int cmd_convert(int argc, char **argv) {
     dyn_model_free(m);
     dyn_data_view_free(&vcal);
     dyn_data_view_free(&vhold);
+    dyn_data_view_free(&vpool);
     dyn_data_view_free(&vte);
     dyn_data_view_free(&vtr);
     dyn_dataset_free(&tr_ds);

@@ -470,11 +470,10 @@ static int svd_baseline(const cand *cd, int64_t weight_floats, dyn_convert_layer
 
 /* ---- distillation: the converted model learns the original's answers ------------------------ */
 
-/* A batch source over samples off..off+n-1 of base whose labels are the original model's top-1
- * classes (tl, indexed like base): no labels needed from the user. */
+/* A batch source over samples off..off+n-1 of base (labels unused: the teacher supplies the
+ * targets, see kd_targets). */
 typedef struct kd_src {
     const dyn_batch_source *base;
-    const int *tl;
     int off;
     int *buf, cap;
 } kd_src;
@@ -484,41 +483,73 @@ static void kd_fill(void *ctx, const int *idx, int count, float *x, int *y, dyn_
     DYN_ASSERT(count <= k->cap);
     for (int i = 0; i < count; i++) k->buf[i] = k->off + idx[i];
     k->base->fill(k->base->ctx, k->buf, count, x, y, aug);
-    for (int i = 0; i < count; i++) y[i] = k->tl[k->buf[i]];
 }
 
-/* Native fine-tuning of m (the converted model) for o->distill_epochs on the calibration images
- * labelled by the original model's top-1 class (lg0: its logits there, computed for the report
- * already), the best epoch kept by agreement on the last fifth of them (the held-out images
- * stay untouched for the fidelity report). */
-static int distill(dyn_model *in, dyn_model *m, const float *lg0, const dyn_convert_opts *o,
-                   dyn_err *err) {
-    const int n = DYN_MIN(o->calib_n > 0 ? o->calib_n : o->calib->n, o->calib->n);
+/* The original model as teacher: its tempered softmax on the very inputs the student sees
+ * (augmented ones included). The validation source's "labels" are its top-1 classes, so the
+ * fine-tuner's validation accuracy is top-1 agreement. */
+typedef struct kd_teacher {
+    dyn_exec *e;
+    int64_t C;
+    float T;
+} kd_teacher;
+
+static void kd_targets(void *ctx, const float *x, int count, float *p) {
+    kd_teacher *t = ctx;
+    const dyn_tensor *out = dyn_exec_forward(t->e, x, count);
+    for (int64_t i = 0; i < count * t->C; i++) p[i] = out->data[i] / t->T;
+    dyn_softmax(p, count, (int)t->C);
+}
+
+typedef struct kd_val {
+    kd_src src;
+    kd_teacher *t;
+} kd_val;
+
+static void kd_val_fill(void *ctx, const int *idx, int count, float *x, int *y, dyn_rng *aug) {
+    kd_val *v = ctx;
+    kd_fill(&v->src, idx, count, x, y, aug);
+    const dyn_tensor *out = dyn_exec_forward(v->t->e, x, count);
+    for (int i = 0; i < count; i++) y[i] = (int)argmax_row(out->data + (int64_t)i * v->t->C, v->t->C);
+}
+
+/* Native fine-tuning of m (the converted model) for o->distill_epochs on the distillation images
+ * (o->distill, else the calibration images), learning the original model's tempered softmax on
+ * each (augmented) batch; the best epoch is kept by top-1 agreement on the last images of that
+ * set (a fifth, at most 1,000; the held-out images stay untouched for the fidelity report). */
+static int distill(dyn_model *in, dyn_model *m, const dyn_convert_opts *o, dyn_err *err) {
+    const dyn_batch_source *src = o->distill ? o->distill : o->calib;
+    const int lim = o->distill ? o->distill_n : o->calib_n;
+    const int n = DYN_MIN(lim > 0 ? lim : src->n, src->n);
     if (n < 10) return 0;
-    const int nv = DYN_MAX(2, n / 5), B = 32;
-    const int64_t C = dyn_model_outputs(in);
-    int *tl = malloc((size_t)n * sizeof(int)), *b1 = malloc((size_t)n * sizeof(int)),
-        *b2 = malloc((size_t)n * sizeof(int)); /* any batch the fine-tuner asks for fits */
-    int rc = tl && b1 && b2 ? 0 : dyn_err_set(err, DYN_ENOMEM, "out of memory");
-    for (int i = 0; i < n && !rc; i++) tl[i] = (int)argmax_row(lg0 + (int64_t)i * C, C);
+    const int nv = DYN_MAX(2, DYN_MIN(n / 5, 1000)), B = 32;
+    kd_teacher t = {dyn_exec_new(in, DYN_MAX(B, 256), 0, err), dyn_model_outputs(in),
+                    o->distill_temp > 0 ? o->distill_temp : 4.0f};
+    int *b1 = malloc((size_t)n * sizeof(int)), *b2 = malloc((size_t)n * sizeof(int));
+    int rc = !t.e ? (err ? err->code : DYN_ENOMEM)
+             : b1 && b2 ? 0 : dyn_err_set(err, DYN_ENOMEM, "out of memory");
     if (!rc) {
-        kd_src kt = {o->calib, tl, 0, b1, n - nv}, kv = {o->calib, tl, n - nv, b2, nv};
+        kd_src kt = {src, 0, b1, n - nv};
+        kd_val kv = {{src, n - nv, b2, nv}, &t};
         dyn_batch_source st = {.n = n - nv, .fill = kd_fill, .ctx = &kt};
-        dyn_batch_source sv = {.n = nv, .fill = kd_fill, .ctx = &kv};
+        dyn_batch_source sv = {.n = nv, .fill = kd_val_fill, .ctx = &kv};
         dyn_ft_opts fo = dyn_ft_opts_default();
         fo.mode = DYN_FT_NATIVE;
         fo.epochs = o->distill_epochs;
         fo.batch = B;
-        fo.lr = o->distill_lr > 0 ? o->distill_lr : 5e-4f;
-        fo.augment = 0;
+        fo.lr = o->distill_lr > 0 ? o->distill_lr : 2e-3f;
+        fo.augment = o->distill_augment;
         fo.seed = o->fitopt.seed;
         fo.cancel = (volatile int *)o->cancel;
+        fo.targets = kd_targets;
+        fo.targets_ctx = &t;
+        fo.kd_temp = t.T;
         dyn_ft_result fr;
         rc = dyn_finetune(m, &st, &sv, &fo, &fr, err);
         dyn_ft_result_free(&fr);
         if (rc && rc != DYN_ECANCEL) dyn_err_prefix(err, "distillation");
     }
-    free(tl);
+    dyn_exec_free(t.e);
     free(b1);
     free(b2);
     return rc;
@@ -727,7 +758,7 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
         rc = 0;
     }
     if ((rc = dyn_model_prepare(m, err))) goto done;
-    if (o->distill_epochs > 0 && lg0 && (rc = distill(in, m, lg0, o, err))) goto done;
+    if (o->distill_epochs > 0 && o->calib && (rc = distill(in, m, o, err))) goto done;
 
     /* 4. measure */
     dyn_layer_stats tot1;

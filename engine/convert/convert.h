@@ -209,9 +209,15 @@ typedef struct dyn_convert_opts {
     int form_riem;          /* 1: every converted layer then becomes a RieM-style form
                                (fit_riem.h) at no more floats, fitted data-free; 0: l1 DyN */
     int riem_steps;         /* Adam steps of each RieM fit (default 3000) */
-    int distill_epochs;     /* > 0 (with calib): after fitting, native fine-tuning on the
-                               calibration images labelled by the original model (default 0) */
-    float distill_lr;       /* its Adam learning rate (default 5e-4) */
+    int distill_epochs;     /* > 0 (with calib): after fitting, native fine-tuning of the
+                               converted model on the original's tempered softmax (default 0) */
+    float distill_lr;       /* its Adam learning rate (default 2e-3) */
+    float distill_temp;     /* the softmax temperature of that distillation (default 4) */
+    int distill_augment;    /* random shifts of the distillation images (default 0) */
+    /* Images for the distillation, labels unused (e.g. every calibration image not held out);
+     * NULL: the calib_n calibration images. */
+    const dyn_batch_source *distill;
+    int distill_n;          /* samples of distill used (default all) */
     int batch;              /* batch for calibration / evaluation passes (default 64) */
     int sequential;         /* activation fit: each layer sees the inputs of the model converted
                                so far and fits ‖Ŵ X̃ − W X‖ (default 1) */

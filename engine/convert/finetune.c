@@ -356,6 +356,9 @@ static int train_epoch(dyn_model *t, const dyn_batch_source *train, const dyn_ft
     cfg.augment = o->augment;
     cfg.keep_best = 0;
     cfg.cancel = o->cancel;
+    cfg.targets = o->targets;
+    cfg.targets_ctx = o->targets_ctx;
+    cfg.kd_temp = o->kd_temp;
     if (o->progress) {
         cfg.progress = train_progress;
         cfg.progress_ctx = ctx;

@@ -59,6 +59,10 @@ typedef struct dyn_ft_opts {
     void (*progress)(void *ctx, const dyn_ft_progress *p);
     void *progress_ctx;
     volatile int *cancel;
+    /* native mode: distillation targets instead of the labels (dyn_train_cfg.targets) */
+    void (*targets)(void *ctx, const float *x, int count, float *probs);
+    void *targets_ctx;
+    float kd_temp;
 } dyn_ft_opts;
 
 dyn_ft_opts dyn_ft_opts_default(void);

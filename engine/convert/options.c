@@ -63,8 +63,14 @@ static const dyn_opt OPTS[] = {
      "keep the last linear / conv (the classifier) dense"},
     {"min_saving", C, DYN_OPT_NUM, 0, 1, 0, "0.25", NULL, "convert a layer only if DyN saves this much"},
     {"distill_epochs", C, DYN_OPT_INT, 0, 1000, 0, "0", NULL,
-     "then fine-tune on the calibration images labelled by the original model"},
-    {"distill_lr", C, DYN_OPT_NUM, 0, 1, 1, "0.0005", NULL, "learning rate of that fine-tuning"},
+     "then fine-tune on the calibration images towards the original model's outputs"},
+    {"distill_lr", C, DYN_OPT_NUM, 0, 1, 1, "0.002", NULL, "learning rate of that fine-tuning"},
+    {"distill_temp", C, DYN_OPT_NUM, 0, 100, 1, "4", NULL,
+     "softmax temperature of the original's outputs it learns"},
+    {"distill_n", C, DYN_OPT_INT, 0, 10000000, 0, "0", NULL,
+     "calibration images it trains on (0 = every one not held out)"},
+    {"distill_augment", C, DYN_OPT_BOOL, 0, 0, 0, "false", NULL,
+     "random shifts of up to 2 pixels of those images"},
     /* conversion: data */
     {"preprocess", C, DYN_OPT_OBJECT, 0, 0, 0, NULL, NULL,
      "the model's input pipeline (preprocess metadata, engine/io/image.h); replaces its own"},
@@ -478,6 +484,9 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->min_saving = n_get(spec, C, "min_saving");
     o->distill_epochs = (int)n_get(spec, C, "distill_epochs");
     o->distill_lr = (float)n_get(spec, C, "distill_lr");
+    o->distill_temp = (float)n_get(spec, C, "distill_temp");
+    o->distill_n = (int)n_get(spec, C, "distill_n");
+    o->distill_augment = b_get(spec, C, "distill_augment");
     const json_t *kl = json_object_get(spec, "keep_dense");
     o->nkeep = 0;
     for (size_t i = 0; i < json_array_size(kl) && o->nkeep < keep_cap; i++)

@@ -8,18 +8,19 @@
 # For each: a zip of labelled images (train/<class>/ for calibration, test/<class>/ for the
 # evaluation) is uploaded (PUT /v1/datasets), the ONNX file is posted with the model's
 # preprocessing and target_agreement, the job is polled; then the test images are classified as
-# PNG and JPEG. The converted model must meet the target, classify as the job measured it, lose
-# no more accuracy than the target allows against the dense original (imported unconverted by a
-# job with min_saving 1, classified the same way) and store fewer floats: >= 4x for
-# (a); (b) reaches less (see below). The same conversion without calibration data is refused
-# with a message saying what to give.
+# PNG and JPEG. The converted model must meet the target, classify as the job measured it and
+# store fewer floats than the dense original (imported unconverted by a job with min_saving 1,
+# classified the same way), and lose at most a given accuracy against it: (a) >= 4x fewer
+# floats within 1.0 point (the fit, then distillation towards the original on the uploaded
+# images); (b) reaches less (see below). The same conversion without calibration data is
+# refused with a message saying what to give.
 source "$(dirname "$0")/lib.sh"
 echo "user models: PyTorch exports converted by curl alone (preprocessing, own images, fidelity target)"
 FIX=$ROOT/tests/fixtures/user
 DATA=$T/data
 mkdir -p "$DATA" "$T/models"
 cc -O2 -Wall -Werror -o "$T/mkdigits" "$HERE/mkdigits.c" -lpng -ljpeg -lz
-NCAL=${NCAL:-2048}
+NCAL=${NCAL:-8000}
 NTEST=${NTEST:-1000}
 start_dynd --auth-tokens tok --data-dir "$DATA" --jobs-max-concurrent 1
 A='Authorization: Bearer tok'
@@ -30,7 +31,7 @@ idx() { # idx DIR STEM -> the IDX file (raw or .gz, unpacked into $T)
 }
 
 # images SET_DIR NAME: the user's images as PNG/JPEG and a zip of them (PNG) in $T/NAME.zip:
-# train/<label>/ for calibration, NCAL images the model never trained on (test images 5000 on:
+# train/<label>/ for calibration, NCAL images the model never trained on (test images 2000 on:
 # images from its own training set overstate agreement, see CONVERT.md), test/<label>/ the
 # first NTEST test images for the evaluation
 images() {
@@ -39,7 +40,7 @@ images() {
     local ti tl
     ti=$(idx "$src" t10k-images-idx3-ubyte)
     tl=$(idx "$src" t10k-labels-idx1-ubyte)
-    "$T/mkdigits" "$ti" "$tl" "$T/$name-train" "$NCAL" 95 5000 > /dev/null
+    "$T/mkdigits" "$ti" "$tl" "$T/$name-train" "$NCAL" 95 2000 > /dev/null
     "$T/mkdigits" "$ti" "$tl" "$T/$name-test" "$NTEST" 95 > /dev/null
     $PY - "$T" "$name" <<'PY'
 import os, sys, zipfile
@@ -87,9 +88,11 @@ wait_done() { # wait_done JOB_ID: polls until the job ends; sets STATE and BODY
     return 1
 }
 
-# convert_user TAG ONNX SET PREPROCESS_JSON TARGET MIN_COMPRESSION STEPS CALIB_N HOLDOUT_N
+# convert_user TAG ONNX SET PREPROCESS_JSON TARGET MIN_COMPRESSION MAX_DROP OPTIONS_JSON
+# (MAX_DROP: accuracy points the converted model may lose against the dense one; OPTIONS_JSON:
+# more job options)
 convert_user() {
-    local tag=$1 onnx=$2 set=$3 pp=$4 target=$5 mincomp=$6 steps=$7 calibn=$8 holdn=$9
+    local tag=$1 onnx=$2 set=$3 pp=$4 target=$5 mincomp=$6 maxdrop=$7 more=$8
     echo "  ($tag) $(basename "$onnx"): upload $set, convert with target_agreement $target"
     images "$ROOT/data/$set" "$tag"
     req PUT "/v1/datasets/user_$tag" -H "$A" -T "$T/$tag.zip"
@@ -102,8 +105,7 @@ convert_user() {
     local opts
     opts=$($PY -c 'import json,sys; print(json.dumps({"output": sys.argv[1], "calib": sys.argv[2],
         "eval": sys.argv[2], "preprocess": json.loads(sys.argv[3]), "target_agreement": float(sys.argv[4]),
-        "steps": int(sys.argv[5]), "calib_n": int(sys.argv[6]), "holdout_n": int(sys.argv[7])}))' \
-        "$tag" "user_$tag" "$pp" "$target" "$steps" "$calibn" "$holdn")
+        **json.loads(sys.argv[5])}))' "$tag" "user_$tag" "$pp" "$target" "$more")
     req POST /v1/conversions -H "$A" -F "file=@$onnx;filename=$(basename "$onnx")" -F "options=$opts"
     expect_status 202 "($tag) conversion accepted"
     local id
@@ -140,24 +142,27 @@ assert j["info"]["convert"]["fidelity"]["verified"] is True' "$BODY" "$pp"
         $PY -c "import sys; sys.exit(not abs($dpng - $acc_dense) < 1e-9)"
     check "($tag) classify applies the job's pipeline: PNG accuracy = the job's ($png vs $acc_conv)" \
         $PY -c "import sys; sys.exit(not abs($png - $acc_conv) < 1e-9)"
-    # what the agreement target promises (one point of accuracy per point of disagreement), with
-    # a point of room for the test images' own sampling; issue 9 asks for 1.0 point at 4x, which
-    # (a) reached in some runs (0.50 and 1.00 points on 400 images) and missed in one (1.9 points
-    # on 1,000): CONVERT.md (e)
     local room
-    room=$($PY -c "print(1 - $target + 0.01)")
-    check "($tag) PNG accuracy within $room of dense ($png vs $dpng)" \
+    room=$($PY -c "print($maxdrop / 100 + 1e-9)")
+    check "($tag) PNG accuracy within $maxdrop point(s) of dense ($png vs $dpng)" \
         $PY -c "import sys; sys.exit(not $png >= $dpng - $room)"
-    check "($tag) JPEG accuracy within $room of dense ($jpg vs $djpg)" \
+    check "($tag) JPEG accuracy within $maxdrop point(s) of dense ($jpg vs $djpg)" \
         $PY -c "import sys; sys.exit(not $jpg >= $djpg - $room)"
 }
 
+# (a): each candidate is fitted, then distilled for 20 epochs towards the original on the
+# uploaded images not held out (5,952, shifted at random); 2,048 held out: 1,024 decide (the
+# target must hold for the 95% lower bound of the agreement there), 1,024 report
 convert_user a "$FIX/lenet_pad_bn.onnx" mnist \
-    '{"color": "gray", "steps": [{"pad": 2}], "scale": 255, "mean": [0.0], "std": [1.0]}' 0.98 4.0 1500 1024 1024
-# (b): DyN's l1 form does not keep this ResNet's 3x3 convolutions at 4x (CONVERT.md (e)); with
-# 300 steps no allocation's agreement bound reaches 0.98 and the job keeps the layers dense (a
-# run here: 1.00x): what must hold is the target and the accuracy, at whatever size that takes
+    '{"color": "gray", "steps": [{"pad": 2}], "scale": 255, "mean": [0.0], "std": [1.0]}' 0.985 4.0 1.0 \
+    '{"steps": 1500, "calib_n": 1024, "holdout_n": 2048, "distill_epochs": 20, "distill_augment": true}'
+# (b): DyN's l1 form does not keep this ResNet's 3x3 convolutions at 4x, even fine-tuned on
+# 58,000 training images or distilled on 20,000 (CONVERT.md (e)); here, with short fits and no
+# distillation, no allocation's agreement bound reaches 0.98 and the job keeps the layers dense
+# (runs here: 1.00x): what must hold is the target and the accuracy the target promises (a point per point
+# of disagreement, and a point for the test images' sampling)
 convert_user b "$FIX/fashion_resnet.onnx" fashion \
-    '{"color": "gray", "scale": 255, "mean": [0.5], "std": [0.5]}' 0.98 1.0 300 256 512
+    '{"color": "gray", "scale": 255, "mean": [0.5], "std": [0.5]}' 0.98 1.0 3.0 \
+    '{"steps": 150, "calib_n": 256, "holdout_n": 512}'
 stop_dynd
 finish

@@ -6,6 +6,7 @@
 
 #include "cpu/im2col.h"
 #include "testutil.h"
+#include "train.h"
 
 /* ---- helpers ---- */
 
@@ -926,9 +927,56 @@ START_TEST(test_eval_does_not_mutate) {
 }
 END_TEST
 
+/* ---- losses ---- */
+
+/* The distillation loss: with one-hot targets at T = 1 it is the cross-entropy; its gradient
+ * matches central differences at T = 2.5 with soft targets; it counts argmax agreement. */
+START_TEST(test_soft_xent) {
+    enum { B = 3, C = 5 };
+    float z[B * C], p[B * C], d[B * C], d1[B * C];
+    dyn_rng r;
+    dyn_rng_seed(&r, 7);
+    for (int i = 0; i < B * C; i++) z[i] = 3.0f * (dyn_rng_uniform(&r) - 0.5f);
+    int y[B] = {1, 4, 0}, ok1 = -1, ok2 = -1;
+    memset(p, 0, sizeof p);
+    for (int b = 0; b < B; b++) p[b * C + y[b]] = 1;
+    float l1 = dyn_softmax_xent(z, y, B, C, d1, &ok1);
+    float l2 = dyn_soft_xent(z, p, B, C, 1.0f, d, &ok2);
+    ck_assert_float_eq_tol(l1, l2, 1e-5f);
+    ck_assert_int_eq(ok1, ok2);
+    for (int i = 0; i < B * C; i++) ck_assert_float_eq_tol(d[i], d1[i], 1e-6f);
+    for (int i = 0; i < B * C; i++) p[i] = dyn_rng_uniform(&r) + 0.05f;
+    dyn_softmax(p, B, C);
+    const float T = 2.5f;
+    dyn_soft_xent(z, p, B, C, T, d, NULL);
+    for (int i = 0; i < B * C; i++) {
+        const float h = 1e-2f, z0 = z[i];
+        z[i] = z0 + h;
+        double lp = dyn_soft_xent(z, p, B, C, T, NULL, NULL);
+        z[i] = z0 - h;
+        double lm = dyn_soft_xent(z, p, B, C, T, NULL, NULL);
+        z[i] = z0;
+        ck_assert_msg(fabs((lp - lm) / (2 * h) - d[i]) < 2e-3, "d[%d] %g vs %g", i, (double)d[i],
+                      (lp - lm) / (2 * h));
+    }
+    /* targets equal to the model's own tempered softmax: zero gradient, loss = T² · entropy */
+    memcpy(p, z, sizeof z);
+    for (int i = 0; i < B * C; i++) p[i] /= T;
+    dyn_softmax(p, B, C);
+    int ok = 0;
+    dyn_soft_xent(z, p, B, C, T, d, &ok);
+    ck_assert_int_eq(ok, B);
+    for (int i = 0; i < B * C; i++) ck_assert_float_eq_tol(d[i], 0.0f, 1e-6f);
+}
+END_TEST
+
 static Suite *ops_suite(void) {
     Suite *s = suite_create("ops");
-    TCase *tc = tcase_create("linear");
+    TCase *tc = tcase_create("loss");
+    tcase_add_test(tc, test_soft_xent);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("linear");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_linear_forward);
     tcase_add_test(tc, test_linear_grad);
