@@ -28,6 +28,7 @@ struct srv_http {
     srv_ctx *ctx;
     struct MHD_Daemon *d;
     int port;
+    atomic_int stopping; /* srv_http_stop began: requests get 503 at once, nothing suspends */
 };
 
 static atomic_ullong g_req_counter;
@@ -334,6 +335,11 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     int status;
     char allow[64];
     r->route = srv_router_match(method, url, r->params, &r->nparams, &status, allow, sizeof allow);
+    if (atomic_load(&h->stopping)) { /* MHD_stop_daemon must find no suspended connection */
+        api_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
+        r->route = NULL;
+        return r;
+    }
     if (!r->route) {
         if (status == 405) {
             srv_req_header_add(r, MHD_HTTP_HEADER_ALLOW, allow);
@@ -560,6 +566,11 @@ int srv_http_port(const srv_http *h) { return h->port; }
 
 void srv_http_stop(srv_http *h) {
     if (!h) return;
+    /* Requests still arrive on open connections after the drain (a balancer keeps sending until
+     * it notices): answer them 503 from now on, and give the ones already past that point up to
+     * 2 s to finish, since libmicrohttpd aborts when stopped with a suspended connection. */
+    atomic_store(&h->stopping, 1);
+    for (int i = 0; i < 200 && atomic_load(&h->ctx->inflight) > 0; i++) usleep(10000);
     MHD_stop_daemon(h->d);
     free(h);
 }

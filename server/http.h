@@ -108,7 +108,8 @@ typedef struct srv_http srv_http;
 srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err);
 /* The port actually bound (useful with port = 0). */
 int srv_http_port(const srv_http *h);
-/* Stops listening and closes every connection (suspended ones must have been resumed). */
+/* Stops: from now on requests get 503 (code shutting_down) without reaching a handler; waits up
+ * to 2 s for the requests in flight, then closes every connection. Frees h. */
 void srv_http_stop(srv_http *h);
 
 #endif

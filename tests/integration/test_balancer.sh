@@ -297,7 +297,8 @@ for i in 1 2 3; do
     kill -TERM "${RPID[$i]}"
     rc=0; wait "${RPID[$i]}" || rc=$?
     RPID[$i]=""
-    check "r$i exits 0 after SIGTERM under load" [ "$rc" = 0 ]
+    check "r$i exits 0 after SIGTERM under load (exit $rc)" [ "$rc" = 0 ]
+    [ "$rc" = 0 ] || grep -v '"msg":"request"' "$T/r$i.err" | tail -15 | sed 's/^/    r'"$i"': /'
     restart_replica "$i"
     load_advance rolling 200
 done
