@@ -21,7 +21,7 @@ DATA=$T/data
 mkdir -p "$DATA" "$T/models"
 cc -O2 -Wall -Werror -o "$T/mkdigits" "$HERE/mkdigits.c" -lpng -ljpeg -lz
 NCAL=${NCAL:-8000}
-NTEST=${NTEST:-1000}
+NTEST=${NTEST:-500}
 start_dynd --auth-tokens tok --data-dir "$DATA" --jobs-max-concurrent 1
 A='Authorization: Bearer tok'
 
