@@ -134,6 +134,7 @@ static enum MHD_Result queue_reply(srv_req *r) {
         MHD_create_response_from_buffer(r->reply_len, r->reply, MHD_RESPMEM_MUST_FREE);
     if (!resp) return MHD_NO;
     r->reply = NULL; /* owned by resp now */
+    r->queued = 1;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->reply_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->cfg->replica_id[0]) MHD_add_response_header(resp, "X-Dynd-Replica", r->cfg->replica_id);
@@ -427,6 +428,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (r->reply) return queue_reply(r);
         return MHD_YES;
     }
+    if (r->queued) {
+        /* Answered already (an early 4xx/503), yet called again: libmicrohttpd accepts but drops
+         * a response queued while MHD_stop_daemon runs, then goes on reading the body. Nothing
+         * of the request may run (its handler was refused, or its route is NULL): swallow the
+         * body and close the connection. */
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return MHD_NO;
+    }
     if (r->resumed == 2) { /* woken by srv_req_resume */
         r->resumed = 0;
         srv_handler fn = r->on_resume;
@@ -459,6 +471,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         api_reply_error(r, 400, "bad_multipart",
                         "damaged multipart/form-data body, no file part, or text fields over "
                         "%d bytes", MAX_FORM_BYTES);
+        return queue_reply(r);
+    }
+    if (atomic_load(&h->stopping)) { /* the body came in after srv_http_stop began */
+        api_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
         return queue_reply(r);
     }
     r->route->handler(r);

@@ -72,6 +72,7 @@ struct srv_req {
     int nextra;
     char *extra[SRV_MAX_EXTRA_HEADERS][2];
     char model_label[66]; /* served model name for metrics ("" = none) */
+    int queued; /* a reply went to libmicrohttpd: nothing of the request runs any more */
     /* async */
     pthread_mutex_t mu;
     int suspended, completed, resumed;

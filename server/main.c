@@ -40,7 +40,7 @@ typedef struct daemon_state {
     int cancelled;
 } daemon_state;
 
-static daemon_state *g_daemon; /* for srv_ctx.rescan only */
+static _Atomic(daemon_state *) g_daemon; /* for srv_ctx.rescan only (HTTP threads read it) */
 
 /* ---- repository scans on the thread pool ---- */
 
@@ -90,7 +90,7 @@ static uv_async_t g_rescan_async;
 static void on_rescan_async(uv_async_t *a) { scan_start(a->data, 0); }
 static void ctx_rescan(srv_ctx *ctx) {
     (void)ctx;
-    if (g_daemon) uv_async_send(&g_rescan_async);
+    if (atomic_load(&g_daemon)) uv_async_send(&g_rescan_async);
 }
 
 /* ---- shutdown ---- */
@@ -116,6 +116,7 @@ static void on_drain_tick(uv_timer_t *t) {
     }
     if (d->scan_running) return; /* let the scan finish before tearing down */
     srv_log(SRV_LOG_INFO, "drained", json_pack("{s:i, s:f}", "inflight", inflight, "waited_s", waited));
+    atomic_store(&g_daemon, NULL); /* the async handle closes now: HTTP threads stop using it */
     uv_walk(&d->loop, close_cb, NULL);
 }
 
@@ -242,15 +243,24 @@ static int serve(daemon_state *d, const srv_config *cfg) {
         srv_log(SRV_LOG_WARN, "cannot watch model_dir; relying on repository_poll_ms", NULL);
     uv_async_init(&d->loop, &g_rescan_async, on_rescan_async);
     g_rescan_async.data = d;
-    g_daemon = d;
+    atomic_store(&g_daemon, d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
-    g_daemon = NULL;
+    atomic_store(&g_daemon, NULL);
 
     srv_http_stop(d->http);
     /* jobs publish into the repository: stop them first, and keep it if one is still busy */
     int busy = srv_jobs_free(ctx->jobs, 2.0);
+    if (busy) {
+        /* A job thread still uses the jobs, the repository, the metrics and the libraries'
+         * globals (OpenBLAS frees its buffers in a destructor at exit()): free nothing, run no
+         * exit handler. Its record reads as interrupted once its lease runs out. */
+        srv_log(SRV_LOG_WARN, "stopped with jobs still running; they read as interrupted",
+                json_pack("{s:i}", "running", busy));
+        fflush(NULL);
+        _exit(0);
+    }
     srv_repo_stop(ctx->repo, 1);
-    if (!busy) srv_repo_free(ctx->repo);
+    srv_repo_free(ctx->repo);
     srv_metrics_free(ctx->metrics);
     srv_ctx_destroy(ctx);
     uv_loop_close(&d->loop);

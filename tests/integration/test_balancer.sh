@@ -298,14 +298,12 @@ for i in 1 2 3; do
     rc=0; wait "${RPID[$i]}" || rc=$?
     RPID[$i]=""
     check "r$i drained after SIGTERM under load" grep -q '"msg":"drained"' "$T/r$i.err"
-    # Known bug, not yet found: in 2 of the last 3 fresh-clone `make test` runs one replica
-    # crashed (SIGABRT once, SIGSEGV once) *after* logging "drained", i.e. in the teardown once
-    # no request was in flight; no request was lost. Isolated runs of this test pass. Until it is
-    # fixed the exit status is reported here, not asserted (see the session notes / issue 11).
-    if [ "$rc" != 0 ]; then
-        log "KNOWN BUG: r$i exited with status $rc after draining; its log:"
-        grep -v '"msg":"request"' "$T/r$i.err" | tail -15 | sed 's/^/    r'"$i"': /'
-    fi
+    # A replica's exit status after a drain under load: libmicrohttpd drops a response queued
+    # while MHD_stop_daemon runs and goes on reading the request, whose handler then ran with no
+    # route (SIGSEGV) or suspended (abort) -- server/http.c `queued`; tests/soak/shutdown.sh
+    # repeats this race.
+    check "r$i exited 0 after SIGTERM under load (status $rc)" [ "$rc" = 0 ]
+    [ "$rc" = 0 ] || grep -v '"msg":"request"' "$T/r$i.err" | tail -15 | sed 's/^/    r'"$i"': /'
     restart_replica "$i"
     load_advance rolling 200
 done
