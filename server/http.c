@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -29,7 +30,15 @@ struct srv_http {
     struct MHD_Daemon *d;
     int port;
     atomic_int stopping; /* srv_http_stop began: requests get 503 at once, nothing suspends */
+    atomic_int unserved; /* connections with no request begun yet (srv_http_unserved) */
+    int quiesced_fd;     /* the listening socket after srv_http_quiesce; -1 before; ours to close */
 };
+
+/* A connection's socket_context: whether it has begun a request. Touched only on the
+ * connection's own libmicrohttpd thread. */
+typedef struct {
+    int fresh;
+} conn_state;
 
 static atomic_ullong g_req_counter;
 
@@ -317,6 +326,12 @@ static void upload_free(srv_req *r) {
 /* First call: make the request, decide what can be decided before the body. */
 static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *url,
                         const char *method) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_state *cs = ci ? ci->socket_context : NULL;
+    if (cs && cs->fresh) {
+        cs->fresh = 0;
+        atomic_fetch_sub(&h->unserved, 1);
+    }
     srv_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->srv = h->ctx;
@@ -352,11 +367,6 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
         return r;
     }
     if (auth_check(r)) return r;
-    if ((r->route->flags & SRV_ROUTE_INFERENCE) && atomic_load(&h->ctx->draining)) {
-        srv_req_header_add(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-        api_reply_error(r, 503, "shutting_down", "the server is shutting down; retry elsewhere");
-        return r;
-    }
     const int stream = upload_wanted(r);
     const char *setting = "max_body_bytes";
     const long long limit = stream ? upload_limit(r, &setting) : r->cfg->max_body_bytes;
@@ -536,13 +546,34 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     srv_log(SRV_LOG_DEBUG, "libmicrohttpd", json_pack("{s:s}", "detail", msg));
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    (void)conn;
+    srv_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        conn_state *cs = calloc(1, sizeof *cs);
+        if (cs) {
+            cs->fresh = 1;
+            atomic_fetch_add(&h->unserved, 1);
+        }
+        *socket_context = cs;
+        return;
+    }
+    conn_state *cs = *socket_context;
+    if (cs && cs->fresh) atomic_fetch_sub(&h->unserved, 1);
+    free(cs);
+    *socket_context = NULL;
+}
+
 srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
     srv_http *h = calloc(1, sizeof *h);
     if (!h) return dyn_err_set(err, DYN_ENOMEM, "http: out of memory"), NULL;
     h->ctx = ctx;
+    h->quiesced_fd = -1;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+    /* MHD_USE_ITC: srv_http_quiesce wakes the pool threads to stop polling the listen socket */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO |
                      (cfg->http_poller == SRV_HTTP_EPOLL ? MHD_USE_EPOLL_LINUX_ONLY : MHD_USE_POLL);
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
@@ -565,6 +596,7 @@ srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv_config_http_threads(cfg), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
         NULL, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!h->d) {
@@ -580,6 +612,76 @@ srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
 
 int srv_http_port(const srv_http *h) { return h->port; }
 
+static int drop_new_handshakes(int fd);
+static int take_backlog(srv_http *h, int fd);
+
+void srv_http_quiesce(srv_http *h) {
+    if (!h || h->quiesced_fd >= 0) return;
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    if (fd == MHD_INVALID_SOCKET) {
+        srv_log(SRV_LOG_WARN, "cannot stop accepting connections; the drain goes on without it", NULL);
+        return;
+    }
+    h->quiesced_fd = fd;
+    /* The pool threads no longer accept. Closing the socket now would reset the connections the
+     * kernel completed and nobody accepted yet (the backlog), and one completing between our last
+     * accept and the close: first stop new handshakes (a filter drops bare SYNs: those clients
+     * retry in a second and are refused then), let the ones under way finish, take in the whole
+     * backlog, and only then shut the socket down. It stays open (its number is not reused under
+     * a pool thread still polling it) until srv_http_stop. */
+    int filtered = drop_new_handshakes(fd) == 0;
+    int taken = take_backlog(h, fd);
+    if (filtered) {
+        usleep(50000); /* handshakes whose SYN-ACK is out: one round trip on a LAN */
+        taken += take_backlog(h, fd);
+    }
+    shutdown(fd, SHUT_RDWR);
+    srv_log(SRV_LOG_INFO, "stopped accepting connections",
+            json_pack("{s:i, s:b}", "taken_from_backlog", taken, "syn_filter", filtered));
+}
+
+/* A socket filter on the listening socket: TCP segments with SYN and not ACK (new handshakes)
+ * are dropped; everything else passes. The filter sees the segment from its TCP header on. */
+static int drop_new_handshakes(int fd) {
+    static struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),               /* A = TCP flags */
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),            /* SYN | ACK */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1),      /* SYN alone? */
+        BPF_STMT(BPF_RET | BPF_K, 0),                         /* drop */
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),               /* keep */
+    };
+    struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0) {
+        srv_log(SRV_LOG_WARN, "drain: cannot filter new connections; one arriving as the socket "
+                              "closes may be reset", json_pack("{s:s}", "error", strerror(errno)));
+        return -1;
+    }
+    return 0;
+}
+
+/* Accepts every connection waiting in the listen backlog and hands it to libmicrohttpd. */
+static int take_backlog(srv_http *h, int fd) {
+    int taken = 0;
+    for (;;) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        int c = accept4(fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            break; /* EAGAIN: the backlog is empty */
+        }
+        if (MHD_add_connection(h->d, c, (struct sockaddr *)&sa, len) != MHD_YES) {
+            close(c); /* libmicrohttpd refused it (connection limit): the client sees a reset */
+            srv_log(SRV_LOG_WARN, "drain: a connection from the backlog was refused", NULL);
+            continue;
+        }
+        taken++;
+    }
+    return taken;
+}
+
+int srv_http_unserved(const srv_http *h) { return h ? atomic_load(&h->unserved) : 0; }
+
 void srv_http_stop(srv_http *h) {
     if (!h) return;
     /* Requests still arrive on open connections after the drain (a balancer keeps sending until
@@ -588,5 +690,6 @@ void srv_http_stop(srv_http *h) {
     atomic_store(&h->stopping, 1);
     for (int i = 0; i < 200 && atomic_load(&h->ctx->inflight) > 0; i++) usleep(10000);
     MHD_stop_daemon(h->d);
+    if (h->quiesced_fd >= 0) close(h->quiesced_fd);
     free(h);
 }

@@ -109,6 +109,14 @@ typedef struct srv_http srv_http;
 srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err);
 /* The port actually bound (useful with port = 0). */
 int srv_http_port(const srv_http *h);
+/* Stops accepting, for the drain: the connections the kernel already completed (the listen
+ * backlog) are taken in and served; later ones are refused (the listening socket is shut down,
+ * so a client or balancer sees "connection refused" and goes elsewhere). Replies carry
+ * "Connection: close" from now on (the server's draining flag). Call once, from any thread. */
+void srv_http_quiesce(srv_http *h);
+/* Connections open but with no request begun yet (taken from the backlog, or a client slow to
+ * send its first request): the drain waits for them too, within its grace period. */
+int srv_http_unserved(const srv_http *h);
 /* Stops: from now on requests get 503 (code shutting_down) without reaching a handler; waits up
  * to 2 s for the requests in flight, then closes every connection. Frees h. */
 void srv_http_stop(srv_http *h);

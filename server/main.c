@@ -102,7 +102,8 @@ static void close_cb(uv_handle_t *h, void *arg) {
 
 static void on_drain_tick(uv_timer_t *t) {
     daemon_state *d = t->data;
-    int inflight = atomic_load(&d->ctx.inflight);
+    /* a request begun, or a connection taken in that has not sent its request yet */
+    int inflight = atomic_load(&d->ctx.inflight) + srv_http_unserved(d->http);
     int jobs = d->ctx.jobs ? srv_jobs_running(d->ctx.jobs) : 0;
     double waited = dyn_now() - d->drain_started;
     if ((inflight > 0 || jobs > 0) && waited < d->grace_s) return;
@@ -130,6 +131,7 @@ static void on_term(uv_signal_t *s, int signum) {
     srv_log(SRV_LOG_INFO, "draining", json_pack("{s:i, s:i, s:f}", "signal", signum, "inflight",
                                                 atomic_load(&d->ctx.inflight), "grace_s", d->grace_s));
     uv_timer_stop(&d->poll);
+    srv_http_quiesce(d->http);
     if (d->ctx.jobs) srv_jobs_shutdown(d->ctx.jobs);
     uv_timer_start(&d->drain, on_drain_tick, 0, 20);
 }

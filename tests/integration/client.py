@@ -3,7 +3,13 @@
 
   client.py accuracy URL DIGITS_DIR N        classify N digits as PNG and JPEG, v2 infer UINT8
                                              and FP32; checks accuracy and identical scores
-  client.py drain URL DIGITS_DIR PID N       N concurrent requests in flight, SIGTERM, all 200
+  client.py drain URL DIGITS_DIR PID N       N concurrent requests in flight, SIGTERM, all 200;
+                                             meanwhile ready 503, live 200 (on connections
+                                             opened before) and new connections refused
+  client.py fresh URL DIGITS_DIR PID THREADS
+                                             THREADS clients classify, a new connection per
+                                             request; SIGTERM after 0.5 s; runs until dynd
+                                             refuses connections: none may be reset or unanswered
   client.py reload URL DIGITS_DIR SECONDS    classify in a loop; prints non-200 statuses
   client.py slow URL                         a client that sends half a request and stalls
   client.py binary URL DIGITS_DIR N          v2 infer with the binary tensor data extension
@@ -156,16 +162,27 @@ def drain(url, d, pid, n):
         s.sendall(b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
         socks.append(s)
+    # two keep-alive connections for the health probes, opened before the drain: once it has
+    # begun, dynd refuses new connections (it no longer accepts)
+    probes = {}
+    for path in ("/v2/health/ready", "/v2/health/live"):
+        probes[path] = conn_for(url)
+        probes[path].request("GET", "/v2/health/live")
+        probes[path].getresponse().read()
     time.sleep(0.3)  # the server has read them (accepted), most are queued behind the worker
     os.kill(pid, signal.SIGTERM)
     t0 = time.time()
     time.sleep(0.05)
     health = {}
-    for path in ("/v2/health/ready", "/v2/health/live"):  # while the queue drains
-        c = conn_for(url)
+    for path, c in probes.items():  # while the queue drains
         c.request("GET", path)
         health[path] = c.getresponse().status
         c.close()
+    try:
+        socket.create_connection((u.hostname, u.port), timeout=5).close()
+        health["new connection"] = "accepted"
+    except ConnectionRefusedError:
+        health["new connection"] = "refused"
     statuses = []
     for s in socks:
         f = s.makefile("rb")
@@ -174,10 +191,67 @@ def drain(url, d, pid, n):
         s.close()
     good = statuses.count(200)
     print("drain: %d requests in flight at SIGTERM, %d answered 200, statuses %s, %.2f s; "
-          "during the drain ready -> %d, live -> %d"
+          "during the drain ready -> %d, live -> %d, a new connection %s"
           % (n, good, sorted(set(statuses)), time.time() - t0, health["/v2/health/ready"],
-             health["/v2/health/live"]))
-    return 0 if good == n and health["/v2/health/ready"] == 503 and health["/v2/health/live"] == 200 else 1
+             health["/v2/health/live"], health["new connection"]))
+    return 0 if (good == n and health["/v2/health/ready"] == 503 and health["/v2/health/live"] == 200
+                 and health["new connection"] == "refused") else 1
+
+
+def fresh(url, d, pid, nthreads):
+    """A new connection per request (no keep-alive), as many clients and load balancer health
+    probes do, while dynd gets SIGTERM. A connection refused is fine (dynd stopped accepting);
+    a connection the kernel accepted must get an answer: a reset or an empty reply is a lost
+    request. Every answer must be 200 (dynd serves what it accepted while it drains)."""
+    with open(os.path.join(d, "0.png"), "rb") as f:
+        img = f.read()
+    u = urlparse(url)
+    lock = threading.Lock()
+    st = {"answered": {}, "refused": 0, "lost": 0, "after_term": 0, "errors": []}
+    term_sent = threading.Event()
+
+    def worker():
+        refused_in_row = 0
+        t_end = time.monotonic() + 60  # a bound, not a measurement
+        while refused_in_row < 20 and time.monotonic() < t_end:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            try:
+                c.connect()
+            except ConnectionRefusedError:
+                with lock:
+                    st["refused"] += 1
+                refused_in_row += 1
+                time.sleep(0.01)
+                continue
+            refused_in_row = 0
+            after = term_sent.is_set()
+            try:
+                c.request("POST", "/v1/models/mnist/classify", body=img,
+                          headers={"Content-Type": "image/png", "Connection": "close"})
+                r = c.getresponse()
+                r.read()
+                with lock:
+                    st["answered"][str(r.status)] = st["answered"].get(str(r.status), 0) + 1
+                    st["after_term"] += after
+            except (OSError, http.client.HTTPException) as e:
+                with lock:
+                    st["lost"] += 1
+                    if len(st["errors"]) < 5:
+                        st["errors"].append(repr(e))
+            finally:
+                c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    term_sent.set()
+    for t in threads:
+        t.join()
+    print("new connection per request, SIGTERM at 0.5 s: %s" % json.dumps(st))
+    bad = st["lost"] or set(st["answered"]) != {"200"} or st["refused"] == 0
+    return 1 if bad else 0
 
 
 def reload_loop(url, d, seconds):
@@ -335,6 +409,8 @@ if __name__ == "__main__":
         sys.exit(accuracy(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     if cmd == "drain":
         sys.exit(drain(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
+    if cmd == "fresh":
+        sys.exit(fresh(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
     if cmd == "reload":
         sys.exit(reload_loop(sys.argv[2], sys.argv[3], float(sys.argv[4])))
     if cmd == "burst":

@@ -39,6 +39,20 @@ $PY "$HERE/client.py" drain "$URL" "$T/digits" "$DYND_PID" 24 > "$T/drain.out" &
 check "drain: every accepted request answered 200, ready 503 and live 200 meanwhile" wait $dp
 log "$(cat "$T/drain.out")"
 if grep -q '"msg":"drained"' "$T/dynd.err"; then ok; else fail "no drained log line"; fi
+kill -TERM "$DYND_PID" 2>/dev/null || true # (the client sent it; a second one is ignored)
 wait "$DYND_PID"; rc=$?; DYND_PID=""
 check "exit status 0 after the drain" [ $rc = 0 ]
+
+# SIGTERM under load with a new connection per request: dynd stops accepting at once (later
+# connections are refused), serves every connection the kernel had already completed (none is
+# reset or left unanswered), and only then exits.
+start_dynd --log-level info --shutdown-grace-s 20
+check "new connection per request, SIGTERM: no accepted request lost, all 200" \
+    $PY "$HERE/client.py" fresh "$URL" "$T/digits" "$DYND_PID" 16
+line=$(grep '"msg":"stopped accepting connections"' "$T/dynd.err" || true)
+log "${line:-no 'stopped accepting connections' log line}"
+check "the drain filtered new handshakes before taking the backlog" grep -q '"syn_filter":true' <<< "$line"
+kill -TERM "$DYND_PID" 2>/dev/null || true # (the client sent it; a second one is ignored)
+wait "$DYND_PID"; rc=$?; DYND_PID=""
+check "exit status 0 after the drain (new connections per request)" [ $rc = 0 ]
 finish
