@@ -62,9 +62,10 @@ static const char *image_bytes(srv_req *r, size_t *len) {
     if (!strcmp(mt, "multipart/form-data")) {
         const char *data = NULL;
         char err[160];
-        if (api_multipart_file(srv_req_header(r, "Content-Type"), r->body, r->body_len, &data,
-                               len, err, sizeof err)) {
-            api_reply_error(r, 400, "bad_multipart", "%s", err);
+        int rc = api_multipart_file(srv_req_header(r, "Content-Type"), r->body, r->body_len,
+                                    &data, len, err, sizeof err);
+        if (rc) {
+            api_reply_error(r, 400, rc == -2 ? "duplicate_field" : "bad_multipart", "%s", err);
             return NULL;
         }
         return data;
