@@ -80,10 +80,11 @@ void api_v1_classify(srv_req *r) {
     size_t len = 0;
     const char *img = image_bytes(r, &len);
     if (!img) return;
-    char buf[32];
+    char tk[33];
     int top_k = DEFAULT_TOP_K;
-    const char *tk = srv_req_query(r, "top_k", buf, sizeof buf);
-    if (tk) {
+    const int has_tk = api_query(r, "top_k", tk, sizeof tk);
+    if (has_tk < 0) return;
+    if (has_tk) {
         char *end;
         long v = strtol(tk, &end, 10);
         if (end == tk || *end || v < 1 || v > 100000) {
