@@ -247,22 +247,28 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
             snprintf(r->upload_filename, sizeof r->upload_filename, "%s", filename ? filename : "");
         }
     }
+    if (r->upload_in_file || filename) r->form_last[0] = 0;
     if (r->upload_in_file) {
         upload_write(r, data, size);
         return MHD_YES;
     }
     if (filename) return MHD_YES; /* a second file: ignored */
-    if (off == 0 && json_object_get(r->form, key)) { /* a text field given twice: refused */
+    /* A text field given twice is refused. libmicrohttpd reports each value from offset 0,
+     * first with 0 bytes when none has arrived yet and then from offset 0 again: offset 0 with
+     * a value already stored is a new part unless that value is empty and came in the call just
+     * before (a field left empty and given again then reads as one field). */
+    json_t *prev = json_object_get(r->form, key);
+    if (off == 0 && prev && (json_string_length(prev) > 0 ||
+                              strncmp(r->form_last, key, sizeof r->form_last - 1))) {
         snprintf(r->form_dup, sizeof r->form_dup, "%s", key);
         return MHD_NO;
     }
-    const char *old = json_string_value(json_object_get(r->form, key));
+    snprintf(r->form_last, sizeof r->form_last, "%s", key);
+    const char *old = json_string_value(prev);
     size_t ol = old ? strlen(old) : 0;
-    size_t total = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(r->form, k, v) total += strlen(k) + json_string_length(v);
-    if (total + strlen(key) + size > MAX_FORM_BYTES) {
+    /* keys and values so far, kept as they come (summing r->form per call was quadratic) */
+    r->form_bytes += (off == 0 ? strlen(key) : 0) + size;
+    if (r->form_bytes > MAX_FORM_BYTES) {
         r->upload_bad = 1;
         return MHD_NO;
     }

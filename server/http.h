@@ -64,6 +64,8 @@ struct srv_req {
     struct MHD_PostProcessor *post;
     json_t *form;          /* multipart text fields: {"name": "value"} (owned) */
     char form_dup[64];     /* multipart: a text field given twice (its name), refused */
+    char form_last[64];    /* multipart: the text field of the last call ("" after a file) */
+    size_t form_bytes;     /* multipart: bytes of the text fields' names and values so far */
     /* reply */
     int status;
     char *reply;
