@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # dynd hardening (issue 11): hostile or malformed input is refused with a 4xx naming what is wrong,
-# and never stalls other connections — a many-part multipart body (parsed in one forward scan),
-# repeated multipart fields, invalid query values, conflicting Content-Length headers.
+# and never stalls other connections — many-part multipart bodies (parsed in one forward scan),
+# a truncated JPEG with an end marker, repeated multipart fields, invalid query values,
+# conflicting Content-Length headers.
 source "$(dirname "$0")/lib.sh"
-echo "hardening: multipart work, repeated fields, query values, Content-Length"
+echo "hardening: multipart work, truncated JPEG, repeated fields, query values, Content-Length"
 mkdir -p "$T/models" && cp "$(model_path)" "$T/models/mnist.dyn"
 make_digits 1 "$T/digits"
 start_dynd --max-body-bytes 4194304
 
-# ---- defect 1: a 3.8 MB body of 100,000 parts without Content-Disposition (the old parser
-# searched the rest of the body once per part: minutes; one parse is linear now, and the unit
-# test test_srv_multipart counts its work). It is answered (400: the first part is not an image)
-# and /v2/health/live answers while it is sent and parsed. The bounds (curl -m) are limits
-# against a hang, hundreds of times what the linear parse needs, not measurements.
+# ---- defect 1: four 3.8 MB bodies at once, each of 100,000 parts without Content-Disposition
+# (the old parser searched the rest of the body once per part: minutes each; one parse is
+# linear now, and the unit test test_srv_multipart counts its work). Each is answered (400: the
+# first part is not an image) and /v2/health/live answers while they are sent and parsed. The
+# bounds (curl -m) are limits against a hang, hundreds of times what the linear parse needs, not
+# measurements.
 $PY - "$T/many.bin" <<'PY'
 import sys
 part = b"--XyZ\r\nContent-Type: text/plain\r\n\r\nx\r\n"
@@ -20,19 +22,40 @@ with open(sys.argv[1], "wb") as f:
     f.write(part * 100000 + b"--XyZ--\r\n")
 PY
 big=$(stat -c %s "$T/many.bin")
-curl -sS -m 20 -o "$T/many.out" -w '%{http_code}' -H 'Content-Type: multipart/form-data; boundary=XyZ' \
-    --data-binary "@$T/many.bin" "$URL/v1/models/mnist/classify" > "$T/many.status" 2>&1 &
-bigpid=$!
+pids=()
+for i in 1 2 3 4; do
+    curl -sS -m 20 -o "$T/many$i.out" -w '%{http_code}' -H 'Content-Type: multipart/form-data; boundary=XyZ' \
+        --data-binary "@$T/many.bin" "$URL/v1/models/mnist/classify" > "$T/many$i.status" 2>&1 &
+    pids+=($!)
+done
 live_ok=0
 for i in 1 2 3 4 5; do
     st=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$URL/v2/health/live" || true)
     [ "$st" = 200 ] && live_ok=$((live_ok + 1))
 done
-wait "$bigpid" || true
-check "health/live answered 5 of 5 times alongside a $big-byte many-part body ($live_ok)" [ "$live_ok" = 5 ]
-STATUS=$(cat "$T/many.status"); BODY=$(cat "$T/many.out" 2>/dev/null || true)
-expect_error 400 bad_image "many-part multipart body ($big bytes)"
-still_serves "many-part multipart body"
+wait "${pids[@]}" || true
+check "health/live answered 5 of 5 times alongside four $big-byte many-part bodies ($live_ok)" [ "$live_ok" = 5 ]
+for i in 1 2 3 4; do
+    STATUS=$(cat "$T/many$i.status"); BODY=$(cat "$T/many$i.out" 2>/dev/null || true)
+    expect_error 400 bad_image "many-part multipart body $i ($big bytes)"
+done
+still_serves "many-part multipart bodies"
+
+# ---- defect 5: a JPEG cut inside its scan data with an end marker appended is refused, not
+# classified (libjpeg pads it with grey and only warns).
+$PY - "$T/digits/0.jpg" "$T/cut.jpg" <<'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+sos = b.index(b"\xff\xda")
+scan = sos + 2 + (b[sos + 2] << 8 | b[sos + 3])
+cut = scan + (len(b) - 2 - scan) // 3
+while b[cut - 1] == 0xFF: cut += 1
+open(sys.argv[2], "wb").write(b[:cut] + b"\xff\xd9")
+PY
+req POST /v1/models/mnist/classify -H 'Content-Type: image/jpeg' --data-binary "@$T/cut.jpg"
+expect_error 400 bad_image "JPEG cut in its scan + EOI"
+req POST /v1/models/mnist/classify -H 'Content-Type: image/jpeg' --data-binary "@$T/digits/0.jpg"
+expect_status 200 "the whole JPEG"
 
 # ---- defect 7: a repeated field is a 400 naming it, on the buffered (classify) and the streamed
 # (conversions) multipart parsers.
