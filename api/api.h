@@ -44,6 +44,11 @@ int api_name_check(srv_req *r, const char *name);
  * model_not_found, 503 model_unavailable) and returns NULL. Sets r->model_label. */
 srv_model *api_model_acquire(srv_req *r);
 
+/* Query argument `key`, percent-decoded into buf (n bytes, NUL included): 1 with buf set, 0
+ * when absent; -1 after replying 400 invalid_parameter naming it when the value does not decode
+ * or is longer than n - 1 bytes. */
+int api_query(srv_req *r, const char *key, char *buf, size_t n);
+
 /* Media type of the request without parameters, lower-case, into buf ("" when absent). */
 const char *api_media_type(const srv_req *r, char *buf, size_t n);
 

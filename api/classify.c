@@ -62,9 +62,10 @@ static const char *image_bytes(srv_req *r, size_t *len) {
     if (!strcmp(mt, "multipart/form-data")) {
         const char *data = NULL;
         char err[160];
-        if (api_multipart_file(srv_req_header(r, "Content-Type"), r->body, r->body_len, &data,
-                               len, err, sizeof err)) {
-            api_reply_error(r, 400, "bad_multipart", "%s", err);
+        int rc = api_multipart_file(srv_req_header(r, "Content-Type"), r->body, r->body_len,
+                                    &data, len, err, sizeof err);
+        if (rc) {
+            api_reply_error(r, 400, rc == -2 ? "duplicate_field" : "bad_multipart", "%s", err);
             return NULL;
         }
         return data;
@@ -79,10 +80,11 @@ void api_v1_classify(srv_req *r) {
     size_t len = 0;
     const char *img = image_bytes(r, &len);
     if (!img) return;
-    char buf[32];
+    char tk[33];
     int top_k = DEFAULT_TOP_K;
-    const char *tk = srv_req_query(r, "top_k", buf, sizeof buf);
-    if (tk) {
+    const int has_tk = api_query(r, "top_k", tk, sizeof tk);
+    if (has_tk < 0) return;
+    if (has_tk) {
         char *end;
         long v = strtol(tk, &end, 10);
         if (end == tk || *end || v < 1 || v > 100000) {

@@ -72,9 +72,11 @@ void api_dataset_put(srv_req *r) {
         reply_ds_err(r, &e);
         return;
     }
-    char ow[16];
+    char ow[33];
     int overwrite = 0;
-    if (srv_req_query(r, "overwrite", ow, sizeof ow)) {
+    const int has_ow = api_query(r, "overwrite", ow, sizeof ow);
+    if (has_ow < 0) return;
+    if (has_ow) {
         if (!strcmp(ow, "true") || !strcmp(ow, "1")) overwrite = 1;
         else if (strcmp(ow, "false") && strcmp(ow, "0")) {
             api_reply_error(r, 400, "invalid_parameter", "overwrite must be true or false");

@@ -51,6 +51,17 @@ void api_reply_error_with(srv_req *r, int status, const char *code, json_t *extr
     va_end(ap);
 }
 
+int api_query(srv_req *r, const char *key, char *buf, size_t n) {
+    int rc = srv_req_query_arg(r, key, buf, n);
+    if (rc == SRV_QUERY_INVALID) {
+        api_reply_error(r, 400, "invalid_parameter",
+                        "query parameter '%s': the value is not valid percent-encoding (or holds "
+                        "%%00) or is longer than %zu characters", key, n - 1);
+        return -1;
+    }
+    return rc == SRV_QUERY_OK;
+}
+
 const char *api_media_type(const srv_req *r, char *buf, size_t n) {
     const char *ct = srv_req_header(r, "Content-Type");
     size_t k = 0;

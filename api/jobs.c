@@ -27,7 +27,15 @@ static srv_jobs *jobs_or_reply(srv_req *r) {
 /* The options of an upload: query string, then multipart fields (an "options" field holding a
  * JSON object is merged in). New reference, or NULL after replying. */
 static json_t *upload_options(srv_req *r) {
-    json_t *o = srv_req_query_json(r);
+    char bad[64];
+    json_t *o = srv_req_query_json(r, bad, sizeof bad);
+    if (!o) {
+        if (bad[0])
+            api_reply_error(r, 400, "invalid_parameter",
+                            "query parameter '%s': not valid percent-encoding or UTF-8", bad);
+        else api_reply_error(r, 500, "out_of_memory", "out of memory");
+        return NULL;
+    }
     const char *k;
     json_t *v;
     json_object_foreach(r->form, k, v) {
@@ -85,14 +93,16 @@ void api_jobs_finetune(srv_req *r) { submit(r, SRV_JOB_FINETUNE); }
 void api_jobs_list(srv_req *r) {
     srv_jobs *js = jobs_or_reply(r);
     if (!js) return;
-    char buf[32];
-    int state = -1, kind = -1;
-    if (srv_req_query(r, "state", buf, sizeof buf) && (state = srv_job_state_parse(buf)) < 0) {
+    char buf[33];
+    int state = -1, kind = -1, has;
+    if ((has = api_query(r, "state", buf, sizeof buf)) < 0) return;
+    if (has && (state = srv_job_state_parse(buf)) < 0) {
         api_reply_error(r, 400, "invalid_parameter",
                         "state must be queued, running, succeeded, failed, cancelled or interrupted");
         return;
     }
-    if (srv_req_query(r, "kind", buf, sizeof buf)) {
+    if ((has = api_query(r, "kind", buf, sizeof buf)) < 0) return;
+    if (has) {
         for (int k = 0; k < SRV_JOB_KIND_COUNT; k++)
             if (!strcmp(buf, srv_job_kind_name(k))) kind = k;
         if (kind < 0) {

@@ -1,20 +1,25 @@
 /* multipart.c — see multipart.h. Parts are delimited by "\r\n--<boundary>"; each part has
- * headers up to "\r\n\r\n". Only the Content-Disposition name / filename are read. */
+ * headers up to "\r\n\r\n". Only the Content-Disposition name / filename are read.
+ *
+ * One forward scan: every search starts where the previous one ended and stops at its match
+ * (a part's header lines are read only up to the end of its headers), so the work is linear in
+ * the body whatever the number of parts. g_scanned adds up the spans searched (for the unit
+ * tests, api_multipart_scanned). */
 #include "api/multipart.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+static _Thread_local size_t g_scanned;
+
+size_t api_multipart_scanned(void) { return g_scanned; }
+
+/* First n[0..nn) in h[0..hn), NULL when none; counts the span searched. */
 static const char *memfind(const char *h, size_t hn, const char *n, size_t nn) {
-    if (nn == 0 || hn < nn) return NULL;
-    for (size_t i = 0; i + nn <= hn; i++) {
-        const char *p = memchr(h + i, n[0], hn - nn - i + 1);
-        if (!p) return NULL;
-        if (!memcmp(p, n, nn)) return p;
-        i = (size_t)(p - h);
-    }
-    return NULL;
+    const char *p = nn && hn >= nn ? memmem(h, hn, n, nn) : NULL;
+    g_scanned += p ? (size_t)(p - h) + nn : hn;
+    return p;
 }
 
 /* Value of parameter `key` ("name", "filename") in a Content-Disposition header line. */
@@ -38,8 +43,28 @@ static int disp_param(const char *hdr, size_t hn, const char *key, char *out, si
     return 0;
 }
 
+/* The Content-Disposition line among the header lines h[0..hn) (each ends with "\r\n" but the
+ * last); NULL when there is none. *ln is its length. */
+static const char *find_disposition(const char *h, size_t hn, size_t *ln) {
+    static const char key[] = "content-disposition:";
+    const size_t kl = sizeof key - 1;
+    while (hn) {
+        const char *eol = memfind(h, hn, "\r\n", 2);
+        size_t n = eol ? (size_t)(eol - h) : hn;
+        if (n >= kl && !strncasecmp(h, key, kl)) {
+            *ln = n;
+            return h;
+        }
+        if (!eol) break;
+        hn -= n + 2;
+        h = eol + 2;
+    }
+    return NULL;
+}
+
 int api_multipart_file(const char *content_type, const char *body, size_t len,
                        const char **data, size_t *dlen, char *err, size_t errn) {
+    g_scanned = 0;
     const char *b = content_type ? strcasestr(content_type, "boundary=") : NULL;
     if (!b) return snprintf(err, errn, "multipart body without a boundary parameter"), -1;
     b += 9;
@@ -57,26 +82,33 @@ int api_multipart_file(const char *content_type, const char *body, size_t len,
     const char *end = body + len;
     const char *best = NULL, *first = NULL, *named = NULL;
     size_t best_n = 0, first_n = 0, named_n = 0;
+    char named_as[8] = "";
     while (p && p + 2 <= end && memcmp(p, "--", 2)) {
-        if (p + 2 > end || memcmp(p, "\r\n", 2)) break;
+        if (memcmp(p, "\r\n", 2)) break;
         p += 2;
-        const char *hend = memfind(p, (size_t)(end - p), "\r\n\r\n", 4);
+        /* From the CRLF that ends the delimiter line: a part without headers (RFC 2046) has
+         * its blank line right there. */
+        const char *hend = memfind(p - 2, (size_t)(end - p) + 2, "\r\n\r\n", 4);
         if (!hend) break;
+        const size_t hn = hend > p ? (size_t)(hend - p) : 0;
         const char *content = hend + 4;
         const char *next = memfind(content, (size_t)(end - content), delim, k);
         if (!next) break;
         size_t cn = (size_t)(next - content);
         char name[64] = "", fname[256] = "";
-        const char *disp = strcasestr(p, "content-disposition:");
-        size_t hn = (size_t)(hend - p);
-        if (disp && disp < hend) {
-            disp_param(disp, (size_t)(hend - disp), "name", name, sizeof name);
-            disp_param(disp, (size_t)(hend - disp), "filename", fname, sizeof fname);
+        size_t dn = 0;
+        const char *disp = find_disposition(p, hn, &dn);
+        if (disp) {
+            disp_param(disp, dn, "name", name, sizeof name);
+            disp_param(disp, dn, "filename", fname, sizeof fname);
         }
-        (void)hn;
         if (!first) first = content, first_n = cn;
         if (!best && fname[0]) best = content, best_n = cn;
-        if (!named && (!strcmp(name, "image") || !strcmp(name, "file"))) named = content, named_n = cn;
+        if (!strcmp(name, "image") || !strcmp(name, "file")) {
+            if (!strcmp(name, named_as))
+                return snprintf(err, errn, "the field '%s' is given more than once", name), -2;
+            if (!named) named = content, named_n = cn, snprintf(named_as, sizeof named_as, "%s", name);
+        }
         p = next + k;
     }
     if (named) *data = named, *dlen = named_n;

@@ -55,34 +55,57 @@ const char *srv_req_header(const srv_req *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
-const char *srv_req_query(const srv_req *r, const char *key, char *buf, size_t n) {
-    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
-    if (!raw) return NULL;
+int srv_req_query_arg(const srv_req *r, const char *key, char *buf, size_t n) {
+    const char *raw = NULL;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &raw,
+                                      NULL) != MHD_YES)
+        return SRV_QUERY_ABSENT;
+    if (!raw) raw = ""; /* "?key" without '=': present, empty */
     char *d = srv_pct_decode(raw, strlen(raw));
-    if (!d || strlen(d) >= n) {
+    size_t dn = d ? strlen(d) : 0;
+    if (!d || dn >= n) {
         free(d);
-        return NULL;
+        return SRV_QUERY_INVALID;
     }
-    memcpy(buf, d, strlen(d) + 1);
+    memcpy(buf, d, dn + 1);
     free(d);
-    return buf;
+    return SRV_QUERY_OK;
 }
+
+typedef struct query_acc {
+    json_t *o;
+    char *bad;
+    size_t badn;
+    int failed;
+} query_acc;
 
 static enum MHD_Result query_put(void *cls, enum MHD_ValueKind kind, const char *key,
                                  const char *value) {
     (void)kind;
+    query_acc *a = cls;
+    if (a->failed) return MHD_NO;
     char *k = key ? srv_pct_decode(key, strlen(key)) : NULL;
     char *v = value ? srv_pct_decode(value, strlen(value)) : strdup("");
-    if (k && v) json_object_set_new(cls, k, json_string(v));
+    /* jansson refuses keys and strings that are not UTF-8: invalid too */
+    if (!k || !v || json_object_set_new(a->o, k, json_string(v))) {
+        a->failed = 1;
+        snprintf(a->bad, a->badn, "%s", key ? key : "");
+    }
     free(k);
     free(v);
-    return MHD_YES;
+    return a->failed ? MHD_NO : MHD_YES;
 }
 
-json_t *srv_req_query_json(const srv_req *r) {
-    json_t *o = json_object();
-    if (o) MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_put, o);
-    return o;
+json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn) {
+    query_acc a = {json_object(), bad, badn, 0};
+    if (badn) bad[0] = 0;
+    if (!a.o) return NULL;
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_put, &a);
+    if (a.failed) {
+        json_decref(a.o);
+        return NULL;
+    }
+    return a.o;
 }
 
 void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len) {
@@ -233,18 +256,28 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
             snprintf(r->upload_filename, sizeof r->upload_filename, "%s", filename ? filename : "");
         }
     }
+    if (r->upload_in_file || filename) r->form_last[0] = 0;
     if (r->upload_in_file) {
         upload_write(r, data, size);
         return MHD_YES;
     }
     if (filename) return MHD_YES; /* a second file: ignored */
-    const char *old = json_string_value(json_object_get(r->form, key));
+    /* A text field given twice is refused. libmicrohttpd reports each value from offset 0,
+     * first with 0 bytes when none has arrived yet and then from offset 0 again: offset 0 with
+     * a value already stored is a new part unless that value is empty and came in the call just
+     * before (a field left empty and given again then reads as one field). */
+    json_t *prev = json_object_get(r->form, key);
+    if (off == 0 && prev && (json_string_length(prev) > 0 ||
+                              strncmp(r->form_last, key, sizeof r->form_last - 1))) {
+        snprintf(r->form_dup, sizeof r->form_dup, "%s", key);
+        return MHD_NO;
+    }
+    snprintf(r->form_last, sizeof r->form_last, "%s", key);
+    const char *old = json_string_value(prev);
     size_t ol = old ? strlen(old) : 0;
-    size_t total = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(r->form, k, v) total += strlen(k) + json_string_length(v);
-    if (total + strlen(key) + size > MAX_FORM_BYTES) {
+    /* keys and values so far, kept as they come (summing r->form per call was quadratic) */
+    r->form_bytes += (off == 0 ? strlen(key) : 0) + size;
+    if (r->form_bytes > MAX_FORM_BYTES) {
         r->upload_bad = 1;
         return MHD_NO;
     }
@@ -323,6 +356,23 @@ static void upload_free(srv_req *r) {
     json_decref(r->form);
 }
 
+/* The Content-Length headers of a request: how many, and whether their values differ. */
+typedef struct cl_count {
+    const char *first;
+    int n, differ;
+} cl_count;
+
+static enum MHD_Result cl_count_put(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+    (void)kind;
+    cl_count *c = cls;
+    if (!key || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) return MHD_YES;
+    if (!value) value = "";
+    if (c->n++ == 0) c->first = value;
+    else if (strcmp(c->first, value)) c->differ = 1;
+    return MHD_YES;
+}
+
 /* First call: make the request, decide what can be decided before the body. */
 static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *url,
                         const char *method) {
@@ -354,6 +404,18 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     if (atomic_load(&h->stopping)) { /* MHD_stop_daemon must find no suspended connection */
         api_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
         r->route = NULL;
+        return r;
+    }
+    /* libmicrohttpd frames the body by the first Content-Length and ignores the others: two
+     * that disagree are a request-smuggling attempt (a proxy may have framed it by the other).
+     * Refuse, and close the connection: where this body ends is not known. */
+    cl_count cls = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, cl_count_put, &cls);
+    if (cls.differ) {
+        srv_req_header_add(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        api_reply_error(r, 400, "conflicting_content_length",
+                        "the request has %d Content-Length headers with different values; send "
+                        "one", cls.n);
         return r;
     }
     if (!r->route) {
@@ -477,6 +539,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                         strerror(r->upload_errno));
         return queue_reply(r);
     }
+    if (r->form_dup[0]) {
+        api_reply_error(r, 400, "duplicate_field",
+                        "the multipart field '%s' is given more than once", r->form_dup);
+        return queue_reply(r);
+    }
     if (r->upload_bad) {
         api_reply_error(r, 400, "bad_multipart",
                         "damaged multipart/form-data body, no file part, or text fields over "
@@ -531,7 +598,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* Keep the raw URL: the router splits on '/' first and decodes each segment after, so
- * "..%2F.." cannot become a path. Query values are decoded by srv_req_query. */
+ * "..%2F.." cannot become a path. Query values are decoded by srv_req_query_arg. */
 static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s) {
     (void)cls, (void)c;
     return strlen(s);

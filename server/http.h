@@ -63,6 +63,9 @@ struct srv_req {
     char upload_filename[128]; /* multipart: the file part's filename ("" = none) */
     struct MHD_PostProcessor *post;
     json_t *form;          /* multipart text fields: {"name": "value"} (owned) */
+    char form_dup[64];     /* multipart: a text field given twice (its name), refused */
+    char form_last[64];    /* multipart: the text field of the last call ("" after a file) */
+    size_t form_bytes;     /* multipart: bytes of the text fields' names and values so far */
     /* reply */
     int status;
     char *reply;
@@ -85,12 +88,17 @@ struct srv_req {
 const char *srv_req_param(const srv_req *r, const char *name);
 /* Request header (case-insensitive), NULL when absent. Valid during the request. */
 const char *srv_req_header(const srv_req *r, const char *name);
-/* Percent-decoded query argument into buf (NULL when absent or too long). */
-const char *srv_req_query(const srv_req *r, const char *key, char *buf, size_t n);
+/* Query argument `key`, percent-decoded into buf (n bytes, NUL included; "?key" alone is
+ * present and empty). SRV_QUERY_OK with buf set; SRV_QUERY_ABSENT; SRV_QUERY_INVALID when the
+ * value does not decode (bad or %00 escape) or does not fit in buf: the caller replies 400
+ * naming the parameter (api_query does). */
+enum { SRV_QUERY_INVALID = -1, SRV_QUERY_ABSENT = 0, SRV_QUERY_OK = 1 };
+int srv_req_query_arg(const srv_req *r, const char *key, char *buf, size_t n);
 
 /* Every query argument, percent-decoded, as {"key": "value"} (new reference; a key given twice
- * keeps the last value; arguments that do not decode are skipped). */
-json_t *srv_req_query_json(const srv_req *r);
+ * keeps the last value). NULL when an argument does not decode (or is not UTF-8): its raw key,
+ * cut to badn bytes, is in bad; NULL with bad "" when out of memory. */
+json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn);
 
 /* Sets the reply: body (malloc'd; ownership moves to r), its length and media type (static). */
 void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len);

@@ -247,14 +247,21 @@ static void jpeg_on_error(j_common_ptr cinfo) {
     longjmp(c->jmp, 1);
 }
 
-/* libjpeg treats a stream that ends early as a warning and pads it with grey: here it is an
- * error, so a truncated upload is refused instead of classified. */
+/* libjpeg treats corrupt data as a warning (level -1) and goes on: a stream that ends early,
+ * or a scan cut short by a marker (a truncated file with an end marker appended), is padded
+ * with grey. Here every warning is an error, so a damaged upload is refused instead of
+ * classified; trace messages (level >= 0) are ignored. */
 static void jpeg_on_message(j_common_ptr cinfo, int level) {
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
-        jpeg_ctx *c = (jpeg_ctx *)cinfo->err;
+    if (level >= 0) return;
+    jpeg_ctx *c = (jpeg_ctx *)cinfo->err;
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
         c->code = dyn_err_set(c->err, DYN_EFORMAT, "truncated JPEG (the stream ends early)");
-        longjmp(c->jmp, 1);
+    } else {
+        char msg[JMSG_LENGTH_MAX];
+        cinfo->err->format_message(cinfo, msg);
+        c->code = dyn_err_set(c->err, DYN_EFORMAT, "damaged JPEG: %s", msg);
     }
+    longjmp(c->jmp, 1);
 }
 
 static int decode_jpeg(const uint8_t *data, size_t size, const dyn_image_limits *l,

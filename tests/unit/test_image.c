@@ -330,6 +330,42 @@ START_TEST(jpeg_truncated) {
 }
 END_TEST
 
+/* Issue 11, defect 5: a stream cut inside the scan data with an end-of-image marker appended
+ * (what a truncated upload repaired by a careless tool looks like). libjpeg warns (corrupt data,
+ * premature end of a data segment) and pads with grey; every such prefix must be refused, not
+ * decoded. */
+START_TEST(jpeg_truncated_with_eoi) {
+    int w = 64, h = 64;
+    uint8_t *px = pattern(w, h, 3, 5);
+    membuf b = write_jpeg(w, h, 3, px, 90);
+    size_t sos = 2; /* find SOS (FF DA); its segment length follows */
+    for (; sos + 4 < b.n; sos++)
+        if (b.p[sos] == 0xFF && b.p[sos + 1] == 0xDA) break;
+    ck_assert(sos + 4 < b.n);
+    size_t scan = sos + 2 + ((size_t)b.p[sos + 2] << 8 | b.p[sos + 3]);
+    ck_assert_uint_lt(scan + 64, b.n - 2);
+    uint8_t *t = malloc(b.n + 2);
+    ck_assert_ptr_nonnull(t);
+    int tried = 0;
+    for (size_t n = scan; n + 8 < b.n - 2; n += (n < scan + 300 ? 1 : 13)) {
+        memcpy(t, b.p, n);
+        if (t[n - 1] == 0xFF) continue; /* FF FF D9 is still a valid end; not a cut */
+        t[n] = 0xFF, t[n + 1] = 0xD9;
+        dyn_image im;
+        dyn_err err = {0};
+        int rc = dyn_image_decode(t, n + 2, NULL, &im, &err);
+        ck_assert_msg(rc == DYN_EFORMAT, "%zu of %zu bytes + EOI: rc %d (%s)", n, b.n, rc,
+                      err.msg);
+        ck_assert_ptr_null(im.data);
+        tried++;
+    }
+    ck_assert_int_gt(tried, 300);
+    free(t);
+    free(b.p);
+    free(px);
+}
+END_TEST
+
 START_TEST(jpeg_bomb_header_refused) {
     int w = 16, h = 16;
     uint8_t *px = pattern(w, h, 1, 5);
@@ -554,6 +590,7 @@ static Suite *image_suite(void) {
     tcase_add_test(tc, not_an_image);
     tcase_add_test(tc, jpeg_roundtrip);
     tcase_add_test(tc, jpeg_truncated);
+    tcase_add_test(tc, jpeg_truncated_with_eoi);
     tcase_add_test(tc, jpeg_bomb_header_refused);
     tcase_add_test(tc, resize_known_values);
     tcase_add_test(tc, resize_matches_reference);
