@@ -11,7 +11,9 @@
  * Inference-Header-Content-Length: H (or Content-Type
  * application/vnd.sagemaker-triton.binary+json;json-header-size=H) says the body is H bytes of
  * JSON followed by the input's raw little-endian bytes, declared by the input's
- * "parameters": {"binary_data_size": B} in place of "data". An output asked for with
+ * "parameters": {"binary_data_size": B} in place of "data" (only that header or media type marks
+ * a binary body: a JSON body labelled application/octet-stream without it, as aiohttp-based
+ * clients send, is JSON). An output asked for with
  * "parameters": {"binary_data": true} (or every output, with the request's
  * "parameters": {"binary_data_output": true}) comes back the same way: the reply is
  * application/octet-stream, its JSON part as long as its Inference-Header-Content-Length, then
