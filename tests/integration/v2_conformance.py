@@ -137,6 +137,27 @@ def compressed_requests():
                                                             "Content-Encoding": "gzip"})
     report("decoded body within max_body_bytes reaches the handler", st == 400
            and err_code(j) == "invalid_request", "%s %s" % (st, str(j)[:200]))
+    # the binary extension: the header length is the decoded JSON part's
+    hdr = json.dumps({"id": "b", "inputs": [{"name": "input", "shape": [1, 1, 28, 28],
+                      "datatype": "UINT8", "parameters": {"binary_data_size": 784}}]}).encode()
+    st, j, _ = jcall("POST", INFER, gzip.compress(hdr + bytes(pixels(0))),
+                     {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip",
+                      "Inference-Header-Content-Length": str(len(hdr))})
+    report("gzip'd binary tensor request: 200, the plain body's outputs", st == 200 and
+           j["outputs"] == plain["outputs"], "%s %s" % (st, str(j)[:200]))
+    # an image for /v1 classify, gzip'd
+    with open(os.path.join(DIGITS, "0.png"), "rb") as f:
+        png = f.read()
+    st0, j0, _ = jcall("POST", "/v1/models/mnist/classify", png, {"Content-Type": "image/png"})
+    st, j, _ = jcall("POST", "/v1/models/mnist/classify", gzip.compress(png),
+                     {"Content-Type": "image/png", "Content-Encoding": "gzip"})
+    report("gzip'd PNG on classify: the plain PNG's predictions", st0 == 200 and st == 200 and
+           j["predictions"] == j0["predictions"], "%s %s" % (st, str(j)[:200]))
+    # a streamed upload is stored as it comes: a coded one is refused before its body
+    st, j, _ = jcall("POST", "/v1/conversions", gzip.compress(b"an ONNX file"),
+                     {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"})
+    report("gzip'd streamed upload: 415 unsupported_encoding", st == 415 and
+           err_code(j) == "unsupported_encoding", "%s %s" % (st, str(j)[:200]))
     # other JSON endpoints decode too
     st, j, _ = jcall("POST", "/v2/repository/index", gzip.compress(b'{"ready": true}'),
                      {"Content-Type": "application/json", "Content-Encoding": "gzip"})
