@@ -69,6 +69,7 @@ void api_v2_model_meta(srv_req *r);
 void api_v2_model_ready(srv_req *r);
 void api_v2_infer(srv_req *r);
 void api_v2_stats(srv_req *r);
+void api_v2_model_config(srv_req *r);
 void api_v1_classify(srv_req *r);
 void api_v1_models(srv_req *r);
 void api_repo_index(srv_req *r);

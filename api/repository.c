@@ -41,18 +41,86 @@ void api_v1_models(srv_req *r) {
     api_reply_json(r, 200, json_pack("{s:o}", "models", list));
 }
 
+/* The optional JSON body of a repository request: NULL body (none) or an object whose keys are
+ * all in `allowed` (NULL-terminated). 0, or -1 after replying 400. *out: new reference or NULL. */
+static int repo_body(srv_req *r, const char *const *allowed, json_t **out) {
+    *out = NULL;
+    size_t i = 0;
+    while (i < r->body_len && (r->body[i] == ' ' || r->body[i] == '\n' || r->body[i] == '\r' ||
+                               r->body[i] == '\t'))
+        i++;
+    if (i == r->body_len) return 0; /* no body: the defaults */
+    json_t *j = api_body_json(r);
+    if (!j) return -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        int ok = 0;
+        for (int a = 0; allowed[a] && !ok; a++) ok = !strcmp(k, allowed[a]);
+        if (!ok) {
+            api_reply_error(r, 400, "unknown_field", "unknown field '%s' in the request body", k);
+            json_decref(j);
+            return -1;
+        }
+    }
+    *out = j;
+    return 0;
+}
+
 void api_repo_index(srv_req *r) {
+    static const char *const allowed[] = {"ready", NULL};
+    json_t *body;
+    if (repo_body(r, allowed, &body)) return;
+    const json_t *ready = json_object_get(body, "ready");
+    if (ready && !json_is_boolean(ready)) {
+        json_decref(body);
+        api_reply_error(r, 400, "invalid_request", "\"ready\" must be true or false");
+        return;
+    }
+    const int only_ready = json_is_true(ready);
+    json_decref(body);
     dyn_err err = {0};
     if (srv_repo_scan(r->srv->repo, 0, &err) < 0) {
         api_reply_error(r, 500, "repository_unreadable", "%s", err.msg);
         return;
     }
-    api_reply_json(r, 200, srv_repo_index(r->srv->repo));
+    json_t *idx = srv_repo_index(r->srv->repo);
+    if (idx && only_ready) { /* {"ready": true}: the versions that can be served now */
+        json_t *kept = json_array();
+        size_t i;
+        json_t *v;
+        json_array_foreach(idx, i, v) {
+            const char *state = json_string_value(json_object_get(v, "state"));
+            if (state && !strcmp(state, "READY")) json_array_append(kept, v);
+        }
+        json_decref(idx);
+        idx = kept;
+    }
+    api_reply_json(r, 200, idx);
 }
 
 void api_repo_load(srv_req *r) {
     const char *name = srv_req_param(r, "name");
     if (api_name_check(r, name)) return;
+    static const char *const allowed[] = {"parameters", NULL};
+    json_t *body;
+    if (repo_body(r, allowed, &body)) return;
+    const json_t *params = json_object_get(body, "parameters");
+    if (params && !json_is_object(params)) {
+        json_decref(body);
+        api_reply_error(r, 400, "invalid_request", "\"parameters\" must be an object");
+        return;
+    }
+    if (json_object_size(params)) { /* Triton's "config" / "file:..." overrides: not supported */
+        const char *k = json_object_iter_key(json_object_iter((json_t *)params));
+        api_reply_error(r, 400, "unsupported_parameter",
+                        "load parameter '%s' is not supported: a model is loaded from its file in "
+                        "model_dir as it is (batching settings come from the daemon's "
+                        "configuration)", k);
+        json_decref(body);
+        return;
+    }
+    json_decref(body);
     dyn_err err = {0};
     int rc = srv_repo_load(r->srv->repo, name, &err);
     if (rc == DYN_EINVAL) {

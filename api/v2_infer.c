@@ -11,7 +11,9 @@
  * Inference-Header-Content-Length: H (or Content-Type
  * application/vnd.sagemaker-triton.binary+json;json-header-size=H) says the body is H bytes of
  * JSON followed by the input's raw little-endian bytes, declared by the input's
- * "parameters": {"binary_data_size": B} in place of "data". An output asked for with
+ * "parameters": {"binary_data_size": B} in place of "data" (only that header or media type marks
+ * a binary body: a JSON body labelled application/octet-stream without it, as aiohttp-based
+ * clients send, is JSON). An output asked for with
  * "parameters": {"binary_data": true} (or every output, with the request's
  * "parameters": {"binary_data_output": true}) comes back the same way: the reply is
  * application/octet-stream, its JSON part as long as its Inference-Header-Content-Length, then
@@ -163,7 +165,7 @@ static void infer_done(srv_req *r) {
     json_t *body = json_pack("{s:s, s:o, s:o}", "model_name", m->name, "model_version",
                              model_version_str(m), "outputs", outs);
     json_t *id = json_object_get(j->state, "id");
-    if (body && id) json_object_set(body, "id", id);
+    if (body && json_is_string(id)) json_object_set(body, "id", id); /* omitted when absent */
     if (oom) {
         free(bb);
         json_decref(body);
@@ -256,10 +258,12 @@ static int samples_of(srv_req *r, const json_t *shape, const srv_model *m) {
     const dyn_shape *in = &m->model->input;
     char want[96];
     dyn_shape_str(in, want, sizeof want);
+    /* "[N, " + the dimensions of "[1, 28, 28]" without its own brackets */
+    const int dims_len = (int)strlen(want) - 2;
     size_t nd = json_array_size(shape);
     if (!json_is_array(shape) || (nd != (size_t)in->ndim + 1 && nd != (size_t)in->ndim)) {
-        api_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %s] (model input %s)",
-                        want + 1, want);
+        api_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %.*s] (model input %s)",
+                        dims_len, want + 1, want);
         return -1;
     }
     size_t off = nd == (size_t)in->ndim + 1;
@@ -272,8 +276,8 @@ static int samples_of(srv_req *r, const json_t *shape, const srv_model *m) {
     for (int d = 0; d < in->ndim; d++) {
         const json_t *v = json_array_get(shape, (size_t)d + off);
         if (!json_is_integer(v) || json_integer_value(v) != in->d[d]) {
-            api_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %s] (model input %s)",
-                            want + 1, want);
+            api_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %.*s] (model input %s)",
+                            dims_len, want + 1, want);
             return -1;
         }
     }
@@ -297,9 +301,9 @@ static int binary_header(srv_req *r, size_t *hlen) {
             return -1;
         }
     }
-    if (!v) {
+    if (!v) { /* only the header marks a binary body: aiohttp clients label JSON octet-stream */
         *hlen = r->body_len;
-        if (api_json_media_type(mt)) return 0;
+        if (api_json_media_type(mt) || !strcmp(mt, "application/octet-stream")) return 0;
         api_reply_error(r, 415, "unsupported_media_type",
                         "expected Content-Type: application/json (or binary tensor data with an "
                         "Inference-Header-Content-Length header), got '%s'", mt);
@@ -411,7 +415,8 @@ void api_v2_infer(srv_req *r) {
     const char *iname = json_string_value(json_object_get(in, "name"));
     json_t *outs = NULL;
     api_job *j = NULL;
-    int n;
+    srv_batcher *stats = m->batcher; /* failures before the queue are counted here */
+    int n, queued = 0;
     if (id && !json_is_string(id)) {
         api_reply_error(r, 400, "invalid_request", "\"id\" must be a string");
     } else if (!json_is_array(inputs) || json_array_size(inputs) != 1 || !json_is_object(in)) {
@@ -424,8 +429,12 @@ void api_v2_infer(srv_req *r) {
                         "datatype '%s' is not supported (FP32 or UINT8)", dt ? dt : "(none)");
     } else if ((n = samples_of(r, json_object_get(in, "shape"), m)) < 0) {
         /* replied */
-    } else if ((outs = parse_outputs(r, req, (int)DYN_MIN(m->out_numel, 4096))) != NULL &&
-               (j = api_job_new(r, m, n)) != NULL) {
+    } else if ((outs = parse_outputs(r, req, (int)DYN_MIN(m->out_numel, 4096))) == NULL) {
+        /* replied */
+    } else if ((j = api_job_new(r, m, n)) == NULL) {
+        m = NULL; /* released by api_job_new (after replying 500) */
+        stats = NULL;
+    } else {
         m = NULL; /* owned by the job */
         int u8 = !strcmp(dt, "UINT8");
         int64_t want = (int64_t)n * j->m->in_numel;
@@ -437,11 +446,14 @@ void api_v2_infer(srv_req *r) {
             if (u8 && j->m->is_image) dyn_preprocess_u8(&j->m->pp, b, want, j->x);
             else if (u8)
                 for (int64_t t = 0; t < want; t++) j->x[t] = b[t];
-            j->state = json_pack("{s:O, s:O?}", "outputs", outs, "id", id);
-            api_job_submit(r, j, infer_done);
+            j->state = json_pack("{s:O, s:O*}", "outputs", outs, "id", id); /* no id: none */
+            api_job_submit(r, j, infer_done); /* the batcher counts its own refusals */
+            queued = 1;
         }
         free(b);
     }
+    if (stats && !queued && r->status >= 400)
+        srv_batcher_count_fail(stats, (uint64_t)((dyn_now() - r->t_start) * 1e9));
     json_decref(outs);
     json_decref(req);
     srv_model_release(m);

@@ -1,5 +1,6 @@
-/* v2_meta.c — Open Inference Protocol health, server and model metadata, model readiness and
- * the statistics extension. */
+/* v2_meta.c — Open Inference Protocol health, server and model metadata, model readiness, the
+ * statistics extension and Triton's model configuration. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -18,9 +19,10 @@ void api_v2_ready(srv_req *r) {
 }
 
 void api_v2_server_meta(srv_req *r) {
-    api_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s]}", "name", "dynd", "version",
+    api_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s]}", "name", "dynd", "version",
                                      DYN_VERSION, "extensions", "classification", "statistics",
-                                     "binary_tensor_data", "model_repository"));
+                                     "binary_tensor_data", "model_repository",
+                                     "model_configuration"));
 }
 
 typedef struct versions_ctx {
@@ -82,6 +84,38 @@ void api_v2_model_ready(srv_req *r) {
     api_reply_json(r, 200, json_pack("{s:s, s:b}", "name", srv_req_param(r, "name"), "ready", 1));
 }
 
+/* Triton's model configuration (GET /v2/models/{name}/config): dims without the batch
+ * dimension, max_batch_size and the dynamic batching settings of the version's batcher. */
+static json_t *model_config_json(const srv_model *m) {
+    const srv_batch_cfg *bc = srv_batcher_cfg(m->batcher);
+    dyn_shape out = {1, {m->out_numel}};
+    json_t *body = json_pack(
+        "{s:s, s:s, s:s, s:i, s:[{s:s, s:s, s:s, s:o}], s:[{s:s, s:s, s:o}, {s:s, s:s, s:o}], "
+        "s:[{s:s, s:s, s:i}]}",
+        "name", m->name, "platform", "dynd", "backend", "dynd", "max_batch_size", bc->max_batch,
+        "input", "name", "input", "data_type", "TYPE_FP32", "format", "FORMAT_NONE", "dims",
+        shape_json(&m->model->input, 0), "output", "name", "logits", "data_type", "TYPE_FP32",
+        "dims", shape_json(&out, 0), "name", "probabilities", "data_type", "TYPE_FP32", "dims",
+        shape_json(&out, 0), "instance_group", "name", m->name, "kind", "KIND_CPU", "count",
+        bc->workers);
+    if (body && bc->batching)
+        json_object_set_new(body, "dynamic_batching",
+                            json_pack("{s:[], s:I, s:b, s:{s:I}}", "preferred_batch_size",
+                                      "max_queue_delay_microseconds",
+                                      (json_int_t)bc->max_queue_delay_us, "preserve_ordering", 0,
+                                      "default_queue_policy", "max_queue_size",
+                                      (json_int_t)bc->queue_capacity));
+    return body;
+}
+
+void api_v2_model_config(srv_req *r) {
+    srv_model *m = api_model_acquire(r);
+    if (!m) return;
+    json_t *body = model_config_json(m);
+    srv_model_release(m);
+    api_reply_json(r, 200, body);
+}
+
 typedef struct stats_ctx {
     const char *name;
     int version;
@@ -98,17 +132,32 @@ static void collect_stats(srv_model *m, void *arg) {
     if (c->version > 0 && m->version != c->version) return;
     srv_batch_stats s;
     srv_batcher_stats_get(m->batcher, &s);
+    int nsizes;
+    srv_batch_size_stats *sizes = srv_batcher_batch_stats(m->batcher, &nsizes);
+    json_t *batches = json_array();
+    for (int i = 0; i < nsizes; i++)
+        json_array_append_new(
+            batches, json_pack("{s:i, s:o, s:o, s:o}", "batch_size", sizes[i].batch_size,
+                               "compute_input", count_ns(sizes[i].count, sizes[i].input_ns),
+                               "compute_infer", count_ns(sizes[i].count, sizes[i].infer_ns),
+                               "compute_output", count_ns(sizes[i].count, sizes[i].output_ns)));
+    free(sizes);
     char v[16];
     snprintf(v, sizeof v, "%d", m->version);
+    /* dynd has no response cache: cache_hit and cache_miss stay 0 (Triton reports them so) */
     json_array_append_new(
         c->list,
-        json_pack("{s:s, s:s, s:I, s:I, s:I, s:{s:o, s:o, s:o, s:o}, s:i}", "name", m->name,
-                  "version", v, "last_inference", (json_int_t)(s.last_inference * 1e3),
-                  "inference_count", (json_int_t)s.inferences, "execution_count",
-                  (json_int_t)s.executions, "inference_stats", "success",
-                  count_ns(s.success, s.success_ns), "fail", count_ns(s.fail, 0), "queue",
-                  count_ns(s.success, s.queue_ns), "compute_infer",
-                  count_ns(s.executions, s.compute_ns), "queue_depth",
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}, s:o, "
+                  "s:i}",
+                  "name", m->name, "version", v, "last_inference",
+                  (json_int_t)(s.last_inference * 1e3), "inference_count",
+                  (json_int_t)s.inferences, "execution_count", (json_int_t)s.executions,
+                  "inference_stats", "success", count_ns(s.success, s.success_ns), "fail",
+                  count_ns(s.fail, s.fail_ns), "queue", count_ns(s.success, s.queue_ns),
+                  "compute_input", count_ns(s.success, s.input_ns), "compute_infer",
+                  count_ns(s.success, s.infer_ns), "compute_output",
+                  count_ns(s.success, s.output_ns), "cache_hit", count_ns(0, 0), "cache_miss",
+                  count_ns(0, 0), "batch_stats", batches, "queue_depth",
                   srv_batcher_depth(m->batcher)));
 }
 

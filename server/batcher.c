@@ -27,6 +27,8 @@ struct srv_batcher {
     srv_infer *head, *tail; /* FIFO, guarded by mu */
     int depth, stopping, cancel;
     srv_batch_stats stats; /* guarded by mu */
+    srv_batch_size_stats *sizes; /* batch sizes seen, ascending; guarded by mu */
+    int nsizes, sizes_cap;
     int nworkers;
     worker *workers;
 };
@@ -89,6 +91,30 @@ static void finish(srv_infer *list) {
     }
 }
 
+/* Adds one execution of batch size k to b->sizes (mu held). Dropped on ENOMEM. */
+static void size_add(srv_batcher *b, int k, double in_s, double infer_s, double out_s) {
+    int i = 0;
+    while (i < b->nsizes && b->sizes[i].batch_size < k) i++;
+    if (i == b->nsizes || b->sizes[i].batch_size != k) {
+        if (b->nsizes == b->sizes_cap) {
+            int cap = b->sizes_cap ? b->sizes_cap * 2 : 8;
+            srv_batch_size_stats *ns = realloc(b->sizes, sizeof *ns * (size_t)cap);
+            if (!ns) return;
+            b->sizes = ns;
+            b->sizes_cap = cap;
+        }
+        memmove(&b->sizes[i + 1], &b->sizes[i], sizeof *b->sizes * (size_t)(b->nsizes - i));
+        memset(&b->sizes[i], 0, sizeof *b->sizes);
+        b->sizes[i].batch_size = k;
+        b->nsizes++;
+    }
+    srv_batch_size_stats *s = &b->sizes[i];
+    s->count++;
+    s->input_ns += (uint64_t)(in_s * 1e9);
+    s->infer_ns += (uint64_t)(infer_s * 1e9);
+    s->output_ns += (uint64_t)(out_s * 1e9);
+}
+
 /* Runs the live requests of `list` (deadline checked) in one forward, or chunked for one
  * oversized request. No lock held. */
 static void run_batch(worker *w, srv_infer *list) {
@@ -110,27 +136,49 @@ static void run_batch(worker *w, srv_infer *list) {
             nreq++;
         }
     }
+    double t_in = 0, t_infer = 0, t_out = 0; /* this request's (or batch's) share */
+    int execs = 0;
     if (live) {
         const int mb = w->exec->max_batch;
-        if (live->n > mb) { /* one oversized request: chunks of max_batch */
+        if (live->n > mb) { /* one oversized request: chunks of max_batch, one execution each */
             for (int s = 0; s < live->n; s += mb) {
                 int k = DYN_MIN(mb, live->n - s);
+                double a = dyn_now();
                 const dyn_tensor *out = dyn_exec_forward(w->exec, live->x + (int64_t)s * b->in_numel, k);
+                double c = dyn_now();
                 memcpy(live->y + (int64_t)s * b->out_numel, out->data,
                        sizeof(float) * (size_t)(k * b->out_numel));
+                double d = dyn_now();
+                t_infer += c - a;
+                t_out += d - c;
+                execs++;
+                pthread_mutex_lock(&b->mu);
+                size_add(b, k, 0, c - a, d - c);
+                pthread_mutex_unlock(&b->mu);
             }
         } else {
             int64_t off = 0;
+            double a = dyn_now();
             for (srv_infer *r = live; r; r = r->next) {
                 memcpy(w->xbuf + off, r->x, sizeof(float) * (size_t)(r->n * b->in_numel));
                 off += r->n * b->in_numel;
             }
+            double c = dyn_now();
             const dyn_tensor *out = dyn_exec_forward(w->exec, w->xbuf, n);
+            double d = dyn_now();
             off = 0;
             for (srv_infer *r = live; r; r = r->next) {
                 memcpy(r->y, out->data + off, sizeof(float) * (size_t)(r->n * b->out_numel));
                 off += r->n * b->out_numel;
             }
+            double e = dyn_now();
+            t_in = c - a;
+            t_infer = d - c;
+            t_out = e - d;
+            execs = 1;
+            pthread_mutex_lock(&b->mu);
+            size_add(b, n, t_in, t_infer, t_out);
+            pthread_mutex_unlock(&b->mu);
         }
     }
     double end = dyn_now(), wall = wall_now();
@@ -144,10 +192,16 @@ static void run_batch(worker *w, srv_infer *list) {
         b->stats.inferences += (uint64_t)r->n;
         b->stats.queue_ns += (uint64_t)((now - r->t_queued) * 1e9);
         b->stats.success_ns += (uint64_t)((end - r->t_queued) * 1e9);
+        b->stats.input_ns += (uint64_t)(t_in * 1e9);
+        b->stats.infer_ns += (uint64_t)(t_infer * 1e9);
+        b->stats.output_ns += (uint64_t)(t_out * 1e9);
     }
-    for (srv_infer *r = dead; r; r = r->next) b->stats.fail++;
+    for (srv_infer *r = dead; r; r = r->next) {
+        b->stats.fail++;
+        b->stats.fail_ns += (uint64_t)((now - r->t_queued) * 1e9);
+    }
     if (live) {
-        b->stats.executions++;
+        b->stats.executions += (uint64_t)execs;
         b->stats.compute_ns += (uint64_t)((end - now) * 1e9);
         b->stats.last_inference = wall;
     }
@@ -249,9 +303,11 @@ void srv_batcher_stop(srv_batcher *b, int cancel_queued) {
     b->stopping = 1;
     if (cancel_queued) {
         cancelled = b->head;
+        double now = dyn_now();
         for (srv_infer *r = cancelled; r; r = r->next) {
             r->status = SRV_INFER_SHUTDOWN;
             b->stats.fail++;
+            b->stats.fail_ns += (uint64_t)((now - r->t_queued) * 1e9);
         }
         b->head = b->tail = NULL;
         b->depth = 0;
@@ -271,6 +327,7 @@ void srv_batcher_free(srv_batcher *b) {
         dyn_free(w->xbuf);
     }
     free(b->workers);
+    free(b->sizes);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     free(b);
@@ -290,3 +347,19 @@ void srv_batcher_stats_get(srv_batcher *b, srv_batch_stats *out) {
 }
 
 const srv_batch_cfg *srv_batcher_cfg(const srv_batcher *b) { return &b->cfg; }
+
+srv_batch_size_stats *srv_batcher_batch_stats(srv_batcher *b, int *n) {
+    pthread_mutex_lock(&b->mu);
+    srv_batch_size_stats *out = b->nsizes ? malloc(sizeof *out * (size_t)b->nsizes) : NULL;
+    *n = out ? b->nsizes : 0;
+    if (out) memcpy(out, b->sizes, sizeof *out * (size_t)b->nsizes);
+    pthread_mutex_unlock(&b->mu);
+    return out;
+}
+
+void srv_batcher_count_fail(srv_batcher *b, uint64_t ns) {
+    pthread_mutex_lock(&b->mu);
+    b->stats.fail++;
+    b->stats.fail_ns += ns;
+    pthread_mutex_unlock(&b->mu);
+}

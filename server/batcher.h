@@ -45,12 +45,23 @@ struct srv_infer {
     srv_infer *next;  /* queue link, owned by the batcher while queued */
 };
 
-/* Triton statistics-extension counters (cumulative). */
+/* Triton statistics-extension counters (cumulative). Per request (each request of a batch is
+ * charged the batch's whole time, as Triton does): success, queue, compute_input (copying the
+ * inputs into the batch), compute_infer (the forward), compute_output (copying the outputs out);
+ * fail counts requests refused or dropped here (queue full, deadline passed, stopped) and those
+ * counted by srv_batcher_count_fail, with their time since submission / arrival. */
 typedef struct srv_batch_stats {
     uint64_t success, fail, inferences, executions;
-    uint64_t queue_ns, compute_ns, success_ns;
+    uint64_t queue_ns, compute_ns, success_ns, fail_ns;
+    uint64_t input_ns, infer_ns, output_ns; /* per request, summed */
     double last_inference; /* epoch seconds of the last success, 0 = none */
 } srv_batch_stats;
+
+/* Per executed batch size (Triton's batch_stats): executions of that size and their time. */
+typedef struct srv_batch_size_stats {
+    int batch_size;
+    uint64_t count, input_ns, infer_ns, output_ns;
+} srv_batch_size_stats;
 
 typedef struct srv_batcher srv_batcher;
 
@@ -80,6 +91,12 @@ void srv_batcher_free(srv_batcher *b);
 /* Requests queued now (not counting those running). */
 int srv_batcher_depth(srv_batcher *b);
 void srv_batcher_stats_get(srv_batcher *b, srv_batch_stats *out);
+/* The batch sizes executed so far, ascending, as a new malloc'd array of *n entries (free()
+ * it); NULL with *n = 0 when nothing ran yet or on ENOMEM. */
+srv_batch_size_stats *srv_batcher_batch_stats(srv_batcher *b, int *n);
+/* Counts a request for this model that failed before reaching the queue (a bad input), ns
+ * after it arrived. */
+void srv_batcher_count_fail(srv_batcher *b, uint64_t ns);
 const srv_batch_cfg *srv_batcher_cfg(const srv_batcher *b);
 
 #endif

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "server/encoding.h"
 #include "server/log.h"
 #include "server/router.h"
 
@@ -162,6 +163,7 @@ static void make_request_id(srv_req *r) {
 
 static enum MHD_Result queue_reply(srv_req *r) {
     if (!r->reply) api_reply_error(r, 500, "internal", "the handler produced no reply");
+    const char *coding = srv_encoding_reply(r); /* gzip when asked for and large */
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->reply_len, r->reply, MHD_RESPMEM_MUST_FREE);
     if (!resp) return MHD_NO;
@@ -171,6 +173,10 @@ static enum MHD_Result queue_reply(srv_req *r) {
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->cfg->replica_id[0]) MHD_add_response_header(resp, "X-Dynd-Replica", r->cfg->replica_id);
     for (int i = 0; i < r->nextra; i++) MHD_add_response_header(resp, r->extra[i][0], r->extra[i][1]);
+    if (coding) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, coding);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+    }
     if (atomic_load(&r->srv->draining) || r->body_too_large)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
@@ -439,6 +445,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
                         cl, limit, setting);
         return r;
     }
+    if (srv_encoding_check(r, stream)) return r; /* 415 for a coding not decoded */
     if (stream) upload_start(r, stream == 2);
     return r;
 }
@@ -554,6 +561,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         api_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
         return queue_reply(r);
     }
+    if (!streamed && srv_encoding_decode(r)) return queue_reply(r); /* gzip / deflate bodies */
     r->route->handler(r);
     return after_handler(r);
 }

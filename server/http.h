@@ -15,7 +15,9 @@
  *      collected in r->form. The file is fsync'd when the body is complete; the handler may take
  *      it (rename it away and free + NULL r->upload_path), else it is removed at completion.
  *      Archive routes (SRV_ROUTE_ARCHIVE) stream any body that is not multipart, whatever its
- *      media type, up to dataset_max_upload_bytes.
+ *      media type, up to dataset_max_upload_bytes. A buffered body with Content-Encoding gzip
+ *      or deflate is decoded before the handler (server/encoding.h); replies are gzip'd for
+ *      clients that accept it.
  *   3. handler: must end with exactly one reply (api_reply_* in api/api.h) or with
  *      srv_req_suspend(r, on_resume); in the latter case another thread later calls
  *      srv_req_resume(r) and on_resume(r) runs on a pool thread and replies.

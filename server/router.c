@@ -26,6 +26,9 @@ static const srv_route ROUTES[] = {
     {"POST", "/v1/models/{name}/classify", "classify", api_v1_classify, SRV_AUTH_INFER, INF},
     {"POST", "/v1/models/{name}/versions/{version}/classify", "classify", api_v1_classify,
      SRV_AUTH_INFER, INF},
+    /* model configuration (Triton) */
+    {"GET", "/v2/models/{name}/config", "v2_model_config", api_v2_model_config, SRV_AUTH_INFER, 0},
+    {"GET", "/v2/models/{name}/versions/{version}/config", "v2_model_config", api_v2_model_config, SRV_AUTH_INFER, 0},
     /* statistics extension */
     {"GET", "/v2/models/{name}/stats", "v2_stats", api_v2_stats, SRV_AUTH_INFER, 0},
     {"GET", "/v2/models/{name}/versions/{version}/stats", "v2_stats", api_v2_stats, SRV_AUTH_INFER, 0},
