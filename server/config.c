@@ -76,6 +76,15 @@ static const setting SETTINGS[] = {
     S_INT("connection_timeout_s", connection_timeout_s, "15", 1, 3600,
           "An idle or too slow client connection is closed after this many seconds."),
     S_INT("max_connections", max_connections, "1024", 1, 1000000, "Concurrent connections."),
+    S_INT("max_connections_per_ip", max_connections_per_ip, "256", 0, 1000000,
+          "Open connections from one client address; more are closed at accept (0 = no cap). "
+          "Behind a load balancer every connection comes from its address: raise it or use 0."),
+    S_INT("request_header_timeout_s", request_header_timeout_s, "20", 1, 3600,
+          "A request's line and headers must arrive within this many seconds of the "
+          "connection's start or of the previous reply, or the connection is closed."),
+    S_LL("min_body_rate", min_body_rate, "1024", 0, 1LL << 40,
+         "Bytes per second a request body must average once it has been arriving for "
+         "request_header_timeout_s, or the connection is closed (0 = no check)."),
     S_LL("max_body_bytes", max_body_bytes, "8388608", 1024, 1LL << 40,
          "Largest request body; larger answers 413."),
     S_LL("max_upload_bytes", max_upload_bytes, "1073741824", 1024, 1LL << 40,

@@ -49,6 +49,9 @@ typedef struct srv_config {
     int request_timeout_ms;
     int connection_timeout_s;
     int max_connections;
+    int max_connections_per_ip;   /* server/guard.h */
+    int request_header_timeout_s;
+    long long min_body_rate;
     long long max_body_bytes;
     long long max_upload_bytes; /* streamed uploads (POST /v1/conversions) */
     /* data sets uploaded as archives (PUT /v1/datasets/{name}, server/datasets.h) */

@@ -23,6 +23,7 @@
 
 #include "api/api.h"
 #include "server/encoding.h"
+#include "server/guard.h"
 #include "server/log.h"
 #include "server/router.h"
 
@@ -33,13 +34,9 @@ struct srv_http {
     atomic_int stopping; /* srv_http_stop began: requests get 503 at once, nothing suspends */
     atomic_int unserved; /* connections with no request begun yet (srv_http_unserved) */
     int quiesced_fd;     /* the listening socket after srv_http_quiesce; -1 before; ours to close */
+    srv_guard *guard;    /* deadlines and the per-IP cap (server/guard.h); a connection's
+                            socket_context is its srv_conn */
 };
-
-/* A connection's socket_context: whether it has begun a request. Touched only on the
- * connection's own libmicrohttpd thread. */
-typedef struct {
-    int fresh;
-} conn_state;
 
 static atomic_ullong g_req_counter;
 
@@ -383,13 +380,11 @@ static enum MHD_Result cl_count_put(void *cls, enum MHD_ValueKind kind, const ch
 static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *url,
                         const char *method) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    conn_state *cs = ci ? ci->socket_context : NULL;
-    if (cs && cs->fresh) {
-        cs->fresh = 0;
-        atomic_fetch_sub(&h->unserved, 1);
-    }
+    srv_conn *gc = ci ? ci->socket_context : NULL;
+    if (srv_guard_headers_done(gc)) atomic_fetch_sub(&h->unserved, 1);
     srv_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
+    r->gconn = gc;
     r->srv = h->ctx;
     r->conn = conn;
     r->t_start = dyn_now();
@@ -526,11 +521,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return after_handler(r);
     }
     if (*upload_data_size) {
+        srv_guard_body_bytes(r->gconn, *upload_data_size);
         if (r->upload_fd >= 0) upload_feed(r, upload_data, *upload_data_size);
         else body_append(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
+    srv_guard_handling(r->gconn); /* the body is complete: no deadline while it is handled */
     const int streamed = r->upload_fd >= 0;
     if (streamed) upload_finish(r);
     if (r->body_too_large) {
@@ -588,6 +585,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             json_object_set_new(f, "terminated", json_integer(toe));
         srv_log(lvl, "request", f);
     }
+    srv_guard_reply_done(r->gconn); /* the next request's header deadline starts now */
     if (r->cleanup) r->cleanup(r);
     upload_free(r);
     for (int i = 0; i < r->nparams; i++) free(r->params[i]);
@@ -621,23 +619,31 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     srv_log(SRV_LOG_DEBUG, "libmicrohttpd", json_pack("{s:s}", "detail", msg));
 }
 
+static socklen_t addr_len(const struct sockaddr *a) {
+    return !a ? 0 : a->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
-    (void)conn;
     srv_http *h = cls;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        conn_state *cs = calloc(1, sizeof *cs);
-        if (cs) {
-            cs->fresh = 1;
-            atomic_fetch_add(&h->unserved, 1);
-        }
-        *socket_context = cs;
+        const union MHD_ConnectionInfo *fi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ai ? ai->client_addr : NULL;
+        srv_conn *gc = fi ? srv_guard_open(h->guard, fi->connect_fd, sa, addr_len(sa)) : NULL;
+        if (gc) atomic_fetch_add(&h->unserved, 1);
+        *socket_context = gc;
         return;
     }
-    conn_state *cs = *socket_context;
-    if (cs && cs->fresh) atomic_fetch_sub(&h->unserved, 1);
-    free(cs);
+    srv_conn *gc = *socket_context;
+    if (srv_guard_fresh(gc)) atomic_fetch_sub(&h->unserved, 1);
+    srv_guard_close(h->guard, gc);
     *socket_context = NULL;
+}
+
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t len) {
+    srv_http *h = cls;
+    return srv_guard_admit(h->guard, addr, len) ? MHD_YES : MHD_NO;
 }
 
 srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
@@ -645,6 +651,14 @@ srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
     if (!h) return dyn_err_set(err, DYN_ENOMEM, "http: out of memory"), NULL;
     h->ctx = ctx;
     h->quiesced_fd = -1;
+    const srv_guard_limits lim = {.header_timeout_s = cfg->request_header_timeout_s,
+                                  .min_body_rate = cfg->min_body_rate,
+                                  .max_per_ip = cfg->max_connections_per_ip};
+    h->guard = srv_guard_new(&lim, ctx->metrics);
+    if (!h->guard) {
+        free(h);
+        return dyn_err_set(err, DYN_ENOMEM, "http: cannot start the connection guard"), NULL;
+    }
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     /* MHD_USE_ITC: srv_http_quiesce wakes the pool threads to stop polling the listen socket */
@@ -661,13 +675,14 @@ srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
         a6->sin6_port = htons((uint16_t)cfg->port);
         flags |= MHD_USE_IPv6;
     } else {
+        srv_guard_free(h->guard);
         free(h);
         return dyn_err_set(err, DYN_EINVAL,
                            "listen_address '%s' is not an IPv4 or IPv6 address literal",
                            cfg->listen_address), NULL;
     }
     h->d = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_access, h, MHD_OPTION_SOCK_ADDR, &ss,
+        flags, (uint16_t)cfg->port, on_accept, h, on_access, h, MHD_OPTION_SOCK_ADDR, &ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv_config_http_threads(cfg), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
@@ -675,6 +690,7 @@ srv_http *srv_http_start(srv_ctx *ctx, const srv_config *cfg, dyn_err *err) {
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
         NULL, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!h->d) {
+        srv_guard_free(h->guard);
         free(h);
         return dyn_err_set(err, DYN_EIO,
                            "cannot listen on %s:%d (address in use, or not an address of this "
@@ -766,5 +782,6 @@ void srv_http_stop(srv_http *h) {
     for (int i = 0; i < 200 && atomic_load(&h->ctx->inflight) > 0; i++) usleep(10000);
     MHD_stop_daemon(h->d);
     if (h->quiesced_fd >= 0) close(h->quiesced_fd);
+    srv_guard_free(h->guard);
     free(h);
 }

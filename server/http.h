@@ -78,6 +78,7 @@ struct srv_req {
     char *extra[SRV_MAX_EXTRA_HEADERS][2];
     char model_label[66]; /* served model name for metrics ("" = none) */
     int queued; /* a reply went to libmicrohttpd: nothing of the request runs any more */
+    struct srv_conn *gconn; /* the connection's guard state (server/guard.h); may be NULL */
     /* async */
     pthread_mutex_t mu;
     int suspended, completed, resumed;

@@ -151,7 +151,10 @@ static void on_hup(uv_signal_t *s, int signum) {
     if (strcmp(old->listen_address, cfg->listen_address) || old->port != cfg->port ||
         old->http_threads != cfg->http_threads || old->http_poller != cfg->http_poller ||
         old->max_connections != cfg->max_connections ||
-        old->connection_timeout_s != cfg->connection_timeout_s || strcmp(old->model_dir, cfg->model_dir))
+        old->connection_timeout_s != cfg->connection_timeout_s ||
+        old->max_connections_per_ip != cfg->max_connections_per_ip ||
+        old->request_header_timeout_s != cfg->request_header_timeout_s ||
+        old->min_body_rate != cfg->min_body_rate || strcmp(old->model_dir, cfg->model_dir))
         srv_log(SRV_LOG_WARN, "SIGHUP: listen, connection and model_dir settings apply after a restart", NULL);
     /* keep what needs a restart as it is */
     snprintf(cfg->model_dir, sizeof cfg->model_dir, "%s", old->model_dir);

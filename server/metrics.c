@@ -59,7 +59,12 @@ struct srv_metrics {
     job_series job[MAX_JOB_SERIES];
     const char *job_state_names[MAX_JOB_STATES];
     int job_state_counts[MAX_JOB_STATES];
+    uint64_t conn_dropped[4]; /* by CONN_DROP_REASONS */
 };
+
+/* The reasons server/guard.c drops a connection for (dynd_connections_dropped_total). */
+static const char *const CONN_DROP_REASONS[4] = {"per_ip_limit", "header_timeout", "slow_body",
+                                                 "other"};
 
 srv_metrics *srv_metrics_new(void) {
     srv_metrics *m = calloc(1, sizeof *m);
@@ -134,6 +139,15 @@ void srv_metrics_model_load(srv_metrics *m, const char *model, int version, doub
     } else {
         m->dropped++;
     }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_conn_dropped(srv_metrics *m, const char *reason) {
+    int k = 3;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(reason, CONN_DROP_REASONS[i])) k = i;
+    pthread_mutex_lock(&m->mu);
+    m->conn_dropped[k]++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -256,6 +270,11 @@ void srv_metrics_write(srv_metrics *m, FILE *f) {
         fprintf(f, "dynd_errors_total{code=\"%s\"} %llu\n", m->err[i].code,
                 (unsigned long long)m->err[i].count);
     write_jobs(m, f);
+    fprintf(f, "# HELP dynd_connections_dropped_total Connections closed by the connection guard "
+               "(server/guard.h).\n# TYPE dynd_connections_dropped_total counter\n");
+    for (int i = 0; i < 4; i++)
+        fprintf(f, "dynd_connections_dropped_total{reason=\"%s\"} %llu\n", CONN_DROP_REASONS[i],
+                (unsigned long long)m->conn_dropped[i]);
     fprintf(f, "# HELP dynd_metrics_dropped_total Observations beyond the series table.\n"
                "# TYPE dynd_metrics_dropped_total counter\ndynd_metrics_dropped_total %llu\n",
             (unsigned long long)m->dropped);

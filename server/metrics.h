@@ -9,6 +9,7 @@
  *   dynd_inflight_requests, dynd_up, dynd_draining          gauges
  *   dynd_jobs{state}                                        gauge (jobs known, by state)
  *   dynd_job_duration_seconds{kind,state}                   histogram (one run of a job)
+ *   dynd_connections_dropped_total{reason}                  counter (server/guard.h)
  *
  * Label values are bounded: `model` is a served model's name or "" (never a name a client made
  * up), `endpoint` a route's label, `code` an HTTP status. A fixed table of series (guarded by
@@ -30,6 +31,8 @@ void srv_metrics_request(srv_metrics *m, const char *endpoint, const char *model
 void srv_metrics_batch(srv_metrics *m, const char *model, int batch_size);
 void srv_metrics_model_load(srv_metrics *m, const char *model, int version, double seconds);
 void srv_metrics_error(srv_metrics *m, const char *code);
+/* A connection dropped by the guard; reason: per_ip_limit, header_timeout or slow_body. */
+void srv_metrics_conn_dropped(srv_metrics *m, const char *reason);
 /* The jobs gauge: counts[i] jobs in state names[i] (static strings), n <= 8 states. */
 void srv_metrics_jobs_set(srv_metrics *m, const char *const *names, const int *counts, int n);
 /* One run of a job of `kind` ended in `state` (static strings) after `seconds`. */
