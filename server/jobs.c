@@ -11,6 +11,7 @@
 #include "server/jobs_impl.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -632,6 +633,50 @@ static void scan_dir(srv_jobs *js) {
 
 /* ---- running ---- */
 
+/* What a client may see of an engine error: the server's directories become their settings'
+ * names ("data_dir/mnist/train-images-idx3-ubyte"), and any other absolute path its last
+ * component. The full message goes to the log. Writes at most n bytes (NUL included) to out. */
+static void client_message(const srv_jobs *js, const char *msg, char *out, size_t n) {
+    const char *dirs[3][2] = {{js->state_dir, "state_dir"}, {js->model_dir, "model_dir"},
+                              {js->data_dir, "data_dir"}};
+    char real[3][PATH_MAX];
+    for (int i = 0; i < 3; i++)
+        if (!realpath(dirs[i][0], real[i])) real[i][0] = 0;
+    size_t k = 0;
+    const char *p = msg;
+    while (*p && k + 1 < n) {
+        int token_start = p == msg || strchr(" '\"(=:,[", p[-1]) != NULL;
+        if (token_start && *p == '/') {
+            const char *name = NULL;
+            size_t skip = 0;
+            for (int i = 0; i < 3 && !name; i++)
+                for (int v = 0; v < 2 && !name; v++) {
+                    const char *d = v ? real[i] : dirs[i][0];
+                    size_t l = strlen(d);
+                    while (l > 1 && d[l - 1] == '/') l--;
+                    if (l > 1 && !strncmp(p, d, l) && (p[l] == '/' || p[l] == 0 || p[l] == ' ' ||
+                                                      p[l] == '\'' || p[l] == ':'))
+                        name = dirs[i][1], skip = l;
+                }
+            const char *end = p + strcspn(p, " '\"),:;[]");
+            if (!name) { /* another absolute path: its last component */
+                const char *last = p;
+                for (const char *q = p; q < end; q++)
+                    if (*q == '/' && q + 1 < end) last = q + 1;
+                name = "";
+                skip = (size_t)(last - p);
+            }
+            int w = snprintf(out + k, n - k, "%s", name);
+            k += w > 0 ? (size_t)w : 0;
+            if (k >= n) k = n - 1;
+            p += skip;
+            continue;
+        }
+        out[k++] = *p++;
+    }
+    out[k < n ? k : n - 1] = 0;
+}
+
 static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
     int reason = atomic_load(&j->cancel_reason);
     int st = rc == 0 ? SRV_JOB_SUCCEEDED
@@ -654,7 +699,10 @@ static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
     j->error_code = NULL;
     if (st == SRV_JOB_FAILED) {
         j->error_code = "job_failed";
-        snprintf(j->error, sizeof j->error, "%s", err->msg[0] ? err->msg : "failed");
+        client_message(js, err->msg[0] ? err->msg : "failed", j->error, sizeof j->error);
+        if (strcmp(j->error, err->msg))
+            srv_log(SRV_LOG_WARN, "job failed (the full message; clients see paths shortened)",
+                    json_pack("{s:s, s:s}", "job", j->id, "error", err->msg));
     } else if (st == SRV_JOB_INTERRUPTED) {
         j->error_code = "interrupted";
         snprintf(j->error, sizeof j->error,

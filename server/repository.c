@@ -122,6 +122,12 @@ static srv_model *version_load(srv_repo *r, const found *f, dyn_err *err) {
     m->out_numel = dyn_model_outputs(dm);
     dyn_err perr = {0};
     m->is_image = dyn_preprocess_parse(dm->preprocess, &dm->input, &m->pp, &perr) == 0;
+    if (!m->is_image && json_object_size(dm->preprocess) > 0) /* metadata there, but unusable */
+        srv_log(SRV_LOG_WARN, "model's preprocess metadata refused: it is served without image "
+                              "classification (v2 tensors only); PATCH /v1/models/{name} with "
+                              "a valid \"preprocess\" publishes a fixed version",
+                json_pack("{s:s, s:i, s:s}", "model", f->name, "version", f->id.version, "error",
+                          perr.msg));
     srv_batch_cfg bc = srv_config_batch(&r->cfg, f->name);
     m->batcher = srv_batcher_new(dm, &bc, r->cfg.threads, f->name, batch_observer, r->metrics, err);
     if (!m->batcher) {

@@ -144,4 +144,39 @@ expect_error 400 invalid_request "one Content-Length header still works"
 still_serves "conflicting Content-Length"
 
 stop_dynd
+
+# Job errors show no server paths: a fine-tune on a data set whose file is damaged fails with
+# "data_dir/..." in its error, never the absolute path (which the log keeps).
+mkdir -p "$T/data/broken"
+printf 'junk' > "$T/data/broken/train-images-idx3-ubyte"
+cp "$T/data/broken/train-images-idx3-ubyte" "$T/data/broken/train-labels-idx1-ubyte"
+# a copy of the model whose preprocess metadata is unusable (an unknown resize mode)
+$PY - "$T/models/mnist.dyn" "$T/models/badpp.dyn" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+pp = json.loads(h["__metadata__"]["preprocess"])
+pp["resize"] = "banana"
+h["__metadata__"]["preprocess"] = json.dumps(pp)
+hb = json.dumps(h).encode()
+hb += b" " * (-len(hb) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+start_dynd --log-level info --data-dir "$T/data" --auth-tokens tok
+req POST /v1/finetunes -H 'Authorization: Bearer tok' -H 'Content-Type: application/json' \
+    -d '{"model": "mnist", "data": "broken", "epochs": 1, "output": "ft1"}'
+JOB=$(json_get 'j["id"]' || true)
+for _ in $(seq 1 100); do
+    req GET "/v1/jobs/$JOB" -H "Authorization: Bearer tok"
+    [ "$(json_get 'j["state"]')" = failed ] && break
+    sleep 0.2
+done
+ERR=$(json_get 'j["error"]' || true)
+log "failed job's error: $ERR"
+check "job error names data_dir, not the server's path" bash -c "[[ '$ERR' == *data_dir/broken/* && '$ERR' != *'$T'* ]]"
+check "the log keeps the full path" grep -q "job failed (the full message.*$T/data/broken" "$T/dynd.err"
+check "unusable preprocess metadata is logged with the reason" \
+    grep -q '"msg":"model.s preprocess metadata refused.*"model":"badpp".*"error":"preprocess.resize' "$T/dynd.err"
+stop_dynd
 finish
