@@ -6,6 +6,8 @@
 #   make experiments  the paper's MNIST table (long: hours on 2 cores)
 #   make unit-baseline  unit tests of the baseline-ISA build (ARCH=x86-64, the Docker images')
 #   make docker-smoke   README's Docker commands without a Docker engine (minutes; not in test)
+#   make faults     fault suite: kill -9 in jobs, full disks, model swaps, SIGTERM races (minutes)
+#   make soak       wrk + a job + slowloris for SOAK_SECONDS (default 600)
 #   SAN=1           AddressSanitizer + UBSan build (separate build dir)
 #   CC=clang        build with clang
 #   ARCH=x86-64     build for a baseline ISA (separate build dir; kernels pick AVX2/AVX-512 at run time)
@@ -84,7 +86,7 @@ BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
-.PHONY: all deps data test unit integration smoke bench experiments clean help run programs \
+.PHONY: all deps data test unit integration smoke bench experiments clean help run programs faults soak \
         unit-baseline docker-smoke
 all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN)
 
@@ -190,6 +192,16 @@ bench: $(BENCH_BIN) $(DYND) $(BUILD)/dyn
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	./tests/bench/bench_http.sh $(BUILD)
 	./tests/bench/bench_convert.sh $(BUILD)
+
+# Fault suite (kill -9 during jobs, full disks, model files swapped under load, SIGTERM races)
+# and soak (wrk at 256 connections + a conversion job + 200 slowloris connections for
+# SOAK_SECONDS): loopback only, bounded, not part of make test (minutes each).
+SOAK_SECONDS ?= 600
+faults: all $(DEMO)
+	./tests/faults/run.sh $(BUILD)
+
+soak: all $(DEMO)
+	./tests/soak/soak.sh $(BUILD) $(SOAK_SECONDS)
 
 # The main job: the demo model (DyN LeNet-5 trained on MNIST, cached in models/), one MNIST test
 # digit written to digit.png (its raw pixels to digit.u8), then dynd on 127.0.0.1:8080 serving models/.

@@ -9,6 +9,11 @@ loopback only). Each prints one JSON line and exits 0 when dynd behaved as the g
   slow_clients.py body HOST PORT LIMIT_S       sends headers, then a 100 kB body at 20 bytes
                                                per 0.2 s: dynd must close the connection, and
                                                not before LIMIT_S seconds
+  slow_clients.py hold HOST PORT N SRC_IP STOPFILE
+                                               keeps N connections from SRC_IP trickling
+                                               headers (a byte every 2 s), opening a new one for
+                                               each dynd drops, until STOPFILE exists; prints
+                                               how many dynd dropped
   slow_clients.py flood HOST PORT N OTHER_IP   opens N connections from 127.0.0.1 that trickle
                                                headers; then a client from OTHER_IP (another
                                                loopback address) asks /v2/health/live: it must
@@ -104,7 +109,50 @@ def flood(host, port, n, other_ip):
     return 0 if status == 200 else 1
 
 
+def hold(host, port, n, src_ip, stopfile):
+    import os
+    n = int(n)
+    socks, dropped, opened = [], 0, 0
+
+    def open_one():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.bind((src_ip, 0))
+        s.connect((host, int(port)))
+        s.setblocking(False)
+        return s
+    while not os.path.exists(stopfile):
+        while len(socks) < n:
+            try:
+                socks.append(open_one())
+                opened += 1
+            except OSError:
+                time.sleep(0.1)
+                break
+        keep = []
+        for s in socks:
+            try:
+                s.send(b"X")
+                try:
+                    if s.recv(4096) == b"":
+                        raise OSError("closed")
+                except BlockingIOError:
+                    pass
+                keep.append(s)
+            except OSError:
+                dropped += 1
+                s.close()
+        socks = keep
+        time.sleep(2)
+    for s in socks:
+        s.close()
+    print(json.dumps({"case": "hold", "connections": n, "opened": opened, "dropped_by_server": dropped}))
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "hold":
+        sys.exit(hold(*sys.argv[2:7]))
     cmd = sys.argv[1]
     if cmd == "headers":
         sys.exit(headers(*sys.argv[2:5]))
