@@ -354,6 +354,15 @@ static void totals(const srv_repo *r, int *count, long long *bytes) {
         }
 }
 
+/* The memory a version never loaded yet is expected to take: the mean of those loaded (0 when
+ * none is). mu held. */
+static long long size_guess(const srv_repo *r) {
+    int count;
+    long long bytes;
+    totals(r, &count, &bytes);
+    return count ? bytes / count : 0;
+}
+
 /* Whether `count` versions of `bytes` fit (a lone version always does). */
 static int budget_fits(const srv_config *c, int count, long long bytes) {
     return count <= 1 || ((c->max_loaded_models == 0 || count <= c->max_loaded_models) &&
@@ -435,13 +444,15 @@ static int sync_file(srv_repo *r, const found *f, int force, int lazy_ok, dyn_er
     }
     int li = lazy_find(e, f->id.version);
     long long est = li >= 0 && id_same(&e->lazy[li].id, &f->id) ? e->lazy[li].mem_bytes : 0;
+    if (!est) est = size_guess(r);
     if (!loaded && lazy_ok && budget_on(&r->cfg)) {
         int count;
         long long bytes;
         totals(r, &count, &bytes);
-        if (li >= 0 || !budget_fits(&r->cfg, count + 1, bytes)) {
+        if (li >= 0 || !budget_fits(&r->cfg, count + 1, bytes + est)) {
             /* known lazy (unloaded to make room: never reloaded by a scan), or no room */
-            lazy_put(e, &f->id, f->path, est);
+            lazy_put(e, &f->id, f->path, li >= 0 && id_same(&e->lazy[li].id, &f->id)
+                                             ? e->lazy[li].mem_bytes : 0);
             pthread_mutex_unlock(&r->mu);
             return 0;
         }
@@ -664,7 +675,7 @@ static int lazy_target(srv_repo *r, const char *name, int version, found *f, lon
     snprintf(f->name, sizeof f->name, "%s", name);
     snprintf(f->path, sizeof f->path, "%s", e->lazy[i].path);
     f->id = e->lazy[i].id;
-    *est = e->lazy[i].mem_bytes;
+    *est = e->lazy[i].mem_bytes ? e->lazy[i].mem_bytes : size_guess(r);
     return 1;
 }
 

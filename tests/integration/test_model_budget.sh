@@ -97,6 +97,7 @@ log "max_loaded_models = 2: $EV evictions over 12 requests, at most $MAXSEEN loa
 ONE=$(( MEM / 2 ))
 BUDGET=$(( ONE * 3 / 2 ))
 start_dynd --max-model-memory-bytes "$BUDGET" --log-level info
+check "memory budget: the first scan loaded one model and unloaded none" [ "$(metric dynd_models_loaded):$(metric dynd_model_evictions_total)" = 1:0 ]
 for i in 3 4 5 3; do
     classify "m$i" 0
     check "memory budget: m$i classifies" [ "$STATUS:$(json_get 'j["predictions"][0]["label"]')" = "200:$(label_of 0)" ]

@@ -192,6 +192,9 @@ START_TEST(budget_memory_bytes) {
     const char *names[] = {"a", "b", "c"};
     fx_open(&f, 0, 1, names, 3); /* 1 byte: one version at a time (a lone one always fits) */
     ck_assert_int_eq(srv_repo_usage_get(f.repo).loaded, 1);
+    /* the scan expected the others not to fit (the mean size of those loaded): it loaded them
+     * not at all, rather than each in turn unloading the one before */
+    ck_assert_uint_eq(srv_repo_usage_get(f.repo).evictions, 0);
     for (int i = 0; i < 6; i++) {
         ck_assert(touch(&f, names[i % 3]));
         ck_assert_int_eq(srv_repo_usage_get(f.repo).loaded, 1);
