@@ -26,6 +26,12 @@ note_loaded() { # records the loaded count; fails when it is over $1
     [ "${n:-99}" -gt "$MAXSEEN" ] && MAXSEEN=$n
     if [ "${n:-99}" -le "$1" ]; then ok; else fail "$2: $n models loaded (budget $1)"; fi
 }
+stop() { # stop_dynd, then no sanitizer report in its log (the next start_dynd overwrites it)
+    stop_dynd
+    if grep -qE "Sanitizer|runtime error:" "$T/dynd.err"; then
+        fail "sanitizer report in the daemon's log ($1)"; grep -E -A5 "Sanitizer|runtime error:" "$T/dynd.err" | head -20
+    fi
+}
 loads_of() { grep -c "\"msg\":\"model loaded\".*\"model\":\"$1\"" "$T/dynd.err" || true; }
 
 # ---- max_loaded_models = 2 ----
@@ -90,7 +96,7 @@ L0=$(grep -c '"msg":"model loaded"' "$T/dynd.err")
 sleep 1
 check "scans reload nothing" [ "$(grep -c '"msg":"model loaded"' "$T/dynd.err")" = "$L0" ]
 still_serves "the budget run"
-stop_dynd
+stop "max_loaded_models run"
 log "max_loaded_models = 2: $EV evictions over 12 requests, at most $MAXSEEN loaded"
 
 # ---- max_model_memory_bytes: below two models' memory ----
@@ -105,7 +111,7 @@ for i in 3 4 5 3; do
     b=$(metric dynd_model_memory_bytes)
     check "memory budget: $b bytes loaded <= $BUDGET" [ "${b:-0}" -le "$BUDGET" ]
 done
-stop_dynd
+stop "memory budget run"
 log "max_model_memory_bytes = $BUDGET (1.5 models of ~$ONE bytes): one loaded at a time"
 
 # ---- listening while the repository loads ----
@@ -123,7 +129,7 @@ ORDER=$(grep -o -E '"msg":"(listening|repository loaded: ready)"' "$T/dynd.err" 
 check "it listened before the repository was loaded ($ORDER)" [ "$ORDER" = "listening,repository loaded: ready," ]
 check "61 models loaded" [ "$(metric dynd_models_loaded)" = 61 ]
 log "61 models: ready answered $R1 right after listening"
-stop_dynd
+stop "listen while loading run"
 rm -f "$T"/models/m[1-6][0-9].dyn "$T"/models/m[6-9].dyn
 
 # ---- writes need a token ----
@@ -141,16 +147,16 @@ req PATCH /v1/models/m0 -H 'Content-Type: application/json' -d '{"labels": []}'
 expect_error 403 writes_need_auth "a model edit without auth_tokens"
 req GET /v1/jobs; expect_status 200 "reads stay open (jobs list)"
 classify m0 0; expect_status 200 "inference stays open"
-stop_dynd
+stop "writes without tokens"
 start_dynd --allow-unauthenticated-writes
 req POST /v2/repository/models/m0/unload
 expect_status 200 "allow_unauthenticated_writes: an unload without a token"
 req POST '/v1/conversions?output=x' -H 'Content-Type: application/octet-stream' --data-binary 'not a model'
 check "allow_unauthenticated_writes: a conversion reaches its checks ($STATUS)" [ "$STATUS" != 403 ] && [ "$STATUS" != 401 ]
 check "the open writes are logged as a warning" grep -q "allow_unauthenticated_writes = true" "$T/dynd.err"
-stop_dynd
+stop "open writes"
 start_dynd --auth-tokens tok
 req POST '/v1/conversions?output=x' -H 'Content-Type: application/octet-stream' --data-binary "@$MODEL"
 expect_error 401 unauthorized "with tokens: a conversion without one"
-stop_dynd
+stop "tokens"
 finish
