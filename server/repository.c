@@ -116,12 +116,13 @@ static double wall_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Loads one file into a new version (scan_mu held, mu not held). */
+/* Bytes the allocator has handed out and not taken back (every arena, mmapped blocks too). */
 static long long heap_in_use(void) {
     struct mallinfo2 mi = mallinfo2();
     return (long long)(mi.uordblks + mi.hblkhd);
 }
 
+/* Loads one file into a new version (scan_mu held, mu not held). */
 static srv_model *version_load(srv_repo *r, const found *f, dyn_err *err) {
     double t0 = dyn_now();
     long long heap0 = heap_in_use();
