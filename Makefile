@@ -223,7 +223,11 @@ run: deps
 	$(MAKE) all $(DEMO) digit.png
 	@echo "dynd on http://127.0.0.1:8080 (Ctrl-C stops it). Try:"
 	@echo "  curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8080/v1/models/mnist/classify"
-	$(BUILD)/dynd --config config/dynd.conf --log-format text
+	@# Jobs and repository changes need a bearer token (a dynd without auth_tokens refuses them):
+	@# $$TOKEN when set, else a new random one, printed for the README's curl examples.
+	@TOKEN=$${TOKEN:-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}; \
+	  echo "Jobs and repository changes need its token: export TOKEN=$$TOKEN"; \
+	  exec $(BUILD)/dynd --config config/dynd.conf --log-format text --auth-tokens "$$TOKEN"
 
 experiments: $(BUILD)/dyn
 	./tests/experiments/run.sh $(BUILD)/dyn

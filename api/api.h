@@ -40,14 +40,20 @@ int api_json_media_type(const char *mt);
 int api_name_check(srv_req *r, const char *name);
 
 /* The model version named by the route's {name} (and {version}) with a reference (release
- * with srv_model_release). On failure replies (400 invalid_name / invalid_version, 404
- * model_not_found, 503 model_unavailable) and returns NULL. Sets r->model_label. */
+ * with srv_model_release), loaded for the request when it is not loaded now (memory budget;
+ * srv_repo_acquire_load, bounded by r->deadline). On failure replies (400 invalid_name /
+ * invalid_version, 404 model_not_found / version_not_found, 503 model_unavailable /
+ * model_loading / model_budget_busy) and returns NULL. Sets r->model_label. */
 srv_model *api_model_acquire(srv_req *r);
 
 /* Query argument `key`, percent-decoded into buf (n bytes, NUL included): 1 with buf set, 0
  * when absent; -1 after replying 400 invalid_parameter naming it when the value does not decode
  * or is longer than n - 1 bytes. */
 int api_query(srv_req *r, const char *key, char *buf, size_t n);
+
+/* The route's {version}: 0 when absent, else a positive version; -1 after replying 400
+ * invalid_version. */
+int api_version_param(srv_req *r);
 
 /* Media type of the request without parameters, lower-case, into buf ("" when absent). */
 const char *api_media_type(const srv_req *r, char *buf, size_t n);

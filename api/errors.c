@@ -154,40 +154,56 @@ int api_name_check(srv_req *r, const char *name) {
     return -1;
 }
 
+int api_version_param(srv_req *r) {
+    const char *vs = srv_req_param(r, "version");
+    int version = vs ? parse_version(vs) : 0;
+    if (version < 0) api_reply_error(r, 400, "invalid_version", "a version is a positive integer");
+    return version;
+}
+
 srv_model *api_model_acquire(srv_req *r) {
-    const char *name = srv_req_param(r, "name"), *vs = srv_req_param(r, "version");
+    const char *name = srv_req_param(r, "name");
     if (api_name_check(r, name)) return NULL;
-    int version = 0;
-    if (vs && (version = parse_version(vs)) < 0) {
-        api_reply_error(r, 400, "invalid_version", "a version is a positive integer");
-        return NULL;
-    }
+    int version = api_version_param(r);
+    if (version < 0) return NULL;
     int known = 0;
-    srv_model *m = srv_repo_acquire(r->srv->repo, name, version, &known);
-    if (!m) { /* published by another replica since our last scan? (server/repository.h) */
-        dyn_err err = {0};
-        srv_repo_refresh(r->srv->repo, name, &err); /* also waits for a scan loading it now */
-        m = srv_repo_acquire(r->srv->repo, name, version, &known);
-    }
+    srv_repo_why why = SRV_REPO_NOT_SERVED;
+    dyn_err err = {0};
+    /* also loads a version that is not loaded now (memory budget) or that another replica
+     * published since our last scan (server/repository.h), within the request's deadline */
+    srv_model *m = srv_repo_acquire_load(r->srv->repo, name, version, r->deadline, &known, &why,
+                                         &err);
     if (m) {
         snprintf(r->model_label, sizeof r->model_label, "%s", m->name);
         return m;
+    }
+    if (known) snprintf(r->model_label, sizeof r->model_label, "%s", name);
+    if (why == SRV_REPO_TIMEOUT || why == SRV_REPO_BUDGET_BUSY) {
+        srv_req_header_add(r, "Retry-After", "1");
+        if (why == SRV_REPO_TIMEOUT)
+            api_reply_error(r, 503, "model_loading", "model '%s' is being loaded (or the "
+                            "repository scanned) past this request's deadline; retry", name);
+        else
+            api_reply_error(r, 503, "model_budget_busy", "model '%s' is not loaded and the memory "
+                            "budget (max_loaded_models / max_model_memory_bytes) is held by "
+                            "models serving requests; retry", name);
+        return NULL;
+    }
+    if (why == SRV_REPO_LOAD_FAILED) {
+        api_reply_error(r, 503, "model_unavailable", "model '%s' did not load: %s", name, err.msg);
+        return NULL;
     }
     if (!known) {
         api_reply_error(r, 404, "model_not_found", "unknown model '%s' (GET /v1/models lists them)",
                         name);
     } else if (version > 0) {
-        snprintf(r->model_label, sizeof r->model_label, "%s", name);
-        srv_model *any = srv_repo_acquire(r->srv->repo, name, 0, NULL);
-        if (any) {
-            srv_model_release(any);
+        if (srv_repo_state(r->srv->repo, name, 0, NULL, 0) != SRV_STATE_UNAVAILABLE) {
             api_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
                             version);
         } else {
             api_reply_error(r, 503, "model_unavailable", "model '%s' is not loaded", name);
         }
     } else {
-        snprintf(r->model_label, sizeof r->model_label, "%s", name);
         api_reply_error(r, 503, "model_unavailable",
                         "model '%s' is not loaded (see POST /v2/repository/index for the reason)",
                         name);

@@ -24,6 +24,18 @@ void api_metrics(srv_req *r) {
     srv_repo_foreach(r->srv->repo, model_gauges, f);
     fprintf(f, "# HELP dynd_models_ready Model versions served.\n# TYPE dynd_models_ready gauge\n"
                "dynd_models_ready %d\n", srv_repo_count(r->srv->repo));
+    srv_repo_usage u = srv_repo_usage_get(r->srv->repo);
+    fprintf(f, "# HELP dynd_models_loaded Model versions loaded (memory budget: max_loaded_models)."
+               "\n# TYPE dynd_models_loaded gauge\ndynd_models_loaded %d\n"
+               "# HELP dynd_models_not_loaded Model versions with a file, not loaded now (memory "
+               "budget); a request loads them.\n# TYPE dynd_models_not_loaded gauge\n"
+               "dynd_models_not_loaded %d\n"
+               "# HELP dynd_model_memory_bytes Memory the loaded model versions hold, as measured "
+               "at their load.\n# TYPE dynd_model_memory_bytes gauge\ndynd_model_memory_bytes %lld\n"
+               "# HELP dynd_model_evictions_total Model versions unloaded to make room in the "
+               "memory budget.\n# TYPE dynd_model_evictions_total counter\n"
+               "dynd_model_evictions_total %llu\n",
+            u.loaded, u.lazy, u.mem_bytes, u.evictions);
     fprintf(f, "# HELP dynd_inflight_requests Requests being handled.\n"
                "# TYPE dynd_inflight_requests gauge\ndynd_inflight_requests %d\n",
             atomic_load(&r->srv->inflight));

@@ -269,7 +269,9 @@ static srv_model *edit_locked(srv_req *r, const json_t *body, int *from) {
     if (v > 0 && srv_repo_load(r->srv->repo, name, &err))
         eset(&e, 500, "model_load_failed", "version %d was written but does not load: %s", v,
              err.msg);
-    srv_model *nm = v > 0 && !e.code ? srv_repo_acquire(r->srv->repo, name, v, NULL) : NULL;
+    srv_model *nm = v > 0 && !e.code ? srv_repo_acquire_load(r->srv->repo, name, v, r->deadline,
+                                                             NULL, NULL, NULL)
+                                     : NULL; /* (loaded again if the budget unloaded it) */
     if (v > 0 && !e.code && !nm)
         eset(&e, 500, "model_load_failed", "version %d was written but is not served", v);
     if (!nm) api_reply_error(r, e.status, e.code, "%s", e.msg);

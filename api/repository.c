@@ -27,14 +27,19 @@ void api_v1_models(srv_req *r) {
     const char *k;
     json_t *v;
     json_object_foreach(by_name, k, v) json_array_append(list, v);
-    /* models with files that are not served (failed or unloaded) */
+    /* models with files that are not served (failed, unloaded, or not loaded now: memory
+     * budget), once per name */
     json_t *idx = srv_repo_index(r->srv->repo);
     size_t i;
     json_array_foreach(idx, i, v) {
-        if (strcmp(json_string_value(json_object_get(v, "state")), "READY"))
-            json_array_append_new(list, json_pack("{s:O, s:b, s:O}", "name",
-                                                  json_object_get(v, "name"), "ready", 0,
-                                                  "reason", json_object_get(v, "reason")));
+        const char *nm = json_string_value(json_object_get(v, "name"));
+        if (!strcmp(json_string_value(json_object_get(v, "state")), "READY") ||
+            json_object_get(by_name, nm))
+            continue;
+        json_t *row = json_pack("{s:s, s:b, s:O}", "name", nm, "ready", 0, "reason",
+                                json_object_get(v, "reason"));
+        json_array_append(list, row);
+        json_object_set_new(by_name, nm, row);
     }
     json_decref(idx);
     json_decref(by_name);

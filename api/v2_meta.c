@@ -77,11 +77,36 @@ void api_v2_model_meta(srv_req *r) {
     api_reply_json(r, 200, body);
 }
 
+/* Ready = loaded and servable. Never loads: a version not loaded now because of the memory
+ * budget answers 503 model_not_loaded (its next inference or metadata request loads it). */
 void api_v2_model_ready(srv_req *r) {
-    srv_model *m = api_model_acquire(r);
-    if (!m) return;
-    srv_model_release(m);
-    api_reply_json(r, 200, json_pack("{s:s, s:b}", "name", srv_req_param(r, "name"), "ready", 1));
+    const char *name = srv_req_param(r, "name");
+    if (api_name_check(r, name)) return;
+    int version = api_version_param(r);
+    if (version < 0) return;
+    char reason[300];
+    srv_model_state st = srv_repo_state(r->srv->repo, name, version, reason, sizeof reason);
+    if (st == SRV_STATE_UNKNOWN) { /* published by another replica since our last scan? */
+        dyn_err err = {0};
+        srv_repo_refresh(r->srv->repo, name, &err);
+        st = srv_repo_state(r->srv->repo, name, version, reason, sizeof reason);
+    }
+    if (st != SRV_STATE_UNKNOWN) snprintf(r->model_label, sizeof r->model_label, "%s", name);
+    if (st == SRV_STATE_READY) {
+        api_reply_json(r, 200, json_pack("{s:s, s:b}", "name", name, "ready", 1));
+    } else if (st == SRV_STATE_UNKNOWN) {
+        if (version > 0 && srv_repo_state(r->srv->repo, name, 0, NULL, 0) != SRV_STATE_UNKNOWN)
+            api_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
+                            version);
+        else
+            api_reply_error(r, 404, "model_not_found",
+                            "unknown model '%s' (GET /v1/models lists them)", name);
+    } else {
+        api_reply_error_with(r, 503, st == SRV_STATE_LAZY ? "model_not_loaded" : "model_unavailable",
+                             json_pack("{s:s, s:b, s:s, s:s}", "name", name, "ready", 0, "state",
+                                       "UNAVAILABLE", "reason", reason),
+                             "model '%s' is not ready: %s", name, reason);
+    }
 }
 
 /* Triton's model configuration (GET /v2/models/{name}/config): dims without the batch

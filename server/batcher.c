@@ -363,3 +363,15 @@ void srv_batcher_count_fail(srv_batcher *b, uint64_t ns) {
     b->stats.fail_ns += ns;
     pthread_mutex_unlock(&b->mu);
 }
+
+long long srv_batcher_bytes(const srv_batcher *b) {
+    long long floats = 0;
+    for (int i = 0; b->workers && i < b->nworkers; i++) {
+        const dyn_exec *e = b->workers[i].exec;
+        if (!e) continue;
+        floats += dyn_tensor_numel(&e->input) + (long long)e->max_batch * b->in_numel; /* + xbuf */
+        for (int k = 0; k < e->model->nnodes; k++) floats += dyn_tensor_numel(&e->act[k]);
+    }
+    return floats * (long long)sizeof(float) + (long long)sizeof *b +
+           (long long)b->nworkers * (long long)sizeof(worker);
+}

@@ -99,4 +99,8 @@ srv_batch_size_stats *srv_batcher_batch_stats(srv_batcher *b, int *n);
 void srv_batcher_count_fail(srv_batcher *b, uint64_t ns);
 const srv_batch_cfg *srv_batcher_cfg(const srv_batcher *b);
 
+/* Bytes of the buffers the workers own (execution inputs and activations, batch input): a lower
+ * bound of what the batcher holds (scratch areas and allocator overhead come on top). */
+long long srv_batcher_bytes(const srv_batcher *b);
+
 #endif

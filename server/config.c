@@ -113,10 +113,22 @@ static const setting SETTINGS[] = {
          "Largest width x height (decompression bombs are refused from the header)."),
     S_INT("max_json_depth", max_json_depth, "32", 2, 2048, "Deepest JSON nesting accepted."),
     S_STR("auth_tokens", auth_tokens_raw, "",
-          "Comma-separated bearer tokens for repository (and job) endpoints. Empty = those "
-          "endpoints are open (a warning is logged); set tokens on any shared machine."),
+          "Comma-separated bearer tokens for repository (and job) endpoints. Empty = reads "
+          "of those endpoints are open and writes (jobs, data set uploads, model load / "
+          "unload / edit) are refused unless allow_unauthenticated_writes = true."),
     S_BOOL("auth_inference", auth_inference, "false",
            "Also require a token for inference and model metadata."),
+    S_BOOL("allow_unauthenticated_writes", allow_unauthenticated_writes, "false",
+           "With no auth_tokens, let anyone who reaches the port create jobs, upload data sets "
+           "and load / unload / edit models (a warning is logged). Only for a private machine."),
+    S_INT("max_loaded_models", max_loaded_models, "0", 0, 1000000,
+          "Model versions loaded at once (0 = no limit). Beyond it the least recently used idle "
+          "version is unloaded (never one serving a request or with queued work); a version not "
+          "loaded is loaded again by its next request, which waits for it."),
+    S_LL("max_model_memory_bytes", max_model_memory_bytes, "0", 0, 1LL << 50,
+         "Memory the loaded model versions may hold together (0 = no limit), as measured at "
+         "their load: weights, batch workers' execution buffers, batcher. Evicts as "
+         "max_loaded_models does."),
     S_ENUM("log_format", log_format, "json", LOG_FORMAT_CHOICES, "json | text."),
     S_ENUM("log_level", log_level, "info", LOG_LEVEL_CHOICES, "debug | info | warn | error."),
     S_INT("repository_poll_ms", repository_poll_ms, "2000", 0, 3600000,

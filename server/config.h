@@ -64,6 +64,9 @@ typedef struct srv_config {
     int ntokens;
     char tokens[SRV_MAX_TOKENS][128];
     int auth_inference;
+    int allow_unauthenticated_writes; /* no auth_tokens: jobs and repository writes still open */
+    int max_loaded_models;          /* model versions loaded at once (0 = no limit) */
+    long long max_model_memory_bytes; /* their measured memory (0 = no limit) */
     int log_format, log_level; /* srv_log_format, srv_log_level */
     int repository_poll_ms;
     int shutdown_grace_s;

@@ -182,6 +182,14 @@ static enum MHD_Result queue_reply(srv_req *r) {
 }
 
 static int auth_check(srv_req *r) {
+    if ((r->route->flags & SRV_ROUTE_WRITE) && r->cfg->ntokens == 0 &&
+        !r->cfg->allow_unauthenticated_writes) {
+        api_reply_error(r, 403, "writes_need_auth",
+                        "this dynd has no auth_tokens, so it refuses jobs, data set uploads and "
+                        "model changes: set auth_tokens and send 'Authorization: Bearer <token>' "
+                        "(or allow_unauthenticated_writes = true, on a private machine only)");
+        return -1;
+    }
     int need = r->route->auth == SRV_AUTH_ADMIN ||
                (r->route->auth == SRV_AUTH_INFER && r->cfg->auth_inference);
     if (!need || r->cfg->ntokens == 0) return 0;

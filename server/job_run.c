@@ -88,7 +88,8 @@ static int opt_check(srv_jobs *js, int kind, const dyn_opt *o, const json_t *v, 
         }
         if (o->type == DYN_OPT_OUTPUT) return 0;
         int known = 0;
-        srv_model *m = srv_repo_acquire(js->repo, name, 0, &known);
+        /* a model not loaded now (memory budget) is loaded, as for a request */
+        srv_model *m = srv_repo_acquire_load(js->repo, name, 0, dyn_now() + 30, &known, NULL, NULL);
         if (!m) {
             jerr(e, known ? 409 : 404, known ? "model_unavailable" : "model_not_found",
                  known ? "model '%s' is not loaded (POST /v2/repository/models/%s/load)"
@@ -202,7 +203,7 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
     const json_t *ppo = json_object_get(out, "preprocess");
     if (ppo && model) { /* a repository model: the pipeline against its input now (an upload's
                          * when the job starts) */
-        srv_model *sm = srv_repo_acquire(js->repo, model, 0, NULL);
+        srv_model *sm = srv_repo_acquire_load(js->repo, model, 0, dyn_now() + 30, NULL, NULL, NULL);
         dyn_preprocess pp;
         int bad = sm && dyn_preprocess_parse(ppo, &sm->model->input, &pp, &derr);
         if (sm) srv_model_release(sm);
@@ -297,7 +298,7 @@ static dyn_model *input_load(srv_jobs *js, srv_job *j, const char *snapshot, dyn
         if (access(p, R_OK) == 0) return dyn_model_load(p, err);
     }
     const char *name = sget(j->spec, "model");
-    srv_model *sm = name ? srv_repo_acquire(js->repo, name, 0, NULL) : NULL;
+    srv_model *sm = name ? srv_repo_acquire_load(js->repo, name, 0, 0, NULL, NULL, NULL) : NULL;
     if (!sm) {
         dyn_err_set(err, DYN_EINVAL, "model '%s' is not served any more", name ? name : "?");
         return NULL;

@@ -1,9 +1,10 @@
 /* main.c — dynd: flags and config, then the start / stop order.
  *
- * Start: settings (exit 2 on a bad one) → logs → metrics → repository and its first scan
- * (ready) → HTTP → the libuv loop, which owns signals, repository watching (uv_fs_event on
- * model_dir plus a poll timer; scans run on the libuv thread pool, never on the loop) and the
- * drain. Jobs (server/jobs.h) run on their own bounded worker threads.
+ * Start: settings (exit 2 on a bad one) → logs → metrics → repository → HTTP (live, not
+ * ready) → the libuv loop, which runs the repository's first scan (ready once it ends: a
+ * request for a model meanwhile waits for its load, within its deadline) and owns signals,
+ * repository watching (uv_fs_event on model_dir plus a poll timer; scans run on the libuv
+ * thread pool, never on the loop) and the drain. Jobs (server/jobs.h) run on their own bounded worker threads.
  *
  * SIGTERM / SIGINT: readiness turns false at once (liveness stays true), new inference is
  * refused with 503, requests in flight and queued finish; once none is left — or after
@@ -36,6 +37,7 @@ typedef struct daemon_state {
     int watching;
     uv_work_t scan_work;
     int scan_running, scan_again, scan_force, scan_force_next;
+    int scan_rc; /* the last scan's result (< 0: failed) */
     double drain_started, grace_s;
     int cancelled;
 } daemon_state;
@@ -47,7 +49,7 @@ static _Atomic(daemon_state *) g_daemon; /* for srv_ctx.rescan only (HTTP thread
 static void scan_work(uv_work_t *w) {
     daemon_state *d = w->data;
     dyn_err err = {0};
-    int rc = srv_repo_scan(d->ctx.repo, d->scan_force, &err);
+    int rc = d->scan_rc = srv_repo_scan(d->ctx.repo, d->scan_force, &err);
     if (rc < 0) srv_log(SRV_LOG_ERROR, "repository scan failed", json_pack("{s:s}", "error", err.msg));
 }
 
@@ -57,6 +59,13 @@ static void scan_after(uv_work_t *w, int status) {
     daemon_state *d = w->data;
     (void)status;
     d->scan_running = 0;
+    if (!atomic_load(&d->ctx.ready) && status == 0 && d->scan_rc >= 0) { /* the first scan */
+        atomic_store(&d->ctx.ready, 1);
+        srv_repo_usage u = srv_repo_usage_get(d->ctx.repo);
+        srv_log(SRV_LOG_INFO, "repository loaded: ready",
+                json_pack("{s:i, s:i, s:I}", "models_loaded", u.loaded, "models_not_loaded",
+                          u.lazy, "model_memory_bytes", (json_int_t)u.mem_bytes));
+    }
     if (d->scan_again && !atomic_load(&d->ctx.draining)) {
         int force = d->scan_force_next;
         d->scan_again = d->scan_force_next = 0;
@@ -203,14 +212,13 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     ctx->jobs = srv_jobs_new(cfg, ctx->repo, ctx->metrics, &err);
     if (!ctx->jobs)
         srv_log(SRV_LOG_ERROR, "jobs disabled", json_pack("{s:s}", "error", err.msg));
-    if (cfg->ntokens == 0)
-        srv_log(SRV_LOG_WARN, "auth_tokens is empty: repository endpoints are open to anyone who "
-                              "can reach the port", NULL);
-    if (srv_repo_scan(ctx->repo, 0, &err) < 0) {
-        srv_log(SRV_LOG_ERROR, "repository scan failed", json_pack("{s:s}", "error", err.msg));
-        return 1;
-    }
-    atomic_store(&ctx->ready, 1);
+    if (cfg->ntokens == 0 && cfg->allow_unauthenticated_writes)
+        srv_log(SRV_LOG_WARN, "auth_tokens is empty and allow_unauthenticated_writes = true: jobs "
+                              "and repository changes are open to anyone who can reach the port",
+                NULL);
+    else if (cfg->ntokens == 0)
+        srv_log(SRV_LOG_WARN, "auth_tokens is empty: jobs, data set uploads and model load / "
+                              "unload / edit are refused (set auth_tokens)", NULL);
     d->http = srv_http_start(ctx, cfg, &err);
     if (!d->http) {
         srv_log(SRV_LOG_ERROR, "cannot start HTTP", json_pack("{s:s}", "error", err.msg));
@@ -218,9 +226,9 @@ static int serve(daemon_state *d, const srv_config *cfg) {
         return 1;
     }
     srv_log(SRV_LOG_INFO, "listening",
-            json_pack("{s:s, s:i, s:s, s:i, s:s, s:i, s:s, s:s}", "address", cfg->listen_address,
-                      "port", srv_http_port(d->http), "model_dir", cfg->model_dir, "models",
-                      srv_repo_count(ctx->repo), "version", DYN_VERSION, "http_threads",
+            json_pack("{s:s, s:i, s:s, s:s, s:i, s:s, s:s}", "address", cfg->listen_address,
+                      "port", srv_http_port(d->http), "model_dir", cfg->model_dir,
+                      "version", DYN_VERSION, "http_threads",
                       srv_config_http_threads(cfg), "replica", cfg->replica_id, "isa",
                       dyn_isa_name(dyn_isa())));
     /* Also on stdout, one line, for scripts that start dynd on port 0. */
@@ -249,6 +257,7 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     uv_async_init(&d->loop, &g_rescan_async, on_rescan_async);
     g_rescan_async.data = d;
     atomic_store(&g_daemon, d);
+    scan_start(d, 0); /* the first scan: ready when it ends */
     uv_run(&d->loop, UV_RUN_DEFAULT);
     atomic_store(&g_daemon, NULL);
 

@@ -1,11 +1,13 @@
-/* repository.c — see repository.h. Two locks, never held together: scan_mu serializes scans,
- * loads and unloads (slow: file I/O, model building); mu guards the table (fast: pointer swaps
- * and refcount increments), so requests never wait for a load. */
+/* repository.c — see repository.h. Two locks: scan_mu serializes scans, loads, unloads and
+ * evictions (slow: file I/O, model building); mu guards the table (fast: pointer swaps and
+ * refcount increments), so requests for loaded versions never wait for a load. mu is taken
+ * with scan_mu held, never the other way. */
 #include "server/repository.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,10 +26,19 @@ typedef struct file_id {
     struct timespec mtime;
 } file_id;
 
+/* A version with a file that is not loaded now (memory budget). */
+typedef struct lazy_ver {
+    file_id id;
+    char path[1200];
+    long long mem_bytes; /* measured at its last load; 0 = never loaded */
+} lazy_ver;
+
 typedef struct entry {
     char name[SRV_NAME_MAX + 1];
     int nver;
     srv_model *ver[MAX_VERSIONS]; /* served, ascending version; each holds one repo reference */
+    int nlazy;
+    lazy_ver lazy[MAX_VERSIONS];  /* not loaded (budget); a version is never in both lists */
     int unloaded;                 /* unloaded by request: skipped by scans while files match */
     int nskip;
     file_id skip[MAX_VERSIONS];   /* files not to (re)load while unchanged: failed or unloaded */
@@ -38,6 +49,8 @@ struct srv_repo {
     pthread_mutex_t mu, scan_mu;
     srv_config cfg; /* guarded by scan_mu */
     srv_metrics *metrics;
+    uint64_t clock;  /* LRU clock, guarded by mu */
+    atomic_ullong evictions;
     int n, cap;
     entry **entries; /* guarded by mu (contents of an entry: versions under mu, rest scan_mu) */
 };
@@ -103,9 +116,16 @@ static double wall_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Bytes the allocator has handed out and not taken back (every arena, mmapped blocks too). */
+static long long heap_in_use(void) {
+    struct mallinfo2 mi = mallinfo2();
+    return (long long)(mi.uordblks + mi.hblkhd);
+}
+
 /* Loads one file into a new version (scan_mu held, mu not held). */
 static srv_model *version_load(srv_repo *r, const found *f, dyn_err *err) {
     double t0 = dyn_now();
+    long long heap0 = heap_in_use();
     dyn_model *dm = dyn_model_load(f->path, err);
     if (!dm) return NULL;
     srv_model *m = calloc(1, sizeof *m);
@@ -142,11 +162,19 @@ static srv_model *version_load(srv_repo *r, const found *f, dyn_err *err) {
     m->mtime = f->id.mtime;
     m->load_seconds = dyn_now() - t0;
     m->loaded_at = wall_now();
+    /* What the process holds now that it did not before (loads are serialized; other threads'
+     * allocations meanwhile blur it), at least the buffers counted one by one. */
+    dyn_layer_stats st;
+    dyn_model_stats(dm, NULL, &st);
+    long long floor_bytes = st.memory_floats * (long long)sizeof(float) +
+                            srv_batcher_bytes(m->batcher) + (long long)sizeof *m;
+    m->mem_bytes = DYN_MAX(heap_in_use() - heap0, floor_bytes);
     atomic_store(&m->refs, 1); /* the repository's */
     srv_metrics_model_load(r->metrics, m->name, m->version, m->load_seconds);
     srv_log(SRV_LOG_INFO, "model loaded",
-            json_pack("{s:s, s:i, s:s, s:f, s:b}", "model", m->name, "version", m->version, "path",
-                      m->path, "load_seconds", m->load_seconds, "image_input", m->is_image));
+            json_pack("{s:s, s:i, s:s, s:f, s:b, s:I}", "model", m->name, "version", m->version,
+                      "path", m->path, "load_seconds", m->load_seconds, "image_input", m->is_image,
+                      "mem_bytes", (json_int_t)m->mem_bytes));
     return m;
 }
 
@@ -267,9 +295,18 @@ static entry *entry_get(srv_repo *r, const char *name) {
 
 /* Puts m in as its version (replacing one of the same number). Returns the replaced version
  * (the caller releases it outside the lock) or NULL. scan_mu held; takes mu. */
+static int lazy_find(const entry *e, int version) {
+    for (int i = 0; i < e->nlazy; i++)
+        if (e->lazy[i].id.version == version) return i;
+    return -1;
+}
+
 static srv_model *entry_put(srv_repo *r, entry *e, srv_model *m) {
     srv_model *old = NULL;
     pthread_mutex_lock(&r->mu);
+    int li = lazy_find(e, m->version);
+    if (li >= 0) e->lazy[li] = e->lazy[--e->nlazy];
+    m->last_used = ++r->clock;
     int i = 0;
     while (i < e->nver && e->ver[i]->version < m->version) i++;
     if (i < e->nver && e->ver[i]->version == m->version) {
@@ -301,24 +338,129 @@ static int skip_has(const entry *e, const file_id *id) {
     return 0;
 }
 
-/* Loads f into its entry unless it is already served unchanged (force: always). Returns 1
- * when a version was loaded, 0 when nothing changed, a DYN_E* code on a failed load. scan_mu
- * held. */
-static int sync_file(srv_repo *r, const found *f, int force, dyn_err *err) {
-    entry *e = entry_get(r, f->name);
-    if (!e) return dyn_err_set(err, DYN_ENOMEM, "repository: out of memory");
-    if (!force) {
-        if (skip_has(e, &f->id)) return 0;
+/* ---- memory budget ---- */
+
+static int budget_on(const srv_config *c) {
+    return c->max_loaded_models > 0 || c->max_model_memory_bytes > 0;
+}
+
+/* Loaded versions and their memory (mu held). */
+static void totals(const srv_repo *r, int *count, long long *bytes) {
+    *count = 0;
+    *bytes = 0;
+    for (int i = 0; i < r->n; i++)
+        for (int k = 0; k < r->entries[i]->nver; k++) {
+            (*count)++;
+            *bytes += r->entries[i]->ver[k]->mem_bytes;
+        }
+}
+
+/* The memory a version never loaded yet is expected to take: the mean of those loaded (0 when
+ * none is). mu held. */
+static long long size_guess(const srv_repo *r) {
+    int count;
+    long long bytes;
+    totals(r, &count, &bytes);
+    return count ? bytes / count : 0;
+}
+
+/* Whether `count` versions of `bytes` fit (a lone version always does). */
+static int budget_fits(const srv_config *c, int count, long long bytes) {
+    return count <= 1 || ((c->max_loaded_models == 0 || count <= c->max_loaded_models) &&
+                          (c->max_model_memory_bytes == 0 || bytes <= c->max_model_memory_bytes));
+}
+
+/* Remembers a version as lazy (mu held). */
+static void lazy_put(entry *e, const file_id *id, const char *path, long long mem_bytes) {
+    int i = lazy_find(e, id->version);
+    if (i < 0) {
+        if (e->nlazy == MAX_VERSIONS) return;
+        i = e->nlazy++;
+    }
+    e->lazy[i].id = *id;
+    snprintf(e->lazy[i].path, sizeof e->lazy[i].path, "%s", path);
+    e->lazy[i].mem_bytes = mem_bytes;
+}
+
+/* Unloads idle versions (no reference but the repository's, nothing queued), least recently
+ * used first, until `need_count` more versions of `need_bytes` fit in the budget; `keep` (may
+ * be NULL) is never unloaded. Unloaded versions become lazy. 0 when they fit, -1 when no idle
+ * version is left to unload. scan_mu held; takes mu. */
+static int make_room(srv_repo *r, int need_count, long long need_bytes, const srv_model *keep) {
+    for (;;) {
+        int count;
+        long long bytes;
+        srv_model *victim = NULL;
+        entry *ve = NULL;
+        int vi = -1;
         pthread_mutex_lock(&r->mu);
-        int same = 0;
-        for (int i = 0; i < e->nver; i++) {
-            const srv_model *m = e->ver[i];
-            file_id cur = {m->version, m->dev, m->ino, m->size, m->mtime};
-            if (id_same(&cur, &f->id)) same = 1;
+        totals(r, &count, &bytes);
+        int fits = !budget_on(&r->cfg) ||
+                   budget_fits(&r->cfg, count + need_count, bytes + need_bytes);
+        for (int i = 0; !fits && i < r->n; i++)
+            for (int k = 0; k < r->entries[i]->nver; k++) {
+                srv_model *m = r->entries[i]->ver[k];
+                if (m == keep || atomic_load(&m->refs) != 1 || srv_batcher_depth(m->batcher) > 0)
+                    continue;
+                if (!victim || m->last_used < victim->last_used) {
+                    victim = m;
+                    ve = r->entries[i];
+                    vi = k;
+                }
+            }
+        if (victim) { /* refs == 1 under mu: no request can take it any more */
+            memmove(&ve->ver[vi], &ve->ver[vi + 1], sizeof(srv_model *) * (size_t)(ve->nver - vi - 1));
+            ve->nver--;
+            file_id id = {victim->version, victim->dev, victim->ino, victim->size, victim->mtime};
+            lazy_put(ve, &id, victim->path, victim->mem_bytes);
         }
         pthread_mutex_unlock(&r->mu);
-        if (same) return 0;
+        if (fits) return 0;
+        if (!victim) return -1;
+        atomic_fetch_add(&r->evictions, 1);
+        srv_log(SRV_LOG_INFO, "model unloaded to make room (memory budget); its next request "
+                              "loads it again",
+                json_pack("{s:s, s:i, s:I, s:i, s:I}", "model", victim->name, "version",
+                          victim->version, "mem_bytes", (json_int_t)victim->mem_bytes,
+                          "loaded_before", count, "loaded_bytes_before", (json_int_t)bytes));
+        srv_model_release(victim); /* the last reference: frees it (joins its workers) */
     }
+}
+
+/* Loads f into its entry unless it is already served unchanged (force: always). lazy_ok
+ * (scans): with a budget, a version not loaded is loaded only when it is new and the budget
+ * has room, else remembered as lazy. Returns 1 when a version was loaded, 0 when nothing
+ * changed, a DYN_E* code on a failed load. scan_mu held. */
+static int sync_file(srv_repo *r, const found *f, int force, int lazy_ok, dyn_err *err) {
+    entry *e = entry_get(r, f->name);
+    if (!e) return dyn_err_set(err, DYN_ENOMEM, "repository: out of memory");
+    if (!force && skip_has(e, &f->id)) return 0;
+    pthread_mutex_lock(&r->mu);
+    int same = 0, loaded = 0;
+    for (int i = 0; i < e->nver; i++) {
+        const srv_model *m = e->ver[i];
+        file_id cur = {m->version, m->dev, m->ino, m->size, m->mtime};
+        if (id_same(&cur, &f->id)) same = 1;
+        if (m->version == f->id.version) loaded = 1;
+    }
+    int li = lazy_find(e, f->id.version);
+    long long est = li >= 0 && id_same(&e->lazy[li].id, &f->id) ? e->lazy[li].mem_bytes : 0;
+    if (!est) est = size_guess(r);
+    if (!loaded && lazy_ok && budget_on(&r->cfg)) {
+        int count;
+        long long bytes;
+        totals(r, &count, &bytes);
+        if (li >= 0 || !budget_fits(&r->cfg, count + 1, bytes + est)) {
+            /* known lazy (unloaded to make room: never reloaded by a scan), or no room */
+            lazy_put(e, &f->id, f->path, li >= 0 && id_same(&e->lazy[li].id, &f->id)
+                                             ? e->lazy[li].mem_bytes : 0);
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (same && !force) return 0;
+    if (!loaded && budget_on(&r->cfg)) make_room(r, 1, est, NULL); /* best effort */
     e->unloaded = 0;
     srv_model *m = version_load(r, f, err);
     if (!m) {
@@ -331,6 +473,7 @@ static int sync_file(srv_repo *r, const found *f, int force, dyn_err *err) {
     }
     e->reason[0] = 0;
     srv_model_release(entry_put(r, e, m));
+    if (budget_on(&r->cfg)) make_room(r, 0, 0, m); /* its measured size may not fit */
     return 1;
 }
 
@@ -351,6 +494,14 @@ static void drop_missing(srv_repo *r, entry *e, const found_list *files) {
         memmove(&e->ver[i], &e->ver[i + 1], sizeof(srv_model *) * (size_t)(e->nver - i - 1));
         e->nver--;
     }
+    for (int i = 0; i < e->nlazy;) {
+        int present = 0;
+        for (int k = 0; k < files->n && !present; k++)
+            present = !strcmp(files->v[k].name, e->name) &&
+                      files->v[k].id.version == e->lazy[i].id.version;
+        if (present) i++;
+        else e->lazy[i] = e->lazy[--e->nlazy];
+    }
     pthread_mutex_unlock(&r->mu);
     for (int i = 0; i < ngone; i++) {
         srv_log(SRV_LOG_INFO, "model file removed: version unloaded",
@@ -369,7 +520,7 @@ int srv_repo_scan(srv_repo *r, int force, dyn_err *err) {
             entry *e = entry_get(r, f->name);
             if (e && e->unloaded && skip_has(e, &f->id)) continue;
             dyn_err ferr = {0};
-            if (sync_file(r, f, force, &ferr) == 1) changed++;
+            if (sync_file(r, f, force, 1, &ferr) == 1) changed++;
         }
         for (int i = 0; i < r->n; i++) drop_missing(r, r->entries[i], &files);
         /* forget entries with nothing served and no files */
@@ -378,7 +529,7 @@ int srv_repo_scan(srv_repo *r, int force, dyn_err *err) {
             entry *e = r->entries[i];
             int has_file = 0;
             for (int k = 0; k < files.n && !has_file; k++) has_file = !strcmp(files.v[k].name, e->name);
-            if (e->nver == 0 && !has_file) {
+            if (e->nver == 0 && e->nlazy == 0 && !has_file) {
                 free(e);
                 r->entries[i] = r->entries[--r->n];
             } else {
@@ -386,6 +537,7 @@ int srv_repo_scan(srv_repo *r, int force, dyn_err *err) {
             }
         }
         pthread_mutex_unlock(&r->mu);
+        if (budget_on(&r->cfg)) make_room(r, 0, 0, NULL); /* e.g. after SIGHUP lowered it */
         rc = changed;
     }
     free(files.v);
@@ -405,7 +557,7 @@ int srv_repo_load(srv_repo *r, const char *name, dyn_err *err) {
     if (!rc) {
         entry *e = entry_get(r, name);
         if (e) e->nskip = 0;
-        for (int i = 0; i < files.n && rc >= 0; i++) rc = sync_file(r, &files.v[i], 1, err);
+        for (int i = 0; i < files.n && rc >= 0; i++) rc = sync_file(r, &files.v[i], 1, 0, err);
         if (rc > 0) rc = 0;
         if (e && rc == 0) drop_missing(r, e, &files);
     }
@@ -414,9 +566,8 @@ int srv_repo_load(srv_repo *r, const char *name, dyn_err *err) {
     return rc;
 }
 
-int srv_repo_refresh(srv_repo *r, const char *name, dyn_err *err) {
-    if (!srv_repo_name_valid(name)) return 0;
-    pthread_mutex_lock(&r->scan_mu);
+/* srv_repo_refresh with scan_mu held. */
+static int refresh_locked(srv_repo *r, const char *name, dyn_err *err) {
     found_list files = {0};
     char path[1200];
     struct stat st;
@@ -432,11 +583,18 @@ int srv_repo_refresh(srv_repo *r, const char *name, dyn_err *err) {
     for (int i = 0; i < files.n; i++) {
         entry *e = entry_get(r, name);
         if (e && e->unloaded && skip_has(e, &files.v[i].id)) continue; /* as srv_repo_scan */
-        int k = sync_file(r, &files.v[i], 0, err);
+        int k = sync_file(r, &files.v[i], 0, 1, err);
         if (k < 0) rc = k;
         else if (rc >= 0) rc += k;
     }
     free(files.v);
+    return rc;
+}
+
+int srv_repo_refresh(srv_repo *r, const char *name, dyn_err *err) {
+    if (!srv_repo_name_valid(name)) return 0;
+    pthread_mutex_lock(&r->scan_mu);
+    int rc = refresh_locked(r, name, err);
     pthread_mutex_unlock(&r->scan_mu);
     return rc;
 }
@@ -454,7 +612,9 @@ int srv_repo_unload(srv_repo *r, const char *name, dyn_err *err) {
                           e->ver[i]->mtime};
             skip_add(e, &id);
         }
+        for (int i = 0; i < e->nlazy; i++) skip_add(e, &e->lazy[i].id);
         e->nver = 0;
+        e->nlazy = 0;
         e->unloaded = 1;
         snprintf(e->reason, sizeof e->reason, "unloaded by request");
     }
@@ -466,22 +626,154 @@ int srv_repo_unload(srv_repo *r, const char *name, dyn_err *err) {
     return 0;
 }
 
+/* The default version of e: the highest loaded or lazy; 0 when none (mu held). */
+static int top_version(const entry *e) {
+    int v = e->nver ? e->ver[e->nver - 1]->version : 0;
+    for (int i = 0; i < e->nlazy; i++) v = DYN_MAX(v, e->lazy[i].id.version);
+    return v;
+}
+
+/* Version `version` of e (0: the default) when loaded, else NULL (mu held). */
+static srv_model *pick(const entry *e, int version) {
+    if (version <= 0) version = top_version(e);
+    for (int i = 0; i < e->nver; i++)
+        if (e->ver[i]->version == version) return e->ver[i];
+    return NULL;
+}
+
 srv_model *srv_repo_acquire(srv_repo *r, const char *name, int version, int *known) {
-    srv_model *m = NULL;
     pthread_mutex_lock(&r->mu);
     entry *e = entry_find(r, name);
     if (known) *known = e != NULL;
-    if (e && e->nver > 0) {
-        if (version <= 0) {
-            m = e->ver[e->nver - 1];
-        } else {
-            for (int i = 0; i < e->nver; i++)
-                if (e->ver[i]->version == version) m = e->ver[i];
-        }
-        if (m) atomic_fetch_add(&m->refs, 1);
+    srv_model *m = e ? pick(e, version) : NULL;
+    if (m) {
+        atomic_fetch_add(&m->refs, 1);
+        m->last_used = ++r->clock;
     }
     pthread_mutex_unlock(&r->mu);
     return m;
+}
+
+/* Locks mu, waiting at most until deadline (dyn_now() seconds; 0 = no bound). 0 or an errno. */
+static int lock_until(pthread_mutex_t *mu, double deadline) {
+    if (deadline <= 0) return pthread_mutex_lock(mu);
+    double left = DYN_MAX(0.0, deadline - dyn_now());
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = ts.tv_nsec + (long long)(left * 1e9);
+    ts.tv_sec += (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    return pthread_mutex_timedlock(mu, &ts);
+}
+
+/* The lazy version `version` (0: the default) of model `name` into *f and its last measured
+ * size; 0 when that version is not lazy. mu held. */
+static int lazy_target(srv_repo *r, const char *name, int version, found *f, long long *est) {
+    entry *e = entry_find(r, name);
+    if (!e) return 0;
+    int i = lazy_find(e, version > 0 ? version : top_version(e));
+    if (i < 0) return 0;
+    snprintf(f->name, sizeof f->name, "%s", name);
+    snprintf(f->path, sizeof f->path, "%s", e->lazy[i].path);
+    f->id = e->lazy[i].id;
+    *est = e->lazy[i].mem_bytes ? e->lazy[i].mem_bytes : size_guess(r);
+    return 1;
+}
+
+/* Loads lazy version f for a request: room first (waiting for an idle version until the
+ * deadline), then the load; the caller gets a reference. scan_mu held. */
+static srv_model *load_lazy(srv_repo *r, const found *f, long long est, double deadline,
+                            srv_repo_why *why, dyn_err *err) {
+    while (make_room(r, 1, est, NULL) != 0) {
+        if (deadline > 0 && dyn_now() >= deadline) {
+            *why = SRV_REPO_BUDGET_BUSY;
+            return NULL;
+        }
+        nanosleep(&(struct timespec){0, 2000000}, NULL); /* a request in flight finishes */
+    }
+    entry *e = entry_get(r, f->name);
+    if (!e) {
+        *why = SRV_REPO_LOAD_FAILED;
+        dyn_err_set(err, DYN_ENOMEM, "repository: out of memory");
+        return NULL;
+    }
+    srv_model *m = version_load(r, f, err);
+    if (!m) {
+        *why = SRV_REPO_LOAD_FAILED;
+        pthread_mutex_lock(&r->mu);
+        int li = lazy_find(e, f->id.version);
+        if (li >= 0) e->lazy[li] = e->lazy[--e->nlazy];
+        pthread_mutex_unlock(&r->mu);
+        skip_add(e, &f->id); /* retried when the file changes, as a scan's failed load */
+        snprintf(e->reason, sizeof e->reason, "%.299s", err ? err->msg : "load failed");
+        srv_log(SRV_LOG_ERROR, "model load failed",
+                json_pack("{s:s, s:i, s:s, s:s}", "model", f->name, "version", f->id.version,
+                          "path", f->path, "error", e->reason));
+        return NULL;
+    }
+    atomic_fetch_add(&m->refs, 1); /* the caller's, before anyone else can see it */
+    srv_model_release(entry_put(r, e, m));
+    make_room(r, 0, 0, m); /* its measured size may not fit */
+    return m;
+}
+
+srv_model *srv_repo_acquire_load(srv_repo *r, const char *name, int version, double deadline,
+                                 int *known, srv_repo_why *why, dyn_err *err) {
+    srv_repo_why w = SRV_REPO_NOT_SERVED;
+    dyn_err lerr = {0};
+    if (!err) err = &lerr;
+    srv_model *m = srv_repo_acquire(r, name, version, known);
+    if (!m && srv_repo_name_valid(name)) {
+        if (lock_until(&r->scan_mu, deadline) != 0) {
+            w = SRV_REPO_TIMEOUT;
+        } else {
+            dyn_err rerr = {0};
+            refresh_locked(r, name, &rerr); /* published since the last scan? */
+            m = srv_repo_acquire(r, name, version, known); /* loaded meanwhile? */
+            found f;
+            long long est = 0;
+            pthread_mutex_lock(&r->mu);
+            int lazy = !m && lazy_target(r, name, version, &f, &est);
+            pthread_mutex_unlock(&r->mu);
+            if (lazy) m = load_lazy(r, &f, est, deadline, &w, err);
+            pthread_mutex_unlock(&r->scan_mu);
+        }
+    }
+    if (why) *why = m ? SRV_REPO_NOT_SERVED : w;
+    return m;
+}
+
+srv_model_state srv_repo_state(srv_repo *r, const char *name, int version, char *reason,
+                               size_t n) {
+    srv_model_state st = SRV_STATE_UNKNOWN;
+    const char *why = "";
+    pthread_mutex_lock(&r->mu);
+    entry *e = entry_find(r, name);
+    if (e) {
+        int v = version > 0 ? version : top_version(e);
+        if (pick(e, v)) {
+            st = SRV_STATE_READY;
+        } else if (v > 0 && lazy_find(e, v) >= 0) {
+            st = SRV_STATE_LAZY;
+            why = SRV_REPO_LAZY_REASON;
+        } else if (version <= 0 || (e->nver == 0 && e->nlazy == 0)) {
+            st = SRV_STATE_UNAVAILABLE;
+            why = e->reason[0] ? e->reason : "not loaded";
+        }
+    }
+    if (reason && n) snprintf(reason, n, "%s", why);
+    pthread_mutex_unlock(&r->mu);
+    return st;
+}
+
+srv_repo_usage srv_repo_usage_get(srv_repo *r) {
+    srv_repo_usage u = {0};
+    pthread_mutex_lock(&r->mu);
+    totals(r, &u.loaded, &u.mem_bytes);
+    for (int i = 0; i < r->n; i++) u.lazy += r->entries[i]->nlazy;
+    pthread_mutex_unlock(&r->mu);
+    u.evictions = atomic_load(&r->evictions);
+    return u;
 }
 
 json_t *srv_repo_index(srv_repo *r) {
@@ -495,7 +787,14 @@ json_t *srv_repo_index(srv_repo *r) {
             json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "name", e->name, "version",
                                                v, "state", "READY", "reason", ""));
         }
-        if (e->nver == 0)
+        for (int k = 0; k < e->nlazy; k++) {
+            char v[16];
+            snprintf(v, sizeof v, "%d", e->lazy[k].id.version);
+            json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "name", e->name, "version",
+                                               v, "state", "UNAVAILABLE", "reason",
+                                               SRV_REPO_LAZY_REASON));
+        }
+        if (e->nver == 0 && e->nlazy == 0)
             json_array_append_new(a, json_pack("{s:s, s:s, s:s}", "name", e->name, "state",
                                                "UNAVAILABLE", "reason", e->reason));
     }

@@ -17,14 +17,28 @@
  * A file that fails to load is logged with the reason and remembered by (inode, size, mtime):
  * it is retried only when it changes, and the version already served (if any) stays served.
  *
+ * Memory budget (max_loaded_models, max_model_memory_bytes; 0 = no limit): a version's memory
+ * is measured at its load (what the process holds afterwards that it did not before: weights,
+ * each batch worker's execution buffers, the batcher) and kept with it. Scans load new files
+ * only while the budget has room; the other versions are known but not loaded ("lazy"), as
+ * are versions unloaded to make room. srv_repo_acquire_load loads a lazy version for a
+ * request: first it unloads the least recently used idle versions (idle: no reference but the
+ * repository's, nothing queued) until the new one fits, waiting up to the request's deadline
+ * while every loaded version is busy. Concurrent requests for one lazy version load it once
+ * (the later ones find it loaded). A lazy version whose file changes is reloaded from the new
+ * file by its next request; explicit loads (srv_repo_load) make room the same way but load
+ * even when nothing is idle, and the next scan brings the repository back under the budget.
+ *
  * Threads: every function is thread-safe. Scans and loads are serialized by an internal mutex
- * (loading happens outside the table lock, so requests never wait for a load).
+ * (loading happens outside the table lock, so requests for loaded versions never wait for a
+ * load).
  */
 #ifndef SRV_REPOSITORY_H
 #define SRV_REPOSITORY_H
 
 #include <jansson.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "io/image.h"
@@ -49,8 +63,41 @@ typedef struct srv_model {
     ino_t ino;
     off_t size;
     struct timespec mtime;
+    long long mem_bytes;  /* measured at load (see above) */
+    uint64_t last_used;   /* LRU clock of the last acquire (guarded by the repository) */
     atomic_int refs;
 } srv_model;
+
+/* The reason given for a lazy version (index, readiness). */
+#define SRV_REPO_LAZY_REASON \
+    "not loaded (memory budget: max_loaded_models / max_model_memory_bytes); its next " \
+    "inference or metadata request loads it"
+
+/* srv_repo_acquire_load's reason for NULL. */
+typedef enum {
+    SRV_REPO_NOT_SERVED = 0, /* unknown, failed or unloaded by request: *known tells which */
+    SRV_REPO_TIMEOUT,        /* the deadline passed while a scan or another load ran */
+    SRV_REPO_BUDGET_BUSY,    /* no room in the memory budget: every loaded version is busy */
+    SRV_REPO_LOAD_FAILED,    /* the file did not load (err says why) */
+    SRV_REPO_WHY_COUNT
+} srv_repo_why;
+
+/* State of one model (version) in the repository (srv_repo_state). */
+typedef enum {
+    SRV_STATE_UNKNOWN = 0, /* no such model (version) */
+    SRV_STATE_READY,       /* loaded and servable */
+    SRV_STATE_LAZY,        /* has a file, not loaded now (memory budget): a request loads it */
+    SRV_STATE_UNAVAILABLE, /* failed to load or unloaded by request */
+    SRV_STATE_COUNT
+} srv_model_state;
+
+/* Totals of the loaded versions and evictions so far (srv_repo_usage). */
+typedef struct srv_repo_usage {
+    int loaded;            /* versions loaded */
+    int lazy;              /* versions known but not loaded (budget) */
+    long long mem_bytes;   /* their measured memory */
+    unsigned long long evictions; /* versions unloaded to make room */
+} srv_repo_usage;
 
 typedef struct srv_repo srv_repo;
 
@@ -97,18 +144,35 @@ int srv_repo_unload(srv_repo *r, const char *name, dyn_err *err);
 srv_model *srv_repo_acquire(srv_repo *r, const char *name, int version, int *known);
 void srv_model_release(srv_model *m);
 
+/* srv_repo_acquire, and when the version is not loaded: looks for a newly published file
+ * (srv_repo_refresh) and loads a lazy version (see "Memory budget"), waiting at most until
+ * `deadline` (dyn_now() seconds; 0 = no bound) for a scan or load in progress or for room.
+ * Returns the version with a reference for the caller (srv_model_release), or NULL with *why
+ * (and err for SRV_REPO_LOAD_FAILED) and *known as srv_repo_acquire sets it. */
+srv_model *srv_repo_acquire_load(srv_repo *r, const char *name, int version, double deadline,
+                                 int *known, srv_repo_why *why, dyn_err *err);
+
+/* The state of model `name` (version 0: its default, the highest version with a file or
+ * loaded); reason (may be NULL) gets why it is not READY. Never loads. */
+srv_model_state srv_repo_state(srv_repo *r, const char *name, int version, char *reason,
+                               size_t n);
+
+/* Loaded versions, their memory, lazy versions and evictions so far. */
+srv_repo_usage srv_repo_usage_get(srv_repo *r);
+
 /* 1 when the name is valid for a model (and so for a file name). */
 int srv_repo_name_valid(const char *name);
 
 /* Repository index (new reference): [{"name", "version", "state", "reason"}] for every model
- * known, as Triton's repository index (state READY per served version, UNAVAILABLE with the
- * reason for a model with files but nothing served). */
+ * known, as Triton's repository index (state READY per served version; UNAVAILABLE with reason
+ * "not loaded (memory budget): ..." per lazy version; UNAVAILABLE with the reason, no version,
+ * for a model with files but nothing served or lazy). */
 json_t *srv_repo_index(srv_repo *r);
 
 /* Calls fn for every served version, with a reference held during the call. */
 void srv_repo_foreach(srv_repo *r, void (*fn)(srv_model *m, void *ctx), void *ctx);
 
-/* Versions served now. */
+/* Versions loaded now. */
 int srv_repo_count(srv_repo *r);
 
 #endif

@@ -6,6 +6,7 @@
 #include "api/api.h"
 
 #define INF SRV_ROUTE_INFERENCE
+#define WR SRV_ROUTE_WRITE
 
 static const srv_route ROUTES[] = {
     /* KServe v2 / Open Inference Protocol: health and metadata */
@@ -35,25 +36,26 @@ static const srv_route ROUTES[] = {
     /* model repository */
     {"GET", "/v1/models", "v1_models", api_v1_models, SRV_AUTH_INFER, 0},
     {"POST", "/v2/repository/index", "repo_index", api_repo_index, SRV_AUTH_ADMIN, 0},
-    {"POST", "/v2/repository/models/{name}/load", "repo_load", api_repo_load, SRV_AUTH_ADMIN, 0},
-    {"POST", "/v2/repository/models/{name}/unload", "repo_unload", api_repo_unload, SRV_AUTH_ADMIN, 0},
+    {"POST", "/v2/repository/models/{name}/load", "repo_load", api_repo_load, SRV_AUTH_ADMIN, WR},
+    {"POST", "/v2/repository/models/{name}/unload", "repo_unload", api_repo_unload, SRV_AUTH_ADMIN, WR},
     /* operations */
     {"GET", "/metrics", "metrics", api_metrics, SRV_AUTH_NONE, 0},
     /* jobs (api/jobs.c) */
-    {"POST", "/v1/conversions", "conversions", api_jobs_convert, SRV_AUTH_ADMIN, SRV_ROUTE_UPLOAD},
-    {"POST", "/v1/finetunes", "finetunes", api_jobs_finetune, SRV_AUTH_ADMIN, 0},
+    {"POST", "/v1/conversions", "conversions", api_jobs_convert, SRV_AUTH_ADMIN,
+     SRV_ROUTE_UPLOAD | WR},
+    {"POST", "/v1/finetunes", "finetunes", api_jobs_finetune, SRV_AUTH_ADMIN, WR},
     {"GET", "/v1/jobs", "jobs", api_jobs_list, SRV_AUTH_ADMIN, 0},
     {"GET", "/v1/jobs/{id}", "job", api_job_get, SRV_AUTH_ADMIN, 0},
-    {"DELETE", "/v1/jobs/{id}", "job_cancel", api_job_cancel, SRV_AUTH_ADMIN, 0},
-    {"POST", "/v1/jobs/{id}/resume", "job_resume", api_job_resume, SRV_AUTH_ADMIN, 0},
+    {"DELETE", "/v1/jobs/{id}", "job_cancel", api_job_cancel, SRV_AUTH_ADMIN, WR},
+    {"POST", "/v1/jobs/{id}/resume", "job_resume", api_job_resume, SRV_AUTH_ADMIN, WR},
     /* data sets (api/datasets.c): archives of images stored in data_dir */
     {"GET", "/v1/datasets", "datasets", api_datasets_list, SRV_AUTH_ADMIN, 0},
     {"PUT", "/v1/datasets/{name}", "dataset_put", api_dataset_put, SRV_AUTH_ADMIN,
-     SRV_ROUTE_UPLOAD | SRV_ROUTE_ARCHIVE},
+     SRV_ROUTE_UPLOAD | SRV_ROUTE_ARCHIVE | WR},
     {"GET", "/v1/datasets/{name}", "dataset", api_dataset_get, SRV_AUTH_ADMIN, 0},
-    {"DELETE", "/v1/datasets/{name}", "dataset_delete", api_dataset_delete, SRV_AUTH_ADMIN, 0},
+    {"DELETE", "/v1/datasets/{name}", "dataset_delete", api_dataset_delete, SRV_AUTH_ADMIN, WR},
     /* model edits (api/models.c): labels and preprocessing, published as a new version */
-    {"PATCH", "/v1/models/{name}", "model_patch", api_model_patch, SRV_AUTH_ADMIN, 0},
+    {"PATCH", "/v1/models/{name}", "model_patch", api_model_patch, SRV_AUTH_ADMIN, WR},
 };
 
 const srv_route *srv_router_routes(int *n) {

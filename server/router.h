@@ -22,6 +22,9 @@ enum {
     SRV_ROUTE_UPLOAD = 1 << 1,    /* raw / multipart bodies are streamed to a file (http.h) */
     SRV_ROUTE_ARCHIVE = 1 << 2,   /* with UPLOAD: any body is streamed (the file part of a
                                      multipart one), up to dataset_max_upload_bytes */
+    SRV_ROUTE_WRITE = 1 << 3,     /* creates jobs or changes the repository / data sets: with
+                                     no auth_tokens refused (403) unless
+                                     allow_unauthenticated_writes */
 };
 
 struct srv_route {

@@ -66,7 +66,9 @@ make_digits() { # make_digits N dir
     "$T/mkdigits" "$img" "$lab" "$dir" "$n" 95
 }
 
-# start_dynd [flags...]: starts dynd on a free port with model_dir $T/models; sets PORT, URL.
+# start_dynd [flags...]: starts dynd on a free port with model_dir $T/models; sets PORT, URL;
+# returns once it is ready (its first repository scan ended: dynd listens before it), or once
+# it listens when NO_READY_WAIT=1.
 start_dynd() {
     : > "$T/dynd.out"
     "$DYND" --model-dir "$T/models" --state-dir "$T/state" --port 0 --log-level warn "$@" \
@@ -81,6 +83,13 @@ start_dynd() {
     PORT=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$T/dynd.out" | head -1)
     [ -n "$PORT" ] || { echo "FAIL: dynd did not report its port"; cat "$T/dynd.err"; exit 1; }
     URL=http://127.0.0.1:$PORT
+    [ "${NO_READY_WAIT:-0}" = 1 ] && return 0
+    for i in $(seq 1 1200); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$URL/v2/health/ready")" = 200 ] && return 0
+        kill -0 "$DYND_PID" 2>/dev/null || { echo "FAIL: dynd exited at start:"; cat "$T/dynd.err"; exit 1; }
+        sleep 0.05
+    done
+    echo "FAIL: dynd did not become ready"; cat "$T/dynd.err"; exit 1
 }
 
 stop_dynd() {

@@ -70,6 +70,10 @@ start_replica() {
     done
     RPORT[$i]=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$T/r$i.out" | head -1)
     [ -n "${RPORT[$i]}" ] || { echo "FAIL: replica r$i did not report its port"; exit 1; }
+    for k in $(seq 1 1200); do # dynd listens before its first repository scan ends: ready after
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "http://127.0.0.1:${RPORT[$i]}/v2/health/ready")" = 200 ] && break
+        sleep 0.05
+    done
 }
 rurl() { echo "http://127.0.0.1:${RPORT[$1]}"; }
 free_port() { $PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -144,8 +144,27 @@ START_TEST(literal_routes) {
     expect_route("GET", "/v1/jobs", "jobs", "/v1/jobs", NULL);
     match m = route("POST", "/v1/conversions");
     ck_assert_ptr_nonnull(m.rt);
-    ck_assert_int_eq(m.rt->flags, SRV_ROUTE_UPLOAD);
+    ck_assert_int_eq(m.rt->flags, SRV_ROUTE_UPLOAD | SRV_ROUTE_WRITE);
     ck_assert_int_eq(m.rt->auth, SRV_AUTH_ADMIN);
+    /* routes that create jobs or change the repository / data sets are writes (refused with
+     * no auth_tokens unless allowed); reads are not */
+    static const char *const writes[][2] = {
+        {"POST", "/v1/finetunes"}, {"DELETE", "/v1/jobs/x"}, {"POST", "/v1/jobs/x/resume"},
+        {"PUT", "/v1/datasets/x"}, {"DELETE", "/v1/datasets/x"}, {"PATCH", "/v1/models/x"},
+        {"POST", "/v2/repository/models/x/load"}, {"POST", "/v2/repository/models/x/unload"}};
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        m = route(writes[i][0], writes[i][1]);
+        ck_assert_msg(m.rt && (m.rt->flags & SRV_ROUTE_WRITE), "%s %s", writes[i][0], writes[i][1]);
+        match_free(&m);
+    }
+    static const char *const reads[][2] = {{"GET", "/v1/jobs"}, {"GET", "/v1/jobs/x"},
+                                           {"GET", "/v1/datasets"}, {"POST", "/v2/repository/index"},
+                                           {"POST", "/v2/models/x/infer"}};
+    for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        m = route(reads[i][0], reads[i][1]);
+        ck_assert_msg(m.rt && !(m.rt->flags & SRV_ROUTE_WRITE), "%s %s", reads[i][0], reads[i][1]);
+        match_free(&m);
+    }
     m = route("GET", "/v2/health/live");
     ck_assert_int_eq(m.rt->auth, SRV_AUTH_NONE);
 }
