@@ -1,10 +1,10 @@
 /* api.h — HTTP handlers (one file per resource) and the helpers every handler shares.
  *
  * A handler runs on a connection thread with the request fully read (r->body, r->body_len,
- * NUL-terminated) and must end with exactly one reply — api_reply_json / api_reply_error /
- * srv_req_reply — or suspend (srv_req_suspend) and reply from its on_resume callback.
+ * NUL-terminated) and must end with exactly one reply — srv_reply_json / srv_reply_error /
+ * srv_req_reply (server/http.h) — or suspend (srv_req_suspend) and reply from its on_resume callback.
  * Errors always have the shape {"error": "<message a person can act on>", "code": "<stable
- * machine code>"} and go through api_reply_error, which also counts them in the metrics.
+ * machine code>"} and go through srv_reply_error, which also counts them in the metrics.
  */
 #ifndef API_API_H
 #define API_API_H
@@ -13,17 +13,7 @@
 
 #include "server/http.h"
 #include "server/repository.h"
-
-/* Replies with `body` as JSON (the reference is stolen). */
-void api_reply_json(srv_req *r, int status, json_t *body);
-
-/* Replies {"error": message, "code": code} (code: a static string). */
-void api_reply_error(srv_req *r, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Same, with extra fields merged into the object (stolen; may be NULL). */
-void api_reply_error_with(srv_req *r, int status, const char *code, json_t *extra,
-                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#include "server/router.h"
 
 /* Parses the body as a JSON object within cfg->max_json_depth. On failure replies (400
  * bad_json / json_too_deep, 415 unsupported_media_type) and returns NULL. New reference. */
@@ -33,7 +23,7 @@ json_t *api_body_json(srv_req *r);
  * checked. Same replies and ownership as api_body_json. */
 json_t *api_json_parse(srv_req *r, const char *text, size_t len);
 
-/* Whether a media type (api_media_type) is one a JSON body may come with ("" included). */
+/* Whether a media type (srv_media_type) is one a JSON body may come with ("" included). */
 int api_json_media_type(const char *mt);
 
 /* 0 when `name` is a valid model name; otherwise replies 400 invalid_name and returns -1. */
@@ -55,9 +45,6 @@ int api_query(srv_req *r, const char *key, char *buf, size_t n);
  * invalid_version. */
 int api_version_param(srv_req *r);
 
-/* Media type of the request without parameters, lower-case, into buf ("" when absent). */
-const char *api_media_type(const srv_req *r, char *buf, size_t n);
-
 /* Sets r->cleanup to release m once the request completes (model stays alive while the reply
  * is built). */
 void api_hold_model(srv_req *r, srv_model *m);
@@ -68,6 +55,9 @@ void api_hold_model(srv_req *r, srv_model *m);
 json_t *api_model_meta_json(srv_repo *repo, const srv_model *m, int this_version_only);
 
 /* ---- handlers ---- */
+/* The route table (api/routes.c; static, n entries), handed to the server's matcher at start. */
+const srv_route *api_routes(int *n);
+
 void api_v2_live(srv_req *r);
 void api_v2_ready(srv_req *r);
 void api_v2_server_meta(srv_req *r);

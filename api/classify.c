@@ -29,7 +29,7 @@ static void classify_done(srv_req *r) {
     if (!p || !idx) {
         free(p);
         free(idx);
-        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
         return;
     }
     api_topk(p, C, k, idx);
@@ -44,7 +44,7 @@ static void classify_done(srv_req *r) {
     }
     char v[16];
     snprintf(v, sizeof v, "%d", m->version);
-    api_reply_json(r, 200, json_pack("{s:s, s:s, s:o}", "model", m->name, "version", v,
+    srv_reply_json(r, 200, json_pack("{s:s, s:s, s:o}", "model", m->name, "version", v,
                                      "predictions", preds));
     free(p);
     free(idx);
@@ -53,7 +53,7 @@ static void classify_done(srv_req *r) {
 /* The image bytes of the request; NULL after replying. */
 static const char *image_bytes(srv_req *r, size_t *len) {
     char mt[96];
-    api_media_type(r, mt, sizeof mt);
+    srv_media_type(r, mt, sizeof mt);
     if (!strcmp(mt, "image/png") || !strcmp(mt, "image/jpeg") || !strcmp(mt, "image/jpg") ||
         !strcmp(mt, "application/octet-stream")) {
         *len = r->body_len;
@@ -65,12 +65,12 @@ static const char *image_bytes(srv_req *r, size_t *len) {
         int rc = api_multipart_file(srv_req_header(r, "Content-Type"), r->body, r->body_len,
                                     &data, len, err, sizeof err);
         if (rc) {
-            api_reply_error(r, 400, rc == -2 ? "duplicate_field" : "bad_multipart", "%s", err);
+            srv_reply_error(r, 400, rc == -2 ? "duplicate_field" : "bad_multipart", "%s", err);
             return NULL;
         }
         return data;
     }
-    api_reply_error(r, 415, "unsupported_media_type",
+    srv_reply_error(r, 415, "unsupported_media_type",
                     "send the image as Content-Type image/png or image/jpeg (or a "
                     "multipart/form-data upload), not '%s'", mt[0] ? mt : "(none)");
     return NULL;
@@ -88,7 +88,7 @@ void api_v1_classify(srv_req *r) {
         char *end;
         long v = strtol(tk, &end, 10);
         if (end == tk || *end || v < 1 || v > 100000) {
-            api_reply_error(r, 400, "invalid_parameter", "top_k must be a positive integer");
+            srv_reply_error(r, 400, "invalid_parameter", "top_k must be a positive integer");
             return;
         }
         top_k = (int)v;
@@ -96,7 +96,7 @@ void api_v1_classify(srv_req *r) {
     srv_model *m = api_model_acquire(r);
     if (!m) return;
     if (!m->is_image) {
-        api_reply_error(r, 400, "not_an_image_model",
+        srv_reply_error(r, 400, "not_an_image_model",
                         "model '%s' does not take images (its input is not [1|3, H, W], or "
                         "[H, W, 1|3] with layout NHWC, or its preprocess metadata does not "
                         "fit it); use /v2/models/%s/infer", m->name, m->name);
@@ -105,7 +105,7 @@ void api_v1_classify(srv_req *r) {
     }
     if (len == 0) {
         srv_model_release(m);
-        api_reply_error(r, 400, "bad_image", "the body is empty: send a PNG or JPEG image");
+        srv_reply_error(r, 400, "bad_image", "the body is empty: send a PNG or JPEG image");
         return;
     }
     dyn_image_limits lim = {r->cfg->max_image_width, r->cfg->max_image_height,
@@ -115,8 +115,8 @@ void api_v1_classify(srv_req *r) {
     int rc = dyn_image_decode(img, len, &lim, &im, &err);
     if (rc) {
         srv_model_release(m);
-        if (rc == DYN_ENOMEM) api_reply_error(r, 413, "image_too_large", "%s", err.msg);
-        else api_reply_error(r, 400, "bad_image", "%s", err.msg);
+        if (rc == DYN_ENOMEM) srv_reply_error(r, 413, "image_too_large", "%s", err.msg);
+        else srv_reply_error(r, 400, "bad_image", "%s", err.msg);
         return;
     }
     api_job *j = api_job_new(r, m, 1);
@@ -127,7 +127,7 @@ void api_v1_classify(srv_req *r) {
     rc = dyn_image_to_input(&im, &j->m->pp, j->x, &err);
     dyn_image_free(&im);
     if (rc) {
-        api_reply_error(r, rc == DYN_ENOMEM ? 413 : 400, "bad_image", "%s", err.msg);
+        srv_reply_error(r, rc == DYN_ENOMEM ? 413 : 400, "bad_image", "%s", err.msg);
         return;
     }
     j->top_k = (int)DYN_MIN(top_k, j->m->out_numel);

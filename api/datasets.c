@@ -29,7 +29,7 @@ typedef struct import_job {
 } import_job;
 
 static void reply_ds_err(srv_req *r, const srv_dataset_err *e) {
-    api_reply_error(r, e->status, e->code, "%s", e->msg);
+    srv_reply_error(r, e->status, e->code, "%s", e->msg);
 }
 
 /* The import thread: the request is suspended while it runs; it touches nothing of the job
@@ -54,7 +54,7 @@ static void import_reply(srv_req *r) {
     char loc[96];
     snprintf(loc, sizeof loc, "/v1/datasets/%s", j->name);
     srv_req_header_add(r, "Location", loc);
-    api_reply_json(r, j->existed ? 200 : 201, j->result);
+    srv_reply_json(r, j->existed ? 200 : 201, j->result);
     j->result = NULL; /* stolen by the reply */
 }
 
@@ -79,32 +79,32 @@ void api_dataset_put(srv_req *r) {
     if (has_ow) {
         if (!strcmp(ow, "true") || !strcmp(ow, "1")) overwrite = 1;
         else if (strcmp(ow, "false") && strcmp(ow, "0")) {
-            api_reply_error(r, 400, "invalid_parameter", "overwrite must be true or false");
+            srv_reply_error(r, 400, "invalid_parameter", "overwrite must be true or false");
             return;
         }
     }
     if (!r->upload_path || r->upload_len == 0) {
-        api_reply_error(r, 400, "missing_archive",
+        srv_reply_error(r, 400, "missing_archive",
                         "the body must be a zip or tar (.tar.gz) archive of PNG / JPEG images: "
                         "curl -T set.zip or --data-binary @set.zip, or a multipart \"file\"");
         return;
     }
     if (atomic_load(&r->srv->draining)) {
         srv_req_header_add(r, "Retry-After", "1");
-        api_reply_error(r, 503, "shutting_down", "the server is shutting down; upload again later");
+        srv_reply_error(r, 503, "shutting_down", "the server is shutting down; upload again later");
         return;
     }
     if (atomic_fetch_add(&g_imports, 1) >= MAX_IMPORTS) {
         atomic_fetch_sub(&g_imports, 1);
         srv_req_header_add(r, "Retry-After", "5");
-        api_reply_error(r, 503, "busy", "%d data set imports are running; retry shortly",
+        srv_reply_error(r, 503, "busy", "%d data set imports are running; retry shortly",
                         MAX_IMPORTS);
         return;
     }
     import_job *j = calloc(1, sizeof *j);
     if (!j) {
         atomic_fetch_sub(&g_imports, 1);
-        api_reply_error(r, 500, "out_of_memory", "out of memory");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
     j->r = r;
@@ -130,12 +130,12 @@ void api_dataset_put(srv_req *r) {
     pthread_attr_destroy(&attr);
 }
 
-void api_datasets_list(srv_req *r) { api_reply_json(r, 200, srv_dataset_list(r->cfg->data_dir)); }
+void api_datasets_list(srv_req *r) { srv_reply_json(r, 200, srv_dataset_list(r->cfg->data_dir)); }
 
 void api_dataset_get(srv_req *r) {
     srv_dataset_err e = {0};
     json_t *d = srv_dataset_describe(r->cfg->data_dir, srv_req_param(r, "name"), &e);
-    if (d) api_reply_json(r, 200, d);
+    if (d) srv_reply_json(r, 200, d);
     else reply_ds_err(r, &e);
 }
 
@@ -143,5 +143,5 @@ void api_dataset_delete(srv_req *r) {
     const char *name = srv_req_param(r, "name");
     srv_dataset_err e = {0};
     if (srv_dataset_delete(r->cfg->data_dir, name, &e)) reply_ds_err(r, &e);
-    else api_reply_json(r, 200, json_pack("{s:s, s:b}", "name", name, "deleted", 1));
+    else srv_reply_json(r, 200, json_pack("{s:s, s:b}", "name", name, "deleted", 1));
 }

@@ -1,5 +1,6 @@
-/* errors.c — the single error reply, JSON replies and the request helpers every handler uses
- * (JSON body with a depth limit, the route's model with a reference). */
+/* errors.c — the request helpers every handler uses (JSON body with a depth limit, query values,
+ * the route's model with a reference). The replies themselves (srv_reply_json /
+ * srv_reply_error) are the HTTP layer's: server/reply.c. */
 #include <ctype.h>
 #include <stdarg.h>
 #include <string.h>
@@ -7,71 +8,15 @@
 #include "api/api.h"
 #include "server/log.h"
 
-void api_reply_json(srv_req *r, int status, json_t *body) {
-    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(body);
-    if (!s) {
-        const char *oom = "{\"error\":\"out of memory building the reply\",\"code\":\"internal\"}";
-        s = strdup(oom);
-        status = 500;
-        if (!s) return;
-    }
-    srv_req_reply(r, status, "application/json", s, strlen(s));
-}
-
-static void reply_error_v(srv_req *r, int status, const char *code, json_t *extra,
-                          const char *fmt, va_list ap) {
-    char msg[768];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    json_t *o = json_pack("{s:s, s:s}", "error", msg, "code", code);
-    if (!o) { /* not UTF-8 (a name from the request, or cut mid-character): ASCII only */
-        for (char *p = msg; *p; p++)
-            if ((unsigned char)*p >= 0x80) *p = '?';
-        o = json_pack("{s:s, s:s}", "error", msg, "code", code);
-    }
-    if (o && json_is_object(extra)) json_object_update_missing(o, extra);
-    json_decref(extra);
-    r->error_code = code;
-    srv_metrics_error(r->srv->metrics, code);
-    api_reply_json(r, status, o);
-}
-
-void api_reply_error(srv_req *r, int status, const char *code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    reply_error_v(r, status, code, NULL, fmt, ap);
-    va_end(ap);
-}
-
-void api_reply_error_with(srv_req *r, int status, const char *code, json_t *extra,
-                          const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    reply_error_v(r, status, code, extra, fmt, ap);
-    va_end(ap);
-}
-
 int api_query(srv_req *r, const char *key, char *buf, size_t n) {
     int rc = srv_req_query_arg(r, key, buf, n);
     if (rc == SRV_QUERY_INVALID) {
-        api_reply_error(r, 400, "invalid_parameter",
+        srv_reply_error(r, 400, "invalid_parameter",
                         "query parameter '%s': the value is not valid percent-encoding (or holds "
                         "%%00) or is longer than %zu characters", key, n - 1);
         return -1;
     }
     return rc == SRV_QUERY_OK;
-}
-
-const char *api_media_type(const srv_req *r, char *buf, size_t n) {
-    const char *ct = srv_req_header(r, "Content-Type");
-    size_t k = 0;
-    if (ct) {
-        while (*ct == ' ') ct++;
-        for (; ct[k] && ct[k] != ';' && ct[k] != ' ' && k + 1 < n; k++)
-            buf[k] = (char)tolower((unsigned char)ct[k]);
-    }
-    buf[k] = 0;
-    return buf;
 }
 
 /* Nesting depth of JSON text, strings skipped; stops counting past `limit`. */
@@ -95,25 +40,25 @@ static int json_depth(const char *s, size_t n, int limit) {
 
 json_t *api_json_parse(srv_req *r, const char *text, size_t len) {
     if (!len) {
-        api_reply_error(r, 400, "bad_json", "the request needs a JSON body");
+        srv_reply_error(r, 400, "bad_json", "the request needs a JSON body");
         return NULL;
     }
     int depth = json_depth(text, len, r->cfg->max_json_depth);
     if (depth > r->cfg->max_json_depth) {
-        api_reply_error(r, 400, "json_too_deep", "JSON nesting deeper than %d levels",
+        srv_reply_error(r, 400, "json_too_deep", "JSON nesting deeper than %d levels",
                         r->cfg->max_json_depth);
         return NULL;
     }
     json_error_t je;
     json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        api_reply_error(r, 400, "bad_json", "malformed JSON at line %d column %d: %s", je.line,
+        srv_reply_error(r, 400, "bad_json", "malformed JSON at line %d column %d: %s", je.line,
                         je.column, je.text);
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        api_reply_error(r, 400, "bad_json", "the body must be a JSON object");
+        srv_reply_error(r, 400, "bad_json", "the body must be a JSON object");
         return NULL;
     }
     return j;
@@ -127,9 +72,9 @@ int api_json_media_type(const char *mt) {
 
 json_t *api_body_json(srv_req *r) {
     char mt[96];
-    api_media_type(r, mt, sizeof mt);
+    srv_media_type(r, mt, sizeof mt);
     if (!api_json_media_type(mt)) {
-        api_reply_error(r, 415, "unsupported_media_type",
+        srv_reply_error(r, 415, "unsupported_media_type",
                         "expected Content-Type: application/json, got '%s'", mt);
         return NULL;
     }
@@ -148,7 +93,7 @@ static int parse_version(const char *s) {
 
 int api_name_check(srv_req *r, const char *name) {
     if (srv_repo_name_valid(name)) return 0;
-    api_reply_error(r, 400, "invalid_name",
+    srv_reply_error(r, 400, "invalid_name",
                     "model names are 1-64 characters of A-Z a-z 0-9 _ . - and do not start "
                     "with '.'");
     return -1;
@@ -157,7 +102,7 @@ int api_name_check(srv_req *r, const char *name) {
 int api_version_param(srv_req *r) {
     const char *vs = srv_req_param(r, "version");
     int version = vs ? parse_version(vs) : 0;
-    if (version < 0) api_reply_error(r, 400, "invalid_version", "a version is a positive integer");
+    if (version < 0) srv_reply_error(r, 400, "invalid_version", "a version is a positive integer");
     return version;
 }
 
@@ -181,30 +126,30 @@ srv_model *api_model_acquire(srv_req *r) {
     if (why == SRV_REPO_TIMEOUT || why == SRV_REPO_BUDGET_BUSY) {
         srv_req_header_add(r, "Retry-After", "1");
         if (why == SRV_REPO_TIMEOUT)
-            api_reply_error(r, 503, "model_loading", "model '%s' is being loaded (or the "
+            srv_reply_error(r, 503, "model_loading", "model '%s' is being loaded (or the "
                             "repository scanned) past this request's deadline; retry", name);
         else
-            api_reply_error(r, 503, "model_budget_busy", "model '%s' is not loaded and the memory "
+            srv_reply_error(r, 503, "model_budget_busy", "model '%s' is not loaded and the memory "
                             "budget (max_loaded_models / max_model_memory_bytes) is held by "
                             "models serving requests; retry", name);
         return NULL;
     }
     if (why == SRV_REPO_LOAD_FAILED) {
-        api_reply_error(r, 503, "model_unavailable", "model '%s' did not load: %s", name, err.msg);
+        srv_reply_error(r, 503, "model_unavailable", "model '%s' did not load: %s", name, err.msg);
         return NULL;
     }
     if (!known) {
-        api_reply_error(r, 404, "model_not_found", "unknown model '%s' (GET /v1/models lists them)",
+        srv_reply_error(r, 404, "model_not_found", "unknown model '%s' (GET /v1/models lists them)",
                         name);
     } else if (version > 0) {
         if (srv_repo_state(r->srv->repo, name, 0, NULL, 0) != SRV_STATE_UNAVAILABLE) {
-            api_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
+            srv_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
                             version);
         } else {
-            api_reply_error(r, 503, "model_unavailable", "model '%s' is not loaded", name);
+            srv_reply_error(r, 503, "model_unavailable", "model '%s' is not loaded", name);
         }
     } else {
-        api_reply_error(r, 503, "model_unavailable",
+        srv_reply_error(r, 503, "model_unavailable",
                         "model '%s' is not loaded (see POST /v2/repository/index for the reason)",
                         name);
     }

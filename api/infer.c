@@ -29,7 +29,7 @@ api_job *api_job_new(srv_req *r, srv_model *m, int n) {
             free(j);
         }
         srv_model_release(m);
-        api_reply_error(r, 500, "out_of_memory", "out of memory for %d samples", n);
+        srv_reply_error(r, 500, "out_of_memory", "out of memory for %d samples", n);
         return NULL;
     }
     j->req = r;
@@ -55,14 +55,14 @@ void api_job_submit(srv_req *r, api_job *j, srv_handler on_done) {
     int rc = srv_batcher_submit(j->m->batcher, &j->inf);
     if (rc == -1) {
         srv_req_header_add(r, "Retry-After", "1");
-        api_reply_error(r, 503, "queue_full",
+        srv_reply_error(r, 503, "queue_full",
                         "model '%s' has %d requests waiting (queue_capacity); retry shortly",
                         j->m->name, srv_batcher_cfg(j->m->batcher)->queue_capacity);
         return;
     }
     if (rc) {
         srv_req_header_add(r, "Retry-After", "1");
-        api_reply_error(r, 503, "model_unavailable", "model '%s' is stopping", j->m->name);
+        srv_reply_error(r, 503, "model_unavailable", "model '%s' is stopping", j->m->name);
         return;
     }
     srv_req_suspend(r, on_done);
@@ -71,12 +71,12 @@ void api_job_submit(srv_req *r, api_job *j, srv_handler on_done) {
 int api_job_check(srv_req *r, const api_job *j) {
     if (j->inf.status == SRV_INFER_OK) return 0;
     if (j->inf.status == SRV_INFER_TIMEOUT) {
-        api_reply_error(r, 504, "deadline_exceeded",
+        srv_reply_error(r, 504, "deadline_exceeded",
                         "the request waited past its deadline of %d ms (request_timeout_ms or "
                         "X-Request-Timeout-Ms)", (int)((r->deadline - r->t_start) * 1e3 + 0.5));
     } else {
         srv_req_header_add(r, "Retry-After", "1");
-        api_reply_error(r, 503, "shutting_down", "the server stopped before the request ran");
+        srv_reply_error(r, 503, "shutting_down", "the server stopped before the request ran");
     }
     return -1;
 }

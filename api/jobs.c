@@ -14,12 +14,12 @@
 #include "server/jobs.h"
 
 static void reply_job_err(srv_req *r, const srv_job_err *e) {
-    api_reply_error(r, e->status, e->code, "%s", e->msg);
+    srv_reply_error(r, e->status, e->code, "%s", e->msg);
 }
 
 static srv_jobs *jobs_or_reply(srv_req *r) {
     if (!r->srv->jobs)
-        api_reply_error(r, 503, "jobs_unavailable",
+        srv_reply_error(r, 503, "jobs_unavailable",
                         "jobs are disabled: state_dir is not usable (see the start-up log)");
     return r->srv->jobs;
 }
@@ -31,9 +31,9 @@ static json_t *upload_options(srv_req *r) {
     json_t *o = srv_req_query_json(r, bad, sizeof bad);
     if (!o) {
         if (bad[0])
-            api_reply_error(r, 400, "invalid_parameter",
+            srv_reply_error(r, 400, "invalid_parameter",
                             "query parameter '%s': not valid percent-encoding or UTF-8", bad);
-        else api_reply_error(r, 500, "out_of_memory", "out of memory");
+        else srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return NULL;
     }
     const char *k;
@@ -48,7 +48,7 @@ static json_t *upload_options(srv_req *r) {
         if (!json_is_object(j)) {
             json_decref(j);
             json_decref(o);
-            api_reply_error(r, 400, "bad_json", "the \"options\" field must hold a JSON object");
+            srv_reply_error(r, 400, "bad_json", "the \"options\" field must hold a JSON object");
             return NULL;
         }
         json_object_update(o, j);
@@ -62,7 +62,7 @@ static void submit(srv_req *r, int kind) {
     if (!js) return;
     if (atomic_load(&r->srv->draining)) {
         srv_req_header_add(r, "Retry-After", "1");
-        api_reply_error(r, 503, "shutting_down", "the server is shutting down; submit the job elsewhere");
+        srv_reply_error(r, 503, "shutting_down", "the server is shutting down; submit the job elsewhere");
         return;
     }
     const int upload = r->upload_path != NULL;
@@ -84,7 +84,7 @@ static void submit(srv_req *r, int kind) {
     char loc[96];
     snprintf(loc, sizeof loc, "/v1/jobs/%s", json_string_value(json_object_get(rec, "id")));
     srv_req_header_add(r, "Location", loc);
-    api_reply_json(r, 202, rec);
+    srv_reply_json(r, 202, rec);
 }
 
 void api_jobs_convert(srv_req *r) { submit(r, SRV_JOB_CONVERSION); }
@@ -97,7 +97,7 @@ void api_jobs_list(srv_req *r) {
     int state = -1, kind = -1, has;
     if ((has = api_query(r, "state", buf, sizeof buf)) < 0) return;
     if (has && (state = srv_job_state_parse(buf)) < 0) {
-        api_reply_error(r, 400, "invalid_parameter",
+        srv_reply_error(r, 400, "invalid_parameter",
                         "state must be queued, running, succeeded, failed, cancelled or interrupted");
         return;
     }
@@ -106,11 +106,11 @@ void api_jobs_list(srv_req *r) {
         for (int k = 0; k < SRV_JOB_KIND_COUNT; k++)
             if (!strcmp(buf, srv_job_kind_name(k))) kind = k;
         if (kind < 0) {
-            api_reply_error(r, 400, "invalid_parameter", "kind must be conversion or finetune");
+            srv_reply_error(r, 400, "invalid_parameter", "kind must be conversion or finetune");
             return;
         }
     }
-    api_reply_json(r, 200, srv_jobs_list(js, state, kind));
+    srv_reply_json(r, 200, srv_jobs_list(js, state, kind));
 }
 
 void api_job_get(srv_req *r) {
@@ -118,7 +118,7 @@ void api_job_get(srv_req *r) {
     if (!js) return;
     srv_job_err e = {0};
     json_t *rec = srv_jobs_get(js, srv_req_param(r, "id"), &e);
-    if (rec) api_reply_json(r, 200, rec);
+    if (rec) srv_reply_json(r, 200, rec);
     else reply_job_err(r, &e);
 }
 
@@ -128,7 +128,7 @@ void api_job_cancel(srv_req *r) {
     srv_job_err e = {0};
     int now = 0;
     json_t *rec = srv_jobs_cancel(js, srv_req_param(r, "id"), &now, &e);
-    if (rec) api_reply_json(r, now ? 200 : 202, rec);
+    if (rec) srv_reply_json(r, now ? 200 : 202, rec);
     else reply_job_err(r, &e);
 }
 
@@ -144,5 +144,5 @@ void api_job_resume(srv_req *r) {
     char loc[96];
     snprintf(loc, sizeof loc, "/v1/jobs/%s", json_string_value(json_object_get(rec, "id")));
     srv_req_header_add(r, "Location", loc);
-    api_reply_json(r, 202, rec);
+    srv_reply_json(r, 202, rec);
 }

@@ -15,7 +15,7 @@ void api_metrics(srv_req *r) {
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
     if (!f) {
-        api_reply_error(r, 500, "out_of_memory", "out of memory");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return;
     }
     srv_metrics_write(r->srv->metrics, f);

@@ -274,7 +274,7 @@ static srv_model *edit_locked(srv_req *r, const json_t *body, int *from) {
                                      : NULL; /* (loaded again if the budget unloaded it) */
     if (v > 0 && !e.code && !nm)
         eset(&e, 500, "model_load_failed", "version %d was written but is not served", v);
-    if (!nm) api_reply_error(r, e.status, e.code, "%s", e.msg);
+    if (!nm) srv_reply_error(r, e.status, e.code, "%s", e.msg);
     return nm;
 }
 
@@ -296,5 +296,5 @@ void api_model_patch(srv_req *r) {
     json_object_set_new(meta, "previous_version", json_string(vs));
     srv_model_release(nm);
     srv_req_header_add(r, "Location", loc);
-    api_reply_json(r, 200, meta);
+    srv_reply_json(r, 200, meta);
 }

@@ -43,7 +43,7 @@ void api_v1_models(srv_req *r) {
     }
     json_decref(idx);
     json_decref(by_name);
-    api_reply_json(r, 200, json_pack("{s:o}", "models", list));
+    srv_reply_json(r, 200, json_pack("{s:o}", "models", list));
 }
 
 /* The optional JSON body of a repository request: NULL body (none) or an object whose keys are
@@ -63,7 +63,7 @@ static int repo_body(srv_req *r, const char *const *allowed, json_t **out) {
         int ok = 0;
         for (int a = 0; allowed[a] && !ok; a++) ok = !strcmp(k, allowed[a]);
         if (!ok) {
-            api_reply_error(r, 400, "unknown_field", "unknown field '%s' in the request body", k);
+            srv_reply_error(r, 400, "unknown_field", "unknown field '%s' in the request body", k);
             json_decref(j);
             return -1;
         }
@@ -79,14 +79,14 @@ void api_repo_index(srv_req *r) {
     const json_t *ready = json_object_get(body, "ready");
     if (ready && !json_is_boolean(ready)) {
         json_decref(body);
-        api_reply_error(r, 400, "invalid_request", "\"ready\" must be true or false");
+        srv_reply_error(r, 400, "invalid_request", "\"ready\" must be true or false");
         return;
     }
     const int only_ready = json_is_true(ready);
     json_decref(body);
     dyn_err err = {0};
     if (srv_repo_scan(r->srv->repo, 0, &err) < 0) {
-        api_reply_error(r, 500, "repository_unreadable", "%s", err.msg);
+        srv_reply_error(r, 500, "repository_unreadable", "%s", err.msg);
         return;
     }
     json_t *idx = srv_repo_index(r->srv->repo);
@@ -101,7 +101,7 @@ void api_repo_index(srv_req *r) {
         json_decref(idx);
         idx = kept;
     }
-    api_reply_json(r, 200, idx);
+    srv_reply_json(r, 200, idx);
 }
 
 void api_repo_load(srv_req *r) {
@@ -113,12 +113,12 @@ void api_repo_load(srv_req *r) {
     const json_t *params = json_object_get(body, "parameters");
     if (params && !json_is_object(params)) {
         json_decref(body);
-        api_reply_error(r, 400, "invalid_request", "\"parameters\" must be an object");
+        srv_reply_error(r, 400, "invalid_request", "\"parameters\" must be an object");
         return;
     }
     if (json_object_size(params)) { /* Triton's "config" / "file:..." overrides: not supported */
         const char *k = json_object_iter_key(json_object_iter((json_t *)params));
-        api_reply_error(r, 400, "unsupported_parameter",
+        srv_reply_error(r, 400, "unsupported_parameter",
                         "load parameter '%s' is not supported: a model is loaded from its file in "
                         "model_dir as it is (batching settings come from the daemon's "
                         "configuration)", k);
@@ -129,12 +129,12 @@ void api_repo_load(srv_req *r) {
     dyn_err err = {0};
     int rc = srv_repo_load(r->srv->repo, name, &err);
     if (rc == DYN_EINVAL) {
-        api_reply_error(r, 404, "model_not_found", "%s", err.msg);
+        srv_reply_error(r, 404, "model_not_found", "%s", err.msg);
     } else if (rc) {
-        api_reply_error(r, 422, "model_load_failed", "%s", err.msg);
+        srv_reply_error(r, 422, "model_load_failed", "%s", err.msg);
     } else {
         snprintf(r->model_label, sizeof r->model_label, "%s", name);
-        api_reply_json(r, 200, json_pack("{s:s, s:s}", "name", name, "state", "READY"));
+        srv_reply_json(r, 200, json_pack("{s:s, s:s}", "name", name, "state", "READY"));
     }
 }
 
@@ -143,8 +143,8 @@ void api_repo_unload(srv_req *r) {
     if (api_name_check(r, name)) return;
     dyn_err err = {0};
     if (srv_repo_unload(r->srv->repo, name, &err)) {
-        api_reply_error(r, 404, "model_not_found", "%s", err.msg);
+        srv_reply_error(r, 404, "model_not_found", "%s", err.msg);
         return;
     }
-    api_reply_json(r, 200, json_pack("{s:s, s:s}", "name", name, "state", "UNAVAILABLE"));
+    srv_reply_json(r, 200, json_pack("{s:s, s:s}", "name", name, "state", "UNAVAILABLE"));
 }

@@ -104,7 +104,7 @@ static void infer_done(srv_req *r) {
     int C = (int)m->out_numel;
     float *probs = api_job_probs(j);
     if (!probs) {
-        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
         return;
     }
     json_t *outs = json_array();
@@ -169,11 +169,11 @@ static void infer_done(srv_req *r) {
     if (oom) {
         free(bb);
         json_decref(body);
-        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
         return;
     }
     if (!bb) {
-        api_reply_json(r, 200, body);
+        srv_reply_json(r, 200, body);
         return;
     }
     /* binary reply: the JSON header, then the outputs' bytes */
@@ -184,7 +184,7 @@ static void infer_done(srv_req *r) {
     if (!all) {
         free(js);
         free(bb);
-        api_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory building the reply");
         return;
     }
     memcpy(all, js, jl);
@@ -204,7 +204,7 @@ static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
     const json_t *all_bin = json_object_get(json_object_get(req, "parameters"), "binary_data_output");
     if (all_bin && !json_is_boolean(all_bin)) {
         json_decref(list);
-        api_reply_error(r, 400, "invalid_request", "parameters.binary_data_output must be true or false");
+        srv_reply_error(r, 400, "invalid_request", "parameters.binary_data_output must be true or false");
         return NULL;
     }
     if (!outs) {
@@ -214,7 +214,7 @@ static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
     }
     if (!json_is_array(outs) || json_array_size(outs) == 0 || json_array_size(outs) > 2) {
         json_decref(list);
-        api_reply_error(r, 400, "invalid_request", "\"outputs\" must be an array of 1 or 2 objects");
+        srv_reply_error(r, 400, "invalid_request", "\"outputs\" must be an array of 1 or 2 objects");
         return NULL;
     }
     size_t i;
@@ -224,7 +224,7 @@ static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
         int which = name && !strcmp(name, "logits") ? 0 : name && !strcmp(name, "probabilities") ? 1 : -1;
         if (which < 0) {
             json_decref(list);
-            api_reply_error(r, 400, "unknown_output",
+            srv_reply_error(r, 400, "unknown_output",
                             "unknown output '%s' (the model has \"logits\" and \"probabilities\")",
                             name ? name : "(no name)");
             return NULL;
@@ -235,7 +235,7 @@ static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
             if (!json_is_integer(cls) || json_integer_value(cls) < 1 ||
                 json_integer_value(cls) > nclasses) {
                 json_decref(list);
-                api_reply_error(r, 400, "invalid_request",
+                srv_reply_error(r, 400, "invalid_request",
                                 "parameters.classification must be an integer 1..%d", nclasses);
                 return NULL;
             }
@@ -244,7 +244,7 @@ static json_t *parse_outputs(srv_req *r, const json_t *req, int nclasses) {
         const json_t *bin = json_object_get(json_object_get(o, "parameters"), "binary_data");
         if (bin && !json_is_boolean(bin)) {
             json_decref(list);
-            api_reply_error(r, 400, "invalid_request", "parameters.binary_data must be true or false");
+            srv_reply_error(r, 400, "invalid_request", "parameters.binary_data must be true or false");
             return NULL;
         }
         json_array_append_new(list, json_pack("[i,i,b]", which, k,
@@ -262,21 +262,21 @@ static int samples_of(srv_req *r, const json_t *shape, const srv_model *m) {
     const int dims_len = (int)strlen(want) - 2;
     size_t nd = json_array_size(shape);
     if (!json_is_array(shape) || (nd != (size_t)in->ndim + 1 && nd != (size_t)in->ndim)) {
-        api_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %.*s] (model input %s)",
+        srv_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %.*s] (model input %s)",
                         dims_len, want + 1, want);
         return -1;
     }
     size_t off = nd == (size_t)in->ndim + 1;
     json_int_t n = off ? json_integer_value(json_array_get(shape, 0)) : 1;
     if (off && (!json_is_integer(json_array_get(shape, 0)) || n < 1 || n > MAX_SAMPLES)) {
-        api_reply_error(r, 400, "shape_mismatch", "batch size must be an integer 1..%d",
+        srv_reply_error(r, 400, "shape_mismatch", "batch size must be an integer 1..%d",
                         MAX_SAMPLES);
         return -1;
     }
     for (int d = 0; d < in->ndim; d++) {
         const json_t *v = json_array_get(shape, (size_t)d + off);
         if (!json_is_integer(v) || json_integer_value(v) != in->d[d]) {
-            api_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %.*s] (model input %s)",
+            srv_reply_error(r, 400, "shape_mismatch", "input shape must be [N, %.*s] (model input %s)",
                             dims_len, want + 1, want);
             return -1;
         }
@@ -289,14 +289,14 @@ static int samples_of(srv_req *r, const json_t *shape, const srv_model *m) {
  * plain JSON request (*hlen = whole body), 1 for a binary one, -1 after replying. */
 static int binary_header(srv_req *r, size_t *hlen) {
     char mt[96];
-    api_media_type(r, mt, sizeof mt);
+    srv_media_type(r, mt, sizeof mt);
     const char *v = srv_req_header(r, "Inference-Header-Content-Length");
     const char *ct = srv_req_header(r, "Content-Type");
     if (!v && !strcmp(mt, "application/vnd.sagemaker-triton.binary+json")) {
         const char *p = ct ? strstr(ct, "json-header-size=") : NULL;
         v = p ? p + strlen("json-header-size=") : NULL;
         if (!v) {
-            api_reply_error(r, 400, "bad_binary_header",
+            srv_reply_error(r, 400, "bad_binary_header",
                             "Content-Type %s needs a json-header-size=<bytes> parameter", mt);
             return -1;
         }
@@ -304,14 +304,14 @@ static int binary_header(srv_req *r, size_t *hlen) {
     if (!v) { /* only the header marks a binary body: aiohttp clients label JSON octet-stream */
         *hlen = r->body_len;
         if (api_json_media_type(mt) || !strcmp(mt, "application/octet-stream")) return 0;
-        api_reply_error(r, 415, "unsupported_media_type",
+        srv_reply_error(r, 415, "unsupported_media_type",
                         "expected Content-Type: application/json (or binary tensor data with an "
                         "Inference-Header-Content-Length header), got '%s'", mt);
         return -1;
     }
     if (!api_json_media_type(mt) && strcmp(mt, "application/octet-stream") &&
         strcmp(mt, "application/vnd.sagemaker-triton.binary+json")) {
-        api_reply_error(r, 415, "unsupported_media_type",
+        srv_reply_error(r, 415, "unsupported_media_type",
                         "binary tensor data comes as application/octet-stream, got '%s'", mt);
         return -1;
     }
@@ -320,7 +320,7 @@ static int binary_header(srv_req *r, size_t *hlen) {
     for (; isdigit((unsigned char)*v) && digits < 19; v++, digits++) n = n * 10 + (size_t)(*v - '0');
     while (*v == ' ') v++;
     if (!digits || (*v && *v != ';') || n > r->body_len) {
-        api_reply_error(r, 400, "bad_binary_header",
+        srv_reply_error(r, 400, "bad_binary_header",
                         "the JSON header length must be an integer 0..%zu (the body's size)",
                         r->body_len);
         return -1;
@@ -337,43 +337,43 @@ static int read_input(srv_req *r, const json_t *in, int binary, const char *bin,
     const json_t *data = json_object_get(in, "data");
     if (!bds) {
         if (binary && bin_len) {
-            api_reply_error(r, 400, "invalid_request",
+            srv_reply_error(r, 400, "invalid_request",
                             "%zu bytes follow the JSON header but the input declares no "
                             "parameters.binary_data_size", bin_len);
             return -1;
         }
         if (!json_is_array(data)) {
-            api_reply_error(r, 400, "invalid_request", "\"data\" must be an array");
+            srv_reply_error(r, 400, "invalid_request", "\"data\" must be an array");
             return -1;
         }
         int64_t k = 0;
         const char *bad = NULL;
         int rc = flatten(data, u8, x, b, want, &k, &bad);
         if (rc == -1) {
-            api_reply_error(r, 400, "bad_value", "%s", bad);
+            srv_reply_error(r, 400, "bad_value", "%s", bad);
             return -1;
         }
         if (rc == -2 || k != want) {
-            api_reply_error(r, 400, "data_size_mismatch", "shape needs %lld values, data has %s%lld",
+            srv_reply_error(r, 400, "data_size_mismatch", "shape needs %lld values, data has %s%lld",
                             (long long)want, rc == -2 ? "more than " : "", (long long)k);
             return -1;
         }
         return 0;
     }
     if (!binary) {
-        api_reply_error(r, 400, "invalid_request",
+        srv_reply_error(r, 400, "invalid_request",
                         "parameters.binary_data_size needs the Inference-Header-Content-Length "
                         "header (the JSON part's length)");
         return -1;
     }
     if (data) {
-        api_reply_error(r, 400, "invalid_request",
+        srv_reply_error(r, 400, "invalid_request",
                         "an input has either \"data\" or parameters.binary_data_size, not both");
         return -1;
     }
     const int64_t need = want * (u8 ? 1 : 4);
     if (!json_is_integer(bds) || json_integer_value(bds) != need || bin_len != (size_t)need) {
-        api_reply_error(r, 400, "data_size_mismatch",
+        srv_reply_error(r, 400, "data_size_mismatch",
                         "shape needs %lld bytes of %s; binary_data_size says %lld and %zu bytes "
                         "follow the JSON header", (long long)need, u8 ? "UINT8" : "FP32",
                         json_is_integer(bds) ? (long long)json_integer_value(bds) : -1LL, bin_len);
@@ -389,7 +389,7 @@ static int read_input(srv_req *r, const json_t *in, int binary, const char *bin,
         float f;
         memcpy(&f, &u, 4);
         if (!isfinite(f)) {
-            api_reply_error(r, 400, "bad_value", "FP32 data must be finite (value %lld is not)",
+            srv_reply_error(r, 400, "bad_value", "FP32 data must be finite (value %lld is not)",
                             (long long)t);
             return -1;
         }
@@ -418,14 +418,14 @@ void api_v2_infer(srv_req *r) {
     srv_batcher *stats = m->batcher; /* failures before the queue are counted here */
     int n, queued = 0;
     if (id && !json_is_string(id)) {
-        api_reply_error(r, 400, "invalid_request", "\"id\" must be a string");
+        srv_reply_error(r, 400, "invalid_request", "\"id\" must be a string");
     } else if (!json_is_array(inputs) || json_array_size(inputs) != 1 || !json_is_object(in)) {
-        api_reply_error(r, 400, "invalid_request", "\"inputs\" must be an array of one tensor");
+        srv_reply_error(r, 400, "invalid_request", "\"inputs\" must be an array of one tensor");
     } else if (!iname || strcmp(iname, "input")) {
-        api_reply_error(r, 400, "unknown_input", "the model's input is named \"input\", not '%s'",
+        srv_reply_error(r, 400, "unknown_input", "the model's input is named \"input\", not '%s'",
                         iname ? iname : "(none)");
     } else if (!dt || (strcmp(dt, "FP32") && strcmp(dt, "UINT8"))) {
-        api_reply_error(r, 400, "unsupported_datatype",
+        srv_reply_error(r, 400, "unsupported_datatype",
                         "datatype '%s' is not supported (FP32 or UINT8)", dt ? dt : "(none)");
     } else if ((n = samples_of(r, json_object_get(in, "shape"), m)) < 0) {
         /* replied */
@@ -440,7 +440,7 @@ void api_v2_infer(srv_req *r) {
         int64_t want = (int64_t)n * j->m->in_numel;
         uint8_t *b = u8 ? malloc((size_t)want) : NULL;
         if (u8 && !b) {
-            api_reply_error(r, 500, "out_of_memory", "out of memory");
+            srv_reply_error(r, 500, "out_of_memory", "out of memory");
         } else if (!read_input(r, in, binary, r->body + hlen, r->body_len - hlen, u8, want, j->x,
                                b)) {
             if (u8 && j->m->is_image) dyn_preprocess_u8(&j->m->pp, b, want, j->x);

@@ -5,21 +5,21 @@
 
 #include "api/api.h"
 
-void api_v2_live(srv_req *r) { api_reply_json(r, 200, json_pack("{s:b}", "live", 1)); }
+void api_v2_live(srv_req *r) { srv_reply_json(r, 200, json_pack("{s:b}", "live", 1)); }
 
 void api_v2_ready(srv_req *r) {
     if (atomic_load(&r->srv->draining))
-        api_reply_error_with(r, 503, "not_ready", json_pack("{s:b}", "ready", 0),
+        srv_reply_error_with(r, 503, "not_ready", json_pack("{s:b}", "ready", 0),
                              "the server is shutting down");
     else if (!atomic_load(&r->srv->ready))
-        api_reply_error_with(r, 503, "not_ready", json_pack("{s:b}", "ready", 0),
+        srv_reply_error_with(r, 503, "not_ready", json_pack("{s:b}", "ready", 0),
                              "the model repository is still loading");
     else
-        api_reply_json(r, 200, json_pack("{s:b}", "ready", 1));
+        srv_reply_json(r, 200, json_pack("{s:b}", "ready", 1));
 }
 
 void api_v2_server_meta(srv_req *r) {
-    api_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s]}", "name", "dynd", "version",
+    srv_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s]}", "name", "dynd", "version",
                                      DYN_VERSION, "extensions", "classification", "statistics",
                                      "binary_tensor_data", "model_repository",
                                      "model_configuration"));
@@ -74,7 +74,7 @@ void api_v2_model_meta(srv_req *r) {
     if (!m) return;
     json_t *body = api_model_meta_json(r->srv->repo, m, srv_req_param(r, "version") != NULL);
     srv_model_release(m);
-    api_reply_json(r, 200, body);
+    srv_reply_json(r, 200, body);
 }
 
 /* Ready = loaded and servable. Never loads: a version not loaded now because of the memory
@@ -93,16 +93,16 @@ void api_v2_model_ready(srv_req *r) {
     }
     if (st != SRV_STATE_UNKNOWN) snprintf(r->model_label, sizeof r->model_label, "%s", name);
     if (st == SRV_STATE_READY) {
-        api_reply_json(r, 200, json_pack("{s:s, s:b}", "name", name, "ready", 1));
+        srv_reply_json(r, 200, json_pack("{s:s, s:b}", "name", name, "ready", 1));
     } else if (st == SRV_STATE_UNKNOWN) {
         if (version > 0 && srv_repo_state(r->srv->repo, name, 0, NULL, 0) != SRV_STATE_UNKNOWN)
-            api_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
+            srv_reply_error(r, 404, "version_not_found", "model '%s' has no version %d", name,
                             version);
         else
-            api_reply_error(r, 404, "model_not_found",
+            srv_reply_error(r, 404, "model_not_found",
                             "unknown model '%s' (GET /v1/models lists them)", name);
     } else {
-        api_reply_error_with(r, 503, st == SRV_STATE_LAZY ? "model_not_loaded" : "model_unavailable",
+        srv_reply_error_with(r, 503, st == SRV_STATE_LAZY ? "model_not_loaded" : "model_unavailable",
                              json_pack("{s:s, s:b, s:s, s:s}", "name", name, "ready", 0, "state",
                                        "UNAVAILABLE", "reason", reason),
                              "model '%s' is not ready: %s", name, reason);
@@ -138,7 +138,7 @@ void api_v2_model_config(srv_req *r) {
     if (!m) return;
     json_t *body = model_config_json(m);
     srv_model_release(m);
-    api_reply_json(r, 200, body);
+    srv_reply_json(r, 200, body);
 }
 
 typedef struct stats_ctx {
@@ -197,5 +197,5 @@ void api_v2_stats(srv_req *r) {
     }
     c.list = json_array();
     srv_repo_foreach(r->srv->repo, collect_stats, &c);
-    api_reply_json(r, 200, json_pack("{s:o}", "model_stats", c.list));
+    srv_reply_json(r, 200, json_pack("{s:o}", "model_stats", c.list));
 }

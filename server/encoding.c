@@ -7,7 +7,6 @@
 #include <strings.h>
 #include <zlib.h>
 
-#include "api/api.h"
 
 /* Trims spaces and tabs around s[0..*n); returns the new start. */
 static const char *trim(const char *s, size_t *n) {
@@ -189,13 +188,13 @@ int srv_encoding_check(srv_req *r, int streamed) {
     if (e == SRV_ENC_IDENTITY) return 0;
     srv_req_header_add(r, "Accept-Encoding", "gzip, deflate");
     if (e == SRV_ENC_UNSUPPORTED) {
-        api_reply_error(r, 415, "unsupported_encoding",
+        srv_reply_error(r, 415, "unsupported_encoding",
                         "Content-Encoding '%.64s' is not supported (gzip, deflate or identity, "
                         "one at most)", h);
         return -1;
     }
     if (streamed) {
-        api_reply_error(r, 415, "unsupported_encoding",
+        srv_reply_error(r, 415, "unsupported_encoding",
                         "uploads are stored as they come: send this body without "
                         "Content-Encoding");
         return -1;
@@ -211,17 +210,17 @@ int srv_encoding_decode(srv_req *r) {
     int rc = srv_inflate(e, r->body ? r->body : "", r->body_len, (size_t)r->cfg->max_body_bytes,
                          &out, &len);
     if (rc == -2) {
-        api_reply_error(r, 413, "body_too_large",
+        srv_reply_error(r, 413, "body_too_large",
                         "the decompressed body is over the limit of %lld bytes (max_body_bytes)",
                         (long long)r->cfg->max_body_bytes);
         return -1;
     }
     if (rc == -3) {
-        api_reply_error(r, 500, "out_of_memory", "out of memory decompressing the body");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory decompressing the body");
         return -1;
     }
     if (rc) {
-        api_reply_error(r, 400, "bad_encoding", "the body is not valid %s data (Content-Encoding)",
+        srv_reply_error(r, 400, "bad_encoding", "the body is not valid %s data (Content-Encoding)",
                         e == SRV_ENC_GZIP ? "gzip" : "deflate");
         return -1;
     }

@@ -21,7 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "api/api.h"
 #include "server/encoding.h"
 #include "server/guard.h"
 #include "server/log.h"
@@ -159,7 +158,7 @@ static void make_request_id(srv_req *r) {
 }
 
 static enum MHD_Result queue_reply(srv_req *r) {
-    if (!r->reply) api_reply_error(r, 500, "internal", "the handler produced no reply");
+    if (!r->reply) srv_reply_error(r, 500, "internal", "the handler produced no reply");
     const char *coding = srv_encoding_reply(r); /* gzip when asked for and large */
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->reply_len, r->reply, MHD_RESPMEM_MUST_FREE);
@@ -184,7 +183,7 @@ static enum MHD_Result queue_reply(srv_req *r) {
 static int auth_check(srv_req *r) {
     if ((r->route->flags & SRV_ROUTE_WRITE) && r->cfg->ntokens == 0 &&
         !r->cfg->allow_unauthenticated_writes) {
-        api_reply_error(r, 403, "writes_need_auth",
+        srv_reply_error(r, 403, "writes_need_auth",
                         "this dynd has no auth_tokens, so it refuses jobs, data set uploads and "
                         "model changes: set auth_tokens and send 'Authorization: Bearer <token>' "
                         "(or allow_unauthenticated_writes = true, on a private machine only)");
@@ -196,14 +195,14 @@ static int auth_check(srv_req *r) {
     const char *h = srv_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
         srv_req_header_add(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"dynd\"");
-        api_reply_error(r, 401, "unauthorized",
+        srv_reply_error(r, 401, "unauthorized",
                         "this endpoint needs 'Authorization: Bearer <token>'");
         return -1;
     }
     const char *tok = h + 7;
     while (*tok == ' ') tok++;
     if (!srv_config_token_ok(r->cfg, tok)) {
-        api_reply_error(r, 403, "forbidden", "the bearer token is not valid");
+        srv_reply_error(r, 403, "forbidden", "the bearer token is not valid");
         return -1;
     }
     return 0;
@@ -216,7 +215,7 @@ static int auth_check(srv_req *r) {
 static int upload_wanted(const srv_req *r) {
     if (!(r->route->flags & SRV_ROUTE_UPLOAD)) return 0;
     char mt[96];
-    api_media_type(r, mt, sizeof mt);
+    srv_media_type(r, mt, sizeof mt);
     if (!strcmp(mt, "multipart/form-data")) return 2;
     if (!strcmp(mt, "application/octet-stream") || (r->route->flags & SRV_ROUTE_ARCHIVE)) return 1;
     return 0;
@@ -307,20 +306,20 @@ static int upload_start(srv_req *r, int multipart) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/uploads", r->cfg->state_dir);
     if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        api_reply_error(r, 500, "upload_failed", "cannot create %s: %s (check state_dir)", dir,
+        srv_reply_error(r, 500, "upload_failed", "cannot create %s: %s (check state_dir)", dir,
                         strerror(errno));
         return -1;
     }
     size_t n = strlen(dir) + 16;
     r->upload_path = malloc(n);
     if (!r->upload_path) {
-        api_reply_error(r, 500, "out_of_memory", "out of memory");
+        srv_reply_error(r, 500, "out_of_memory", "out of memory");
         return -1;
     }
     snprintf(r->upload_path, n, "%s/.up-XXXXXX", dir);
     r->upload_fd = mkostemp(r->upload_path, O_CLOEXEC);
     if (r->upload_fd < 0) {
-        api_reply_error(r, 500, "upload_failed", "cannot create a file in %s: %s", dir,
+        srv_reply_error(r, 500, "upload_failed", "cannot create a file in %s: %s", dir,
                         strerror(errno));
         free(r->upload_path);
         r->upload_path = NULL;
@@ -330,7 +329,7 @@ static int upload_start(srv_req *r, int multipart) {
         r->form = json_object();
         r->post = MHD_create_post_processor(r->conn, 64 * 1024, post_iter, r);
         if (!r->post || !r->form) {
-            api_reply_error(r, 400, "bad_multipart",
+            srv_reply_error(r, 400, "bad_multipart",
                             "a multipart/form-data body needs a boundary parameter");
             return -1;
         }
@@ -411,7 +410,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     char allow[64];
     r->route = srv_router_match(method, url, r->params, &r->nparams, &status, allow, sizeof allow);
     if (atomic_load(&h->stopping)) { /* MHD_stop_daemon must find no suspended connection */
-        api_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
+        srv_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
         r->route = NULL;
         return r;
     }
@@ -422,7 +421,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     MHD_get_connection_values(conn, MHD_HEADER_KIND, cl_count_put, &cls);
     if (cls.differ) {
         srv_req_header_add(r, MHD_HTTP_HEADER_CONNECTION, "close");
-        api_reply_error(r, 400, "conflicting_content_length",
+        srv_reply_error(r, 400, "conflicting_content_length",
                         "the request has %d Content-Length headers with different values; send "
                         "one", cls.n);
         return r;
@@ -430,10 +429,10 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     if (!r->route) {
         if (status == 405) {
             srv_req_header_add(r, MHD_HTTP_HEADER_ALLOW, allow);
-            api_reply_error(r, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
+            srv_reply_error(r, 405, "method_not_allowed", "%s is not allowed here (allowed: %s)",
                             method, allow);
         } else {
-            api_reply_error(r, 404, "not_found", "no such endpoint (the API is described in api/openapi.yaml)");
+            srv_reply_error(r, 404, "not_found", "no such endpoint (the API is described in api/openapi.yaml)");
         }
         return r;
     }
@@ -444,7 +443,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
     const char *cl = srv_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoll(cl, NULL, 10) > limit) {
         r->body_too_large = 1;
-        api_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld (%s)",
+        srv_reply_error(r, 413, "body_too_large", "the body is %s bytes; the limit is %lld (%s)",
                         cl, limit, setting);
         return r;
     }
@@ -541,29 +540,29 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (r->body_too_large) {
         const char *setting = "max_body_bytes";
         long long limit = streamed ? upload_limit(r, &setting) : r->cfg->max_body_bytes;
-        api_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes (%s)",
+        srv_reply_error(r, 413, "body_too_large", "the body is over the limit of %lld bytes (%s)",
                         limit, setting);
         return queue_reply(r);
     }
     if (r->upload_errno) {
         int full = r->upload_errno == ENOSPC || r->upload_errno == EDQUOT;
-        api_reply_error(r, full ? 507 : 500, "upload_failed", "storing the upload failed: %s",
+        srv_reply_error(r, full ? 507 : 500, "upload_failed", "storing the upload failed: %s",
                         strerror(r->upload_errno));
         return queue_reply(r);
     }
     if (r->form_dup[0]) {
-        api_reply_error(r, 400, "duplicate_field",
+        srv_reply_error(r, 400, "duplicate_field",
                         "the multipart field '%s' is given more than once", r->form_dup);
         return queue_reply(r);
     }
     if (r->upload_bad) {
-        api_reply_error(r, 400, "bad_multipart",
+        srv_reply_error(r, 400, "bad_multipart",
                         "damaged multipart/form-data body, no file part, or text fields over "
                         "%d bytes", MAX_FORM_BYTES);
         return queue_reply(r);
     }
     if (atomic_load(&h->stopping)) { /* the body came in after srv_http_stop began */
-        api_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
+        srv_reply_error(r, 503, "shutting_down", "this dynd is shutting down; retry on another replica");
         return queue_reply(r);
     }
     if (!streamed && srv_encoding_decode(r)) return queue_reply(r); /* gzip / deflate bodies */

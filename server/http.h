@@ -18,7 +18,7 @@
  *      media type, up to dataset_max_upload_bytes. A buffered body with Content-Encoding gzip
  *      or deflate is decoded before the handler (server/encoding.h); replies are gzip'd for
  *      clients that accept it.
- *   3. handler: must end with exactly one reply (api_reply_* in api/api.h) or with
+ *   3. handler: must end with exactly one reply (srv_reply_* below, srv_req_reply) or with
  *      srv_req_suspend(r, on_resume); in the latter case another thread later calls
  *      srv_req_resume(r) and on_resume(r) runs on a pool thread and replies.
  *   4. completed: metrics, one access log line, r->cleanup(r), free.
@@ -105,6 +105,21 @@ json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn);
 
 /* Sets the reply: body (malloc'd; ownership moves to r), its length and media type (static). */
 void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len);
+
+/* Replies with `body` as JSON (the reference is stolen). server/reply.c */
+void srv_reply_json(srv_req *r, int status, json_t *body);
+
+/* Replies {"error": message, "code": code} (code: a static string), counted in
+ * dynd_errors_total{code}. */
+void srv_reply_error(srv_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Same, with extra fields merged into the object (stolen; may be NULL). */
+void srv_reply_error_with(srv_req *r, int status, const char *code, json_t *extra,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Media type of the request without parameters, lower-case, into buf ("" when absent). */
+const char *srv_media_type(const srv_req *r, char *buf, size_t n);
 /* Adds a reply header (copied). At most SRV_MAX_EXTRA_HEADERS. */
 void srv_req_header_add(srv_req *r, const char *name, const char *value);
 

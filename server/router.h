@@ -1,9 +1,9 @@
-/* router.h — the route table (method, pattern, handler, auth, flags). Handlers live in api/.
+/* router.h — the route matcher. The table (method, pattern, handler, auth, flags) is the API's
+ * (api/routes.c), handed over once at start with srv_router_set.
  *
  * Patterns are '/'-separated segments; "{name}" captures one segment (percent-decoded after the
  * split, so an encoded "%2F" can never create a segment). Matching is exact, segment by segment;
  * a path that matches some pattern under another method answers 405 with Allow.
- * Adding an endpoint is one line in the table in router.c.
  */
 #ifndef SRV_ROUTER_H
 #define SRV_ROUTER_H
@@ -42,7 +42,11 @@ struct srv_route {
 const srv_route *srv_router_match(const char *method, const char *path, char **params,
                                   int *nparams, int *status, char *allow, size_t allow_n);
 
-/* The table (for docs and tests). */
+/* Sets the table the matcher uses (borrowed: it must outlive every request; n entries). Call
+ * once, before the HTTP front starts. */
+void srv_router_set(const srv_route *routes, int n);
+
+/* The table (for docs and tests); NULL (and *n = 0) before srv_router_set. */
 const srv_route *srv_router_routes(int *n);
 
 /* The name of capture k of route rt ("name", "version"), NULL past the last. */

@@ -1,5 +1,5 @@
 /* server.h — the daemon's shared context: settings snapshot, repository, metrics, lifecycle
- * flags. One srv_ctx per process, made in main.c and handed to every request.
+ * flags. One srv_ctx per process, made in daemon.c and handed to every request.
  *
  * Settings are swapped on SIGHUP: readers take a counted snapshot (srv_ctx_config_acquire /
  * _release), so a request sees one consistent srv_config from start to end.
@@ -48,5 +48,10 @@ int srv_ctx_config_set(srv_ctx *ctx, const srv_config *cfg);
 /* The current settings; valid until srv_ctx_config_release. */
 const srv_config *srv_ctx_config_acquire(srv_ctx *ctx);
 void srv_ctx_config_release(const srv_config *cfg);
+
+/* The daemon: settings from argv (and the config file, environment), then serves until SIGTERM.
+ * The route table must be set first (srv_router_set). Returns the process exit status: 0
+ * after a drain, 2 for bad settings, 1 when it cannot start. */
+int srv_daemon_main(int argc, char **argv);
 
 #endif

@@ -31,6 +31,6 @@ while read -r method path; do
 done <<< "$routes"
 log "$n documented routes answered"
 check "at least 19 routes documented" [ "$n" -ge 19 ]
-check "documented = routed (count)" [ "$n" = "$(grep -c '^    {"\(GET\|POST\|PUT\|PATCH\|DELETE\)"' "$ROOT/server/router.c")" ]
+check "documented = routed (count)" [ "$n" = "$(grep -c '^    {"\(GET\|POST\|PUT\|PATCH\|DELETE\)"' "$ROOT/api/routes.c")" ]
 stop_dynd
 finish

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "server/repository.h"
 #include "server/router.h"
 #include "testutil.h"
@@ -352,9 +353,17 @@ START_TEST(long_paths) {
 }
 END_TEST
 
+/* The daemon's table, handed over as api/main.c does. */
+static void use_api_routes(void) {
+    int n;
+    const srv_route *rt = api_routes(&n);
+    srv_router_set(rt, n);
+}
+
 Suite *router_suite(void) {
     Suite *s = suite_create("srv_router");
     TCase *tc = tcase_create("router");
+    tcase_add_unchecked_fixture(tc, use_api_routes, NULL);
     tcase_add_test(tc, table_well_formed);
     tcase_add_test(tc, every_route_reachable);
     tcase_add_test(tc, literal_routes);

@@ -1,4 +1,5 @@
-/* main.c — dynd: flags and config, then the start / stop order.
+/* daemon.c — dynd's process: flags and config, then the start / stop order (srv_daemon_main,
+ * called by the entry point, api/main.c, once it has handed over the route table).
  *
  * Start: settings (exit 2 on a bad one) → logs → metrics → repository → HTTP (live, not
  * ready) → the libuv loop, which runs the repository's first scan (ready once it ends: a
@@ -6,11 +7,13 @@
  * repository watching (uv_fs_event on model_dir plus a poll timer; scans run on the libuv
  * thread pool, never on the loop) and the drain. Jobs (server/jobs.h) run on their own bounded worker threads.
  *
- * SIGTERM / SIGINT: readiness turns false at once (liveness stays true), new inference is
- * refused with 503, requests in flight and queued finish; once none is left — or after
+ * SIGTERM / SIGINT: readiness turns false at once (liveness stays true), the listening socket
+ * stops accepting (server/http.h srv_http_quiesce), requests in flight, queued and on open
+ * connections finish; once none is left — or after
  * shutdown_grace_s, when queued requests are cancelled with 503 — HTTP stops and the process
  * exits 0. Running jobs are asked to stop at SIGTERM and are recorded as interrupted
- * (resumable); the drain waits for them within the same grace period. SIGHUP: settings re-read (log level/format, limits, tokens, batching) and every model
+ * (resumable); the drain waits for them within the same grace period. SIGHUP: settings re-read
+ * (log level/format, limits, tokens, batching) and every model
  * reloaded with them (load-before-release); listen settings need a restart and say so.
  */
 #include <errno.h>
@@ -282,7 +285,7 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     return 0;
 }
 
-int main(int argc, char **argv) {
+int srv_daemon_main(int argc, char **argv) {
     static srv_config cfg; /* large: not on the stack */
     srv_cmd cmd;
     dyn_err err = {0};
