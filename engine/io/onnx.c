@@ -322,7 +322,7 @@ int attr_ints(ctx *c, const Onnx__NodeProto *n, const char *name, size_t len, in
     if (a->n_ints != len)
         return node_err(c, n, DYN_EUNSUP, "attribute '%s' has %zu values; only %zu (2-D) supported",
                         name, a->n_ints, len);
-    memcpy(out, a->ints, len * sizeof *out);
+    if (len) memcpy(out, a->ints, len * sizeof *out); /* ints is NULL when empty */
     *present = 1;
     return 0;
 }

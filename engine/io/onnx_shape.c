@@ -101,7 +101,7 @@ int read_axes(ctx *c, const Onnx__NodeProto *n, const char *name, int64_t from, 
             a->n_ints > MAX_CONST_DIMS)
             return node_err(c, n, DYN_EFORMAT, "attribute '%s' must be a list of at most %d "
                             "integers", name, MAX_CONST_DIMS);
-        memcpy(axes, a->ints, a->n_ints * sizeof *axes);
+        if (a->n_ints) memcpy(axes, a->ints, a->n_ints * sizeof *axes); /* ints NULL when empty */
         *cnt = (int64_t)a->n_ints;
         *present = 1;
         return 0;

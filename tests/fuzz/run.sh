@@ -39,8 +39,10 @@ for t in "$@"; do
     "$bin" -max_total_time="$secs" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$crashes/" "$work" "$seeds" >"$log" 2>&1
     rc=$?
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}')
-    took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}')
+    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | awk '{print $2}')
+    took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 | awk '{print $5}')
+    [ -n "$took" ] || took="<$secs (stopped by a crash)"
+
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{print $2}')
     ncrash=$(find "$crashes" -type f | wc -l)
     echo "fuzz $t: rc=$rc executions=${execs:-?} seconds=${took:-?} cov=${cov:-?} corpus=$(ls "$work" | wc -l) crashes=$ncrash"

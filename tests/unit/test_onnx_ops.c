@@ -1083,6 +1083,17 @@ START_TEST(rejects_overflowing_shapes) {
 }
 END_TEST
 
+/* An empty INTS attribute, which protobuf-c unpacks as a NULL array (found by tests/fuzz
+ * fuzz_onnx: memcpy from NULL, undefined even for 0 bytes, aborted the sanitizer build). */
+START_TEST(rejects_empty_axes) {
+    ob b;
+    one_node_graph(&b, 3, k_x34, "ReduceMean", "x");
+    ob_attr(&b, b.nodes[0], "axes", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    expect_reject(&b, "node 'bad' (ReduceMean): only a mean over one axis is supported (0 axes)");
+    ob_free(&b);
+}
+END_TEST
+
 /* Malformed transformer graphs: each rejected with the node, the op and what is wrong. */
 START_TEST(rejects_transformer) {
     static const int64_t p001[3] = {0, 0, 1}, zero = 0, seven = 7, m15[2] = {-1, 5},
@@ -1151,6 +1162,7 @@ static Suite *onnx_ops_suite(void) {
     tcase_add_test(tc, class_token_import);
     tcase_add_test(tc, rejects_transformer);
     tcase_add_test(tc, rejects_overflowing_shapes);
+    tcase_add_test(tc, rejects_empty_axes);
     suite_add_tcase(s, tc);
     tc = tcase_create("layers");
     tcase_add_test(tc, binary_layers_gradcheck);
