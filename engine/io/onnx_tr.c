@@ -690,6 +690,7 @@ static const value *const_operand(ctx *c, const Onnx__NodeProto *n, const char *
  * layer defining the chain's last value, marks the chain's nodes done and returns 1. */
 static int try_layernorm(ctx *c, const Onnx__NodeProto *n, size_t i, value *x) {
     size_t js = 0, jp = 0, jr = 0, ja = 0, jq = 0, jd = 0, jdd = 0, jm = 0, jb = 0;
+    if (n->n_output != 1) return 0; /* no chain; the caller reports a missing output */
     const Onnx__NodeProto *sub = only_reader(c, n->output[0], i, &js);
     if (!is_op(sub, "Sub") || sub->n_input != 2 || strcmp(sub->input[0], n->input[0]) ||
         strcmp(sub->input[1], n->output[0]) || uses_of(c, sub->output[0]) != 2)

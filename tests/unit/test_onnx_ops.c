@@ -1091,6 +1091,15 @@ START_TEST(rejects_empty_axes) {
     ob_attr(&b, b.nodes[0], "axes", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     expect_reject(&b, "node 'bad' (ReduceMean): only a mean over one axis is supported (0 axes)");
     ob_free(&b);
+    /* a mean over the last axis (a LayerNorm chain's start) with no output at all (also found
+     * by fuzz_onnx: the chain matcher read output[0] of an empty list) */
+    static const int64_t last = -1;
+    ob_init(&b, 13);
+    ob_input(&b, "x", 3, k_x34);
+    ob_attr_list(&b, ob_node(&b, "ReduceMean", "bad", "x", ""), "axes", 1, &last);
+    ob_output(&b, "x");
+    expect_reject(&b, "node 'bad' (ReduceMean): has no output");
+    ob_free(&b);
 }
 END_TEST
 
