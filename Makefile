@@ -11,9 +11,16 @@
 #   SAN=1           AddressSanitizer + UBSan build (separate build dir)
 #   CC=clang        build with clang
 #   ARCH=x86-64     build for a baseline ISA (separate build dir; kernels pick AVX2/AVX-512 at run time)
+#   make fuzz       libFuzzer (clang) on every parser, FUZZ_SECONDS each (tests/fuzz/README.md)
+#   make fuzz-regress  replays the committed fuzz corpora through the sanitizer build (fast)
 SHELL := /bin/bash
 CC ?= cc
 SAN ?= 0
+# FUZZ=1: the libFuzzer build of `make fuzz` (clang, ASan + UBSan, coverage; build-fuzz/).
+FUZZ ?= 0
+ifeq ($(FUZZ),1)
+O ?= 1
+endif
 O ?= 3
 ARCH ?= native
 
@@ -29,6 +36,9 @@ endif
 # Any other ARCH than the build host's (e.g. the Docker images' baseline): its own build dir.
 ifneq ($(ARCH),native)
 BUILD := $(BUILD)-$(ARCH)
+endif
+ifeq ($(FUZZ),1)
+BUILD := build-fuzz
 endif
 # The ISA the Docker images are built for (any x86-64 host runs them; engine/cpu/isa.h).
 BASELINE_ARCH := x86-64
@@ -60,6 +70,11 @@ SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd libuv libarchive 2>/dev/n
                  echo -lmicrohttpd -luv -larchive)
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+ifeq ($(FUZZ),1)
+CFLAGS += -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -Wno-pass-failed \
+          -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
 
@@ -236,6 +251,49 @@ clean:
 	rm -rf build build-*
 
 help:
-	@sed -n '1,13p' Makefile
+	@sed -n '1,15p' Makefile
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d)
+# ---- Fuzzing (tests/fuzz/README.md) ----
+# One harness per parser (tests/fuzz/fuzz_<target>.c), seeds in tests/fuzz/corpus/<target>/.
+# `make fuzz` builds them with libFuzzer (clang, build-fuzz/) and runs each for FUZZ_SECONDS
+# (new inputs go to build-fuzz/corpus/, crashes to build-fuzz/crashes/); `make fuzz-regress`
+# builds them with driver.c's main in the sanitizer build (SAN=1) and replays the corpora.
+FUZZ_TARGETS := multipart router v2_infer image model_file onnx idx config
+FUZZ_SECONDS ?= 60
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+# What each harness links besides libdyn.a: the daemon's objects it fuzzes (v2_infer: the
+# handler's files alone; the harness stands in for the HTTP layer, repository and batcher).
+FUZZ_DEPS_multipart := $(BUILD)/api/multipart.o
+FUZZ_DEPS_router := $(filter-out %/main.o,$(SERVER_OBJ))
+FUZZ_DEPS_config := $(BUILD)/server/config.o
+FUZZ_DEPS_v2_infer := $(BUILD)/api/v2_infer.o $(BUILD)/api/errors.o $(BUILD)/api/infer.o \
+                      $(BUILD)/server/config.o $(BUILD)/server/reply.o
+ifeq ($(FUZZ),1)
+FUZZ_MAIN :=
+FUZZ_LINK := -fsanitize=fuzzer
+else
+FUZZ_MAIN := $(BUILD)/tests/fuzz/driver.o
+FUZZ_LINK :=
+endif
+$(BUILD)/tests/fuzz/%.o: | $(GEN_HDR)
+define FUZZ_RULE
+$(BUILD)/fuzz/fuzz_$(1): $(BUILD)/tests/fuzz/fuzz_$(1).o $(FUZZ_MAIN) $(FUZZ_DEPS_$(1)) $(BUILD)/libdyn.a
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) $(FUZZ_LINK) $$^ -o $$@ $$(SERVER_LIBS) $$(LDLIBS)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULE,$(t))))
+.PHONY: fuzz fuzz-regress fuzz-bins fuzz-run fuzz-replay
+fuzz-bins: $(FUZZ_BIN)
+
+fuzz:
+	$(MAKE) FUZZ=1 CC=clang fuzz-run
+fuzz-run: $(FUZZ_BIN)
+	./tests/fuzz/run.sh fuzz $(BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-regress:
+	$(MAKE) SAN=1 fuzz-replay
+fuzz-replay: $(FUZZ_BIN)
+	./tests/fuzz/run.sh replay $(BUILD) 0 $(FUZZ_TARGETS)
+
+-include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
+            $(wildcard $(BUILD)/tests/fuzz/*.d)

@@ -59,6 +59,17 @@ void dyn_free(void *p);
         }                                                                                  \
     } while (0)
 
+/* Checked multiplication for sizes: *out = a * b and 1 when the product fits in int64_t, else
+ * 0 with *out untouched. Every product of dimensions formed from input (shapes in files, ONNX
+ * graphs, attributes) goes through this or dyn_numel_checked (tensor.h) before it is used:
+ * signed overflow is undefined behaviour, not a big number. */
+static inline int dyn_mul_ok(int64_t a, int64_t b, int64_t *out) {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) return 0;
+    *out = r;
+    return 1;
+}
+
 #define DYN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DYN_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define DYN_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -50,7 +50,11 @@ static int node_infer(const dyn_model *m, int k, const dyn_shape *shapes, const 
     if (out->ndim < 1 || out->d[0] != in0->d[0])
         return dyn_err_set(err, DYN_EINVAL, "node %d ('%s'): output does not keep the batch dimension",
                            k, nd->layer->name);
-    return 0;
+    /* Every shape a later node (or the exec) multiplies out is bounded here. */
+    char what[96];
+    snprintf(what, sizeof what, "node %d ('%s', %s): output", k, nd->layer->name, nd->layer->ops->name);
+    int64_t numel;
+    return dyn_numel_checked(out->ndim, out->d, DYN_TENSOR_MAX_NUMEL, &numel, err, what);
 }
 
 int dyn_model_shapes(const dyn_model *m, int batch, dyn_shape *shapes, dyn_err *err) {

@@ -10,17 +10,34 @@ static void set_contiguous_strides(dyn_tensor *t) {
     }
 }
 
+int dyn_numel_checked(int ndim, const int64_t *dims, int64_t max, int64_t *out, dyn_err *err,
+                      const char *what) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        if (dims[i] < 0)
+            return dyn_err_set(err, DYN_EINVAL, "%s: dimension %d is negative (%lld)", what, i,
+                               (long long)dims[i]);
+    for (int i = 0; i < ndim; i++) {
+        if (!dyn_mul_ok(n, dims[i], &n) || n > max) {
+            char buf[160];
+            dyn_shape s = {.ndim = DYN_MIN(ndim, DYN_MAX_DIMS)};
+            memcpy(s.d, dims, (size_t)s.ndim * sizeof *dims);
+            return dyn_err_set(err, DYN_EINVAL, "%s: shape %s%s has more than %lld elements", what,
+                               dyn_shape_str(&s, buf, sizeof buf), ndim > DYN_MAX_DIMS ? "..." : "",
+                               (long long)max);
+        }
+    }
+    *out = n;
+    return 0;
+}
+
 int dyn_tensor_init(dyn_tensor *t, int ndim, const int64_t *shape, dyn_err *err) {
     memset(t, 0, sizeof *t);
     if (ndim < 1 || ndim > DYN_MAX_DIMS)
         return dyn_err_set(err, DYN_EINVAL, "tensor rank %d is outside 1..%d", ndim, DYN_MAX_DIMS);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (shape[i] > 0 && n > DYN_TENSOR_MAX_NUMEL / shape[i]))
-            return dyn_err_set(err, DYN_EINVAL, "tensor dimension %d (%lld) is negative or too large",
-                               i, (long long)shape[i]);
-        n *= shape[i];
-    }
+    int64_t n;
+    int rc = dyn_numel_checked(ndim, shape, DYN_TENSOR_MAX_NUMEL, &n, err, "tensor");
+    if (rc) return rc;
     float *p = dyn_alloc_zero((size_t)n * sizeof(float));
     if (!p) return dyn_err_set(err, DYN_ENOMEM, "out of memory allocating %lld floats", (long long)n);
     t->ndim = ndim;
@@ -51,19 +68,17 @@ dyn_tensor dyn_tensor_view(float *data, int ndim, const int64_t *shape) {
     return t;
 }
 
-int64_t dyn_tensor_numel(const dyn_tensor *t) {
-    if (t->ndim == 0) return 0;
+static int64_t numel_sat(int ndim, const int64_t *d) {
+    if (ndim == 0) return 0;
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < ndim; i++)
+        if (!dyn_mul_ok(n, d[i], &n)) return INT64_MAX;
     return n;
 }
 
-int64_t dyn_shape_numel(const dyn_shape *s) {
-    if (s->ndim == 0) return 0;
-    int64_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= s->d[i];
-    return n;
-}
+int64_t dyn_tensor_numel(const dyn_tensor *t) { return numel_sat(t->ndim, t->shape); }
+
+int64_t dyn_shape_numel(const dyn_shape *s) { return numel_sat(s->ndim, s->d); }
 
 int dyn_tensor_is_contiguous(const dyn_tensor *t) {
     int64_t s = 1;

@@ -41,6 +41,16 @@ void dyn_tensor_release(dyn_tensor *t);
 /* A contiguous view over `data` (not owned). */
 dyn_tensor dyn_tensor_view(float *data, int ndim, const int64_t *shape);
 
+/* The element count of dims[0..ndim), checked: 0 with *out set when every dimension is >= 0
+ * and the product is at most `max` (DYN_TENSOR_MAX_NUMEL, or a tighter bound), else DYN_EINVAL
+ * with err saying "<what>: shape [a, b, c] has more than <max> elements" (or names the negative
+ * dimension). The product is never formed past `max`, so no input can overflow it. */
+int dyn_numel_checked(int ndim, const int64_t *dims, int64_t max, int64_t *out, dyn_err *err,
+                      const char *what);
+
+/* Element counts of shapes the engine already checked. They saturate: a product that would
+ * overflow int64_t comes back as INT64_MAX (so `numel > DYN_TENSOR_MAX_NUMEL` stays a valid
+ * test on any shape), never as a wrapped value. */
 int64_t dyn_tensor_numel(const dyn_tensor *t);
 int64_t dyn_shape_numel(const dyn_shape *s);
 int dyn_tensor_is_contiguous(const dyn_tensor *t);

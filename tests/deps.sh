@@ -6,7 +6,8 @@ PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libj
       libmicrohttpd-dev libuv1-dev libarchive-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
       protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl
       python3 # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
-      nginx) # nginx: the load balancer of tests/integration/test_balancer.sh (config/deploy/)
+      nginx # nginx: the load balancer of tests/integration/test_balancer.sh (config/deploy/)
+      libclang-rt-14-dev) # clang's sanitizer and libFuzzer runtimes (make fuzz, tests/fuzz/)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -103,7 +103,12 @@ static int idx_read(const char *path, uint32_t magic, int ndim, uint32_t *dims, 
                              dims[i], hi);
             goto done;
         }
-        total *= dims[i]; /* at most 2^31 * 2^16 * 2^16: no overflow in 64 bits */
+        int64_t t; /* 2^31 * 2^16 * 2^16 at most for 3 dims, but checked whatever the rank */
+        if (!dyn_mul_ok((int64_t)total, dims[i], &t)) {
+            rc = dyn_err_set(err, DYN_EFORMAT, "%s: header describes more than 2^63 bytes", path);
+            goto done;
+        }
+        total = (uint64_t)t;
     }
     if (total > DYN_IDX_MAX_BYTES) {
         rc = dyn_err_set(err, DYN_EFORMAT, "%s: header describes %llu bytes of data (limit %llu)",

@@ -254,8 +254,7 @@ static int parse_input(const dyn_st_file *f, dyn_shape *in, dyn_err *err) {
     json_decref(a);
     int64_t numel = 1;
     for (int i = 0; i < in->ndim; i++) {
-        numel *= in->d[i]; /* <= 2^24 * 2^28 before the check below stops it */
-        if (numel > INPUT_NUMEL_MAX)
+        if (!dyn_mul_ok(numel, in->d[i], &numel) || numel > INPUT_NUMEL_MAX)
             return dyn_err_set(err, DYN_EFORMAT,
                                "%s: \"input\" has more than %lld elements per sample", f->name,
                                (long long)INPUT_NUMEL_MAX);

@@ -118,12 +118,10 @@ int cst_from_tensor(ctx *c, const Onnx__TensorProto *t, const char *what, cst *k
         if (t->dims[d] < 0 || t->dims[d] > DYN_TENSOR_MAX_NUMEL)
             return dyn_err_set(c->err, DYN_EFORMAT, "%s has dimension %zu = %lld", what, d,
                                (long long)t->dims[d]);
-        numel *= t->dims[d];
-        if (numel > DYN_TENSOR_MAX_NUMEL)
-            return dyn_err_set(c->err, DYN_EFORMAT, "%s has more than %lld elements", what,
-                               (long long)DYN_TENSOR_MAX_NUMEL);
         k->dims[d] = t->dims[d];
     }
+    int rc = dyn_numel_checked((int)t->n_dims, k->dims, DYN_TENSOR_MAX_NUMEL, &numel, c->err, what);
+    if (rc) return rc;
     k->ndim = (int)t->n_dims;
     k->numel = numel;
     k->bexp = -1;
@@ -324,7 +322,7 @@ int attr_ints(ctx *c, const Onnx__NodeProto *n, const char *name, size_t len, in
     if (a->n_ints != len)
         return node_err(c, n, DYN_EUNSUP, "attribute '%s' has %zu values; only %zu (2-D) supported",
                         name, a->n_ints, len);
-    memcpy(out, a->ints, len * sizeof *out);
+    if (len) memcpy(out, a->ints, len * sizeof *out); /* ints is NULL when empty */
     *present = 1;
     return 0;
 }
@@ -604,8 +602,12 @@ static int read_input(ctx *c, dyn_shape *per_sample, const char **name) {
                                nb, i);
         per_sample->d[i - 1] = d->dim_value;
     }
-    if (dyn_shape_numel(per_sample) > DYN_TENSOR_MAX_NUMEL || dyn_shape_numel(per_sample) < 1)
-        return dyn_err_set(c->err, DYN_EUNSUP, "graph input '%s' is too large", nb);
+    char what[160];
+    snprintf(what, sizeof what, "graph input '%s' (per sample)", nb);
+    int64_t numel;
+    int rc = dyn_numel_checked(per_sample->ndim, per_sample->d, DYN_TENSOR_MAX_NUMEL, &numel, c->err,
+                               what);
+    if (rc) return rc;
     *name = in->name;
     return 0;
 }

@@ -344,12 +344,15 @@ int op_reshape(ctx *c, const Onnx__NodeProto *n, int idx) {
             if (t[d] == 0 && !allowzero && d < x->c.ndim) t[d] = x->c.dims[d];
             if (t[d] == -1 && neg < 0) neg = d;
             else if (t[d] < 0) return node_err(c, n, DYN_EINVAL, "bad shape value %lld", (long long)t[d]);
-            else known *= t[d];
+            else if (!dyn_mul_ok(known, t[d], &known) || known > DYN_TENSOR_MAX_NUMEL)
+                return node_err(c, n, DYN_EINVAL,
+                                "reshape of a constant of %lld values to more than %lld",
+                                (long long)x->c.numel, (long long)DYN_TENSOR_MAX_NUMEL);
         }
         if (neg >= 0 && known > 0) t[neg] = x->c.numel / known;
         cst k;
         if ((rc = cst_copy(c, n, &x->c, &k))) return rc;
-        int64_t tot = 1;
+        int64_t tot = 1; /* known times t[neg] <= x->c.numel: no overflow */
         for (int64_t d = 0; d < cnt; d++) tot *= k.dims[d] = t[d];
         k.ndim = (int)cnt;
         if (tot != x->c.numel) {

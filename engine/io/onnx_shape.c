@@ -22,8 +22,7 @@ int cst_alloc(ctx *c, const Onnx__NodeProto *n, cst *k, int is_float, int ndim,
         if (dims[d] < 0 || dims[d] > DYN_TENSOR_MAX_NUMEL)
             return node_err(c, n, DYN_EUNSUP, "a constant of dimension %lld", (long long)dims[d]);
         k->dims[d] = dims[d];
-        k->numel *= dims[d];
-        if (k->numel > ((int64_t)1 << 28))
+        if (!dyn_mul_ok(k->numel, dims[d], &k->numel) || k->numel > ((int64_t)1 << 28))
             return node_err(c, n, DYN_EUNSUP, "a folded constant would be too large");
     }
     size_t cnt = (size_t)(k->numel ? k->numel : 1);
@@ -102,7 +101,7 @@ int read_axes(ctx *c, const Onnx__NodeProto *n, const char *name, int64_t from, 
             a->n_ints > MAX_CONST_DIMS)
             return node_err(c, n, DYN_EFORMAT, "attribute '%s' must be a list of at most %d "
                             "integers", name, MAX_CONST_DIMS);
-        memcpy(axes, a->ints, a->n_ints * sizeof *axes);
+        if (a->n_ints) memcpy(axes, a->ints, a->n_ints * sizeof *axes); /* ints NULL when empty */
         *cnt = (int64_t)a->n_ints;
         *present = 1;
         return 0;
@@ -169,16 +168,14 @@ static double arith_f(arith k, double a, double b) {
     }
 }
 
+/* Integer arithmetic on constants (sizes, mostly): -1 when the result overflows int64_t. */
 static int arith_i(arith k, int64_t a, int64_t b, int64_t *out) {
     switch (k) {
-    case AR_ADD: *out = a + b; return 0;
-    case AR_SUB: *out = a - b; return 0;
-    case AR_MUL:
-        if (a && (a > INT32_MAX || a < -INT32_MAX || b > INT32_MAX || b < -INT32_MAX)) return -1;
-        *out = a * b;
-        return 0;
+    case AR_ADD: return __builtin_add_overflow(a, b, out) ? -1 : 0;
+    case AR_SUB: return __builtin_sub_overflow(a, b, out) ? -1 : 0;
+    case AR_MUL: return dyn_mul_ok(a, b, out) ? 0 : -1;
     case AR_DIV:
-        if (b == 0) return -1;
+        if (b == 0 || (a == INT64_MIN && b == -1)) return -1;
         *out = a / b;
         return 0;
     case AR_EQ: *out = a == b; return 0;
@@ -207,7 +204,7 @@ int fold_binary(ctx *c, const Onnx__NodeProto *n, arith k, const value *a, const
         if (a->c.is_float) {
             double v = arith_f(k, a->c.f[ia], b->c.f[ib]);
             if (flt) r.f[e] = (float)v;
-            else r.i[e] = r.i2[e] = (int64_t)v;
+            else r.i[e] = r.i2[e] = (int64_t)v; /* AR_EQ: 0 or 1 */
         } else if (k == AR_POW || arith_i(k, a->c.i[ia], b->c.i[ib], &r.i[e]) ||
                    arith_i(k, a->c.i2[ia], b->c.i2[ib], &r.i2[e])) {
             cst_free(&r);
@@ -315,6 +312,12 @@ int op_cast(ctx *c, const Onnx__NodeProto *n) {
             }
             k.f[e] = (float)x->c.i[e];
         } else {
+            /* floats are finite (checked when read); beyond int64_t a cast is undefined */
+            if (!(x->c.f[e] > -0x1p63f && x->c.f[e] < 0x1p63f)) {
+                cst_free(&k);
+                return node_err(c, n, DYN_EINVAL, "casting %g to INT64 overflows",
+                                (double)x->c.f[e]);
+            }
             k.i[e] = k.i2[e] = (int64_t)x->c.f[e];
         }
     }

@@ -124,7 +124,10 @@ int op_reshape_view(ctx *c, const Onnx__NodeProto *n, value *x, const value *s,
                                               (long long)cnt);
     int64_t dims[MAX_CONST_DIMS], total = 1, known = 1;
     lay_shape(&x->lay, dims);
-    for (int d = 0; d < x->lay.nd; d++) total *= dims[d];
+    for (int d = 0; d < x->lay.nd; d++)
+        if (!dyn_mul_ok(total, dims[d], &total) || total > DYN_TENSOR_MAX_NUMEL)
+            return node_err(c, n, DYN_EINVAL, "input %s has more than %lld elements",
+                            lay_txt(&x->lay, sb, sizeof sb), (long long)DYN_TENSOR_MAX_NUMEL);
     int xbd = lay_bdim(&x->lay);
     for (int d = 0; d < cnt; d++) {
         shown[d] = s->c.i[d];
@@ -154,8 +157,10 @@ int op_reshape_view(ctx *c, const Onnx__NodeProto *n, value *x, const value *s,
             return node_err(c, n, DYN_EUNSUP, "reshape to [%s]: size %lld",
                             ints_txt(shown, cnt, buf, sizeof buf), (long long)t[d]);
         }
-        known *= t[d];
-        if (known > DYN_TENSOR_MAX_NUMEL) break;
+        if (!dyn_mul_ok(known, t[d], &known) || known > DYN_TENSOR_MAX_NUMEL)
+            return node_err(c, n, DYN_EINVAL, "reshape to [%s] does not fit %s: more than %lld "
+                            "elements", ints_txt(shown, cnt, buf, sizeof buf),
+                            lay_txt(&x->lay, sb, sizeof sb), (long long)DYN_TENSOR_MAX_NUMEL);
     }
     if (bdt < 0 && neg >= 0) {
         bdt = neg;
@@ -685,6 +690,7 @@ static const value *const_operand(ctx *c, const Onnx__NodeProto *n, const char *
  * layer defining the chain's last value, marks the chain's nodes done and returns 1. */
 static int try_layernorm(ctx *c, const Onnx__NodeProto *n, size_t i, value *x) {
     size_t js = 0, jp = 0, jr = 0, ja = 0, jq = 0, jd = 0, jdd = 0, jm = 0, jb = 0;
+    if (n->n_output != 1) return 0; /* no chain; the caller reports a missing output */
     const Onnx__NodeProto *sub = only_reader(c, n->output[0], i, &js);
     if (!is_op(sub, "Sub") || sub->n_input != 2 || strcmp(sub->input[0], n->input[0]) ||
         strcmp(sub->input[1], n->output[0]) || uses_of(c, sub->output[0]) != 2)

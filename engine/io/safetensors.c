@@ -132,10 +132,9 @@ static int parse_entry(const char *what, const char *key, json_t *v, uint64_t bu
                                what, qn, i);
         int64_t di = (int64_t)json_integer_value(d);
         t->shape[i] = di;
-        if (di != 0 && numel > INT64_MAX / di)
+        if (!dyn_mul_ok(numel, di, &numel))
             return dyn_err_set(err, DYN_EFORMAT,
                                "%s: tensor '%s': the shape's element count overflows", what, qn);
-        numel *= di;
     }
     t->numel = numel;
 
@@ -605,8 +604,9 @@ int dyn_st_write(const char *path, const dyn_st_entry *tensors, int n, const jso
               dyn_file_write_all(f.fd, spaces, padded - hl);
     for (int i = 0; !bad && i < n; i++) {
         int64_t numel = 1;
-        for (int d = 0; d < tensors[i].ndim; d++) numel *= tensors[i].shape[d];
-        bad = write_f32(f.fd, tensors[i].data, numel);
+        for (int d = 0; !bad && d < tensors[i].ndim; d++)
+            bad = !dyn_mul_ok(numel, tensors[i].shape[d], &numel); /* checked above */
+        bad = bad || write_f32(f.fd, tensors[i].data, numel);
     }
     int e = errno;
     free(hdr);

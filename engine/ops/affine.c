@@ -34,12 +34,10 @@ static int af_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     if ((rc = dyn_attr_ints(l, attrs, "shape", 1, DYN_MAX_DIMS - 1, 1, DYN_TENSOR_MAX_NUMEL,
                             p.shape, &p.nshape, err)))
         return rc;
-    p.period = 1;
-    for (int i = 0; i < p.nshape; i++) {
-        p.period *= p.shape[i];
-        if (p.period > DYN_TENSOR_MAX_NUMEL)
-            return dyn_err_set(err, DYN_EINVAL, "layer '%s': 'shape' is too large", l->name);
-    }
+    char what[96];
+    snprintf(what, sizeof what, "layer '%s': 'shape'", l->name);
+    if ((rc = dyn_numel_checked(p.nshape, p.shape, DYN_TENSOR_MAX_NUMEL, &p.period, err, what)))
+        return rc;
     if ((rc = dyn_attr_int(l, attrs, "weight", 1, 0, 1, &w, err)) ||
         (rc = dyn_attr_int(l, attrs, "bias", 1, 0, 1, &b, err)) ||
         (rc = dyn_attr_int(l, attrs, "trainable", 1, 0, 1, &tr, err)))

@@ -24,12 +24,11 @@ static int cp_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     if ((rc = dyn_attr_ints(l, attrs, "shape", 1, DYN_MAX_DIMS - 1, 1, DYN_TENSOR_MAX_NUMEL,
                             p.shape, &p.nshape, err)))
         return rc;
-    int64_t total = 1;
-    for (int i = 0; i < p.nshape; i++) {
-        total *= p.shape[i];
-        if (total > DYN_TENSOR_MAX_NUMEL)
-            return dyn_err_set(err, DYN_EINVAL, "layer '%s': 'shape' is too large", l->name);
-    }
+    int64_t total;
+    char what[96];
+    snprintf(what, sizeof what, "layer '%s': 'shape'", l->name);
+    if ((rc = dyn_numel_checked(p.nshape, p.shape, DYN_TENSOR_MAX_NUMEL, &total, err, what)))
+        return rc;
     if ((rc = dyn_attr_int(l, attrs, "axis", -1, 1, p.nshape, &axis, err)) ||
         (rc = dyn_attr_int(l, attrs, "at", 0, 0, 1, &at, err)) ||
         (rc = dyn_attr_int(l, attrs, "trainable", 1, 0, 1, &tr, err)))

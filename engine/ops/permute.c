@@ -57,13 +57,10 @@ static int perm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     int64_t axis;
     if ((rc = dyn_attr_int(l, attrs, "axis", -1, -1, p.k - 1, &axis, err))) return rc;
     p.axis = (int)axis;
-    p.in_numel = 1;
-    for (int i = 0; i < p.k; i++) {
-        p.in_numel *= p.dims[i];
-        if (p.in_numel > DYN_TENSOR_MAX_NUMEL)
-            return dyn_err_set(err, DYN_EINVAL, "layer '%s': 'dims' hold too many elements",
-                               l->name);
-    }
+    char what[96];
+    snprintf(what, sizeof what, "layer '%s': 'dims'", l->name);
+    if ((rc = dyn_numel_checked(p.k, p.dims, DYN_TENSOR_MAX_NUMEL, &p.in_numel, err, what)))
+        return rc;
     if (p.axis >= 0) {
         int64_t d = p.dims[p.axis];
         if ((rc = dyn_attr_int(l, attrs, "start", 0, 0, d - 1, &p.start, err)) ||
@@ -95,8 +92,10 @@ static int perm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
         p.out_numel *= p.osz[j];
     }
     p.base = p.axis >= 0 ? p.start * st[p.axis] : 0;
-    int64_t so = 1;
-    for (int i = 0; i < p.nshape; i++) so *= p.shape[i];
+    int64_t so; /* out_numel <= in_numel: no overflow above */
+    snprintf(what, sizeof what, "layer '%s': 'shape'", l->name);
+    if ((rc = dyn_numel_checked(p.nshape, p.shape, DYN_TENSOR_MAX_NUMEL, &so, err, what)))
+        return rc;
     if (so != p.out_numel)
         return dyn_err_set(err, DYN_EINVAL,
                            "layer '%s': 'shape' holds %lld elements but the permuted atoms hold "

@@ -1027,6 +1027,82 @@ START_TEST(class_token_import) {
 }
 END_TEST
 
+/* Shapes whose element count overflows int64_t: refused with a message, never multiplied out
+ * (issue 11: before the checked products, each of these was signed overflow, which the
+ * sanitizer build aborts on). */
+static void one_node_graph(ob *b, int ndim, const int64_t *in, const char *op, const char *ins) {
+    ob_init(b, 13);
+    ob_input(b, "x", ndim, in);
+    ob_node(b, op, "bad", ins, "y");
+    ob_output(b, "y");
+}
+
+START_TEST(rejects_overflowing_shapes) {
+    /* Reshape to ~7.8e18 in one dim: 2 * 7.8e18 overflows */
+    static const int64_t huge[3] = {0, 2, 7800000000000000000LL};
+    ob b;
+    one_node_graph(&b, 3, k_x34, "Reshape", "x,huge");
+    ob_ints(&b, "huge", 3, huge);
+    expect_reject(&b, "node 'bad' (Reshape): reshape to [0, 2, 7800000000000000000] does not "
+                      "fit [N, 3, 4]: more than 17179869184 elements");
+    ob_free(&b);
+
+    /* an input of [1, 2^31, 2^31, 2^31]: every dim is plausible, their product is 2^93 */
+    static const int64_t big_in[4] = {1, (int64_t)1 << 31, (int64_t)1 << 31, (int64_t)1 << 31};
+    one_node_graph(&b, 4, big_in, "Relu", "x");
+    expect_reject(&b, "graph input 'x' (per sample): shape [2147483648, 2147483648, 2147483648] "
+                      "has more than 17179869184 elements");
+    ob_free(&b);
+
+    /* an initializer of [2^34, 2^34] (no data needed: the shape is refused first) */
+    static const int64_t d11[2] = {1, 1};
+    static const float one = 1;
+    one_node_graph(&b, 3, k_x34, "Add", "x,w");
+    Onnx__TensorProto *w = ob_init_f(&b, "w", 2, d11, &one, 0);
+    w->dims[0] = w->dims[1] = (int64_t)1 << 34;
+    expect_reject(&b, "shape [17179869184, 17179869184] has more than 17179869184 elements");
+    ob_free(&b);
+
+    /* constant folding: INT64_MAX + 1 and INT64_MIN / -1 overflow */
+    static const int64_t max1[1] = {INT64_MAX}, one1[1] = {1}, min1[1] = {INT64_MIN},
+                         neg1[1] = {-1};
+    const char *ops[2][2] = {{"Add", "max1,one1"}, {"Div", "min1,neg1"}};
+    for (int i = 0; i < 2; i++) {
+        ob_init(&b, 13);
+        ob_input(&b, "x", 3, k_x34);
+        ob_ints(&b, "max1", 1, max1);
+        ob_ints(&b, "one1", 1, one1);
+        ob_ints(&b, "min1", 1, min1);
+        ob_ints(&b, "neg1", 1, neg1);
+        ob_node(&b, ops[i][0], "fold", ops[i][1], "s");
+        ob_node(&b, "Reshape", "rs", "x,s", "y");
+        ob_output(&b, "y");
+        expect_reject(&b, "node 'fold' (");
+        ob_free(&b);
+    }
+}
+END_TEST
+
+/* An empty INTS attribute, which protobuf-c unpacks as a NULL array (found by tests/fuzz
+ * fuzz_onnx: memcpy from NULL, undefined even for 0 bytes, aborted the sanitizer build). */
+START_TEST(rejects_empty_axes) {
+    ob b;
+    one_node_graph(&b, 3, k_x34, "ReduceMean", "x");
+    ob_attr(&b, b.nodes[0], "axes", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    expect_reject(&b, "node 'bad' (ReduceMean): only a mean over one axis is supported (0 axes)");
+    ob_free(&b);
+    /* a mean over the last axis (a LayerNorm chain's start) with no output at all (also found
+     * by fuzz_onnx: the chain matcher read output[0] of an empty list) */
+    static const int64_t last = -1;
+    ob_init(&b, 13);
+    ob_input(&b, "x", 3, k_x34);
+    ob_attr_list(&b, ob_node(&b, "ReduceMean", "bad", "x", ""), "axes", 1, &last);
+    ob_output(&b, "x");
+    expect_reject(&b, "node 'bad' (ReduceMean): has no output");
+    ob_free(&b);
+}
+END_TEST
+
 /* Malformed transformer graphs: each rejected with the node, the op and what is wrong. */
 START_TEST(rejects_transformer) {
     static const int64_t p001[3] = {0, 0, 1}, zero = 0, seven = 7, m15[2] = {-1, 5},
@@ -1094,6 +1170,8 @@ static Suite *onnx_ops_suite(void) {
     tcase_add_test(tc, slice_split_gather_import);
     tcase_add_test(tc, class_token_import);
     tcase_add_test(tc, rejects_transformer);
+    tcase_add_test(tc, rejects_overflowing_shapes);
+    tcase_add_test(tc, rejects_empty_axes);
     suite_add_tcase(s, tc);
     tc = tcase_create("layers");
     tcase_add_test(tc, binary_layers_gradcheck);
