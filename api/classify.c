@@ -95,7 +95,11 @@ void api_v1_classify(srv_req *r) {
     }
     srv_model *m = api_model_acquire(r);
     if (!m) return;
+    /* from here a refusal is a failed request of this model (v2 statistics' "fail") */
+#define COUNT_FAIL(model) \
+    srv_batcher_count_fail((model)->batcher, (uint64_t)((dyn_now() - r->t_start) * 1e9))
     if (!m->is_image) {
+        COUNT_FAIL(m);
         srv_reply_error(r, 400, "not_an_image_model",
                         "model '%s' does not take images (its input is not [1|3, H, W], or "
                         "[H, W, 1|3] with layout NHWC, or its preprocess metadata does not "
@@ -104,6 +108,7 @@ void api_v1_classify(srv_req *r) {
         return;
     }
     if (len == 0) {
+        COUNT_FAIL(m);
         srv_model_release(m);
         srv_reply_error(r, 400, "bad_image", "the body is empty: send a PNG or JPEG image");
         return;
@@ -114,6 +119,7 @@ void api_v1_classify(srv_req *r) {
     dyn_err err = {0};
     int rc = dyn_image_decode(img, len, &lim, &im, &err);
     if (rc) {
+        COUNT_FAIL(m);
         srv_model_release(m);
         if (rc == DYN_ENOMEM) srv_reply_error(r, 413, "image_too_large", "%s", err.msg);
         else srv_reply_error(r, 400, "bad_image", "%s", err.msg);
@@ -127,9 +133,11 @@ void api_v1_classify(srv_req *r) {
     rc = dyn_image_to_input(&im, &j->m->pp, j->x, &err);
     dyn_image_free(&im);
     if (rc) {
+        COUNT_FAIL(j->m);
         srv_reply_error(r, rc == DYN_ENOMEM ? 413 : 400, "bad_image", "%s", err.msg);
         return;
     }
+#undef COUNT_FAIL
     j->top_k = (int)DYN_MIN(top_k, j->m->out_numel);
     api_job_submit(r, j, classify_done);
 }

@@ -10,6 +10,11 @@
 
 int api_query(srv_req *r, const char *key, char *buf, size_t n) {
     int rc = srv_req_query_arg(r, key, buf, n);
+    if (rc == SRV_QUERY_REPEATED) {
+        srv_reply_error(r, 400, "invalid_parameter",
+                        "query parameter '%s' is given more than once; give it once", key);
+        return -1;
+    }
     if (rc == SRV_QUERY_INVALID) {
         srv_reply_error(r, 400, "invalid_parameter",
                         "query parameter '%s': the value is not valid percent-encoding (or holds "

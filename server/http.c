@@ -52,7 +52,23 @@ const char *srv_req_header(const srv_req *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+typedef struct {
+    const char *key;
+    int n;
+} key_count;
+
+static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value) {
+    (void)kind, (void)value;
+    key_count *c = cls;
+    if (key && !strcmp(key, c->key)) c->n++;
+    return MHD_YES;
+}
+
 int srv_req_query_arg(const srv_req *r, const char *key, char *buf, size_t n) {
+    key_count kc = {key, 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, count_key, &kc);
+    if (kc.n > 1) return SRV_QUERY_REPEATED; /* which one counts would be a guess */
     const char *raw = NULL;
     if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &raw,
                                       NULL) != MHD_YES)

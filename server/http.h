@@ -93,9 +93,9 @@ const char *srv_req_param(const srv_req *r, const char *name);
 const char *srv_req_header(const srv_req *r, const char *name);
 /* Query argument `key`, percent-decoded into buf (n bytes, NUL included; "?key" alone is
  * present and empty). SRV_QUERY_OK with buf set; SRV_QUERY_ABSENT; SRV_QUERY_INVALID when the
- * value does not decode (bad or %00 escape) or does not fit in buf: the caller replies 400
- * naming the parameter (api_query does). */
-enum { SRV_QUERY_INVALID = -1, SRV_QUERY_ABSENT = 0, SRV_QUERY_OK = 1 };
+ * value does not decode (bad or %00 escape) or does not fit in buf; SRV_QUERY_REPEATED when the
+ * key is given more than once: the caller replies 400 naming the parameter (api_query does). */
+enum { SRV_QUERY_REPEATED = -2, SRV_QUERY_INVALID = -1, SRV_QUERY_ABSENT = 0, SRV_QUERY_OK = 1 };
 int srv_req_query_arg(const srv_req *r, const char *key, char *buf, size_t n);
 
 /* Every query argument, percent-decoded, as {"key": "value"} (new reference; a key given twice

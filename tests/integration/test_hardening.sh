@@ -90,10 +90,17 @@ PY
     else expect_error 400 bad_multipart "conversion: $n distinct text fields (over 64 KiB)"; fi
 done
 
+# ---- a refused classify of a served model counts as a failure in its v2 statistics
+fails() { req GET /v2/models/mnist/stats; json_get 'j["model_stats"][0]["inference_stats"]["fail"]["count"]'; }
+f0=$(fails)
+req POST /v1/models/mnist/classify -H 'Content-Type: image/png' --data-binary 'not a png'
+expect_error 400 bad_image "classify of a damaged PNG"
+check "the refused classify counted in inference_stats.fail ($f0 -> $(fails))" [ "$(fails)" = $((f0 + 1)) ]
+
 # ---- defect 8: invalid query values are a 400 naming the parameter: bad escapes, %00, values
-# over 32 characters, and a key without a value where one is needed.
+# over 32 characters, a key without a value where one is needed, and a key given twice.
 long=$(printf '1%.0s' $(seq 1 40))
-for q in "top_k=%zz" "top_k=%0" "top_k=3%00" "top_k=$long" "top_k"; do
+for q in "top_k=%zz" "top_k=%0" "top_k=3%00" "top_k=$long" "top_k" "top_k=1&top_k=50"; do
     req POST "/v1/models/mnist/classify?$q" -H 'Content-Type: image/png' --data-binary "@$T/digits/0.png"
     expect_error 400 invalid_parameter "classify ?$q"
     check "classify ?$q names top_k" grep -q "top_k" <<< "$BODY"
