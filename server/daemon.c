@@ -17,6 +17,7 @@
  * reloaded with them (load-before-release); listen settings need a restart and say so.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -131,6 +132,11 @@ static void on_drain_tick(uv_timer_t *t) {
     srv_log(SRV_LOG_INFO, "drained", json_pack("{s:i, s:f}", "inflight", inflight, "waited_s", waited));
     atomic_store(&g_daemon, NULL); /* the async handle closes now: HTTP threads stop using it */
     uv_walk(&d->loop, close_cb, NULL);
+    /* Closing the signal watchers gave SIGTERM / SIGINT back their default action: a second
+     * one during the teardown would kill the process mid-way (exit 143). It is shutting down
+     * already: ignore them. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void on_term(uv_signal_t *s, int signum) {
