@@ -14,6 +14,7 @@
 enum { PH_HEADERS, PH_BODY, PH_HANDLING };
 
 struct srv_conn {
+    srv_guard *g;
     srv_conn *prev, *next; /* the guard's list */
     int fd;
     unsigned char ip[16]; /* IPv4 as ::ffff:a.b.c.d */
@@ -41,6 +42,7 @@ struct srv_guard {
     ip_count *ips[IP_BUCKETS];
     int stopping;
     pthread_t sweeper;
+    atomic_int unserved; /* connections still fresh (srv_guard_unserved) */
 };
 
 static void ip_of(const struct sockaddr *a, socklen_t len, unsigned char out[16]) {
@@ -203,11 +205,13 @@ srv_conn *srv_guard_open(srv_guard *g, int fd, const struct sockaddr *addr, sock
     if (!g) return NULL;
     srv_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
+    c->g = g;
     c->fd = fd;
     ip_of(addr, len, c->ip);
     c->phase = PH_HEADERS;
     c->t0 = dyn_now();
     c->fresh = 1;
+    atomic_fetch_add(&g->unserved, 1);
     pthread_mutex_lock(&g->mu);
     ip_count *e = ip_find(g, c->ip, 1);
     if (e) e->n++; /* else out of memory: the cap does not see this one */
@@ -220,6 +224,7 @@ srv_conn *srv_guard_open(srv_guard *g, int fd, const struct sockaddr *addr, sock
 
 void srv_guard_close(srv_guard *g, srv_conn *c) {
     if (!g || !c) return;
+    if (c->fresh) atomic_fetch_sub(&g->unserved, 1);
     pthread_mutex_lock(&g->mu);
     if (c->prev) c->prev->next = c->next;
     else g->head = c->next;
@@ -234,13 +239,14 @@ static void set_phase(srv_conn *c, int phase) {
     atomic_store(&c->phase, phase);
 }
 
-int srv_guard_headers_done(srv_conn *c) {
-    if (!c) return 0;
+void srv_guard_headers_done(srv_conn *c) {
+    if (!c) return;
     atomic_store(&c->body, 0);
     set_phase(c, PH_BODY);
-    const int first = c->fresh;
-    c->fresh = 0;
-    return first;
+    if (c->fresh) {
+        c->fresh = 0;
+        atomic_fetch_sub(&c->g->unserved, 1);
+    }
 }
 
 void srv_guard_body_bytes(srv_conn *c, size_t n) {
@@ -255,4 +261,4 @@ void srv_guard_reply_done(srv_conn *c) {
     if (c) set_phase(c, PH_HEADERS);
 }
 
-int srv_guard_fresh(const srv_conn *c) { return c ? c->fresh : 0; }
+int srv_guard_unserved(srv_guard *g) { return g ? atomic_load(&g->unserved) : 0; }

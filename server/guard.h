@@ -53,12 +53,11 @@ srv_conn *srv_guard_open(srv_guard *g, int fd, const struct sockaddr *addr, sock
 void srv_guard_close(srv_guard *g, srv_conn *c);
 
 /* Phases of a connection's current request; c may be NULL (unguarded). */
-/* Headers in: the body phase begins. Returns 1 when this is the connection's first request. */
-int srv_guard_headers_done(srv_conn *c);
+void srv_guard_headers_done(srv_conn *c); /* headers in: the body phase begins */
 void srv_guard_body_bytes(srv_conn *c, size_t n); /* n more body bytes arrived */
 void srv_guard_handling(srv_conn *c);     /* body complete: the handler has it, no deadline */
 void srv_guard_reply_done(srv_conn *c);   /* replied: waiting for the next request's headers */
-/* 1 until the connection's first request began (the drain waits for such connections). */
-int srv_guard_fresh(const srv_conn *c);
+/* Open connections whose first request has not begun yet (the drain waits for them). */
+int srv_guard_unserved(srv_guard *g);
 
 #endif

@@ -31,7 +31,6 @@ struct srv_http {
     struct MHD_Daemon *d;
     int port;
     atomic_int stopping; /* srv_http_stop began: requests get 503 at once, nothing suspends */
-    atomic_int unserved; /* connections with no request begun yet (srv_http_unserved) */
     int quiesced_fd;     /* the listening socket after srv_http_quiesce; -1 before; ours to close */
     srv_guard *guard;    /* deadlines and the per-IP cap (server/guard.h); a connection's
                             socket_context is its srv_conn */
@@ -404,7 +403,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
                         const char *method) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     srv_conn *gc = ci ? ci->socket_context : NULL;
-    if (srv_guard_headers_done(gc)) atomic_fetch_sub(&h->unserved, 1);
+    srv_guard_headers_done(gc);
     srv_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->gconn = gc;
@@ -653,14 +652,10 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         const union MHD_ConnectionInfo *fi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         const struct sockaddr *sa = ai ? ai->client_addr : NULL;
-        srv_conn *gc = fi ? srv_guard_open(h->guard, fi->connect_fd, sa, addr_len(sa)) : NULL;
-        if (gc) atomic_fetch_add(&h->unserved, 1);
-        *socket_context = gc;
+        *socket_context = fi ? srv_guard_open(h->guard, fi->connect_fd, sa, addr_len(sa)) : NULL;
         return;
     }
-    srv_conn *gc = *socket_context;
-    if (srv_guard_fresh(gc)) atomic_fetch_sub(&h->unserved, 1);
-    srv_guard_close(h->guard, gc);
+    srv_guard_close(h->guard, *socket_context);
     *socket_context = NULL;
 }
 
@@ -794,7 +789,7 @@ static int take_backlog(srv_http *h, int fd) {
     return taken;
 }
 
-int srv_http_unserved(const srv_http *h) { return h ? atomic_load(&h->unserved) : 0; }
+int srv_http_unserved(const srv_http *h) { return h ? srv_guard_unserved(h->guard) : 0; }
 
 void srv_http_stop(srv_http *h) {
     if (!h) return;
