@@ -1246,7 +1246,8 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
     if (!o->quant) res->rel_err_float = res->rel_err;
     theta_put(&d, th);
     if (dl->ops->prepare && (rc = dl->ops->prepare(dl, err))) goto done;
-    if (o->progress) o->progress(o->progress_ctx, 1.0);
+    /* a cancelled fit has not done its share: reporting 1.0 made the job's progress jump */
+    if (o->progress && !cancelled) o->progress(o->progress_ctx, 1.0);
     if (cancelled) rc = dyn_err_set(err, DYN_ECANCEL, "layer '%s': fitting cancelled", dl->name);
 done:
     res->seconds = dyn_now() - t0;

@@ -142,6 +142,17 @@ wait_job "$R1" 30
 check "running job cancelled" [ "$STATE" = cancelled ]
 req DELETE "/v1/jobs/$R1" -H "$A"; expect_error 409 job_finished "cancel of a cancelled job"
 check "no model from cancelled jobs" [ ! -e "$T/models/never.dyn" ]
+# a conversion cancelled in the middle of a layer's fit keeps the progress it had (it used to
+# jump to the end of that layer, the fit reporting itself done when it stopped)
+req POST "/v1/conversions?steps=100000&force_publish=true&output=never2" -H "$A" \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
+CX=$(json_get 'j["id"]')
+wait_for "$CX" 'j["state"] == "running" and j["phase"] == "fit" and j["progress"] > 0.06'
+P0=$(json_get 'j["progress"]')
+req DELETE "/v1/jobs/$CX" -H "$A"
+wait_job "$CX" 30
+check "cancelled conversion ($STATE): progress $P0 before the cancel, $(json_get 'j["progress"]') after" \
+    [ "$STATE:$(json_get "j['progress'] - $P0 < 0.02")" = cancelled:True ]
 
 # ---- kill -9 mid-fine-tune, restart: interrupted, resume completes from the checkpoint ----
 req POST /v1/finetunes -H "$A" -H "$J" -d '{"model": "mnist", "data": "mnist", "epochs": 6, "limit": 2000, "val": 300, "output": "mnist_k9"}'
