@@ -141,6 +141,10 @@ static const setting SETTINGS[] = {
     S_INT("jobs_lease_s", jobs_lease_s, "30", 3, 3600,
           "Replicas sharing state_dir: a job is claimed with an O_EXCL lease file renewed every "
           "jobs_lease_s/3 seconds; a lease older than this (its holder died) may be taken over."),
+    S_INT("jobs_keep", jobs_keep, "1000", 1, 1000000,
+          "Finished jobs (succeeded, failed, cancelled) whose records are kept, in memory and in "
+          "state_dir/jobs; when a job ends beyond this count the oldest finished records are "
+          "deleted (GET /v1/jobs/{id} then answers 404). Interrupted jobs are always kept."),
     S_STR("replica_id", replica_id, "",
           "This process's name among replicas behind a load balancer: sent in every reply as "
           "X-Dynd-Replica and logged at start (1-64 of A-Z a-z 0-9 _ . -; empty = no header)."),

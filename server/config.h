@@ -72,6 +72,7 @@ typedef struct srv_config {
     int shutdown_grace_s;
     int jobs_max_concurrent; /* conversion / fine-tuning jobs running at once */
     int jobs_lease_s;        /* a job's lease is stale after this long without a heartbeat */
+    int jobs_keep;           /* finished job records kept (memory and state_dir); older ones go */
     char replica_id[65];     /* X-Dynd-Replica on every reply ("" = none) */
     char config_path[1024]; /* the file read ("" = none) */
     int nsections;

@@ -12,6 +12,9 @@
 
 #include <dirent.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -247,6 +250,7 @@ static srv_job *job_alloc(srv_jobs *js, const char *id, int kind) {
     snprintf(j->id, sizeof j->id, "%s", id);
     snprintf(j->dir, sizeof j->dir, "%s/%s", js->jobs_dir, id);
     j->kind = kind;
+    atomic_init(&j->refs, 1);
     pthread_mutex_init(&j->mu, NULL);
     pthread_mutex_init(&j->write_mu, NULL);
     return j;
@@ -259,6 +263,15 @@ static void job_free(srv_job *j) {
     pthread_mutex_destroy(&j->mu);
     pthread_mutex_destroy(&j->write_mu);
     free(j);
+}
+
+/* A job is freed when its last reference goes: the list holds one while the job is listed, and
+ * every function that hands out a job pointer (list_copy, list_find, job_load, job_lookup, the
+ * worker's pop from the queue) takes one that its caller gives back with job_unref. */
+static void job_ref(srv_job *j) { atomic_fetch_add(&j->refs, 1); }
+
+static void job_unref(srv_job *j) {
+    if (j && atomic_fetch_sub(&j->refs, 1) == 1) job_free(j);
 }
 
 static double jnum(const json_t *o, const char *k) {
@@ -431,14 +444,21 @@ static void lease_release(srv_job *j) {
 
 /* ---- metrics and logs ---- */
 
-/* A copy of the job list (free() it); *n jobs. NULL on ENOMEM. */
+/* A copy of the job list holding a reference to each job (give it back with list_release);
+ * *n jobs. NULL on ENOMEM. */
 static srv_job **list_copy(srv_jobs *js, int *n) {
     pthread_mutex_lock(&js->mu);
     *n = js->n;
     srv_job **copy = malloc(sizeof *copy * (size_t)DYN_MAX(*n, 1));
-    if (copy && *n) memcpy(copy, js->all, sizeof *copy * (size_t)*n);
+    if (copy)
+        for (int i = 0; i < *n; i++) job_ref(copy[i] = js->all[i]);
     pthread_mutex_unlock(&js->mu);
     return copy;
+}
+
+static void list_release(srv_job **copy, int n) {
+    for (int i = 0; copy && i < n; i++) job_unref(copy[i]);
+    free(copy);
 }
 
 static void metrics_update(srv_jobs *js) {
@@ -451,7 +471,7 @@ static void metrics_update(srv_jobs *js) {
         pthread_mutex_unlock(&copy[i]->mu);
         counts[s]++;
     }
-    free(copy);
+    list_release(copy, n);
     srv_metrics_jobs_set(js->metrics, STATE_NAMES, counts, SRV_JOB_STATE_COUNT);
 }
 
@@ -483,11 +503,12 @@ static int list_add_locked(srv_jobs *js, srv_job *j) {
     return 0;
 }
 
+/* The listed job `id` with a reference taken (job_unref it), or NULL. */
 static srv_job *list_find(srv_jobs *js, const char *id) {
     srv_job *j = NULL;
     pthread_mutex_lock(&js->mu);
     for (int i = 0; i < js->n && !j; i++)
-        if (!strcmp(js->all[i]->id, id)) j = js->all[i];
+        if (!strcmp(js->all[i]->id, id)) job_ref(j = js->all[i]);
     pthread_mutex_unlock(&js->mu);
     return j;
 }
@@ -545,7 +566,8 @@ static void job_recover(srv_jobs *js, srv_job *j) {
 }
 
 /* Reads the record of `id` from disk into a new job added to the list (a job another replica
- * made, or found at start-up). NULL when there is none. */
+ * made, or found at start-up). NULL when there is none; otherwise the job with a reference
+ * taken (job_unref it). */
 static srv_job *job_load(srv_jobs *js, const char *id) {
     json_t *rec = record_read(js->jobs_dir, id);
     if (!rec) return NULL;
@@ -564,8 +586,9 @@ static srv_job *job_load(srv_jobs *js, const char *id) {
     pthread_mutex_lock(&js->mu);
     srv_job *dup = NULL;
     for (int i = 0; i < js->n && !dup; i++)
-        if (!strcmp(js->all[i]->id, id)) dup = js->all[i];
+        if (!strcmp(js->all[i]->id, id)) job_ref(dup = js->all[i]);
     int added = !dup && list_add_locked(js, j) == 0;
+    if (added) job_ref(j); /* the list's and the caller's */
     pthread_mutex_unlock(&js->mu);
     if (!added) { /* loaded meanwhile by another request, or ENOMEM */
         job_free(j);
@@ -625,10 +648,52 @@ static void scan_dir(srv_jobs *js) {
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (!id_valid(e->d_name) || list_find(js, e->d_name)) continue;
-        job_load(js, e->d_name);
+        if (!id_valid(e->d_name)) continue;
+        srv_job *j = list_find(js, e->d_name);
+        if (!j) j = job_load(js, e->d_name);
+        job_unref(j);
     }
     closedir(d);
+}
+
+/* Forgets the oldest finished jobs beyond jobs_keep: out of the list (their memory goes with
+ * the last reference) and their directories off the disk. Interrupted jobs are kept (they
+ * may be resumed), and so is everything once shutdown began. */
+static void prune(srv_jobs *js) {
+    int nfin = 0, ngone = 0;
+    pthread_mutex_lock(&js->mu);
+    for (int i = 0; i < js->n; i++) {
+        srv_job *j = js->all[i];
+        pthread_mutex_lock(&j->mu);
+        nfin += terminal(j->state) && j->state != SRV_JOB_INTERRUPTED;
+        pthread_mutex_unlock(&j->mu);
+    }
+    int excess = js->stopping ? 0 : nfin - js->keep;
+    srv_job **gone = excess > 0 ? malloc(sizeof *gone * (size_t)excess) : NULL;
+    while (gone && ngone < excess) { /* the oldest finished one, by finish time */
+        int best = -1;
+        double tb = 0;
+        for (int i = 0; i < js->n; i++) {
+            srv_job *j = js->all[i];
+            pthread_mutex_lock(&j->mu);
+            int fin = terminal(j->state) && j->state != SRV_JOB_INTERRUPTED;
+            double t = j->finished_at > 0 ? j->finished_at : j->created_at;
+            pthread_mutex_unlock(&j->mu);
+            if (fin && (best < 0 || t < tb)) best = i, tb = t;
+        }
+        if (best < 0) break;
+        gone[ngone++] = js->all[best];
+        memmove(js->all + best, js->all + best + 1, sizeof *js->all * (size_t)(js->n - best - 1));
+        js->n--;
+    }
+    pthread_mutex_unlock(&js->mu);
+    for (int i = 0; i < ngone; i++) {
+        remove_tree(gone[i]->dir);
+        srv_log(SRV_LOG_DEBUG, "finished job record removed (jobs_keep)",
+                json_pack("{s:s, s:i}", "job", gone[i]->id, "jobs_keep", js->keep));
+        job_unref(gone[i]);
+    }
+    free(gone);
 }
 
 /* ---- running ---- */
@@ -749,6 +814,12 @@ static void job_run(srv_jobs *js, srv_job *j) {
     dyn_err err = {0};
     int rc = j->cancel ? DYN_ECANCEL : srv__job_execute(js, j, &err);
     job_finish(js, j, rc, &err);
+#ifdef __GLIBC__
+    /* A job frees hundreds of MB of work buffers, spread over glibc's per-thread arenas (this
+     * worker's and OpenMP's); without a trim the freed pages stay resident and the daemon's RSS
+     * creeps up with every job (make soak). */
+    malloc_trim(0);
+#endif
     j->cancel = 0;
     atomic_store(&j->cancel_reason, SRV_CANCEL_NONE);
 }
@@ -767,12 +838,15 @@ static void *worker_main(void *arg) {
         js->qhead = j->next;
         if (!js->qhead) js->qtail = NULL;
         j->next = NULL;
+        job_ref(j);
         js->nrunning++;
         pthread_mutex_unlock(&js->mu);
         job_run(js, j);
+        job_unref(j);
         pthread_mutex_lock(&js->mu);
         js->nrunning--;
         pthread_mutex_unlock(&js->mu);
+        prune(js);
         metrics_update(js);
     }
     atomic_fetch_sub(&js->workers_alive, 1);
@@ -822,7 +896,7 @@ static void *heartbeat_main(void *arg) {
                 json_decref(srv_jobs_cancel(js, j->id, &now, &e));
             }
         }
-        free(copy);
+        list_release(copy, n);
         pthread_mutex_lock(&js->mu);
     }
     pthread_mutex_unlock(&js->mu);
@@ -841,6 +915,7 @@ srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metri
     snprintf(js->data_dir, sizeof js->data_dir, "%s", cfg->data_dir);
     js->max_concurrent = cfg->jobs_max_concurrent;
     js->lease_s = cfg->jobs_lease_s;
+    js->keep = cfg->jobs_keep > 0 ? cfg->jobs_keep : 1000;
     js->threads = cfg->threads;
     js->repo = repo;
     js->metrics = metrics;
@@ -872,6 +947,7 @@ srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metri
     }
     if (d) closedir(d);
     scan_dir(js);
+    prune(js);
     metrics_update(js);
     js->workers = calloc((size_t)js->max_concurrent, sizeof *js->workers);
     if (!js->workers) {
@@ -987,7 +1063,10 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
     json_t *rec = job_json(j);
     pthread_mutex_lock(&js->mu);
     int added = js->stopping ? -1 : list_add_locked(js, j);
-    if (!added) queue_push_locked(js, j);
+    if (!added) {
+        queue_push_locked(js, j);
+        job_ref(j); /* ours until the log line below: a cancel and a prune may come first */
+    }
     pthread_mutex_unlock(&js->mu);
     if (added) {
         json_decref(rec);
@@ -995,6 +1074,7 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
         goto fail_dir;
     }
     log_transition(j, "job queued");
+    job_unref(j);
     metrics_update(js);
     return rec;
 fail_dir:
@@ -1005,7 +1085,8 @@ fail:
 }
 
 /* The job named id (loaded from disk when another replica made it, refreshed when another
- * replica holds it), or NULL with e set (400 invalid_job_id, 404 job_not_found). */
+ * replica holds it) with a reference taken (job_unref it), or NULL with e set (400
+ * invalid_job_id, 404 job_not_found). */
 static srv_job *job_lookup(srv_jobs *js, const char *id, srv_job_err *e) {
     if (!id_valid(id)) {
         jerr(e, 400, "invalid_job_id", "a job id is like 'conv-1a2b3c4d5e6f' (GET /v1/jobs lists them)");
@@ -1022,6 +1103,7 @@ json_t *srv_jobs_get(srv_jobs *js, const char *id, srv_job_err *e) {
     srv_job *j = job_lookup(js, id, e);
     if (!j) return NULL;
     json_t *o = job_json(j);
+    job_unref(j);
     if (!o) jerr(e, 500, "out_of_memory", "out of memory");
     return o;
 }
@@ -1049,7 +1131,7 @@ json_t *srv_jobs_list(srv_jobs *js, int state, int kind) {
             json_array_append_new(list, o);
         }
     }
-    free(copy);
+    list_release(copy, n);
     /* sort by creation time, newest first (records loaded from disk come in directory order) */
     size_t m = json_array_size(list);
     for (size_t a = 1; a < m; a++)
@@ -1064,10 +1146,19 @@ json_t *srv_jobs_list(srv_jobs *js, int state, int kind) {
     return json_pack("{s:o, s:o}", "jobs", list, "counts", counts);
 }
 
+static json_t *job_cancel(srv_jobs *js, srv_job *j, const char *id, int *now, srv_job_err *e);
+
 json_t *srv_jobs_cancel(srv_jobs *js, const char *id, int *now, srv_job_err *e) {
     *now = 0;
     srv_job *j = job_lookup(js, id, e);
     if (!j) return NULL;
+    json_t *o = job_cancel(js, j, id, now, e);
+    job_unref(j);
+    if (*now) prune(js);
+    return o;
+}
+
+static json_t *job_cancel(srv_jobs *js, srv_job *j, const char *id, int *now, srv_job_err *e) {
     pthread_mutex_lock(&js->mu);
     int was_queued = queue_remove_locked(js, j);
     pthread_mutex_unlock(&js->mu);
@@ -1121,9 +1212,17 @@ json_t *srv_jobs_cancel(srv_jobs *js, const char *id, int *now, srv_job_err *e) 
     return o;
 }
 
+static json_t *job_resume(srv_jobs *js, srv_job *j, const char *id, srv_job_err *e);
+
 json_t *srv_jobs_resume(srv_jobs *js, const char *id, srv_job_err *e) {
     srv_job *j = job_lookup(js, id, e);
     if (!j) return NULL;
+    json_t *o = job_resume(js, j, id, e);
+    job_unref(j);
+    return o;
+}
+
+static json_t *job_resume(srv_jobs *js, srv_job *j, const char *id, srv_job_err *e) {
     if (refuse_stopping(js, e, "resume")) return NULL;
     pthread_mutex_lock(&j->mu);
     int st = j->state;
@@ -1216,7 +1315,7 @@ int srv_jobs_free(srv_jobs *js, double wait_s) {
     }
     for (int i = 0; i < js->nworkers; i++) pthread_join(js->workers[i], NULL);
     if (js->heartbeat_started) pthread_join(js->heartbeat, NULL);
-    for (int i = 0; i < js->n; i++) job_free(js->all[i]);
+    for (int i = 0; i < js->n; i++) job_unref(js->all[i]);
     free(js->all);
     free(js->workers);
     pthread_cond_destroy(&js->cv);

@@ -17,6 +17,10 @@
  *   ckpt/         fine-tuning checkpoints (engine/convert/finetune.h): resume continues from the
  *                 last finished epoch; removed when the job ends;
  *   lease.<g>     the claim (below).
+ * Retention: at most jobs_keep finished (succeeded / failed / cancelled) records are kept; when
+ * a job ends beyond that, the oldest finished ones leave the list and their directories are
+ * removed (at start-up too). Interrupted jobs are kept: they may be resumed. Jobs are
+ * reference-counted, so a record pruned while a request reads it is freed after that request.
  * The produced model is written as model_dir/.job-<id>.tmp, fsync'd, then renamed (or, without
  * "overwrite", hard-linked: an existing model is never replaced by accident) to <output>.dyn and
  * loaded by the repository before the job turns succeeded: no half-written model is ever served.

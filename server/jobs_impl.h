@@ -53,6 +53,7 @@ typedef struct srv_job {
     uint64_t written_seq;     /* (write_mu) */
     double last_write;        /* worker only: dyn_now() of the last progress write */
     struct srv_job *next;     /* (jobs mu) queue link */
+    atomic_int refs;          /* the list's reference + one per thread using the job (job_unref) */
 } srv_job;
 
 struct srv_jobs {
@@ -62,7 +63,9 @@ struct srv_jobs {
     srv_metrics *metrics;
     pthread_mutex_t mu; /* guards all/n, the queue, stopping, nrunning */
     pthread_cond_t cv;
-    srv_job **all;      /* every job known (owned; freed only by srv_jobs_free) */
+    srv_job **all;      /* every job known, oldest first (one reference each; jobs_keep prunes
+                         * the oldest finished ones) */
+    int keep;           /* jobs_keep: finished records kept */
     int n, cap;
     srv_job *qhead, *qtail;
     int stopping, nrunning;
