@@ -179,7 +179,7 @@ static void make_request_id(srv_req *r) {
 
 static enum MHD_Result queue_reply(srv_req *r) {
     if (!r->reply) srv_reply_error(r, 500, "internal", "the handler produced no reply");
-    const char *coding = srv_encoding_reply(r); /* gzip when asked for and large */
+    const char *coding = srv_encoding_reply(r); /* gzip / deflate when asked for and large */
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->reply_len, r->reply, MHD_RESPMEM_MUST_FREE);
     if (!resp) return MHD_NO;
