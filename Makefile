@@ -258,7 +258,7 @@ help:
 # `make fuzz` builds them with libFuzzer (clang, build-fuzz/) and runs each for FUZZ_SECONDS
 # (new inputs go to build-fuzz/corpus/, crashes to build-fuzz/crashes/); `make fuzz-regress`
 # builds them with driver.c's main in the sanitizer build (SAN=1) and replays the corpora.
-FUZZ_TARGETS := multipart router v2_infer image model_file onnx idx config
+FUZZ_TARGETS := multipart router v2_infer image model_file onnx idx config pp
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 # What each harness links besides libdyn.a: the daemon's objects it fuzzes (v2_infer: the

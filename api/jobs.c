@@ -28,9 +28,13 @@ static srv_jobs *jobs_or_reply(srv_req *r) {
  * JSON object is merged in). New reference, or NULL after replying. */
 static json_t *upload_options(srv_req *r) {
     char bad[64];
-    json_t *o = srv_req_query_json(r, bad, sizeof bad);
+    int why;
+    json_t *o = srv_req_query_json(r, bad, sizeof bad, &why);
     if (!o) {
-        if (bad[0])
+        if (bad[0] && why == SRV_QUERY_REPEATED)
+            srv_reply_error(r, 400, "invalid_parameter",
+                            "query parameter '%s' is given more than once; give it once", bad);
+        else if (bad[0])
             srv_reply_error(r, 400, "invalid_parameter",
                             "query parameter '%s': not valid percent-encoding or UTF-8", bad);
         else srv_reply_error(r, 500, "out_of_memory", "out of memory");

@@ -67,9 +67,9 @@ static double element_q(const char *params, size_t n) {
     return q;
 }
 
-int srv_encoding_accepts_gzip(const char *header) {
-    if (!header) return 0;
-    double gzip_q = -1, star_q = -1;
+srv_encoding srv_encoding_accepted(const char *header) {
+    if (!header) return SRV_ENC_IDENTITY;
+    double gzip_q = -1, deflate_q = -1, star_q = -1; /* -1: not named (or a malformed q) */
     const char *p = header;
     for (;;) {
         const char *e = strchr(p, ',');
@@ -79,11 +79,16 @@ int srv_encoding_accepts_gzip(const char *header) {
         const char *c = trim(p, &cl);
         double q = semi ? element_q(semi + 1, n - (size_t)(semi - p) - 1) : 1;
         if (token_is(c, cl, "gzip") || token_is(c, cl, "x-gzip")) gzip_q = q;
+        else if (token_is(c, cl, "deflate")) deflate_q = q;
         else if (token_is(c, cl, "*")) star_q = q;
         if (!e) break;
         p = e + 1;
     }
-    return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
+    /* a coding not named takes the q of "*" (RFC 9110 12.5.3) */
+    if (gzip_q < 0) gzip_q = star_q;
+    if (deflate_q < 0) deflate_q = star_q;
+    if (gzip_q <= 0 && deflate_q <= 0) return SRV_ENC_IDENTITY;
+    return gzip_q >= deflate_q ? SRV_ENC_GZIP : SRV_ENC_DEFLATE;
 }
 
 /* One inflate run with zlib window bits `wbits`; `members`: more gzip members may follow one
@@ -153,14 +158,15 @@ int srv_inflate(srv_encoding enc, const char *in, size_t n, size_t limit, char *
     return inflate_run(u, n, zlib ? MAX_WBITS : -MAX_WBITS, 0, limit, out, out_len);
 }
 
-int srv_gzip(const char *in, size_t n, char **out, size_t *out_len) {
+int srv_compress(srv_encoding enc, const char *in, size_t n, char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
-    if (n > UINT_MAX / 2) return -1;
+    if (n > UINT_MAX / 2 || (enc != SRV_ENC_GZIP && enc != SRV_ENC_DEFLATE)) return -1;
     z_stream zs;
     memset(&zs, 0, sizeof zs);
     /* level 1: replies are JSON numbers that compress well at once; the CPU is the cost */
-    if (deflateInit2(&zs, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -1;
+    const int wbits = enc == SRV_ENC_GZIP ? 16 + MAX_WBITS : MAX_WBITS; /* deflate: zlib format */
+    if (deflateInit2(&zs, 1, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -1;
     uLong cap = deflateBound(&zs, (uLong)n);
     char *buf = malloc(cap);
     int ok = 0;
@@ -232,12 +238,12 @@ int srv_encoding_decode(srv_req *r) {
 }
 
 const char *srv_encoding_reply(srv_req *r) {
-    if (!r->reply || r->reply_len <= SRV_GZIP_MIN_BYTES ||
-        !srv_encoding_accepts_gzip(srv_req_header(r, "Accept-Encoding")))
-        return NULL;
+    if (!r->reply || r->reply_len <= SRV_COMPRESS_MIN_BYTES) return NULL;
+    srv_encoding enc = srv_encoding_accepted(srv_req_header(r, "Accept-Encoding"));
+    if (enc == SRV_ENC_IDENTITY) return NULL;
     char *z;
     size_t zl;
-    if (srv_gzip(r->reply, r->reply_len, &z, &zl)) return NULL;
+    if (srv_compress(enc, r->reply, r->reply_len, &z, &zl)) return NULL;
     if (zl >= r->reply_len) {
         free(z);
         return NULL;
@@ -245,5 +251,5 @@ const char *srv_encoding_reply(srv_req *r) {
     free(r->reply);
     r->reply = z;
     r->reply_len = zl;
-    return "gzip";
+    return enc == SRV_ENC_GZIP ? "gzip" : "deflate";
 }

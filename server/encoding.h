@@ -1,5 +1,5 @@
 /* encoding.h — HTTP content codings: compressed request bodies (Content-Encoding: gzip or
- * deflate) and gzip-compressed replies (Accept-Encoding: gzip).
+ * deflate) and compressed replies (Accept-Encoding: gzip or deflate).
  *
  * Requests: a buffered body with Content-Encoding gzip (or x-gzip) or deflate is inflated
  * before the handler runs, so handlers always see the decoded bytes in r->body. The decoded
@@ -10,9 +10,11 @@
  * coding, several codings, or a coded body on a route that streams it to a file: 415
  * unsupported_encoding. A body that does not inflate: 400 bad_encoding.
  *
- * Replies: when the request's Accept-Encoding accepts gzip (q > 0, or "*" without a q=0 for
- * gzip) and the reply is larger than SRV_GZIP_MIN_BYTES, it is gzip-compressed (when that makes
- * it smaller) and sent with Content-Encoding: gzip and Vary: Accept-Encoding.
+ * Replies: when the request's Accept-Encoding accepts gzip or deflate (q > 0; a coding not
+ * named takes the q of "*") and the reply is larger than SRV_COMPRESS_MIN_BYTES, it is
+ * compressed with the accepted coding of the higher q (gzip on a tie; "deflate" is the zlib
+ * format, RFC 9110 8.4.1.2) when that makes it smaller, and sent with that Content-Encoding and
+ * Vary: Accept-Encoding. "identity" alone, or q=0 for both: sent as it is.
  */
 #ifndef SRV_ENCODING_H
 #define SRV_ENCODING_H
@@ -22,7 +24,7 @@
 #include "server/http.h"
 
 /* Replies smaller than or equal to this are sent as they are. */
-#define SRV_GZIP_MIN_BYTES 1024
+#define SRV_COMPRESS_MIN_BYTES 1024
 
 typedef enum {
     SRV_ENC_IDENTITY = 0,
@@ -36,8 +38,10 @@ typedef enum {
  * more than one non-identity coding. */
 srv_encoding srv_encoding_parse(const char *header);
 
-/* 1 when an Accept-Encoding header value accepts gzip, else 0 (also for NULL). */
-int srv_encoding_accepts_gzip(const char *header);
+/* The coding to compress a reply with for an Accept-Encoding header value: SRV_ENC_GZIP or
+ * SRV_ENC_DEFLATE (the accepted one of the higher q, gzip on a tie), or SRV_ENC_IDENTITY when
+ * neither is accepted (also for NULL). A malformed q counts as the coding not named. */
+srv_encoding srv_encoding_accepted(const char *header);
 
 /* Inflates in[0..n) (enc: SRV_ENC_GZIP or SRV_ENC_DEFLATE) into a new malloc'd buffer *out
  * (NUL-terminated; *out_len bytes without the NUL; the caller frees it). Stops as soon as more
@@ -47,9 +51,10 @@ int srv_encoding_accepts_gzip(const char *header);
 int srv_inflate(srv_encoding enc, const char *in, size_t n, size_t limit, char **out,
                 size_t *out_len);
 
-/* gzip-compresses in[0..n) into a new malloc'd buffer *out (the caller frees it). 0, or -1
- * (out of memory; *out NULL). */
-int srv_gzip(const char *in, size_t n, char **out, size_t *out_len);
+/* Compresses in[0..n) with enc (SRV_ENC_GZIP: the gzip format; SRV_ENC_DEFLATE: the zlib
+ * format) into a new malloc'd buffer *out (the caller frees it). 0, or -1 (out of memory, or
+ * another enc; *out NULL). */
+int srv_compress(srv_encoding enc, const char *in, size_t n, char **out, size_t *out_len);
 
 /* At headers-in (before the body): checks the request's Content-Encoding. `streamed`: the route
  * streams this body to a file (no decoding there). 0 when the body can be taken; otherwise
@@ -61,10 +66,10 @@ int srv_encoding_check(srv_req *r, int streamed);
  * bad_encoding, 500 out_of_memory) and returns -1. */
 int srv_encoding_decode(srv_req *r);
 
-/* Before the reply is queued: compresses r->reply in place when the client accepts gzip and it
- * is larger than SRV_GZIP_MIN_BYTES. Returns the Content-Encoding to send ("gzip", static) or
- * NULL when the reply stays as it is (also when compression would not make it smaller or
- * memory ran out). */
+/* Before the reply is queued: compresses r->reply in place when the client accepts gzip or
+ * deflate (srv_encoding_accepted) and it is larger than SRV_COMPRESS_MIN_BYTES. Returns the
+ * Content-Encoding to send ("gzip" or "deflate", static) or NULL when the reply stays as it is
+ * (also when compression would not make it smaller or memory ran out). */
 const char *srv_encoding_reply(srv_req *r);
 
 #endif

@@ -111,41 +111,71 @@ static void dropped(srv_guard *g, const char *reason, const unsigned char ip[16]
     if (g->metrics) srv_metrics_conn_dropped(g->metrics, reason);
 }
 
+/* What one sweep dropped, logged after g->mu is released. */
+typedef struct drop_note {
+    const char *why;
+    unsigned char ip[16];
+    double t;      /* seconds in the phase */
+    long long got; /* slow_body: body bytes so far */
+} drop_note;
+
+/* At most this many drops are noted per pass; a full batch is logged and the scan resumes at
+ * once (the connections already shut down are marked and skipped). */
+#define SWEEP_BATCH 64
+
 static void *sweeper_main(void *arg) {
     srv_guard *g = arg;
+    drop_note note[SWEEP_BATCH];
+    int more = 0; /* the last pass filled its batch: scan again without waiting */
     pthread_mutex_lock(&g->mu);
     while (!g->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250000000L;
-        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
-        if (g->stopping) break;
+        if (!more) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 250000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+            if (g->stopping) break;
+        }
+        more = 0;
+        int n = 0;
         const double now = dyn_now(), limit = g->lim.header_timeout_s;
         for (srv_conn *c = g->head; c; c = c->next) {
             if (c->dropped) continue;
             const int phase = atomic_load(&c->phase);
             const double t = now - atomic_load(&c->t0);
+            const long long got = atomic_load(&c->body);
             const char *why = NULL;
-            json_t *extra = NULL;
-            if (phase == PH_HEADERS && t > limit) {
-                why = "header_timeout";
-                extra = json_pack("{s:f, s:i}", "waited_s", t, "header_timeout_s", g->lim.header_timeout_s);
-            } else if (phase == PH_BODY && g->lim.min_body_rate > 0 && t > limit) {
-                const long long got = atomic_load(&c->body);
-                if ((double)got < (double)g->lim.min_body_rate * t) {
-                    why = "slow_body";
-                    extra = json_pack("{s:I, s:f, s:I}", "body_bytes", (json_int_t)got, "seconds", t,
-                                      "min_body_rate", (json_int_t)g->lim.min_body_rate);
-                }
-            }
+            if (phase == PH_HEADERS && t > limit) why = "header_timeout";
+            else if (phase == PH_BODY && g->lim.min_body_rate > 0 && t > limit &&
+                     (double)got < (double)g->lim.min_body_rate * t)
+                why = "slow_body";
             if (!why) continue;
             /* The socket is still open: libmicrohttpd calls srv_guard_close (which needs g->mu)
              * before it closes it. It sees the shut-down socket fail and ends the connection. */
             shutdown(c->fd, SHUT_RDWR);
             c->dropped = 1;
-            dropped(g, why, c->ip, extra);
+            note[n] = (drop_note){.why = why, .t = t, .got = got};
+            memcpy(note[n].ip, c->ip, 16);
+            if (++n == SWEEP_BATCH) {
+                more = 1;
+                break;
+            }
         }
+        /* Logged without g->mu: a log line is a write to stderr, which may block (a full pipe);
+         * the connection threads opening and closing connections must not wait for it. */
+        pthread_mutex_unlock(&g->mu);
+        for (int i = 0; i < n; i++) {
+            json_t *extra =
+                !strcmp(note[i].why, "header_timeout")
+                    ? json_pack("{s:f, s:i}", "waited_s", note[i].t, "header_timeout_s",
+                                g->lim.header_timeout_s)
+                    : json_pack("{s:I, s:f, s:I}", "body_bytes", (json_int_t)note[i].got,
+                                "seconds", note[i].t, "min_body_rate",
+                                (json_int_t)g->lim.min_body_rate);
+            dropped(g, note[i].why, note[i].ip, extra);
+        }
+        pthread_mutex_lock(&g->mu);
     }
     pthread_mutex_unlock(&g->mu);
     return NULL;

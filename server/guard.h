@@ -18,7 +18,7 @@
  *
  * Threads: srv_guard_admit/open/close and the phase calls come from libmicrohttpd's threads
  * (each connection's calls from its own thread); one mutex guards the connection list and the
- * per-IP table.
+ * per-IP table. Nothing is logged while it is held (the sweeper notes its drops, then logs).
  */
 #ifndef SRV_GUARD_H
 #define SRV_GUARD_H

@@ -88,7 +88,7 @@ typedef struct query_acc {
     json_t *o;
     char *bad;
     size_t badn;
-    int failed;
+    int failed; /* 0, SRV_QUERY_INVALID or SRV_QUERY_REPEATED */
 } query_acc;
 
 static enum MHD_Result query_put(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -98,9 +98,12 @@ static enum MHD_Result query_put(void *cls, enum MHD_ValueKind kind, const char 
     if (a->failed) return MHD_NO;
     char *k = key ? srv_pct_decode(key, strlen(key)) : NULL;
     char *v = value ? srv_pct_decode(value, strlen(value)) : strdup("");
-    /* jansson refuses keys and strings that are not UTF-8: invalid too */
-    if (!k || !v || json_object_set_new(a->o, k, json_string(v))) {
-        a->failed = 1;
+    if (k && v && json_object_get(a->o, k)) { /* which one counts would be a guess */
+        a->failed = SRV_QUERY_REPEATED;
+        snprintf(a->bad, a->badn, "%s", k);
+    } else if (!k || !v || json_object_set_new(a->o, k, json_string(v))) {
+        /* jansson refuses keys and strings that are not UTF-8: invalid too */
+        a->failed = SRV_QUERY_INVALID;
         snprintf(a->bad, a->badn, "%s", key ? key : "");
     }
     free(k);
@@ -108,12 +111,14 @@ static enum MHD_Result query_put(void *cls, enum MHD_ValueKind kind, const char 
     return a->failed ? MHD_NO : MHD_YES;
 }
 
-json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn) {
+json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn, int *why) {
     query_acc a = {json_object(), bad, badn, 0};
     if (badn) bad[0] = 0;
+    *why = SRV_QUERY_INVALID;
     if (!a.o) return NULL;
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_put, &a);
     if (a.failed) {
+        *why = a.failed;
         json_decref(a.o);
         return NULL;
     }
@@ -174,7 +179,7 @@ static void make_request_id(srv_req *r) {
 
 static enum MHD_Result queue_reply(srv_req *r) {
     if (!r->reply) srv_reply_error(r, 500, "internal", "the handler produced no reply");
-    const char *coding = srv_encoding_reply(r); /* gzip when asked for and large */
+    const char *coding = srv_encoding_reply(r); /* gzip / deflate when asked for and large */
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->reply_len, r->reply, MHD_RESPMEM_MUST_FREE);
     if (!resp) return MHD_NO;
@@ -439,6 +444,15 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
         srv_reply_error(r, 400, "conflicting_content_length",
                         "the request has %d Content-Length headers with different values; send "
                         "one", cls.n);
+        return r;
+    }
+    /* Content-Length and Transfer-Encoding together (RFC 9112 6.3): libmicrohttpd frames the
+     * body as chunked and keeps the connection, while a proxy in front may have framed it by
+     * the length: the same smuggling risk. Refused, and the connection closed. */
+    if (cls.n && srv_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        srv_req_header_add(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        srv_reply_error(r, 400, "conflicting_framing",
+                        "the request has both Content-Length and Transfer-Encoding; send one");
         return r;
     }
     if (!r->route) {

@@ -98,10 +98,11 @@ const char *srv_req_header(const srv_req *r, const char *name);
 enum { SRV_QUERY_REPEATED = -2, SRV_QUERY_INVALID = -1, SRV_QUERY_ABSENT = 0, SRV_QUERY_OK = 1 };
 int srv_req_query_arg(const srv_req *r, const char *key, char *buf, size_t n);
 
-/* Every query argument, percent-decoded, as {"key": "value"} (new reference; a key given twice
- * keeps the last value). NULL when an argument does not decode (or is not UTF-8): its raw key,
- * cut to badn bytes, is in bad; NULL with bad "" when out of memory. */
-json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn);
+/* Every query argument, percent-decoded, as {"key": "value"} (new reference). NULL when an
+ * argument does not decode (or is not UTF-8): *why = SRV_QUERY_INVALID and its raw key, cut to
+ * badn bytes, is in bad; when a key is given twice (after decoding): *why = SRV_QUERY_REPEATED
+ * and the decoded key is in bad; NULL with bad "" when out of memory. */
+json_t *srv_req_query_json(const srv_req *r, char *bad, size_t badn, int *why);
 
 /* Sets the reply: body (malloc'd; ownership moves to r), its length and media type (static). */
 void srv_req_reply(srv_req *r, int status, const char *type, char *body, size_t len);

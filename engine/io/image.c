@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <jpeglib.h>
 #include <jerror.h>
 #include <math.h>
@@ -591,6 +592,8 @@ static int read_per_channel(const json_t *v, const char *key, int c, float def, 
     for (int k = 0; k < 4; k++) out[k] = def;
     if (!v) return 0;
     if (json_is_number(v)) {
+        if (!(fabs(json_number_value(v)) <= FLT_MAX))
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.%s is out of the float range", key);
         for (int k = 0; k < 4; k++) out[k] = (float)json_number_value(v);
         return 0;
     }
@@ -603,6 +606,9 @@ static int read_per_channel(const json_t *v, const char *key, int c, float def, 
         const json_t *e = json_array_get(v, n == 1 ? 0 : (size_t)k);
         if (!json_is_number(e))
             return dyn_err_set(err, DYN_EINVAL, "preprocess.%s holds a non-number", key);
+        if (!(fabs(json_number_value(e)) <= FLT_MAX))
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.%s holds a number out of the float "
+                               "range", key);
         out[k] = (float)json_number_value(e);
     }
     if (n == 1)
@@ -785,10 +791,12 @@ static int pp_parse(const json_t *pp, const dyn_shape *input, int strict, dyn_pr
     if (!input && out->c != 0 && out->c != 1 && out->c != 3)
         return dyn_err_set(err, DYN_EINVAL, "preprocess.channels must be 1 or 3");
     const json_t *sc = json_object_get(pp, "scale");
-    if (sc) {
-        if (!json_is_number(sc) || !(json_number_value(sc) > 0) || !isfinite(json_number_value(sc)))
-            return dyn_err_set(err, DYN_EINVAL, "preprocess.scale must be a positive number");
-        out->scale = (float)json_number_value(sc);
+    if (sc) { /* checked as the float it becomes: 1e300 would be inf, 1e-300 zero */
+        const double d = json_is_number(sc) ? json_number_value(sc) : 0;
+        if (!(d >= FLT_MIN && d <= FLT_MAX))
+            return dyn_err_set(err, DYN_EINVAL, "preprocess.scale must be a positive number "
+                               "(%g to %g)", (double)FLT_MIN, (double)FLT_MAX);
+        out->scale = (float)d;
     }
     const json_t *rs = json_object_get(pp, "resize");
     if (rs && (!json_is_string(rs) || strcmp(json_string_value(rs), "bilinear") != 0))

@@ -2,9 +2,9 @@
 # dynd hardening (issue 11): hostile or malformed input is refused with a 4xx naming what is wrong,
 # and never stalls other connections — many-part multipart bodies (parsed in one forward scan),
 # a truncated JPEG with an end marker, repeated multipart fields, invalid query values,
-# conflicting Content-Length headers.
+# conflicting Content-Length headers, Content-Length with Transfer-Encoding.
 source "$(dirname "$0")/lib.sh"
-echo "hardening: multipart work, truncated JPEG, repeated fields, query values, Content-Length"
+echo "hardening: multipart work, truncated JPEG, repeated fields, query values, body framing"
 mkdir -p "$T/models" && cp "$(model_path)" "$T/models/mnist.dyn"
 make_digits 1 "$T/digits"
 # (no tokens: the conversions and data set uploads below test their parsers, so writes are
@@ -119,17 +119,35 @@ expect_error 400 invalid_parameter "datasets ?overwrite=%G1"
 req POST "/v1/conversions?ratio=%zz&output=q" --data-binary "@$T/m.onnx" -H 'Content-Type: application/octet-stream'
 expect_error 400 invalid_parameter "conversion options from the query: ratio=%zz"
 check "conversion query: the message names ratio" grep -q "'ratio'" <<< "$BODY"
+# a conversion option given twice in the query (also once percent-encoded) is refused naming it,
+# not the last value taken
+req GET /v1/jobs; njobs=$(json_get 'len(j["jobs"])')
+for q in "ratio=4&output=q&ratio=8" "output=q1&outpu%74=q2"; do
+    req POST "/v1/conversions?$q" --data-binary "@$T/m.onnx" -H 'Content-Type: application/octet-stream'
+    expect_error 400 invalid_parameter "conversion options from the query: ?$q"
+    k=${q%%=*}
+    check "conversion query ?$q: the message names $k" grep -q "'$k' is given more than once" <<< "$BODY"
+done
+req GET /v1/jobs
+check "no job was created for a repeated query option ($njobs -> $(json_get 'len(j["jobs"])'))" \
+    [ "$(json_get 'len(j["jobs"])')" = "$njobs" ]
 
 # ---- defect 9: two different Content-Length headers (request smuggling) are refused, and the
 # connection is closed: the bytes after the shorter body are never read as a second request.
+# Content-Length and Transfer-Encoding together (RFC 9112 6.3) likewise: libmicrohttpd framed
+# such a body as chunked and kept the connection, so a proxy framing it by the length would see
+# the request after it differently (with a coding it does not know, such as "gzip, chunked", it
+# sent no reply at all). A chunked body alone is still read (the handler's
+# own 400 for the empty inputs).
 $PY - "$PORT" > "$T/cl.out" <<'PY'
 import socket, sys
 port = int(sys.argv[1])
-def exchange(head):
-    body = b'{"inputs":[]}'
-    smuggled = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+body = b'{"inputs":[]}'
+chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+smuggled = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+def exchange(raw):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(head + b"\r\n" + body + smuggled)
+    s.sendall(raw)
     out = b""
     try:
         while True:
@@ -140,17 +158,29 @@ def exchange(head):
         out += b"TIMEOUT"
     s.close()
     return out
+def refused(head, payload, code):
+    out = exchange(req + head + b"\r\n" + payload + smuggled)
+    print(out.count(b"HTTP/1.1 "), out.split(b"\r\n")[0].decode(), code in out, b"TIMEOUT" in out)
 req = b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 for a, b in ((b"13", b"5"), (b"5", b"13")):
-    out = exchange(req + b"Content-Length: " + a + b"\r\nContent-Length: " + b + b"\r\n")
-    print(out.count(b"HTTP/1.1 "), out.split(b"\r\n")[0].decode(), b"conflicting_content_length" in out,
-          b"TIMEOUT" in out)
+    refused(b"Content-Length: " + a + b"\r\nContent-Length: " + b + b"\r\n", body,
+            b"conflicting_content_length")
+for head in (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+             b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % len(chunked),
+             b"Content-Length: 13\r\nTransfer-Encoding: gzip, chunked\r\n"):
+    refused(head, chunked, b'"conflicting_framing"')
+out = exchange(req + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+print(out.split(b"\r\n")[0].decode(), b'"invalid_request"' in out)
 PY
-check "two different Content-Length headers: one 400 reply, closed ($(tr '\n' '|' < "$T/cl.out"))" \
-    [ "$(cat "$T/cl.out")" = $'1 HTTP/1.1 400 Bad Request True False\n1 HTTP/1.1 400 Bad Request True False' ]
+check "two different Content-Length headers: one 400 reply, closed ($(head -2 "$T/cl.out" | tr '\n' '|'))" \
+    [ "$(head -2 "$T/cl.out")" = $'1 HTTP/1.1 400 Bad Request True False\n1 HTTP/1.1 400 Bad Request True False' ]
+check "Content-Length with Transfer-Encoding: one 400 conflicting_framing each, closed ($(sed -n 3,5p "$T/cl.out" | tr '\n' '|'))" \
+    [ "$(sed -n 3,5p "$T/cl.out")" = $'1 HTTP/1.1 400 Bad Request True False\n1 HTTP/1.1 400 Bad Request True False\n1 HTTP/1.1 400 Bad Request True False' ]
+check "a chunked body alone reaches the handler ($(tail -1 "$T/cl.out"))" \
+    [ "$(tail -1 "$T/cl.out")" = "HTTP/1.1 400 Bad Request True" ]
 req POST /v2/models/mnist/infer -H 'Content-Type: application/json' -H 'Content-Length: 13' -d '{"inputs":[]}'
 expect_error 400 invalid_request "one Content-Length header still works"
-still_serves "conflicting Content-Length"
+still_serves "conflicting Content-Length, Content-Length with Transfer-Encoding"
 
 stop_dynd
 

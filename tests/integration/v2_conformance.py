@@ -181,11 +181,29 @@ def compressed_replies():
     report("gzip reply decodes to the plain reply, smaller", same, "%s" % h)
     report("gzip reply: Vary: Accept-Encoding", "accept-encoding" in h.get("vary", "").lower()
            if isinstance(h, dict) else False, str(h))
-    for ae in ("deflate, gzip;q=0.5", "*", "br, *;q=0.1", "GZIP"):
+    for ae in ("deflate;q=0.4, gzip;q=0.5", "gzip, deflate", "*", "br, *;q=0.1", "GZIP"):
         st, data, h = call("POST", INFER, body, {"Content-Type": "application/json",
                                                  "Accept-Encoding": ae})
         report("Accept-Encoding %r: gzip" % ae, st == 200 and h.get("content-encoding") == "gzip", str(h))
-    for ae in ("gzip;q=0", "deflate", "identity", "*;q=0", "*, gzip;q=0"):
+    # deflate is the zlib format (RFC 9110 8.4.1.2): zlib.decompress with its default window bits
+    # reads only that (not raw deflate, not gzip); the coding of the higher q wins, and a coding
+    # not named takes the q of "*"
+    for ae in ("deflate", "gzip;q=0, deflate", "gzip;q=0.5, deflate", "*, gzip;q=0",
+               "*;q=0.1, deflate;q=0.2", "br, Deflate"):
+        st, data, h = call("POST", INFER, body, {"Content-Type": "application/json",
+                                                 "Accept-Encoding": ae})
+        ok = st == 200 and h.get("content-encoding") == "deflate" and \
+            "accept-encoding" in h.get("vary", "").lower()
+        detail = str(h)
+        try:
+            ok = ok and json.loads(zlib.decompress(data)) == json.loads(plain) and len(data) < len(plain)
+        except (zlib.error, ValueError) as e:
+            ok = False
+            detail += " (%s)" % e
+        report("Accept-Encoding %r: deflate (zlib), decodes to the plain reply, smaller" % ae, ok,
+               detail)
+    for ae in ("gzip;q=0", "identity", "*;q=0", "*, gzip;q=0, deflate;q=0", "gzip;q=0, deflate;q=0",
+               "br, identity"):
         st, data, h = call("POST", INFER, body, {"Content-Type": "application/json",
                                                  "Accept-Encoding": ae})
         report("Accept-Encoding %r: not compressed" % ae, st == 200 and "content-encoding" not in h

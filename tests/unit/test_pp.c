@@ -330,6 +330,33 @@ static dyn_dataset tiny_set(int n, int c, int h, int w) {
     return ds;
 }
 
+/* scale, mean and std are checked as the floats they become (fuzz_pp found a scale of
+ * 1111...1.5, past FLT_MAX, accepted as an infinite scale: every model input 0); a scale under
+ * FLT_MIN would be 0 (inputs inf or NaN). */
+START_TEST(pp_numbers_in_float_range) {
+    dyn_preprocess pp;
+    dyn_err err;
+    static const char *const bad[] = {
+        "{\"scale\": 1e300}", "{\"scale\": 1e39}", "{\"scale\": 1e-300}", "{\"scale\": 1e-39}",
+        "{\"scale\": -1}", "{\"mean\": 1e300}", "{\"mean\": [-1e39]}", "{\"std\": [1e39]}",
+        "{\"std\": 1e-300}",
+    };
+    for (size_t i = 0; i < DYN_ARRAY_LEN(bad); i++) {
+        ck_assert_msg(parse3(bad[i], 1, 4, 4, &pp, &err) == DYN_EINVAL, "parse accepted %s", bad[i]);
+        ck_assert_msg(strstr(err.msg, "preprocess") != NULL, "%s: %s", bad[i], err.msg);
+        json_t *j = J(bad[i]);
+        ck_assert_msg(dyn_preprocess_check(j, &err) == DYN_EINVAL, "check accepted %s", bad[i]);
+        json_decref(j);
+    }
+    ck_assert_int_eq(parse3("{\"scale\": 1e38, \"mean\": 3e38, \"std\": [1e-3]}", 1, 4, 4, &pp,
+                            &err), 0);
+    ck_assert_float_eq(pp.scale, 1e38f);
+    ck_assert_float_eq(pp.mean[0], 3e38f);
+    ck_assert_int_eq(parse3("{\"scale\": 1.5e-38}", 1, 4, 4, &pp, &err), 0);
+    ck_assert(pp.scale > 0);
+}
+END_TEST
+
 START_TEST(pp_dataset_pad_and_views) {
     dyn_preprocess pp;
     dyn_err err = {0};
@@ -554,6 +581,7 @@ static Suite *pp_suite(void) {
     tcase_add_test(tc, pp_letterbox);
     tcase_add_test(tc, pp_color_and_norm);
     tcase_add_test(tc, pp_old_schema_and_errors);
+    tcase_add_test(tc, pp_numbers_in_float_range);
     tcase_add_test(tc, pp_dataset_pad_and_views);
     tcase_add_test(tc, pp_load_for_model_imgfolder);
     tcase_add_test(tc, pp_matches_torchvision);

@@ -1,7 +1,8 @@
 /* test_srv_encoding.c — server/encoding: Content-Encoding and Accept-Encoding parsing, inflating
  * gzip / zlib / raw deflate bodies (zlib's own compressor makes the inputs), the decoded-size
- * limit stopping a bomb, damaged and trailing data, several gzip members, and gzip replies that
- * inflate back to the original. */
+ * limit stopping a bomb, damaged and trailing data, several gzip members, the reply coding an
+ * Accept-Encoding chooses (q values, "*"), and gzip / zlib replies that inflate back to the
+ * original. */
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -54,25 +55,46 @@ START_TEST(parse_content_encoding) {
 END_TEST
 
 START_TEST(parse_accept_encoding) {
-    ck_assert(!srv_encoding_accepts_gzip(NULL));
-    ck_assert(!srv_encoding_accepts_gzip(""));
-    ck_assert(srv_encoding_accepts_gzip("gzip"));
-    ck_assert(srv_encoding_accepts_gzip("deflate, gzip"));
-    ck_assert(srv_encoding_accepts_gzip("gzip, deflate, br"));
-    ck_assert(srv_encoding_accepts_gzip("Gzip;q=0.5"));
-    ck_assert(srv_encoding_accepts_gzip("x-gzip"));
-    ck_assert(srv_encoding_accepts_gzip("*"));
-    ck_assert(srv_encoding_accepts_gzip("br;q=1, *;q=0.2"));
-    ck_assert(srv_encoding_accepts_gzip("gzip ; q=0.001"));
-    ck_assert(!srv_encoding_accepts_gzip("gzip;q=0"));
-    ck_assert(!srv_encoding_accepts_gzip("gzip;q=0.000"));
-    ck_assert(!srv_encoding_accepts_gzip("*, gzip;q=0"));
-    ck_assert(!srv_encoding_accepts_gzip("*;q=0"));
-    ck_assert(!srv_encoding_accepts_gzip("deflate, br"));
-    ck_assert(!srv_encoding_accepts_gzip("identity"));
-    ck_assert(!srv_encoding_accepts_gzip("gzip;q=abc")); /* malformed q: not accepted */
-    ck_assert(!srv_encoding_accepts_gzip("gzip;q=2"));
-    ck_assert(!srv_encoding_accepts_gzip("gzipx"));
+    const struct {
+        const char *h;
+        srv_encoding want;
+    } cases[] = {
+        {NULL, SRV_ENC_IDENTITY},
+        {"", SRV_ENC_IDENTITY},
+        {"gzip", SRV_ENC_GZIP},
+        {"deflate, gzip", SRV_ENC_GZIP}, /* a tie: gzip */
+        {"gzip, deflate, br", SRV_ENC_GZIP},
+        {"Gzip;q=0.5", SRV_ENC_GZIP},
+        {"x-gzip", SRV_ENC_GZIP},
+        {"*", SRV_ENC_GZIP},
+        {"br;q=1, *;q=0.2", SRV_ENC_GZIP},
+        {"gzip ; q=0.001", SRV_ENC_GZIP},
+        {"deflate", SRV_ENC_DEFLATE},
+        {"DEFLATE ;Q=0.3", SRV_ENC_DEFLATE},
+        {"deflate, br", SRV_ENC_DEFLATE},
+        {"gzip;q=0, deflate", SRV_ENC_DEFLATE},
+        {"gzip;q=0.5, deflate", SRV_ENC_DEFLATE}, /* the higher q */
+        {"deflate;q=0.5, gzip;q=0.6", SRV_ENC_GZIP},
+        {"*, gzip;q=0", SRV_ENC_DEFLATE},         /* deflate takes the q of "*" */
+        {"*;q=0.5, deflate;q=0.9", SRV_ENC_DEFLATE},
+        {"*;q=0.9, deflate;q=0.5", SRV_ENC_GZIP},
+        {"*;q=0, deflate", SRV_ENC_DEFLATE},
+        {"gzip;q=0", SRV_ENC_IDENTITY},
+        {"gzip;q=0.000", SRV_ENC_IDENTITY},
+        {"gzip;q=0, deflate;q=0", SRV_ENC_IDENTITY},
+        {"*, gzip;q=0, deflate;q=0", SRV_ENC_IDENTITY},
+        {"*;q=0", SRV_ENC_IDENTITY},
+        {"identity", SRV_ENC_IDENTITY},
+        {"br, identity", SRV_ENC_IDENTITY},
+        {"gzip;q=abc", SRV_ENC_IDENTITY}, /* malformed q: not accepted */
+        {"gzip;q=2", SRV_ENC_IDENTITY},
+        {"gzip;q=abc, deflate;q=0.1", SRV_ENC_DEFLATE},
+        {"gzipx, deflatex", SRV_ENC_IDENTITY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        ck_assert_msg(srv_encoding_accepted(cases[i].h) == cases[i].want, "'%s': %d, want %d",
+                      cases[i].h ? cases[i].h : "(null)", srv_encoding_accepted(cases[i].h),
+                      cases[i].want);
 }
 END_TEST
 
@@ -175,25 +197,52 @@ START_TEST(inflate_gzip_members) {
 }
 END_TEST
 
-START_TEST(gzip_round_trip) {
-    for (size_t n = 0; n <= 300000; n = n ? n * 7 : 1) {
-        char *src = sample(n);
-        char *z;
-        size_t zl;
-        ck_assert_int_eq(srv_gzip(src, n, &z, &zl), 0);
-        ck_assert(zl >= 18); /* gzip header + trailer */
-        ck_assert_int_eq((unsigned char)z[0], 0x1f);
-        ck_assert_int_eq((unsigned char)z[1], 0x8b);
-        char *out;
-        size_t ol;
-        ck_assert_int_eq(srv_inflate(SRV_ENC_GZIP, z, zl, n, &out, &ol), 0);
-        ck_assert_uint_eq(ol, n);
-        ck_assert(!memcmp(out, src, n));
-        if (n > 10000) ck_assert_uint_lt(zl, n / 2);
-        free(out);
-        free(z);
-        free(src);
+START_TEST(compress_round_trip) {
+    for (int e = 0; e < 2; e++) {
+        const srv_encoding enc = e ? SRV_ENC_DEFLATE : SRV_ENC_GZIP;
+        for (size_t n = 0; n <= 300000; n = n ? n * 7 : 1) {
+            char *src = sample(n);
+            char *z;
+            size_t zl;
+            ck_assert_int_eq(srv_compress(enc, src, n, &z, &zl), 0);
+            if (enc == SRV_ENC_GZIP) {
+                ck_assert(zl >= 18); /* gzip header + trailer */
+                ck_assert_int_eq((unsigned char)z[0], 0x1f);
+                ck_assert_int_eq((unsigned char)z[1], 0x8b);
+            } else { /* the zlib format: CM 8, the header a multiple of 31 (RFC 1950) */
+                ck_assert(zl >= 6);
+                ck_assert_int_eq((unsigned char)z[0] & 0x0f, 8);
+                ck_assert_int_eq((((unsigned char)z[0] << 8) | (unsigned char)z[1]) % 31, 0);
+            }
+            /* zlib's own inflate reads it back (wbits 15: zlib only; 31: gzip only) */
+            char *back = malloc(n + 1);
+            z_stream zs;
+            memset(&zs, 0, sizeof zs);
+            ck_assert_int_eq(inflateInit2(&zs, enc == SRV_ENC_GZIP ? 31 : 15), Z_OK);
+            zs.next_in = (Bytef *)z;
+            zs.avail_in = (uInt)zl;
+            zs.next_out = (Bytef *)back;
+            zs.avail_out = (uInt)n + 1;
+            ck_assert_int_eq(inflate(&zs, Z_FINISH), Z_STREAM_END);
+            ck_assert_uint_eq(zs.total_out, n);
+            inflateEnd(&zs);
+            ck_assert(!memcmp(back, src, n));
+            char *out;
+            size_t ol;
+            ck_assert_int_eq(srv_inflate(enc, z, zl, n, &out, &ol), 0);
+            ck_assert_uint_eq(ol, n);
+            ck_assert(!memcmp(out, src, n));
+            if (n > 10000) ck_assert_uint_lt(zl, n / 2);
+            free(back);
+            free(out);
+            free(z);
+            free(src);
+        }
     }
+    char *z;
+    size_t zl;
+    ck_assert_int_eq(srv_compress(SRV_ENC_IDENTITY, "x", 1, &z, &zl), -1);
+    ck_assert_ptr_null(z);
 }
 END_TEST
 
@@ -206,7 +255,7 @@ Suite *encoding_suite(void) {
     tcase_add_test(tc, inflate_bomb_stops_at_limit);
     tcase_add_test(tc, inflate_damaged);
     tcase_add_test(tc, inflate_gzip_members);
-    tcase_add_test(tc, gzip_round_trip);
+    tcase_add_test(tc, compress_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }
