@@ -63,4 +63,5 @@ req DELETE "/v1/jobs/$R" -H "$A"
 req GET "/v1/jobs/$Q" -H "$A"; expect_error 404 job_not_found "then the cancelled running job replaced it"
 req GET "/v1/jobs/conv-00000000abcd" -H "$A"
 check "the interrupted record stays through it all" [ "$STATUS:$(json_get 'j["state"]')" = 200:interrupted ]
+stop_dynd
 finish
