@@ -20,6 +20,7 @@
  */
 #include <getopt.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -202,14 +203,21 @@ int cmd_convert(int argc, char **argv) {
         cli_die("convert", &err);
     }
     if (dyn_model_save(out, out_path, &err)) cli_die("convert", &err);
+    dyn_convert_report_set_storage(&rep, out);
+    struct stat fst;
+    const long long file_bytes = stat(out_path, &fst) == 0 ? (long long)fst.st_size : -1;
     char *table = dyn_convert_report_table(&rep);
     json_t *j = dyn_convert_report_json(&rep);
     if (j) {
         json_object_set_new(j, "input", json_string(in_path));
         json_object_set_new(j, "output", json_string(out_path));
+        if (file_bytes >= 0) json_object_set_new(j, "file_bytes", json_integer(file_bytes));
     }
     if (table) printf("%s", table);
-    printf("wrote %s\n", out_path);
+    if (file_bytes >= 0)
+        printf("wrote %s (%lld bytes)\n", out_path, file_bytes);
+    else
+        printf("wrote %s\n", out_path);
     if (report && j && json_dump_file(j, report, JSON_INDENT(1)) != 0) {
         fprintf(stderr, "dyn convert: cannot write %s\n", report);
         rc = 1;

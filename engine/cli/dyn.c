@@ -2,7 +2,7 @@
  *
  *   dyn train --arch lenet5 [--dyn --fc H,q --conv H,q] --data mnist --epochs 10 --out m.dyn
  *   dyn eval m.dyn --data mnist [--noise 1e-3 --trials 5]
- *   dyn inspect m.dyn
+ *   dyn inspect m.dyn            (per layer floats and MACs; file and tensor-data bytes)
  *   dyn bench m.dyn [--batch 1,64]
  *
  * Data sets: "mnist" and "fashion" name data/<name>/ (fetched by `make data`); any other value
@@ -261,6 +261,27 @@ static int cmd_inspect(int argc, char **argv) {
            (long long)tot.stored_floats, (long long)tot.memory_floats, (long long)tot.macs, "");
     if (tot.is_dyn) printf("mean structural entropy of DyN layers: %.3f bits/coordinate\n",
                            tot.entropy_bits);
+    dyn_st_file *sf; /* what the file holds (model_file.h: DyN states may be I16 / I8 codes) */
+    if (dyn_st_read(argv[1], &sf, &err) == 0) {
+        int64_t bytes[DYN_ST_DTYPE_COUNT] = {0}, numel[DYN_ST_DTYPE_COUNT] = {0};
+        for (int i = 0; i < sf->ntensors; i++) {
+            bytes[sf->tensors[i].dtype] += (int64_t)(sf->tensors[i].end - sf->tensors[i].begin);
+            numel[sf->tensors[i].dtype] += sf->tensors[i].numel;
+        }
+        int64_t total = 0;
+        for (int d = 0; d < DYN_ST_DTYPE_COUNT; d++) total += bytes[d];
+        printf("file: %zu bytes, tensor data %lld bytes:", sf->size, (long long)total);
+        const char *sep = " ";
+        for (int d = 0; d < DYN_ST_DTYPE_COUNT; d++)
+            if (numel[d]) {
+                printf("%s%lld values %s (%lld bytes%s)", sep, (long long)numel[d],
+                       dyn_st_dtype_name((dyn_st_dtype)d), (long long)bytes[d],
+                       d == DYN_ST_I8 || d == DYN_ST_I16 ? ", DyN state codes" : "");
+                sep = ", ";
+            }
+        printf("\n");
+        dyn_st_free(sf);
+    }
     printf("labels: %d, input: %lldx%lldx%lld\n", m->nlabels, (long long)m->input.d[0],
            (long long)(m->input.ndim > 1 ? m->input.d[1] : 1),
            (long long)(m->input.ndim > 2 ? m->input.d[2] : 1));

@@ -276,6 +276,10 @@ typedef struct dyn_convert_report {
     char fit[16], kernel[8];
     double ratio, target_rel_err, target_agreement, quant;
     int steps, q;
+    /* The converted model's tensor bytes as dyn_model_save stores them (4 per float, 2 / 1 per
+     * DyN state value stored as an I16 / I8 code: io/model_file.h), and how many of its floats
+     * are coded; 0 until dyn_convert_report_set_storage fills them. */
+    int64_t bytes_stored, coded_floats;
 } dyn_convert_report;
 
 /* Converts `in` (read only, must be prepared) into a new model *out (free with
@@ -286,6 +290,9 @@ typedef struct dyn_convert_report {
 int dyn_convert(dyn_model *in, const dyn_convert_opts *o, dyn_model **out,
                 dyn_convert_report *rep, dyn_err *err);
 void dyn_convert_report_free(dyn_convert_report *r);
+/* Fills r->bytes_stored and r->coded_floats for the converted model m (only read), so that the
+ * JSON and the table show the stored bytes. */
+void dyn_convert_report_set_storage(dyn_convert_report *r, const dyn_model *m);
 /* The report as JSON (new reference; NULL on ENOMEM). */
 json_t *dyn_convert_report_json(const dyn_convert_report *r);
 /* The report as a readable table (malloc'd string, caller frees; NULL on ENOMEM). */

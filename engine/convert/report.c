@@ -3,6 +3,14 @@
 #include <string.h>
 
 #include "convert.h"
+#include "../io/model_file.h"
+
+void dyn_convert_report_set_storage(dyn_convert_report *r, const dyn_model *m) {
+    dyn_model_storage s;
+    dyn_model_storage_get(m, &s);
+    r->bytes_stored = s.data_bytes;
+    r->coded_floats = s.coded_floats;
+}
 
 /* A measured value, or null when it was not measured (< 0). */
 static json_t *num_or_null(double v) { return v < 0 ? json_null() : json_real(v); }
@@ -55,6 +63,11 @@ json_t *dyn_convert_report_json(const dyn_convert_report *r) {
                         r->floats_after > 0 ? json_real((double)r->floats_before / r->floats_after)
                                             : json_null());
     json_object_set_new(j, "layers_converted", json_integer(r->nconverted));
+    if (r->bytes_stored > 0) { /* the input counted as F32 */
+        json_object_set_new(j, "bytes_before", json_integer((json_int_t)(4 * r->floats_before)));
+        json_object_set_new(j, "bytes_stored", json_integer((json_int_t)r->bytes_stored));
+        json_object_set_new(j, "coded_floats", json_integer((json_int_t)r->coded_floats));
+    }
     json_object_set_new(j, "acc_before", num_or_null(r->acc_before));
     json_object_set_new(j, "acc_after", num_or_null(r->acc_after));
     json_object_set_new(j, "logit_rel_err", num_or_null(r->logit_rel_err));
@@ -122,6 +135,14 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
             (long long)r->macs_native,
             r->macs_native ? (double)r->macs_before / r->macs_native : 0.0, r->nconverted,
             r->seconds);
+    if (r->bytes_stored > 0) {
+        fprintf(f, "stored bytes: %lld (F32) -> %lld (%.2fx)", 4 * (long long)r->floats_before,
+                (long long)r->bytes_stored, 4.0 * (double)r->floats_before / (double)r->bytes_stored);
+        if (r->coded_floats > 0)
+            fprintf(f, "; %lld DyN state floats stored as I16 / I8 codes of the %g grid",
+                    (long long)r->coded_floats, r->quant);
+        fprintf(f, "\n");
+    }
     long long bd = 0, b8 = 0, b4 = 0;
     for (int k = 0; k < r->nlayers; k++)
         if (r->layers[k].converted) {

@@ -5,7 +5,9 @@
  * point backwards (so the graph is a DAG in topological order by construction), layers are
  * built by the op's own create() (which validates its attributes), dyn_model_add checks arity
  * and shapes, and tensors are matched one-to-one with parameters (missing, extra, doubly-claimed,
- * wrong shape, non-finite: all rejected).
+ * wrong shape, non-finite: all rejected). Coded states ("quant", model_file.h): the writer and
+ * the reader share grid_value(), and the writer checks every value against it, so what it
+ * codes reads back bit for bit.
  */
 #include "model_file.h"
 
@@ -31,6 +33,79 @@ static int64_t first_nonfinite(const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return i;
     return -1;
+}
+
+/* ---- state codes ---- */
+
+/* The float code k stands for on grid delta: what the reader computes, and what the writer
+ * checks each value against before coding a tensor. */
+static float grid_value(double k, double delta) { return (float)(k * delta); }
+
+static int delta_ok(double d) {
+    return d >= DYN_MODEL_QUANT_DELTA_MIN && d <= DYN_MODEL_QUANT_DELTA_MAX; /* NaN fails */
+}
+
+/* Whether p is a DyN state of l (the only parameters the writer codes). */
+static int is_state(const dyn_layer *l, const dyn_param *p) {
+    if (strcmp(l->ops->name, "dyn_linear") == 0)
+        return strcmp(p->name, "u") == 0 || strcmp(p->name, "v") == 0;
+    if (strcmp(l->ops->name, "dyn_conv2d") == 0)
+        return strcmp(p->name, "a") == 0 || strcmp(p->name, "b") == 0;
+    return 0;
+}
+
+/* The grid the conversion rounded m's states to (info.convert.quant), or 0. */
+static double model_grid(const dyn_model *m) {
+    const json_t *q = json_object_get(json_object_get(m->info, "convert"), "quant");
+    const double d = json_is_number(q) ? json_number_value(q) : 0;
+    return delta_ok(d) ? d : 0;
+}
+
+/* DYN_ST_I8 / DYN_ST_I16 when every x[i] equals grid_value(k_i, delta) bit for bit with integer
+ * |k_i| <= 127 / 32767 (codes, when not NULL, receives the k_i), else DYN_ST_F32. */
+static dyn_st_dtype grid_codes(const float *x, int64_t n, double delta, int16_t *codes) {
+    if (n <= 0 || !delta_ok(delta)) return DYN_ST_F32;
+    double maxk = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double k0 = nearbyint((double)x[i] / delta);
+        int hit = 0;
+        for (int t = 0; t < 3 && !hit; t++) { /* k0, then its neighbours */
+            const double kd = k0 + (t == 0 ? 0 : t == 1 ? -1 : 1);
+            if (!(fabs(kd) <= INT16_MAX)) continue;
+            const int16_t k = (int16_t)kd; /* an integer: -0.0 becomes 0, so -0.0f stays F32 */
+            const float v = grid_value(k, delta);
+            if (memcmp(&v, &x[i], sizeof v) == 0) {
+                hit = 1;
+                maxk = DYN_MAX(maxk, fabs(kd));
+                if (codes) codes[i] = k;
+            }
+        }
+        if (!hit) return DYN_ST_F32;
+    }
+    return maxk <= INT8_MAX ? DYN_ST_I8 : DYN_ST_I16;
+}
+
+/* How parameter p of l is stored on grid delta (0: none). */
+static dyn_st_dtype param_dtype(const dyn_layer *l, const dyn_param *p, double delta,
+                                int16_t *codes) {
+    if (!delta || !is_state(l, p)) return DYN_ST_F32;
+    return grid_codes(p->value.data, dyn_tensor_numel(&p->value), delta, codes);
+}
+
+void dyn_model_storage_get(const dyn_model *m, dyn_model_storage *s) {
+    memset(s, 0, sizeof *s);
+    const double delta = model_grid(m);
+    for (int k = 0; k < m->nnodes; k++) {
+        const dyn_layer *l = m->nodes[k].layer;
+        for (int j = 0; j < l->nparams; j++) {
+            const dyn_param *p = &l->params[j];
+            const int64_t n = dyn_tensor_numel(&p->value);
+            const dyn_st_dtype dt = param_dtype(l, p, delta, NULL);
+            s->floats += n;
+            s->data_bytes += n * (dt == DYN_ST_F32 ? 4 : dt == DYN_ST_I16 ? 2 : 1);
+            if (dt != DYN_ST_F32) s->coded_floats += n;
+        }
+    }
 }
 
 /* ---- save ---- */
@@ -143,12 +218,11 @@ int dyn_model_save(const dyn_model *m, const char *path, dyn_err *err) {
     for (int k = 0; k < m->nnodes; k++) n += m->nodes[k].layer->nparams;
     dyn_st_entry *e = calloc((size_t)(n ? n : 1), sizeof *e);
     char(*names)[TENSOR_NAME_MAX] = calloc((size_t)(n ? n : 1), sizeof *names);
-    json_t *meta = NULL;
+    void **codes = calloc((size_t)(n ? n : 1), sizeof *codes); /* coded tensors' buffers */
+    json_t *meta = NULL, *quant = json_object();
+    const double delta = model_grid(m);
     int rc = 0;
-    if (!e || !names) {
-        rc = dyn_err_set(err, DYN_ENOMEM, "%s: out of memory", path);
-        goto done;
-    }
+    if (!e || !names || !codes || !quant) goto nomem;
     int i = 0;
     for (int k = 0; k < m->nnodes; k++) {
         const dyn_layer *l = m->nodes[k].layer;
@@ -170,11 +244,40 @@ int dyn_model_save(const dyn_model *m, const char *path, dyn_err *err) {
             e[i].ndim = p->value.ndim;
             e[i].shape = p->value.shape;
             e[i].data = p->value.data;
+            if (!delta || !is_state(l, p)) continue;
+            int16_t *k16 = malloc((size_t)DYN_MAX(numel, 1) * sizeof *k16);
+            if (!k16) goto nomem;
+            codes[i] = k16;
+            e[i].dtype = param_dtype(l, p, delta, k16);
+            if (e[i].dtype == DYN_ST_F32) continue;
+            e[i].ints = k16;
+            if (e[i].dtype == DYN_ST_I8) {
+                int8_t *k8 = malloc((size_t)numel);
+                if (!k8) goto nomem;
+                for (int64_t t = 0; t < numel; t++) k8[t] = (int8_t)k16[t];
+                free(k16);
+                codes[i] = k8;
+                e[i].ints = k8;
+            }
+            if (json_object_set_new(quant, names[i], json_pack("{s:f}", "delta", delta))) {
+                char q[100];
+                rc = dyn_err_set(err, DYN_EINVAL, "%s: cannot record the grid of tensor '%s' "
+                                 "(name not valid UTF-8, or out of memory)", path,
+                                 dyn__printable(names[i], q, sizeof q));
+                goto done;
+            }
         }
     }
     if ((rc = save_metadata(m, path, &meta, err))) goto done;
+    if (json_object_size(quant) && meta_put_json(meta, "quant", quant)) goto nomem;
     rc = dyn_st_write(path, e, n, meta, err);
+    goto done;
+nomem:
+    rc = dyn_err_set(err, DYN_ENOMEM, "%s: out of memory", path);
 done:
+    for (int t = 0; codes && t < n; t++) free(codes[t]);
+    free(codes);
+    json_decref(quant);
     json_decref(meta);
     free(e);
     free(names);
@@ -262,9 +365,10 @@ static int parse_input(const dyn_st_file *f, dyn_shape *in, dyn_err *err) {
     return 0;
 }
 
-/* Fills the parameters of l (node k) from f, marking the tensors used. */
-static int load_params(const dyn_st_file *f, int k, dyn_layer *l, unsigned char *used,
-                       dyn_err *err) {
+/* Fills the parameters of l (node k) from f (coded tensors on their "quant" grid), marking the
+ * tensors used. */
+static int load_params(const dyn_st_file *f, const json_t *quant, int k, dyn_layer *l,
+                       unsigned char *used, dyn_err *err) {
     for (int j = 0; j < l->nparams; j++) {
         dyn_param *p = &l->params[j];
         char tn[TENSOR_NAME_MAX], q[100];
@@ -299,6 +403,16 @@ static int load_params(const dyn_st_file *f, int k, dyn_layer *l, unsigned char 
         int64_t numel = dyn_tensor_numel(&p->value);
         int rc = dyn_st_tensor_read_f32(f, t, p->value.data, numel, err);
         if (rc) return rc;
+        if (t->dtype == DYN_ST_I8 || t->dtype == DYN_ST_I16) { /* load_quant checked the grid */
+            const json_t *qe = json_object_get(quant, tn);
+            if (!qe)
+                return dyn_err_set(err, DYN_EFORMAT,
+                                   "%s: tensor '%s' holds %s codes but \"quant\" gives no grid "
+                                   "for it", f->name, q, dyn_st_dtype_name(t->dtype));
+            const double delta = json_number_value(json_object_get(qe, "delta"));
+            for (int64_t i = 0; i < numel; i++)
+                p->value.data[i] = grid_value(p->value.data[i], delta);
+        }
         int64_t bad = first_nonfinite(p->value.data, numel);
         if (bad >= 0)
             return dyn_err_set(err, DYN_EFORMAT,
@@ -311,8 +425,8 @@ static int load_params(const dyn_st_file *f, int k, dyn_layer *l, unsigned char 
 }
 
 /* Builds node k from its JSON description and appends it to m. */
-static int load_node(const dyn_st_file *f, dyn_model *m, int k, json_t *nd, unsigned char *used,
-                     dyn_err *err) {
+static int load_node(const dyn_st_file *f, const json_t *quant, dyn_model *m, int k, json_t *nd,
+                     unsigned char *used, dyn_err *err) {
     char q[80];
     if (!json_is_object(nd))
         return dyn_err_set(err, DYN_EFORMAT, "%s: graph node %d is not a JSON object", f->name,
@@ -368,7 +482,7 @@ static int load_node(const dyn_st_file *f, dyn_model *m, int k, json_t *nd, unsi
     if (!l) return dyn_err_prefix(err, "%s: graph node %d", f->name, k);
     int idx = dyn_model_add(m, l, ins, (int)nin, err); /* owns l from here on */
     if (idx < 0) return dyn_err_prefix(err, "%s: graph node %d", f->name, k);
-    return load_params(f, k, m->nodes[idx].layer, used, err);
+    return load_params(f, quant, k, m->nodes[idx].layer, used, err);
 }
 
 static int load_labels(const dyn_st_file *f, dyn_model *m, dyn_err *err) {
@@ -428,13 +542,55 @@ static int load_object(const dyn_st_file *f, const char *key, json_t **slot, dyn
     return 0;
 }
 
+/* Parses and checks the optional "quant" metadata into *out (a new reference; NULL when absent
+ * or null): every entry names an I8 / I16 tensor of f and holds exactly a "delta" in range. */
+static int load_quant(const dyn_st_file *f, json_t **out, dyn_err *err) {
+    *out = NULL;
+    json_t *q = NULL;
+    int rc = load_object(f, "quant", &q, err);
+    if (rc || !q) return rc;
+    const char *name;
+    json_t *v;
+    json_object_foreach(q, name, v) {
+        char qn[100], vs[48] = "?";
+        dyn__printable(name, qn, sizeof qn);
+        const dyn_st_tensor *t = dyn_st_find(f, name);
+        const json_t *d = json_object_get(v, "delta");
+        char *txt = d ? json_dumps(d, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        if (txt) dyn__printable(txt, vs, sizeof vs);
+        free(txt);
+        if (!t)
+            rc = dyn_err_set(err, DYN_EFORMAT, "%s: \"quant\" names tensor '%s', which the file "
+                             "does not hold", f->name, qn);
+        else if (t->dtype != DYN_ST_I8 && t->dtype != DYN_ST_I16)
+            rc = dyn_err_set(err, DYN_EFORMAT, "%s: \"quant\" names tensor '%s', stored as %s; "
+                             "only I8 / I16 tensors hold codes", f->name, qn,
+                             dyn_st_dtype_name(t->dtype));
+        else if (!json_is_object(v) || json_object_size(v) != 1 || !d)
+            rc = dyn_err_set(err, DYN_EFORMAT, "%s: \"quant\" entry '%s' must be an object "
+                             "holding \"delta\" alone", f->name, qn);
+        else if (!json_is_number(d) || !delta_ok(json_number_value(d)))
+            rc = dyn_err_set(err, DYN_EFORMAT, "%s: \"quant\" entry '%s': delta %s is not a "
+                             "number in [%g, %g]", f->name, qn, vs, DYN_MODEL_QUANT_DELTA_MIN,
+                             DYN_MODEL_QUANT_DELTA_MAX);
+        if (rc) {
+            json_decref(q);
+            return rc;
+        }
+    }
+    *out = q;
+    return 0;
+}
+
 dyn_model *dyn_model_from_st(const dyn_st_file *f, dyn_err *err) {
     dyn_model *m = NULL;
-    json_t *g = NULL;
+    json_t *g = NULL, *quant = NULL;
     unsigned char *used = NULL;
     dyn_shape in;
     int rc;
-    if ((rc = check_format(f, err)) || (rc = parse_input(f, &in, err))) goto fail;
+    if ((rc = check_format(f, err)) || (rc = parse_input(f, &in, err)) ||
+        (rc = load_quant(f, &quant, err)))
+        goto fail;
     if ((rc = meta_json(f, "graph", 1, &g, err))) goto fail;
     if (!json_is_array(g) || json_array_size(g) == 0 || json_array_size(g) > INT32_MAX / 2) {
         rc = dyn_err_set(err, DYN_EFORMAT, "%s: \"graph\" is not a non-empty JSON array of nodes",
@@ -450,7 +606,7 @@ dyn_model *dyn_model_from_st(const dyn_st_file *f, dyn_err *err) {
     size_t k;
     json_t *nd;
     json_array_foreach(g, k, nd) {
-        if ((rc = load_node(f, m, (int)k, nd, used, err))) goto fail;
+        if ((rc = load_node(f, quant, m, (int)k, nd, used, err))) goto fail;
     }
     for (int i = 0; i < f->ntensors; i++) {
         if (!used[i]) {
@@ -469,10 +625,12 @@ dyn_model *dyn_model_from_st(const dyn_st_file *f, dyn_err *err) {
         goto fail;
     }
     json_decref(g);
+    json_decref(quant);
     free(used);
     return m;
 fail:
     json_decref(g);
+    json_decref(quant);
     free(used);
     dyn_model_free(m);
     return NULL;

@@ -24,8 +24,9 @@
 #define ST_BIG_ENDIAN 0
 #endif
 
-static const char *const g_dtype_names[DYN_ST_DTYPE_COUNT] = {"F32", "F16", "BF16"};
-static const uint64_t g_dtype_size[DYN_ST_DTYPE_COUNT] = {4, 2, 2};
+static const char *const g_dtype_names[DYN_ST_DTYPE_COUNT] = {"F32", "F16", "BF16", "I8",
+                                                                "I16"};
+static const uint64_t g_dtype_size[DYN_ST_DTYPE_COUNT] = {4, 2, 2, 1, 2};
 
 const char *dyn_st_dtype_name(dyn_st_dtype d) {
     return (unsigned)d < DYN_ST_DTYPE_COUNT ? g_dtype_names[d] : "?";
@@ -109,7 +110,8 @@ static int parse_entry(const char *what, const char *key, json_t *v, uint64_t bu
         }
     if (!found)
         return dyn_err_set(err, DYN_EUNSUP,
-                           "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 are supported",
+                           "%s: tensor '%s' has dtype %s; only F32, F16, BF16, I8 and I16 are "
+                           "supported",
                            what, qn, dyn__printable(ds, tmp, 24));
 
     json_t *sh = json_object_get(v, "shape");
@@ -456,6 +458,13 @@ int dyn_st_tensor_read_f32(const dyn_st_file *f, const dyn_st_tensor *t, float *
             memcpy(&dst[i], &b, 4);
         }
         break;
+    case DYN_ST_I8:
+        for (int64_t i = 0; i < n; i++) dst[i] = (float)(int8_t)p[i];
+        break;
+    case DYN_ST_I16:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = (float)(int16_t)(uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+        break;
     default:
         DYN_ASSERT(0);
     }
@@ -464,19 +473,22 @@ int dyn_st_tensor_read_f32(const dyn_st_file *f, const dyn_st_tensor *t, float *
 
 /* ---- writing ---- */
 
-static int write_f32(int fd, const float *x, int64_t n) {
-    if (!ST_BIG_ENDIAN) return n ? dyn_file_write_all(fd, x, (size_t)n * 4) : 0;
+/* The data buffer's layout: tensors by decreasing element size, each group in the caller's
+ * order (so each one is aligned to its element size): F32 has rank 0, I16 1, I8 2. */
+static int layout_rank(dyn_st_dtype d) { return d == DYN_ST_F32 ? 0 : d == DYN_ST_I16 ? 1 : 2; }
+
+/* Writes n elements of `size` bytes (1, 2 or 4) at x, host order, as little-endian. */
+static int write_le(int fd, const void *x, int64_t n, size_t size) {
+    const uint8_t *p = x;
+    if (!ST_BIG_ENDIAN || size == 1) return n ? dyn_file_write_all(fd, p, (size_t)n * size) : 0;
     uint8_t chunk[4096];
-    int64_t i = 0;
-    while (i < n) {
-        int64_t k = DYN_MIN(n - i, (int64_t)(sizeof chunk / 4));
-        for (int64_t j = 0; j < k; j++) {
-            uint32_t b;
-            memcpy(&b, &x[i + j], 4);
-            for (int q = 0; q < 4; q++) chunk[4 * j + q] = (uint8_t)(b >> (8 * q));
-        }
-        if (dyn_file_write_all(fd, chunk, (size_t)k * 4)) return -1;
-        i += k;
+    const int64_t per = (int64_t)(sizeof chunk / size);
+    for (int64_t i = 0; i < n; i += per) {
+        const int64_t k = DYN_MIN(n - i, per);
+        for (int64_t j = 0; j < k; j++)
+            for (size_t q = 0; q < size; q++)
+                chunk[(size_t)j * size + q] = p[(size_t)(i + j) * size + size - 1 - q];
+        if (dyn_file_write_all(fd, chunk, (size_t)k * size)) return -1;
     }
     return 0;
 }
@@ -509,8 +521,17 @@ static int build_header(const char *path, const dyn_st_entry *e, int n, const js
         }
     }
     uint64_t off = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
+        if (e[i].dtype != DYN_ST_F32 && e[i].dtype != DYN_ST_I8 && e[i].dtype != DYN_ST_I16) {
+            rc = dyn_err_set(err, DYN_EINVAL, "%s: tensor %d: dtype %s is not written (F32, I8 "
+                             "and I16 are)", path, i, dyn_st_dtype_name(e[i].dtype));
+            goto done;
+        }
+    for (int64_t k = 0; k < (int64_t)3 * n; k++) { /* the data layout: F32, then I16, then I8 */
+        const int i = (int)(k % n);
         const dyn_st_entry *t = &e[i];
+        if (layout_rank(t->dtype) != k / n) continue;
+        const int is_f32 = t->dtype == DYN_ST_F32;
         if (!t->name || !t->name[0] || strcmp(t->name, "__metadata__") == 0) {
             rc = dyn_err_set(err, DYN_EINVAL, "%s: tensor %d has an empty or reserved name", path,
                              i);
@@ -543,8 +564,9 @@ static int build_header(const char *path, const dyn_st_entry *e, int n, const js
             bad |= json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
         }
         uint64_t bytes = 0;
-        if (!bad && (__builtin_mul_overflow(numel, 4, &bytes) || off + bytes < off ||
-                     off + bytes > (uint64_t)INT64_MAX || (bytes && !t->data))) {
+        if (!bad && (__builtin_mul_overflow(numel, g_dtype_size[t->dtype], &bytes) ||
+                     off + bytes < off || off + bytes > (uint64_t)INT64_MAX ||
+                     (bytes && !(is_f32 ? (const void *)t->data : t->ints)))) {
             json_decref(shape);
             json_decref(ent);
             json_decref(offs);
@@ -555,7 +577,7 @@ static int build_header(const char *path, const dyn_st_entry *e, int n, const js
         if (!bad) {
             bad |= json_array_append_new(offs, json_integer((json_int_t)off));
             bad |= json_array_append_new(offs, json_integer((json_int_t)(off + bytes)));
-            bad |= json_object_set_new(ent, "dtype", json_string("F32"));
+            bad |= json_object_set_new(ent, "dtype", json_string(g_dtype_names[t->dtype]));
             bad |= json_object_set_new(ent, "shape", shape);
             shape = NULL;
             bad |= json_object_set_new(ent, "data_offsets", offs);
@@ -602,11 +624,15 @@ int dyn_st_write(const char *path, const dyn_st_entry *tensors, int n, const jso
     static const char spaces[8] = "        ";
     int bad = dyn_file_write_all(f.fd, len8, 8) || dyn_file_write_all(f.fd, hdr, hl) ||
               dyn_file_write_all(f.fd, spaces, padded - hl);
-    for (int i = 0; !bad && i < n; i++) {
+    for (int64_t k = 0; !bad && k < (int64_t)3 * n; k++) { /* build_header's layout */
+        const dyn_st_entry *t = &tensors[k % n];
+        if (layout_rank(t->dtype) != k / n) continue;
         int64_t numel = 1;
-        for (int d = 0; !bad && d < tensors[i].ndim; d++)
-            bad = !dyn_mul_ok(numel, tensors[i].shape[d], &numel); /* checked above */
-        bad = bad || write_f32(f.fd, tensors[i].data, numel);
+        for (int d = 0; !bad && d < t->ndim; d++)
+            bad = !dyn_mul_ok(numel, t->shape[d], &numel); /* checked above */
+        if (bad) break;
+        bad = write_le(f.fd, t->dtype == DYN_ST_F32 ? (const void *)t->data : t->ints, numel,
+                       (size_t)g_dtype_size[t->dtype]);
     }
     int e = errno;
     free(hdr);

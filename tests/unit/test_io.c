@@ -1,7 +1,8 @@
-/* test_io.c — engine/io: safetensors reader/writer (round trip, alignment, and rejection of
- * every kind of damaged file), model files (bit-exact round trip, damaged metadata and
- * tensors), IDX data sets (valid, gzip, damaged, helpers, and the real MNIST when present), data
- * sets by name (io/dataset.h) and atomic file writes (io/file.h). */
+/* test_io.c — engine/io: safetensors reader/writer (round trip, alignment, I8 / I16, and
+ * rejection of every kind of damaged file), model files (bit-exact round trip, damaged metadata
+ * and tensors, DyN states stored as I8 / I16 codes, hostile "quant" metadata), IDX data sets
+ * (valid, gzip, damaged, helpers, and the real MNIST when present), data sets by name
+ * (io/dataset.h) and atomic file writes (io/file.h). */
 #include <dirent.h>
 #include <ftw.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "convert/convert.h"
 #include "io/dataset.h"
 #include "io/file.h"
 #include "io/idx.h"
@@ -131,10 +133,10 @@ START_TEST(st_roundtrip) {
     a[5] = 1e-40f; /* a subnormal survives */
     int64_t sa[4] = {2, 3, 4, 5}, sb[1] = {7}, sz[2] = {3, 0};
     dyn_st_entry e[4] = {
-        {"layer.weight", 4, sa, a},
-        {"b", 1, sb, b},
-        {"scalar", 0, NULL, c},
-        {"empty", 2, sz, NULL},
+        {"layer.weight", 4, sa, a, DYN_ST_F32, NULL},
+        {"b", 1, sb, b, DYN_ST_F32, NULL},
+        {"scalar", 0, NULL, c, DYN_ST_F32, NULL},
+        {"empty", 2, sz, NULL, DYN_ST_F32, NULL},
     };
     json_t *meta = json_pack("{s:s, s:s}", "format", "test", "note", "x\"y\n\xc3\xa9");
     dyn_err err = {0};
@@ -208,12 +210,12 @@ START_TEST(st_write_rejects_bad_input) {
     float x[2] = {1, 2};
     int64_t s2[1] = {2}, neg[1] = {-1};
     dyn_err err = {0};
-    dyn_st_entry dup[2] = {{"a", 1, s2, x}, {"a", 1, s2, x}};
+    dyn_st_entry dup[2] = {{"a", 1, s2, x, DYN_ST_F32, NULL}, {"a", 1, s2, x, DYN_ST_F32, NULL}};
     ck_assert_int_lt(dyn_st_write(path, dup, 2, NULL, &err), 0);
     ck_assert_ptr_nonnull(strstr(err.msg, "'a'"));
-    dyn_st_entry reserved[1] = {{"__metadata__", 1, s2, x}};
+    dyn_st_entry reserved[1] = {{"__metadata__", 1, s2, x, DYN_ST_F32, NULL}};
     ck_assert_int_lt(dyn_st_write(path, reserved, 1, NULL, &err), 0);
-    dyn_st_entry bad[1] = {{"n", 1, neg, x}};
+    dyn_st_entry bad[1] = {{"n", 1, neg, x, DYN_ST_F32, NULL}};
     ck_assert_int_lt(dyn_st_write(path, bad, 1, NULL, &err), 0);
     json_t *meta = json_pack("{s:i}", "k", 1);
     ck_assert_int_lt(dyn_st_write(path, dup, 1, meta, &err), 0);
@@ -237,7 +239,7 @@ static void *writer_main(void *p) {
     float x[256];
     for (int i = 0; i < 256; i++) x[i] = (float)a->id;
     int64_t s[1] = {256};
-    dyn_st_entry e = {"x", 1, s, x};
+    dyn_st_entry e = {"x", 1, s, x, DYN_ST_F32, NULL};
     for (int r = 0; r < 20; r++) {
         dyn_err err = {0};
         if (dyn_st_write(a->path, &e, 1, NULL, &err)) a->failures++;
@@ -278,7 +280,7 @@ END_TEST
 static void small_valid_st(const char *path) {
     float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {-1, 0.5f, 7};
     int64_t sa[2] = {2, 3}, sb[1] = {3};
-    dyn_st_entry e[2] = {{"w", 2, sa, a}, {"bias", 1, sb, b}};
+    dyn_st_entry e[2] = {{"w", 2, sa, a, DYN_ST_F32, NULL}, {"bias", 1, sb, b, DYN_ST_F32, NULL}};
     json_t *meta = json_pack("{s:s}", "k", "v");
     dyn_err err = {0};
     ck_assert_msg(dyn_st_write(path, e, 2, meta, &err) == 0, "%s", err.msg);
@@ -567,6 +569,77 @@ START_TEST(st_half_precision) {
 }
 END_TEST
 
+/* I8 / I16 tensors (integer codes): written after the F32 ones, each aligned to its element
+ * size, read back as their integer values; F16 / BF16 are read but not written. */
+START_TEST(st_int_codes) {
+    tmp_setup();
+    char path[256];
+    tmp_path("i.safetensors", path, sizeof path);
+    const int8_t k8[5] = {-128, -1, 0, 1, 127};
+    const int16_t k16[3] = {-32768, 300, 32767};
+    const float x[3] = {1.5f, -2, 3};
+    int64_t s5 = 5, s3 = 3;
+    dyn_st_entry e[3] = {{"k8", 1, &s5, NULL, DYN_ST_I8, k8},
+                         {"k16", 1, &s3, NULL, DYN_ST_I16, k16},
+                         {"x", 1, &s3, x, DYN_ST_F32, NULL}};
+    dyn_err err = {0};
+    ck_assert_msg(dyn_st_write(path, e, 3, NULL, &err) == 0, "%s", err.msg);
+    size_t n;
+    uint8_t *raw = read_bytes(path, &n);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | raw[i];
+    ck_assert_uint_eq(n, 8 + hl + 3 * 4 + 3 * 2 + 5);
+    const uint8_t *d = raw + 8 + hl; /* F32 first, then I16 (little-endian), then I8 */
+    ck_assert_int_eq(d[12], 0x00);
+    ck_assert_int_eq(d[13], 0x80);
+    ck_assert_int_eq(d[18], 0x80);
+    ck_assert_int_eq(d[22], 0x7f);
+    free(raw);
+    dyn_st_file *f;
+    ck_assert_msg(dyn_st_read(path, &f, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(f->tensors[0].name, "x");
+    ck_assert_str_eq(f->tensors[1].name, "k16");
+    ck_assert_str_eq(f->tensors[2].name, "k8");
+    ck_assert_uint_eq(f->tensors[1].begin, 12);
+    ck_assert_uint_eq(f->tensors[2].begin, 18);
+    const dyn_st_tensor *t = dyn_st_find(f, "k16");
+    ck_assert_int_eq(t->dtype, DYN_ST_I16);
+    ck_assert_str_eq(dyn_st_dtype_name(t->dtype), "I16");
+    float v[5];
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, v, 3, &err), 0);
+    ck_assert(v[0] == -32768.0f && v[1] == 300.0f && v[2] == 32767.0f);
+    t = dyn_st_find(f, "k8");
+    ck_assert_str_eq(dyn_st_dtype_name(t->dtype), "I8");
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, v, 5, &err), 0);
+    for (int i = 0; i < 5; i++) ck_assert(v[i] == (float)k8[i]);
+    t = dyn_st_find(f, "x");
+    ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, v, 3, &err), 0);
+    ck_assert_int_eq(memcmp(v, x, sizeof x), 0);
+    dyn_st_free(f);
+
+    /* F16 / BF16 entries and codes without their buffer are refused; the old file stays */
+    dyn_st_entry h = {"h", 1, &s3, x, DYN_ST_F16, NULL};
+    ck_assert_int_eq(dyn_st_write(path, &h, 1, NULL, &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "F16"));
+    dyn_st_entry nob = {"k", 1, &s3, x, DYN_ST_I16, NULL};
+    ck_assert_int_eq(dyn_st_write(path, &nob, 1, NULL, &err), DYN_EINVAL);
+    ck_assert_int_eq(count_dir_entries(), 1);
+    ck_assert_int_eq(dyn_st_read(path, &f, &err), 0);
+    ck_assert_int_eq(f->ntensors, 3);
+    dyn_st_free(f);
+
+    /* an I8 entry whose offsets do not hold its shape */
+    uint8_t b8[8] = {0};
+    write_st_raw(path, "{\"k\": {\"dtype\":\"I8\",\"shape\":[4],\"data_offsets\":[0,8]}}",
+                 UINT64_MAX, b8, 8);
+    st_fails(path, DYN_EFORMAT, WANT("'k'", "I8", "needs 4 bytes"));
+    write_st_raw(path, "{\"k\": {\"dtype\":\"I16\",\"shape\":[4],\"data_offsets\":[0,4]}}",
+                 UINT64_MAX, b8, 4);
+    st_fails(path, DYN_EFORMAT, WANT("'k'", "I16", "needs 8 bytes"));
+    tmp_teardown();
+}
+END_TEST
+
 /* ---- model files ---- */
 
 static dyn_layer *mk_layer(const char *op, const char *name, const char *attrs_json) {
@@ -829,7 +902,21 @@ static void rewrite(const char *src, const char *dst, const edit *ed) {
         if (ed->drop && strcmp(t->name, ed->drop) == 0) continue;
         bufs[n] = malloc((size_t)t->numel * 4 + 4);
         ck_assert_int_eq(dyn_st_tensor_read_f32(f, t, bufs[n], t->numel, &err), 0);
-        e[n] = (dyn_st_entry){t->name, t->ndim, t->shape, bufs[n]};
+        e[n] = (dyn_st_entry){t->name, t->ndim, t->shape, bufs[n], DYN_ST_F32, NULL};
+        if (t->dtype == DYN_ST_I8 || t->dtype == DYN_ST_I16) { /* codes stay codes */
+            int16_t *k16 = malloc((size_t)t->numel * 2 + 2);
+            int8_t *k8 = (int8_t *)k16;
+            for (int64_t j = 0; j < t->numel; j++) {
+                if (t->dtype == DYN_ST_I16)
+                    k16[j] = (int16_t)bufs[n][j];
+                else
+                    k8[j] = (int8_t)bufs[n][j];
+            }
+            free(bufs[n]);
+            bufs[n] = (float *)k16; /* freed below */
+            e[n].dtype = t->dtype;
+            e[n].ints = k16;
+        }
         if (ed->reshape && strcmp(t->name, ed->reshape) == 0) {
             shapes[n] = t->numel;
             e[n].ndim = 1;
@@ -840,7 +927,7 @@ static void rewrite(const char *src, const char *dst, const edit *ed) {
     if (ed->add) {
         shapes[n] = ed->add_n;
         bufs[n] = calloc((size_t)ed->add_n + 1, 4);
-        e[n] = (dyn_st_entry){ed->add, 1, &shapes[n], bufs[n]};
+        e[n] = (dyn_st_entry){ed->add, 1, &shapes[n], bufs[n], DYN_ST_F32, NULL};
         n++;
     }
     json_t *meta = json_deep_copy(f->metadata);
@@ -857,6 +944,33 @@ static void rewrite(const char *src, const char *dst, const edit *ed) {
     free(shapes);
     free(e);
     dyn_st_free(f);
+}
+
+/* An edit of a valid model file and what the refusal of the result must say. */
+typedef struct edit_case {
+    edit e;
+    const char *want[4];
+} edit_case;
+
+/* Each case: `path` rewritten into `bad` with its edit must fail to load, saying its wants. */
+static void edits_fail(const char *path, const char *bad, const edit_case *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        rewrite(path, bad, &cases[i].e);
+        const char *want[5] = {0};
+        memcpy(want, cases[i].want, sizeof cases[i].want);
+        model_fails(bad, want);
+    }
+}
+
+/* A test directory (tmp_setup) with m saved in `path` ("m.safetensors"); `bad` names
+ * "bad.safetensors" there. Both hold 256 bytes. Returns m. */
+static dyn_model *saved_in_tmp(dyn_model *m, char *path, char *bad) {
+    tmp_setup();
+    tmp_path("m.safetensors", path, 256);
+    tmp_path("bad.safetensors", bad, 256);
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
+    return m;
 }
 
 START_TEST(model_truncated_every_prefix) {
@@ -882,13 +996,9 @@ START_TEST(model_truncated_every_prefix) {
 END_TEST
 
 START_TEST(model_nan) {
-    tmp_setup();
     char path[256], bad[256];
-    tmp_path("m.safetensors", path, sizeof path);
-    tmp_path("bad.safetensors", bad, sizeof bad);
-    dyn_model *m = tiny_model();
+    dyn_model *m = saved_in_tmp(tiny_model(), path, bad);
     dyn_err err = {0};
-    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
 
     /* Saving a model holding NaN / Inf is refused and leaves the old file alone. */
     dyn_param *w = dyn_layer_param(m->nodes[0].layer, "weight");
@@ -927,21 +1037,14 @@ START_TEST(model_nan) {
 END_TEST
 
 START_TEST(model_bad_metadata) {
-    tmp_setup();
     char path[256], bad[256];
-    tmp_path("m.safetensors", path, sizeof path);
-    tmp_path("bad.safetensors", bad, sizeof bad);
-    dyn_model *m = tiny_model();
+    dyn_model *m = saved_in_tmp(tiny_model(), path, bad);
     dyn_err err = {0};
-    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
     dyn_model *ok = dyn_model_load(path, &err);
     ck_assert_msg(ok != NULL, "%s", err.msg);
     dyn_model_free(ok);
 
-    struct {
-        edit e;
-        const char *want[4];
-    } cases[] = {
+    edit_case cases[] = {
         /* format and version */
         {{.key = "format", .value = NULL}, {"format"}},
         {{.key = "format", .value = "pytorch"}, {"pytorch", "dynd-model"}},
@@ -1021,12 +1124,7 @@ START_TEST(model_bad_metadata) {
         {{.add = "zzz", .add_n = 0}, {"extra tensor", "'zzz'"}},
         {{.reshape = "fc1.weight"}, {"'fc1.weight'", "[12]", "[3, 4]"}},
     };
-    for (size_t i = 0; i < DYN_ARRAY_LEN(cases); i++) {
-        rewrite(path, bad, &cases[i].e);
-        const char *want[5] = {0};
-        memcpy(want, cases[i].want, sizeof cases[i].want);
-        model_fails(bad, want);
-    }
+    edits_fail(path, bad, cases, DYN_ARRAY_LEN(cases));
     /* Unknown metadata keys are ignored; an absent labels key means no labels. */
     edit extra = {.key = "created_by", .value = "someone"};
     rewrite(path, bad, &extra);
@@ -1043,7 +1141,7 @@ START_TEST(model_bad_metadata) {
     /* A plain safetensors file is not a model. */
     float x = 1;
     int64_t one = 1;
-    dyn_st_entry e = {"w", 1, &one, &x};
+    dyn_st_entry e = {"w", 1, &one, &x, DYN_ST_F32, NULL};
     ck_assert_int_eq(dyn_st_write(bad, &e, 1, NULL, &err), 0);
     model_fails(bad, WANT("not a dynd model"));
     model_fails("/nonexistent-dir/m.safetensors", WANT("cannot open"));
@@ -1054,6 +1152,245 @@ START_TEST(model_bad_metadata) {
     ck_assert_int_eq(dyn_model_save(empty, bad, &err), DYN_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.msg, "no layers"));
     dyn_model_free(empty);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+/* ---- state codes (model_file.h "quant") ---- */
+
+/* dyn_conv2d -> flatten -> dyn_linear -> relu -> linear, the DyN states rounded to grid `delta`
+ * by the conversion's quantizer (dyn_quantize_layer: rescaled to spread 1, then
+ * floor(x/δ)·δ in double, cast to float), the grid recorded as info.convert.quant. */
+static dyn_model *gridded_model(double delta) {
+    dyn_shape in = {.ndim = 3, .d = {1, 5, 5}};
+    dyn_model *m = dyn_model_new(&in);
+    ck_assert_ptr_nonnull(m);
+    add_seq(m, "dyn_conv2d", "dconv",
+            "{\"in_channels\":1,\"out_channels\":2,\"kernel\":3,\"padding\":1,\"H\":2,\"q\":2,"
+            "\"kernel_fn\":\"l1\"}");
+    add_seq(m, "flatten", "flat", "{}");
+    add_seq(m, "dyn_linear", "dfc", "{\"in\":50,\"out\":6,\"H\":2,\"q\":3,\"kernel\":\"l1\"}");
+    add_seq(m, "relu", "relu", "{}");
+    add_seq(m, "linear", "fc", "{\"in\":6,\"out\":3}");
+    dyn_model_init(m, 5);
+    randomize(m, 21);
+    set_meta(m, 3);
+    dyn_err err = {0};
+    ck_assert_msg(dyn_quantize_layer(m->nodes[0].layer, delta, &err) == 0, "%s", err.msg);
+    ck_assert_msg(dyn_quantize_layer(m->nodes[2].layer, delta, &err) == 0, "%s", err.msg);
+    json_object_set_new(m->info, "convert", json_pack("{s:f, s:s}", "quant", delta, "fit", "fixed"));
+    return m;
+}
+
+static const char *const g_states[4] = {"dconv.a", "dconv.b", "dfc.u", "dfc.v"};
+
+static int is_state_name(const char *name) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, g_states[i]) == 0) return 1;
+    return 0;
+}
+
+/* Saves m to `path`, loads it back (bit-exact: assert_same_model) and returns the dtype the
+ * file gives tensor `name`. */
+static dyn_st_dtype saved_dtype(dyn_model *m, const char *path, const char *name) {
+    dyn_err err = {0};
+    ck_assert_msg(dyn_model_prepare(m, &err) == 0, "%s", err.msg); /* after edits of states */
+    ck_assert_msg(dyn_model_save(m, path, &err) == 0, "%s", err.msg);
+    dyn_model *back = dyn_model_load(path, &err);
+    ck_assert_msg(back != NULL, "%s", err.msg);
+    assert_same_model(m, back);
+    dyn_model_free(back);
+    dyn_st_file *f;
+    ck_assert_int_eq(dyn_st_read(path, &f, &err), 0);
+    const dyn_st_dtype d = dyn_st_find(f, name)->dtype;
+    dyn_st_free(f);
+    return d;
+}
+
+/* Gridded states are stored as I16 (δ = 1e-3: codes up to ~1700) or I8 (δ = 0.05: up to ~35)
+ * and come back bit for bit; everything else stays F32. */
+START_TEST(model_codes_roundtrip) {
+    const double deltas[2] = {1e-3, 0.05};
+    const dyn_st_dtype want[2] = {DYN_ST_I16, DYN_ST_I8};
+    for (int c = 0; c < 2; c++) {
+        tmp_setup();
+        dyn_model *m = gridded_model(deltas[c]);
+        roundtrip(m); /* bit-exact, the same bytes when saved again, loads from memory too */
+        char p[256], p2[256];
+        tmp_path("m.safetensors", p, sizeof p);
+        tmp_path("f32.safetensors", p2, sizeof p2);
+        dyn_st_file *f;
+        dyn_err err = {0};
+        ck_assert_int_eq(dyn_st_read(p, &f, &err), 0);
+        json_t *q = json_loads(dyn_st_meta(f, "quant"), 0, NULL);
+        ck_assert_ptr_nonnull(q);
+        ck_assert_int_eq(json_object_size(q), 4);
+        int64_t total = 0, coded = 0, data = 0;
+        for (int i = 0; i < f->ntensors; i++) {
+            const dyn_st_tensor *t = &f->tensors[i];
+            total += t->numel;
+            data += (int64_t)(t->end - t->begin);
+            if (!is_state_name(t->name)) {
+                ck_assert_msg(t->dtype == DYN_ST_F32, "%s is %s", t->name,
+                              dyn_st_dtype_name(t->dtype));
+                ck_assert_uint_eq(t->begin % 4, 0);
+                continue;
+            }
+            ck_assert_msg(t->dtype == want[c], "%s is %s", t->name, dyn_st_dtype_name(t->dtype));
+            ck_assert_uint_eq(t->begin % (want[c] == DYN_ST_I16 ? 2 : 1), 0);
+            const json_t *dj = json_object_get(json_object_get(q, t->name), "delta");
+            ck_assert(json_is_real(dj) && json_real_value(dj) == deltas[c]);
+            coded += t->numel;
+        }
+        json_decref(q);
+        dyn_st_free(f);
+        ck_assert_int_gt(coded, 0);
+        ck_assert_int_eq(data, (total - coded) * 4 + coded * (c == 0 ? 2 : 1));
+        dyn_model_storage st;
+        dyn_model_storage_get(m, &st);
+        ck_assert_int_eq(st.data_bytes, data);
+        ck_assert_int_eq(st.coded_floats, coded);
+        ck_assert_int_eq(st.floats, total);
+        /* the conversion report shows those bytes (convert.h) */
+        dyn_convert_report r = {.floats_before = 1000, .quant = deltas[c]};
+        dyn_convert_report_set_storage(&r, m);
+        ck_assert_int_eq(r.bytes_stored, data);
+        json_t *rj = dyn_convert_report_json(&r);
+        ck_assert_int_eq(json_integer_value(json_object_get(rj, "bytes_stored")), data);
+        ck_assert_int_eq(json_integer_value(json_object_get(rj, "bytes_before")), 4000);
+        ck_assert_int_eq(json_integer_value(json_object_get(rj, "coded_floats")), coded);
+        json_decref(rj);
+        char *table = dyn_convert_report_table(&r), line[160];
+        snprintf(line, sizeof line, "stored bytes: 4000 (F32) -> %lld (", (long long)data);
+        ck_assert_msg(strstr(table, line) != NULL, "no '%s' in\n%s", line, table);
+        snprintf(line, sizeof line, "%lld DyN state floats stored as I16 / I8 codes of the %g grid",
+                 (long long)coded, deltas[c]);
+        ck_assert_msg(strstr(table, line) != NULL, "no '%s' in\n%s", line, table);
+        free(table);
+
+        /* without the grid in info the same model is stored as F32 alone, no "quant" */
+        json_object_del(json_object_get(m->info, "convert"), "quant");
+        ck_assert_int_eq(saved_dtype(m, p2, "dfc.u"), DYN_ST_F32);
+        ck_assert_int_eq(dyn_st_read(p2, &f, &err), 0);
+        ck_assert_ptr_null(dyn_st_meta(f, "quant"));
+        for (int i = 0; i < f->ntensors; i++) ck_assert_int_eq(f->tensors[i].dtype, DYN_ST_F32);
+        dyn_st_free(f);
+        dyn_model_storage_get(m, &st);
+        ck_assert_int_eq(st.data_bytes, total * 4);
+        ck_assert_int_eq(st.coded_floats, 0);
+        dyn_model_free(m);
+        tmp_teardown();
+    }
+}
+END_TEST
+
+/* The code range decides I8 / I16 / F32; a value off the grid by one ulp, or -0.0, keeps its
+ * tensor F32 (the others stay coded); a grid out of range or absent codes nothing. */
+START_TEST(model_codes_bounds) {
+    tmp_setup();
+    char p[256];
+    tmp_path("b.safetensors", p, sizeof p);
+    const double delta = 0.05;
+    dyn_model *m = gridded_model(delta);
+    float *u = dyn_layer_param(m->nodes[2].layer, "u")->value.data;
+    const float keep = u[0];
+    struct {
+        double code;
+        dyn_st_dtype want;
+    } cases[] = {{127, DYN_ST_I8},      {-127, DYN_ST_I8},       {128, DYN_ST_I16},
+                 {-128, DYN_ST_I16},    {32767, DYN_ST_I16},     {-32767, DYN_ST_I16},
+                 {32768, DYN_ST_F32},   {-32768, DYN_ST_F32}};
+    for (size_t i = 0; i < DYN_ARRAY_LEN(cases); i++) {
+        u[0] = (float)(cases[i].code * delta);
+        ck_assert_msg(saved_dtype(m, p, "dfc.u") == cases[i].want, "code %g", cases[i].code);
+        ck_assert_int_eq(saved_dtype(m, p, "dfc.v"), DYN_ST_I8); /* untouched */
+    }
+    u[0] = nextafterf(keep, INFINITY);
+    ck_assert_int_eq(saved_dtype(m, p, "dfc.u"), DYN_ST_F32);
+    ck_assert_int_eq(saved_dtype(m, p, "dconv.a"), DYN_ST_I8);
+    u[0] = -0.0f;
+    ck_assert_int_eq(saved_dtype(m, p, "dfc.u"), DYN_ST_F32);
+    u[0] = 0.0f;
+    ck_assert_int_eq(saved_dtype(m, p, "dfc.u"), DYN_ST_I8);
+    u[0] = keep;
+    ck_assert_int_eq(saved_dtype(m, p, "dfc.u"), DYN_ST_I8);
+    /* info.convert.quant that is no grid: nothing is coded */
+    const char *bad[] = {"0", "-0.05", "\"0.05\"", "1e31", "null"};
+    for (size_t i = 0; i < DYN_ARRAY_LEN(bad); i++) {
+        json_object_set_new(json_object_get(m->info, "convert"), "quant",
+                            json_loads(bad[i], JSON_DECODE_ANY, NULL));
+        ck_assert_msg(saved_dtype(m, p, "dfc.u") == DYN_ST_F32, "quant %s", bad[i]);
+    }
+    /* states that were never rounded (a trained DyN model) stay F32 under any grid */
+    dyn_model *t = dyn_model_small();
+    json_object_set_new(t->info, "convert", json_pack("{s:f}", "quant", 1e-3));
+    ck_assert_int_eq(saved_dtype(t, p, "dfc1.u"), DYN_ST_F32);
+    dyn_st_file *f;
+    dyn_err err = {0};
+    ck_assert_int_eq(dyn_st_read(p, &f, &err), 0);
+    ck_assert_ptr_null(dyn_st_meta(f, "quant"));
+    dyn_st_free(f);
+    dyn_model_free(t);
+    dyn_model_free(m);
+    tmp_teardown();
+}
+END_TEST
+
+/* Hostile files: codes without a grid, grids that are not one, entries naming the wrong
+ * tensors — each refused with a message naming the tensor. */
+START_TEST(model_codes_hostile) {
+    char path[256], bad[256];
+    dyn_model *m = saved_in_tmp(gridded_model(1e-3), path, bad);
+    dyn_err err = {0};
+    /* the valid file's "quant" with dconv.a's entry replaced */
+#define QUANT(A) "{\"dconv.a\":" A ",\"dconv.b\":{\"delta\":0.001},\"dfc.u\":{\"delta\":0.001}," \
+                 "\"dfc.v\":{\"delta\":0.001}}"
+    edit same = {.key = "quant", .value = QUANT("{\"delta\":0.001}")};
+    rewrite(path, bad, &same);
+    dyn_model *ok = dyn_model_load(bad, &err);
+    ck_assert_msg(ok != NULL, "%s", err.msg);
+    assert_same_model(m, ok);
+    dyn_model_free(ok);
+    edit_case cases[] = {
+        {{.key = "quant", .value = NULL}, {"'dconv.a'", "I16", "quant"}},
+        {{.key = "quant", .value = "{}"}, {"'dconv.a'", "I16", "quant"}},
+        {{.key = "quant", .value = "{\"dconv.a\":{\"delta\":0.001}}"}, {"'dconv.b'", "quant"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":0}")}, {"'dconv.a'", "delta 0 "}},
+        {{.key = "quant", .value = QUANT("{\"delta\":-0.001}")}, {"'dconv.a'", "delta -0.001"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":NaN}")}, {"quant", "not valid JSON"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":1e300}")}, {"'dconv.a'", "delta 1"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":1e-300}")}, {"'dconv.a'", "delta 1"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":1e999}")}, {"quant", "not valid JSON"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":\"0.001\"}")}, {"'dconv.a'", "delta"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":null}")}, {"'dconv.a'", "delta"}},
+        {{.key = "quant", .value = QUANT("{\"delta\":0.001,\"zero\":3}")}, {"'dconv.a'", "alone"}},
+        {{.key = "quant", .value = QUANT("{}")}, {"'dconv.a'", "delta"}},
+        {{.key = "quant", .value = QUANT("0.001")}, {"'dconv.a'", "delta"}},
+        {{.key = "quant", .value = "[1]"}, {"quant", "not a JSON object"}},
+        {{.key = "quant", .value = "{\"dconv.a\":"}, {"quant", "not valid JSON"}},
+        {{.key = "quant",
+          .value = "{\"dconv.a\":{\"delta\":0.001},\"dconv.b\":{\"delta\":0.001},"
+                   "\"dfc.u\":{\"delta\":0.001},\"dfc.v\":{\"delta\":0.001},"
+                   "\"fc.weight\":{\"delta\":0.001}}"},
+         {"'fc.weight'", "F32"}},
+        {{.key = "quant",
+          .value = "{\"dconv.a\":{\"delta\":0.001},\"dconv.b\":{\"delta\":0.001},"
+                   "\"dfc.u\":{\"delta\":0.001},\"dfc.v\":{\"delta\":0.001},"
+                   "\"nope\":{\"delta\":0.001}}"},
+         {"'nope'", "does not hold"}},
+    };
+#undef QUANT
+    edits_fail(path, bad, cases, DYN_ARRAY_LEN(cases));
+    /* the same bytes from memory: refused too */
+    edit none = {.key = "quant", .value = NULL};
+    rewrite(path, bad, &none);
+    size_t n;
+    uint8_t *raw = read_bytes(bad, &n);
+    ck_assert_ptr_null(dyn_model_load_bytes(raw, n, "upload", &err));
+    ck_assert_ptr_nonnull(strstr(err.msg, "upload"));
+    ck_assert_ptr_nonnull(strstr(err.msg, "I16"));
+    free(raw);
     dyn_model_free(m);
     tmp_teardown();
 }
@@ -1666,6 +2003,7 @@ static Suite *io_suite(void) {
     tcase_add_test(tc, st_garbage);
     tcase_add_test(tc, st_bad_headers);
     tcase_add_test(tc, st_half_precision);
+    tcase_add_test(tc, st_int_codes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("model_file");
@@ -1677,6 +2015,9 @@ static Suite *io_suite(void) {
     tcase_add_test(tc, model_truncated_every_prefix);
     tcase_add_test(tc, model_nan);
     tcase_add_test(tc, model_bad_metadata);
+    tcase_add_test(tc, model_codes_roundtrip);
+    tcase_add_test(tc, model_codes_bounds);
+    tcase_add_test(tc, model_codes_hostile);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("idx");
