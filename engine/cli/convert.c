@@ -203,7 +203,6 @@ int cmd_convert(int argc, char **argv) {
         cli_die("convert", &err);
     }
     if (dyn_model_save(out, out_path, &err)) cli_die("convert", &err);
-    dyn_convert_report_set_storage(&rep, out);
     struct stat fst;
     const long long file_bytes = stat(out_path, &fst) == 0 ? (long long)fst.st_size : -1;
     char *table = dyn_convert_report_table(&rep);

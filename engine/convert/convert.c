@@ -1370,6 +1370,7 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
             json_decref(fj);
         }
     }
+    if (!rc) dyn_convert_report_set_storage(rep, *out); /* the file bytes, states coded */
     fid_free(&f);
     free(hb0);
     free(hb1);

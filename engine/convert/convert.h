@@ -278,7 +278,7 @@ typedef struct dyn_convert_report {
     int steps, q;
     /* The converted model's tensor bytes as dyn_model_save stores them (4 per float, 2 / 1 per
      * DyN state value stored as an I16 / I8 code: io/model_file.h), and how many of its floats
-     * are coded; 0 until dyn_convert_report_set_storage fills them. */
+     * are coded; dyn_convert fills them (dyn_convert_report_set_storage). */
     int64_t bytes_stored, coded_floats;
 } dyn_convert_report;
 

@@ -70,6 +70,7 @@ check "conversion succeeded ($STATE: $(json_get 'j["error"]'))" [ "$STATE" = suc
 check "conversion names its model" [ "$(json_get 'j["model"]')" = lenet ]
 check "per-layer results" [ "$(json_get 'sum(1 for l in j["layers"] if l.get("converted"))')" -ge 3 ]
 check "fidelity measured on held-out calibration images" [ "$(json_get 'j["result"]["fidelity"]["on"], j["result"]["fidelity"]["images"] > 0, j["result"]["fidelity"]["verified"]')" = "('holdout', True, True)" ]
+check "stored bytes reported (states as integer codes): $(json_get 'j["result"]["bytes_before"], j["result"]["bytes_stored"]')" [ "$(json_get '0 < j["result"]["bytes_stored"] < j["result"]["bytes_before"]')" = True ]
 check "activation-aware fit chosen with calibration images" [ "$(json_get 'j["result"]["fit"]')" = activation ]
 check "conversion progress rises to 1" rising
 check "an ETA while it ran" grep -qE '^[0-9.]+$' "$T/eta"
