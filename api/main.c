@@ -4,8 +4,10 @@
 #include "api/api.h"
 #include "server/router.h"
 #include "server/server.h"
+#include "base.h"
 
 int main(int argc, char **argv) {
+    dyn_threads_policy_init(argv); /* engine threads sleep, not spin, while they wait */
     int n;
     const srv_route *routes = api_routes(&n);
     srv_router_set(routes, n);

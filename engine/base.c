@@ -2,8 +2,10 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -67,6 +69,17 @@ void dyn_threads_set(int n) {
     if (n > 0) omp_set_num_threads(n);
 #endif
     openblas_set_num_threads(n > 0 ? n : openblas_get_num_procs());
+}
+
+void dyn_threads_policy_init(char **argv) {
+#ifdef _OPENMP
+    if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* no /proc (or no exec): libgomp keeps its default; the variable set stays harmless */
+#else
+    (void)argv;
+#endif
 }
 
 int dyn_threads_get(void) {

@@ -79,6 +79,18 @@ static inline int dyn_mul_ok(int64_t a, int64_t b, int64_t *out) {
 void dyn_threads_set(int n);
 int dyn_threads_get(void);
 
+/* Makes the engine's OpenMP threads (and OpenBLAS's, which share them) sleep while they wait
+ * instead of spinning. libgomp spins ~300,000 iterations at every barrier by default; when
+ * another process takes a core, a team of 2 then spends its time spinning for a descheduled
+ * member (ResNet-18, batch 1, 2 threads, on a busy 2-core machine: 1,006-1,412 ms per image
+ * spinning, 76 ms sleeping, 187-250 ms on one thread). libgomp reads OMP_WAIT_POLICY once, as
+ * it loads, so when the variable is unset this sets it to PASSIVE and re-executes the program
+ * (execv of /proc/self/exe: same pid, same argv, same environment otherwise). A value set by
+ * the user is kept (OMP_WAIT_POLICY=ACTIVE restores spinning). Call first in main(), before
+ * any thread exists; argv is main's. Returns when there was nothing to do or the exec failed
+ * (then the program runs with libgomp's default). */
+void dyn_threads_policy_init(char **argv);
+
 /* Monotonic wall clock in seconds. */
 double dyn_now(void);
 

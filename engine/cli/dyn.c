@@ -363,6 +363,7 @@ static int cmd_options(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    dyn_threads_policy_init(argv); /* engine threads sleep, not spin, while they wait */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fprintf(stderr, "usage: dyn <train|eval|inspect|bench|convert|finetune|options> ...   (dyn <cmd> --help)\n"
                         "dyn %s — DyN models: train, evaluate, inspect, benchmark\n",

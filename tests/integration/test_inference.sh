@@ -7,7 +7,11 @@ source "$(dirname "$0")/lib.sh"
 echo "inference: classify + v2 infer on real MNIST digits"
 mkdir -p "$T/models" && cp "$(model_path)" "$T/models/mnist.dyn"
 make_digits 500 "$T/digits"
+unset OMP_WAIT_POLICY
 start_dynd
+# engine threads sleep while they wait (dyn_threads_policy_init re-executed dynd with
+# OMP_WAIT_POLICY=PASSIVE: spinning threads collapse on a busy machine)
+check "dynd runs with OMP_WAIT_POLICY=PASSIVE" grep -qx OMP_WAIT_POLICY=PASSIVE <(tr '\0' '\n' < "/proc/$DYND_PID/environ")
 
 check "accuracy and identical scores through HTTP" $PY "$HERE/client.py" accuracy "$URL" "$T/digits" 500
 check "binary tensor data extension" $PY "$HERE/client.py" binary "$URL" "$T/digits" 50
