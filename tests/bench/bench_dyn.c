@@ -193,7 +193,9 @@ static double agreement(dyn_layer *l, float *w, int n, int N) {
     return e;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    dyn_threads_policy_init(argv); /* threads sleep while they wait, as in dynd and dyn */
     dyn_threads_set(getenv("DYN_THREADS") ? atoi(getenv("DYN_THREADS")) : 0);
     const int quick = getenv("DYN_BENCH_QUICK") != NULL;
     static const cfg cfgs[] = {{1024, 2, 4}, {1024, 4, 8}, {4096, 2, 4}, {4096, 4, 8},
