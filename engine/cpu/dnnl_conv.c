@@ -68,6 +68,7 @@ typedef struct wstore {
     const float *src; /* the user's weights it was reordered from */
     dnnl_memory_desc_t md;
     float *buf;
+    int refs; /* entries using it: the last one to go frees it */
     struct wstore *next;
 } wstore;
 
@@ -88,6 +89,7 @@ struct dyn_dnnl_conv {
     dnnl_memory_t m_x, m_xb, m_w, m_b, m_yb, m_y, m_sp;
     dnnl_stream_t stream;
     float *xb, *yb, *sp; /* owned */
+    wstore *ws;          /* its reordered weights (one reference), NULL: the user's */
     char impl[64];
     struct dyn_dnnl_conv *next;
 };
@@ -115,8 +117,17 @@ dyn_dnnl_cache *dyn__dnnl_cache_new(int groups, int cout, int has_bias) {
     return c;
 }
 
-static void entry_free(dyn_dnnl_conv *e) {
+/* Frees e and drops its reference to its reordered weights (cache mutex held). */
+static void entry_free(dyn_dnnl_cache *c, dyn_dnnl_conv *e) {
     if (!e) return;
+    if (e->ws && --e->ws->refs == 0)
+        for (wstore **p = &c->weights; *p; p = &(*p)->next)
+            if (*p == e->ws) {
+                *p = e->ws->next;
+                dyn_free(e->ws->buf);
+                free(e->ws);
+                break;
+            }
     dnnl_primitive_destroy(e->conv);
     dnnl_primitive_destroy(e->rin);
     dnnl_primitive_destroy(e->rout);
@@ -135,16 +146,11 @@ void dyn__dnnl_cache_clear(dyn_dnnl_cache *c) {
     for (dyn_dnnl_conv *e = c->entries, *nx; e; e = nx) {
         nx = e->next;
         DYN_ASSERT(!e->busy);
-        entry_free(e);
+        entry_free(c, e);
     }
     c->entries = NULL;
     c->nentries = 0;
-    for (wstore *s = c->weights, *nx; s; s = nx) {
-        nx = s->next;
-        dyn_free(s->buf);
-        free(s);
-    }
-    c->weights = NULL;
+    DYN_ASSERT(c->weights == NULL); /* the last entry using each copy freed it */
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -182,14 +188,20 @@ static dnnl_status_t reorder_make(const dnnl_memory_desc_t *a, const dnnl_memory
     return st;
 }
 
-/* The weights in layout md: the user's array when md is its own layout, else a copy reordered
- * once and kept in the cache (mutex held). NULL with *st set on failure. */
-static float *weights_for(dyn_dnnl_cache *c, const float *w, const dnnl_memory_desc_t *user,
-                          const dnnl_memory_desc_t *md, dnnl_status_t *st) {
+/* The weights in layout md for entry e: the user's array when md is its own layout, else a
+ * copy reordered once and kept in the cache while entries use it (mutex held). NULL with *st
+ * set on failure. */
+static float *weights_for(dyn_dnnl_cache *c, dyn_dnnl_conv *e, const float *w,
+                          const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *md,
+                          dnnl_status_t *st) {
     *st = dnnl_success;
     if (dnnl_memory_desc_equal(user, md)) return (float *)w;
     for (wstore *s = c->weights; s; s = s->next)
-        if (s->src == w && dnnl_memory_desc_equal(&s->md, md)) return s->buf;
+        if (s->src == w && dnnl_memory_desc_equal(&s->md, md)) {
+            s->refs++;
+            e->ws = s;
+            return s->buf;
+        }
     wstore *s = calloc(1, sizeof *s);
     float *buf = dyn_alloc(dnnl_memory_desc_get_size(md));
     dnnl_primitive_t r = NULL;
@@ -215,6 +227,8 @@ static float *weights_for(dyn_dnnl_cache *c, const float *w, const dnnl_memory_d
     s->src = w;
     s->md = *md;
     s->buf = buf;
+    s->refs = 1;
+    e->ws = s;
     s->next = c->weights;
     c->weights = s;
     return buf;
@@ -290,7 +304,7 @@ static int entry_make(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_conv_impl v
         DN(dnnl_memory_create(&e->m_yb, yq, engine_get(), e->yb));
     }
     dnnl_status_t wst;
-    float *wbuf = weights_for(c, w, &w_user, wq, &wst);
+    float *wbuf = weights_for(c, e, w, &w_user, wq, &wst);
     if (!wbuf) DN(wst);
     DN(dnnl_memory_create(&e->m_w, wq, engine_get(), wbuf));
     DN(dnnl_memory_create(&e->m_x, &x_user, engine_get(), DNNL_MEMORY_NONE));
@@ -309,7 +323,7 @@ done:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (rc) {
-        entry_free(e);
+        entry_free(c, e);
         return rc;
     }
     *out = e;
@@ -358,7 +372,7 @@ void dyn__dnnl_release(dyn_dnnl_cache *c, dyn_dnnl_conv *e, int keep) {
             if (*p == e) {
                 *p = e->next;
                 c->nentries--;
-                entry_free(e);
+                entry_free(c, e);
                 break;
             }
     }
@@ -389,6 +403,14 @@ void dyn__dnnl_forward(dyn_dnnl_conv *e, const float *x, const float *bias, floa
 }
 
 const char *dyn__dnnl_impl_str(const dyn_dnnl_conv *e) { return e->impl; }
+
+size_t dyn__dnnl_weight_bytes(dyn_dnnl_cache *c) {
+    size_t n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (const wstore *s = c->weights; s; s = s->next) n += dnnl_memory_desc_get_size(&s->md);
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
 
 /* ---- AUTO's choices ---- */
 

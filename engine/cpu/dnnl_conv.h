@@ -3,7 +3,7 @@
  *
  * A conv2d layer keeps a dyn_dnnl_cache: oneDNN primitives created once per (batch, H, W,
  * thread count, variant) and reused, weights reordered once into the layout the primitive
- * chose (shared by the primitives that chose the same one), a user scratchpad and the blocked
+ * chose (shared by the entries that chose the same one, freed with the last), a user scratchpad and the blocked
  * activation buffers of each primitive allocated with it: nothing is allocated per call.
  * Variants:
  *   DYN_CONV_DNNL       — oneDNN picks every layout (blocked: nChw16c / nChw8c activations,
@@ -67,6 +67,10 @@ void dyn__dnnl_release(dyn_dnnl_cache *c, dyn_dnnl_conv *e, int keep);
 void dyn__dnnl_forward(dyn_dnnl_conv *e, const float *x, const float *bias, float *y);
 /* oneDNN's name for the implementation it chose ("jit:avx512_core", "gemm:jit", ...). */
 const char *dyn__dnnl_impl_str(const dyn_dnnl_conv *e);
+
+/* Bytes of reordered weight copies the cache holds (each shared by the entries of one layout,
+ * freed with the last of them). */
+size_t dyn__dnnl_weight_bytes(dyn_dnnl_cache *c);
 
 /* AUTO's choice for (g->N, g->H, g->W, threads): DYN_CONV_AUTO while not yet measured. */
 dyn_conv_impl dyn__dnnl_choice_get(dyn_dnnl_cache *c, const dyn_conv_geom *g, int threads);

@@ -201,6 +201,9 @@ START_TEST(test_dnnl_cache_entries) {
     ck_assert_ptr_nonnull(e1);
     ck_assert_ptr_nonnull(e2);
     ck_assert_ptr_ne(e1, e2);
+    /* One reordered copy of the weights serves both (blocked weights: not the user's layout). */
+    const size_t wbytes = dyn__dnnl_weight_bytes(c);
+    ck_assert_uint_eq(wbytes, (size_t)dyn_tensor_numel(&f.l->params[0].value) * sizeof(float));
     float *y1 = malloc((size_t)f.ny * sizeof(float)), *y2 = malloc((size_t)f.ny * sizeof(float));
     dyn__dnnl_forward(e1, f.x.data, b, y1);
     dyn__dnnl_forward(e2, f.x.data, b, y2);
@@ -222,7 +225,14 @@ START_TEST(test_dnnl_cache_entries) {
            (held[nheld] = dyn__dnnl_acquire(c, &f.g, DYN_CONV_DNNL, w, NULL)))
         nheld++;
     ck_assert_int_eq(nheld, DYN_DNNL_CACHE_MAX);
-    for (int i = 0; i < nheld; i++) dyn__dnnl_release(c, held[i], 1);
+    ck_assert_uint_eq(dyn__dnnl_weight_bytes(c), wbytes);
+    /* Entries dropped (keep = 0, what AUTO does with the variants it did not choose): the
+     * last one frees the copy. */
+    for (int i = 0; i < nheld; i++) {
+        ck_assert_uint_eq(dyn__dnnl_weight_bytes(c), wbytes);
+        dyn__dnnl_release(c, held[i], 0);
+    }
+    ck_assert_uint_eq(dyn__dnnl_weight_bytes(c), 0);
     dyn__dnnl_cache_free(c);
     /* A layer whose cache is full of other batch sizes still answers right. */
     dyn_conv_impl_set(DYN_CONV_DNNL);
