@@ -2,9 +2,11 @@
  *
  * One CPU engine for the process (created on first use). Each entry owns its primitives
  * (the convolution, and in the blocked variant the reorders of the input to the layout the
- * convolution chose and of its output back to NCHW), its stream, one user scratchpad sized for
- * the largest of the three, and the blocked activation buffers; the reordered weights are kept
- * per cache, one copy per layout. oneDNN runs on OpenMP: its parallel regions take the calling
+ * convolution chose and of its output back to NCHW), its stream and one user scratchpad sized
+ * for the largest of the three; the blocked activations go to the caller's scratch (the
+ * engine's inference scratch is one area shared by all nodes: per-entry buffers would hold
+ * every layer's activations at every batch size); the reordered weights are kept per cache,
+ * one copy per layout. oneDNN runs on OpenMP: its parallel regions take the calling
  * thread's OpenMP thread count, which acquire sets to dyn_threads_get() (the primitives are
  * also keyed by it: oneDNN fixes its work split when it creates them).
  */
@@ -88,7 +90,8 @@ struct dyn_dnnl_conv {
     dnnl_primitive_t conv, rin, rout; /* rin / rout NULL when the layouts already agree */
     dnnl_memory_t m_x, m_xb, m_w, m_b, m_yb, m_y, m_sp;
     dnnl_stream_t stream;
-    float *xb, *yb, *sp; /* owned */
+    size_t xb_bytes;     /* offset of the blocked output in the caller's act area */
+    float *sp;           /* owned */
     wstore *ws;          /* its reordered weights (one reference), NULL: the user's */
     char impl[64];
     struct dyn_dnnl_conv *next;
@@ -134,8 +137,6 @@ static void entry_free(dyn_dnnl_cache *c, dyn_dnnl_conv *e) {
     dnnl_memory_t ms[] = {e->m_x, e->m_xb, e->m_w, e->m_b, e->m_yb, e->m_y, e->m_sp};
     for (size_t i = 0; i < DYN_ARRAY_LEN(ms); i++) dnnl_memory_destroy(ms[i]);
     if (e->stream) dnnl_stream_destroy(e->stream);
-    dyn_free(e->xb);
-    dyn_free(e->yb);
     dyn_free(e->sp);
     free(e);
 }
@@ -293,15 +294,19 @@ static int entry_make(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_conv_impl v
     DN(dnnl_primitive_create(&e->conv, pd));
     if (!dnnl_memory_desc_equal(xq, &x_user)) {
         DN(reorder_make(&x_user, xq, attr, &e->rin, &sp));
-        e->xb = dyn_alloc(dnnl_memory_desc_get_size(xq));
-        if (!e->xb) DN(dnnl_out_of_memory);
-        DN(dnnl_memory_create(&e->m_xb, xq, engine_get(), e->xb));
+        e->xb_bytes = (dnnl_memory_desc_get_size(xq) + DYN_ALIGN - 1) / DYN_ALIGN * DYN_ALIGN;
+        DN(dnnl_memory_create(&e->m_xb, xq, engine_get(), DNNL_MEMORY_NONE));
     }
     if (!dnnl_memory_desc_equal(yq, &y_user)) {
         DN(reorder_make(yq, &y_user, attr, &e->rout, &sp));
-        e->yb = dyn_alloc(dnnl_memory_desc_get_size(yq));
-        if (!e->yb) DN(dnnl_out_of_memory);
-        DN(dnnl_memory_create(&e->m_yb, yq, engine_get(), e->yb));
+        DN(dnnl_memory_create(&e->m_yb, yq, engine_get(), DNNL_MEMORY_NONE));
+    }
+    /* The blocked activations live in the caller's scratch: they must fit its bound. */
+    if (e->xb_bytes + (e->rout ? dnnl_memory_desc_get_size(yq) : 0) >
+        dyn__dnnl_act_floats(g, c->cout) * sizeof(float)) {
+        rc = dyn_err_set(err, DYN_EUNSUP, "oneDNN chose activation layouts larger than %zu floats",
+                         dyn__dnnl_act_floats(g, c->cout));
+        goto done;
     }
     dnnl_status_t wst;
     float *wbuf = weights_for(c, e, w, &w_user, wq, &wst);
@@ -386,11 +391,22 @@ void dyn__dnnl_release(dyn_dnnl_cache *c, dyn_dnnl_conv *e, int keep) {
                    dnnl_success);                                                           \
     } while (0)
 
-void dyn__dnnl_forward(dyn_dnnl_conv *e, const float *x, const float *bias, float *y) {
+size_t dyn__dnnl_act_floats(const dyn_conv_geom *g, int cout) {
+    const int64_t cin16 = (g->C + 15) / 16 * 16, cout16 = ((int64_t)cout + 15) / 16 * 16;
+    const int64_t xf = (int64_t)g->N * cin16 * g->H * g->W;
+    return (size_t)((xf + 15) / 16 * 16 + (int64_t)g->N * cout16 * g->OH * g->OW);
+}
+
+void dyn__dnnl_forward(dyn_dnnl_conv *e, const float *x, const float *bias, float *y,
+                       float *act) {
     DYN_ASSERT(e->busy && (bias != NULL) == (e->m_b != NULL));
     DYN_ASSERT(dnnl_memory_set_data_handle(e->m_x, (void *)x) == dnnl_success);
     DYN_ASSERT(dnnl_memory_set_data_handle(e->m_y, y) == dnnl_success);
     if (bias) DYN_ASSERT(dnnl_memory_set_data_handle(e->m_b, (void *)bias) == dnnl_success);
+    if (e->rin) DYN_ASSERT(dnnl_memory_set_data_handle(e->m_xb, act) == dnnl_success);
+    if (e->rout)
+        DYN_ASSERT(dnnl_memory_set_data_handle(e->m_yb, (char *)act + e->xb_bytes) ==
+                   dnnl_success);
     dnnl_memory_t src = e->rin ? e->m_xb : e->m_x, dst = e->rout ? e->m_yb : e->m_y;
     /* A NULL memory in an argument list means "none" (no bias, no scratchpad). */
     if (e->rin) EXEC(e->rin, {DNNL_ARG_FROM, e->m_x}, {DNNL_ARG_TO, e->m_xb},

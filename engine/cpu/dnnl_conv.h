@@ -3,12 +3,14 @@
  *
  * A conv2d layer keeps a dyn_dnnl_cache: oneDNN primitives created once per (batch, H, W,
  * thread count, variant) and reused, weights reordered once into the layout the primitive
- * chose (shared by the entries that chose the same one, freed with the last), a user scratchpad and the blocked
- * activation buffers of each primitive allocated with it: nothing is allocated per call.
+ * chose (shared by the entries that chose the same one, freed with the last) and a user
+ * scratchpad allocated with each primitive; the blocked activations use the caller's scratch
+ * (dyn__dnnl_act_floats): nothing is allocated per call.
  * Variants:
- *   DYN_CONV_DNNL       — oneDNN picks every layout (blocked: nChw16c / nChw8c activations,
- *                         OIhw16i16o-style weights): the JIT direct kernels; the engine's NCHW
- *                         input and output are reordered in and out around the convolution;
+ *   DYN_CONV_DNNL       — oneDNN picks every layout (blocked weights; channels-last or
+ *                         nChw16c / nChw8c activations): its direct JIT kernels (brgconv,
+ *                         jit:avx2 ...); the engine's NCHW input and output are reordered in
+ *                         and out around the convolution;
  *   DYN_CONV_DNNL_NCHW  — activations stay NCHW, oneDNN picks the weights' layout alone (on
  *                         these shapes it takes its own im2col + JIT sgemm).
  * An entry is used by one caller at a time (acquire / release); two workers running one shape
@@ -63,8 +65,14 @@ dyn_dnnl_conv *dyn__dnnl_acquire(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_
                                  const float *w, dyn_err *err);
 /* Gives the entry back; with keep == 0 it is freed (a variant AUTO did not choose). */
 void dyn__dnnl_release(dyn_dnnl_cache *c, dyn_dnnl_conv *e, int keep);
-/* y [N][cout][OH][OW] = conv(x [N][C][H][W]) + bias (bias NULL when the cache has none). */
-void dyn__dnnl_forward(dyn_dnnl_conv *e, const float *x, const float *bias, float *y);
+/* Floats of caller scratch a forward of geometry g needs for the blocked input and output
+ * (a bound for any layout with channel blocks of up to 16; an entry whose layouts would not
+ * fit is not made). */
+size_t dyn__dnnl_act_floats(const dyn_conv_geom *g, int cout);
+/* y [N][cout][OH][OW] = conv(x [N][C][H][W]) + bias (bias NULL when the cache has none);
+ * act: dyn__dnnl_act_floats(g, cout) floats of the caller's scratch, 64-byte aligned. */
+void dyn__dnnl_forward(dyn_dnnl_conv *e, const float *x, const float *bias, float *y,
+                       float *act);
 /* oneDNN's name for the implementation it chose ("jit:avx512_core", "gemm:jit", ...). */
 const char *dyn__dnnl_impl_str(const dyn_dnnl_conv *e);
 

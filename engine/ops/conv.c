@@ -19,8 +19,9 @@
  * inference workers stay safe); prepare() empties it after the weights change. Training
  * forward keeps im2col: backward needs its columns.
  *
- * Scratch (same size in training and inference): cols (Cin*KH*KW*N*P floats) followed by the
- * [Cout][N*P] output buffer (Cout*N*P floats). Backward relies on the forward's cols still
+ * Scratch: cols (Cin*KH*KW*N*P floats) followed by the [Cout][N*P] output buffer (Cout*N*P
+ * floats); in inference then, 64-byte aligned, oneDNN's blocked input and output
+ * (dyn__dnnl_act_floats). Backward relies on the forward's cols still
  * being in scratch (dW needs them), reuses the output buffer for dy in [Cout][N*P] order, and
  * then overwrites cols with dcols before col2im.
  */
@@ -190,13 +191,18 @@ static int conv_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, d
     return 0;
 }
 
+/* Floats of the im2col scratch (cols, then the [Cout][N*P] output) of geometry g. */
+static int64_t conv_gemm_floats(const conv_impl *c, const dyn_conv_geom *g) {
+    return ((int64_t)c->cin * c->kh * c->kw + c->cout) * g->N * g->OH * g->OW;
+}
+
+/* Inference adds, 64-byte aligned after the im2col part, oneDNN's blocked activations. */
 static size_t conv_scratch(const dyn_layer *l, const dyn_shape *in, int training) {
-    (void)training;
     const conv_impl *c = l->impl;
     dyn_conv_geom g;
     if (conv_check(l, &in[0], &g, NULL)) return 0;
-    int64_t np = (int64_t)g.N * g.OH * g.OW;
-    return (size_t)(((int64_t)c->cin * c->kh * c->kw + c->cout) * np);
+    if (training) return (size_t)conv_gemm_floats(c, &g);
+    return (size_t)((conv_gemm_floats(c, &g) + 15) / 16 * 16) + dyn__dnnl_act_floats(&g, c->cout);
 }
 
 /* Geometry of a forward/backward call; asserts the shapes agree with infer(). */
@@ -213,10 +219,14 @@ static dyn_conv_geom conv_geom_run(const dyn_layer *l, const dyn_tensor *x, cons
 
 /* Inference forward through oneDNN when the setting (or AUTO's measured choice for this shape)
  * says so: returns 1 with y written, or 0 for the caller to run im2col + sgemm (chosen, or no
- * oneDNN primitive for it). cols and tmp: the im2col scratch, used while AUTO measures. */
+ * oneDNN primitive for it). scratch: conv_scratch's inference area (im2col's cols and tmp,
+ * used while AUTO measures, then oneDNN's blocked activations). */
 static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *x, float *y,
-                             float *cols, float *tmp) {
+                             float *scratch) {
     const conv_impl *c = l->impl;
+    const int64_t ncols = (int64_t)c->cin * c->kh * c->kw * g->N * g->OH * g->OW;
+    float *cols = scratch, *tmp = scratch + ncols;
+    float *act = scratch + (conv_gemm_floats(c, g) + 15) / 16 * 16;
     dyn_conv_impl m = dyn_conv_impl_get();
     if (m == DYN_CONV_IM2COL) return 0;
     const float *w = l->params[0].value.data;
@@ -231,7 +241,7 @@ static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *
             for (int k = 0; k < 3; k++) {
                 if (k && !e[k]) continue;
                 double t0 = dyn_now();
-                if (k) dyn__dnnl_forward(e[k], x, b, y);
+                if (k) dyn__dnnl_forward(e[k], x, b, y, act);
                 else dyn__conv_gemm_forward(g, c->groups, c->cout, x, w, b, cols, tmp, y);
                 best[k] = DYN_MIN(best[k], dyn_now() - t0);
             }
@@ -245,7 +255,7 @@ static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *
     if (m == DYN_CONV_IM2COL) return 0;
     dyn_dnnl_conv *e = dyn__dnnl_acquire(c->dnnl, g, m, w, NULL);
     if (!e) return 0;
-    dyn__dnnl_forward(e, x, b, y);
+    dyn__dnnl_forward(e, x, b, y, act);
     dyn__dnnl_release(c->dnnl, e, 1);
     return 1;
 }
@@ -264,9 +274,7 @@ static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     float *out = g.N == 1 ? y->data : scratch + (int64_t)c->cin * c->kh * c->kw * NP;
     const float *w = l->params[0].value.data;
     if (!training) { /* nothing kept for backward: chunks of images, cached columns */
-        if (conv_dnnl_forward(l, &g, x[0].data, y->data, cols,
-                              scratch + (int64_t)c->cin * c->kh * c->kw * NP))
-            return;
+        if (conv_dnnl_forward(l, &g, x[0].data, y->data, scratch)) return;
         dyn__conv_gemm_forward(&g, G, c->cout, x[0].data, w,
                                c->has_bias ? l->params[1].value.data : NULL, cols,
                                scratch + (int64_t)c->cin * c->kh * c->kw * NP, y->data);
