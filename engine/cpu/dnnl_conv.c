@@ -100,6 +100,7 @@ struct dyn_dnnl_conv {
 struct dyn_dnnl_cache {
     pthread_mutex_t mu;
     int groups, cout, has_bias;
+    int linear; /* entries are inner products (dyn__dnnl_cache_new_linear) */
     dyn_dnnl_conv *entries;
     int nentries;
     wstore *weights;
@@ -153,6 +154,12 @@ void dyn__dnnl_cache_clear(dyn_dnnl_cache *c) {
     c->nentries = 0;
     DYN_ASSERT(c->weights == NULL); /* the last entry using each copy freed it */
     pthread_mutex_unlock(&c->mu);
+}
+
+dyn_dnnl_cache *dyn__dnnl_cache_new_linear(int out, int has_bias) {
+    dyn_dnnl_cache *c = dyn__dnnl_cache_new(1, out, has_bias);
+    if (c) c->linear = 1;
+    return c;
 }
 
 void dyn__dnnl_cache_free(dyn_dnnl_cache *c) {
@@ -243,47 +250,17 @@ fail:
     return NULL;
 }
 
-/* Creates an entry (mutex held). Returns 0, DYN_EUNSUP (no oneDNN implementation) or another
- * DYN_E* code, with a message. */
-static int entry_make(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_conv_impl v, int threads,
-                      const float *w, dyn_dnnl_conv **out, dyn_err *err) {
+/* The rest of an entry once its primitive descriptor pd exists: the primitive, the reorders
+ * of the activations when pd chose other layouts than the user's (attr: user scratchpad), the
+ * weights in pd's layout, the memories, the scratchpad, the stream. Returns 0 or DYN_E*. */
+static int entry_finish(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_dnnl_conv *e,
+                        const_dnnl_primitive_desc_t pd, const_dnnl_primitive_attr_t attr,
+                        const dnnl_memory_desc_t *x_user_p, const dnnl_memory_desc_t *y_user_p,
+                        const dnnl_memory_desc_t *w_user_p, const dnnl_memory_desc_t *b_md_p,
+                        const float *w, dyn_err *err) {
     int rc = 0;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dyn_dnnl_conv *e = calloc(1, sizeof *e);
-    if (!e) return dyn_err_set(err, DYN_ENOMEM, "oneDNN convolution: out of memory");
-    e->n = g->N, e->h = g->H, e->w = g->W, e->threads = threads, e->v = v, e->wsrc = w;
-    if (!engine_get()) {
-        rc = dyn_err_set(err, DYN_EUNSUP, "oneDNN: no CPU engine");
-        goto done;
-    }
-    const int G = c->groups;
-    dnnl_dims_t xd = {g->N, g->C, g->H, g->W}, yd = {g->N, c->cout, g->OH, g->OW};
-    dnnl_dims_t wd = {c->cout, g->C, g->KH, g->KW}, bd = {c->cout};
-    dnnl_dims_t wgd = {G, c->cout / G, g->C / G, g->KH, g->KW};
-    dnnl_dims_t strides = {g->SH, g->SW}, dil = {g->DH - 1, g->DW - 1}, pad = {g->PH, g->PW};
-    dnnl_memory_desc_t x_user, y_user, w_user, b_md, x_md, y_md, w_any;
-    const dnnl_format_tag_t act = v == DYN_CONV_DNNL ? dnnl_format_tag_any : dnnl_nchw;
-    DN(dnnl_memory_desc_init_by_tag(&x_user, 4, xd, dnnl_f32, dnnl_nchw));
-    DN(dnnl_memory_desc_init_by_tag(&y_user, 4, yd, dnnl_f32, dnnl_nchw));
-    DN(dnnl_memory_desc_init_by_tag(&x_md, 4, xd, dnnl_f32, act));
-    DN(dnnl_memory_desc_init_by_tag(&y_md, 4, yd, dnnl_f32, act));
-    if (G == 1) {
-        DN(dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw));
-        DN(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
-    } else {
-        DN(dnnl_memory_desc_init_by_tag(&w_user, 5, wgd, dnnl_f32, dnnl_goihw));
-        DN(dnnl_memory_desc_init_by_tag(&w_any, 5, wgd, dnnl_f32, dnnl_format_tag_any));
-    }
-    DN(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
-    dnnl_convolution_desc_t cd;
-    DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                  dnnl_convolution_direct, &x_md, &w_any,
-                                                  c->has_bias ? &b_md : NULL, &y_md, strides,
-                                                  dil, pad, pad));
-    DN(dnnl_primitive_attr_create(&attr));
-    DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
-    DN(dnnl_primitive_desc_create(&pd, &cd, attr, engine_get(), NULL));
+    const dnnl_memory_desc_t x_user = *x_user_p, y_user = *y_user_p, w_user = *w_user_p,
+                             b_md = *b_md_p;
     const char *impl = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
         snprintf(e->impl, sizeof e->impl, "%s", impl);
@@ -324,6 +301,82 @@ static int entry_make(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_conv_impl v
         DN(dnnl_memory_create(&e->m_sp, &sp_md, engine_get(), e->sp));
     }
     DN(dnnl_stream_create(&e->stream, engine_get(), dnnl_stream_default_flags));
+done:
+    return rc;
+}
+
+/* A linear layer's inner product y [N][out] = x [N][in] Wᵀ + b: plain activations, the
+ * weights in the layout oneDNN picks. */
+static int ip_make(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_dnnl_conv *e, dyn_err *err) {
+    int rc = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_dims_t xd = {g->N, g->C}, yd = {g->N, c->cout}, wd = {c->cout, g->C}, bd = {c->cout};
+    dnnl_memory_desc_t x_user, y_user, w_user, w_any, b_md;
+    DN(dnnl_memory_desc_init_by_tag(&x_user, 2, xd, dnnl_f32, dnnl_nc));
+    DN(dnnl_memory_desc_init_by_tag(&y_user, 2, yd, dnnl_f32, dnnl_nc));
+    DN(dnnl_memory_desc_init_by_tag(&w_user, 2, wd, dnnl_f32, dnnl_oi));
+    DN(dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    dnnl_inner_product_desc_t ipd;
+    DN(dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &x_user, &w_any,
+                                            c->has_bias ? &b_md : NULL, &y_user));
+    DN(dnnl_primitive_attr_create(&attr));
+    DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    DN(dnnl_primitive_desc_create(&pd, &ipd, attr, engine_get(), NULL));
+    rc = entry_finish(c, g, e, pd, attr, &x_user, &y_user, &w_user, &b_md, e->wsrc, err);
+done:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+/* Creates an entry (mutex held). Returns 0, DYN_EUNSUP (no oneDNN implementation) or another
+ * DYN_E* code, with a message. */
+static int entry_make(dyn_dnnl_cache *c, const dyn_conv_geom *g, dyn_conv_impl v, int threads,
+                      const float *w, dyn_dnnl_conv **out, dyn_err *err) {
+    int rc = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dyn_dnnl_conv *e = calloc(1, sizeof *e);
+    if (!e) return dyn_err_set(err, DYN_ENOMEM, "oneDNN convolution: out of memory");
+    e->n = g->N, e->h = g->H, e->w = g->W, e->threads = threads, e->v = v, e->wsrc = w;
+    if (!engine_get()) {
+        rc = dyn_err_set(err, DYN_EUNSUP, "oneDNN: no CPU engine");
+        goto done;
+    }
+    if (c->linear) {
+        rc = ip_make(c, g, e, err);
+        goto done;
+    }
+    const int G = c->groups;
+    dnnl_dims_t xd = {g->N, g->C, g->H, g->W}, yd = {g->N, c->cout, g->OH, g->OW};
+    dnnl_dims_t wd = {c->cout, g->C, g->KH, g->KW}, bd = {c->cout};
+    dnnl_dims_t wgd = {G, c->cout / G, g->C / G, g->KH, g->KW};
+    dnnl_dims_t strides = {g->SH, g->SW}, dil = {g->DH - 1, g->DW - 1}, pad = {g->PH, g->PW};
+    dnnl_memory_desc_t x_user, y_user, w_user, b_md, x_md, y_md, w_any;
+    const dnnl_format_tag_t act = v == DYN_CONV_DNNL ? dnnl_format_tag_any : dnnl_nchw;
+    DN(dnnl_memory_desc_init_by_tag(&x_user, 4, xd, dnnl_f32, dnnl_nchw));
+    DN(dnnl_memory_desc_init_by_tag(&y_user, 4, yd, dnnl_f32, dnnl_nchw));
+    DN(dnnl_memory_desc_init_by_tag(&x_md, 4, xd, dnnl_f32, act));
+    DN(dnnl_memory_desc_init_by_tag(&y_md, 4, yd, dnnl_f32, act));
+    if (G == 1) {
+        DN(dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw));
+        DN(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    } else {
+        DN(dnnl_memory_desc_init_by_tag(&w_user, 5, wgd, dnnl_f32, dnnl_goihw));
+        DN(dnnl_memory_desc_init_by_tag(&w_any, 5, wgd, dnnl_f32, dnnl_format_tag_any));
+    }
+    DN(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    dnnl_convolution_desc_t cd;
+    DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                  dnnl_convolution_direct, &x_md, &w_any,
+                                                  c->has_bias ? &b_md : NULL, &y_md, strides,
+                                                  dil, pad, pad));
+    DN(dnnl_primitive_attr_create(&attr));
+    DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    DN(dnnl_primitive_desc_create(&pd, &cd, attr, engine_get(), NULL));
+    rc = entry_finish(c, g, e, pd, attr, &x_user, &y_user, &w_user, &b_md, w, err);
 done:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);

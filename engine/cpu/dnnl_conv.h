@@ -27,7 +27,9 @@
 
 /* The implementation a conv2d inference forward runs (process-wide setting). AUTO times
  * im2col + sgemm and the two oneDNN variants side by side on the first forward of each (batch,
- * H, W, threads) of each layer and keeps the fastest for that layer and shape. */
+ * H, W, threads) of each layer and keeps the fastest for that layer and shape. Linear layers
+ * follow it too: IM2COL means their OpenBLAS sgemm, DNNL and DNNL_NCHW oneDNN's inner
+ * product, AUTO the faster of the two per row count. */
 typedef enum dyn_conv_impl {
     DYN_CONV_AUTO = 0,
     DYN_CONV_IM2COL,
@@ -51,6 +53,11 @@ typedef struct dyn_dnnl_conv dyn_dnnl_conv;
 /* A cache for a convolution of `cout` output channels in `groups` groups, with a bias when
  * has_bias. Returns NULL when out of memory. Free with dyn__dnnl_cache_free. */
 dyn_dnnl_cache *dyn__dnnl_cache_new(int groups, int cout, int has_bias);
+/* A linear layer's cache (ops/linear.c): its entries are oneDNN inner products
+ * y [N][out] = x [N][in] Wᵀ + b with plain activations and the weights ([out][in]) in oneDNN's
+ * layout; geometry {N = rows, C = in, H = W = KH = KW = 1, strides and dilations 1}, variant
+ * DYN_CONV_DNNL. */
+dyn_dnnl_cache *dyn__dnnl_cache_new_linear(int out, int has_bias);
 void dyn__dnnl_cache_free(dyn_dnnl_cache *c);
 /* Drops every entry and reordered weight (after the weights changed; none may be acquired). */
 void dyn__dnnl_cache_clear(dyn_dnnl_cache *c);

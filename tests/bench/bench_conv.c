@@ -6,9 +6,11 @@
  * three alike. Per network, batch (1, 8) and thread count (1, 2): one row per shape (time of
  * each, im2col / best oneDNN, the fastest), then the network's total over its layers (each
  * shape times its count) for each implementation and for the per-shape fastest — what
- * DYN_CONV_IMPL=auto aims at.
- * Environment: DYN_BENCH_QUICK=1 fewer repetitions; DYN_BENCH_NETS=resnet18|resnet50 one
- * network; DYN_BENCH_THREADS=1|2 one thread count; DYN_BENCH_BATCHES=1|8 one batch. */
+ * DYN_CONV_IMPL=auto aims at. Then the linear layers of the same networks and of a ViT-S/16
+ * (OpenBLAS sgemm vs oneDNN's inner product, which DYN_CONV_IMPL also chooses between) at 1,
+ * 8 and 197 rows.
+ * Environment: DYN_BENCH_QUICK=1 fewer repetitions; DYN_BENCH_NETS=resnet18|resnet50|linear
+ * one part; DYN_BENCH_THREADS=1|2 one thread count; DYN_BENCH_BATCHES=1|8 one batch. */
 #include <math.h>
 #include <string.h>
 
@@ -104,6 +106,60 @@ static void time_shape(const shape *s, int n, int reps, double t[3]) {
     dyn_layer_free(l);
 }
 
+/* Median ms of a linear in -> out on `rows` rows: t[0] sgemm, t[1] oneDNN. */
+static void time_linear(int in, int out, int rows, int reps, double t[2]) {
+    char a[96];
+    snprintf(a, sizeof a, "{\"in\": %d, \"out\": %d}", in, out);
+    json_t *j = json_loads(a, 0, NULL);
+    dyn_err err = {0};
+    dyn_layer *l = dyn_layer_create("linear", "bench", j, &err);
+    json_decref(j);
+    if (!l) die("create", err.msg);
+    dyn_rng r;
+    dyn_rng_seed(&r, 2);
+    l->ops->init(l, &r);
+    if (l->ops->prepare(l, &err)) die("prepare", err.msg);
+    int64_t xs[2] = {rows, in}, ys[2] = {rows, out};
+    dyn_tensor x, y;
+    if (dyn_tensor_init(&x, 2, xs, &err) || dyn_tensor_init(&y, 2, ys, &err)) die("tensor", err.msg);
+    for (int64_t i = 0; i < dyn_tensor_numel(&x); i++) x.data[i] = 2.0f * dyn_rng_uniform(&r) - 1;
+    double *v = malloc((size_t)2 * reps * sizeof(double));
+    for (int rep = -1; rep < reps; rep++) /* rep -1: warm-up */
+        for (int k = 0; k < 2; k++) {
+            dyn_conv_impl_set(impls[k]);
+            double t0 = dyn_now();
+            l->ops->forward(l, &x, &y, NULL, 0);
+            if (rep >= 0) v[k * reps + rep] = 1e3 * (dyn_now() - t0);
+        }
+    for (int k = 0; k < 2; k++) {
+        qsort(v + k * reps, (size_t)reps, sizeof(double), cmp_d);
+        t[k] = v[k * reps + reps / 2];
+    }
+    free(v);
+    dyn_tensor_release(&x);
+    dyn_tensor_release(&y);
+    dyn_layer_free(l);
+}
+
+static void run_linear(int threads, int reps) {
+    /* ResNet-18 / -50 classifiers; ViT-S/16: qkv, projection, MLP up and down, classifier. */
+    static const int shapes[][2] = {{512, 1000}, {2048, 1000}, {384, 1152},
+                                    {384, 384},  {384, 1536},  {1536, 384}};
+    static const int rows[] = {1, 8, 197};
+    dyn_threads_set(threads);
+    printf("\nlinear, %d thread(s): ms per call (median of %d, side by side)\n", threads, reps);
+    printf("%-14s %5s %9s %9s %10s\n", "in->out", "rows", "sgemm", "dnnl", "sgemm/dnnl");
+    for (size_t i = 0; i < DYN_ARRAY_LEN(shapes); i++)
+        for (size_t k = 0; k < DYN_ARRAY_LEN(rows); k++) {
+            double t[2];
+            time_linear(shapes[i][0], shapes[i][1], rows[k], reps, t);
+            char lab[32];
+            snprintf(lab, sizeof lab, "%d->%d", shapes[i][0], shapes[i][1]);
+            printf("%-14s %5d %9.4f %9.4f %9.2fx\n", lab, rows[k], t[0], t[1], t[0] / t[1]);
+        }
+    fflush(stdout);
+}
+
 static void run_net(const char *name, const shape *sh, int nsh, int n, int threads, int reps) {
     dyn_threads_set(threads);
     printf("\n%s, batch %d, %d thread(s): ms per call (median of %d, side by side)\n", name, n,
@@ -151,6 +207,12 @@ int main(void) {
             if (want("DYN_BENCH_NETS", "resnet50"))
                 run_net("ResNet-50", resnet50, (int)DYN_ARRAY_LEN(resnet50), n, th, reps);
         }
+    for (int th = 1; th <= 2; th++) {
+        char tb[8];
+        snprintf(tb, sizeof tb, "%d", th);
+        if (want("DYN_BENCH_THREADS", tb) && want("DYN_BENCH_NETS", "linear"))
+            run_linear(th, 3 * reps);
+    }
     dyn_conv_impl_set(DYN_CONV_AUTO);
     return 0;
 }

@@ -1,7 +1,8 @@
-/* test_dnnl.c — the oneDNN convolution path (cpu/dnnl_conv.c, ops/conv.c) against the plain
- * double-precision convolution: every implementation (im2col + sgemm, oneDNN blocked, oneDNN
- * NCHW, auto) on strides, paddings, dilations, groups (depthwise included), 1x1, odd sizes,
- * batch 1 and 8, at 1 and 2 threads; that the oneDNN variants really ran oneDNN; the cache
+/* test_dnnl.c — the oneDNN paths (cpu/dnnl_conv.c; ops/conv.c, ops/linear.c) against plain
+ * double-precision references: convolutions with every implementation (im2col + sgemm, oneDNN
+ * blocked, oneDNN NCHW, auto) on strides, paddings, dilations, groups (depthwise included),
+ * 1x1, odd sizes, batch 1 and 8, at 1 and 2 threads; linear layers (sgemm vs oneDNN's inner
+ * product); that the oneDNN variants really ran oneDNN; the cache
  * (two entries for one shape held at once, its bound, prepare() after the weights change).
  *
  * Tolerance: |y - ref| <= 1e-5 * (1 + A) per output, A = sum over its taps of |w·x| + |b| (the
@@ -286,6 +287,100 @@ START_TEST(test_dnnl_prepare_after_update) {
 }
 END_TEST
 
+/* Linear layers: oneDNN's inner product against the double reference (same bound as the
+ * convolutions, A = sum |w x| + |b|), every implementation, rows 1, 8 and 197 (a ViT's tokens),
+ * 1 and 2 threads; it really runs oneDNN; new weights + prepare() are used. */
+static void linear_ref(const dyn_layer *l, const float *x, int rows, int in, int out,
+                       double *want, double *absum) {
+    const float *w = l->params[0].value.data, *b = l->params[1].value.data;
+    for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+            double s = b[o], a = fabs(b[o]);
+            for (int i = 0; i < in; i++) {
+                const double t = (double)w[(int64_t)o * in + i] * x[(int64_t)r * in + i];
+                s += t;
+                a += fabs(t);
+            }
+            want[(int64_t)r * out + o] = s;
+            absum[(int64_t)r * out + o] = a;
+        }
+}
+
+static void linear_check(dyn_layer *l, const float *x, int rows, int in, int out,
+                         const double *want, const double *absum, const char *what) {
+    int64_t ys[2] = {rows, out}, xs[2] = {rows, in};
+    dyn_tensor xt = dyn_tensor_view((float *)x, 2, xs), y;
+    ck_assert_int_eq(dyn_tensor_init(&y, 2, ys, NULL), 0);
+    for (int64_t i = 0; i < (int64_t)rows * out; i++) y.data[i] = NAN;
+    l->ops->forward(l, &xt, &y, NULL, 0);
+    for (int64_t i = 0; i < (int64_t)rows * out; i++)
+        ck_assert_msg(fabs(y.data[i] - want[i]) <= 1e-5 * (1 + absum[i]),
+                      "%s: y[%lld] = %g, want %g", what, (long long)i, y.data[i], want[i]);
+    dyn_tensor_release(&y);
+}
+
+static const int linear_shapes[][2] = {{512, 1000}, {384, 1536}, {37, 11}, {1, 5}};
+
+START_TEST(test_dnnl_linear) {
+    static const int rows[] = {1, 8, 197};
+    {
+        const int (*shapes)[2] = linear_shapes;
+        const size_t s = (size_t)_i;
+        const int in = shapes[s][0], out = shapes[s][1];
+        char a[128];
+        snprintf(a, sizeof a, "{\"in\": %d, \"out\": %d}", in, out);
+        json_t *j = json_loads(a, 0, NULL);
+        dyn_layer *l = dyn_layer_create("linear", "t", j, NULL);
+        json_decref(j);
+        ck_assert_ptr_nonnull(l);
+        dyn_rng r;
+        dyn_rng_seed(&r, 40 + s);
+        l->ops->init(l, &r);
+        ck_assert_int_eq(l->ops->prepare(l, NULL), 0);
+        float *x = malloc((size_t)197 * in * sizeof(float));
+        tu_fill_uniform(x, (int64_t)197 * in, &r, -1, 1);
+        double *want = malloc((size_t)197 * out * sizeof(double));
+        double *absum = malloc((size_t)197 * out * sizeof(double));
+        for (size_t ri = 0; ri < DYN_ARRAY_LEN(rows); ri++) {
+            linear_ref(l, x, rows[ri], in, out, want, absum);
+            for (int th = 1; th <= 2; th++) {
+                dyn_threads_set(th);
+                for (size_t k = 0; k < DYN_ARRAY_LEN(impls); k++) {
+                    char what[96];
+                    snprintf(what, sizeof what, "linear %dx%d, %d rows, %s, %d thread(s)", in,
+                             out, rows[ri], dyn_conv_impl_name(impls[k]), th);
+                    dyn_conv_impl_set(impls[k]);
+                    linear_check(l, x, rows[ri], in, out, want, absum, what);
+                    linear_check(l, x, rows[ri], in, out, want, absum, what);
+                }
+            }
+        }
+        /* oneDNN really makes an inner product for it */
+        dyn_dnnl_cache *c = dyn__dnnl_cache_new_linear(out, 1);
+        const dyn_conv_geom g = {.N = 8, .C = in, .H = 1, .W = 1, .KH = 1, .KW = 1, .SH = 1,
+                                 .SW = 1, .DH = 1, .DW = 1, .OH = 1, .OW = 1};
+        dyn_err err = {0};
+        dyn_dnnl_conv *e = dyn__dnnl_acquire(c, &g, DYN_CONV_DNNL, l->params[0].value.data, &err);
+        ck_assert_msg(e != NULL, "linear %dx%d: %s", in, out, err.msg);
+        ck_assert(strlen(dyn__dnnl_impl_str(e)) > 0);
+        dyn__dnnl_release(c, e, 1);
+        dyn__dnnl_cache_free(c);
+        /* new weights, prepare(), and oneDNN uses them */
+        dyn_conv_impl_set(DYN_CONV_DNNL);
+        float *w = l->params[0].value.data;
+        for (int64_t i = 0; i < (int64_t)in * out; i++) w[i] = 0.5f - w[i];
+        ck_assert_int_eq(l->ops->prepare(l, NULL), 0);
+        linear_ref(l, x, 8, in, out, want, absum);
+        linear_check(l, x, 8, in, out, want, absum, "linear after an update and prepare");
+        dyn_conv_impl_set(DYN_CONV_AUTO);
+        free(want);
+        free(absum);
+        free(x);
+        dyn_layer_free(l);
+    }
+}
+END_TEST
+
 START_TEST(test_dnnl_impl_names) {
     for (int m = DYN_CONV_AUTO; m <= DYN_CONV_DNNL_NCHW; m++) {
         dyn_conv_impl back;
@@ -301,10 +396,13 @@ END_TEST
 static Suite *dnnl_suite(void) {
     Suite *s = suite_create("dnnl");
     TCase *tc = tcase_create("core");
+    /* Two-thread runs on a busy shared machine can take seconds (OpenMP waits at barriers). */
+    tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_dnnl_vs_ref, 0, (int)DYN_ARRAY_LEN(cases));
     tcase_add_test(tc, test_dnnl_really_runs);
     tcase_add_test(tc, test_dnnl_cache_entries);
     tcase_add_test(tc, test_dnnl_prepare_after_update);
+    tcase_add_loop_test(tc, test_dnnl_linear, 0, (int)DYN_ARRAY_LEN(linear_shapes));
     tcase_add_test(tc, test_dnnl_impl_names);
     suite_add_tcase(s, tc);
     return s;
