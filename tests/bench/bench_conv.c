@@ -51,6 +51,20 @@ static void die(const char *what, const char *msg) {
     exit(1);
 }
 
+/* A layer of op with attributes attrs (JSON), randomly initialized (seed) and prepared; the
+ * random stream continues in *r for the input. Exits on failure. */
+static dyn_layer *bench_layer(const char *op, const char *attrs, uint64_t seed, dyn_rng *r) {
+    json_t *j = json_loads(attrs, 0, NULL);
+    dyn_err err = {0};
+    dyn_layer *l = dyn_layer_create(op, "bench", j, &err);
+    json_decref(j);
+    if (!l) die("create", err.msg);
+    dyn_rng_seed(r, seed);
+    l->ops->init(l, r);
+    if (l->ops->prepare(l, &err)) die("prepare", err.msg);
+    return l;
+}
+
 /* Median ms of each implementation on shape s at batch n: t[3]. */
 static void time_shape(const shape *s, int n, int reps, double t[3]) {
     char a[256];
@@ -58,15 +72,9 @@ static void time_shape(const shape *s, int n, int reps, double t[3]) {
              "{\"in_channels\": %d, \"out_channels\": %d, \"kernel\": %d, \"stride\": %d, "
              "\"padding\": %d}",
              s->cin, s->cout, s->k, s->s, s->k / 2);
-    json_t *j = json_loads(a, 0, NULL);
-    dyn_err err = {0};
-    dyn_layer *l = dyn_layer_create("conv2d", "bench", j, &err);
-    json_decref(j);
-    if (!l) die("create", err.msg);
     dyn_rng r;
-    dyn_rng_seed(&r, 1);
-    l->ops->init(l, &r);
-    if (l->ops->prepare(l, &err)) die("prepare", err.msg);
+    dyn_layer *l = bench_layer("conv2d", a, 1, &r);
+    dyn_err err = {0};
     int64_t xs[4] = {n, s->cin, s->hw, s->hw};
     dyn_tensor x, y;
     if (dyn_tensor_init(&x, 4, xs, &err)) die("input", err.msg);
@@ -110,15 +118,9 @@ static void time_shape(const shape *s, int n, int reps, double t[3]) {
 static void time_linear(int in, int out, int rows, int reps, double t[2]) {
     char a[96];
     snprintf(a, sizeof a, "{\"in\": %d, \"out\": %d}", in, out);
-    json_t *j = json_loads(a, 0, NULL);
-    dyn_err err = {0};
-    dyn_layer *l = dyn_layer_create("linear", "bench", j, &err);
-    json_decref(j);
-    if (!l) die("create", err.msg);
     dyn_rng r;
-    dyn_rng_seed(&r, 2);
-    l->ops->init(l, &r);
-    if (l->ops->prepare(l, &err)) die("prepare", err.msg);
+    dyn_layer *l = bench_layer("linear", a, 2, &r);
+    dyn_err err = {0};
     int64_t xs[2] = {rows, in}, ys[2] = {rows, out};
     dyn_tensor x, y;
     if (dyn_tensor_init(&x, 2, xs, &err) || dyn_tensor_init(&y, 2, ys, &err)) die("tensor", err.msg);
