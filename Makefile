@@ -59,6 +59,9 @@ GEN := $(BUILD)/gen
 ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 PKG_CFLAGS += $(shell pkg-config --cflags libprotobuf-c 2>/dev/null)
 PKG_LIBS += $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c)
+# oneDNN (Debian's libdnnl-dev 2.6, built on OpenMP: it shares the engine's libgomp pool):
+# JIT-compiled convolutions for inference (engine/cpu/dnnl_conv.c).
+PKG_LIBS += -ldnnl
 
 CFLAGS := -std=c17 -D_GNU_SOURCE -O$(O) -g -Wall -Wextra -Werror -fopenmp -march=$(ARCH) \
           -MMD -MP $(PKG_CFLAGS) -I. -Iengine -I$(GEN)

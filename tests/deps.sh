@@ -7,7 +7,8 @@ PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libj
       protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl
       python3 # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
       nginx # nginx: the load balancer of tests/integration/test_balancer.sh (config/deploy/)
-      libclang-rt-14-dev) # clang's sanitizer and libFuzzer runtimes (make fuzz, tests/fuzz/)
+      libclang-rt-14-dev # clang's sanitizer and libFuzzer runtimes (make fuzz, tests/fuzz/)
+      libdnnl-dev) # oneDNN 2.6: JIT-compiled AVX2 / AVX-512 convolutions (engine/cpu/dnnl_conv.c)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,8 +10,18 @@
  * contiguous block of its Cin/groups channels, so its output rows [Cout/groups][N*P] are one
  * sgemm with its weight block. The output in [Cout][N*P] order is then permuted to NCHW.
  *
- * Scratch (same size in training and inference): cols (Cin*KH*KW*N*P floats) followed by the
- * [Cout][N*P] output buffer (Cout*N*P floats). Backward relies on the forward's cols still
+ * Inference runs one of three implementations per layer and input shape (cpu/dnnl_conv.h):
+ * im2col + sgemm (below), or oneDNN with blocked or NCHW activations. DYN_CONV_IMPL
+ * (dyn_conv_impl_set) forces one; by default (auto) the first inference forward of each (batch,
+ * H, W, thread count) times the three side by side, 3 calls each alternating, keeps the fastest
+ * (the minimum of each) for that shape and frees the other oneDNN primitive. The oneDNN
+ * primitives and reordered weights live in the layer's cache (internally locked, so concurrent
+ * inference workers stay safe); prepare() empties it after the weights change. Training
+ * forward keeps im2col: backward needs its columns.
+ *
+ * Scratch: cols (Cin*KH*KW*N*P floats) followed by the [Cout][N*P] output buffer (Cout*N*P
+ * floats); in inference then, 64-byte aligned, oneDNN's blocked input and output
+ * (dyn__dnnl_act_floats). Backward relies on the forward's cols still
  * being in scratch (dW needs them), reuses the output buffer for dy in [Cout][N*P] order, and
  * then overwrites cols with dcols before col2im.
  */
@@ -20,6 +30,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../cpu/dnnl_conv.h"
 #include "../cpu/im2col.h"
 #include "../cpu/par.h"
 #include "../layer.h"
@@ -27,6 +38,7 @@
 typedef struct conv_impl {
     int cin, cout, groups, has_bias;
     int kh, kw, sh, sw, ph, pw, dh, dw;
+    dyn_dnnl_cache *dnnl; /* oneDNN primitives and AUTO's choices (owned) */
 } conv_impl;
 
 #define CONV_MAX_CHANNELS ((int64_t)1 << 20)
@@ -70,8 +82,12 @@ static int conv_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     c.groups = (int)groups;
     c.has_bias = (int)bias;
 
-    conv_impl *im = malloc(sizeof *im);
-    if (!im) return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
+    c.dnnl = dyn__dnnl_cache_new(c.groups, c.cout, c.has_bias);
+    conv_impl *im = c.dnnl ? malloc(sizeof *im) : NULL;
+    if (!im) {
+        dyn__dnnl_cache_free(c.dnnl);
+        return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
+    }
     *im = c;
     l->impl = im;
     int64_t wshape[4] = {cout, cin / groups, c.kh, c.kw};
@@ -82,6 +98,8 @@ static int conv_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
 }
 
 static void conv_destroy(dyn_layer *l) {
+    conv_impl *c = l->impl;
+    if (c) dyn__dnnl_cache_free(c->dnnl);
     free(l->impl);
     l->impl = NULL;
 }
@@ -173,13 +191,18 @@ static int conv_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, d
     return 0;
 }
 
+/* Floats of the im2col scratch (cols, then the [Cout][N*P] output) of geometry g. */
+static int64_t conv_gemm_floats(const conv_impl *c, const dyn_conv_geom *g) {
+    return ((int64_t)c->cin * c->kh * c->kw + c->cout) * g->N * g->OH * g->OW;
+}
+
+/* Inference adds, 64-byte aligned after the im2col part, oneDNN's blocked activations. */
 static size_t conv_scratch(const dyn_layer *l, const dyn_shape *in, int training) {
-    (void)training;
     const conv_impl *c = l->impl;
     dyn_conv_geom g;
     if (conv_check(l, &in[0], &g, NULL)) return 0;
-    int64_t np = (int64_t)g.N * g.OH * g.OW;
-    return (size_t)(((int64_t)c->cin * c->kh * c->kw + c->cout) * np);
+    if (training) return (size_t)conv_gemm_floats(c, &g);
+    return (size_t)((conv_gemm_floats(c, &g) + 15) / 16 * 16) + dyn__dnnl_act_floats(&g, c->cout);
 }
 
 /* Geometry of a forward/backward call; asserts the shapes agree with infer(). */
@@ -192,6 +215,49 @@ static dyn_conv_geom conv_geom_run(const dyn_layer *l, const dyn_tensor *x, cons
     DYN_ASSERT(y->ndim == 4 && y->shape[0] == g.N && y->shape[1] == c->cout &&
                y->shape[2] == g.OH && y->shape[3] == g.OW);
     return g;
+}
+
+/* Inference forward through oneDNN when the setting (or AUTO's measured choice for this shape)
+ * says so: returns 1 with y written, or 0 for the caller to run im2col + sgemm (chosen, or no
+ * oneDNN primitive for it). scratch: conv_scratch's inference area (im2col's cols and tmp,
+ * used while AUTO measures, then oneDNN's blocked activations). */
+static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *x, float *y,
+                             float *scratch) {
+    const conv_impl *c = l->impl;
+    const int64_t ncols = (int64_t)c->cin * c->kh * c->kw * g->N * g->OH * g->OW;
+    float *cols = scratch, *tmp = scratch + ncols;
+    float *act = scratch + (conv_gemm_floats(c, g) + 15) / 16 * 16;
+    dyn_conv_impl m = dyn_conv_impl_get();
+    if (m == DYN_CONV_IM2COL) return 0;
+    const float *w = l->params[0].value.data;
+    const float *b = c->has_bias ? l->params[1].value.data : NULL;
+    const int nt = dyn_threads_get();
+    if (m == DYN_CONV_AUTO && (m = dyn__dnnl_choice_get(c->dnnl, g, nt)) == DYN_CONV_AUTO) {
+        dyn_dnnl_conv *e[3] = {NULL, dyn__dnnl_acquire(c->dnnl, g, DYN_CONV_DNNL, w, NULL),
+                               dyn__dnnl_acquire(c->dnnl, g, DYN_CONV_DNNL_NCHW, w, NULL)};
+        const dyn_conv_impl which[3] = {DYN_CONV_IM2COL, DYN_CONV_DNNL, DYN_CONV_DNNL_NCHW};
+        double best[3] = {1e300, 1e300, 1e300};
+        for (int r = 0; r < 3; r++)
+            for (int k = 0; k < 3; k++) {
+                if (k && !e[k]) continue;
+                double t0 = dyn_now();
+                if (k) dyn__dnnl_forward(e[k], x, b, y, act);
+                else dyn__conv_gemm_forward(g, c->groups, c->cout, x, w, b, cols, tmp, y);
+                best[k] = DYN_MIN(best[k], dyn_now() - t0);
+            }
+        int k = best[1] < best[0] ? 1 : 0;
+        if (best[2] < best[k]) k = 2;
+        for (int j = 1; j < 3; j++)
+            if (e[j]) dyn__dnnl_release(c->dnnl, e[j], j == k);
+        dyn__dnnl_choice_set(c->dnnl, g, nt, which[k]);
+        return 1; /* y holds the last run's output (every implementation wrote the same) */
+    }
+    if (m == DYN_CONV_IM2COL) return 0;
+    dyn_dnnl_conv *e = dyn__dnnl_acquire(c->dnnl, g, m, w, NULL);
+    if (!e) return 0;
+    dyn__dnnl_forward(e, x, b, y, act);
+    dyn__dnnl_release(c->dnnl, e, 1);
+    return 1;
 }
 
 static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
@@ -208,6 +274,7 @@ static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     float *out = g.N == 1 ? y->data : scratch + (int64_t)c->cin * c->kh * c->kw * NP;
     const float *w = l->params[0].value.data;
     if (!training) { /* nothing kept for backward: chunks of images, cached columns */
+        if (conv_dnnl_forward(l, &g, x[0].data, y->data, scratch)) return;
         dyn__conv_gemm_forward(&g, G, c->cout, x[0].data, w,
                                c->has_bias ? l->params[1].value.data : NULL, cols,
                                scratch + (int64_t)c->cin * c->kh * c->kw * NP, y->data);
@@ -274,6 +341,14 @@ static void conv_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y
     dyn_col2im(&g, cols, dx[0].data);
 }
 
+/* The weights may have changed: the oneDNN primitives' reordered copies are dropped (AUTO's
+ * choices, which depend on the shapes alone, are kept). */
+static int conv_prepare(dyn_layer *l, dyn_err *err) {
+    (void)err;
+    dyn__dnnl_cache_clear(((conv_impl *)l->impl)->dnnl);
+    return 0;
+}
+
 /* macs per sample: Cout * (Cin/groups) * KH * KW * OH * OW. */
 static void conv_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
     const conv_impl *c = l->impl;
@@ -296,5 +371,6 @@ const dyn_layer_ops dyn_op_conv2d = {
     .scratch = conv_scratch,
     .forward = conv_forward,
     .backward = conv_backward,
+    .prepare = conv_prepare,
     .stats = conv_stats,
 };

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "convert/convert.h"
+#include "cpu/dnnl_conv.h"
 #include "io/dataset.h"
 #include "io/file.h"
 #include "io/idx.h"
@@ -778,9 +779,17 @@ static void assert_same_model(dyn_model *a, dyn_model *b) {
     dyn_rng r;
     dyn_rng_seed(&r, 17);
     tu_fill_uniform(x, 3 * per, &r, -1, 1);
-    const dyn_tensor *ya = dyn_exec_forward(ea, x, 3), *yb = dyn_exec_forward(eb, x, 3);
-    ck_assert_int_eq(dyn_tensor_numel(ya), dyn_tensor_numel(yb));
-    ck_assert(memcmp(ya->data, yb->data, (size_t)dyn_tensor_numel(ya) * 4) == 0);
+    /* With one implementation forced: auto (the default) times each layer's implementations
+     * on its first forward, and two models may pick differently (results a rounding apart). */
+    const dyn_conv_impl impls[] = {DYN_CONV_IM2COL, DYN_CONV_DNNL};
+    for (size_t k = 0; k < DYN_ARRAY_LEN(impls); k++) {
+        dyn_conv_impl_set(impls[k]);
+        const dyn_tensor *ya = dyn_exec_forward(ea, x, 3), *yb = dyn_exec_forward(eb, x, 3);
+        ck_assert_int_eq(dyn_tensor_numel(ya), dyn_tensor_numel(yb));
+        ck_assert_msg(memcmp(ya->data, yb->data, (size_t)dyn_tensor_numel(ya) * 4) == 0,
+                      "outputs differ with %s", dyn_conv_impl_name(impls[k]));
+    }
+    dyn_conv_impl_set(DYN_CONV_AUTO);
     free(x);
     dyn_exec_free(ea);
     dyn_exec_free(eb);

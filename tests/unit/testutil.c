@@ -130,6 +130,16 @@ int tu_gradcheck(dyn_layer *l, const dyn_shape *in, int training, uint64_t seed,
     return fails;
 }
 
+const char *tu_conv_attrs(const tu_conv *c, int bias, char *buf, size_t n) {
+    snprintf(buf, n,
+             "{\"in_channels\": %d, \"out_channels\": %d, \"kernel_h\": %d, \"kernel_w\": %d, "
+             "\"stride_h\": %d, \"stride_w\": %d, \"padding_h\": %d, \"padding_w\": %d, "
+             "\"dilation_h\": %d, \"dilation_w\": %d, \"groups\": %d, \"bias\": %d}",
+             c->cin, c->cout, c->kh, c->kw, c->sh, c->sw, c->ph, c->pw, c->dh, c->dw, c->groups,
+             bias);
+    return buf;
+}
+
 void tu_conv2d_ref(const tu_conv *c, const float *x, const float *w, const float *b, double *y,
                    int oh, int ow) {
     int cig = c->cin / c->groups, cog = c->cout / c->groups;

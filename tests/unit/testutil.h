@@ -42,5 +42,8 @@ typedef struct tu_conv {
 } tu_conv;
 void tu_conv2d_ref(const tu_conv *c, const float *x, const float *w, const float *b, double *y,
                    int oh, int ow);
+/* The conv2d layer attributes (JSON) of c with a bias when `bias`, written into buf; returns
+ * buf. */
+const char *tu_conv_attrs(const tu_conv *c, int bias, char *buf, size_t n);
 
 #endif
