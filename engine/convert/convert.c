@@ -22,6 +22,7 @@
 
 #include <cblas.h>
 
+#include "../cpu/dnnl_conv.h"
 #include "../cpu/im2col.h"
 #include "baseline.h"
 #include "convert.h"
@@ -1277,8 +1278,20 @@ static int to_riem(dyn_model *in, const dyn_convert_opts *o, dyn_model **out,
     return rc;
 }
 
+static int convert_impl(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
+                        dyn_convert_report *rep, dyn_err *err);
+
 int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
                 dyn_convert_report *rep, dyn_err *err) {
+    /* reproducible: one dense implementation for every forward of the conversion (cpu/dnnl_conv.h) */
+    const int saved = dyn_conv_impl_set_thread(DYN_CONV_IM2COL);
+    const int rc = convert_impl(in, o_in, out, rep, err);
+    dyn_conv_impl_set_thread(saved);
+    return rc;
+}
+
+static int convert_impl(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
+                        dyn_convert_report *rep, dyn_err *err) {
     dyn_convert_opts o = *o_in;
     memset(rep, 0, sizeof *rep);
     *out = NULL;

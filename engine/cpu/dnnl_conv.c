@@ -38,7 +38,16 @@ int dyn_conv_impl_parse(const char *s, dyn_conv_impl *out) {
     return DYN_EINVAL;
 }
 
+static _Thread_local int t_impl = -1;
+
+int dyn_conv_impl_set_thread(int m) {
+    const int old = t_impl;
+    t_impl = m >= (int)DYN_CONV_AUTO && m <= (int)DYN_CONV_DNNL_NCHW ? m : -1;
+    return old;
+}
+
 dyn_conv_impl dyn_conv_impl_get(void) {
+    if (t_impl >= 0) return (dyn_conv_impl)t_impl;
     int m = atomic_load(&g_impl);
     if (m >= 0) return (dyn_conv_impl)m;
     dyn_conv_impl e = DYN_CONV_AUTO;

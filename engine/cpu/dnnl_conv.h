@@ -41,6 +41,11 @@ typedef enum dyn_conv_impl {
  * (im2col | dnnl | dnnl-nchw | auto, read once; an unknown value means auto), else auto. */
 dyn_conv_impl dyn_conv_impl_get(void);
 void dyn_conv_impl_set(dyn_conv_impl m);
+/* A setting for the calling thread only, before the one above (-1 clears it); returns the
+ * previous one (-1: none). Conversions use it: `auto` chooses by timing, so two runs of the same
+ * conversion could measure their activations with different implementations (rounding
+ * differences) and fit different models; a conversion fixes im2col for itself instead. */
+int dyn_conv_impl_set_thread(int m);
 /* "auto", "im2col", "dnnl", "dnnl-nchw"; parse returns 0, or DYN_EINVAL for another name. */
 const char *dyn_conv_impl_name(dyn_conv_impl m);
 int dyn_conv_impl_parse(const char *s, dyn_conv_impl *out);
