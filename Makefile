@@ -211,14 +211,14 @@ bench: $(BENCH_BIN) $(DYND) $(BUILD)/dyn
 	$(MAKE) bench-ort
 
 # dynd against ONNX Runtime on the same ONNX files (tests/bench/bench_ort.sh; BENCH_MODELS,
-# BENCH_RUNS). ONNX Runtime: onnxruntime-node from npm into $(BUILD)/ort (its CPU libraries;
-# no CUDA download).
+# BENCH_RUNS). ONNX Runtime: onnxruntime-node from npm into $(BUILD)/ort (the CPU libraries it
+# ships; its install script's CUDA download skipped).
 ORT_VERSION ?= 1.30.0
 ORT_PKG := $(BUILD)/ort/node_modules/onnxruntime-node/package.json
 $(ORT_PKG):
 	@mkdir -p $(BUILD)/ort
-	cd $(BUILD)/ort && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --no-audit --no-fund \
-	    --prefix . onnxruntime-node@$(ORT_VERSION)
+	cd $(BUILD)/ort && ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip \
+	    npm install --no-audit --no-fund --prefix . onnxruntime-node@$(ORT_VERSION)
 bench-ort: $(BUILD)/dyn $(ORT_PKG)
 	./tests/bench/bench_ort.sh $(BUILD)
 
