@@ -4,6 +4,7 @@
 # Models: LeNet-5 (tests/fixtures/lenet5.onnx) and, exported once by export_bench_models.py
 # (Debian's /usr/bin/python3: torch, torchvision) into BUILD/bench-models/ and reused there,
 # torchvision's ResNet-18, ResNet-50 and a ViT-S/16 (random weights, opset 13, 224x224).
+# Every file derived from an ONNX file there is made again when the ONNX file is newer.
 # dynd runs `dyn bench` on a dense model file imported from the ONNX file (`dyn convert
 # --min-saving 1 --force-publish`: every layer kept dense, cached beside it); ONNX Runtime
 # (onnxruntime-node from npm in BUILD/ort, `make bench-ort` installs it) runs ort_bench.js on
@@ -106,7 +107,7 @@ fi
 OK_MODELS=""
 for m in $MODELS; do
     dense=$MD/$m.dense.dyn
-    if [ ! -f "$dense" ] &&
+    if ! [ "$dense" -nt "$(onnx_of "$m")" ] &&
         ! "$DYN" convert "$(onnx_of "$m")" "$dense" --min-saving 1 --force-publish > "$T/imp.log" 2>&1; then
         echo "bench_ort: dynd cannot import $m, left out: $(grep -m1 'dyn convert' "$T/imp.log" || tail -1 "$T/imp.log")"
         continue
@@ -144,7 +145,7 @@ if [[ " $SECTIONS " == *" dyn "* ]] && [ -n "$DYN_MODELS" ]; then
     for m in $DYN_MODELS; do
         for r in 4 8; do
             f=$MD/$m.r$r.auto.dyn
-            [ -f "$f" ] && continue
+            [ "$f" -nt "$MD/$m.onnx" ] && continue
             echo "converting $m at ${r}x, data-free, niced (once; cached as $BUILD/bench-models/$m.r$r.auto.dyn)"
             t0=$(date +%s)
             nice -n 10 "$DYN" convert "$MD/$m.onnx" "$f" --ratio "$r" --force-publish --threads 2 \
@@ -160,7 +161,7 @@ if [[ " $SECTIONS " == *" dyn "* ]] && [ -n "$DYN_MODELS" ]; then
         ort_ms ort_img/s vs_ORT x_dense
     for m in $DYN_MODELS; do
         for r in 4 8; do
-            [ -f "$MD/$m.r$r.native.dyn" ] ||
+            [ "$MD/$m.r$r.native.dyn" -nt "$MD/$m.r$r.auto.dyn" ] ||
                 python3 "$HERE/set_exec.py" "$MD/$m.r$r.auto.dyn" "$MD/$m.r$r.native.dyn" native > /dev/null
             for ex in auto native; do
                 d=$(dyn_ms "$MD/$m.r$r.$ex.dyn" 1 2)
