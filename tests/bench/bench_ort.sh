@@ -82,7 +82,7 @@ ort_ms() {
 ips() { [ "$1" = fail ] && { echo -; return; }; awk -v t="$1" -v b="$2" 'BEGIN {printf "%.1f", 1000 * b / t}'; }
 ratio() {
     if [ "$1" = fail ] || [ "$2" = fail ] || [ -z "$2" ]; then echo -; return; fi
-    awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b / a}'
+    awk -v a="$1" -v b="$2" 'BEGIN {r = b / a; printf r < 0.1 ? "%.2g" : "%.2f", r}'
 }
 note_fail() { for v in "$@"; do [ "$v" = fail ] && FAILED=1; done; return 0; }
 
