@@ -3,6 +3,7 @@
 #   make deps       install Debian packages and fetch MNIST / Fashion-MNIST into data/
 #   make test       deps + build + unit tests + real-data smoke run
 #   make bench      benchmarks (ratios measured side by side in one run)
+#   make bench-ort  dynd vs ONNX Runtime on LeNet-5, ResNet-18/50, ViT-S (long; part of bench)
 #   make experiments  the paper's MNIST table (long: hours on 2 cores)
 #   make unit-baseline  unit tests of the baseline-ISA build (ARCH=x86-64, the Docker images')
 #   make docker-smoke   README's Docker commands without a Docker engine (minutes; not in test)
@@ -105,7 +106,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .SECONDARY:
 .PHONY: all deps data test unit integration smoke bench experiments clean help run programs faults soak \
-        unit-baseline docker-smoke
+        unit-baseline docker-smoke bench-ort
 all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
@@ -210,6 +211,19 @@ bench: $(BENCH_BIN) $(DYND) $(BUILD)/dyn
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 	./tests/bench/bench_http.sh $(BUILD)
 	./tests/bench/bench_convert.sh $(BUILD)
+	$(MAKE) bench-ort
+
+# dynd against ONNX Runtime on the same ONNX files (tests/bench/bench_ort.sh; BENCH_MODELS,
+# BENCH_RUNS). ONNX Runtime: onnxruntime-node from npm into $(BUILD)/ort (the CPU libraries it
+# ships; its install script's CUDA download skipped).
+ORT_VERSION ?= 1.30.0
+ORT_PKG := $(BUILD)/ort/node_modules/onnxruntime-node/package.json
+$(ORT_PKG):
+	@mkdir -p $(BUILD)/ort
+	cd $(BUILD)/ort && ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip \
+	    npm install --no-audit --no-fund --prefix . onnxruntime-node@$(ORT_VERSION)
+bench-ort: $(BUILD)/dyn $(ORT_PKG)
+	./tests/bench/bench_ort.sh $(BUILD)
 
 # Fault suite (kill -9 during jobs, full disks, model files swapped under load, SIGTERM races)
 # and soak (wrk at 256 connections + a conversion job + 200 slowloris connections for
@@ -254,7 +268,7 @@ clean:
 	rm -rf build build-*
 
 help:
-	@sed -n '1,15p' Makefile
+	@sed -n '1,16p' Makefile
 
 # ---- Fuzzing (tests/fuzz/README.md) ----
 # One harness per parser (tests/fuzz/fuzz_<target>.c), seeds in tests/fuzz/corpus/<target>/.

@@ -27,12 +27,17 @@ def main():
         for mod in model.modules():
             if isinstance(mod, torch.nn.AvgPool2d) and mod.padding in (0, (0, 0)):
                 mod.count_include_pad = False
-        path = os.path.join(out, name + ".onnx")
-        torch.onnx.export(model, torch.zeros(1, 3, 224, 224), path, opset_version=13,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        params = sum(p.numel() for p in model.parameters())
-        print(f"{name}: {params} parameters -> {path}", flush=True)
+        export(model, os.path.join(out, name + ".onnx"), name)
+
+
+def export(model, path, name, opset=13):
+    """Writes model (eval mode) to path as ONNX: input "input" 1x3x224x224 with a dynamic batch
+    axis, output "logits"; prints its parameter count. (tests/bench/export_bench_models.py too.)"""
+    torch.onnx.export(model, torch.zeros(1, 3, 224, 224), path, opset_version=opset,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {params} parameters -> {path}", flush=True)
 
 
 if __name__ == "__main__":
