@@ -656,37 +656,46 @@ static void scan_dir(srv_jobs *js) {
     closedir(d);
 }
 
+typedef struct fin_rec {
+    double t; /* finished_at, else created_at */
+    int i;    /* index in js->all */
+} fin_rec;
+
+static int fin_cmp(const void *a, const void *b) {
+    const fin_rec *x = a, *y = b;
+    return x->t < y->t ? -1 : x->t > y->t ? 1 : x->i - y->i;
+}
+
 /* Forgets the oldest finished jobs beyond jobs_keep: out of the list (their memory goes with
  * the last reference) and their directories off the disk. Interrupted jobs are kept (they
  * may be resumed), and so is everything once shutdown began. */
 static void prune(srv_jobs *js) {
-    int nfin = 0, ngone = 0;
+    int ngone = 0;
+    srv_job **gone = NULL;
     pthread_mutex_lock(&js->mu);
-    for (int i = 0; i < js->n; i++) {
+    fin_rec *fin = js->stopping ? NULL : malloc(sizeof *fin * (size_t)DYN_MAX(js->n, 1));
+    int nfin = 0;
+    for (int i = 0; fin && i < js->n; i++) { /* the finished ones, with their finish time */
         srv_job *j = js->all[i];
         pthread_mutex_lock(&j->mu);
-        nfin += terminal(j->state) && j->state != SRV_JOB_INTERRUPTED;
+        if (terminal(j->state) && j->state != SRV_JOB_INTERRUPTED)
+            fin[nfin++] = (fin_rec){j->finished_at > 0 ? j->finished_at : j->created_at, i};
         pthread_mutex_unlock(&j->mu);
     }
-    int excess = js->stopping ? 0 : nfin - js->keep;
-    srv_job **gone = excess > 0 ? malloc(sizeof *gone * (size_t)excess) : NULL;
-    while (gone && ngone < excess) { /* the oldest finished one, by finish time */
-        int best = -1;
-        double tb = 0;
-        for (int i = 0; i < js->n; i++) {
-            srv_job *j = js->all[i];
-            pthread_mutex_lock(&j->mu);
-            int fin = terminal(j->state) && j->state != SRV_JOB_INTERRUPTED;
-            double t = j->finished_at > 0 ? j->finished_at : j->created_at;
-            pthread_mutex_unlock(&j->mu);
-            if (fin && (best < 0 || t < tb)) best = i, tb = t;
+    const int excess = nfin - js->keep;
+    if (excess > 0 && (gone = malloc(sizeof *gone * (size_t)excess))) {
+        qsort(fin, (size_t)nfin, sizeof *fin, fin_cmp); /* oldest first */
+        for (int k = 0; k < excess; k++) {
+            gone[ngone++] = js->all[fin[k].i];
+            js->all[fin[k].i] = NULL;
         }
-        if (best < 0) break;
-        gone[ngone++] = js->all[best];
-        memmove(js->all + best, js->all + best + 1, sizeof *js->all * (size_t)(js->n - best - 1));
-        js->n--;
+        int w = 0; /* close the gaps, keeping the order */
+        for (int i = 0; i < js->n; i++)
+            if (js->all[i]) js->all[w++] = js->all[i];
+        js->n = w;
     }
     pthread_mutex_unlock(&js->mu);
+    free(fin);
     for (int i = 0; i < ngone; i++) {
         remove_tree(gone[i]->dir);
         srv_log(SRV_LOG_DEBUG, "finished job record removed (jobs_keep)",
