@@ -73,6 +73,16 @@ typedef struct dyn_layer_stats {
 
 typedef struct dyn_layer dyn_layer;
 
+/* A layer that runs, at inference on a given input shape, as a plain dense convolution:
+ * y = conv(x, w) + b (what the fused inference graph, cpu/graph.h, hands to oneDNN). w and b
+ * are borrowed from the layer ([cout][cin/groups][kh][kw] and [cout], b NULL when none) and
+ * stay valid until its next prepare(). */
+typedef struct dyn_dense_conv {
+    int cin, cout, groups;
+    int kh, kw, sh, sw, ph, pw, dh, dw;
+    const float *w, *b;
+} dyn_dense_conv;
+
 typedef struct dyn_layer_ops {
     dyn_op op;
     const char *name; /* as written in model files: "linear", "dyn_conv2d", ... */
@@ -106,6 +116,10 @@ typedef struct dyn_layer_ops {
     /* Fills stats for one sample of shape `in` (with batch 1). May be NULL: then stored =
      * memory = parameter floats and macs = 0. */
     void (*stats)(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st);
+    /* Fills *v and returns 1 when an inference forward on input shape `in` (batch included)
+     * computes exactly a dense convolution (conv2d always; dyn_conv2d when it runs
+     * materialized at that shape); else 0. May be NULL (= 0). */
+    int (*as_dense_conv)(const dyn_layer *l, const dyn_shape *in, dyn_dense_conv *v);
 } dyn_layer_ops;
 
 struct dyn_layer {
@@ -115,6 +129,9 @@ struct dyn_layer {
     int nparams;
     dyn_param params[DYN_LAYER_MAX_PARAMS];
     void *impl;
+    /* Bumped by the prepare() of layers with an as_dense_conv: a fused inference graph holding
+     * a copy of their weights sees that it must be rebuilt. */
+    unsigned gen;
 };
 
 /* Looks up an op by its file name ("conv2d"); NULL when unknown. */

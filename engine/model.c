@@ -8,6 +8,8 @@
  * then added.
  */
 #include "model.h"
+#include "cpu/dnnl_conv.h"
+#include "cpu/graph.h"
 
 #include <string.h>
 
@@ -226,8 +228,86 @@ static dyn_tensor view_batch(const dyn_tensor *t, int batch) {
     return dyn_tensor_view(t->data, s.ndim, s.d);
 }
 
+/* ---- fused graphs (cpu/graph.h), at most EXEC_GRAPHS batch sizes per exec ---- */
+
+#define EXEC_GRAPHS 4
+
+typedef struct exec_graph {
+    int batch, threads, use; /* batch 0: an empty slot; use: 1 the graph, 0 layer by layer */
+    dyn_graph *g;
+    unsigned long stamp;
+} exec_graph;
+
+struct dyn_exec_graphs {
+    exec_graph slot[EXEC_GRAPHS];
+    unsigned long clock;
+};
+
+static void graphs_free(struct dyn_exec_graphs *gs) {
+    if (!gs) return;
+    for (int i = 0; i < EXEC_GRAPHS; i++) dyn__graph_free(gs->slot[i].g);
+    free(gs);
+}
+
+/* Runs the forward through a graph when the setting and (auto) the measurement say so: returns
+ * 1 when it did, 0 for the layer-by-layer forward. */
+static int exec_graph_forward(dyn_exec *e, int batch) {
+    const dyn_conv_impl m = dyn_conv_impl_get();
+    if (m != DYN_CONV_AUTO && m != DYN_CONV_GRAPH) return 0;
+    if (!e->graphs && !(e->graphs = calloc(1, sizeof *e->graphs))) return 0;
+    struct dyn_exec_graphs *gs = e->graphs;
+    const int threads = dyn_threads_get();
+    exec_graph *s = NULL;
+    for (int i = 0; i < EXEC_GRAPHS && !s; i++)
+        if (gs->slot[i].batch == batch) s = &gs->slot[i];
+    if (s && s->threads != threads) { /* measured for another thread count: again */
+        dyn__graph_free(s->g);
+        *s = (exec_graph){0};
+        s = NULL;
+    } else if (s && s->g && dyn__graph_stale(s->g)) { /* new weights: the same choice */
+        dyn__graph_free(s->g);
+        if (!(s->g = dyn__graph_new(e, batch, NULL))) s->use = 0;
+    }
+    if (!s) { /* an empty slot, else the least recently used */
+        s = &gs->slot[0];
+        for (int i = 0; i < EXEC_GRAPHS; i++)
+            if (!gs->slot[i].batch || gs->slot[i].stamp < s->stamp) s = &gs->slot[i];
+        dyn__graph_free(s->g);
+        *s = (exec_graph){.batch = batch, .threads = threads};
+        s->g = dyn__graph_new(e, batch, NULL);
+        s->use = s->g != NULL;
+        if (s->g && m == DYN_CONV_AUTO) {
+            /* A layer-by-layer forward first (its layers settle their own choices), then both
+             * twice, alternating; the faster by its best time wins. */
+            dyn__exec_run_plain(e, batch);
+            double tp = 1e300, tg = 1e300;
+            for (int r = 0; r < 2; r++) {
+                double t0 = dyn_now();
+                dyn__exec_run_plain(e, batch);
+                double t1 = dyn_now();
+                dyn__graph_forward(s->g, e);
+                tp = DYN_MIN(tp, t1 - t0);
+                tg = DYN_MIN(tg, dyn_now() - t1);
+            }
+            if (tg >= tp) {
+                s->use = 0;
+                dyn__graph_free(s->g);
+                s->g = NULL;
+                dyn__exec_run_plain(e, batch);
+            }
+            s->stamp = ++gs->clock;
+            return 1; /* the output of the last run is in place */
+        }
+    }
+    s->stamp = ++gs->clock;
+    if (!s->use) return 0;
+    dyn__graph_forward(s->g, e);
+    return 1;
+}
+
 void dyn_exec_free(dyn_exec *e) {
     if (!e) return;
+    graphs_free(e->graphs);
     for (int k = 0; e->act && k < e->model->nnodes; k++) dyn_tensor_release(&e->act[k]);
     for (int k = 0; e->grad && k < e->model->nnodes; k++) dyn_tensor_release(&e->grad[k]);
     free(e->act);
@@ -306,6 +386,14 @@ const dyn_tensor *dyn_exec_forward(dyn_exec *e, const float *x, int batch) {
     e->batch = batch;
     int64_t per = dyn_shape_numel(&m->input);
     if (x != e->input.data) memcpy(e->input.data, x, (size_t)(per * batch) * sizeof(float));
+    if (e->training || !exec_graph_forward(e, batch)) dyn__exec_run_plain(e, batch);
+    e->out = view_batch(&e->act[m->nnodes - 1], batch);
+    return &e->out;
+}
+
+void dyn__exec_run_plain(dyn_exec *e, int batch) {
+    dyn_model *m = e->model;
+    e->batch = batch;
     for (int k = 0; k < m->nnodes; k++) {
         dyn_tensor xs[DYN_LAYER_MAX_INPUTS];
         gather_inputs(e, k, xs);
@@ -313,8 +401,6 @@ const dyn_tensor *dyn_exec_forward(dyn_exec *e, const float *x, int batch) {
         dyn_layer *l = m->nodes[k].layer;
         l->ops->forward(l, xs, &y, e->scratch + e->scratch_off[k], e->training);
     }
-    e->out = view_batch(&e->act[m->nnodes - 1], batch);
-    return &e->out;
 }
 
 void dyn_exec_backward(dyn_exec *e, const float *dout) {

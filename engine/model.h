@@ -69,6 +69,7 @@ typedef struct dyn_exec {
     float *scratch;     /* one block shared in turn by the nodes' scratch areas */
     size_t *scratch_off;
     unsigned char *written; /* backward: which node gradients hold a contribution */
+    struct dyn_exec_graphs *graphs; /* inference: fused oneDNN graphs by batch size (model.c) */
 } dyn_exec;
 
 /* Allocates buffers for running `m` on up to max_batch samples. training = 1 also allocates
@@ -78,7 +79,11 @@ dyn_exec *dyn_exec_new(dyn_model *m, int max_batch, int training, dyn_err *err);
 void dyn_exec_free(dyn_exec *e);
 
 /* Runs the model on `batch` samples at x (batch * numel(input) floats, copied in).
- * Returns the output node's activation (a view owned by e, valid until the next call). */
+ * Returns the output node's activation (a view owned by e, valid until the next call).
+ * Inference execs may run the model through a fused oneDNN graph (cpu/graph.h: under the
+ * conv setting `graph`, or `auto` where it measured faster for this batch size on the first
+ * forward of that size); the other nodes' activations (e->act) then hold nothing meaningful:
+ * callers that read them set the conv setting im2col or dnnl(-nchw) for the thread. */
 const dyn_tensor *dyn_exec_forward(dyn_exec *e, const float *x, int batch);
 /* Back-propagates dout (the gradient of the loss w.r.t. the output, batch * outputs floats)
  * through the last forward, accumulating parameter gradients. Training execs only. */

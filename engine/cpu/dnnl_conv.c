@@ -22,7 +22,7 @@
 
 /* ---- the setting ---- */
 
-static const char *const impl_names[] = {"auto", "im2col", "dnnl", "dnnl-nchw"};
+static const char *const impl_names[] = {"auto", "im2col", "dnnl", "dnnl-nchw", "graph"};
 static atomic_int g_impl = -1; /* -1: not read yet */
 
 const char *dyn_conv_impl_name(dyn_conv_impl m) {
@@ -42,7 +42,7 @@ static _Thread_local int t_impl = -1;
 
 int dyn_conv_impl_set_thread(int m) {
     const int old = t_impl;
-    t_impl = m >= (int)DYN_CONV_AUTO && m <= (int)DYN_CONV_DNNL_NCHW ? m : -1;
+    t_impl = m >= (int)DYN_CONV_AUTO && m <= (int)DYN_CONV_GRAPH ? m : -1;
     return old;
 }
 
@@ -72,6 +72,8 @@ static dnnl_engine_t engine_get(void) {
     pthread_once(&g_engine_once, engine_init);
     return g_engine;
 }
+
+void *dyn__dnnl_engine(void) { return engine_get(); }
 
 /* ---- the cache ---- */
 

@@ -35,6 +35,10 @@ typedef enum dyn_conv_impl {
     DYN_CONV_IM2COL,
     DYN_CONV_DNNL,
     DYN_CONV_DNNL_NCHW,
+    /* The fused inference graph (cpu/graph.h) for the nodes oneDNN runs, the others as AUTO;
+     * AUTO itself times the graph against the layer-by-layer forward on the first inference
+     * forward of each batch size of each exec, and keeps the faster. */
+    DYN_CONV_GRAPH,
 } dyn_conv_impl;
 
 /* The setting: dyn_conv_impl_set, else the environment variable DYN_CONV_IMPL
@@ -46,9 +50,13 @@ void dyn_conv_impl_set(dyn_conv_impl m);
  * conversion could measure their activations with different implementations (rounding
  * differences) and fit different models; a conversion fixes im2col for itself instead. */
 int dyn_conv_impl_set_thread(int m);
-/* "auto", "im2col", "dnnl", "dnnl-nchw"; parse returns 0, or DYN_EINVAL for another name. */
+/* "auto", "im2col", "dnnl", "dnnl-nchw", "graph"; parse returns 0, or DYN_EINVAL for another name. */
 const char *dyn_conv_impl_name(dyn_conv_impl m);
 int dyn_conv_impl_parse(const char *s, dyn_conv_impl *out);
+
+/* The process's oneDNN CPU engine (a dnnl_engine_t), created on first use; NULL when oneDNN
+ * has none. Borrowed. */
+void *dyn__dnnl_engine(void);
 
 #define DYN_DNNL_CACHE_MAX 16
 

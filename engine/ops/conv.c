@@ -228,6 +228,7 @@ static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *
     float *cols = scratch, *tmp = scratch + ncols;
     float *act = scratch + (conv_gemm_floats(c, g) + 15) / 16 * 16;
     dyn_conv_impl m = dyn_conv_impl_get();
+    if (m == DYN_CONV_GRAPH) m = DYN_CONV_AUTO; /* a node the graph does not run */
     if (m == DYN_CONV_IM2COL) return 0;
     const float *w = l->params[0].value.data;
     const float *b = c->has_bias ? l->params[1].value.data : NULL;
@@ -346,7 +347,18 @@ static void conv_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y
 static int conv_prepare(dyn_layer *l, dyn_err *err) {
     (void)err;
     dyn__dnnl_cache_clear(((conv_impl *)l->impl)->dnnl);
+    l->gen++;
     return 0;
+}
+
+static int conv_as_dense(const dyn_layer *l, const dyn_shape *in, dyn_dense_conv *v) {
+    (void)in;
+    const conv_impl *c = l->impl;
+    *v = (dyn_dense_conv){.cin = c->cin, .cout = c->cout, .groups = c->groups, .kh = c->kh,
+                          .kw = c->kw, .sh = c->sh, .sw = c->sw, .ph = c->ph, .pw = c->pw,
+                          .dh = c->dh, .dw = c->dw, .w = l->params[0].value.data,
+                          .b = c->has_bias ? l->params[1].value.data : NULL};
+    return 1;
 }
 
 /* macs per sample: Cout * (Cin/groups) * KH * KW * OH * OW. */
@@ -373,4 +385,5 @@ const dyn_layer_ops dyn_op_conv2d = {
     .backward = conv_backward,
     .prepare = conv_prepare,
     .stats = conv_stats,
+    .as_dense_conv = conv_as_dense,
 };

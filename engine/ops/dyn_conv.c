@@ -476,7 +476,22 @@ static int dc_prepare(dyn_layer *l, dyn_err *err) {
         dyn_free(tmp);
     }
     d->ready = 1;
+    l->gen++;
     return 0;
+}
+
+/* Materialized at this shape: the dense convolution with the kernel prepare() built. */
+static int dc_as_dense(const dyn_layer *l, const dyn_shape *in, dyn_dense_conv *v) {
+    const dc_impl *d = l->impl;
+    dyn_conv_geom g;
+    if (!d->ready || !d->hold_w || in->ndim != 4 || dc_geom(d, in, &g) ||
+        dc_native_for(d, (int64_t)g.N * g.OH * g.OW))
+        return 0;
+    *v = (dyn_dense_conv){.cin = d->cin, .cout = d->cout, .groups = 1, .kh = d->K, .kw = d->K,
+                          .sh = d->stride, .sw = d->stride, .ph = d->pad, .pw = d->pad,
+                          .dh = d->dil, .dw = d->dil, .w = d->w,
+                          .b = d->bias ? l->params[P_BIAS].value.data : NULL};
+    return 1;
 }
 
 static void dc_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
@@ -513,4 +528,5 @@ const dyn_layer_ops dyn_op_dyn_conv2d = {
     .backward = dc_backward,
     .prepare = dc_prepare,
     .stats = dc_stats,
+    .as_dense_conv = dc_as_dense,
 };

@@ -118,6 +118,7 @@ static void linear_gemm(const dyn_layer *l, const float *x, float *y, int nb) {
 static int linear_dnnl_forward(dyn_layer *l, const float *x, float *y, int nb) {
     const linear_impl *im = l->impl;
     dyn_conv_impl m = dyn_conv_impl_get();
+    if (m == DYN_CONV_GRAPH) m = DYN_CONV_AUTO; /* a node the graph does not run */
     if (m == DYN_CONV_IM2COL) return 0;
     const dyn_conv_geom g = {.N = nb, .C = im->in, .H = 1, .W = 1, .KH = 1, .KW = 1, .SH = 1,
                              .SW = 1, .DH = 1, .DW = 1, .OH = 1, .OW = 1};
