@@ -101,6 +101,18 @@ for m in $MODELS; do
 done
 if [ ${#need[@]} -gt 0 ]; then
     [ -x /usr/bin/python3 ] || { echo "bench_ort: no /usr/bin/python3 (torch) to export ${need[*]}"; exit 1; }
+    if ! /usr/bin/python3 -c 'import torch, torchvision' 2> /dev/null; then
+        # Debian's PyTorch (about 1 GB installed), needed once to export the models.
+        if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+            echo "bench_ort: installing python3-torch python3-torchvision (once, to export ${need[*]})"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch python3-torchvision > /dev/null ||
+                { echo "bench_ort: apt-get install python3-torch python3-torchvision failed"; exit 1; }
+        else
+            echo "bench_ort: exporting ${need[*]} needs Debian's PyTorch:" \
+                 "sudo apt-get install python3-torch python3-torchvision"
+            exit 1
+        fi
+    fi
     echo "exporting ${need[*]} to $BUILD/bench-models/ (once)"
     nice -n 10 /usr/bin/python3 -W ignore "$HERE/export_bench_models.py" "$MD" "${need[@]}"
 fi

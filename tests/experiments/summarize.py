@@ -75,9 +75,10 @@ print("Converting a trained LeNet-5 (torch → ONNX → `dyn convert` → `dyn f
 print("truncated SVD at equal stored floats per layer (MNIST and Fashion-MNIST), and the")
 print("structure-scale conversions (ResNet-18/50, DenseNet-121, ViT-S) are recorded with their")
 print("commands in [CONVERT.md](CONVERT.md) (rerun: `tests/experiments/convert.sh`).\n")
-# Fuzzing, soak and fault suite (issue 11): recorded by hand in tests/{fuzz,soak,faults}/RESULTS.md
-# (make fuzz / soak / faults print the figures), carried into this file as they are.
-for part in ("fuzz", "soak", "faults"):
+# Fuzzing, soak and fault suite (issue 11), engine speed (issue 12): recorded by hand in
+# tests/{fuzz,soak,faults,bench}/RESULTS.md (make fuzz / soak / faults / bench-ort print the
+# figures), carried into this file as they are.
+for part in ("fuzz", "soak", "faults", "bench"):
     f = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", part, "RESULTS.md")
     if os.path.exists(f):
         print(open(f).read().rstrip("\n") + "\n")
