@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "cpu/isa.h"
+#include "dyn/dyn.h"
 #include "server/http.h"
 #include "server/jobs.h"
 #include "server/log.h"
@@ -318,6 +319,16 @@ int srv_daemon_main(int argc, char **argv) {
     }
     srv_log_setup((srv_log_level)cfg.log_level, (srv_log_format)cfg.log_format);
     dyn_threads_set(cfg.threads);
+    /* DyN layers choose native or materialized execution when loaded, by a cost model: its
+     * constants measured on this machine first (DYN_COST=builtin keeps the built-in ones). */
+    const char *cm = getenv("DYN_COST");
+    dyn_cost_consts cc;
+    if (!(cm && !strcmp(cm, "builtin")) && dyn_cost_calibrate(&cc, &err) == 0)
+        srv_log(SRV_LOG_INFO, "cost model calibrated",
+                json_pack("{s:f, s:f, s:f, s:f}", "native_ns_per_elem_col",
+                          cc.native_ns_per_elem_col, "native_ns_per_elem", cc.native_ns_per_elem,
+                          "dense_ns_per_mac", cc.dense_ns_per_mac, "dense_ns_per_wfloat",
+                          cc.dense_ns_per_wfloat));
     static daemon_state d;
     d.argc = argc;
     d.argv = argv;

@@ -236,6 +236,20 @@ int dyn_cost_native_wins(int64_t slice_elems, int64_t macs_per_col, int64_t w_fl
 /* 1 when native is estimated faster at every batch (then "auto" never needs W). */
 int dyn_cost_native_always(int64_t slice_elems, int64_t macs_per_col);
 
+/* The model's constants (nanoseconds, one thread). */
+typedef struct dyn_cost_consts {
+    double native_ns_per_elem_col, native_ns_per_elem, dense_ns_per_mac, dense_ns_per_wfloat;
+} dyn_cost_consts;
+/* Measures the constants on this machine (about 50 ms, one thread: a native product at 1 and
+ * 64 columns, an sgemm and a GEMV) and uses them from then on for every decision made after
+ * it (layers decide when created and loaded: call it before loading models). A measured value
+ * more than 16x off the built-in one keeps the built-in one. Not thread-safe against
+ * concurrent decisions: call it at start. Fills *out (may be NULL); 0 or DYN_ENOMEM. */
+int dyn_cost_calibrate(dyn_cost_consts *out, dyn_err *err);
+/* The constants in use; back to the built-in ones (what the library starts with). */
+void dyn_cost_get(dyn_cost_consts *out);
+void dyn_cost_reset(void);
+
 /* ---- structural entropy (entropy.c) -------------------------------------------------------- */
 
 /* Shannon entropy in bits of the values of `narrays` arrays taken together, each value

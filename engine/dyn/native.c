@@ -30,6 +30,8 @@
  */
 #include <string.h>
 
+#include <cblas.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -505,20 +507,26 @@ void dyn_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
 /* Single-thread costs measured on the development machine (AMD EPYC Zen 5, AVX-512, OpenBLAS
  * 0.3.21) by tests/bench/bench_dyn and a conv sweep; README "Choosing the execution". Only
  * their ratios matter for the decisions; with two threads both sides roughly halve (the
- * memory-bound GEMV less, which favors native at batch 1 a little more). */
-#define COST_NATIVE_NS_PER_ELEM_COL 0.15 /* one slice element × one column */
-#define COST_NATIVE_NS_PER_ELEM 1.2      /* per slice element and call (the batch-1 floor) */
-#define COST_DENSE_NS_PER_MAC 0.024      /* sgemm at batch >= 64 */
-#define COST_DENSE_NS_PER_WFLOAT 0.125   /* streaming W once (GEMV is memory-bound) */
+ * memory-bound GEMV less, which favors native at batch 1 a little more). dyn_cost_calibrate
+ * replaces them by this machine's (the programs call it at start). */
+static const dyn_cost_consts cost_builtin = {
+    .native_ns_per_elem_col = 0.15, /* one slice element × one column */
+    .native_ns_per_elem = 1.2,      /* per slice element and call (the batch-1 floor) */
+    .dense_ns_per_mac = 0.024,      /* sgemm at batch >= 64 */
+    .dense_ns_per_wfloat = 0.125,   /* streaming W once (GEMV is memory-bound) */
+};
+static dyn_cost_consts cost = cost_builtin;
+
+void dyn_cost_get(dyn_cost_consts *out) { *out = cost; }
 
 double dyn_cost_native_s(int64_t slice_elems, int64_t cols) {
     return 1e-9 * (double)slice_elems *
-           (COST_NATIVE_NS_PER_ELEM + COST_NATIVE_NS_PER_ELEM_COL * (double)cols);
+           (cost.native_ns_per_elem + cost.native_ns_per_elem_col * (double)cols);
 }
 
 double dyn_cost_dense_s(int64_t macs_per_col, int64_t w_floats, int64_t cols) {
-    double compute = 1e-9 * COST_DENSE_NS_PER_MAC * (double)macs_per_col * (double)cols;
-    double stream = 1e-9 * COST_DENSE_NS_PER_WFLOAT * (double)w_floats;
+    double compute = 1e-9 * cost.dense_ns_per_mac * (double)macs_per_col * (double)cols;
+    double stream = 1e-9 * cost.dense_ns_per_wfloat * (double)w_floats;
     return compute > stream ? compute : stream;
 }
 
@@ -528,7 +536,77 @@ int dyn_cost_native_wins(int64_t slice_elems, int64_t macs_per_col, int64_t w_fl
            dyn_cost_dense_s(macs_per_col, w_floats, cols);
 }
 
+/* The best of `reps` runs of fn, in seconds. */
+#define BEST_OF(reps, out, ...)                                                            \
+    do {                                                                                   \
+        (out) = 1e300;                                                                     \
+        for (int r_ = 0; r_ < (reps); r_++) {                                              \
+            double t0_ = dyn_now();                                                        \
+            __VA_ARGS__;                                                                   \
+            double t_ = dyn_now() - t0_;                                                   \
+            if (t_ < (out)) (out) = t_;                                                    \
+        }                                                                                  \
+    } while (0)
+
+int dyn_cost_calibrate(dyn_cost_consts *out, dyn_err *err) {
+    /* native: a 512 x 512 system of H·q = 16 at 1 and 64 columns; dense: a 256³ sgemm and a
+     * 2048² GEMV (8 MB of W, past the caches), one thread each, the best of several runs. */
+    enum { M = 512, HQ = 16, C = 64, G = 256, V = 2048 };
+    const int threads = dyn_threads_get();
+    dyn_native nat = {0};
+    float *u = dyn_alloc((size_t)HQ * M * sizeof(float)), *v = dyn_alloc((size_t)HQ * M * sizeof(float));
+    float *x = dyn_alloc((size_t)V * V * sizeof(float)), *y = dyn_alloc((size_t)V * C * sizeof(float));
+    float *a = dyn_alloc((size_t)G * G * sizeof(float)), *b = dyn_alloc((size_t)G * G * sizeof(float));
+    float lambda[HQ];
+    int rc = 0;
+    if (!u || !v || !x || !y || !a || !b) {
+        rc = dyn_err_set(err, DYN_ENOMEM, "cost calibration: out of memory");
+        goto done;
+    }
+    dyn_rng rng;
+    dyn_rng_seed(&rng, 1);
+    for (int i = 0; i < HQ * M; i++) u[i] = dyn_rng_uniform(&rng), v[i] = dyn_rng_uniform(&rng);
+    for (int i = 0; i < HQ; i++) lambda[i] = dyn_rng_uniform(&rng) - 0.5f;
+    for (int64_t i = 0; i < (int64_t)V * V; i++) x[i] = dyn_rng_uniform(&rng) - 0.5f;
+    for (int i = 0; i < G * G; i++) a[i] = x[i], b[i] = x[G * G + i];
+    const dyn_sys s = {.m = M, .n = M, .H = HQ, .q = 1, .kernel = DYN_KERNEL_L1, .u = u, .v = v,
+                       .lambda = lambda, .c = 0.0f};
+    if ((rc = dyn_native_prepare(&nat, &s, err))) goto done;
+    dyn_threads_set(1);
+    double t1, tc, tg, tv;
+    dyn_native_forward(&s, &nat, x, 1, y, 1, 1, NULL, 0); /* warm-up (workspace, caches) */
+    BEST_OF(20, t1, dyn_native_forward(&s, &nat, x, 1, y, 1, 1, NULL, 0));
+    BEST_OF(10, tc, dyn_native_forward(&s, &nat, x, C, y, C, C, NULL, 0));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, G, G, G, 1.0f, a, G, b, G, 0.0f, y, G);
+    BEST_OF(10, tg, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, G, G, G, 1.0f, a, G,
+                                b, G, 0.0f, y, G));
+    BEST_OF(5, tv, cblas_sgemv(CblasRowMajor, CblasNoTrans, V, V, 1.0f, x, V, a, 1, 0.0f, y, 1));
+    dyn_threads_set(threads);
+    const double elems = (double)HQ * (2 * M);
+    dyn_cost_consts c = {
+        .native_ns_per_elem_col = 1e9 * (tc - t1) / (elems * (C - 1)),
+        .native_ns_per_elem = 0,
+        .dense_ns_per_mac = 1e9 * tg / ((double)G * G * G),
+        .dense_ns_per_wfloat = 1e9 * tv / ((double)V * V),
+    };
+    c.native_ns_per_elem = 1e9 * t1 / elems - c.native_ns_per_elem_col;
+    /* A measurement far from the built-in figures (a machine busy in one of the runs, a
+     * timer gone wrong) keeps the built-in constant. */
+    const double *bi = &cost_builtin.native_ns_per_elem_col;
+    double *cv = &c.native_ns_per_elem_col;
+    for (int i = 0; i < 4; i++)
+        if (!(cv[i] >= bi[i] / 16 && cv[i] <= bi[i] * 16)) cv[i] = bi[i];
+    cost = c;
+    if (out) *out = c;
+done:
+    dyn_native_free(&nat);
+    dyn_free(u), dyn_free(v), dyn_free(x), dyn_free(y), dyn_free(a), dyn_free(b);
+    return rc;
+}
+
+void dyn_cost_reset(void) { cost = cost_builtin; }
+
 int dyn_cost_native_always(int64_t slice_elems, int64_t macs_per_col) {
-    return COST_NATIVE_NS_PER_ELEM_COL * (double)slice_elems <
-           COST_DENSE_NS_PER_MAC * (double)macs_per_col;
+    return cost.native_ns_per_elem_col * (double)slice_elems <
+           cost.dense_ns_per_mac * (double)macs_per_col;
 }

@@ -1096,6 +1096,31 @@ START_TEST(test_conv_attrs_and_stats) {
 }
 END_TEST
 
+/* The cost model's constants measured here: plausible values (within 16x of the built-in
+ * ones, which the calibration enforces, and positive), the order every CPU shows (an FMA in a
+ * GEMM costs less than a native element-column), decisions that follow them, and reset. */
+START_TEST(test_cost_calibrate) {
+    dyn_cost_consts b, c, now;
+    dyn_cost_get(&b);
+    dyn_err err = {0};
+    ck_assert_int_eq(dyn_cost_calibrate(&c, &err), 0);
+    const double *bv = &b.native_ns_per_elem_col, *cv = &c.native_ns_per_elem_col;
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(cv[i] > 0 && cv[i] >= bv[i] / 16 && cv[i] <= bv[i] * 16,
+                      "constant %d: %g (built-in %g)", i, cv[i], bv[i]);
+    ck_assert_msg(c.dense_ns_per_mac < c.native_ns_per_elem_col, "MAC %g, elem-col %g",
+                  c.dense_ns_per_mac, c.native_ns_per_elem_col);
+    dyn_cost_get(&now);
+    ck_assert(memcmp(&now, &c, sizeof c) == 0);
+    /* a 4096² layer at H·q = 16: native is 131072 elements a column against 16.8 M MACs */
+    ck_assert_int_eq(dyn_cost_native_always(16 * 8192, 4096 * 4096),
+                     c.native_ns_per_elem_col * 16 * 8192 < c.dense_ns_per_mac * 4096.0 * 4096);
+    dyn_cost_reset();
+    dyn_cost_get(&now);
+    ck_assert(memcmp(&now, &b, sizeof b) == 0);
+}
+END_TEST
+
 static Suite *dyn_suite(void) {
     Suite *s = suite_create("dyn");
     TCase *tc = tcase_create("systems");
@@ -1109,6 +1134,7 @@ static Suite *dyn_suite(void) {
     tcase_add_test(tc, test_resort);
     tcase_add_test(tc, test_ranks);
     tcase_add_test(tc, test_entropy);
+    tcase_add_test(tc, test_cost_calibrate);
     suite_add_tcase(s, tc);
     TCase *tl = tcase_create("dyn_linear");
     tcase_set_timeout(tl, 600);
