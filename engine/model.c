@@ -274,12 +274,18 @@ static int exec_graph_forward(dyn_exec *e, int batch) {
             if (!gs->slot[i].batch || gs->slot[i].stamp < s->stamp) s = &gs->slot[i];
         dyn__graph_free(s->g);
         *s = (exec_graph){.batch = batch, .threads = threads};
+        /* auto: a layer-by-layer forward first, where the layers settle their own choices
+         * (dense implementations, DyN native or materialized: the graph takes the layers
+         * that run materialized), then both twice, alternating; the faster by its best time
+         * wins. */
+        if (m == DYN_CONV_AUTO) dyn__exec_run_plain(e, batch);
         s->g = dyn__graph_new(e, batch, NULL);
         s->use = s->g != NULL;
+        if (!s->g && m == DYN_CONV_AUTO) {
+            s->stamp = ++gs->clock;
+            return 1; /* the output of the forward above is in place */
+        }
         if (s->g && m == DYN_CONV_AUTO) {
-            /* A layer-by-layer forward first (its layers settle their own choices), then both
-             * twice, alternating; the faster by its best time wins. */
-            dyn__exec_run_plain(e, batch);
             double tp = 1e300, tg = 1e300;
             for (int r = 0; r < 2; r++) {
                 double t0 = dyn_now();

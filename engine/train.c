@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu/dnnl_conv.h"
 #include "cpu/par.h"
 
 void dyn_softmax(float *x, int B, int C) {
@@ -192,7 +193,7 @@ static void shuffle(int *a, int n, dyn_rng *r) {
     }
 }
 
-int dyn_train(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
+static int dyn_train_impl(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
               const dyn_train_cfg *cfg, dyn_train_result *res, dyn_err *err) {
     memset(res, 0, sizeof *res);
     res->best_val_acc = -1;
@@ -327,4 +328,15 @@ void dyn_model_perturb(dyn_model *m, float delta, uint64_t seed) {
         }
     }
     DYN_ASSERT(dyn_model_prepare(m, NULL) == 0);
+}
+
+/* Reproducible: one dense implementation, and DyN layers deciding by the cost model alone,
+ * for every forward of the run (cpu/dnnl_conv.h; `auto` would choose by timing, so validation
+ * accuracies could differ by rounding between two runs, or a run and its resume). */
+int dyn_train(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
+              const dyn_train_cfg *cfg, dyn_train_result *res, dyn_err *err) {
+    const int saved = dyn_conv_impl_set_thread(DYN_CONV_IM2COL);
+    const int rc = dyn_train_impl(m, train, val, cfg, res, err);
+    dyn_conv_impl_set_thread(saved);
+    return rc;
 }

@@ -319,11 +319,12 @@ int srv_daemon_main(int argc, char **argv) {
     }
     srv_log_setup((srv_log_level)cfg.log_level, (srv_log_format)cfg.log_format);
     dyn_threads_set(cfg.threads);
-    /* DyN layers choose native or materialized execution when loaded, by a cost model: its
-     * constants measured on this machine first (DYN_COST=builtin keeps the built-in ones). */
+    /* DyN layers decide when loaded whether to hold W, by a cost model: DYN_COST=calibrate
+     * measures its constants on this machine first (engine/dyn/README.md: on convolutions the
+     * built-in ones decide better; layers holding both paths measure themselves anyway). */
     const char *cm = getenv("DYN_COST");
     dyn_cost_consts cc;
-    if (!(cm && !strcmp(cm, "builtin")) && dyn_cost_calibrate(&cc, &err) == 0)
+    if (cm && !strcmp(cm, "calibrate") && dyn_cost_calibrate(&cc, &err) == 0)
         srv_log(SRV_LOG_INFO, "cost model calibrated",
                 json_pack("{s:f, s:f, s:f, s:f}", "native_ns_per_elem_col",
                           cc.native_ns_per_elem_col, "native_ns_per_elem", cc.native_ns_per_elem,

@@ -296,11 +296,11 @@ static int cmd_bench(int argc, char **argv) {
         return 2;
     }
     dyn_err err = {0};
-    /* as dynd: the cost model measured on this machine before the model's layers choose
-     * native or materialized execution (DYN_COST=builtin keeps the built-in constants) */
+    /* as dynd: DYN_COST=calibrate measures the cost model's constants on this machine before
+     * the model's layers decide whether to hold W (engine/dyn/README.md) */
     const char *cm = getenv("DYN_COST");
     dyn_cost_consts cc;
-    if (!(cm && !strcmp(cm, "builtin")) && dyn_cost_calibrate(&cc, &err)) cli_die("bench", &err);
+    if (cm && !strcmp(cm, "calibrate") && dyn_cost_calibrate(&cc, &err)) cli_die("bench", &err);
     dyn_cost_get(&cc);
     fprintf(stderr, "cost model (ns, one thread): native %.3g per element-column + %.3g per element; "
             "dense %.3g per MAC, %.3g per weight streamed\n", cc.native_ns_per_elem_col,

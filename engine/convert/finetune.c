@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../cpu/dnnl_conv.h"
 #include "../io/file.h"
 #include "../io/model_file.h"
 #include "finetune.h"
@@ -406,7 +407,7 @@ static int refit_round(dyn_model *m, dyn_model *d, const dyn_ft_opts *o, int e, 
     return 0;
 }
 
-int dyn_finetune(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
+static int dyn_finetune_impl(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
                  const dyn_ft_opts *o, dyn_ft_result *res, dyn_err *err) {
     memset(res, 0, sizeof *res);
     res->best_val_acc = -1;
@@ -564,5 +565,16 @@ done:
     res->seconds = dyn_now() - t0;
     dyn_model_free(d);
     free(best);
+    return rc;
+}
+
+/* Reproducible: one dense implementation, and DyN layers deciding by the cost model alone,
+ * for every forward of the run (cpu/dnnl_conv.h; `auto` would choose by timing, so validation
+ * accuracies could differ by rounding between two runs, or a run and its resume). */
+int dyn_finetune(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
+                 const dyn_ft_opts *o, dyn_ft_result *res, dyn_err *err) {
+    const int saved = dyn_conv_impl_set_thread(DYN_CONV_IM2COL);
+    const int rc = dyn_finetune_impl(m, train, val, o, res, err);
+    dyn_conv_impl_set_thread(saved);
     return rc;
 }

@@ -61,6 +61,15 @@ void *dyn__dnnl_engine(void);
 #define DYN_DNNL_CACHE_MAX 16
 
 typedef struct dyn_dnnl_cache dyn_dnnl_cache;
+
+/* A dense convolution's inference forward (ops/conv.c), the implementation chosen by the
+ * setting (AUTO: measured per shape, remembered in c): y [N][cout][OH][OW] = conv(x, w
+ * [cout][C/groups][KH][KW]) + b (b may be NULL). scratch: dyn__conv_infer_floats(g, cout)
+ * floats, 64-byte aligned. conv2d runs it, and dyn_conv2d materialized. */
+size_t dyn__conv_infer_floats(const dyn_conv_geom *g, int cout);
+void dyn__conv_infer(dyn_dnnl_cache *c, const dyn_conv_geom *g, int groups, int cout,
+                     const float *x, const float *w, const float *b, float *y, float *scratch);
+
 typedef struct dyn_dnnl_conv dyn_dnnl_conv;
 
 /* A cache for a convolution of `cout` output channels in `groups` groups, with a bias when

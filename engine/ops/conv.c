@@ -202,7 +202,7 @@ static size_t conv_scratch(const dyn_layer *l, const dyn_shape *in, int training
     dyn_conv_geom g;
     if (conv_check(l, &in[0], &g, NULL)) return 0;
     if (training) return (size_t)conv_gemm_floats(c, &g);
-    return (size_t)((conv_gemm_floats(c, &g) + 15) / 16 * 16) + dyn__dnnl_act_floats(&g, c->cout);
+    return dyn__conv_infer_floats(&g, c->cout);
 }
 
 /* Geometry of a forward/backward call; asserts the shapes agree with infer(). */
@@ -217,25 +217,22 @@ static dyn_conv_geom conv_geom_run(const dyn_layer *l, const dyn_tensor *x, cons
     return g;
 }
 
-/* Inference forward through oneDNN when the setting (or AUTO's measured choice for this shape)
- * says so: returns 1 with y written, or 0 for the caller to run im2col + sgemm (chosen, or no
- * oneDNN primitive for it). scratch: conv_scratch's inference area (im2col's cols and tmp,
- * used while AUTO measures, then oneDNN's blocked activations). */
-static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *x, float *y,
-                             float *scratch) {
-    const conv_impl *c = l->impl;
-    const int64_t ncols = (int64_t)c->cin * c->kh * c->kw * g->N * g->OH * g->OW;
-    float *cols = scratch, *tmp = scratch + ncols;
-    float *act = scratch + (conv_gemm_floats(c, g) + 15) / 16 * 16;
+size_t dyn__conv_infer_floats(const dyn_conv_geom *g, int cout) {
+    const int64_t gemm = ((int64_t)g->C * g->KH * g->KW + cout) * g->N * g->OH * g->OW;
+    return (size_t)((gemm + 15) / 16 * 16) + dyn__dnnl_act_floats(g, cout);
+}
+
+void dyn__conv_infer(dyn_dnnl_cache *c, const dyn_conv_geom *g, int groups, int cout,
+                     const float *x, const float *w, const float *b, float *y, float *scratch) {
+    const int64_t ncols = (int64_t)g->C * g->KH * g->KW * g->N * g->OH * g->OW;
+    const int64_t gemm = ncols + (int64_t)cout * g->N * g->OH * g->OW;
+    float *cols = scratch, *tmp = scratch + ncols, *act = scratch + (gemm + 15) / 16 * 16;
     dyn_conv_impl m = dyn_conv_impl_get();
     if (m == DYN_CONV_GRAPH) m = DYN_CONV_AUTO; /* a node the graph does not run */
-    if (m == DYN_CONV_IM2COL) return 0;
-    const float *w = l->params[0].value.data;
-    const float *b = c->has_bias ? l->params[1].value.data : NULL;
     const int nt = dyn_threads_get();
-    if (m == DYN_CONV_AUTO && (m = dyn__dnnl_choice_get(c->dnnl, g, nt)) == DYN_CONV_AUTO) {
-        dyn_dnnl_conv *e[3] = {NULL, dyn__dnnl_acquire(c->dnnl, g, DYN_CONV_DNNL, w, NULL),
-                               dyn__dnnl_acquire(c->dnnl, g, DYN_CONV_DNNL_NCHW, w, NULL)};
+    if (m == DYN_CONV_AUTO && (m = dyn__dnnl_choice_get(c, g, nt)) == DYN_CONV_AUTO) {
+        dyn_dnnl_conv *e[3] = {NULL, dyn__dnnl_acquire(c, g, DYN_CONV_DNNL, w, NULL),
+                               dyn__dnnl_acquire(c, g, DYN_CONV_DNNL_NCHW, w, NULL)};
         const dyn_conv_impl which[3] = {DYN_CONV_IM2COL, DYN_CONV_DNNL, DYN_CONV_DNNL_NCHW};
         double best[3] = {1e300, 1e300, 1e300};
         for (int r = 0; r < 3; r++)
@@ -243,22 +240,23 @@ static int conv_dnnl_forward(dyn_layer *l, const dyn_conv_geom *g, const float *
                 if (k && !e[k]) continue;
                 double t0 = dyn_now();
                 if (k) dyn__dnnl_forward(e[k], x, b, y, act);
-                else dyn__conv_gemm_forward(g, c->groups, c->cout, x, w, b, cols, tmp, y);
+                else dyn__conv_gemm_forward(g, groups, cout, x, w, b, cols, tmp, y);
                 best[k] = DYN_MIN(best[k], dyn_now() - t0);
             }
         int k = best[1] < best[0] ? 1 : 0;
         if (best[2] < best[k]) k = 2;
         for (int j = 1; j < 3; j++)
-            if (e[j]) dyn__dnnl_release(c->dnnl, e[j], j == k);
-        dyn__dnnl_choice_set(c->dnnl, g, nt, which[k]);
-        return 1; /* y holds the last run's output (every implementation wrote the same) */
+            if (e[j]) dyn__dnnl_release(c, e[j], j == k);
+        dyn__dnnl_choice_set(c, g, nt, which[k]);
+        return; /* y holds the last run's output (every implementation wrote the same) */
     }
-    if (m == DYN_CONV_IM2COL) return 0;
-    dyn_dnnl_conv *e = dyn__dnnl_acquire(c->dnnl, g, m, w, NULL);
-    if (!e) return 0;
+    dyn_dnnl_conv *e = m == DYN_CONV_IM2COL ? NULL : dyn__dnnl_acquire(c, g, m, w, NULL);
+    if (!e) {
+        dyn__conv_gemm_forward(g, groups, cout, x, w, b, cols, tmp, y);
+        return;
+    }
     dyn__dnnl_forward(e, x, b, y, act);
-    dyn__dnnl_release(c->dnnl, e, 1);
-    return 1;
+    dyn__dnnl_release(c, e, 1);
 }
 
 static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
@@ -275,10 +273,8 @@ static void conv_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float
     float *out = g.N == 1 ? y->data : scratch + (int64_t)c->cin * c->kh * c->kw * NP;
     const float *w = l->params[0].value.data;
     if (!training) { /* nothing kept for backward: chunks of images, cached columns */
-        if (conv_dnnl_forward(l, &g, x[0].data, y->data, scratch)) return;
-        dyn__conv_gemm_forward(&g, G, c->cout, x[0].data, w,
-                               c->has_bias ? l->params[1].value.data : NULL, cols,
-                               scratch + (int64_t)c->cin * c->kh * c->kw * NP, y->data);
+        dyn__conv_infer(c->dnnl, &g, G, c->cout, x[0].data, w,
+                        c->has_bias ? l->params[1].value.data : NULL, y->data, scratch);
         return;
     }
 

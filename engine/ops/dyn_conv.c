@@ -22,16 +22,20 @@
  * Outputs go through [Cout][N·P] and dyn_knp_to_nkp to NCHW.
  */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cblas.h>
 
+#include "../cpu/dnnl_conv.h"
 #include "../cpu/im2col.h"
 #include "../cpu/par.h"
 #include "../dyn/dyn.h"
 #include "../layer.h"
 
 enum { P_A, P_B, P_LAMBDA, P_C, P_BIAS };
+
+#define DC_CHOICES 16
 
 typedef struct dc_impl {
     int cin, cout, K, stride, pad, dil, H, q, bias;
@@ -42,6 +46,15 @@ typedef struct dc_impl {
     dyn_sorted sa;   /* K·H·q slices of Cout (A_r = slices r·Hq ..) */
     dyn_sorted sb;   /* K·H·q slices of Cin */
     dyn_ranks *rk;   /* [K·K]: A_r among B_t */
+    dyn_dnnl_cache *dnnl; /* materialized inference through oneDNN (when hold_w) */
+    /* "auto" with both paths held: native or materialized as measured at the first inference
+     * forward of each (columns, threads), at most DC_CHOICES remembered (oldest replaced) */
+    pthread_mutex_t mu;
+    struct dc_choice {
+        int64_t cols;
+        int threads, native;
+    } ch[DC_CHOICES];
+    int nch, next_ch;
 } dc_impl;
 
 /* The (r, t) system. */
@@ -92,6 +105,10 @@ static int dc_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
         return dyn_err_set(err, DYN_EINVAL, "layer '%s': the DyN conv is too large", l->name);
     dc_impl *d = calloc(1, sizeof *d);
     if (!d) return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
+    if (pthread_mutex_init(&d->mu, NULL)) {
+        free(d);
+        return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
+    }
     l->impl = d;
     d->cin = (int)cin;
     d->cout = (int)cout;
@@ -110,6 +127,8 @@ static int dc_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
                  !dyn_cost_native_always(dc_slice_elems(d), dc_kernel_floats(d)));
     if (dc_kernel_floats(d) > DYN_TENSOR_MAX_NUMEL)
         return dyn_err_set(err, DYN_EINVAL, "layer '%s': the kernel is too large", l->name);
+    if (d->hold_w && !(d->dnnl = dyn__dnnl_cache_new(1, d->cout, d->bias)))
+        return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
     if (d->hold_orders) {
         d->rk = calloc((size_t)(K * K), sizeof(dyn_ranks));
         if (!d->rk) return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
@@ -129,6 +148,8 @@ static void dc_destroy(dyn_layer *l) {
     dc_impl *d = l->impl;
     if (!d) return;
     dyn_free(d->w);
+    dyn__dnnl_cache_free(d->dnnl);
+    pthread_mutex_destroy(&d->mu);
     dyn_sorted_free(&d->sa);
     dyn_sorted_free(&d->sb);
     if (d->rk) {
@@ -213,9 +234,35 @@ static int dc_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn
     return 0;
 }
 
+/* The measured choice for cols columns at the current thread count: 1 native, 0
+ * materialized, -1 none yet. */
+static int dc_choice(const dc_impl *d, int64_t cols) {
+    const int nt = dyn_threads_get();
+    int r = -1;
+    pthread_mutex_lock((pthread_mutex_t *)&d->mu);
+    for (int i = 0; i < d->nch && r < 0; i++)
+        if (d->ch[i].cols == cols && d->ch[i].threads == nt) r = d->ch[i].native;
+    pthread_mutex_unlock((pthread_mutex_t *)&d->mu);
+    return r;
+}
+
+static void dc_choice_set(dc_impl *d, int64_t cols, int native) {
+    pthread_mutex_lock(&d->mu);
+    int i = d->nch < DC_CHOICES ? d->nch++ : d->next_ch++ % DC_CHOICES;
+    d->ch[i] = (struct dc_choice){cols, dyn_threads_get(), native};
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Both paths held: "auto" decides by measurement (dc_forward), the cost model until then. */
+static int dc_both(const dc_impl *d) {
+    return d->kernel == DYN_KERNEL_L1 && d->exec == DYN_EXEC_AUTO && d->hold_w;
+}
+
 static int dc_native_for(const dc_impl *d, int64_t cols) {
     if (d->kernel != DYN_KERNEL_L1 || d->exec == DYN_EXEC_MATERIALIZED) return 0;
     if (d->exec == DYN_EXEC_NATIVE || !d->hold_w) return 1;
+    const int c = dc_choice(d, cols);
+    if (c >= 0) return c;
     return dyn_cost_native_wins(dc_slice_elems(d), dc_kernel_floats(d), dc_kernel_floats(d),
                                 cols);
 }
@@ -278,6 +325,7 @@ static size_t dc_scratch(const dyn_layer *l, const dyn_shape *in, int training) 
     if (dc_geom(d, &in[0], &g)) return 0;
     size_t total = 0;
     dc_scratch_layout(d, (int64_t)g.N * g.OH * g.OW, training, NULL, &total);
+    if (!training && d->hold_w) total = DYN_MAX(total, dyn__conv_infer_floats(&g, d->cout));
     return total + 16; /* + alignment */
 }
 
@@ -316,6 +364,37 @@ static dyn_l1_job dc_job(const dyn_layer *l, int r, int t, int ab, int64_t cols)
     return jb;
 }
 
+/* Inference, native: im2col, the K² (r, t) jobs into [Cout][N·P], NCHW, bias. */
+static void dc_native_infer(dyn_layer *l, const dyn_conv_geom *g, const dc_scr *s,
+                            const float *x, float *y) {
+    const dc_impl *d = l->impl;
+    const int64_t P = (int64_t)g->OH * g->OW, NP = (int64_t)g->N * P, KK = (int64_t)d->K * d->K;
+    dyn_im2col(g, x, s->cols);
+    memset(s->yk, 0, (size_t)d->cout * NP * sizeof(float));
+    for (int r = 0; r < d->K; r++)
+        for (int t = 0; t < d->K; t++) {
+            dyn_l1_job jb = dc_job(l, r, t, 1, NP);
+            jb.flags = DYN_L1_OUT;
+            jb.xs = s->cols + (r * d->K + t) * NP;
+            jb.xs_rs = KK * NP;
+            jb.y = s->yk;
+            jb.y_rs = NP;
+            jb.ws = s->ws;
+            jb.ws_floats = s->wsf;
+            dyn_l1_run(&jb);
+        }
+    dyn_knp_to_nkp(s->yk, y, g->N, d->cout, P);
+    if (d->bias) {
+        const float *b = l->params[P_BIAS].value.data;
+        DYN_PAR_FOR2((int64_t)g->N * d->cout * P > 65536,
+        for (int n = 0; n < g->N; n++)
+            for (int o = 0; o < d->cout; o++) {
+                float *yo = y + ((int64_t)n * d->cout + o) * P;
+                for (int64_t p = 0; p < P; p++) yo[p] += b[o];
+            });
+    }
+}
+
 static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,
                        int training) {
     dc_impl *d = l->impl;
@@ -326,10 +405,30 @@ static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     const int64_t P = (int64_t)g.OH * g.OW, NP = (int64_t)g.N * P, KK = (int64_t)d->K * d->K;
     dc_scr s = dc_scratch_layout(d, NP, training, align64(scratch), NULL);
     const int native = dc_native_for(d, NP);
-    if (!training && !native) {
-        dyn__conv_gemm_forward(&g, 1, d->cout, x[0].data, d->w,
-                               d->bias ? l->params[P_BIAS].value.data : NULL, s.cols, s.yk,
-                               y->data);
+    if (!training) {
+        const float *b = d->bias ? l->params[P_BIAS].value.data : NULL;
+        /* auto holding both: the first forward of these columns times both (3 alternating
+         * runs each, the best) and keeps the faster. Not under a fixed dense implementation
+         * (conversions: the same conversion must decide the same way every time). */
+        const dyn_conv_impl ci = dyn_conv_impl_get();
+        if (dc_both(d) && (ci == DYN_CONV_AUTO || ci == DYN_CONV_GRAPH) &&
+            dc_choice(d, NP) < 0) {
+            double tn = 1e300, tm = 1e300;
+            for (int r = 0; r < 3; r++) {
+                const double t0 = dyn_now();
+                dc_native_infer(l, &g, &s, x[0].data, y->data);
+                const double t1 = dyn_now();
+                dyn__conv_infer(d->dnnl, &g, 1, d->cout, x[0].data, d->w, b, y->data,
+                                align64(scratch));
+                tn = DYN_MIN(tn, t1 - t0);
+                tm = DYN_MIN(tm, dyn_now() - t1);
+            }
+            dc_choice_set(d, NP, tn < tm);
+            return; /* y: the last (materialized) run's */
+        }
+        if (native) dc_native_infer(l, &g, &s, x[0].data, y->data);
+        else dyn__conv_infer(d->dnnl, &g, 1, d->cout, x[0].data, d->w, b, y->data,
+                             align64(scratch));
         return;
     }
     dyn_im2col(&g, x[0].data, s.cols);
@@ -475,6 +574,7 @@ static int dc_prepare(dyn_layer *l, dyn_err *err) {
             }
         dyn_free(tmp);
     }
+    dyn__dnnl_cache_clear(d->dnnl); /* its reordered copies of the old kernel */
     d->ready = 1;
     l->gen++;
     return 0;

@@ -1096,6 +1096,46 @@ START_TEST(test_conv_attrs_and_stats) {
 }
 END_TEST
 
+/* auto holding both paths at inference: the first forward of a shape measures native against
+ * materialized and remembers the faster (per columns and threads); every forward, the measuring
+ * one included, gives the materialized result (within rounding), and as_dense_conv follows
+ * the choice. */
+START_TEST(test_conv_auto_measures) {
+    convcfg c = {16, 16, 3, 1, 1, 1, 4, 2};
+    dyn_layer *la = make_conv(&c, "l1", "auto", 1, 9);
+    dyn_layer *lm = make_conv(&c, "l1", "materialized", 1, 9);
+    dyn_shape in = {.ndim = 4, .d = {2, 16, 9, 7}}, out;
+    ck_assert_int_eq(la->ops->infer(la, &in, &out, NULL), 0);
+    dyn_tensor x, ya, ym;
+    dyn_tensor_init_shape(&x, &in, NULL);
+    dyn_tensor_init_shape(&ya, &out, NULL);
+    dyn_tensor_init_shape(&ym, &out, NULL);
+    dyn_rng r;
+    dyn_rng_seed(&r, 3);
+    tu_fill_uniform(x.data, dyn_tensor_numel(&x), &r, -1, 1);
+    float *sa = dyn_alloc_zero(la->ops->scratch(la, &in, 0) * sizeof(float));
+    float *sm = dyn_alloc_zero(lm->ops->scratch(lm, &in, 0) * sizeof(float));
+    lm->ops->forward(lm, &x, &ym, sm, 0);
+    dyn_dense_conv v;
+    for (int pass = 0; pass < 3; pass++) {
+        la->ops->forward(la, &x, &ya, sa, 0);
+        double e = tu_rel_err(ya.data, ym.data, dyn_tensor_numel(&ym));
+        ck_assert_msg(e < 1e-5, "pass %d: relative error %g", pass, e);
+    }
+    /* the measured choice holds: as_dense_conv says materialized iff native lost */
+    const int dense = la->ops->as_dense_conv(la, &in, &v);
+    dyn_layer_stats st;
+    dyn_shape one = in;
+    one.d[0] = 1;
+    la->ops->stats(la, &one, &st);
+    fprintf(stderr, "dyn_conv2d auto measured at 2x16x9x7: %s\n", dense ? "materialized" : "native");
+    dyn_free(sa), dyn_free(sm);
+    dyn_tensor_release(&x), dyn_tensor_release(&ya), dyn_tensor_release(&ym);
+    dyn_layer_free(la);
+    dyn_layer_free(lm);
+}
+END_TEST
+
 /* The cost model's constants measured here: plausible values (within 16x of the built-in
  * ones, which the calibration enforces, and positive), the order every CPU shows (an FMA in a
  * GEMM costs less than a native element-column), decisions that follow them, and reset. */
@@ -1151,6 +1191,7 @@ static Suite *dyn_suite(void) {
     tcase_add_test(tcv, test_conv_native_vs_materialized);
     tcase_add_test(tcv, test_conv_gradcheck);
     tcase_add_test(tcv, test_conv_attrs_and_stats);
+    tcase_add_test(tcv, test_conv_auto_measures);
     suite_add_tcase(s, tcv);
     return s;
 }
