@@ -239,7 +239,12 @@ int dyn_cost_native_always(int64_t slice_elems, int64_t macs_per_col);
 /* The model's constants (nanoseconds, one thread). */
 typedef struct dyn_cost_consts {
     double native_ns_per_elem_col, native_ns_per_elem, dense_ns_per_mac, dense_ns_per_wfloat;
+    double dense_conv_ns_per_mac; /* a dense convolution at inference (oneDNN) */
 } dyn_cost_consts;
+/* The same decisions for a convolution (dyn_conv2d): its dense side is oneDNN's convolution,
+ * compute-bound at every batch (N·OH·OW columns). */
+int dyn_cost_conv_native_wins(int64_t slice_elems, int64_t macs_per_col, int64_t cols);
+int dyn_cost_conv_native_always(int64_t slice_elems, int64_t macs_per_col);
 /* Measures the constants on this machine (about 50 ms, one thread: a native product at 1 and
  * 64 columns, an sgemm and a GEMV) and uses them from then on for every decision made after
  * it (layers decide when created and loaded: call it before loading models). A measured value

@@ -514,6 +514,9 @@ static const dyn_cost_consts cost_builtin = {
     .native_ns_per_elem = 1.2,      /* per slice element and call (the batch-1 floor) */
     .dense_ns_per_mac = 0.024,      /* sgemm at batch >= 64 */
     .dense_ns_per_wfloat = 0.125,   /* streaming W once (GEMV is memory-bound) */
+    /* a dense convolution as inference runs it (oneDNN, fused graph): ResNet-18 at batch 1,
+     * one thread, 19.4 ms for 1.81 G MACs (tests/bench/RESULTS.md) */
+    .dense_conv_ns_per_mac = 0.0107,
 };
 static dyn_cost_consts cost = cost_builtin;
 
@@ -590,6 +593,9 @@ int dyn_cost_calibrate(dyn_cost_consts *out, dyn_err *err) {
         .dense_ns_per_wfloat = 1e9 * tv / ((double)V * V),
     };
     c.native_ns_per_elem = 1e9 * t1 / elems - c.native_ns_per_elem_col;
+    /* not measured: the built-in ratio of a convolution's MAC to the sgemm's */
+    c.dense_conv_ns_per_mac =
+        c.dense_ns_per_mac * cost_builtin.dense_conv_ns_per_mac / cost_builtin.dense_ns_per_mac;
     /* A measurement far from the built-in figures (a machine busy in one of the runs, a
      * timer gone wrong) keeps the built-in constant. */
     const double *bi = &cost_builtin.native_ns_per_elem_col;
@@ -605,6 +611,16 @@ done:
 }
 
 void dyn_cost_reset(void) { cost = cost_builtin; }
+
+int dyn_cost_conv_native_wins(int64_t slice_elems, int64_t macs_per_col, int64_t cols) {
+    return dyn_cost_native_s(slice_elems, cols) <
+           1e-9 * cost.dense_conv_ns_per_mac * (double)macs_per_col * (double)cols;
+}
+
+int dyn_cost_conv_native_always(int64_t slice_elems, int64_t macs_per_col) {
+    return cost.native_ns_per_elem_col * (double)slice_elems <
+           cost.dense_conv_ns_per_mac * (double)macs_per_col;
+}
 
 int dyn_cost_native_always(int64_t slice_elems, int64_t macs_per_col) {
     return cost.native_ns_per_elem_col * (double)slice_elems <

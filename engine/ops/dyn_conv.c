@@ -124,7 +124,7 @@ static int dc_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     d->hold_orders = k == DYN_KERNEL_L1 && ex != DYN_EXEC_MATERIALIZED;
     d->hold_w = ex == DYN_EXEC_MATERIALIZED || k != DYN_KERNEL_L1 ||
                 (ex == DYN_EXEC_AUTO &&
-                 !dyn_cost_native_always(dc_slice_elems(d), dc_kernel_floats(d)));
+                 !dyn_cost_conv_native_always(dc_slice_elems(d), dc_kernel_floats(d)));
     if (dc_kernel_floats(d) > DYN_TENSOR_MAX_NUMEL)
         return dyn_err_set(err, DYN_EINVAL, "layer '%s': the kernel is too large", l->name);
     if (d->hold_w && !(d->dnnl = dyn__dnnl_cache_new(1, d->cout, d->bias)))
@@ -263,8 +263,7 @@ static int dc_native_for(const dc_impl *d, int64_t cols) {
     if (d->exec == DYN_EXEC_NATIVE || !d->hold_w) return 1;
     const int c = dc_choice(d, cols);
     if (c >= 0) return c;
-    return dyn_cost_native_wins(dc_slice_elems(d), dc_kernel_floats(d), dc_kernel_floats(d),
-                                cols);
+    return dyn_cost_conv_native_wins(dc_slice_elems(d), dc_kernel_floats(d), cols);
 }
 
 /* Workspace of the per-(r, t) native jobs: the largest of the three job shapes. */

@@ -3,8 +3,9 @@
  * dense: forward + dX + dW gemms). The dense W is the DyN system's own materialized W, so the
  * two outputs are also compared. Prints a table, the constants of the cost model and a
  * PASS/MISS line per target:
- *   T1: native >= 10x faster than dense at batch 1, 8192x8192, H·q = 16 (forward);
- *   T2: native no slower than dense at batch 64, 4096x4096, H·q = 8 (forward).
+ *   T1: native >= 40x faster than dense at batch 1, 8192x8192, H·q = 16 (forward; issue 12,
+ *       first 10x);
+ *   T2: native >= 2x faster than dense at batch 64, 4096x4096, H·q = 8 (forward; first 1x).
  * Environment: DYN_BENCH_QUICK=1 runs fewer repetitions; DYN_THREADS=n sets the thread count
  * (default: all cores). */
 #include <math.h>
@@ -280,17 +281,17 @@ int main(int argc, char **argv) {
         const row *rw = &rows[i];
         if (rw->c.n == 8192 && rw->c.H * rw->c.q == 16 && rw->N == 1) {
             r1 = fmin(rw->fd, rw->fd_gemv) / rw->fn;
-            pass1 = r1 >= 10.0;
+            pass1 = r1 >= 40.0;
         }
         if (rw->c.n == 4096 && rw->c.H * rw->c.q == 8 && rw->N == 64) {
             r2 = rw->fd / rw->fn;
-            pass2 = r2 >= 1.0;
+            pass2 = r2 >= 2.0;
         }
     }
     printf("%s target 1: batch 1, 8192x8192, H*q=16: native %.1fx faster than dense "
-           "(need >= 10x)\n",
+           "(need >= 40x)\n",
            pass1 ? "PASS" : "MISS", r1);
-    printf("%s target 2: batch 64, 4096x4096, H*q=8: native %.1fx faster than dense (need >= 1x)\n",
+    printf("%s target 2: batch 64, 4096x4096, H*q=8: native %.1fx faster than dense (need >= 2x)\n",
            pass2 ? "PASS" : "MISS", r2);
     printf("bench_dyn: %.1f s\n", dyn_now() - t_start);
     return 0;

@@ -1145,7 +1145,7 @@ START_TEST(test_cost_calibrate) {
     dyn_err err = {0};
     ck_assert_int_eq(dyn_cost_calibrate(&c, &err), 0);
     const double *bv = &b.native_ns_per_elem_col, *cv = &c.native_ns_per_elem_col;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         ck_assert_msg(cv[i] > 0 && cv[i] >= bv[i] / 16 && cv[i] <= bv[i] * 16,
                       "constant %d: %g (built-in %g)", i, cv[i], bv[i]);
     ck_assert_msg(c.dense_ns_per_mac < c.native_ns_per_elem_col, "MAC %g, elem-col %g",
