@@ -112,7 +112,9 @@ def accuracy(url, d, n):
     png = sum(r["png"] == r["label"] for r in results.values()) / n
     jpg = sum(r["jpg"] == r["label"] for r in results.values()) / n
     # Concurrent requests are batched, and a sample's scores can differ in the last bits with the
-    # batch it ran in (GEMM blocking): compare them with a tolerance here ...
+    # batch it ran in: the engine picks its implementation per batch size (GEMM blocking, oneDNN
+    # layouts, the fused graph or layer by layer: engine/README.md), so the sums run in another
+    # order. Measured up to 1.2e-5 on these probabilities; compare with a tolerance here ...
     batched_diff = max(abs(r["UINT8"][k] - r["png_scores"][k]) for r in results.values() for k in range(10))
     # ... and bit for bit when each request runs alone (sequential: batches of one). UINT8
     # tensors go through the same preprocessing code as the PNG, so the scores are identical.
@@ -140,7 +142,7 @@ def accuracy(url, d, n):
         bad.append("JPEG accuracy %.4f < 0.98" % jpg)
     if same != nseq:
         bad.append("v2 UINT8 scores differ from classify PNG scores for %d digits" % (nseq - same))
-    if batched_diff > 1e-5:
+    if batched_diff > 1e-4:
         bad.append("batched v2 UINT8 and PNG scores differ by %.2e" % batched_diff)
     if maxdiff > 1e-4:
         bad.append("v2 FP32 scores differ from UINT8 by %.2e" % maxdiff)
