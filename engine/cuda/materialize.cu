@@ -12,9 +12,10 @@
 #define MT_X 32
 #define MT_Y 8
 
-__global__ void materialize_kernel(int m, int n, int H, int q, int kernel, const float *__restrict__ u,
-                                   const float *__restrict__ v, const float *__restrict__ lambda,
-                                   float c, float *__restrict__ w) {
+__global__ void materialize_kernel(int m, int n, int H, int q, int kernel,
+                                   const float *__restrict__ u, const float *__restrict__ v,
+                                   const float *__restrict__ lambda, float c,
+                                   float *__restrict__ w) {
     const int j = blockIdx.x * MT_X + threadIdx.x;
     const int i = blockIdx.y * MT_Y + threadIdx.y;
     if (i >= m || j >= n) return;

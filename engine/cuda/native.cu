@@ -50,7 +50,8 @@ __global__ void gather_kernel(int n, int64_t cols, int c0, int cc, const float *
     a1[t] = (sval[r] - mu) * xv;
 }
 
-__global__ void out_kernel(int m, int n, int64_t cols, int c0, int cc, float lam, float offset,
+__global__ void out_kernel(int m, int n, int64_t cols, int c0, int cc,
+                           const float *__restrict__ lambda_h, float offset,
                            const float *__restrict__ u, const float *__restrict__ sval,
                            const float *__restrict__ p0, const float *__restrict__ p1,
                            float *__restrict__ y) {
@@ -68,7 +69,8 @@ __global__ void out_kernel(int m, int n, int64_t cols, int c0, int cc, float lam
     const float T0 = q0[n - 1], T1 = q1[n - 1];
     const float P0 = lo ? q0[lo - 1] : 0.0f, P1 = lo ? q1[lo - 1] : 0.0f;
     const float tp = ut - sval[n / 2];
-    y[(int64_t)i * cols + c0 + c] += lam * (tp * (2.0f * P0 - T0) - (2.0f * P1 - T1)) + offset * T0;
+    y[(int64_t)i * cols + c0 + c] +=
+        *lambda_h * (tp * (2.0f * P0 - T0) - (2.0f * P1 - T1)) + offset * T0;
 }
 
 /* Scratch of one call, from the context's pool; released by scratch_free. */
@@ -119,10 +121,6 @@ static int run(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x, float *y, in
     CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairs(w->tmp, sb, s->v, w->sval, w->idx,
                                                         w->perm, total, Hq, w->off, w->off + 1,
                                                         0, 32, ctx->stream));
-    float lam_host[64];
-    float *lam = s->H <= 64 ? lam_host : (float *)malloc((size_t)s->H * sizeof(float));
-    if (!lam) return dyn_err_set(err, DYN_ENOMEM, "native forward: out of host memory");
-    rc = dyn_cuda_download(ctx, lam, s->lambda, (size_t)s->H * sizeof(float), err);
     for (int hk = 0; !rc && hk < Hq; hk++) {
         const float *sv = w->sval + (int64_t)hk * n;
         const int *pm = w->perm + (int64_t)hk * n;
@@ -142,7 +140,7 @@ static int run(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x, float *y, in
             if (e == cudaSuccess) {
                 const int64_t no = (int64_t)m * cc;
                 out_kernel<<<dyn_cuda__blocks(no, 256), 256, 0, ctx->stream>>>(
-                    m, n, cols, (int)c0, cc, lam[hk / s->q], hk == 0 ? s->c : 0.0f,
+                    m, n, cols, (int)c0, cc, s->lambda + hk / s->q, hk == 0 ? s->c : 0.0f,
                     s->u + (int64_t)hk * m, sv, w->p0, w->p1, y);
                 e = cudaGetLastError();
             }
@@ -151,7 +149,6 @@ static int run(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x, float *y, in
                                     __LINE__);
         }
     }
-    if (lam != lam_host) free(lam);
     return rc;
 }
 

@@ -65,7 +65,8 @@ int main(void) {
     dyn_rng r;
     dyn_rng_seed(&r, 13);
     for (int k = 0; k < DYN_KERNEL_COUNT; k++)
-        for (size_t i = 0; i < DYN_ARRAY_LEN(cases); i++) run_case(ctx, &cases[i], (dyn_kernel)k, &r);
+        for (size_t i = 0; i < DYN_ARRAY_LEN(cases); i++)
+            run_case(ctx, &cases[i], (dyn_kernel)k, &r);
     dyn_cuda_ctx_free(ctx);
     return gt_finish("test_materialize");
 }
