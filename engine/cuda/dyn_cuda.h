@@ -121,6 +121,16 @@ int dyn_cuda_linear_forward(dyn_cuda_ctx *ctx, const float *x_dev, int N, int in
 int dyn_cuda_native_forward(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x_dev,
                             float *y_dev, int64_t cols, dyn_err *err);
 
+/* Native l1 backward on the device, the counterpart of dyn_native_backward: with
+ * d = ∂L/∂y [m][cols], dx [n][cols] += Wᵀ d when dx_dev is not NULL (the transposed product),
+ * and the gradients in g (+=; device pointers, each may be NULL): du [H][q][m], dv [H][q][n]
+ * (the forces: sign sums from the same prefix sums), dλ [H] and dc [1] (summed per block, then
+ * added atomically: their rounding varies from run to run). Returns as
+ * dyn_cuda_native_forward. */
+int dyn_cuda_native_backward(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x_dev,
+                             const float *d_dev, float *dx_dev, int64_t cols,
+                             const dyn_sys_grad *g, dyn_err *err);
+
 #ifdef __cplusplus
 }
 #endif

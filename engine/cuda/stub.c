@@ -92,3 +92,10 @@ int dyn_cuda_native_forward(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x_
     (void)ctx, (void)s, (void)x_dev, (void)y_dev, (void)cols;
     return no_cuda(err);
 }
+
+int dyn_cuda_native_backward(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x_dev,
+                             const float *d_dev, float *dx_dev, int64_t cols,
+                             const dyn_sys_grad *g, dyn_err *err) {
+    (void)ctx, (void)s, (void)x_dev, (void)d_dev, (void)dx_dev, (void)cols, (void)g;
+    return no_cuda(err);
+}
