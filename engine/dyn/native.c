@@ -509,13 +509,16 @@ void dyn_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
  * their ratios matter for the decisions; with two threads both sides roughly halve (the
  * memory-bound GEMV less, which favors native at batch 1 a little more). dyn_cost_calibrate
  * replaces them by this machine's (the programs call it at start). */
-static const dyn_cost_consts cost_builtin = {
-    .native_ns_per_elem_col = 0.15, /* one slice element × one column */
-    .native_ns_per_elem = 1.2,      /* per slice element and call (the batch-1 floor) */
-    .dense_ns_per_mac = 0.024,      /* sgemm at batch >= 64 */
-    .dense_ns_per_wfloat = 0.125,   /* streaming W once (GEMV is memory-bound) */
-};
-static dyn_cost_consts cost = cost_builtin;
+#define COST_BUILTIN                                                                        \
+    {                                                                                       \
+        .native_ns_per_elem_col = 0.15, /* one slice element × one column */                \
+        .native_ns_per_elem = 1.2,      /* per slice element and call (the batch-1 floor) */ \
+        .dense_ns_per_mac = 0.024,      /* sgemm at batch >= 64 */                           \
+        .dense_ns_per_wfloat = 0.125,   /* streaming W once (GEMV is memory-bound) */        \
+    }
+static const dyn_cost_consts cost_builtin = COST_BUILTIN;
+/* (C17 does not take a const object as a static initializer: clang refuses it, gcc allows it.) */
+static dyn_cost_consts cost = COST_BUILTIN;
 
 void dyn_cost_get(dyn_cost_consts *out) { *out = cost; }
 

@@ -24,6 +24,9 @@ START_TEST(stub_or_no_device) {
         dyn_sys s = {0};
         ck_assert_int_eq(dyn_cuda_materialize(NULL, &s, NULL, &err), DYN_EUNSUP);
         ck_assert_int_eq(dyn_cuda_native_forward(NULL, &s, NULL, NULL, 1, &err), DYN_EUNSUP);
+        dyn_sys_grad g = {0};
+        ck_assert_int_eq(dyn_cuda_native_backward(NULL, &s, NULL, NULL, NULL, 1, &g, &err),
+                         DYN_EUNSUP);
         ck_assert_int_eq(dyn_cuda_linear_forward(NULL, NULL, 1, 1, NULL, NULL, 1, NULL, &err),
                          DYN_EUNSUP);
     } else if (rc != 0) { /* a CUDA build on a machine without a usable GPU */
