@@ -106,6 +106,13 @@ int dyn_cuda_sync(dyn_cuda_ctx *ctx, dyn_err *err);
  * inv). The device counterpart of dyn_sys_materialize. Returns 0, DYN_EINVAL or DYN_EIO. */
 int dyn_cuda_materialize(dyn_cuda_ctx *ctx, const dyn_sys *s, float *w_dev, dyn_err *err);
 
+/* Given G = ∂L/∂W [m][n] (row stride n) on the device, accumulates (+=) the gradients of the
+ * states, λ and c into out (device pointers, each may be NULL) — any kernel; the counterpart of
+ * dyn_sys_grad_materialized. dλ and dc are summed per block and added atomically (their
+ * rounding varies from run to run). Returns 0, DYN_EINVAL or DYN_EIO. */
+int dyn_cuda_grad_materialized(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *g_dev,
+                               const dyn_sys_grad *out, dyn_err *err);
+
 /* Dense linear forward y[N][out] = x[N][in] Wᵀ + b (row-major, W [out][in], b [out] or NULL),
  * device pointers; one cuBLAS sgemm (FP32, no TF32) after b is broadcast into y. The device
  * counterpart of the `linear` op. Returns 0, DYN_EINVAL or DYN_EIO. */

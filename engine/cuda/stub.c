@@ -99,3 +99,9 @@ int dyn_cuda_native_backward(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *x
     (void)ctx, (void)s, (void)x_dev, (void)d_dev, (void)dx_dev, (void)cols, (void)g;
     return no_cuda(err);
 }
+
+int dyn_cuda_grad_materialized(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *g_dev,
+                               const dyn_sys_grad *out, dyn_err *err) {
+    (void)ctx, (void)s, (void)g_dev, (void)out;
+    return no_cuda(err);
+}

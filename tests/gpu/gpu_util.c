@@ -77,3 +77,13 @@ double gt_rel_err(const float *a, const float *b, int64_t n) {
     }
     return sqrt(num) / fmax(sqrt(den), 1e-30);
 }
+
+double gt_rel_delta(const float *a, const float *b, const float *a0, int64_t n, double floor) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double da = (double)a[i] - a0[i], db = (double)b[i] - a0[i];
+        num += (da - db) * (da - db);
+        den += db * db;
+    }
+    return sqrt(num) / fmax(fmax(sqrt(den), floor), 1e-30);
+}

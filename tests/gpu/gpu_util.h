@@ -31,5 +31,8 @@ int gt_finish(const char *prog);
 
 /* ||a - b||_2 / max(||b||_2, 1e-30), accumulated in double. */
 double gt_rel_err(const float *a, const float *b, int64_t n);
+/* The same for the changes from a common start a0 (a − a0 against b − a0), the denominator at
+ * least `floor` (for sums whose terms cancel: the scale of their float rounding). */
+double gt_rel_delta(const float *a, const float *b, const float *a0, int64_t n, double floor);
 
 #endif

@@ -4,10 +4,16 @@
  * Tolerance, per weight: |W_gpu − W_cpu| <= 2·K·2^-24·A_ij with K = H·(q + 4) + 1 and
  * A_ij = |c| + Σ_h |λ_h| φ_h(i, j) (every φ is >= 0: the same materialization with |λ| and
  * |c|). Each side's float error is at most about K roundings of A_ij: q terms and the kernel's
- * sqrt / division per copy, one addition per copy into the sum. */
+ * sqrt / division per copy, one addition per copy into the sum.
+ *
+ * The state gradient (dyn_cuda_grad_materialized against dyn_sys_grad_materialized) for a random
+ * G = ∂L/∂W, accumulated onto random starting values: ||Δ_gpu − Δ_cpu||_2 / ||Δ_cpu||_2 <= 1e-4
+ * for du and dv (as tests/unit/test_dyn.c), and for dλ and dc with the denominator at least
+ * 1e-3·Σ_ij |G_ij| (sums whose terms cancel: the scale of their float rounding). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dyn/dyn.h"
 #include "gpu_util.h"
@@ -15,6 +21,47 @@
 typedef struct mcase {
     int m, n, H, q;
 } mcase;
+
+/* dyn_cuda_grad_materialized vs dyn_sys_grad_materialized for system s (host) / sd (device). */
+static void run_grad(dyn_cuda_ctx *ctx, const dyn_sys *s, const dyn_sys *sd, dyn_rng *r,
+                     const char *what) {
+    const int m = s->m, n = s->n, H = s->H, q = s->q;
+    const int64_t nu = (int64_t)H * q * m, nv = (int64_t)H * q * n, nw = (int64_t)m * n;
+    float *g = gt_rand(r, nw, -1.0f, 1.0f);
+    float *du0 = gt_rand(r, nu, -1, 1), *dv0 = gt_rand(r, nv, -1, 1), *dl0 = gt_rand(r, H, -1, 1);
+    float *dc0 = gt_rand(r, 1, -1, 1);
+    float *du = gt_rand(r, nu, 0, 0), *dv = gt_rand(r, nv, 0, 0), *dl = gt_rand(r, H, 0, 0);
+    float dc[1] = {dc0[0]};
+    memcpy(du, du0, (size_t)nu * sizeof(float)), memcpy(dv, dv0, (size_t)nv * sizeof(float));
+    memcpy(dl, dl0, (size_t)H * sizeof(float));
+    dyn_sys_grad gc = {du, dv, dl, dc};
+    dyn_sys_grad_materialized(s, g, &gc);
+
+    float *gd = gt_upload(ctx, g, nw);
+    dyn_sys_grad dd = {gt_upload(ctx, du0, nu), gt_upload(ctx, dv0, nv), gt_upload(ctx, dl0, H),
+                       gt_upload(ctx, dc0, 1)};
+    dyn_err err = {0};
+    gt_ok(dyn_cuda_grad_materialized(ctx, sd, gd, &dd, &err), &err, "dyn_cuda_grad_materialized");
+    float *hu = gt_rand(r, nu, 0, 0), *hv = gt_rand(r, nv, 0, 0), *hl = gt_rand(r, H, 0, 0);
+    float hc[1];
+    gt_download(ctx, hu, dd.du, nu), gt_download(ctx, hv, dd.dv, nv);
+    gt_download(ctx, hl, dd.dlambda, H), gt_download(ctx, hc, dd.dc, 1);
+    double gs = 0.0;
+    for (int64_t t = 0; t < nw; t++) gs += fabs(g[t]);
+    const char *names[] = {"du", "dv", "dlambda", "dc"};
+    const double errs[] = {gt_rel_delta(hu, du, du0, nu, 0), gt_rel_delta(hv, dv, dv0, nv, 0),
+                           gt_rel_delta(hl, dl, dl0, H, 1e-3 * gs),
+                           gt_rel_delta(hc, dc, dc0, 1, 1e-3 * gs)};
+    char line[240];
+    for (int k = 0; k < 4; k++) {
+        snprintf(line, sizeof line, "state gradient %s, %s, vs CPU", names[k], what);
+        gt_check(line, "relative L2 error", errs[k], 1e-4);
+    }
+    dyn_cuda_free(ctx, gd), dyn_cuda_free(ctx, dd.du), dyn_cuda_free(ctx, dd.dv);
+    dyn_cuda_free(ctx, dd.dlambda), dyn_cuda_free(ctx, dd.dc);
+    free(g), free(du0), free(dv0), free(dl0), free(dc0), free(du), free(dv), free(dl);
+    free(hu), free(hv), free(hl);
+}
 
 static void run_case(dyn_cuda_ctx *ctx, const mcase *mc, dyn_kernel kern, dyn_rng *r) {
     const int m = mc->m, n = mc->n, H = mc->H, q = mc->q;
@@ -45,11 +92,11 @@ static void run_case(dyn_cuda_ctx *ctx, const mcase *mc, dyn_kernel kern, dyn_rn
         double ratio = fabs((double)wg[t] - (double)w[t]) / tol;
         if (!(ratio <= worst)) worst = isnan(ratio) ? INFINITY : ratio;
     }
-    char what[160];
-    snprintf(what, sizeof what, "materialize %s m=%d n=%d H=%d q=%d vs CPU", dyn_kernel_name(kern),
-             m, n, H, q);
-    gt_check(what, "max |diff| / per-weight tolerance", worst, 1.0);
-
+    char what[160], line[200];
+    snprintf(what, sizeof what, "%s m=%d n=%d H=%d q=%d", dyn_kernel_name(kern), m, n, H, q);
+    snprintf(line, sizeof line, "materialize %s vs CPU", what);
+    gt_check(line, "max |diff| / per-weight tolerance", worst, 1.0);
+    run_grad(ctx, &s, &sd, r, what);
     dyn_cuda_free(ctx, (void *)sd.u);
     dyn_cuda_free(ctx, (void *)sd.v);
     dyn_cuda_free(ctx, (void *)sd.lambda);

@@ -26,17 +26,6 @@ typedef struct ncase {
     float shift; /* added to every state */
 } ncase;
 
-/* The relative error of the changes a − a0 against b − a0, the denominator at least floor. */
-static double rel_delta(const float *a, const float *b, const float *a0, int64_t n, double floor) {
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double da = (double)a[i] - a0[i], db = (double)b[i] - a0[i];
-        num += (da - db) * (da - db);
-        den += db * db;
-    }
-    return sqrt(num) / fmax(fmax(sqrt(den), floor), 1e-30);
-}
-
 /* Σ_ij |G_ij|, G = Σ_c d[i][c] x[j][c] (feature-major d [m][cols], x [n][cols]). */
 static double g_abs_sum(const float *x, const float *d, int m, int n, int64_t cols) {
     double s = 0.0;
@@ -85,9 +74,9 @@ static void run_backward(dyn_cuda_ctx *ctx, const dyn_sys *s, const dyn_sys *sd,
     const double gs = g_abs_sum(x, d, m, n, cols);
     char line[300];
     const char *names[] = {"dx (transpose)", "du", "dv", "dlambda", "dc"};
-    const double errs[] = {rel_delta(hx, dx, dx0, nx, 0), rel_delta(hu, du, du0, nu, 0),
-                           rel_delta(hv, dv, dv0, nv, 0), rel_delta(hl, dl, dl0, H, 1e-3 * gs),
-                           rel_delta(hc, dc, dc0, 1, 1e-3 * gs / q)};
+    const double errs[] = {gt_rel_delta(hx, dx, dx0, nx, 0), gt_rel_delta(hu, du, du0, nu, 0),
+                           gt_rel_delta(hv, dv, dv0, nv, 0), gt_rel_delta(hl, dl, dl0, H, 1e-3 * gs),
+                           gt_rel_delta(hc, dc, dc0, 1, 1e-3 * gs / q)};
     for (int k = 0; k < 5; k++) {
         snprintf(line, sizeof line, "%s: backward %s", what, names[k]);
         gt_check(line, "relative L2 error", errs[k], 1e-4);

@@ -25,6 +25,7 @@ START_TEST(stub_or_no_device) {
         ck_assert_int_eq(dyn_cuda_materialize(NULL, &s, NULL, &err), DYN_EUNSUP);
         ck_assert_int_eq(dyn_cuda_native_forward(NULL, &s, NULL, NULL, 1, &err), DYN_EUNSUP);
         dyn_sys_grad g = {0};
+        ck_assert_int_eq(dyn_cuda_grad_materialized(NULL, &s, NULL, &g, &err), DYN_EUNSUP);
         ck_assert_int_eq(dyn_cuda_native_backward(NULL, &s, NULL, NULL, NULL, 1, &g, &err),
                          DYN_EUNSUP);
         ck_assert_int_eq(dyn_cuda_linear_forward(NULL, NULL, 1, 1, NULL, NULL, 1, NULL, &err),
