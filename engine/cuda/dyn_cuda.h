@@ -1,9 +1,9 @@
 /* dyn_cuda.h — the CUDA backend's C API (design: engine/README.md "Backends (CPU, CUDA)").
  *
- * Callable from C17 code in every build: `make CUDA=1` compiles the implementation in
- * the .cu files of engine/cuda/; the default (CPU) build links engine/cuda/stub.c instead, where every
- * function fails with DYN_EUNSUP ("this build has no CUDA: rebuild with make CUDA=1") and
- * dyn_cuda_built() returns 0, so callers need no #ifdef.
+ * Callable from C17 code in every build: `make CUDA=1` compiles the implementation (the .cu
+ * files of engine/cuda/); the default (CPU) build links engine/cuda/stub.c instead, where every
+ * function fails with DYN_EUNSUP ("this build has no CUDA backend: rebuild with `make CUDA=1`
+ * ...") and dyn_cuda_built() returns 0, so callers need no #ifdef.
  *
  * Error convention (engine/base.h): 0 on success or a negative DYN_E* code, with err->msg
  * naming the failing CUDA / cuBLAS call, its error string, and the source file and line:
@@ -12,10 +12,12 @@
  *   DYN_EINVAL  a bad argument (negative size, NULL context);
  *   DYN_EIO     any other CUDA or cuBLAS failure (a launch failure, a lost device).
  *
- * Memory: a context owns a caching pool of device memory (power-of-two size classes from
- * 256 bytes): dyn_cuda_alloc takes a block from its class' free list, or cudaMalloc's a new one
- * only when the list is empty; dyn_cuda_free returns the block to the list. Everything the pool
- * ever allocated is released by dyn_cuda_ctx_free. No managed memory. Device pointers are never
+ * Memory: a context owns a caching pool of device memory (size classes: powers of two from
+ * 256 bytes to 1 MiB, multiples of 2 MiB above): dyn_cuda_alloc takes the smallest free cached
+ * block of at least the request's class and at most twice it, and cudaMalloc's a new one only
+ * when there is none; dyn_cuda_free marks the block free again. Everything the pool ever
+ * allocated is released by dyn_cuda_ctx_free (or, for free blocks, dyn_cuda_pool_trim). No
+ * managed memory. Device pointers are never
  * dereferenced on the host: move data with dyn_cuda_upload / dyn_cuda_download.
  *
  * Streams: every call on a context is ordered on its one stream. Uploads and kernels are
