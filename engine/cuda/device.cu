@@ -219,7 +219,9 @@ extern "C" int dyn_cuda_pool_trim(dyn_cuda_ctx *ctx, dyn_err *err) {
 extern "C" int dyn_cuda_host_alloc(size_t bytes, void **p, dyn_err *err) {
     *p = NULL;
     if (bytes == 0) return dyn_err_set(err, DYN_EINVAL, "pinned allocation of 0 bytes");
-    CUDA_CHECK(cudaMallocHost(p, bytes));
+    void *q = NULL; /* *p stays NULL on failure */
+    CUDA_CHECK(cudaMallocHost(&q, bytes));
+    *p = q;
     return 0;
 }
 

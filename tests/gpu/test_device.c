@@ -85,7 +85,7 @@ static void test_check_message(dyn_cuda_ctx *ctx) {
     int rc = dyn_cuda_host_alloc((size_t)1 << 45, &p, &err);
     printf("32 TiB pinned: %s\n", err.msg);
     gt_check("CUDA_CHECK names expression, file and line; DYN_ENOMEM", "missing parts",
-             (rc != DYN_ENOMEM) + !strstr(err.msg, "cudaMallocHost(p, bytes)") +
+             (rc != DYN_ENOMEM) + !strstr(err.msg, "cudaMallocHost(&q, bytes)") +
                  !strstr(err.msg, "device.cu:") + (p != NULL),
              0);
     dyn_err e2 = {0};
