@@ -143,11 +143,14 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # The GPU tests (tests/gpu/README.md): built by `all` in a CUDA build only.
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(if $(CUDA_OBJ),$(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
+GPU_BENCH_SRC := $(wildcard tests/gpu/bench_*.c)
+GPU_BENCH_BIN := $(if $(CUDA_OBJ),$(GPU_BENCH_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
 
 .SECONDARY:
 .PHONY: all deps data test unit integration smoke bench experiments clean help run programs faults soak \
         unit-baseline docker-smoke bench-ort test-gpu gpu-tests gpu-skipped cuda-check gpu-bins
-all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN) $(GPU_TEST_BIN)
+all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN) $(GPU_TEST_BIN) \
+     $(GPU_BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -172,7 +175,7 @@ $(GEN)/%.o: $(GEN)/%.c
 # Every object may include the generated header: generate it first (the .d files take over
 # once each object has been built).
 $(filter-out $(GEN)/%,$(ENGINE_OBJ)) $(CLI_OBJ) $(SERVER_OBJ) $(TEST_SRC:%.c=$(BUILD)/%.o) \
-    $(GPU_TEST_SRC:%.c=$(BUILD)/%.o) \
+    $(GPU_TEST_SRC:%.c=$(BUILD)/%.o) $(GPU_BENCH_SRC:%.c=$(BUILD)/%.o) \
     $(TESTUTIL_OBJ) $(CLIENT_OBJ): | $(GEN_HDR)
 
 # The installed programs alone (what the Docker images build and copy: config/docker/).
@@ -246,7 +249,7 @@ cuda-check: $(BUILD)/libdyn.a
 	  echo "CUDA backend compiled and linked (build-cuda*-check/; make CUDA=1 for the full build)"; \
 	else echo "CUDA build check skipped: no nvcc at $(NVCC) (set CUDA_HOME)"; fi
 
-gpu-bins: $(GPU_TEST_BIN)
+gpu-bins: $(GPU_TEST_BIN) $(GPU_BENCH_BIN)
 
 # `make test` runs no GPU code: it says so (the GPU tests need a CUDA build and a GPU).
 gpu-skipped:
@@ -392,5 +395,6 @@ fuzz-regress:
 fuzz-replay: $(FUZZ_BIN)
 	./tests/fuzz/run.sh replay $(BUILD) 0 $(FUZZ_TARGETS)
 
--include $(ENGINE_OBJ:.o=.d) $(GPU_TEST_BIN:$(BUILD)/gpu/%=$(BUILD)/tests/gpu/%.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
+-include $(ENGINE_OBJ:.o=.d) $(GPU_TEST_BIN:$(BUILD)/gpu/%=$(BUILD)/tests/gpu/%.d) \
+            $(GPU_BENCH_BIN:$(BUILD)/gpu/%=$(BUILD)/tests/gpu/%.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
             $(wildcard $(BUILD)/tests/fuzz/*.d)

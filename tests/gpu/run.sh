@@ -2,7 +2,8 @@
 # tests/gpu/run.sh — every GPU check in one run, for a machine with an NVIDIA GPU (H100 / H200):
 # prints the device, builds the CUDA backend (make CUDA=1, all cores, CUDA_ARCH from the GPU's
 # compute capability unless set), then runs each GPU test program and the CUDA API unit test,
-# one PASS/FAIL line per program (the programs print one line per check). A few minutes.
+# one PASS/FAIL line per program (the programs print one line per check), then, when all
+# passed, the first timings (bench_native: native l1 vs cuBLAS; not a check). A few minutes.
 # Needs the Debian build dependencies (`make deps`, or tests/deps.sh) and the CUDA Toolkit
 # (CUDA_HOME or /usr/local/cuda). Exit status 0 when everything passed.
 #   tests/gpu/run.sh            # from the repository root or anywhere
@@ -53,6 +54,10 @@ for t in build-cuda/gpu/test_device build-cuda/tests/test_cuda_api build-cuda/gp
         break
     fi
 done
+if [ $fail -eq 0 ]; then
+    echo "== timings (build-cuda/gpu/bench_native: printed, not judged)"
+    timeout 300 build-cuda/gpu/bench_native || echo "bench_native did not finish (not a check)"
+fi
 echo "== summary"
 printf '%s\n' "${summary[@]}"
 echo "total $(( $(date +%s) - t0 )) s"
