@@ -395,6 +395,5 @@ fuzz-regress:
 fuzz-replay: $(FUZZ_BIN)
 	./tests/fuzz/run.sh replay $(BUILD) 0 $(FUZZ_TARGETS)
 
--include $(ENGINE_OBJ:.o=.d) $(GPU_TEST_BIN:$(BUILD)/gpu/%=$(BUILD)/tests/gpu/%.d) \
-            $(GPU_BENCH_BIN:$(BUILD)/gpu/%=$(BUILD)/tests/gpu/%.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
+-include $(ENGINE_OBJ:.o=.d) $(wildcard $(BUILD)/tests/gpu/*.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
             $(wildcard $(BUILD)/tests/fuzz/*.d)
