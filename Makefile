@@ -14,6 +14,8 @@
 #   ARCH=x86-64     build for a baseline ISA (separate build dir; kernels pick AVX2/AVX-512 at run time)
 #   make fuzz       libFuzzer (clang) on every parser, FUZZ_SECONDS each (tests/fuzz/README.md)
 #   make fuzz-regress  replays the committed fuzz corpora through the sanitizer build (fast)
+#   CUDA=1          the CUDA backend (engine/cuda/, nvcc + cuBLAS from CUDA_HOME; build-cuda/)
+#   make test-gpu   builds with CUDA=1 and runs the GPU tests (tests/gpu/; needs an NVIDIA GPU)
 SHELL := /bin/bash
 CC ?= cc
 SAN ?= 0
@@ -41,6 +43,21 @@ endif
 ifeq ($(FUZZ),1)
 BUILD := build-fuzz
 endif
+# CUDA=1: the CUDA backend (engine/README.md "Backends"), in its own build dir (build-cuda,
+# build-cuda-clang, ...). The default build compiles engine/cuda/stub.c instead and never needs
+# the toolkit.
+CUDA ?= 0
+# The toolkit: CUDA_HOME, else the prefix of the nvcc on PATH, else /usr/local/cuda.
+CUDA_HOME ?= $(or $(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)),/usr/local/cuda)
+ifeq ($(CUDA),1)
+BUILD := $(patsubst build%,build-cuda%,$(BUILD))
+# CUDA_CHECK_LIB=<a CPU build's libdyn.a>: `make cuda-check` (below) links the GPU programs
+# against the CUDA objects and that library (its stubs are not pulled in: the CUDA objects
+# define every symbol of dyn_cuda.h) instead of compiling the whole engine again.
+ifneq ($(CUDA_CHECK_LIB),)
+BUILD := $(BUILD)-check
+endif
+endif
 # The ISA the Docker images are built for (any x86-64 host runs them; engine/cpu/isa.h).
 BASELINE_ARCH := x86-64
 
@@ -67,7 +84,7 @@ PKG_LIBS += -ldnnl
 CFLAGS := -std=c17 -D_GNU_SOURCE -O$(O) -g -Wall -Wextra -Werror -fopenmp -march=$(ARCH) \
           -MMD -MP $(PKG_CFLAGS) -I. -Iengine -I$(GEN)
 LDFLAGS := -fopenmp
-LDLIBS := $(PKG_LIBS) -ljpeg -lm -lpthread
+LDLIBS = $(PKG_LIBS) -ljpeg -lm -lpthread $(LDLIBS_CUDA)
 # The daemon alone links the HTTP server, the event loop and libarchive (data sets uploaded as
 # zip / tar / tar.gz archives, server/datasets.c).
 SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd libuv libarchive 2>/dev/null || \
@@ -84,7 +101,27 @@ endif
 
 ENGINE_SRC := $(wildcard engine/*.c engine/ops/*.c engine/dyn/*.c engine/io/*.c engine/cpu/*.c \
                            engine/convert/*.c)
-ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(GEN)/onnx.pb-c.o
+# The CUDA backend: nvcc compiles engine/cuda/*.cu (host code with the warnings of CFLAGS as
+# errors, nvcc's own warnings too) for CUDA_ARCH (90: H100 / H200; its PTX is kept so newer
+# GPUs JIT it); programs link cudart and cuBLAS from CUDA_HOME. Without CUDA=1 the stubs.
+CUDA_SRC := $(wildcard engine/cuda/*.cu)
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+ifeq ($(CUDA),1)
+ifeq ($(wildcard $(NVCC)),)
+$(error CUDA=1: no nvcc at $(NVCC). Install the CUDA Toolkit (12 or later) or set CUDA_HOME to its prefix; the default build (make, without CUDA=1) needs no CUDA)
+endif
+CUDA_ARCH ?= 90
+NVCCFLAGS := -std=c++17 -O3 -lineinfo -MMD -MP -I. -Iengine \
+             -gencode arch=compute_$(CUDA_ARCH),code=[sm_$(CUDA_ARCH),compute_$(CUDA_ARCH)] \
+             -Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS_CUDA := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+else
+ENGINE_SRC += engine/cuda/stub.c
+CUDA_OBJ :=
+LDLIBS_CUDA :=
+endif
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o) $(CUDA_OBJ) $(GEN)/onnx.pb-c.o
 GEN_HDR := $(GEN)/onnx.pb-c.h
 CLI_SRC := $(wildcard engine/cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -103,16 +140,27 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TESTUTIL_OBJ := $(BUILD)/tests/unit/testutil.o
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+# The GPU tests (tests/gpu/README.md): built by `all` in a CUDA build only.
+GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
+GPU_TEST_BIN := $(if $(CUDA_OBJ),$(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
+GPU_BENCH_SRC := $(wildcard tests/gpu/bench_*.c)
+GPU_BENCH_BIN := $(if $(CUDA_OBJ),$(GPU_BENCH_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
 
 .SECONDARY:
 .PHONY: all deps data test unit integration smoke bench experiments clean help run programs faults soak \
-        unit-baseline docker-smoke bench-ort
-all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN)
+        unit-baseline docker-smoke bench-ort test-gpu gpu-tests gpu-skipped cuda-check gpu-bins
+all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN) $(GPU_TEST_BIN) \
+     $(GPU_BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "NVCC $<"
+	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # protoc-c writes both files in one run (a pattern rule with two targets is one recipe).
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: $(dir $(ONNX_PROTO))%.proto
@@ -127,6 +175,7 @@ $(GEN)/%.o: $(GEN)/%.c
 # Every object may include the generated header: generate it first (the .d files take over
 # once each object has been built).
 $(filter-out $(GEN)/%,$(ENGINE_OBJ)) $(CLI_OBJ) $(SERVER_OBJ) $(TEST_SRC:%.c=$(BUILD)/%.o) \
+    $(GPU_TEST_SRC:%.c=$(BUILD)/%.o) $(GPU_BENCH_SRC:%.c=$(BUILD)/%.o) \
     $(TESTUTIL_OBJ) $(CLIENT_OBJ): | $(GEN_HDR)
 
 # The installed programs alone (what the Docker images build and copy: config/docker/).
@@ -158,6 +207,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(TESTUTIL_OBJ) $(BUILD)/libdyn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) $(shell pkg-config --libs check)
 
+$(BUILD)/gpu/%: $(BUILD)/tests/gpu/%.o $(BUILD)/tests/gpu/gpu_util.o \
+    $(if $(CUDA_CHECK_LIB),$(CUDA_OBJ) $(CUDA_CHECK_LIB),$(BUILD)/libdyn.a)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libdyn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
@@ -183,6 +237,35 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) integration
 	$(MAKE) smoke
+	$(MAKE) cuda-check
+	@$(MAKE) --no-print-directory gpu-skipped
+
+# Compiles and links the CUDA backend and the GPU test programs where nvcc is installed (CI:
+# no GPU, nothing run): nvcc on engine/cuda/*.cu, linked with this build's libdyn.a. About 30 s
+# of nvcc on 2 cores; a plain "skipped" line without nvcc.
+cuda-check: $(BUILD)/libdyn.a
+	@if [ -x "$(NVCC)" ]; then \
+	  $(MAKE) --no-print-directory CUDA=1 CUDA_CHECK_LIB=$(BUILD)/libdyn.a gpu-bins && \
+	  echo "CUDA backend compiled and linked (build-cuda*-check/; make CUDA=1 for the full build)"; \
+	else echo "CUDA build check skipped: no nvcc at $(NVCC) (set CUDA_HOME)"; fi
+
+gpu-bins: $(GPU_TEST_BIN) $(GPU_BENCH_BIN)
+
+# `make test` runs no GPU code: it says so (the GPU tests need a CUDA build and a GPU).
+gpu-skipped:
+	@echo "GPU tests skipped: $(if $(CUDA_OBJ),this make test does not run them,this build has no CUDA (make CUDA=1)); run make test-gpu (or tests/gpu/run.sh) on a machine with an NVIDIA GPU"
+
+# The GPU tests: a CUDA build (build-cuda/), then each tests/gpu/test_* program (each compares
+# a CUDA kernel with the CPU reference; tests/gpu/README.md). test_device runs first: without a
+# GPU it says so and nothing else runs (exit status 1).
+test-gpu:
+	$(MAKE) CUDA=1 gpu-tests
+
+gpu-tests: $(GPU_TEST_BIN)
+	@[ -n "$(CUDA_OBJ)" ] || { echo "gpu-tests needs CUDA=1 (use make test-gpu)"; exit 1; }
+	@$(BUILD)/gpu/test_device || { echo "GPU TESTS NOT RUN: no usable CUDA device (above)"; exit 1; }
+	@fail=0; for t in $(filter-out %/test_device,$(GPU_TEST_BIN)); do echo "== $$t"; $$t || fail=1; done; \
+	  if [ $$fail -ne 0 ]; then echo "GPU TESTS FAILED"; exit 1; fi; echo "all GPU tests passed"
 
 unit: $(TEST_BIN)
 	@fail=0; for t in $(TEST_BIN); do echo "== $$t"; CK_DEFAULT_TIMEOUT=600 $$t || fail=1; done; \
@@ -268,7 +351,7 @@ clean:
 	rm -rf build build-*
 
 help:
-	@sed -n '1,16p' Makefile
+	@sed -n '1,18p' Makefile
 
 # ---- Fuzzing (tests/fuzz/README.md) ----
 # One harness per parser (tests/fuzz/fuzz_<target>.c), seeds in tests/fuzz/corpus/<target>/.
@@ -312,5 +395,5 @@ fuzz-regress:
 fuzz-replay: $(FUZZ_BIN)
 	./tests/fuzz/run.sh replay $(BUILD) 0 $(FUZZ_TARGETS)
 
--include $(ENGINE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
+-include $(ENGINE_OBJ:.o=.d) $(wildcard $(BUILD)/tests/gpu/*.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/tests/unit/%.d) \
             $(wildcard $(BUILD)/tests/fuzz/*.d)

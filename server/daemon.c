@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "cpu/isa.h"
+#include "cuda/dyn_cuda.h"
 #include "dyn/dyn.h"
 #include "server/http.h"
 #include "server/jobs.h"
@@ -191,10 +192,14 @@ static void on_hup(uv_signal_t *s, int signum) {
 /* ---- start ---- */
 
 static int check_settings(const srv_config *cfg, dyn_err *err) {
-    if (cfg->device == SRV_DEVICE_CUDA)
+    if (cfg->device == SRV_DEVICE_CUDA && !dyn_cuda_built())
         return dyn_err_set(err, DYN_EUNSUP,
                            "device = cuda: this dynd was not built with CUDA; use device = cpu "
                            "(or auto)");
+    if (cfg->device == SRV_DEVICE_CUDA) /* engine/README.md "Backends": the executor is next */
+        return dyn_err_set(err, DYN_EUNSUP,
+                           "device = cuda: this dynd has the CUDA kernels but cannot serve models "
+                           "on the GPU yet (issue 13); use device = cpu (or auto)");
     struct stat st;
     if (stat(cfg->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return dyn_err_set(err, DYN_EIO, "model_dir '%s' is not a directory (%s)", cfg->model_dir,
