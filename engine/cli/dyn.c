@@ -303,8 +303,9 @@ static int cmd_bench(int argc, char **argv) {
     if (cm && !strcmp(cm, "calibrate") && dyn_cost_calibrate(&cc, &err)) cli_die("bench", &err);
     dyn_cost_get(&cc);
     fprintf(stderr, "cost model (ns, one thread): native %.3g per element-column + %.3g per element; "
-            "dense %.3g per MAC, %.3g per weight streamed\n", cc.native_ns_per_elem_col,
-            cc.native_ns_per_elem, cc.dense_ns_per_mac, cc.dense_ns_per_wfloat);
+            "dense %.3g per MAC, %.3g per weight streamed, %.3g per convolution MAC\n",
+            cc.native_ns_per_elem_col, cc.native_ns_per_elem, cc.dense_ns_per_mac,
+            cc.dense_ns_per_wfloat, cc.dense_conv_ns_per_mac);
     dyn_model *m = dyn_model_load(argv[1], &err);
     if (!m) cli_die("bench", &err);
     int batches[8] = {1, 64}, nb = 0;

@@ -62,6 +62,7 @@ typedef struct gnode {
     int exported;   /* its value is reordered into e->act[k] after it is complete */
     int from;       /* fused: the conv whose primitive computes its output */
     int inplace;    /* conv with sum: its output takes over the memory of sum_of's */
+    int exp[3], nexp; /* runs: the exported nodes its primitive completes (itself, fused) */
     dnnl_primitive_t prim, rin, rsum, rexp;
     dnnl_memory_t m_in, m_w, m_b, m_exp;
     dnnl_memory_t m_src, m_sum; /* borrowed: rin's source, rsum's source */
@@ -489,6 +490,12 @@ dyn_graph *dyn__graph_new(dyn_exec *e, int batch, dyn_err *err) {
         }
     }
     if (gr->g[n - 1].val >= 0) gr->g[n - 1].exported = 1;
+    for (int j = 0; j < n; j++)
+        if (gr->g[j].exported) {
+            gnode *p = &gr->g[gr->g[j].runs ? j : gr->g[j].from];
+            DYN_ASSERT(p->nexp < (int)DYN_ARRAY_LEN(p->exp)); /* a conv, its add, its ReLU */
+            p->exp[p->nexp++] = j;
+        }
     /* In-place sums: a conv accumulating onto a value nothing reads after it (but the add it
      * replaces) writes over that value instead of copying it first. */
     for (int k = 0; k < n; k++) {
@@ -660,11 +667,10 @@ void dyn__graph_forward(dyn_graph *gr, dyn_exec *e) {
                        dnnl_success);
         }
         /* Exports of the nodes whose value this primitive completed (itself, fused readers). */
-        for (int j = k; j < gr->n && nd->runs; j++) {
-            gnode *x = &gr->g[j];
-            if (x->val == nd->val && x->exported)
-                RUN(x->rexp, {DNNL_ARG_FROM, gr->vals[x->val].mem}, {DNNL_ARG_TO, x->m_exp},
-                    {DNNL_ARG_SCRATCHPAD, gr->m_sp});
+        for (int i = 0; i < nd->nexp; i++) {
+            gnode *x = &gr->g[nd->exp[i]];
+            RUN(x->rexp, {DNNL_ARG_FROM, gr->vals[x->val].mem}, {DNNL_ARG_TO, x->m_exp},
+                {DNNL_ARG_SCRATCHPAD, gr->m_sp});
         }
     }
     DYN_ASSERT(dnnl_stream_wait(gr->stream) == dnnl_success);

@@ -363,25 +363,32 @@ static dyn_l1_job dc_job(const dyn_layer *l, int r, int t, int ab, int64_t cols)
     return jb;
 }
 
-/* Inference, native: im2col, the K² (r, t) jobs into [Cout][N·P], NCHW, bias. */
-static void dc_native_infer(dyn_layer *l, const dyn_conv_geom *g, const dc_scr *s,
-                            const float *x, float *y) {
+/* im2col into s->cols (training keeps them for backward), then the K² native (r, t) jobs or
+ * one sgemm with the materialized kernel into [Cout][N·P], NCHW, bias. */
+static void dc_forward_cols(dyn_layer *l, const dyn_conv_geom *g, const dc_scr *s,
+                            const float *x, float *y, int native) {
     const dc_impl *d = l->impl;
     const int64_t P = (int64_t)g->OH * g->OW, NP = (int64_t)g->N * P, KK = (int64_t)d->K * d->K;
     dyn_im2col(g, x, s->cols);
-    memset(s->yk, 0, (size_t)d->cout * NP * sizeof(float));
-    for (int r = 0; r < d->K; r++)
-        for (int t = 0; t < d->K; t++) {
-            dyn_l1_job jb = dc_job(l, r, t, 1, NP);
-            jb.flags = DYN_L1_OUT;
-            jb.xs = s->cols + (r * d->K + t) * NP;
-            jb.xs_rs = KK * NP;
-            jb.y = s->yk;
-            jb.y_rs = NP;
-            jb.ws = s->ws;
-            jb.ws_floats = s->wsf;
-            dyn_l1_run(&jb);
-        }
+    if (native) {
+        memset(s->yk, 0, (size_t)d->cout * NP * sizeof(float));
+        for (int r = 0; r < d->K; r++)
+            for (int t = 0; t < d->K; t++) {
+                dyn_l1_job jb = dc_job(l, r, t, 1, NP);
+                jb.flags = DYN_L1_OUT;
+                jb.xs = s->cols + (r * d->K + t) * NP;
+                jb.xs_rs = KK * NP;
+                jb.y = s->yk;
+                jb.y_rs = NP;
+                jb.ws = s->ws;
+                jb.ws_floats = s->wsf;
+                dyn_l1_run(&jb);
+            }
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)NP,
+                    (int)(d->cin * KK), 1.0f, d->w, (int)(d->cin * KK), s->cols, (int)NP, 0.0f,
+                    s->yk, (int)NP);
+    }
     dyn_knp_to_nkp(s->yk, y, g->N, d->cout, P);
     if (d->bias) {
         const float *b = l->params[P_BIAS].value.data;
@@ -401,7 +408,7 @@ static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
     dyn_shape in = dyn_tensor_shape(&x[0]);
     dyn_conv_geom g;
     DYN_ASSERT(dc_geom(d, &in, &g) == 0);
-    const int64_t P = (int64_t)g.OH * g.OW, NP = (int64_t)g.N * P, KK = (int64_t)d->K * d->K;
+    const int64_t NP = (int64_t)g.N * g.OH * g.OW;
     dc_scr s = dc_scratch_layout(d, NP, training, align64(scratch), NULL);
     const int native = dc_native_for(d, NP);
     if (!training) {
@@ -415,7 +422,7 @@ static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
             double tn = 1e300, tm = 1e300;
             for (int r = 0; r < 3; r++) {
                 const double t0 = dyn_now();
-                dc_native_infer(l, &g, &s, x[0].data, y->data);
+                dc_forward_cols(l, &g, &s, x[0].data, y->data, 1);
                 const double t1 = dyn_now();
                 dyn__conv_infer(d->dnnl, &g, 1, d->cout, x[0].data, d->w, b, y->data,
                                 align64(scratch));
@@ -425,41 +432,12 @@ static void dc_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *
             dc_choice_set(d, NP, tn < tm);
             return; /* y: the last (materialized) run's */
         }
-        if (native) dc_native_infer(l, &g, &s, x[0].data, y->data);
+        if (native) dc_forward_cols(l, &g, &s, x[0].data, y->data, 1);
         else dyn__conv_infer(d->dnnl, &g, 1, d->cout, x[0].data, d->w, b, y->data,
                              align64(scratch));
         return;
     }
-    dyn_im2col(&g, x[0].data, s.cols);
-    if (native) {
-        memset(s.yk, 0, (size_t)d->cout * NP * sizeof(float));
-        for (int r = 0; r < d->K; r++)
-            for (int t = 0; t < d->K; t++) {
-                dyn_l1_job jb = dc_job(l, r, t, 1, NP);
-                jb.flags = DYN_L1_OUT;
-                jb.xs = s.cols + (r * d->K + t) * NP;
-                jb.xs_rs = KK * NP;
-                jb.y = s.yk;
-                jb.y_rs = NP;
-                jb.ws = s.ws;
-                jb.ws_floats = s.wsf;
-                dyn_l1_run(&jb);
-            }
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->cout, (int)NP,
-                    (int)(d->cin * KK), 1.0f, d->w, (int)(d->cin * KK), s.cols, (int)NP, 0.0f,
-                    s.yk, (int)NP);
-    }
-    dyn_knp_to_nkp(s.yk, y->data, g.N, d->cout, P);
-    if (d->bias) {
-        const float *b = l->params[P_BIAS].value.data;
-        DYN_PAR_FOR2((int64_t)g.N * d->cout * P > 65536,
-        for (int n = 0; n < g.N; n++)
-            for (int o = 0; o < d->cout; o++) {
-                float *yo = y->data + ((int64_t)n * d->cout + o) * P;
-                for (int64_t p = 0; p < P; p++) yo[p] += b[o];
-            });
-    }
+    dc_forward_cols(l, &g, &s, x[0].data, y->data, native);
 }
 
 static void dc_backward(dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
