@@ -101,6 +101,9 @@ endif
 
 ENGINE_SRC := $(wildcard engine/*.c engine/ops/*.c engine/dyn/*.c engine/io/*.c engine/cpu/*.c \
                            engine/convert/*.c)
+# engine/cuda/*.c: the CUDA backend's C side (its op table, glue from layers to kernels),
+# compiled in every build; engine/cuda/stub*.c stand in for the .cu files without CUDA=1.
+ENGINE_SRC += $(filter-out engine/cuda/stub%,$(wildcard engine/cuda/*.c))
 # The CUDA backend: nvcc compiles engine/cuda/*.cu (host code with the warnings of CFLAGS as
 # errors, nvcc's own warnings too) for CUDA_ARCH (90: H100 / H200; its PTX is kept so newer
 # GPUs JIT it); programs link cudart and cuBLAS from CUDA_HOME. Without CUDA=1 the stubs.
@@ -117,7 +120,7 @@ NVCCFLAGS := -std=c++17 -O3 -lineinfo -MMD -MP -I. -Iengine \
 CUDA_OBJ := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 LDLIBS_CUDA := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 else
-ENGINE_SRC += engine/cuda/stub.c
+ENGINE_SRC += $(wildcard engine/cuda/stub*.c)
 CUDA_OBJ :=
 LDLIBS_CUDA :=
 endif

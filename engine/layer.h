@@ -60,6 +60,9 @@ typedef struct dyn_param {
     dyn_tensor grad;  /* same shape; allocated only when trainable */
     int trainable;    /* 0 for buffers (BatchNorm running statistics) */
     dyn_tensor m, v;  /* optimizer moments, allocated lazily by the optimizer */
+    /* Device copies while the layer is placed on a backend (backend.h), else NULL: the value,
+     * its gradient and the optimizer moments (trainable params), each numel(value) floats. */
+    float *dval, *dgrad, *dm, *dv;
 } dyn_param;
 
 /* What `dyn inspect` prints per layer. */
@@ -132,6 +135,10 @@ struct dyn_layer {
     /* Bumped by the prepare() of layers with an as_dense_conv: a fused inference graph holding
      * a copy of their weights sees that it must be rebuilt. */
     unsigned gen;
+    /* Placement (backend.h): 1 when the layer runs on its model's device backend; dev: the
+     * state the backend op derived there (owned by the op: its release() frees it). */
+    int placed;
+    void *dev;
 };
 
 /* Looks up an op by its file name ("conv2d"); NULL when unknown. */

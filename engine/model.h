@@ -27,6 +27,7 @@ typedef struct dyn_model {
     char **labels;    /* owned; may be NULL */
     json_t *preprocess; /* owned JSON object (resize, channels, mean/std, ...); may be NULL */
     json_t *info;       /* owned JSON object: free-form provenance (training command, ...) */
+    struct dyn_place *place; /* the device backend it is placed on (backend.h); NULL: CPU */
 } dyn_model;
 
 /* New empty model taking per-sample input shape `input` (ndim 1..3). Free with

@@ -18,7 +18,12 @@ typedef struct dyn_tensor {
     int64_t stride[DYN_MAX_DIMS]; /* in elements */
     float *data;
     int owner;
+    int device; /* DYN_DEV_CPU (0): data is host memory; else a backend's device memory
+                 * (backend.h), never dereferenced on the host */
 } dyn_tensor;
+
+#define DYN_DEV_CPU 0
+#define DYN_DEV_CUDA 1
 
 /* A shape without storage, used for shape inference. */
 typedef struct dyn_shape {
