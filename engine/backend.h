@@ -90,6 +90,16 @@ typedef struct dyn_backend {
  * DYN_EUNSUP ("this build has no CUDA backend ..."). */
 extern const dyn_backend dyn_backend_cuda;
 
+/* Resolves a device setting: "cpu", "cuda", "cuda:N" or "auto". Returns 0 with *be (NULL for
+ * the CPU) and *dev set, and `why` (n bytes; may be NULL) saying what was chosen and why
+ * ("cuda:0 (NVIDIA H200, 139 GiB)", "auto: this build has no CUDA backend ...; running on the
+ * CPU"). "cuda" / "cuda:N" without a usable device: DYN_EUNSUP with err saying why; anything
+ * else: DYN_EINVAL. */
+int dyn_backend_select(const char *setting, const dyn_backend **be, int *dev, char *why,
+                       size_t n, dyn_err *err);
+/* 1 when this build has CUDA and device 0 answers. */
+int dyn_cuda_backend_usable(void);
+
 /* Places m on backend `be`, device `dev`: a model context, device copies of the parameters
  * (values uploaded, gradients and moments zeroed) of every layer whose op the backend supports
  * at batch 1, then their prepare(). Layers left on the CPU are counted in *on_cpu (may be NULL)

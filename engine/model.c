@@ -8,6 +8,7 @@
  * then added.
  */
 #include "model.h"
+#include "backend_impl.h"
 #include "cpu/dnnl_conv.h"
 #include "cpu/graph.h"
 
@@ -23,6 +24,7 @@ dyn_model *dyn_model_new(const dyn_shape *input) {
 
 void dyn_model_free(dyn_model *m) {
     if (!m) return;
+    dyn_model_unplace(m);
     for (int i = 0; i < m->nnodes; i++) dyn_layer_free(m->nodes[i].layer);
     free(m->nodes);
     for (int i = 0; i < m->nlabels; i++) free(m->labels[i]);
@@ -140,6 +142,7 @@ void dyn_model_init(dyn_model *m, uint64_t seed) {
 }
 
 int dyn_model_prepare(dyn_model *m, dyn_err *err) {
+    if (m->place) return dyn__place_prepare(m, err);
     for (int k = 0; k < m->nnodes; k++) {
         dyn_layer *l = m->nodes[k].layer;
         if (l->ops->prepare) {
@@ -151,6 +154,11 @@ int dyn_model_prepare(dyn_model *m, dyn_err *err) {
 }
 
 void dyn_model_zero_grad(dyn_model *m) {
+    /* On a device a failure here is the device's: it surfaces at the next forward. */
+    if (m->place) {
+        dyn__place_zero_grad(m, NULL);
+        return;
+    }
     for (int k = 0; k < m->nnodes; k++) dyn_layer_zero_grad(m->nodes[k].layer);
 }
 
@@ -314,6 +322,7 @@ static int exec_graph_forward(dyn_exec *e, int batch) {
 void dyn_exec_free(dyn_exec *e) {
     if (!e) return;
     graphs_free(e->graphs);
+    dyn__exec_dev_free(e);
     for (int k = 0; e->act && k < e->model->nnodes; k++) dyn_tensor_release(&e->act[k]);
     for (int k = 0; e->grad && k < e->model->nnodes; k++) dyn_tensor_release(&e->grad[k]);
     free(e->act);
@@ -343,12 +352,17 @@ dyn_exec *dyn_exec_new(dyn_model *m, int max_batch, int training, dyn_err *err) 
     e->written = calloc((size_t)m->nnodes, 1);
     if (!e->act || !e->grad || !e->scratch_off || !e->written) goto nomem;
     if (dyn_model_shapes(m, max_batch, shapes, err)) goto fail;
+    /* A placed model: device buffers; host ones only where the CPU needs them. */
+    if (m->place) {
+        if (dyn__exec_dev_new(e, shapes, e->written, err)) goto fail;
+    }
     dyn_shape in0 = input_shape(m, max_batch);
     if (dyn_tensor_init_shape(&e->input, &in0, err)) goto fail;
     int64_t largest = dyn_shape_numel(&in0);
     size_t total = 0, most = 0;
     for (int k = 0; k < m->nnodes; k++) {
         const dyn_node *nd = &m->nodes[k];
+        if (m->place && !e->written[k]) continue; /* runs on the device, read there only */
         if (dyn_tensor_init_shape(&e->act[k], &shapes[k], err)) goto fail;
         if (training && dyn_tensor_init_shape(&e->grad[k], &shapes[k], err)) goto fail;
         largest = DYN_MAX(largest, dyn_shape_numel(&shapes[k]));
@@ -390,6 +404,7 @@ const dyn_tensor *dyn_exec_forward(dyn_exec *e, const float *x, int batch) {
     DYN_ASSERT(batch >= 1 && batch <= e->max_batch);
     dyn_model *m = e->model;
     e->batch = batch;
+    if (e->dev) return dyn__exec_dev_forward(e, x, batch);
     int64_t per = dyn_shape_numel(&m->input);
     if (x != e->input.data) memcpy(e->input.data, x, (size_t)(per * batch) * sizeof(float));
     if (e->training || !exec_graph_forward(e, batch)) dyn__exec_run_plain(e, batch);
@@ -409,8 +424,13 @@ void dyn__exec_run_plain(dyn_exec *e, int batch) {
     }
 }
 
-void dyn_exec_backward(dyn_exec *e, const float *dout) {
+const char *dyn_exec_error(const dyn_exec *e) {
+    return e->dev ? dyn__exec_dev_error(e)->msg : "";
+}
+
+int dyn_exec_backward(dyn_exec *e, const float *dout) {
     DYN_ASSERT(e->training);
+    if (e->dev) return dyn__exec_dev_backward(e, dout);
     dyn_model *m = e->model;
     int n = m->nnodes, batch = e->batch;
     unsigned char *written = e->written;
@@ -449,4 +469,5 @@ void dyn_exec_backward(dyn_exec *e, const float *dout) {
             for (int64_t j = 0; j < cnt; j++) g[j] += dxs[i].data[j];
         }
     }
+    return 0;
 }

@@ -46,7 +46,8 @@ int dyn_model_add_seq(dyn_model *m, dyn_layer *l, dyn_err *err);
 int dyn_model_shapes(const dyn_model *m, int batch, dyn_shape *shapes, dyn_err *err);
 /* Randomly initializes all layers then prepares them. */
 void dyn_model_init(dyn_model *m, uint64_t seed);
-/* Calls prepare on every layer (after parameters change). */
+/* Calls prepare on every layer (after parameters change; on a placed model, the device
+ * prepare of placed layers: backend.h). */
 int dyn_model_prepare(dyn_model *m, dyn_err *err);
 void dyn_model_zero_grad(dyn_model *m);
 /* Sets labels (copied). */
@@ -71,6 +72,10 @@ typedef struct dyn_exec {
     size_t *scratch_off;
     unsigned char *written; /* backward: which node gradients hold a contribution */
     struct dyn_exec_graphs *graphs; /* inference: fused oneDNN graphs by batch size (model.c) */
+    /* A placed model's exec (backend.h): device buffers. Then `act` / `grad` hold host
+     * copies only where the CPU needs them (layers left on the CPU, their inputs, the output):
+     * other entries are empty. */
+    struct dyn_exec_dev *dev;
 } dyn_exec;
 
 /* Allocates buffers for running `m` on up to max_batch samples. training = 1 also allocates
@@ -80,14 +85,19 @@ dyn_exec *dyn_exec_new(dyn_model *m, int max_batch, int training, dyn_err *err);
 void dyn_exec_free(dyn_exec *e);
 
 /* Runs the model on `batch` samples at x (batch * numel(input) floats, copied in).
- * Returns the output node's activation (a view owned by e, valid until the next call).
+ * Returns the output node's activation (a host view owned by e, valid until the next call).
+ * On a model placed on a device (backend.h) it returns NULL when the device fails (a kernel's
+ * error, device memory): dyn_exec_error says why; on the CPU it never fails.
  * Inference execs may run the model through a fused oneDNN graph (cpu/graph.h: under the
  * conv setting `graph`, or `auto` where it measured faster for this batch size on the first
  * forward of that size); the other nodes' activations (e->act) then hold nothing meaningful:
  * callers that read them set the conv setting im2col or dnnl(-nchw) for the thread. */
 const dyn_tensor *dyn_exec_forward(dyn_exec *e, const float *x, int batch);
 /* Back-propagates dout (the gradient of the loss w.r.t. the output, batch * outputs floats)
- * through the last forward, accumulating parameter gradients. Training execs only. */
-void dyn_exec_backward(dyn_exec *e, const float *dout);
+ * through the last forward, accumulating parameter gradients. Training execs only. Returns 0,
+ * or (placed models only) a DYN_E* code: dyn_exec_error says why. */
+int dyn_exec_backward(dyn_exec *e, const float *dout);
+/* The message of the last failed forward / backward of e ("" when none). */
+const char *dyn_exec_error(const dyn_exec *e);
 
 #endif

@@ -1,4 +1,5 @@
 #include "train.h"
+#include "backend_impl.h"
 
 #include <math.h>
 #include <string.h>
@@ -95,6 +96,14 @@ int dyn_optim_step(dyn_optim *o, dyn_model *m, dyn_err *err) {
             int64_t n = dyn_tensor_numel(&p->value);
             float *w = p->value.data, *g = p->grad.data;
             float wd = p->value.ndim > 1 ? o->weight_decay : 0.0f;
+            if (l->placed) { /* the same update on the device (backend.h) */
+                const dyn_optim_update u = {
+                    .adam = o->kind == DYN_OPT_ADAM, .lr = o->lr, .mu = o->momentum,
+                    .b1 = b1, .b2 = b2, .bc1 = bc1, .bc2 = bc2, .eps = o->eps, .wd = wd};
+                int rc = dyn__place_optim(m, p, &u, err);
+                if (rc) return dyn_err_prefix(err, "optimizer step of '%s.%s'", l->name, p->name);
+                continue;
+            }
             if (ensure_moments(p, o->kind == DYN_OPT_ADAM, err)) return DYN_ENOMEM;
             float *mm = p->m.data, *vv = p->v.data;
             if (o->kind == DYN_OPT_ADAM) {
@@ -125,7 +134,8 @@ dyn_train_cfg dyn_train_cfg_default(void) {
 }
 
 /* Parameter snapshots for keeping the best epoch. */
-static float *snapshot_save(const dyn_model *m, float *buf) {
+static float *snapshot_save(dyn_model *m, float *buf) {
+    if (m->place && dyn_model_to_host(m, NULL)) return buf; /* the device failed: keep the last */
     int64_t total = 0;
     for (int k = 0; k < m->nnodes; k++) total += dyn_layer_param_floats(m->nodes[k].layer);
     if (!buf) buf = malloc((size_t)(total ? total : 1) * sizeof(float));
@@ -152,6 +162,10 @@ static void snapshot_restore(dyn_model *m, const float *buf) {
             p += n;
         }
     }
+    if (m->place) { /* a device failure surfaces at the next forward */
+        dyn_model_to_device(m, NULL);
+        return;
+    }
     DYN_ASSERT(dyn_model_prepare(m, NULL) == 0);
 }
 
@@ -174,6 +188,12 @@ double dyn_evaluate(dyn_model *m, const dyn_batch_source *src, int batch, double
         for (int i = 0; i < cnt; i++) idx[i] = s + i;
         src->fill(src->ctx, idx, cnt, e->input.data, y, NULL);
         const dyn_tensor *out = dyn_exec_forward(e, e->input.data, cnt);
+        if (!out) {
+            dyn_err_set(err, DYN_EIO, "evaluating on %s: %s", dyn_model_device_name(m),
+                        dyn_exec_error(e));
+            correct = -1;
+            break;
+        }
         int ok = 0;
         lsum += (double)dyn_softmax_xent(out->data, y, cnt, (int)C, NULL, &ok) * cnt;
         correct += ok;
@@ -181,6 +201,7 @@ double dyn_evaluate(dyn_model *m, const dyn_batch_source *src, int batch, double
     free(idx);
     free(y);
     dyn_exec_free(e);
+    if (correct < 0) return -1;
     if (loss) *loss = lsum / src->n;
     return (double)correct / src->n;
 }
@@ -238,6 +259,11 @@ static int dyn_train_impl(dyn_model *m, const dyn_batch_source *train, const dyn
             if (cfg->warmup_steps > 0 && step < cfg->warmup_steps)
                 opt.lr *= (float)(step + 1) / (float)cfg->warmup_steps;
             const dyn_tensor *out = dyn_exec_forward(e, e->input.data, cnt);
+            if (!out) {
+                rc = dyn_err_set(err, DYN_EIO, "training on %s: %s", dyn_model_device_name(m),
+                                 dyn_exec_error(e));
+                break;
+            }
             int ok = 0;
             float loss;
             if (cfg->targets) {
@@ -254,7 +280,11 @@ static int dyn_train_impl(dyn_model *m, const dyn_batch_source *train, const dyn
                 break;
             }
             dyn_model_zero_grad(m);
-            dyn_exec_backward(e, dout);
+            if (dyn_exec_backward(e, dout)) {
+                rc = dyn_err_set(err, DYN_EIO, "training on %s: %s", dyn_model_device_name(m),
+                                 dyn_exec_error(e));
+                break;
+            }
             if ((rc = dyn_optim_step(&opt, m, err))) break;
             lsum += (double)loss * cnt;
             ok_sum += ok;
@@ -303,6 +333,9 @@ static int dyn_train_impl(dyn_model *m, const dyn_batch_source *train, const dyn
         }
     }
     if (!rc && best && cfg->keep_best && res->best_epoch != cfg->epochs) snapshot_restore(m, best);
+    /* A placed model trained on its device: the host values become the trained ones (what
+     * saving a model reads). */
+    if (!rc && m->place) rc = dyn_model_to_host(m, err);
     res->seconds = dyn_now() - t0;
     res->steps = step;
     free(best);
@@ -326,6 +359,10 @@ void dyn_model_perturb(dyn_model *m, float delta, uint64_t seed) {
             for (int64_t j = 0; j < n; j++)
                 p->value.data[j] += delta * (2.0f * dyn_rng_uniform(&r) - 1.0f);
         }
+    }
+    if (m->place) {
+        dyn_model_to_device(m, NULL);
+        return;
     }
     DYN_ASSERT(dyn_model_prepare(m, NULL) == 0);
 }
