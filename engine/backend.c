@@ -126,8 +126,13 @@ static int layer_place(struct dyn_place *pl, dyn_layer *l, dyn_err *err) {
             if (!rc) rc = dalloc(pl, n, &p->dm, err);
             if (!rc) rc = dalloc(pl, n, &p->dv, err);
             if (!rc) rc = be->fill(pl->ctx, p->dgrad, 0.0f, n, err);
-            if (!rc) rc = be->fill(pl->ctx, p->dm, 0.0f, n, err);
-            if (!rc) rc = be->fill(pl->ctx, p->dv, 0.0f, n, err);
+            /* The optimizer's moments travel with the parameters (a run continued on the
+             * device after one on the CPU, or placed epoch by epoch). */
+            const size_t bytes = (size_t)n * sizeof(float);
+            if (!rc) rc = p->m.data ? be->upload(pl->ctx, p->dm, p->m.data, bytes, err)
+                                    : be->fill(pl->ctx, p->dm, 0.0f, n, err);
+            if (!rc) rc = p->v.data ? be->upload(pl->ctx, p->dv, p->v.data, bytes, err)
+                                    : be->fill(pl->ctx, p->dv, 0.0f, n, err);
         }
         if (rc) return dyn_err_prefix(err, "placing parameter '%s'", p->name);
     }
@@ -204,6 +209,13 @@ int dyn_model_to_host(dyn_model *m, dyn_err *err) {
             dyn_param *p = &l->params[i];
             size_t bytes = (size_t)dyn_tensor_numel(&p->value) * sizeof(float);
             int rc = pl->be->download(pl->ctx, p->value.data, p->dval, bytes, err);
+            /* The moments too (allocated on the host on first use, as the CPU optimizer does). */
+            for (int j = 0; !rc && p->trainable && j < 2; j++) {
+                dyn_tensor *h = j ? &p->v : &p->m;
+                if (!h->data && (rc = dyn_tensor_init(h, p->value.ndim, p->value.shape, err)))
+                    break;
+                rc = pl->be->download(pl->ctx, h->data, j ? p->dv : p->dm, bytes, err);
+            }
             if (rc) return dyn_err_prefix(err, "copying '%s.%s' to the host", l->name, p->name);
         }
         if (l->ops->prepare && l->ops->prepare(l, err))

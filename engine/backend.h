@@ -75,7 +75,7 @@ typedef struct dyn_backend {
     int (*fill)(void *ctx, float *p, float v, int64_t n, dyn_err *err);
     /* y[0..n) += a x[0..n). */
     int (*axpy)(void *ctx, float *y, const float *x, float a, int64_t n, dyn_err *err);
-    /* One optimizer update of w[0..n) (m, v: the moments, zeroed at placement). */
+    /* One optimizer update of w[0..n) (m, v: the moments: the host's at placement, else zeros). */
     int (*optim)(void *ctx, const dyn_optim_update *u, float *w, const float *g, float *m,
                  float *v, int64_t n, dyn_err *err);
     /* Waits for the context's queued work; reports a failure of any of it. */
@@ -101,7 +101,8 @@ int dyn_backend_select(const char *setting, const dyn_backend **be, int *dev, ch
 int dyn_cuda_backend_usable(void);
 
 /* Places m on backend `be`, device `dev`: a model context, device copies of the parameters
- * (values uploaded, gradients and moments zeroed) of every layer whose op the backend supports
+ * (values and optimizer moments uploaded (moments zero when the host has none), gradients
+ * zeroed) of every layer whose op the backend supports
  * at batch 1, then their prepare(). Layers left on the CPU are counted in *on_cpu (may be NULL)
  * and named in one log line. Returns 0, or a DYN_E* code with err set and m left on the CPU
  * (nothing placed). A placed model is unplaced with dyn_model_unplace (dyn_model_free does it).
@@ -110,7 +111,8 @@ int dyn_model_place(dyn_model *m, const dyn_backend *be, int dev, int *on_cpu, d
 /* Frees every device copy and the model context; the host values stay as they were (call
  * dyn_model_to_host first to keep device-side training). No-op on an unplaced model. */
 void dyn_model_unplace(dyn_model *m);
-/* Copies the device parameter values into the host values and prepares the host layers.
+/* Copies the device parameter values (and optimizer moments) into the host values and
+ * prepares the host layers.
  * Returns 0 or a DYN_E* code. No-op (0) on an unplaced model. */
 int dyn_model_to_host(dyn_model *m, dyn_err *err);
 /* Copies the host parameter values to the device and prepares the device layers. */

@@ -372,8 +372,20 @@ void dyn_model_perturb(dyn_model *m, float delta, uint64_t seed) {
  * accuracies could differ by rounding between two runs, or a run and its resume). */
 int dyn_train(dyn_model *m, const dyn_batch_source *train, const dyn_batch_source *val,
               const dyn_train_cfg *cfg, dyn_train_result *res, dyn_err *err) {
+    const int place = cfg->backend && !m->place;
+    if (place) {
+        int rc = dyn_model_place(m, cfg->backend, cfg->device, NULL, err);
+        if (rc) {
+            memset(res, 0, sizeof *res);
+            return dyn_err_prefix(err, "training on %s:%d", cfg->backend->name, cfg->device);
+        }
+    }
     const int saved = dyn_conv_impl_set_thread(DYN_CONV_IM2COL);
-    const int rc = dyn_train_impl(m, train, val, cfg, res, err);
+    int rc = dyn_train_impl(m, train, val, cfg, res, err);
     dyn_conv_impl_set_thread(saved);
+    if (place) { /* the trained values are on the host (dyn_train_impl's end) */
+        if (rc) dyn_model_to_host(m, NULL); /* keep what the failed run reached, if it can */
+        dyn_model_unplace(m);
+    }
     return rc;
 }

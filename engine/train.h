@@ -82,6 +82,12 @@ typedef struct dyn_train_cfg {
     void (*targets)(void *ctx, const float *x, int count, float *probs);
     void *targets_ctx;
     float kd_temp; /* > 0; 1 when left 0 */
+    /* Where to train (backend.h): NULL = where the model is (the CPU, or the device it is
+     * placed on). Else dyn_train places the model on this backend's device `device` for the
+     * run (optimizer moments included) and, at the end, copies the result to the host and
+     * unplaces it; layers without a kernel there train on the CPU. */
+    const struct dyn_backend *backend;
+    int device;
 } dyn_train_cfg;
 
 typedef struct dyn_train_result {

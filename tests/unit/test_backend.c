@@ -318,6 +318,31 @@ START_TEST(test_backend_dyn_train) {
 }
 END_TEST
 
+/* cfg.backend: dyn_train places the model for the run and unplaces it after; two one-epoch
+ * runs on the device (placed twice: the Adam moments go and come back) match two on the CPU. */
+START_TEST(test_backend_train_cfg_places) {
+    dyn_model *mc = model(), *md = model();
+    dyn_err err = {0};
+    dyn_batch_source src = {.n = 24, .fill = fill_fixed};
+    dyn_train_cfg cfg = dyn_train_cfg_default();
+    cfg.batch = 8;
+    cfg.keep_best = 0;
+    dyn_train_result r;
+    for (int run = 0; run < 2; run++) {
+        cfg.seed = (uint64_t)run + 1;
+        cfg.backend = NULL;
+        ck_assert_int_eq(dyn_train(mc, &src, NULL, &cfg, &r, &err), 0);
+        cfg.backend = &hostdev;
+        ck_assert_msg(dyn_train(md, &src, NULL, &cfg, &r, &err) == 0, "%s", err.msg);
+        ck_assert_ptr_null(md->place);
+        ck_assert_int_eq(live_allocs, 0);
+    }
+    expect_params_close(mc, md, "two placed runs");
+    dyn_model_free(mc);
+    dyn_model_free(md);
+}
+END_TEST
+
 START_TEST(test_backend_reports_device_failures) {
     dyn_model *m = model();
     dyn_err err = {0};
@@ -356,6 +381,7 @@ int main(void) {
     TCase *tc = tcase_create("backend");
     tcase_add_test(tc, test_backend_trains_like_the_cpu);
     tcase_add_test(tc, test_backend_dyn_train);
+    tcase_add_test(tc, test_backend_train_cfg_places);
     tcase_add_test(tc, test_backend_reports_device_failures);
     suite_add_tcase(s, tc);
     return tu_run(s);
