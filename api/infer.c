@@ -74,6 +74,9 @@ int api_job_check(srv_req *r, const api_job *j) {
         srv_reply_error(r, 504, "deadline_exceeded",
                         "the request waited past its deadline of %d ms (request_timeout_ms or "
                         "X-Request-Timeout-Ms)", (int)((r->deadline - r->t_start) * 1e3 + 0.5));
+    } else if (j->inf.status == SRV_INFER_DEVICE_ERROR) {
+        srv_reply_error(r, 500, "device_error", "model '%s' failed on %s: %s", j->m->name,
+                        j->m->device, j->inf.error);
     } else {
         srv_req_header_add(r, "Retry-After", "1");
         srv_reply_error(r, 503, "shutting_down", "the server stopped before the request ran");

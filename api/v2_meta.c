@@ -121,7 +121,8 @@ static json_t *model_config_json(const srv_model *m) {
         "input", "name", "input", "data_type", "TYPE_FP32", "format", "FORMAT_NONE", "dims",
         shape_json(&m->model->input, 0), "output", "name", "logits", "data_type", "TYPE_FP32",
         "dims", shape_json(&out, 0), "name", "probabilities", "data_type", "TYPE_FP32", "dims",
-        shape_json(&out, 0), "instance_group", "name", m->name, "kind", "KIND_CPU", "count",
+        shape_json(&out, 0), "instance_group", "name", m->name, "kind",
+        strncmp(m->device, "cuda", 4) ? "KIND_CPU" : "KIND_GPU", "count",
         bc->workers);
     if (body && bc->batching)
         json_object_set_new(body, "dynamic_batching",

@@ -137,7 +137,7 @@ static void run_batch(worker *w, srv_infer *list) {
         }
     }
     double t_in = 0, t_infer = 0, t_out = 0; /* this request's (or batch's) share */
-    int execs = 0;
+    int execs = 0, failed = 0; /* failed: the device failed a forward (engine/backend.h) */
     if (live) {
         const int mb = w->exec->max_batch;
         if (live->n > mb) { /* one oversized request: chunks of max_batch, one execution each */
@@ -146,6 +146,10 @@ static void run_batch(worker *w, srv_infer *list) {
                 double a = dyn_now();
                 const dyn_tensor *out = dyn_exec_forward(w->exec, live->x + (int64_t)s * b->in_numel, k);
                 double c = dyn_now();
+                if (!out) {
+                    failed = 1;
+                    break;
+                }
                 memcpy(live->y + (int64_t)s * b->out_numel, out->data,
                        sizeof(float) * (size_t)(k * b->out_numel));
                 double d = dyn_now();
@@ -167,7 +171,8 @@ static void run_batch(worker *w, srv_infer *list) {
             const dyn_tensor *out = dyn_exec_forward(w->exec, w->xbuf, n);
             double d = dyn_now();
             off = 0;
-            for (srv_infer *r = live; r; r = r->next) {
+            failed = out == NULL;
+            for (srv_infer *r = live; r && out; r = r->next) {
                 memcpy(r->y, out->data + off, sizeof(float) * (size_t)(r->n * b->out_numel));
                 off += r->n * b->out_numel;
             }
@@ -187,6 +192,13 @@ static void run_batch(worker *w, srv_infer *list) {
         r->t_start = now;
         r->t_end = end;
         r->batch_size = n;
+        if (failed) {
+            r->status = SRV_INFER_DEVICE_ERROR;
+            snprintf(r->error, sizeof r->error, "%s", dyn_exec_error(w->exec));
+            b->stats.fail++;
+            b->stats.fail_ns += (uint64_t)((end - r->t_queued) * 1e9);
+            continue;
+        }
         r->status = SRV_INFER_OK;
         b->stats.success++;
         b->stats.inferences += (uint64_t)r->n;

@@ -28,6 +28,7 @@ typedef enum {
     SRV_INFER_OK = 0,
     SRV_INFER_TIMEOUT,  /* the deadline passed while queued */
     SRV_INFER_SHUTDOWN, /* the batcher stopped before the request ran */
+    SRV_INFER_DEVICE_ERROR, /* the model's device failed the forward (srv_infer.error says why) */
     SRV_INFER_STATUS_COUNT
 } srv_infer_status;
 
@@ -40,6 +41,7 @@ struct srv_infer {
     int status;       /* srv_infer_status, set before done */
     double t_queued, t_start, t_end; /* dyn_now() at submit, compute start / end (stats) */
     int batch_size;   /* samples in the forward this request ran in */
+    char error[200];  /* SRV_INFER_DEVICE_ERROR: the engine's message */
     void (*done)(srv_infer *req); /* called once, on a worker thread, no lock held */
     void *arg;        /* for done */
     srv_infer *next;  /* queue link, owned by the batcher while queued */

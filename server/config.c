@@ -37,6 +37,7 @@ static const char *const LOG_LEVEL_CHOICES[] = {"debug", "info", "warn", "error"
 #define S_BOOL(n, f, d, doc) {n, T_BOOL, OFF(f), 0, d, 0, 1, NULL, 0, doc}
 #define S_ENUM(n, f, d, ch, doc) {n, T_ENUM, OFF(f), 0, d, 0, 0, ch, 0, doc}
 #define S_BATCH(n, t, f, d, lo, hi, doc) {n, t, OFF(batch.f), 0, d, lo, hi, NULL, 1, doc}
+#define S_BENUM(n, f, d, ch, doc) {n, T_ENUM, OFF(batch.f), 0, d, 0, 0, ch, 1, doc}
 
 static const setting SETTINGS[] = {
     S_STR("listen_address", listen_address, "127.0.0.1",
@@ -58,11 +59,17 @@ static const setting SETTINGS[] = {
            "poll | epoll: how HTTP threads wait for sockets. poll costs no system call when a "
            "connection is suspended for its batch and resumed (epoll pays two per request); "
            "epoll scales better to thousands of mostly idle connections per thread."),
-    S_ENUM("device", device, "auto", DEVICE_CHOICES,
-           "cpu | cuda | auto. auto picks cpu in this build (no CUDA backend yet)."),
+    S_BENUM("device", device, "auto", DEVICE_CHOICES,
+            "cpu | cuda | auto: where models run (per model in [model.NAME]). cuda: GPU 0, and "
+            "dynd refuses to start without a CUDA build and a GPU; auto: GPU 0 when this build "
+            "has CUDA and one answers, else the CPU (logged). Layers without a GPU kernel run "
+            "on the CPU; a model that cannot be placed on the GPU is served from the CPU."),
     S_BATCH("batching", T_BOOL, batching, "true", 0, 1,
             "Dynamic batching: concurrent requests to one model share a forward pass."),
     S_BATCH("max_batch", T_INT, max_batch, "64", 1, 4096, "Largest batch (samples) per forward."),
+    S_BATCH("gpu_max_batch", T_INT, gpu_max_batch, "256", 1, 4096,
+            "Largest batch per forward for a model placed on a GPU (max_batch applies on the "
+            "CPU): a GPU needs larger batches to be busy."),
     S_BATCH("max_queue_delay_us", T_INT, max_queue_delay_us, "0", 0, 10000000,
             "How long a batch's first request waits for more (microseconds). 0: a batch is what "
             "queued while the worker was busy (no added latency; measured faster than 500 on the "
@@ -476,9 +483,9 @@ void srv_config_print(FILE *f, const srv_config *cfg) {
             fprintf(f, "# %s (%lld..%lld)\n", s->doc, s->min, s->max);
         fprintf(f, "%s = %s\n\n", s->name, v);
     }
-    fprintf(f, "# Per-model batching overrides: a [model.<name>] section may set batching,\n"
-               "# max_batch, max_queue_delay_us, queue_capacity and batch_workers, e.g.\n"
-               "# [model.mnist]\n# max_batch = 128\n");
+    fprintf(f, "# Per-model overrides: a [model.<name>] section may set batching, max_batch,\n"
+               "# gpu_max_batch, max_queue_delay_us, queue_capacity, batch_workers and device,\n"
+               "# e.g.\n# [model.mnist]\n# max_batch = 128\n# device = cpu\n");
     for (int k = 0; k < cfg->nsections; k++) {
         fprintf(f, "\n[model.%s]\n", cfg->sections[k].name);
         const void *base = (const char *)&cfg->sections[k].batch - OFF(batch);

@@ -27,6 +27,8 @@ typedef struct srv_batch_cfg {
     int max_queue_delay_us; /* how long the first request of a batch waits for company */
     int queue_capacity;     /* requests waiting; beyond it: 503 + Retry-After */
     int workers;            /* batch worker threads (each owns one dyn_exec) */
+    int device;             /* srv_device: where the model runs (engine/backend.h) */
+    int gpu_max_batch;      /* max_batch of a model placed on a GPU */
 } srv_batch_cfg;
 
 typedef struct srv_model_section {
@@ -44,7 +46,6 @@ typedef struct srv_config {
     int threads;      /* engine threads per batch worker (0 = all cores) */
     int http_threads; /* libmicrohttpd thread pool; 0 = auto (srv_config_http_threads) */
     int http_poller;  /* srv_http_poller */
-    int device;       /* srv_device */
     srv_batch_cfg batch; /* defaults for every model */
     int request_timeout_ms;
     int connection_timeout_s;

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "cpu/isa.h"
+#include "backend.h"
 #include "cuda/dyn_cuda.h"
 #include "dyn/dyn.h"
 #include "server/http.h"
@@ -191,15 +192,26 @@ static void on_hup(uv_signal_t *s, int signum) {
 
 /* ---- start ---- */
 
-static int check_settings(const srv_config *cfg, dyn_err *err) {
-    if (cfg->device == SRV_DEVICE_CUDA && !dyn_cuda_built())
+/* device = cuda (the default or a model's) needs a CUDA build and a GPU that answers. */
+static int check_device(int device, const char *where, char *why, size_t n, dyn_err *err) {
+    const dyn_backend *be;
+    int dev;
+    if (dyn_backend_select(srv_device_name(device), &be, &dev, why, n, err) == 0) return 0;
+    if (!dyn_cuda_built())
         return dyn_err_set(err, DYN_EUNSUP,
-                           "device = cuda: this dynd was not built with CUDA; use device = cpu "
-                           "(or auto)");
-    if (cfg->device == SRV_DEVICE_CUDA) /* engine/README.md "Backends": the executor is next */
-        return dyn_err_set(err, DYN_EUNSUP,
-                           "device = cuda: this dynd has the CUDA kernels but cannot serve models "
-                           "on the GPU yet (issue 13); use device = cpu (or auto)");
+                           "%sdevice = cuda: this dynd was not built with CUDA (make CUDA=1); use "
+                           "device = cpu (or auto)", where);
+    return dyn_err_prefix(err, "%sdevice = cuda (use device = cpu or auto)", where);
+}
+
+static int check_settings(const srv_config *cfg, char *why, size_t n, dyn_err *err) {
+    if (check_device(cfg->batch.device, "", why, n, err)) return err->code;
+    for (int i = 0; i < cfg->nsections; i++) {
+        char where[96], w2[160];
+        snprintf(where, sizeof where, "[model.%s] ", cfg->sections[i].name);
+        if (check_device(cfg->sections[i].batch.device, where, w2, sizeof w2, err))
+            return err->code;
+    }
     struct stat st;
     if (stat(cfg->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return dyn_err_set(err, DYN_EIO, "model_dir '%s' is not a directory (%s)", cfg->model_dir,
@@ -311,18 +323,21 @@ int srv_daemon_main(int argc, char **argv) {
     case SRV_CMD_PRINT_CONFIG: srv_config_print(stdout, &cfg); return 0;
     default: break;
     }
-    if (check_settings(&cfg, &err)) {
+    char device_why[320];
+    if (check_settings(&cfg, device_why, sizeof device_why, &err)) {
         fprintf(stderr, "dynd: %s\n", err.msg);
         return 2;
     }
     if (cmd == SRV_CMD_CHECK) {
-        printf("dynd: settings OK (config %s, model_dir %s, device %s, listen %s:%d)\n",
+        printf("dynd: settings OK (config %s, model_dir %s, device %s -> %s, listen %s:%d)\n",
                cfg.config_path[0] ? cfg.config_path : "(none)", cfg.model_dir,
-               cfg.device == SRV_DEVICE_AUTO ? "auto -> cpu" : srv_device_name(cfg.device),
-               cfg.listen_address, cfg.port);
+               srv_device_name(cfg.batch.device), device_why, cfg.listen_address, cfg.port);
         return 0;
     }
     srv_log_setup((srv_log_level)cfg.log_level, (srv_log_format)cfg.log_format);
+    srv_log(SRV_LOG_INFO, "device",
+            json_pack("{s:s, s:s}", "device", srv_device_name(cfg.batch.device), "chosen",
+                      device_why));
     dyn_threads_set(cfg.threads);
     /* DyN layers decide when loaded whether to hold W, by a cost model: DYN_COST=calibrate
      * measures its constants on this machine first (engine/dyn/README.md: on convolutions the

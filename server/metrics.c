@@ -1,6 +1,7 @@
 /* metrics.c — see metrics.h. Series live in fixed arrays found by linear search: there are a
  * few dozen of them (routes x served models x statuses), and a scrape walks them all anyway. */
 #include "server/metrics.h"
+#include "cuda/dyn_cuda.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -275,6 +276,16 @@ void srv_metrics_write(srv_metrics *m, FILE *f) {
     for (int i = 0; i < 4; i++)
         fprintf(f, "dynd_connections_dropped_total{reason=\"%s\"} %llu\n", CONN_DROP_REASONS[i],
                 (unsigned long long)m->conn_dropped[i]);
+    /* Device memory (engine/cuda/dyn_cuda.h): what the process's CUDA pools hold and hand
+     * out, over every model and worker; 0 on the CPU. */
+    size_t reserved = 0, in_use = 0;
+    dyn_cuda_mem_process(&reserved, &in_use);
+    fprintf(f, "# HELP dynd_device_memory_bytes Device (GPU) memory held by the CUDA pools: "
+               "reserved (allocated from the driver) and in_use (handed out).\n"
+               "# TYPE dynd_device_memory_bytes gauge\n"
+               "dynd_device_memory_bytes{kind=\"reserved\"} %zu\n"
+               "dynd_device_memory_bytes{kind=\"in_use\"} %zu\n",
+            reserved, in_use);
     fprintf(f, "# HELP dynd_metrics_dropped_total Observations beyond the series table.\n"
                "# TYPE dynd_metrics_dropped_total counter\ndynd_metrics_dropped_total %llu\n",
             (unsigned long long)m->dropped);

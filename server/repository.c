@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "backend.h"
 #include "io/model_file.h"
 #include "server/log.h"
 
@@ -122,6 +123,28 @@ static long long heap_in_use(void) {
     return (long long)(mi.uordblks + mi.hblkhd);
 }
 
+/* Places a loaded model on the device its settings name (engine/backend.h); a model that
+ * cannot be placed is served from the CPU, with a warning naming the cause. On a GPU its
+ * batches may grow to gpu_max_batch. */
+static void place_model(dyn_model *dm, srv_batch_cfg *bc, const found *f) {
+    const dyn_backend *be = NULL;
+    int dev = 0, on_cpu = 0;
+    char why[320];
+    dyn_err err = {0};
+    if (dyn_backend_select(srv_device_name(bc->device), &be, &dev, why, sizeof why, &err) || !be)
+        return; /* cpu (check_settings refused an unusable `cuda` at start) */
+    if (dyn_model_place(dm, be, dev, &on_cpu, &err)) {
+        srv_log(SRV_LOG_WARN, "model not placed on the GPU: it runs on the CPU",
+                json_pack("{s:s, s:i, s:s, s:s}", "model", f->name, "version", f->id.version,
+                          "device", why, "error", err.msg));
+        return;
+    }
+    bc->max_batch = bc->gpu_max_batch;
+    srv_log(SRV_LOG_INFO, "model placed on the GPU",
+            json_pack("{s:s, s:i, s:s, s:i, s:i}", "model", f->name, "version", f->id.version,
+                      "device", why, "layers_on_cpu", on_cpu, "max_batch", bc->max_batch));
+}
+
 /* Loads one file into a new version (scan_mu held, mu not held). */
 static srv_model *version_load(srv_repo *r, const found *f, dyn_err *err) {
     double t0 = dyn_now();
@@ -149,6 +172,8 @@ static srv_model *version_load(srv_repo *r, const found *f, dyn_err *err) {
                 json_pack("{s:s, s:i, s:s}", "model", f->name, "version", f->id.version, "error",
                           perr.msg));
     srv_batch_cfg bc = srv_config_batch(&r->cfg, f->name);
+    place_model(dm, &bc, f);
+    snprintf(m->device, sizeof m->device, "%s", dyn_model_device_name(dm));
     m->batcher = srv_batcher_new(dm, &bc, r->cfg.threads, f->name, batch_observer, r->metrics, err);
     if (!m->batcher) {
         dyn_err_prefix(err, "%s", f->path);

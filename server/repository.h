@@ -64,6 +64,7 @@ typedef struct srv_model {
     off_t size;
     struct timespec mtime;
     long long mem_bytes;  /* measured at load (see above) */
+    char device[32];      /* where it runs: "cpu", "cuda:0" (engine/backend.h) */
     uint64_t last_used;   /* LRU clock of the last acquire (guarded by the repository) */
     atomic_int refs;
 } srv_model;

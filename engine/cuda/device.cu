@@ -74,8 +74,25 @@ extern "C" int dyn_cuda_device_info(int dev, dyn_cuda_info *info, dyn_err *err) 
     return 0;
 }
 
+/* The process's pool totals over every context (dyn_cuda_mem_process), kept with the
+ * per-context ones; updated with atomic builtins (contexts live on different threads). */
+static size_t g_reserved, g_in_use;
+
+static void acct(dyn_cuda_ctx *ctx, long long reserved, long long in_use) {
+    ctx->st.reserved = (size_t)((long long)ctx->st.reserved + reserved);
+    ctx->st.in_use = (size_t)((long long)ctx->st.in_use + in_use);
+    __atomic_add_fetch(&g_reserved, (size_t)reserved, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&g_in_use, (size_t)in_use, __ATOMIC_RELAXED);
+}
+
+extern "C" void dyn_cuda_mem_process(size_t *reserved, size_t *in_use) {
+    *reserved = __atomic_load_n(&g_reserved, __ATOMIC_RELAXED);
+    *in_use = __atomic_load_n(&g_in_use, __ATOMIC_RELAXED);
+}
+
 /* Releases what ctx_new made so far (also the failure path of ctx_new). */
 static void ctx_release(dyn_cuda_ctx *ctx) {
+    acct(ctx, -(long long)ctx->st.reserved, -(long long)ctx->st.in_use);
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
     for (int i = 0; i < ctx->nblocks; i++) cudaFree(ctx->blocks[i].p);
     free(ctx->blocks);
@@ -147,7 +164,7 @@ extern "C" int dyn_cuda_alloc(dyn_cuda_ctx *ctx, size_t bytes, void **p, dyn_err
     }
     if (best >= 0) {
         ctx->blocks[best].used = 1;
-        ctx->st.in_use += ctx->blocks[best].size;
+        acct(ctx, 0, (long long)ctx->blocks[best].size);
         ctx->st.hits++;
         *p = ctx->blocks[best].p;
         return 0;
@@ -174,8 +191,7 @@ extern "C" int dyn_cuda_alloc(dyn_cuda_ctx *ctx, size_t bytes, void **p, dyn_err
         return rc;
     }
     ctx->blocks[ctx->nblocks++] = (dyn_cuda_block){d, cls, 1};
-    ctx->st.reserved += cls;
-    ctx->st.in_use += cls;
+    acct(ctx, (long long)cls, (long long)cls);
     ctx->st.mallocs++;
     *p = d;
     return 0;
@@ -187,7 +203,7 @@ extern "C" void dyn_cuda_free(dyn_cuda_ctx *ctx, void *p) {
         if (ctx->blocks[i].p == p) {
             DYN_ASSERT(ctx->blocks[i].used); /* freed twice */
             ctx->blocks[i].used = 0;
-            ctx->st.in_use -= ctx->blocks[i].size;
+            acct(ctx, 0, -(long long)ctx->blocks[i].size);
             return;
         }
     DYN_ASSERT(!"dyn_cuda_free: pointer not from this context's pool");
@@ -204,7 +220,7 @@ extern "C" int dyn_cuda_pool_trim(dyn_cuda_ctx *ctx, dyn_err *err) {
             ctx->blocks[k++] = b;
             continue;
         }
-        ctx->st.reserved -= b.size;
+        acct(ctx, -(long long)b.size, 0);
         cudaError_t e = cudaFree(b.p);
         if (e != cudaSuccess) {
             for (int j = i + 1; j < ctx->nblocks; j++) ctx->blocks[k++] = ctx->blocks[j];

@@ -73,6 +73,9 @@ typedef struct dyn_cuda_pool_stats {
     int64_t hits;     /* allocations served from a free list */
 } dyn_cuda_pool_stats;
 void dyn_cuda_pool_get(const dyn_cuda_ctx *ctx, dyn_cuda_pool_stats *st);
+/* The same totals over every context of the process (what dynd's /metrics reports): device
+ * memory the pools hold (reserved) and hand out (in use), in bytes; 0 without CUDA. */
+void dyn_cuda_mem_process(size_t *reserved, size_t *in_use);
 
 /* Device memory of at least `bytes` (> 0) from the context's pool, 256-byte aligned, contents
  * undefined. Returns 0 with *p set, or DYN_EINVAL / DYN_ENOMEM / DYN_EIO with *p = NULL. The

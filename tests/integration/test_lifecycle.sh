@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dynd process lifecycle: --help / --version / --check-config / --print-config (and
-# config/dynd.conf kept equal to it), device = cuda refused clearly, SIGTERM during load drains
+# config/dynd.conf kept equal to it), device = cuda refused clearly (also per model), auto
+# choosing the CPU with its reason, device memory in /metrics, SIGTERM during load drains
 # (readiness false at once, liveness true, every accepted request answered 200, exit 0).
 source "$(dirname "$0")/lib.sh"
 echo "lifecycle: flags, config, SIGTERM drain"
@@ -17,6 +18,13 @@ set +e
 out=$("$DYND" --model-dir "$T/models" --device cuda --check-config 2>&1); rc=$?
 check "device = cuda refused with exit 2" [ $rc = 2 ]
 check "device = cuda message" grep -q "not built with CUDA" <<< "$out"
+printf '[model.mnist]\ndevice = cuda\n' > "$T/gpu.conf"
+out=$("$DYND" --config "$T/gpu.conf" --model-dir "$T/models" --device cpu --check-config 2>&1); rc=$?
+check "a model section's device = cuda refused, the section named" \
+    bash -c "[ $rc = 2 ] && grep -q 'model.mnist.*not built with CUDA' <<< '$out'"
+out=$("$DYND" --model-dir "$T/models" --device auto --check-config 2>&1); rc=$?
+check "device = auto: the CPU, and why" \
+    bash -c "[ $rc = 0 ] && grep -q 'device auto -> cpu (device auto: this build has no CUDA' <<< '$out'"
 out=$(DYND_MAX_BATCH=0 "$DYND" --model-dir "$T/models" --check-config 2>&1); rc=$?
 check "bad env value refused" [ $rc = 2 ]
 check "bad env value named" grep -q 'DYND_MAX_BATCH' <<< "$out"
@@ -35,6 +43,8 @@ check "env overrides the file, flags override env" bash -c \
 # and while they drain readiness answers 503 and liveness 200 (checked by the client).
 start_dynd --log-level info --shutdown-grace-s 20
 req GET /v2/health/ready; expect_status 200 "ready before SIGTERM"
+check "/metrics: device memory (none on the CPU)" \
+    bash -c "curl -s '$URL/metrics' | grep -q '^dynd_device_memory_bytes{kind=\"reserved\"} 0$'"
 $PY "$HERE/client.py" drain "$URL" "$T/digits" "$DYND_PID" 24 > "$T/drain.out" & dp=$!
 check "drain: every accepted request answered 200, ready 503 and live 200 meanwhile" wait $dp
 log "$(cat "$T/drain.out")"

@@ -113,7 +113,7 @@ START_TEST(defaults) {
     ck_assert_int_eq(cfg.http_threads, 0);
     ck_assert_int_eq(cfg.http_poller, SRV_HTTP_POLL);
     ck_assert_int_ge(srv_config_http_threads(&cfg), 1);
-    ck_assert_int_eq(cfg.device, SRV_DEVICE_AUTO);
+    ck_assert_int_eq(cfg.batch.device, SRV_DEVICE_AUTO);
     ck_assert_int_eq(cfg.batch.batching, 1);
     ck_assert_int_eq(cfg.batch.max_batch, 64);
     ck_assert_int_eq(cfg.batch.max_queue_delay_us, 0);
@@ -137,7 +137,7 @@ START_TEST(defaults) {
     ck_assert_int_eq(cfg.jobs_lease_s, 30);
     ck_assert_str_eq(cfg.config_path, "");
     ck_assert_int_eq(cfg.nsections, 0);
-    ck_assert_str_eq(srv_device_name(cfg.device), "auto");
+    ck_assert_str_eq(srv_device_name(cfg.batch.device), "auto");
     ck_assert_str_eq(srv_device_name(SRV_DEVICE_CPU), "cpu");
     ck_assert_str_eq(srv_device_name(-1), "?");
     ck_assert_str_eq(srv_device_name(SRV_DEVICE_COUNT), "?");
@@ -170,7 +170,7 @@ START_TEST(file_syntax) {
     ck_assert_str_eq(cfg.listen_address, "0.0.0.0");
     ck_assert_str_eq(cfg.model_dir, "/srv/my models");
     ck_assert_str_eq(cfg.state_dir, "st");
-    ck_assert_int_eq(cfg.device, SRV_DEVICE_CPU);
+    ck_assert_int_eq(cfg.batch.device, SRV_DEVICE_CPU);
     ck_assert_int_eq(cfg.log_format, 1);
     ck_assert_int_eq(cfg.auth_inference, 1);
     ck_assert_int_eq(cfg.batch.batching, 0);
@@ -432,7 +432,7 @@ START_TEST(env_errors) {
     ck_assert_msg(strstr(err.msg, "DYND_DEVICE"), "%s", err.msg);
     setenv("DYND_DEVICE", "cuda", 1);
     ck_assert_int_eq(load_argv(&cfg, NULL, &err, NULL), 0);
-    ck_assert_int_eq(cfg.device, SRV_DEVICE_CUDA);
+    ck_assert_int_eq(cfg.batch.device, SRV_DEVICE_CUDA);
     /* An env error is reported even when a flag would override the same setting: the
      * environment is read in full first. */
     setenv("DYND_PORT", "x", 1);
