@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cli.h"
 #include "convert/options.h"
 #include "data.h"
@@ -38,6 +39,8 @@ static void usage_train(void) {
             "  --val N                  validation samples held out of train (default 5000)\n"
             "  --limit N                use only N training samples\n"
             "  --no-augment             no random shifts\n"
+            "  --device cpu|cuda|cuda:N|auto  where to train (default cpu; layers without a GPU\n"
+            "                           kernel train on the CPU)\n"
             "  --seed N --threads N --out FILE --json\n");
 }
 
@@ -47,7 +50,7 @@ static int cmd_train(int argc, char **argv) {
     cfg.epochs = 10;
     cfg.lr_final_frac = 0.01f;
     cfg.augment = 1;
-    const char *data = "mnist", *out = NULL;
+    const char *data = "mnist", *out = NULL, *device = "cpu";
     int nval = 5000, limit = 0, json = 0, sgd = 0;
     float lr = 1e-3f, wd = 0;
     static struct option opts[] = {
@@ -58,12 +61,14 @@ static int cmd_train(int argc, char **argv) {
         {"val", 1, 0, 'v'},    {"limit", 1, 0, 'L'},   {"seed", 1, 0, 's'},
         {"out", 1, 0, 'o'},    {"json", 0, 0, 'j'},    {"threads", 1, 0, 't'},
         {"no-augment", 0, 0, 'N'}, {"lr-final", 1, 0, 'F'}, {"dense-last", 0, 0, 'E'},
-        {"sgd", 0, 0, 'S'},    {"bn", 0, 0, 'B'},    {"help", 0, 0, '?'},    {0, 0, 0, 0}};
+        {"sgd", 0, 0, 'S'},    {"bn", 0, 0, 'B'},    {"device", 1, 0, 'G'},
+        {"help", 0, 0, '?'},    {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'a': zo.arch = optarg; break;
+        case 'G': device = optarg; break;
         case 'D': zo.dyn = 1; break;
         case 'f': if (cli_parse_hq(optarg, &zo.fc_H, &zo.fc_q)) goto bad; break;
         case 'c': if (cli_parse_hq(optarg, &zo.conv_H, &zo.conv_q)) goto bad; break;
@@ -107,6 +112,14 @@ static int cmd_train(int argc, char **argv) {
     dyn_model *m = dyn_zoo_build(&zo, &err);
     if (!m) cli_die("train", &err);
     dyn_model_init(m, cfg.seed);
+    /* The device: the model placed for the whole run (training and the test evaluation). */
+    const dyn_backend *be = NULL;
+    int dev = 0, on_cpu = 0;
+    char why[320];
+    if (dyn_backend_select(device, &be, &dev, why, sizeof why, &err) ||
+        (be && dyn_model_place(m, be, dev, &on_cpu, &err)))
+        cli_die("train", &err);
+    fprintf(stderr, "dyn train: device %s%s\n", why, on_cpu ? " (some layers on the CPU: above)" : "");
     dyn_data_view vtr, vva, vte;
     if (dyn_data_split(&tr, nval, limit, cfg.seed, d.mean, d.std, &vtr, &vva, &err) ||
         dyn_data_all(&te, d.mean, d.std, &vte, &err))
@@ -135,12 +148,14 @@ static int cmd_train(int argc, char **argv) {
            100 * test_acc, test_loss, 100.0 * res.best_val_acc, res.best_epoch, res.seconds,
            (long long)tot.stored_floats, (long long)tot.macs);
     if (json) {
-        json_t *j = json_pack("{s:f, s:f, s:i, s:f, s:I, s:I, s:I, s:f}", "test_acc", test_acc,
+        json_t *j = json_pack("{s:f, s:f, s:i, s:f, s:I, s:I, s:I, s:f, s:s, s:i}", "test_acc",
+                              test_acc,
                               "val_acc", (double)res.best_val_acc, "best_epoch", res.best_epoch,
                               "seconds", res.seconds, "stored_floats",
                               (json_int_t)tot.stored_floats, "memory_floats",
                               (json_int_t)tot.memory_floats, "macs", (json_int_t)tot.macs,
-                              "entropy_bits", tot.entropy_bits);
+                              "entropy_bits", tot.entropy_bits, "device",
+                              dyn_model_device_name(m), "layers_on_cpu", on_cpu);
         char *s = json_dumps(j, JSON_COMPACT);
         printf("%s\n", s);
         free(s);

@@ -360,6 +360,8 @@ static int train_epoch(dyn_model *t, const dyn_batch_source *train, const dyn_ft
     cfg.targets = o->targets;
     cfg.targets_ctx = o->targets_ctx;
     cfg.kd_temp = o->kd_temp;
+    cfg.backend = o->backend;
+    cfg.device = o->device;
     if (o->progress) {
         cfg.progress = train_progress;
         cfg.progress_ctx = ctx;

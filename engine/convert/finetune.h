@@ -63,6 +63,9 @@ typedef struct dyn_ft_opts {
     void (*targets)(void *ctx, const float *x, int count, float *probs);
     void *targets_ctx;
     float kd_temp;
+    /* Where the epochs train (dyn_train_cfg.backend, engine/backend.h): NULL = the CPU. */
+    const struct dyn_backend *backend;
+    int device;
 } dyn_ft_opts;
 
 dyn_ft_opts dyn_ft_opts_default(void);
