@@ -35,6 +35,7 @@ typedef struct dyn_exec_dev {
     size_t *scratch_off;
     unsigned char *cpu;     /* per node: runs on the CPU */
     unsigned char *staged;  /* per node: its host copy (e->act) holds this forward's output */
+    float *pinned[2];       /* page-locked storage of e->input and the output's e->act */
     dyn_err err;
 } dyn_exec_dev;
 
@@ -295,6 +296,8 @@ void dyn__exec_dev_free(dyn_exec *e) {
         be->free(d->ctx, d->scratch);
         if (d->own_ctx) be->ctx_free(d->ctx);
     }
+    for (int i = 0; i < 2; i++)
+        if (d->pinned[i]) be->host_free(d->pinned[i]);
     free(d->act);
     free(d->grad);
     free(d->scratch_off);
@@ -389,6 +392,24 @@ int dyn__exec_dev_new(dyn_exec *e, const dyn_shape *shapes, unsigned char *need,
     return 0;
 }
 
+static size_t tbytes(const dyn_tensor *t) { return (size_t)dyn_tensor_numel(t) * sizeof(float); }
+
+int dyn__exec_dev_pin(dyn_exec *e, dyn_err *err) {
+    dyn_exec_dev *d = e->dev;
+    if (!d->be->host_alloc) return 0;
+    dyn_tensor *t[2] = {&e->input, &e->act[e->model->nnodes - 1]};
+    for (int i = 0; i < 2; i++) {
+        void *p = NULL;
+        int rc = d->be->host_alloc(tbytes(t[i]), &p, err);
+        if (rc) return rc;
+        memcpy(p, t[i]->data, tbytes(t[i]));
+        dyn_free(t[i]->data);
+        t[i]->data = d->pinned[i] = p;
+        t[i]->owner = 0; /* freed by dyn__exec_dev_free */
+    }
+    return 0;
+}
+
 static dyn_tensor narrow(const dyn_tensor *t, int batch) {
     dyn_shape s = dyn_tensor_shape(t);
     s.d[0] = batch;
@@ -397,7 +418,6 @@ static dyn_tensor narrow(const dyn_tensor *t, int batch) {
     return v;
 }
 
-static size_t tbytes(const dyn_tensor *t) { return (size_t)dyn_tensor_numel(t) * sizeof(float); }
 
 /* Host copy of node p's output (p >= 0) for a CPU node, downloaded once per forward. */
 static int stage_down(dyn_exec *e, int p, int batch, dyn_err *err) {

@@ -80,6 +80,10 @@ typedef struct dyn_backend {
                  float *v, int64_t n, dyn_err *err);
     /* Waits for the context's queued work; reports a failure of any of it. */
     int (*sync)(void *ctx, dyn_err *err);
+    /* Page-locked host memory for staging a batch's input and output (fast, asynchronous
+     * copies); both NULL: plain host memory is used. */
+    int (*host_alloc)(size_t bytes, void **p, dyn_err *err);
+    void (*host_free)(void *p);
     /* Bytes of device memory the context's pool holds (reserved, in use), for /metrics. */
     void (*mem)(void *ctx, size_t *reserved, size_t *in_use);
     /* The op kernels, indexed by dyn_op; NULL: the op runs on the CPU. */

@@ -18,6 +18,10 @@ int dyn__place_sync(dyn_model *m, dyn_err *err);
  * or a DYN_E* code (e->dev may be partly built: dyn__exec_dev_free frees it). */
 int dyn__exec_dev_new(dyn_exec *e, const dyn_shape *shapes, unsigned char *need, dyn_err *err);
 void dyn__exec_dev_free(dyn_exec *e);
+/* Moves the host input (e->input) and output (the last node's e->act) into the backend's
+ * page-locked memory, when it has some (after model.c allocated them). Returns 0 or a DYN_E*
+ * code (then they stay where they were). */
+int dyn__exec_dev_pin(dyn_exec *e, dyn_err *err);
 /* Forward / backward on the device (NULL / a DYN_E* code on failure, message in
  * dyn__exec_dev_error). */
 const dyn_tensor *dyn__exec_dev_forward(dyn_exec *e, const float *x, int batch);

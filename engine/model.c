@@ -382,6 +382,7 @@ dyn_exec *dyn_exec_new(dyn_model *m, int max_batch, int training, dyn_err *err) 
     size_t need = training ? total : most;
     e->scratch = dyn_alloc_zero((need + 16) * sizeof(float));
     if (!e->scratch) goto nomem;
+    if (e->dev && dyn__exec_dev_pin(e, err)) goto fail; /* batches staged in pinned memory */
     free(shapes);
     return e;
 nomem:

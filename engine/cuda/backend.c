@@ -48,6 +48,12 @@ static int be_optim(void *ctx, const dyn_optim_update *u, float *w, const float 
     return dyn_cuda_optim(ctx, u, w, g, m, v, n, err);
 }
 
+static int be_host_alloc(size_t bytes, void **p, dyn_err *err) {
+    return dyn_cuda_host_alloc(bytes, p, err);
+}
+
+static void be_host_free(void *p) { dyn_cuda_host_free(p); }
+
 static int be_sync(void *ctx, dyn_err *err) { return dyn_cuda_sync(ctx, err); }
 
 static void be_mem(void *ctx, size_t *reserved, size_t *in_use) {
@@ -71,6 +77,8 @@ const dyn_backend dyn_backend_cuda = {
     .axpy = be_axpy,
     .optim = be_optim,
     .sync = be_sync,
+    .host_alloc = be_host_alloc,
+    .host_free = be_host_free,
     .mem = be_mem,
     .ops = {0}, /* the op kernels of engine/cuda/op_*.c, by dyn_op */
 };

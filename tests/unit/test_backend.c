@@ -74,6 +74,17 @@ static int hd_optim(void *ctx, const dyn_optim_update *u, float *w, const float 
     }
     return 0;
 }
+static int64_t live_pinned;
+static int hd_host_alloc(size_t bytes, void **p, dyn_err *err) {
+    *p = dyn_alloc(bytes);
+    if (!*p) return dyn_err_set(err, DYN_ENOMEM, "hostdev: out of memory");
+    live_pinned++;
+    return 0;
+}
+static void hd_host_free(void *p) {
+    live_pinned--;
+    dyn_free(p);
+}
 static int hd_sync(void *ctx, dyn_err *err) {
     (void)ctx, (void)err;
     return 0;
@@ -160,6 +171,8 @@ static const dyn_backend hostdev = {
     .axpy = hd_axpy,
     .optim = hd_optim,
     .sync = hd_sync,
+    .host_alloc = hd_host_alloc,
+    .host_free = hd_host_free,
     .ops = {[DYN_OP_LINEAR] = &hd_linear, [DYN_OP_ADD] = &hd_add},
 };
 
@@ -249,6 +262,7 @@ START_TEST(test_backend_trains_like_the_cpu) {
     ck_assert_ptr_nonnull(ed->act[1].data);
     ck_assert_ptr_nonnull(ed->act[3].data);
     ck_assert_ptr_nonnull(ed->act[5].data);
+    ck_assert_int_eq(live_pinned, 2); /* the input and the output, staged in pinned memory */
     dyn_optim oc = dyn_optim_default(DYN_OPT_ADAM, 1e-2f), od = oc;
     oc.weight_decay = od.weight_decay = 1e-3f;
     dyn_rng r;
@@ -277,6 +291,7 @@ START_TEST(test_backend_trains_like_the_cpu) {
     dyn_exec_free(ic);
     dyn_exec_free(id);
     ck_assert_int_eq(live_allocs, placed_allocs); /* execs returned theirs */
+    ck_assert_int_eq(live_pinned, 0);
     dyn_model_unplace(md);
     ck_assert_int_eq(live_allocs, 0);
     ck_assert_ptr_null(md->nodes[0].layer->params[0].dval);
