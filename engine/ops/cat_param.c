@@ -10,11 +10,7 @@
 #include <string.h>
 
 #include "../layer.h"
-
-typedef struct cp_impl {
-    int axis, at, trainable, nshape;
-    int64_t shape[DYN_MAX_DIMS - 1];
-} cp_impl;
+#include "cat_param_impl.h"
 
 static int cp_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     cp_impl p;

@@ -11,10 +11,7 @@
 #include <string.h>
 
 #include "../layer.h"
-
-typedef struct mm_impl {
-    int ta, tb;
-} mm_impl;
+#include "matmul_impl.h"
 
 static int mm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     int64_t ta, tb;

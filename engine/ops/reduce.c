@@ -7,11 +7,8 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "reduce_impl.h"
 #include "../cpu/par.h"
-
-typedef struct rm_impl {
-    int axis, keep;
-} rm_impl;
 
 static int rm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     int64_t axis, keep;

@@ -1,0 +1,13 @@
+/* reduce_impl.h — internal to engine/ops and engine/cuda: the attributes of the `reduce` op
+ * family (reduce.c), read by the op and by its CUDA glue (engine/cuda/op_tf.c). Not a public
+ * header: the layer's impl pointer holds one of these, owned by the layer. */
+#ifndef DYN_OPS_REDUCE_IMPL_H
+#define DYN_OPS_REDUCE_IMPL_H
+
+#include "../layer.h"
+
+typedef struct rm_impl {
+    int axis, keep;
+} rm_impl;
+
+#endif
