@@ -30,7 +30,10 @@ typedef struct dyn_kbin {
 } dyn_kbin;
 
 DYN_KERN float dyn_kbin_f(int k, float a, float b) {
-    return k == DYN_KBIN_ADD ? a + b : k == DYN_KBIN_SUB ? a - b : k == DYN_KBIN_MUL ? a * b : a / b;
+    return k == DYN_KBIN_ADD   ? a + b
+           : k == DYN_KBIN_SUB ? a - b
+           : k == DYN_KBIN_MUL ? a * b
+                               : a / b;
 }
 
 /* Fills g from the shapes of a, b (each ndim dims, 1..4; y's shape is their broadcast). */
@@ -89,8 +92,10 @@ DYN_KERN void dyn_kbin_bwd(const dyn_kbin *g, int which, const float *a, const f
                     const int64_t y0 = n[0] > 1 ? k0 : c[0], y1 = n[1] > 1 ? k1 : c[1];
                     const int64_t y2 = n[2] > 1 ? k2 : c[2], y3 = n[3] > 1 ? k3 : c[3];
                     const int64_t i = ((y0 * g->ysz[1] + y1) * g->ysz[2] + y2) * g->ysz[3] + y3;
-                    const int64_t ia = y0 * g->sa[0] + y1 * g->sa[1] + y2 * g->sa[2] + y3 * g->sa[3];
-                    const int64_t ib = y0 * g->sb[0] + y1 * g->sb[1] + y2 * g->sb[2] + y3 * g->sb[3];
+                    const int64_t ia =
+                        y0 * g->sa[0] + y1 * g->sa[1] + y2 * g->sa[2] + y3 * g->sa[3];
+                    const int64_t ib =
+                        y0 * g->sb[0] + y1 * g->sb[1] + y2 * g->sb[2] + y3 * g->sb[3];
                     const float gi = dy[i];
                     const int k = g->kind;
                     if (!which)
@@ -424,7 +429,8 @@ DYN_KERN void dyn_kcp_dx(const dyn_kcp *g, const float *dy, float *dx, int64_t j
 DYN_KERN void dyn_kcp_dw(const dyn_kcp *g, int64_t batch, const float *dy, float *dw, int64_t i) {
     const int64_t o = i / g->ps, t = i % g->ps, blk = g->xs + g->ps;
     float acc = dw[i];
-    for (int64_t s = 0; s < batch; s++) acc += dy[(s * g->outer + o) * blk + (g->at ? g->xs : 0) + t];
+    const int64_t col = (g->at ? g->xs : 0) + t;
+    for (int64_t s = 0; s < batch; s++) acc += dy[(s * g->outer + o) * blk + col];
     dw[i] = acc;
 }
 

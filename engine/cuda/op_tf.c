@@ -182,20 +182,17 @@ static int ln_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
 
 /* ---- matmul (cuBLAS strided-batched) ---- */
 
-typedef struct mm_dims {
+typedef struct mm_geo {
     int64_t groups;
     int M, K, N;
-} mm_dims;
+} mm_geo;
 
-/* The CPU op's mm_dims / mm_geom from shapes a, b (infer checked M, K, N <= INT_MAX). */
-static mm_dims mm_get(const mm_impl *m, const dyn_shape *a, const dyn_shape *b) {
-    const int r = a->ndim;
-    mm_dims d;
-    d.M = (int)(m->ta ? a->d[r - 1] : a->d[r - 2]);
-    d.K = (int)(m->ta ? a->d[r - 2] : a->d[r - 1]);
-    d.N = (int)(m->tb ? b->d[r - 2] : b->d[r - 1]);
-    d.groups = 1;
-    for (int i = 0; i < r - 2; i++) d.groups *= a->d[i];
+/* The product's sizes from shapes a, b (infer checked M, K, N <= INT_MAX). */
+static mm_geo mm_get(const mm_impl *m, const dyn_shape *a, const dyn_shape *b) {
+    int64_t M, K, Kb, N;
+    mm_dims(m, a, b, &M, &K, &Kb, &N);
+    mm_geo d = {.groups = 1, .M = (int)M, .K = (int)K, .N = (int)N};
+    for (int i = 0; i < a->ndim - 2; i++) d.groups *= a->d[i];
     return d;
 }
 
@@ -210,7 +207,7 @@ static int mm_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *
     (void)s, (void)training;
     const mm_impl *m = l->impl;
     const dyn_shape a = dyn_tensor_shape(&x[0]), b = dyn_tensor_shape(&x[1]);
-    const mm_dims d = mm_get(m, &a, &b);
+    const mm_geo d = mm_get(m, &a, &b);
     return tf_rc(dyn_cuda_tf_matmul_forward(ctx, d.groups, d.M, d.K, d.N, m->ta, m->tb,
                                             x[0].data, x[1].data, y->data, err),
                  l, err);
@@ -221,7 +218,7 @@ static int mm_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
     (void)y, (void)s;
     const mm_impl *m = l->impl;
     const dyn_shape a = dyn_tensor_shape(&x[0]), b = dyn_tensor_shape(&x[1]);
-    const mm_dims d = mm_get(m, &a, &b);
+    const mm_geo d = mm_get(m, &a, &b);
     return tf_rc(dyn_cuda_tf_matmul_backward(ctx, d.groups, d.M, d.K, d.N, m->ta, m->tb,
                                              x[0].data, x[1].data, dy->data, dx[0].data,
                                              dx[1].data, err),
@@ -291,20 +288,11 @@ static int cat_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_
 
 /* ---- reduce_mean over one axis ---- */
 
-static void rm_geom(const dyn_layer *l, const dyn_tensor *x, int64_t *outer, int64_t *n,
-                    int64_t *inner) {
-    const rm_impl *p = l->impl;
-    *outer = *inner = 1;
-    for (int i = 0; i < p->axis; i++) *outer *= x->shape[i];
-    *n = x->shape[p->axis];
-    for (int i = p->axis + 1; i < x->ndim; i++) *inner *= x->shape[i];
-}
-
 static int rm_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *s,
                       int training, dyn_err *err) {
     (void)s, (void)training;
     int64_t outer, n, inner;
-    rm_geom(l, &x[0], &outer, &n, &inner);
+    rm_geom(l->impl, &x[0], &outer, &n, &inner);
     return tf_rc(dyn_cuda_tf_mean_forward(ctx, outer, n, inner, x[0].data, y->data, err), l, err);
 }
 
@@ -313,7 +301,7 @@ static int rm_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
     (void)y, (void)s;
     if (!dx[0].data) return 0;
     int64_t outer, n, inner;
-    rm_geom(l, &x[0], &outer, &n, &inner);
+    rm_geom(l->impl, &x[0], &outer, &n, &inner);
     return tf_rc(dyn_cuda_tf_mean_backward(ctx, outer, n, inner, dy->data, dx[0].data, err), l,
                  err);
 }
@@ -353,22 +341,17 @@ static int af_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
 
 /* ---- cat_param ---- */
 
-/* The CPU op's cp_geom. */
-static dyn_kcp cp_geom(const dyn_layer *l, const dyn_tensor *x) {
+static dyn_kcp cp_kgeom(const dyn_layer *l, const dyn_tensor *x) {
     const cp_impl *p = l->impl;
-    dyn_kcp g = {.at = p->at, .outer = 1};
-    int64_t inner = 1;
-    for (int i = 1; i < p->axis; i++) g.outer *= x->shape[i];
-    for (int i = p->axis + 1; i < x->ndim; i++) inner *= x->shape[i];
-    g.xs = x->shape[p->axis] * inner;
-    g.ps = p->shape[p->axis - 1] * inner;
+    dyn_kcp g = {.at = p->at};
+    cp_geom(p, x, &g.outer, &g.xs, &g.ps);
     return g;
 }
 
 static int cp_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *s,
                       int training, dyn_err *err) {
     (void)s, (void)training;
-    const dyn_kcp g = cp_geom(l, &x[0]);
+    const dyn_kcp g = cp_kgeom(l, &x[0]);
     return tf_rc(dyn_cuda_tf_cat_param_forward(ctx, &g, x[0].shape[0], l->params[0].dval,
                                                x[0].data, y->data, err),
                  l, err);
@@ -377,7 +360,7 @@ static int cp_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *
 static int cp_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_tensor *y,
                        const dyn_tensor *dy, dyn_tensor *dx, float *s, dyn_err *err) {
     (void)y, (void)s;
-    const dyn_kcp g = cp_geom(l, &x[0]);
+    const dyn_kcp g = cp_kgeom(l, &x[0]);
     return tf_rc(dyn_cuda_tf_cat_param_backward(ctx, &g, x[0].shape[0], dy->data, dx[0].data,
                                                 tf_dgrad(l, 0), err),
                  l, err);

@@ -31,12 +31,12 @@ static unsigned tf_grid(int64_t n) {
         }                                                                                   \
     } while (0)
 
-/* Enters ctx and rejects negative sizes. */
+/* Enters ctx and rejects bad sizes (a caller's bug: the glue passes the CPU op's shapes). */
 #define TF_ENTER(what, ok)                                                                  \
     do {                                                                                    \
         int rc_ = dyn_cuda__enter(ctx, err);                                                \
         if (rc_) return rc_;                                                                \
-        if (!(ok)) return dyn_err_set(err, DYN_EINVAL, "%s: bad size", what);               \
+        if (!(ok)) return dyn_err_set(err, DYN_EINVAL, "%s: bad size or buffer", what);     \
     } while (0)
 
 /* ---- kernels ---- */
@@ -205,7 +205,7 @@ extern "C" int dyn_cuda_tf_layernorm_backward(dyn_cuda_ctx *ctx, int64_t rows, i
                                               double eps, const float *w, const float *x,
                                               const float *dy, float *dx, float *dw, float *db,
                                               float *st, dyn_err *err) {
-    TF_ENTER("layernorm backward", rows >= 0 && n > 0 && st);
+    TF_ENTER("layernorm backward", rows >= 0 && n > 0 && (st || rows == 0));
     TF_LAUNCH(ln_row_k, rows, n, eps, w, x, dy, dx, st);
     if (dw && db) TF_LAUNCH(ln_dwb_k, n, rows, x, dy, st, dw, db);
     return 0;

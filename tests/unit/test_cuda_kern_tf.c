@@ -135,7 +135,8 @@ static void bin_case(const char *op, int kind, dyn_shape a, dyn_shape b, uint64_
     tc_init(&t, op, "{}", 2, in, kind == DYN_KBIN_DIV ? 0.5f : -1.0f, 2.0f, seed);
     dyn_kbin g;
     dyn_kbin_geom(&g, kind, a.ndim, t.x[0].shape, t.x[1].shape);
-    for (int64_t i = 0; i < NUMEL(t.y); i++) dyn_kbin_fwd(&g, t.x[0].data, t.x[1].data, t.yk.data, i);
+    for (int64_t i = 0; i < NUMEL(t.y); i++)
+        dyn_kbin_fwd(&g, t.x[0].data, t.x[1].data, t.yk.data, i);
     for (int w = 0; w < 2; w++)
         for (int64_t j = 0; j < NUMEL(t.x[w]); j++)
             dyn_kbin_bwd(&g, w, t.x[0].data, t.x[1].data, t.y.data, t.dy.data, t.dxk[w].data, j);
@@ -352,9 +353,8 @@ START_TEST(reduce_mean) {
         tc t;
         tc_init(&t, "reduce_mean", cs[c].attrs, 1, &cs[c].in, -1.0f, 1.0f, 60 + c);
         const rm_impl *p = t.l->impl;
-        int64_t outer = 1, inner = 1, n = cs[c].in.d[p->axis];
-        for (int i = 0; i < p->axis; i++) outer *= cs[c].in.d[i];
-        for (int i = p->axis + 1; i < cs[c].in.ndim; i++) inner *= cs[c].in.d[i];
+        int64_t outer, n, inner;
+        rm_geom(p, &t.x[0], &outer, &n, &inner);
         for (int64_t i = 0; i < outer * inner; i++)
             dyn_kmean_fwd(n, inner, t.x[0].data, t.yk.data, i);
         for (int64_t j = 0; j < NUMEL(t.x[0]); j++)
@@ -418,12 +418,8 @@ START_TEST(cat_param) {
         tc t;
         tc_init(&t, "cat_param", cs[c].attrs, 1, &cs[c].in, -1.0f, 1.0f, 80 + c);
         const cp_impl *p = t.l->impl;
-        dyn_kcp g = {.at = p->at, .outer = 1};
-        int64_t inner = 1;
-        for (int i = 1; i < p->axis; i++) g.outer *= cs[c].in.d[i];
-        for (int i = p->axis + 1; i < cs[c].in.ndim; i++) inner *= cs[c].in.d[i];
-        g.xs = cs[c].in.d[p->axis] * inner;
-        g.ps = p->shape[p->axis - 1] * inner;
+        dyn_kcp g = {.at = p->at};
+        cp_geom(p, &t.x[0], &g.outer, &g.xs, &g.ps);
         const float *w = t.l->params[0].value.data;
         for (int64_t i = 0; i < NUMEL(t.y); i++) dyn_kcp_fwd(&g, w, t.x[0].data, t.yk.data, i);
         for (int64_t j = 0; j < NUMEL(t.x[0]); j++) dyn_kcp_dx(&g, t.dy.data, t.dxk[0].data, j);
