@@ -3,7 +3,8 @@
  * launches it, against the CPU ops of engine/ops/ on random inputs and random parameters
  * (forward, dx of every input, and parameter gradients accumulated onto random starting
  * values). Runs in CI, where no GPU is: it tests the kernels' index arithmetic and formulas;
- * tests/gpu/test_ops_tf.c tests the launches, the glue and cuBLAS (matmul has no body).
+ * tests/gpu/test_ops_tf.c tests the launches, the glue and cuBLAS (matmul has no body). The
+ * last test checks the glue's op tables where no device runs (their error path).
  *
  * Outputs of the bodies start as NaN, so an element no index writes fails. Tolerance: relative
  * L2 error 1e-6 (the bodies evaluate the CPU's formulas in its order; only the rounding of
@@ -13,7 +14,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "cuda/dyn_cuda.h"
 #include "cuda/kern_tf.h"
+#include "cuda/op_tf.h"
 #include "ops/cat_param_impl.h"
 #include "ops/concat_impl.h"
 #include "ops/layernorm_impl.h"
@@ -432,6 +435,77 @@ START_TEST(cat_param) {
 }
 END_TEST
 
+/* ---- the glue (op_tf.c) where no device runs ---- */
+
+/* Every op table has its kernels, and a failing launcher's message (no CUDA in this build, or
+ * no context in a CUDA build) comes back prefixed with the layer and op. Nothing is launched:
+ * the host buffers below are never read. */
+START_TEST(glue_without_context) {
+    static const struct {
+        const char *op, *attrs;
+        const dyn_backend_op *be;
+        int n;
+        int64_t in[2][4];
+    } cs[] = {
+        {"mul", "{}", &dyn_cuda_op_mul, 2, {{2, 3}, {2, 3}}},
+        {"sub", "{}", &dyn_cuda_op_sub, 2, {{2, 3}, {2, 1}}},
+        {"div", "{}", &dyn_cuda_op_div, 2, {{2, 3}, {2, 3}}},
+        {"sigmoid", "{}", &dyn_cuda_op_sigmoid, 1, {{2, 3}}},
+        {"clip", "{\"max\": 1}", &dyn_cuda_op_clip, 1, {{2, 3}}},
+        {"erf", "{}", &dyn_cuda_op_erf, 1, {{2, 3}}},
+        {"sqrt", "{}", &dyn_cuda_op_sqrt, 1, {{2, 3}}},
+        {"pow", "{\"exponent\": 3}", &dyn_cuda_op_pow, 1, {{2, 3}}},
+        {"scale", "{\"channels\": 3}", &dyn_cuda_op_scale, 1, {{2, 3}}},
+        {"softmax", "{}", &dyn_cuda_op_softmax, 1, {{2, 3}}},
+        {"layernorm", "{\"dim\": 3}", &dyn_cuda_op_layernorm, 1, {{2, 3}}},
+        {"matmul", "{}", &dyn_cuda_op_matmul, 2, {{2, 3, 4}, {2, 4, 5}}},
+        {"permute", "{\"dims\": [3], \"shape\": [3]}", &dyn_cuda_op_permute, 1, {{2, 3}}},
+        {"concat", "{}", &dyn_cuda_op_concat, 2, {{2, 3}, {2, 1}}},
+        {"reduce_mean", "{\"axis\": 1}", &dyn_cuda_op_reduce_mean, 1, {{2, 3, 4}}},
+        {"affine", "{\"shape\": [3]}", &dyn_cuda_op_affine, 1, {{2, 3}}},
+        {"cat_param", "{\"axis\": 1, \"shape\": [1]}", &dyn_cuda_op_cat_param, 1, {{2, 3}}},
+    };
+    float buf[64] = {0};
+    for (size_t c = 0; c < DYN_ARRAY_LEN(cs); c++) {
+        json_t *a = json_loads(cs[c].attrs, 0, NULL);
+        dyn_err err = {0};
+        dyn_layer *l = dyn_layer_create(cs[c].op, "t", a, &err);
+        json_decref(a);
+        ck_assert_msg(l != NULL, "%s: %s", cs[c].op, err.msg);
+        const dyn_backend_op *be = cs[c].be;
+        ck_assert_msg(be->forward && be->backward, "%s: no kernels", cs[c].op);
+        dyn_shape in[2];
+        dyn_tensor x[2], dx[2], y, dy;
+        for (int k = 0; k < cs[c].n; k++) {
+            in[k] = (dyn_shape){.ndim = cs[c].in[k][2] ? 3 : 2};
+            for (int d = 0; d < in[k].ndim; d++) in[k].d[d] = cs[c].in[k][d];
+            x[k] = dx[k] = dyn_tensor_view(buf, in[k].ndim, in[k].d);
+        }
+        dyn_shape out;
+        ck_assert_int_eq(l->ops->infer(l, in, &out, &err), 0);
+        y = dy = dyn_tensor_view(buf, out.ndim, out.d);
+        ck_assert(!be->supports || be->supports(l, in, 1));
+        char want[64];
+        snprintf(want, sizeof want, "layer 't' (%s) on cuda: ", cs[c].op);
+        const int code = dyn_cuda_built() ? DYN_EINVAL : DYN_EUNSUP;
+        ck_assert_int_eq(be->forward(NULL, l, x, &y, buf, 1, &err), code);
+        ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "message: %s", err.msg);
+        err = (dyn_err){0};
+        ck_assert_int_eq(be->backward(NULL, l, x, &y, &dy, dx, buf, &err), code);
+        ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "message: %s", err.msg);
+        dyn_layer_free(l);
+    }
+    /* layernorm keeps 2 floats per row for its backward, nothing at inference */
+    json_t *a = json_loads("{\"dim\": 4}", 0, NULL);
+    dyn_layer *l = dyn_layer_create("layernorm", "t", a, NULL);
+    json_decref(a);
+    const dyn_shape in = {.ndim = 3, .d = {2, 5, 4}};
+    ck_assert_uint_eq(dyn_cuda_op_layernorm.scratch(l, &in, 1), 20);
+    ck_assert_uint_eq(dyn_cuda_op_layernorm.scratch(l, &in, 0), 0);
+    dyn_layer_free(l);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda_kern_tf");
     TCase *tc = tcase_create("bodies");
@@ -445,6 +519,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, reduce_mean);
     tcase_add_test(tc, affine);
     tcase_add_test(tc, cat_param);
+    tcase_add_test(tc, glue_without_context);
     suite_add_tcase(s, tc);
     return s;
 }
