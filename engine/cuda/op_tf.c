@@ -227,6 +227,8 @@ static int mm_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
 
 /* ---- permute ---- */
 
+_Static_assert(DYN_KPERM_MAX >= PERM_MAX_ATOMS, "dyn_kperm holds every atom of a permute");
+
 static dyn_kperm perm_geom(const dyn_layer *l) {
     const perm_impl *p = l->impl;
     dyn_kperm g;
