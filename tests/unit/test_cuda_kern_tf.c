@@ -17,13 +17,12 @@
 #include "cuda/dyn_cuda.h"
 #include "cuda/kern_tf.h"
 #include "cuda/op_tf.h"
+#include "ops/affine_impl.h"
 #include "ops/cat_param_impl.h"
-#include "ops/concat_impl.h"
 #include "ops/layernorm_impl.h"
 #include "ops/permute_impl.h"
 #include "ops/reduce_impl.h"
 #include "ops/unary_impl.h"
-#include "ops/affine_impl.h"
 #include "testutil.h"
 
 #define TOL 1e-6
@@ -128,6 +127,12 @@ static dyn_shape shp(int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
 }
 
 #define NUMEL(t) dyn_tensor_numel(&(t))
+
+/* One layer's attributes and input shape. */
+typedef struct acase {
+    const char *attrs;
+    dyn_shape in;
+} acase;
 
 /* ---- mul, sub, div ---- */
 
@@ -245,12 +250,9 @@ START_TEST(softmax) {
 END_TEST
 
 START_TEST(layernorm) {
-    const struct {
-        const char *attrs;
-        dyn_shape in;
-    } cs[] = {{"{\"dim\": 8}", shp(2, 4, 8, 0, 0)},
-              {"{\"dim\": 16, \"eps\": 0.001}", shp(3, 2, 5, 16, 0)},
-              {"{\"dim\": 5}", shp(4, 2, 3, 2, 5)}};
+    const acase cs[] = {{"{\"dim\": 8}", shp(2, 4, 8, 0, 0)},
+                        {"{\"dim\": 16, \"eps\": 0.001}", shp(3, 2, 5, 16, 0)},
+                        {"{\"dim\": 5}", shp(4, 2, 3, 2, 5)}};
     for (size_t c = 0; c < DYN_ARRAY_LEN(cs); c++) {
         tc t;
         /* an offset mean, as activations have */
@@ -274,10 +276,7 @@ END_TEST
 /* ---- permute ---- */
 
 START_TEST(permute) {
-    const struct {
-        const char *attrs;
-        dyn_shape in;
-    } cs[] = {
+    const acase cs[] = {
         {"{\"dims\": [4, 6], \"perm\": [1, 0], \"shape\": [6, 4]}", shp(3, 2, 4, 6, 0)},
         /* ViT heads: [T, H, d] -> [H, T, d] */
         {"{\"dims\": [5, 2, 3], \"perm\": [1, 0, 2], \"shape\": [2, 5, 3]}", shp(3, 2, 5, 6, 0)},
@@ -345,13 +344,10 @@ END_TEST
 /* ---- reduce_mean ---- */
 
 START_TEST(reduce_mean) {
-    const struct {
-        const char *attrs;
-        dyn_shape in;
-    } cs[] = {{"{\"axis\": 1}", shp(3, 2, 5, 6, 0)},
-              {"{\"axis\": 2, \"keepdims\": 1}", shp(4, 2, 3, 4, 5)},
-              {"{\"axis\": 3}", shp(4, 2, 3, 4, 5)},
-              {"{\"axis\": 1, \"keepdims\": 1}", shp(2, 3, 7, 0, 0)}};
+    const acase cs[] = {{"{\"axis\": 1}", shp(3, 2, 5, 6, 0)},
+                        {"{\"axis\": 2, \"keepdims\": 1}", shp(4, 2, 3, 4, 5)},
+                        {"{\"axis\": 3}", shp(4, 2, 3, 4, 5)},
+                        {"{\"axis\": 1, \"keepdims\": 1}", shp(2, 3, 7, 0, 0)}};
     for (size_t c = 0; c < DYN_ARRAY_LEN(cs); c++) {
         tc t;
         tc_init(&t, "reduce_mean", cs[c].attrs, 1, &cs[c].in, -1.0f, 1.0f, 60 + c);
@@ -377,13 +373,10 @@ static int pidx(const dyn_layer *l, const char *name) {
 }
 
 START_TEST(affine) {
-    const struct {
-        const char *attrs;
-        dyn_shape in;
-    } cs[] = {{"{\"shape\": [6]}", shp(3, 2, 5, 6, 0)},
-              {"{\"shape\": [1], \"bias\": 0}", shp(2, 3, 4, 0, 0)},
-              {"{\"shape\": [5, 6], \"weight\": 0}", shp(3, 2, 5, 6, 0)},
-              {"{\"shape\": [3, 2, 2], \"trainable\": 0}", shp(4, 2, 3, 2, 2)}};
+    const acase cs[] = {{"{\"shape\": [6]}", shp(3, 2, 5, 6, 0)},
+                        {"{\"shape\": [1], \"bias\": 0}", shp(2, 3, 4, 0, 0)},
+                        {"{\"shape\": [5, 6], \"weight\": 0}", shp(3, 2, 5, 6, 0)},
+                        {"{\"shape\": [3, 2, 2], \"trainable\": 0}", shp(4, 2, 3, 2, 2)}};
     for (size_t c = 0; c < DYN_ARRAY_LEN(cs); c++) {
         tc t;
         tc_init(&t, "affine", cs[c].attrs, 1, &cs[c].in, -1.0f, 1.0f, 70 + c);
@@ -408,15 +401,12 @@ END_TEST
 /* ---- cat_param ---- */
 
 START_TEST(cat_param) {
-    const struct {
-        const char *attrs;
-        dyn_shape in;
-    } cs[] = {/* ViT's class token before the patches */
-              {"{\"axis\": 1, \"shape\": [1, 6]}", shp(3, 2, 4, 6, 0)},
-              {"{\"axis\": 2, \"shape\": [3, 2], \"at\": 1}", shp(3, 2, 3, 5, 0)},
-              {"{\"axis\": 2, \"shape\": [2, 3, 2]}", shp(4, 3, 2, 4, 2)},
-              {"{\"axis\": 1, \"shape\": [2, 3], \"at\": 1, \"trainable\": 0}",
-               shp(3, 2, 4, 3, 0)}};
+    const acase cs[] = {/* ViT's class token before the patches */
+                        {"{\"axis\": 1, \"shape\": [1, 6]}", shp(3, 2, 4, 6, 0)},
+                        {"{\"axis\": 2, \"shape\": [3, 2], \"at\": 1}", shp(3, 2, 3, 5, 0)},
+                        {"{\"axis\": 2, \"shape\": [2, 3, 2]}", shp(4, 3, 2, 4, 2)},
+                        {"{\"axis\": 1, \"shape\": [2, 3], \"at\": 1, \"trainable\": 0}",
+                         shp(3, 2, 4, 3, 0)}};
     for (size_t c = 0; c < DYN_ARRAY_LEN(cs); c++) {
         tc t;
         tc_init(&t, "cat_param", cs[c].attrs, 1, &cs[c].in, -1.0f, 1.0f, 80 + c);
