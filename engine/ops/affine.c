@@ -10,13 +10,8 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "affine_impl.h"
 #include "../cpu/par.h"
-
-typedef struct af_impl {
-    int nshape, has_w, has_b, trainable;
-    int64_t shape[DYN_MAX_DIMS - 1], period;
-    float *w, *b; /* parameter data or NULL */
-} af_impl;
 
 static void af_identity(dyn_layer *l) {
     for (int i = 0; i < l->nparams; i++) {

@@ -10,11 +10,7 @@
 #include <string.h>
 
 #include "../layer.h"
-
-typedef struct cp_impl {
-    int axis, at, trainable, nshape;
-    int64_t shape[DYN_MAX_DIMS - 1];
-} cp_impl;
+#include "cat_param_impl.h"
 
 static int cp_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     cp_impl p;
@@ -72,17 +68,6 @@ static int cp_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn
     *out = in[0];
     out->d[p->axis] += p->shape[p->axis - 1];
     return 0;
-}
-
-/* Per sample: `outer` blocks, each of the input's `xs` floats and the parameter's `ps`. */
-static void cp_geom(const cp_impl *p, const dyn_tensor *x, int64_t *outer, int64_t *xs,
-                    int64_t *ps) {
-    int64_t inner = 1;
-    *outer = 1;
-    for (int i = 1; i < p->axis; i++) *outer *= x->shape[i];
-    for (int i = p->axis + 1; i < x->ndim; i++) inner *= x->shape[i];
-    *xs = x->shape[p->axis] * inner;
-    *ps = p->shape[p->axis - 1] * inner;
 }
 
 static void cp_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,

@@ -10,10 +10,7 @@
 #include <string.h>
 
 #include "../layer.h"
-
-typedef struct concat_impl {
-    int n;
-} concat_impl;
+#include "concat_impl.h"
 
 static int concat_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     int64_t axis, n;

@@ -11,12 +11,8 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "layernorm_impl.h"
 #include "../cpu/par.h"
-
-typedef struct ln_impl {
-    int64_t dim;
-    double eps;
-} ln_impl;
 
 static void ln_identity(dyn_layer *l) {
     for (int64_t i = 0; i < dyn_tensor_numel(&l->params[0].value); i++) {

@@ -11,10 +11,7 @@
 #include <string.h>
 
 #include "../layer.h"
-
-typedef struct mm_impl {
-    int ta, tb;
-} mm_impl;
+#include "matmul_impl.h"
 
 static int mm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     int64_t ta, tb;
@@ -38,16 +35,6 @@ static void mm_destroy(dyn_layer *l) {
 static json_t *mm_attrs(const dyn_layer *l) {
     const mm_impl *m = l->impl;
     return json_pack("{s:i, s:i}", "ta", m->ta, "tb", m->tb);
-}
-
-/* M, K of A and K, N of B from the stored shapes. */
-static void mm_dims(const mm_impl *m, const dyn_shape *a, const dyn_shape *b, int64_t *M,
-                    int64_t *K, int64_t *Kb, int64_t *N) {
-    int r = a->ndim;
-    *M = m->ta ? a->d[r - 1] : a->d[r - 2];
-    *K = m->ta ? a->d[r - 2] : a->d[r - 1];
-    *Kb = m->tb ? b->d[r - 1] : b->d[r - 2];
-    *N = m->tb ? b->d[r - 2] : b->d[r - 1];
 }
 
 static int mm_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn_err *err) {

@@ -15,23 +15,8 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "permute_impl.h"
 #include "../cpu/par.h"
-
-#define PERM_MAX_ATOMS 8
-
-typedef struct perm_impl {
-    int k;
-    int64_t dims[PERM_MAX_ATOMS];
-    int perm[PERM_MAX_ATOMS];
-    int axis; /* -1: no slice */
-    int64_t start, len, step;
-    int nshape;
-    int64_t shape[DYN_MAX_DIMS - 1];
-    /* derived: output atoms (merged where contiguous) and their input strides */
-    int nrun;
-    int64_t osz[PERM_MAX_ATOMS], ist[PERM_MAX_ATOMS];
-    int64_t base, in_numel, out_numel;
-} perm_impl;
 
 static int perm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     perm_impl p;

@@ -7,11 +7,8 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "reduce_impl.h"
 #include "../cpu/par.h"
-
-typedef struct rm_impl {
-    int axis, keep;
-} rm_impl;
 
 static int rm_create(dyn_layer *l, const json_t *attrs, dyn_err *err) {
     int64_t axis, keep;
@@ -52,16 +49,6 @@ static int rm_infer(const dyn_layer *l, const dyn_shape *in, dyn_shape *out, dyn
         out->d[--out->ndim] = 0;
     }
     return 0;
-}
-
-/* outer x n x inner view of the input around the axis. */
-static void rm_geom(const rm_impl *p, const dyn_tensor *x, int64_t *outer, int64_t *n,
-                    int64_t *inner) {
-    *outer = 1;
-    *inner = 1;
-    for (int i = 0; i < p->axis; i++) *outer *= x->shape[i];
-    *n = x->shape[p->axis];
-    for (int i = p->axis + 1; i < x->ndim; i++) *inner *= x->shape[i];
 }
 
 static void rm_forward(dyn_layer *l, const dyn_tensor *x, dyn_tensor *y, float *scratch,

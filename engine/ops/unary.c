@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../layer.h"
+#include "unary_impl.h"
 #include "../cpu/par.h"
 
 static void no_stats(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st) {
@@ -73,11 +74,6 @@ const dyn_layer_ops dyn_op_sigmoid = {
 };
 
 /* ---- clip ---- */
-
-typedef struct clip_impl {
-    int has_min, has_max;
-    float lo, hi; /* -FLT_MAX / FLT_MAX when unbounded */
-} clip_impl;
 
 static int clip_bound(dyn_layer *l, const json_t *attrs, const char *key, int *has, float *v,
                       dyn_err *err) {
@@ -168,10 +164,6 @@ const dyn_layer_ops dyn_op_clip = {
 };
 
 /* ---- erf, sqrt, pow: y = f(x), dx = dy * f'(x) ---- */
-
-typedef struct pow_impl {
-    float p;
-} pow_impl;
 
 static float pow_f(float x, float p) { return p == 2.0f ? x * x : powf(x, p); }
 
