@@ -5,6 +5,7 @@
 #include "../backend.h"
 #include "dyn_cuda.h"
 #include "dyn_cuda_util.h"
+#include "op_tf.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -80,7 +81,28 @@ const dyn_backend dyn_backend_cuda = {
     .host_alloc = be_host_alloc,
     .host_free = be_host_free,
     .mem = be_mem,
-    .ops = {0}, /* the op kernels of engine/cuda/op_*.c, by dyn_op */
+    /* The op kernels of engine/cuda/op_*.c, by dyn_op; an op missing here runs on the CPU. */
+    .ops =
+        {
+            /* elementwise and transformer ops (op_tf.c) */
+            [DYN_OP_MUL] = &dyn_cuda_op_mul,
+            [DYN_OP_SUB] = &dyn_cuda_op_sub,
+            [DYN_OP_DIV] = &dyn_cuda_op_div,
+            [DYN_OP_SIGMOID] = &dyn_cuda_op_sigmoid,
+            [DYN_OP_CLIP] = &dyn_cuda_op_clip,
+            [DYN_OP_ERF] = &dyn_cuda_op_erf,
+            [DYN_OP_SQRT] = &dyn_cuda_op_sqrt,
+            [DYN_OP_POW] = &dyn_cuda_op_pow,
+            [DYN_OP_SCALE] = &dyn_cuda_op_scale,
+            [DYN_OP_SOFTMAX] = &dyn_cuda_op_softmax,
+            [DYN_OP_LAYERNORM] = &dyn_cuda_op_layernorm,
+            [DYN_OP_MATMUL] = &dyn_cuda_op_matmul,
+            [DYN_OP_PERMUTE] = &dyn_cuda_op_permute,
+            [DYN_OP_CONCAT] = &dyn_cuda_op_concat,
+            [DYN_OP_REDUCE_MEAN] = &dyn_cuda_op_reduce_mean,
+            [DYN_OP_AFFINE] = &dyn_cuda_op_affine,
+            [DYN_OP_CAT_PARAM] = &dyn_cuda_op_cat_param,
+        },
 };
 
 int dyn_cuda_backend_usable(void) {
