@@ -74,6 +74,11 @@ __global__ void add_bwd_k(int64_t n, dyn_kbcast s, int which, const float *dy, f
         }                                                                                   \
     } while (0)
 
+/* The start of every launcher: makes ctx's device current, or returns its error. Declares rc. */
+#define ENTER()                                                                             \
+    int rc = dyn_cuda__enter(ctx, err);                                                     \
+    if (rc) return rc
+
 /* Row-major C[M][N] = alpha op(A) op(B) + beta C, `batch` times with the given strides. */
 static int rm_sgemm(dyn_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
                     const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
@@ -101,8 +106,8 @@ static int conv_args(const dyn_conv_geom *g, int groups, int cout, dyn_err *err)
 extern "C" int dyn_cuda_conv2d_forward(dyn_cuda_ctx *ctx, const dyn_conv_geom *g, int groups,
                                        int cout, const float *x, const float *w, const float *b,
                                        float *y, float *scratch, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc || (rc = conv_args(g, groups, cout, err))) return rc;
+    ENTER();
+    if ((rc = conv_args(g, groups, cout, err))) return rc;
     const int64_t P = (int64_t)g->OH * g->OW, NP = g->N * P;
     const int64_t ckk = (int64_t)g->C * g->KH * g->KW;
     const int K = (int)(ckk / groups), cog = cout / groups;
@@ -120,8 +125,8 @@ extern "C" int dyn_cuda_conv2d_backward(dyn_cuda_ctx *ctx, const dyn_conv_geom *
                                         int cout, const float *w, const float *dy, float *dw,
                                         int accumulate, float *db, float *dx, float *scratch,
                                         dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc || (rc = conv_args(g, groups, cout, err))) return rc;
+    ENTER();
+    if ((rc = conv_args(g, groups, cout, err))) return rc;
     const int64_t P = (int64_t)g->OH * g->OW, NP = g->N * P;
     const int64_t ckk = (int64_t)g->C * g->KH * g->KW;
     const int K = (int)(ckk / groups), cog = cout / groups;
@@ -144,24 +149,21 @@ extern "C" int dyn_cuda_conv2d_backward(dyn_cuda_ctx *ctx, const dyn_conv_geom *
 
 extern "C" int dyn_cuda_relu_forward(dyn_cuda_ctx *ctx, const float *x, float *y, int64_t n,
                                      dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(relu_fwd_k, n, x, y);
     return 0;
 }
 
 extern "C" int dyn_cuda_relu_backward(dyn_cuda_ctx *ctx, const float *y, const float *dy,
                                       float *dx, int64_t n, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(relu_bwd_k, n, y, dy, dx);
     return 0;
 }
 
 extern "C" int dyn_cuda_cnn_copy(dyn_cuda_ctx *ctx, float *dst, const float *src, int64_t n,
                                  dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     if (n < 0) return dyn_err_set(err, DYN_EINVAL, "device copy: negative size %lld", (long long)n);
     if (dst != src && n > 0)
         CUDA_CHECK(cudaMemcpyAsync(dst, src, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice,
@@ -173,16 +175,14 @@ static int64_t numel4(const int64_t *s) { return s[0] * s[1] * s[2] * s[3]; }
 
 extern "C" int dyn_cuda_add_forward(dyn_cuda_ctx *ctx, const dyn_kbcast *s, const float *a,
                                     const float *b, float *y, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(add_fwd_k, numel4(s->y), *s, a, b, y);
     return 0;
 }
 
 extern "C" int dyn_cuda_add_backward(dyn_cuda_ctx *ctx, const dyn_kbcast *s, const float *dy,
                                      float *da, float *db, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     if (da) LAUNCH(add_bwd_k, numel4(s->a), *s, 0, dy, da);
     if (db) LAUNCH(add_bwd_k, numel4(s->b), *s, 1, dy, db);
     return 0;
@@ -190,8 +190,7 @@ extern "C" int dyn_cuda_add_backward(dyn_cuda_ctx *ctx, const dyn_kbcast *s, con
 
 extern "C" int dyn_cuda_maxpool2d_forward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                           const float *x, float *y, int32_t *am, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(maxpool_fwd_k, planes * p->OH * p->OW, *p, x, y, am);
     return 0;
 }
@@ -199,40 +198,35 @@ extern "C" int dyn_cuda_maxpool2d_forward(dyn_cuda_ctx *ctx, const dyn_kpool *p,
 extern "C" int dyn_cuda_maxpool2d_backward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                            const int32_t *am, const float *dy, float *dx,
                                            dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(maxpool_bwd_k, planes * p->H * p->W, *p, am, dy, dx);
     return 0;
 }
 
 extern "C" int dyn_cuda_avgpool2d_forward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                           const float *x, float *y, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(avgpool_fwd_k, planes * p->OH * p->OW, *p, x, y);
     return 0;
 }
 
 extern "C" int dyn_cuda_avgpool2d_backward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                            const float *dy, float *dx, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(avgpool_bwd_k, planes * p->H * p->W, *p, dy, dx);
     return 0;
 }
 
 extern "C" int dyn_cuda_gap_forward(dyn_cuda_ctx *ctx, int64_t planes, int64_t HW,
                                     const float *x, float *y, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(gap_fwd_k, planes, HW, x, y);
     return 0;
 }
 
 extern "C" int dyn_cuda_gap_backward(dyn_cuda_ctx *ctx, int64_t planes, int64_t HW,
                                      const float *dy, float *dx, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(gap_bwd_k, planes * HW, HW, dy, dx);
     return 0;
 }
@@ -240,8 +234,7 @@ extern "C" int dyn_cuda_gap_backward(dyn_cuda_ctx *ctx, int64_t planes, int64_t 
 extern "C" int dyn_cuda_linear_backward(dyn_cuda_ctx *ctx, const float *x, const float *dy,
                                         int N, int in, int out, const float *w, float *dw,
                                         float *db, float *dx, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     if (N < 1 || in < 1 || out < 1)
         return dyn_err_set(err, DYN_EINVAL, "linear backward: bad shape N=%d in=%d out=%d", N,
                            in, out);
@@ -261,8 +254,7 @@ extern "C" int dyn_cuda_linear_backward(dyn_cuda_ctx *ctx, const float *x, const
 extern "C" int dyn_cuda_batchnorm_forward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float *x,
                                           const float *gamma, const float *beta, float *rmean,
                                           float *rvar, float *scratch, float *y, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(bn_stats_k, b->C, *b, x, rmean, rvar, scratch);
     LAUNCH(bn_apply_k, b->N * b->C * b->S, *b, x, gamma, beta, scratch, y);
     return 0;
@@ -271,8 +263,7 @@ extern "C" int dyn_cuda_batchnorm_forward(dyn_cuda_ctx *ctx, const dyn_kbn *b, c
 extern "C" int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float *x,
                                            const float *dy, const float *gamma, float *scratch,
                                            float *dgamma, float *dbeta, float *dx, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(bn_bwd_stats_k, b->C, *b, x, dy, scratch, dgamma, dbeta);
     if (dx) LAUNCH(bn_bwd_dx_k, b->N * b->C * b->S, *b, x, dy, gamma, scratch, dx);
     return 0;
@@ -280,16 +271,14 @@ extern "C" int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, 
 
 extern "C" int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *sl,
                                   float *w, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(dc_kernel_k, (int64_t)cout * cin * KK, cout, cin, KK, sl, w);
     return 0;
 }
 
 extern "C" int dyn_cuda_dc_slices(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *g,
                                   float *sl, dyn_err *err) {
-    int rc = dyn_cuda__enter(ctx, err);
-    if (rc) return rc;
+    ENTER();
     LAUNCH(dc_slices_k, (int64_t)cout * cin * KK, cout, cin, KK, g, sl);
     return 0;
 }

@@ -152,16 +152,41 @@ DYN_KERN int dyn_k_pool_window(int o, int k, int s, int p, int in, int *a0, int 
     return b - a;
 }
 
+/* Output element i of [planes][OH][OW]: its row and column and its window (clipped to the
+ * input); returns its plane. */
+DYN_KERN int64_t dyn_k_pool_out(int64_t i, dyn_kpool p, int *oy, int *ox, int *y0, int *y1,
+                                int *x0, int *x1) {
+    *oy = (int)(i / p.OW % p.OH), *ox = (int)(i % p.OW);
+    dyn_k_pool_window(*oy, p.kh, p.sh, p.ph, p.H, y0, y1);
+    dyn_k_pool_window(*ox, p.kw, p.sw, p.pw, p.W, x0, x1);
+    return i / ((int64_t)p.OH * p.OW);
+}
+
+/* Output windows of dimension length `in` containing input index a: [*o0, *o1). */
+DYN_KERN void dyn_k_pool_span(int a, int k, int s, int p, int out, int *o0, int *o1) {
+    const int lo = a + p - k + 1; /* o·s − p + k > a  <=>  o·s >= lo */
+    const int last = (a + p) / s + 1; /* o·s − p <= a */
+    *o0 = lo <= 0 ? 0 : (lo + s - 1) / s;
+    *o1 = last < out ? last : out;
+}
+
+/* Input element i of [planes][H][W]: its index in the plane and the output windows holding it,
+ * rows [*oy0, *oy1) and columns [*ox0, *ox1); returns its plane. */
+DYN_KERN int64_t dyn_k_pool_in(int64_t i, dyn_kpool p, int *at, int *oy0, int *oy1, int *ox0,
+                               int *ox1) {
+    const int iy = (int)(i / p.W % p.H), ix = (int)(i % p.W);
+    *at = iy * p.W + ix;
+    dyn_k_pool_span(iy, p.kh, p.sh, p.ph, p.OH, oy0, oy1);
+    dyn_k_pool_span(ix, p.kw, p.sw, p.pw, p.OW, ox0, ox1);
+    return i / ((int64_t)p.H * p.W);
+}
+
 /* Output element i of [planes][OH][OW]: the window's maximum (padded taps never win, ties to
  * the first in row-major window order, NaN propagates: the first NaN) and its plane index into
  * am[i] (int32). */
 DYN_KERN void dyn_k_maxpool_fwd(int64_t i, dyn_kpool p, const float *x, float *y, int32_t *am) {
-    const int64_t pl = i / ((int64_t)p.OH * p.OW);
-    const int oy = (int)(i / p.OW % p.OH), ox = (int)(i % p.OW);
-    const float *src = x + pl * p.H * p.W;
-    int y0, y1, x0, x1;
-    dyn_k_pool_window(oy, p.kh, p.sh, p.ph, p.H, &y0, &y1);
-    dyn_k_pool_window(ox, p.kw, p.sw, p.pw, p.W, &x0, &x1);
+    int oy, ox, y0, y1, x0, x1;
+    const float *src = x + dyn_k_pool_out(i, p, &oy, &ox, &y0, &y1, &x0, &x1) * p.H * p.W;
     int best_i = y0 * p.W + x0;
     float best = src[best_i];
     for (int iy = y0; iy < y1; iy++)
@@ -178,25 +203,12 @@ DYN_KERN void dyn_k_maxpool_fwd(int64_t i, dyn_kpool p, const float *x, float *y
     am[i] = best_i;
 }
 
-/* Output windows of dimension length `in` containing input index a: [*o0, *o1). */
-DYN_KERN void dyn_k_pool_span(int a, int k, int s, int p, int out, int *o0, int *o1) {
-    const int lo = a + p - k + 1; /* o·s − p + k > a  <=>  o·s >= lo */
-    int first = lo <= 0 ? 0 : (lo + s - 1) / s;
-    int last = (a + p) / s + 1; /* o·s − p <= a */
-    *o0 = first;
-    *o1 = last < out ? last : out;
-}
-
 /* dx element i of [planes][H][W]: the sum of dy over the outputs whose argmax is i's plane
  * index (outputs in row-major order, the CPU's scatter order). */
 DYN_KERN void dyn_k_maxpool_bwd(int64_t i, dyn_kpool p, const int32_t *am, const float *dy,
                                 float *dx) {
-    const int64_t pl = i / ((int64_t)p.H * p.W);
-    const int iy = (int)(i / p.W % p.H), ix = (int)(i % p.W), at = iy * p.W + ix;
-    const int64_t base = pl * p.OH * p.OW;
-    int oy0, oy1, ox0, ox1;
-    dyn_k_pool_span(iy, p.kh, p.sh, p.ph, p.OH, &oy0, &oy1);
-    dyn_k_pool_span(ix, p.kw, p.sw, p.pw, p.OW, &ox0, &ox1);
+    int at, oy0, oy1, ox0, ox1;
+    const int64_t base = dyn_k_pool_in(i, p, &at, &oy0, &oy1, &ox0, &ox1) * p.OH * p.OW;
     float s = 0.0f;
     for (int oy = oy0; oy < oy1; oy++)
         for (int ox = ox0; ox < ox1; ox++) {
@@ -215,12 +227,8 @@ DYN_KERN int dyn_k_avgpool_div(dyn_kpool p, int oy, int ox) {
 }
 
 DYN_KERN void dyn_k_avgpool_fwd(int64_t i, dyn_kpool p, const float *x, float *y) {
-    const int64_t pl = i / ((int64_t)p.OH * p.OW);
-    const int oy = (int)(i / p.OW % p.OH), ox = (int)(i % p.OW);
-    const float *src = x + pl * p.H * p.W;
-    int y0, y1, x0, x1;
-    dyn_k_pool_window(oy, p.kh, p.sh, p.ph, p.H, &y0, &y1);
-    dyn_k_pool_window(ox, p.kw, p.sw, p.pw, p.W, &x0, &x1);
+    int oy, ox, y0, y1, x0, x1;
+    const float *src = x + dyn_k_pool_out(i, p, &oy, &ox, &y0, &y1, &x0, &x1) * p.H * p.W;
     float s = 0.0f;
     for (int iy = y0; iy < y1; iy++)
         for (int ix = x0; ix < x1; ix++) s += src[iy * p.W + ix];
@@ -229,12 +237,8 @@ DYN_KERN void dyn_k_avgpool_fwd(int64_t i, dyn_kpool p, const float *x, float *y
 
 /* dx element i: Σ dy / divisor over the windows containing it (row-major window order). */
 DYN_KERN void dyn_k_avgpool_bwd(int64_t i, dyn_kpool p, const float *dy, float *dx) {
-    const int64_t pl = i / ((int64_t)p.H * p.W);
-    const int iy = (int)(i / p.W % p.H), ix = (int)(i % p.W);
-    const float *g = dy + pl * p.OH * p.OW;
-    int oy0, oy1, ox0, ox1;
-    dyn_k_pool_span(iy, p.kh, p.sh, p.ph, p.OH, &oy0, &oy1);
-    dyn_k_pool_span(ix, p.kw, p.sw, p.pw, p.OW, &ox0, &ox1);
+    int at, oy0, oy1, ox0, ox1;
+    const float *g = dy + dyn_k_pool_in(i, p, &at, &oy0, &oy1, &ox0, &ox1) * p.OH * p.OW;
     float s = 0.0f;
     for (int oy = oy0; oy < oy1; oy++)
         for (int ox = ox0; ox < ox1; ox++)

@@ -25,17 +25,6 @@
 #include "ops/pool_impl.h"
 #include "testutil.h"
 
-static dyn_layer *mk(const char *op, const char *attrs_json) {
-    json_error_t jerr;
-    json_t *a = json_loads(attrs_json, 0, &jerr);
-    ck_assert_msg(a != NULL, "bad test JSON %s: %s", attrs_json, jerr.text);
-    dyn_err err = {0};
-    dyn_layer *l = dyn_layer_create(op, "t", a, &err);
-    json_decref(a);
-    ck_assert_msg(l != NULL, "%s %s: %s", op, attrs_json, err.msg);
-    return l;
-}
-
 static float *rnd(dyn_rng *r, int64_t n, float lo, float hi) {
     float *p = dyn_alloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     ck_assert_ptr_nonnull(p);
@@ -89,7 +78,7 @@ START_TEST(test_conv2d) {
     const tu_conv *tc = &conv_cases[_i];
     char attrs[256];
     const int bias = _i % 2 == 0;
-    dyn_layer *l = mk("conv2d", tu_conv_attrs(tc, bias, attrs, sizeof attrs));
+    dyn_layer *l = tu_layer("conv2d", tu_conv_attrs(tc, bias, attrs, sizeof attrs));
     dyn_rng r;
     dyn_rng_seed(&r, 100 + (uint64_t)_i);
     l->ops->init(l, &r);
@@ -163,7 +152,7 @@ END_TEST
 /* ---- relu, add ------------------------------------------------------------------------------- */
 
 START_TEST(test_relu) {
-    dyn_layer *l = mk("relu", "{}");
+    dyn_layer *l = tu_layer("relu", "{}");
     dyn_rng r;
     dyn_rng_seed(&r, 7);
     const int64_t n = 1000, s[2] = {10, 100};
@@ -194,7 +183,7 @@ static const struct add_case {
 
 START_TEST(test_add) {
     const struct add_case *ac = &add_cases[_i];
-    dyn_layer *l = mk("add", "{}");
+    dyn_layer *l = tu_layer("add", "{}");
     dyn_rng r;
     dyn_rng_seed(&r, 11 + (uint64_t)_i);
     dyn_shape in[2] = {{ac->ndim, {0}}, {ac->ndim, {0}}}, out;
@@ -265,7 +254,7 @@ START_TEST(test_pool) {
         char *k = strstr(attrs, cip);
         if (k) memmove(k, k + strlen(cip), strlen(k + strlen(cip)) + 1);
     }
-    dyn_layer *l = mk(avg ? "avgpool2d" : "maxpool2d", attrs);
+    dyn_layer *l = tu_layer(avg ? "avgpool2d" : "maxpool2d", attrs);
     dyn_rng r;
     dyn_rng_seed(&r, 31 + (uint64_t)_i);
     dyn_shape in = {4, {pc->n, pc->c, pc->h, pc->w}}, out;
@@ -299,7 +288,7 @@ START_TEST(test_pool) {
 END_TEST
 
 START_TEST(test_gap) {
-    dyn_layer *l = mk("globalavgpool", "{}");
+    dyn_layer *l = tu_layer("globalavgpool", "{}");
     dyn_rng r;
     dyn_rng_seed(&r, 41);
     dyn_shape in = {4, {3, 5, 7, 6}}, out = {4, {3, 5, 1, 1}};
@@ -323,7 +312,7 @@ END_TEST
 
 START_TEST(test_linear_backward) {
     const int N = 7, in = 13, out = 9;
-    dyn_layer *l = mk("linear", "{\"in\": 13, \"out\": 9}");
+    dyn_layer *l = tu_layer("linear", "{\"in\": 13, \"out\": 9}");
     dyn_rng r;
     dyn_rng_seed(&r, 51);
     l->ops->init(l, &r);
@@ -363,7 +352,7 @@ START_TEST(test_batchnorm) {
     const int C = (int)bc->s[1];
     char attrs[96];
     snprintf(attrs, sizeof attrs, "{\"channels\": %d, \"momentum\": 0.3, \"eps\": 0.001}", C);
-    dyn_layer *l = mk("batchnorm", attrs);
+    dyn_layer *l = tu_layer("batchnorm", attrs);
     dyn_rng r;
     dyn_rng_seed(&r, 61 + (uint64_t)_i);
     for (int p = 0; p < 4; p++) tu_fill_uniform(l->params[p].value.data, C, &r, 0.5f, 1.5f);
@@ -412,7 +401,7 @@ START_TEST(test_dyn_conv2d) {
              "\"stride\": %d, \"H\": 2, \"q\": 2, \"kernel_fn\": \"%s\", \"exec\": "
              "\"materialized\"}",
              1 + _i % 2, kf[_i]);
-    dyn_layer *l = mk("dyn_conv2d", attrs);
+    dyn_layer *l = tu_layer("dyn_conv2d", attrs);
     dyn_rng r;
     dyn_rng_seed(&r, 71 + (uint64_t)_i);
     l->ops->init(l, &r);
