@@ -33,6 +33,8 @@ KERNEL(nkp_to_knp_k, dyn_k_nkp_to_knp, P(int N, int K, int64_t Pn, const float *
        P(N, K, Pn, s, d))
 KERNEL(bias_grad_k, dyn_k_bias_grad, P(int64_t N, int K, int64_t Pn, const float *dy, float *db),
        P(N, K, Pn, dy, db))
+KERNEL(bias_part_k, dyn_k_bias_part, P(int64_t N, int K, int64_t Pn, const float *dy,
+       float *part), P(N, K, Pn, dy, part))
 KERNEL(relu_fwd_k, dyn_k_relu_fwd, P(const float *x, float *y), P(x, y))
 KERNEL(relu_bwd_k, dyn_k_relu_bwd, P(const float *y, const float *dy, float *dx), P(y, dy, dx))
 KERNEL(add_fwd_k, dyn_k_add_fwd, P(dyn_kbcast s, const float *a, const float *b, float *y),
@@ -83,7 +85,8 @@ __global__ void add_bwd_k(int64_t n, dyn_kbcast s, int which, const float *dy, f
 static int rm_sgemm(dyn_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
                     const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
                     float beta, float *C, int ldc, long long sc, int batch, dyn_err *err) {
-    const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     if (batch == 1)
         CUBLAS_CHECK(cublasSgemm(ctx->blas, ob, oa, N, M, K, &alpha, B, ldb, A, lda, &beta, C,
                                  ldc));
@@ -131,7 +134,10 @@ extern "C" int dyn_cuda_conv2d_backward(dyn_cuda_ctx *ctx, const dyn_conv_geom *
     const int64_t ckk = (int64_t)g->C * g->KH * g->KW;
     const int K = (int)(ckk / groups), cog = cout / groups;
     float *cols = scratch, *gy = scratch + ckk * NP;
-    if (db) LAUNCH(bias_grad_k, cout, (int64_t)g->N, cout, P, dy, db);
+    if (db) { /* partial sums per (channel, image) in gy's space, before gy is written */
+        LAUNCH(bias_part_k, (int64_t)cout * g->N, (int64_t)g->N, cout, P, dy, gy);
+        LAUNCH(bias_grad_k, cout, (int64_t)1, cout, (int64_t)g->N, gy, db);
+    }
     LAUNCH(nkp_to_knp_k, (int64_t)cout * NP, g->N, cout, P, dy, gy);
     /* dw_g [cog][K] (+)= gy_g [cog][NP] cols_g [K][NP]ᵀ */
     if ((rc = rm_sgemm(ctx, 0, 1, cog, K, (int)NP, 1.0f, gy, (int)NP, (long long)cog * NP, cols,

@@ -81,6 +81,18 @@ DYN_KERN void dyn_k_bias_grad(int64_t k, int64_t N, int K, int64_t P, const floa
     db[k] += (float)s;
 }
 
+/* Partial bias gradients for a large P (a convolution's OH·OW): part[k][n] = Σ_p dy[n][k][p]
+ * (one index per (k, n), summed in double); dyn_k_bias_grad over part as [1][K][N] then adds
+ * the rows. Two gathers instead of one thread per channel reading N·P values. */
+DYN_KERN void dyn_k_bias_part(int64_t i, int64_t N, int K, int64_t P, const float *dy,
+                              float *part) {
+    const int64_t k = i / N, n = i % N;
+    const float *row = dy + (n * K + k) * P;
+    double s = 0.0;
+    for (int64_t p = 0; p < P; p++) s += row[p];
+    part[i] = (float)s;
+}
+
 /* ---- relu, add ----------------------------------------------------------------------------- */
 
 DYN_KERN void dyn_k_relu_fwd(int64_t i, const float *x, float *y) {

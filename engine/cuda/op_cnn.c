@@ -66,7 +66,8 @@ static int conv_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor
     const conv_impl *c = l->impl;
     dyn_shape s = shape_of(&x[0]);
     dyn_conv_geom g;
-    if (conv_geom_l(l, &s, &g)) return dyn_err_set(err, DYN_EINVAL, "layer '%s': bad input", l->name);
+    if (conv_geom_l(l, &s, &g))
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': bad input shape", l->name);
     return op_rc(dyn_cuda_conv2d_forward(ctx, &g, c->groups, c->cout, x[0].data, l->params[0].dval,
                                          c->has_bias ? l->params[1].dval : NULL, y->data, scratch,
                                          err),
@@ -79,7 +80,8 @@ static int conv_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn
     const conv_impl *c = l->impl;
     dyn_shape s = shape_of(&x[0]);
     dyn_conv_geom g;
-    if (conv_geom_l(l, &s, &g)) return dyn_err_set(err, DYN_EINVAL, "layer '%s': bad input", l->name);
+    if (conv_geom_l(l, &s, &g))
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': bad input shape", l->name);
     return op_rc(dyn_cuda_conv2d_backward(ctx, &g, c->groups, c->cout, l->params[0].dval,
                                           dy->data, l->params[0].dgrad, 1,
                                           c->has_bias ? l->params[1].dgrad : NULL, dx[0].data,
@@ -410,7 +412,7 @@ static int dc_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *
     dyn_conv_geom g;
     if (!dv || dc_geom_l(l, &s, &g))
         return dyn_err_set(err, DYN_EINVAL, "layer '%s': %s", l->name,
-                           dv ? "bad input" : "the device kernel is not prepared");
+                           dv ? "bad input shape" : "the device kernel is not prepared");
     return op_rc(dyn_cuda_conv2d_forward(ctx, &g, 1, d->cout, x[0].data, dv->w,
                                          d->bias ? l->params[P_BIAS].dval : NULL, y->data,
                                          scratch, err),
@@ -426,7 +428,7 @@ static int dc_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
     dyn_conv_geom g;
     if (!dv || dc_geom_l(l, &s, &g))
         return dyn_err_set(err, DYN_EINVAL, "layer '%s': %s", l->name,
-                           dv ? "bad input" : "the device kernel is not prepared");
+                           dv ? "bad input shape" : "the device kernel is not prepared");
     const int KK = d->K * d->K;
     const int64_t hq = (int64_t)d->H * d->q;
     const size_t kern = (size_t)d->cout * d->cin * KK;

@@ -7,10 +7,11 @@
  * bit equality: im2col, col2im (taps in (r, t) order, rows and columns ascending: the CPU's
  * accumulation order), the layout moves, relu, add and its broadcast gradients, pooling
  * (forward, argmax, gathered backward: the same sums in the same order), global average
- * pooling, the bias gradients (double sums, same order), batchnorm's statistics and running
- * statistics, and the DyN kernel permutes. Batchnorm's y and dx are held to 1e-6 relative
- * (the same formula; a compiler may contract a multiply-add differently). The composed conv2d,
- * linear and DyN conv forward / backward, whose sgemms here are OpenBLAS calls with the
+ * pooling, the one-pass bias gradient (double sums, same order), batchnorm's statistics and
+ * running statistics, and the DyN kernel permutes. Batchnorm's y and dx are held to 1e-6
+ * relative (the same formula; a compiler may contract a multiply-add differently), and so is
+ * the two-pass bias gradient (its partial sums are rounded to float once). The composed
+ * conv2d, linear and DyN conv forward / backward, whose sgemms here are OpenBLAS calls with the
  * launchers' arguments (row-major), are held to 1e-5 relative (float sums in another order).
  */
 #include <cblas.h>
@@ -131,7 +132,14 @@ START_TEST(test_conv2d) {
     l->ops->backward(l, &xt, &yt, &dyt, &dxt, scr);
     if (bias) {
         for (int k = 0; k < cout; k++) dyn_k_bias_grad(k, g.N, cout, P, dy, dbk);
-        same(dbk, l->params[1].grad.data, cout, "conv2d bias gradient");
+        same(dbk, l->params[1].grad.data, cout, "conv2d bias gradient (one pass)");
+        /* cnn.cu's two passes: partial sums per (channel, image), then the rows */
+        float *part = zeros((int64_t)cout * g.N), *db2 = zeros(cout);
+        for (int64_t i = 0; i < (int64_t)cout * g.N; i++)
+            dyn_k_bias_part(i, g.N, cout, P, dy, part);
+        for (int k = 0; k < cout; k++) dyn_k_bias_grad(k, 1, cout, g.N, part, db2);
+        close_rel(db2, l->params[1].grad.data, cout, 1e-6, "conv2d bias gradient (two passes)");
+        dyn_free(part), dyn_free(db2);
     }
     for (int64_t i = 0; i < ny; i++) dyn_k_nkp_to_knp(i, g.N, cout, P, dy, tmp);
     emu_sgemm(0, 1, cog, K, (int)NP, 1.0f, tmp, (int)NP, cog * NP, cols, (int)NP, K * NP, 1.0f,
@@ -195,8 +203,10 @@ START_TEST(test_add) {
     float *a = rnd(&r, na, -1, 1), *b = rnd(&r, nb, -1, 1), *yc = zeros(ny), *yk = zeros(ny);
     float *dy = rnd(&r, ny, -1, 1), *dac = zeros(na), *dbc = zeros(nb), *dak = zeros(na),
           *dbk = zeros(nb);
-    dyn_tensor x[2] = {dyn_tensor_view(a, ac->ndim, in[0].d), dyn_tensor_view(b, ac->ndim, in[1].d)};
-    dyn_tensor yt = dyn_tensor_view(yc, out.ndim, out.d), dyt = dyn_tensor_view(dy, out.ndim, out.d);
+    dyn_tensor x[2] = {dyn_tensor_view(a, ac->ndim, in[0].d),
+                       dyn_tensor_view(b, ac->ndim, in[1].d)};
+    dyn_tensor yt = dyn_tensor_view(yc, out.ndim, out.d);
+    dyn_tensor dyt = dyn_tensor_view(dy, out.ndim, out.d);
     dyn_tensor dx[2] = {dyn_tensor_view(dac, ac->ndim, in[0].d),
                         dyn_tensor_view(dbc, ac->ndim, in[1].d)};
     l->ops->forward(l, x, &yt, NULL, 1);
