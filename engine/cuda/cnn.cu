@@ -48,12 +48,14 @@ KERNEL(avgpool_bwd_k, dyn_k_avgpool_bwd, P(dyn_kpool p, const float *dy, float *
        P(p, dy, dx))
 KERNEL(gap_fwd_k, dyn_k_gap_fwd, P(int64_t HW, const float *x, float *y), P(HW, x, y))
 KERNEL(gap_bwd_k, dyn_k_gap_bwd, P(int64_t HW, const float *dy, float *dx), P(HW, dy, dx))
-KERNEL(bn_stats_k, dyn_k_bn_stats, P(dyn_kbn b, const float *x, float *rm, float *rv, float *s),
-       P(b, x, rm, rv, s))
+KERNEL(bn_part_k, dyn_k_bn_part, P(dyn_kbn b, int what, const float *x, const float *dy,
+       float *s), P(b, what, x, dy, s))
+KERNEL(bn_mean_k, dyn_k_bn_mean, P(dyn_kbn b, float *s), P(b, s))
+KERNEL(bn_stats_k, dyn_k_bn_stats, P(dyn_kbn b, float *rm, float *rv, float *s), P(b, rm, rv, s))
 KERNEL(bn_apply_k, dyn_k_bn_apply, P(dyn_kbn b, const float *x, const float *g, const float *be,
        const float *s, float *y), P(b, x, g, be, s, y))
-KERNEL(bn_bwd_stats_k, dyn_k_bn_bwd_stats, P(dyn_kbn b, const float *x, const float *dy,
-       float *s, float *dg, float *db), P(b, x, dy, s, dg, db))
+KERNEL(bn_bwd_stats_k, dyn_k_bn_bwd_stats, P(dyn_kbn b, float *s, float *dg, float *db),
+       P(b, s, dg, db))
 KERNEL(bn_bwd_dx_k, dyn_k_bn_bwd_dx, P(dyn_kbn b, const float *x, const float *dy,
        const float *g, const float *s, float *dx), P(b, x, dy, g, s, dx))
 KERNEL(dc_kernel_k, dyn_k_dc_kernel, P(int co, int ci, int KK, const float *sl, float *w),
@@ -261,7 +263,13 @@ extern "C" int dyn_cuda_batchnorm_forward(dyn_cuda_ctx *ctx, const dyn_kbn *b, c
                                           const float *gamma, const float *beta, float *rmean,
                                           float *rvar, float *scratch, float *y, dyn_err *err) {
     ENTER();
-    LAUNCH(bn_stats_k, b->C, *b, x, rmean, rvar, scratch);
+    const int64_t cn = b->C * b->N;
+    if (b->training) {
+        LAUNCH(bn_part_k, cn, *b, (int)DYN_KBN_SUM_X, x, (const float *)NULL, scratch);
+        LAUNCH(bn_mean_k, b->C, *b, scratch);
+        LAUNCH(bn_part_k, cn, *b, (int)DYN_KBN_SUM_DEV2, x, (const float *)NULL, scratch);
+    }
+    LAUNCH(bn_stats_k, b->C, *b, rmean, rvar, scratch);
     LAUNCH(bn_apply_k, b->N * b->C * b->S, *b, x, gamma, beta, scratch, y);
     return 0;
 }
@@ -270,7 +278,8 @@ extern "C" int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, 
                                            const float *dy, const float *gamma, float *scratch,
                                            float *dgamma, float *dbeta, float *dx, dyn_err *err) {
     ENTER();
-    LAUNCH(bn_bwd_stats_k, b->C, *b, x, dy, scratch, dgamma, dbeta);
+    LAUNCH(bn_part_k, b->C * b->N, *b, (int)DYN_KBN_SUM_DY, x, dy, scratch);
+    LAUNCH(bn_bwd_stats_k, b->C, *b, scratch, dgamma, dbeta);
     if (dx) LAUNCH(bn_bwd_dx_k, b->N * b->C * b->S, *b, x, dy, gamma, scratch, dx);
     return 0;
 }

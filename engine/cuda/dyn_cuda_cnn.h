@@ -79,7 +79,7 @@ int dyn_cuda_linear_backward(dyn_cuda_ctx *ctx, const float *x, const float *dy,
                              int out, const float *w, float *dw, float *db, float *dx,
                              dyn_err *err);
 
-/* ---- batchnorm (engine/ops/norm.c); scratch: 4·C + 1 floats (kern_cnn.h's layout) ----
+/* ---- batchnorm (engine/ops/norm.c); scratch: DYN_KBN_SCRATCH(C, N) floats (kern_cnn.h) ----
  * Forward: the statistics (b->training: the batch's, rmean / rvar updated; else the running
  * ones) into scratch, y = γ x̂ + β. Backward (after a forward with the same scratch):
  * dγ += Σ dy x̂, dβ += Σ dy, dx (NULL: skipped) = the gradient through whichever statistics the

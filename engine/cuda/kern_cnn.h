@@ -272,9 +272,11 @@ DYN_KERN void dyn_k_gap_bwd(int64_t i, int64_t HW, const float *dy, float *dx) {
 
 /* ---- batchnorm (norm.c) -------------------------------------------------------------------- */
 
-/* Input [N][C][S]; scratch (the CPU op's layout, then two more rows for backward):
- * scr[c] = mean, scr[C + c] = 1/sqrt(var + eps), scr[2C] = 1 after batch statistics,
- * scr[2C + 1 + c] = mean(dy), scr[3C + 1 + c] = mean(dy·x̂) (backward). */
+/* Input [N][C][S]. Scratch (the CPU op's layout, then two rows for backward, then partial
+ * sums): scr[c] = mean, scr[C + c] = 1/sqrt(var + eps), scr[2C] = 1 after batch statistics,
+ * scr[2C + 1 + c] = mean(dy), scr[3C + 1 + c] = mean(dy·x̂), part = scr + 4C + 1: [2][C][N].
+ * A channel's sums over its N·S values are taken in two gathers: per (channel, image) in
+ * double (dyn_k_bn_part), then per channel over the N partials, in double. */
 typedef struct dyn_kbn {
     int64_t N, S;
     int C;
@@ -283,38 +285,67 @@ typedef struct dyn_kbn {
     int training;
 } dyn_kbn;
 
-/* Channel c's statistics (one index per channel): the batch's in training, with the running
- * statistics updated (unbiased variance, PyTorch's rule), else the running ones; channel 0
- * also writes the flag. */
-DYN_KERN void dyn_k_bn_stats(int64_t c, dyn_kbn b, const float *x, float *rmean, float *rvar,
-                             float *scr) {
+/* Floats of scratch batchnorm needs on the device. */
+#define DYN_KBN_SCRATCH(C, N) ((size_t)(C) * 4 + 1 + 2 * (size_t)(C) * (size_t)(N))
+
+/* What dyn_k_bn_part sums over one (channel, image). */
+enum { DYN_KBN_SUM_X, DYN_KBN_SUM_DEV2, DYN_KBN_SUM_DY };
+
+/* Partial sums of channel c over image n, index i = c·N + n: Σ x (DYN_KBN_SUM_X), Σ (x − mean)²
+ * (DYN_KBN_SUM_DEV2, mean = scr[c]), or Σ dy and Σ dy·x̂ (DYN_KBN_SUM_DY, into part[i] and
+ * part[C·N + i]). */
+DYN_KERN void dyn_k_bn_part(int64_t i, dyn_kbn b, int what, const float *x, const float *dy,
+                            float *scr) {
+    const int64_t c = i / b.N, n = i % b.N, at = (n * b.C + c) * b.S;
+    const float *p = x + at;
+    const float mean = what == DYN_KBN_SUM_X ? 0.0f : scr[c];
+    const float invstd = what == DYN_KBN_SUM_DY ? scr[b.C + c] : 0.0f;
+    float *part = scr + 4 * (int64_t)b.C + 1;
+    double s = 0.0, t = 0.0;
+    for (int64_t k = 0; k < b.S; k++) {
+        if (what == DYN_KBN_SUM_X) {
+            s += p[k];
+        } else if (what == DYN_KBN_SUM_DEV2) {
+            const double d = p[k] - (double)mean;
+            s += d * d;
+        } else {
+            const float q = dy[at + k];
+            s += q;
+            t += (double)q * ((p[k] - mean) * invstd);
+        }
+    }
+    part[i] = (float)s;
+    if (what == DYN_KBN_SUM_DY) part[(int64_t)b.C * b.N + i] = (float)t;
+}
+
+/* Σ over the N partials of channel c in row `row` of part, in double. */
+DYN_KERN double dyn_k_bn_total(dyn_kbn b, const float *scr, int row, int64_t c) {
+    const float *part = scr + 4 * (int64_t)b.C + 1 + ((int64_t)row * b.C + c) * b.N;
+    double s = 0.0;
+    for (int64_t n = 0; n < b.N; n++) s += part[n];
+    return s;
+}
+
+/* Training, after DYN_KBN_SUM_X: the batch mean of channel c. */
+DYN_KERN void dyn_k_bn_mean(int64_t c, dyn_kbn b, float *scr) {
+    scr[c] = (float)(dyn_k_bn_total(b, scr, 0, c) / (double)(b.N * b.S));
+}
+
+/* Channel c's 1/sqrt(var + eps) and flag: training (after DYN_KBN_SUM_DEV2), the biased batch
+ * variance, the running statistics updated (unbiased variance, PyTorch's rule); inference, the
+ * running statistics (scr[c] = the running mean). */
+DYN_KERN void dyn_k_bn_stats(int64_t c, dyn_kbn b, float *rmean, float *rvar, float *scr) {
     const int64_t M = b.N * b.S;
-    float mean, invstd;
     if (b.training) {
-        double s = 0.0, ss = 0.0;
-        for (int64_t n = 0; n < b.N; n++) {
-            const float *p = x + (n * b.C + c) * b.S;
-            for (int64_t k = 0; k < b.S; k++) s += p[k];
-        }
-        const double mu = s / (double)M;
-        for (int64_t n = 0; n < b.N; n++) {
-            const float *p = x + (n * b.C + c) * b.S;
-            for (int64_t k = 0; k < b.S; k++) {
-                const double d = p[k] - mu;
-                ss += d * d;
-            }
-        }
+        const double ss = dyn_k_bn_total(b, scr, 0, c);
         const double var = ss / (double)M, uvar = M > 1 ? ss / (double)(M - 1) : var;
-        mean = (float)mu;
-        invstd = (float)(1.0 / sqrt(var + b.eps));
-        rmean[c] = (1.0f - b.momentum) * rmean[c] + b.momentum * (float)mu;
+        scr[b.C + c] = (float)(1.0 / sqrt(var + b.eps));
+        rmean[c] = (1.0f - b.momentum) * rmean[c] + b.momentum * scr[c];
         rvar[c] = (1.0f - b.momentum) * rvar[c] + b.momentum * (float)uvar;
     } else {
-        mean = rmean[c];
-        invstd = (float)(1.0 / sqrt((double)rvar[c] + b.eps));
+        scr[c] = rmean[c];
+        scr[b.C + c] = (float)(1.0 / sqrt((double)rvar[c] + b.eps));
     }
-    scr[c] = mean;
-    scr[b.C + c] = invstd;
     if (c == 0) scr[2 * b.C] = b.training ? 1.0f : 0.0f;
 }
 
@@ -326,20 +357,12 @@ DYN_KERN void dyn_k_bn_apply(int64_t i, dyn_kbn b, const float *x, const float *
     y[i] = x[i] * scale + shift;
 }
 
-/* Channel c of backward: dγ += Σ dy·x̂, dβ += Σ dy (double), and the means dx needs into scr
- * (0 after an inference forward: dx is then the affine map's). */
-DYN_KERN void dyn_k_bn_bwd_stats(int64_t c, dyn_kbn b, const float *x, const float *dy,
-                                 float *scr, float *dgamma, float *dbeta) {
+/* Channel c of backward (after DYN_KBN_SUM_DY): dγ += Σ dy·x̂, dβ += Σ dy, and the means dx
+ * needs into scr (0 after an inference forward: dx is then the affine map's). */
+DYN_KERN void dyn_k_bn_bwd_stats(int64_t c, dyn_kbn b, float *scr, float *dgamma,
+                                 float *dbeta) {
     const int64_t M = b.N * b.S;
-    const float mean = scr[c], invstd = scr[b.C + c];
-    double sdy = 0.0, sdyx = 0.0;
-    for (int64_t n = 0; n < b.N; n++) {
-        const float *p = x + (n * b.C + c) * b.S, *q = dy + (n * b.C + c) * b.S;
-        for (int64_t k = 0; k < b.S; k++) {
-            sdy += q[k];
-            sdyx += (double)q[k] * ((p[k] - mean) * invstd);
-        }
-    }
+    const double sdy = dyn_k_bn_total(b, scr, 0, c), sdyx = dyn_k_bn_total(b, scr, 1, c);
     dgamma[c] += (float)sdyx;
     dbeta[c] += (float)sdy;
     const int batch = scr[2 * b.C] != 0.0f;

@@ -282,8 +282,8 @@ const dyn_backend_op dyn_cuda_op_linear = {.forward = linear_forward,
 /* ---- batchnorm ------------------------------------------------------------------------------- */
 
 static size_t bn_scratch(const dyn_layer *l, const dyn_shape *in, int training) {
-    (void)in, (void)training;
-    return (size_t)((const bn_impl *)l->impl)->channels * 4 + 1;
+    (void)training;
+    return DYN_KBN_SCRATCH(((const bn_impl *)l->impl)->channels, in[0].d[0]);
 }
 
 static dyn_kbn bn_of(const dyn_layer *l, const dyn_tensor *x, int training) {

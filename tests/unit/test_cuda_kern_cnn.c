@@ -7,10 +7,10 @@
  * bit equality: im2col, col2im (taps in (r, t) order, rows and columns ascending: the CPU's
  * accumulation order), the layout moves, relu, add and its broadcast gradients, pooling
  * (forward, argmax, gathered backward: the same sums in the same order), global average
- * pooling, the one-pass bias gradient (double sums, same order), batchnorm's statistics and
- * running statistics, and the DyN kernel permutes. Batchnorm's y and dx are held to 1e-6
- * relative (the same formula; a compiler may contract a multiply-add differently), and so is
- * the two-pass bias gradient (its partial sums are rounded to float once). The composed
+ * pooling, the one-pass bias gradient (double sums, same order), and the DyN kernel permutes.
+ * The two-pass sums (the device's conv2d bias gradient, batchnorm's statistics and parameter
+ * gradients: per (channel, image) in double, rounded to float once, then per channel) and what
+ * follows from them (batchnorm's running statistics, y and dx) are held to 1e-6 relative. The composed
  * conv2d, linear and DyN conv forward / backward, whose sgemms here are OpenBLAS calls with the
  * launchers' arguments (row-major), are held to 1e-5 relative (float sums in another order).
  */
@@ -374,7 +374,8 @@ START_TEST(test_batchnorm) {
     memcpy(rm, l->params[2].value.data, (size_t)C * sizeof(float));
     memcpy(rv, l->params[3].value.data, (size_t)C * sizeof(float));
     float *x = rnd(&r, n, -2, 3), *yc = zeros(n), *yk = zeros(n), *dy = rnd(&r, n, -1, 1);
-    float *dxc = zeros(n), *dxk = zeros(n), *scc = zeros(2 * C + 1), *sck = zeros(4 * C + 1);
+    float *dxc = zeros(n), *dxk = zeros(n), *scc = zeros(2 * C + 1);
+    float *sck = zeros((int64_t)DYN_KBN_SCRATCH(C, b.N));
     float *dg = zeros(C), *db = zeros(C);
     dyn_tensor xt = dyn_tensor_view(x, bc->ndim, bc->s), yt = dyn_tensor_view(yc, bc->ndim, bc->s);
     dyn_tensor dyt = dyn_tensor_view(dy, bc->ndim, bc->s);
@@ -383,16 +384,25 @@ START_TEST(test_batchnorm) {
     dyn_layer_zero_grad(l);
     l->ops->backward(l, &xt, &yt, &dyt, &dxt, scc);
 
+    /* cnn.cu's sequence */
     const float *gamma = l->params[0].value.data, *beta = l->params[1].value.data;
-    for (int c = 0; c < C; c++) dyn_k_bn_stats(c, b, x, rm, rv, sck);
-    same(sck, scc, 2 * C + 1, "batchnorm statistics");
-    same(rm, l->params[2].value.data, C, "running mean");
-    same(rv, l->params[3].value.data, C, "running variance");
+    const int64_t cn = (int64_t)C * b.N;
+    if (b.training) {
+        for (int64_t i = 0; i < cn; i++) dyn_k_bn_part(i, b, DYN_KBN_SUM_X, x, NULL, sck);
+        for (int c = 0; c < C; c++) dyn_k_bn_mean(c, b, sck);
+        for (int64_t i = 0; i < cn; i++) dyn_k_bn_part(i, b, DYN_KBN_SUM_DEV2, x, NULL, sck);
+    }
+    for (int c = 0; c < C; c++) dyn_k_bn_stats(c, b, rm, rv, sck);
+    close_rel(sck, scc, 2 * C, 1e-6, "batchnorm statistics");
+    ck_assert(sck[2 * C] == scc[2 * C]);
+    close_rel(rm, l->params[2].value.data, C, 1e-6, "running mean");
+    close_rel(rv, l->params[3].value.data, C, 1e-6, "running variance");
     for (int64_t i = 0; i < n; i++) dyn_k_bn_apply(i, b, x, gamma, beta, sck, yk);
     close_rel(yk, yc, n, 1e-6, "batchnorm forward");
-    for (int c = 0; c < C; c++) dyn_k_bn_bwd_stats(c, b, x, dy, sck, dg, db);
-    same(dg, l->params[0].grad.data, C, "batchnorm gamma gradient");
-    same(db, l->params[1].grad.data, C, "batchnorm beta gradient");
+    for (int64_t i = 0; i < cn; i++) dyn_k_bn_part(i, b, DYN_KBN_SUM_DY, x, dy, sck);
+    for (int c = 0; c < C; c++) dyn_k_bn_bwd_stats(c, b, sck, dg, db);
+    close_rel(dg, l->params[0].grad.data, C, 1e-6, "batchnorm gamma gradient");
+    close_rel(db, l->params[1].grad.data, C, 1e-6, "batchnorm beta gradient");
     for (int64_t i = 0; i < n; i++) dyn_k_bn_bwd_dx(i, b, x, dy, gamma, sck, dxk);
     close_rel(dxk, dxc, n, 1e-6, "batchnorm input gradient");
     dyn_free(rm), dyn_free(rv), dyn_free(x), dyn_free(yc), dyn_free(yk), dyn_free(dy);
