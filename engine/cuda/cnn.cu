@@ -58,8 +58,8 @@ KERNEL(bn_bwd_stats_k, dyn_k_bn_bwd_stats, P(dyn_kbn b, float *s, float *dg, flo
        P(b, s, dg, db))
 KERNEL(bn_bwd_dx_k, dyn_k_bn_bwd_dx, P(dyn_kbn b, const float *x, const float *dy,
        const float *g, const float *s, float *dx), P(b, x, dy, g, s, dx))
-KERNEL(dc_kernel_k, dyn_k_dc_kernel, P(int co, int ci, int KK, const float *sl, float *w),
-       P(co, ci, KK, sl, w))
+KERNEL(dc_kernel_k, dyn_k_dc_kernel, P(int co, int ci, int KK, const float *sl,
+       const float *off, float *w), P(co, ci, KK, sl, off, w))
 KERNEL(dc_slices_k, dyn_k_dc_slices, P(int co, int ci, int KK, const float *g, float *sl),
        P(co, ci, KK, g, sl))
 
@@ -285,9 +285,9 @@ extern "C" int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, 
 }
 
 extern "C" int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *sl,
-                                  float *w, dyn_err *err) {
+                                  const float *off, float *w, dyn_err *err) {
     ENTER();
-    LAUNCH(dc_kernel_k, (int64_t)cout * cin * KK, cout, cin, KK, sl, w);
+    LAUNCH(dc_kernel_k, (int64_t)cout * cin * KK, cout, cin, KK, sl, off, w);
     return 0;
 }
 

@@ -382,11 +382,13 @@ DYN_KERN void dyn_k_bn_bwd_dx(int64_t i, dyn_kbn b, const float *x, const float 
 
 /* ---- dyn_conv2d (dyn_conv.c): the K² system slices <-> the kernel ------------------------- */
 
-/* Kernel element i of w [Cout][Cin·KK] (column c·KK + (r·K + t)) from the K² materialized
- * systems sl [KK][Cout][Cin] (system r·K + t). */
-DYN_KERN void dyn_k_dc_kernel(int64_t i, int cout, int cin, int KK, const float *sl, float *w) {
+/* Kernel element i of w [Cout][Cin·KK] (column c·KK + (r·K + t)) from the K² systems
+ * materialized without their offset, sl [KK][Cout][Cin] (system r·K + t), plus the offset
+ * off[0] (device memory: read there, no copy to the host). */
+DYN_KERN void dyn_k_dc_kernel(int64_t i, int cout, int cin, int KK, const float *sl,
+                              const float *off, float *w) {
     const int64_t col = i % KK, c = i / KK % cin, o = i / ((int64_t)KK * cin);
-    w[i] = sl[(col * cout + o) * cin + c];
+    w[i] = sl[(col * cout + o) * cin + c] + off[0];
 }
 
 /* Slice element i of sl [KK][Cout][Cin] from the kernel gradient g [Cout][Cin·KK] (the

@@ -323,15 +323,14 @@ const dyn_backend_op dyn_cuda_op_batchnorm = {
 
 /* ---- dyn_conv2d (materialized) ---------------------------------------------------------------
  * prepare() materializes the kernel on the device: the K² systems (r, t) into slices
- * [K²][Cout][Cin] (dyn_cuda_materialize, states read from the params' dval), permuted into
- * w [Cout][Cin·K²]; forward and backward are conv2d's with that w, the kernel gradient going
+ * [K²][Cout][Cin] (dyn_cuda_materialize, states read from the params' dval, offset 0), permuted
+ * into w [Cout][Cin·K²] with the offset c added from its dval (no copy to the host); forward and backward are conv2d's with that w, the kernel gradient going
  * to a scratch G and from its (r, t) slices into the states' gradients
  * (dyn_cuda_grad_materialized). The native (l1, no kernel formed) execution has no device
  * kernels here: layers with exec = "native" stay on the CPU (supports() = 0). */
 
 typedef struct dc_dev {
     float *w; /* [Cout][Cin·K²], from the context's pool */
-    float c;  /* the offset c the kernel was built with (a host copy) */
 } dc_dev;
 
 static int dc_geom_l(const dyn_layer *l, const dyn_shape *s, dyn_conv_geom *g) {
@@ -355,15 +354,16 @@ static size_t dc_scratch(const dyn_layer *l, const dyn_shape *in, int training) 
     return dyn_cuda_conv2d_scratch(&g, d->cout) + (training ? 2 * kern : 0);
 }
 
-/* The (r, t) system on the device parameters (c: the host copy). */
-static dyn_sys dc_dev_sys(const dyn_layer *l, int r, int t, float c) {
+/* The (r, t) system on the device parameters, without its offset: c lives on the device (the
+ * kernel adds it there; the states' gradients do not depend on it). */
+static dyn_sys dc_dev_sys(const dyn_layer *l, int r, int t) {
     const dc_impl *d = l->impl;
     const int64_t hq = (int64_t)d->H * d->q;
     return (dyn_sys){.m = d->cout, .n = d->cin, .H = d->H, .q = d->q, .kernel = d->kernel,
                      .u = l->params[P_A].dval + r * hq * d->cout,
                      .v = l->params[P_B].dval + t * hq * d->cin,
                      .lambda = l->params[P_LAMBDA].dval + ((int64_t)r * d->K + t) * d->H,
-                     .c = c};
+                     .c = 0.0f};
 }
 
 static void dc_release(void *ctx, dyn_layer *l) {
@@ -387,16 +387,15 @@ static int dc_prepare(void *ctx, dyn_layer *l, dyn_err *err) {
         l->dev = dv;
         if ((rc = dyn_cuda_alloc(ctx, kern * sizeof(float), (void **)&dv->w, err))) goto out;
     }
-    if ((rc = dyn_cuda_download(ctx, &dv->c, l->params[P_C].dval, sizeof(float), err)) ||
-        (rc = dyn_cuda_alloc(ctx, kern * sizeof(float), (void **)&sl, err)))
-        goto out;
+    if ((rc = dyn_cuda_alloc(ctx, kern * sizeof(float), (void **)&sl, err))) goto out;
     for (int r = 0; r < d->K && !rc; r++)
         for (int t = 0; t < d->K && !rc; t++) {
-            const dyn_sys s = dc_dev_sys(l, r, t, dv->c);
+            const dyn_sys s = dc_dev_sys(l, r, t);
             rc = dyn_cuda_materialize(ctx, &s, sl + ((size_t)r * d->K + t) * d->cout * d->cin,
                                       err);
         }
-    if (!rc) rc = dyn_cuda_dc_kernel(ctx, d->cout, d->cin, KK, sl, dv->w, err);
+    if (!rc)
+        rc = dyn_cuda_dc_kernel(ctx, d->cout, d->cin, KK, sl, l->params[P_C].dval, dv->w, err);
 out:
     dyn_cuda_free(ctx, sl);
     if (rc) dc_release(ctx, l);
@@ -439,7 +438,7 @@ static int dc_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
     if (!rc) rc = dyn_cuda_dc_slices(ctx, d->cout, d->cin, KK, G, sl, err);
     for (int r = 0; r < d->K && !rc; r++)
         for (int t = 0; t < d->K && !rc; t++) {
-            const dyn_sys sys = dc_dev_sys(l, r, t, dv->c);
+            const dyn_sys sys = dc_dev_sys(l, r, t);
             const int64_t col = (int64_t)r * d->K + t;
             const dyn_sys_grad gr = {.du = l->params[P_A].dgrad + r * hq * d->cout,
                                      .dv = l->params[P_B].dgrad + t * hq * d->cin,

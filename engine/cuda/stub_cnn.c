@@ -112,9 +112,9 @@ int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float
     return no_cuda(err);
 }
 
-int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *sl, float *w,
-                       dyn_err *err) {
-    (void)ctx, (void)cout, (void)cin, (void)KK, (void)sl, (void)w;
+int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *sl,
+                       const float *off, float *w, dyn_err *err) {
+    (void)ctx, (void)cout, (void)cin, (void)KK, (void)sl, (void)off, (void)w;
     return no_cuda(err);
 }
 
