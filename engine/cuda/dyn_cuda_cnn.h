@@ -92,7 +92,8 @@ int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float
                                 float *dgamma, float *dbeta, float *dx, dyn_err *err);
 
 /* ---- dyn_conv2d: w [cout][cin·KK] = the KK system slices sl [KK][cout][cin] (materialized
- * with offset 0) + off[0] (the offset c, device memory), and the slices of a kernel gradient ---- */
+ * with offset 0) + off[0] (the offset c, device memory); sl = the slices of a kernel gradient
+ * g [cout][cin·KK] ---- */
 int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *sl,
                        const float *off, float *w, dyn_err *err);
 int dyn_cuda_dc_slices(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *g, float *sl,

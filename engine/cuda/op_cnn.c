@@ -324,10 +324,11 @@ const dyn_backend_op dyn_cuda_op_batchnorm = {
 /* ---- dyn_conv2d (materialized) ---------------------------------------------------------------
  * prepare() materializes the kernel on the device: the K² systems (r, t) into slices
  * [K²][Cout][Cin] (dyn_cuda_materialize, states read from the params' dval, offset 0), permuted
- * into w [Cout][Cin·K²] with the offset c added from its dval (no copy to the host); forward and backward are conv2d's with that w, the kernel gradient going
- * to a scratch G and from its (r, t) slices into the states' gradients
- * (dyn_cuda_grad_materialized). The native (l1, no kernel formed) execution has no device
- * kernels here: layers with exec = "native" stay on the CPU (supports() = 0). */
+ * into w [Cout][Cin·K²] with the offset c added from its dval (no copy to the host). Forward
+ * and backward are conv2d's with that w, the kernel gradient going to a scratch G and from its
+ * (r, t) slices into the states' gradients (dyn_cuda_grad_materialized). The native (l1, no
+ * kernel formed) execution has no device kernels here: layers with exec = "native" stay on the
+ * CPU (supports() = 0); "auto" runs materialized on the device. */
 
 typedef struct dc_dev {
     float *w; /* [Cout][Cin·K²], from the context's pool */

@@ -2,17 +2,19 @@
  * _relu, _flatten, _add, _maxpool2d, _avgpool2d, _globalavgpool, _linear, _batchnorm,
  * _dyn_conv2d) through a real context, against the CPU layers on the same random inputs and
  * parameters: a training forward (y; batchnorm: also the running statistics it updates), then
- * backward (dx of every input, every parameter gradient). The layers' parameters are uploaded
- * into dyn_param.dval, their gradients zeroed in .dgrad, as placement does (backend.h); the
- * DyN conv's prepare() builds its kernel on the device first.
+ * backward (dx of every input, every parameter gradient; a few cases without dx, as for a first
+ * layer). The layers' parameters are uploaded into dyn_param.dval, their gradients zeroed in
+ * .dgrad, as placement does (backend.h); the DyN conv's prepare() builds its kernel on the
+ * device first.
  *
  * Measure: ||gpu − cpu||₂ / ||cpu||₂ per tensor. Tolerances: 1e-6 for the ops that move or
  * compare values or sum few terms in the CPU's order (relu, flatten, add, pooling: the bodies
  * are bit-identical to the CPU on the host, tests/unit/test_cuda_kern_cnn.c; the device may
- * contract a multiply-add); 1e-5 for batchnorm (double sums; its y and dx are a few float
- * operations); 1e-4 for the cuBLAS ones (conv2d, linear, dyn_conv2d: float32 sums of up to
- * ~600 terms in another order, and for the DyN states' gradients, dλ and dc summed per block
- * and added atomically). */
+ * contract a multiply-add); 1e-5 for batchnorm (sums in double over float partials per
+ * (channel, image): 1e-6 on the host; its y and dx are a few float operations); 1e-4 for the
+ * cuBLAS ones (conv2d, linear, dyn_conv2d: float32 sums of up to 64·24·24 terms — LeNet conv1's
+ * weight gradient — in another order than OpenBLAS's, and for the DyN states' gradients, dλ
+ * and dc summed per block and added atomically). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,7 @@ typedef struct ocase {
     dyn_shape in[2];
     int training;
     double tol;
+    int no_dx; /* backward without dx (a first layer): only the parameter gradients */
 } ocase;
 
 #define S4(a, b, c, d) {4, {a, b, c, d}}
@@ -35,45 +38,50 @@ typedef struct ocase {
 
 static const ocase cases[] = {
     {"conv2d", "{\"in_channels\": 1, \"out_channels\": 6, \"kernel\": 5}", 1, {S4(64, 1, 28, 28)},
-     1, 1e-4},
+     1, 1e-4, 1},
+    {"conv2d", "{\"in_channels\": 1, \"out_channels\": 6, \"kernel\": 5}", 1, {S4(64, 1, 28, 28)},
+     1, 1e-4, 0},
     {"conv2d", "{\"in_channels\": 6, \"out_channels\": 16, \"kernel\": 5, \"bias\": 0}", 1,
-     {S4(64, 6, 14, 14)}, 1, 1e-4},
+     {S4(64, 6, 14, 14)}, 1, 1e-4, 0},
     {"conv2d", "{\"in_channels\": 64, \"out_channels\": 64, \"kernel\": 3, \"padding\": 1}", 1,
-     {S4(8, 64, 14, 14)}, 1, 1e-4},
+     {S4(8, 64, 14, 14)}, 1, 1e-4, 0},
     {"conv2d", "{\"in_channels\": 64, \"out_channels\": 128, \"kernel\": 1, \"stride\": 2, "
-     "\"bias\": 0}", 1, {S4(4, 64, 14, 14)}, 1, 1e-4},
+     "\"bias\": 0}", 1, {S4(4, 64, 14, 14)}, 1, 1e-4, 0},
     {"conv2d", "{\"in_channels\": 8, \"out_channels\": 12, \"kernel_h\": 3, \"kernel_w\": 2, "
      "\"stride_h\": 2, \"padding_w\": 1, \"dilation\": 2, \"groups\": 4}", 1, {S4(3, 8, 17, 13)},
-     1, 1e-4},
+     1, 1e-4, 0},
     {"conv2d", "{\"in_channels\": 32, \"out_channels\": 32, \"kernel\": 3, \"padding\": 1, "
-     "\"groups\": 32}", 1, {S4(2, 32, 9, 9)}, 1, 1e-4},
-    {"relu", "{}", 1, {S4(16, 16, 10, 10)}, 1, 1e-6},
-    {"flatten", "{}", 1, {S4(16, 16, 5, 5)}, 1, 1e-6},
-    {"add", "{}", 2, {S4(8, 32, 7, 7), S4(8, 32, 7, 7)}, 1, 1e-6},
-    {"add", "{}", 2, {S4(8, 32, 7, 7), S4(8, 32, 1, 1)}, 1, 1e-6},
-    {"add", "{}", 2, {S2(10, 1), S2(10, 33)}, 1, 1e-6},
-    {"maxpool2d", "{\"kernel\": 2}", 1, {S4(64, 6, 24, 24)}, 1, 1e-6},
+     "\"groups\": 32}", 1, {S4(2, 32, 9, 9)}, 1, 1e-4, 0},
+    {"relu", "{}", 1, {S4(16, 16, 10, 10)}, 1, 1e-6, 0},
+    {"flatten", "{}", 1, {S4(16, 16, 5, 5)}, 1, 1e-6, 0},
+    {"add", "{}", 2, {S4(8, 32, 7, 7), S4(8, 32, 7, 7)}, 1, 1e-6, 0},
+    {"add", "{}", 2, {S4(8, 32, 7, 7), S4(8, 32, 1, 1)}, 1, 1e-6, 0},
+    {"add", "{}", 2, {S2(10, 1), S2(10, 33)}, 1, 1e-6, 0},
+    {"maxpool2d", "{\"kernel\": 2}", 1, {S4(64, 6, 24, 24)}, 1, 1e-6, 0},
     {"maxpool2d", "{\"kernel\": 3, \"stride\": 2, \"padding\": 1}", 1, {S4(4, 64, 28, 28)}, 1,
-     1e-6},
+     1e-6, 0},
     {"maxpool2d", "{\"kernel\": 3, \"stride\": 2, \"ceil_mode\": 1}", 1, {S4(2, 8, 14, 15)}, 1,
-     1e-6},
-    {"avgpool2d", "{\"kernel\": 2}", 1, {S4(16, 6, 24, 24)}, 1, 1e-6},
+     1e-6, 0},
+    {"avgpool2d", "{\"kernel\": 2}", 1, {S4(16, 6, 24, 24)}, 1, 1e-6, 0},
     {"avgpool2d", "{\"kernel\": 3, \"stride\": 2, \"padding\": 1, \"ceil_mode\": 1, "
-     "\"count_include_pad\": 0}", 1, {S4(4, 16, 15, 14)}, 1, 1e-6},
-    {"globalavgpool", "{}", 1, {S4(8, 512, 7, 7)}, 1, 1e-6},
-    {"linear", "{\"in\": 400, \"out\": 120}", 1, {S2(64, 400)}, 1, 1e-4},
-    {"linear", "{\"in\": 64, \"out\": 10, \"bias\": 0}", 1, {{3, {5, 7, 64}}}, 1, 1e-4},
-    {"batchnorm", "{\"channels\": 64}", 1, {S4(8, 64, 14, 14)}, 1, 1e-5},
-    {"batchnorm", "{\"channels\": 64, \"momentum\": 0.2}", 1, {S4(8, 64, 14, 14)}, 0, 1e-5},
-    {"batchnorm", "{\"channels\": 120}", 1, {S2(32, 120)}, 1, 1e-5},
+     "\"count_include_pad\": 0}", 1, {S4(4, 16, 15, 14)}, 1, 1e-6, 0},
+    {"globalavgpool", "{}", 1, {S4(8, 512, 7, 7)}, 1, 1e-6, 0},
+    {"linear", "{\"in\": 400, \"out\": 120}", 1, {S2(64, 400)}, 1, 1e-4, 0},
+    {"linear", "{\"in\": 64, \"out\": 10, \"bias\": 0}", 1, {{3, {5, 7, 64}}}, 1, 1e-4, 0},
+    {"batchnorm", "{\"channels\": 64}", 1, {S4(8, 64, 14, 14)}, 1, 1e-5, 0},
+    {"batchnorm", "{\"channels\": 64, \"momentum\": 0.2}", 1, {S4(8, 64, 14, 14)}, 0, 1e-5, 0},
+    {"batchnorm", "{\"channels\": 120}", 1, {S2(32, 120)}, 1, 1e-5, 0},
     {"dyn_conv2d", "{\"in_channels\": 6, \"out_channels\": 16, \"kernel\": 5, \"H\": 2, \"q\": 2, "
-     "\"kernel_fn\": \"l1\", \"exec\": \"materialized\"}", 1, {S4(32, 6, 14, 14)}, 1, 1e-4},
+     "\"kernel_fn\": \"l1\", \"exec\": \"materialized\"}", 1, {S4(32, 6, 14, 14)}, 1, 1e-4, 0},
+    {"dyn_conv2d", "{\"in_channels\": 1, \"out_channels\": 6, \"kernel\": 5, \"H\": 2, \"q\": 2, "
+     "\"kernel_fn\": \"l1\", \"exec\": \"materialized\"}", 1, {S4(32, 1, 28, 28)}, 1, 1e-4, 1},
+    {"batchnorm", "{\"channels\": 6}", 1, {S4(16, 6, 10, 10)}, 1, 1e-5, 1},
     {"dyn_conv2d", "{\"in_channels\": 16, \"out_channels\": 32, \"kernel\": 3, \"padding\": 1, "
      "\"stride\": 2, \"H\": 3, \"q\": 2, \"kernel_fn\": \"l2\", \"exec\": \"auto\"}", 1,
-     {S4(4, 16, 12, 12)}, 1, 1e-4},
+     {S4(4, 16, 12, 12)}, 1, 1e-4, 0},
     {"dyn_conv2d", "{\"in_channels\": 3, \"out_channels\": 8, \"kernel\": 3, \"H\": 2, \"q\": 3, "
      "\"kernel_fn\": \"inv\", \"bias\": 0, \"exec\": \"materialized\"}", 1, {S4(4, 3, 10, 10)}, 1,
-     1e-4},
+     1e-4, 0},
 };
 
 static const dyn_backend_op *op_for(const char *name) {
@@ -149,7 +157,7 @@ static void run_case(dyn_cuda_ctx *ctx, const ocase *oc, dyn_rng *r) {
 
     /* the CPU */
     dyn_tensor x[2], xd[2], dx[2], dxd[2];
-    float *xh[2] = {0}, *dxh[2] = {0};
+    float *xh[2] = {0}, *dxh[2] = {0}, *dxbuf[2] = {0};
     for (int k = 0; k < oc->nin; k++) {
         const int64_t n = dyn_shape_numel(&oc->in[k]);
         xh[k] = gt_rand(r, n, -1.0f, 1.0f);
@@ -157,7 +165,7 @@ static void run_case(dyn_cuda_ctx *ctx, const ocase *oc, dyn_rng *r) {
         x[k] = dyn_tensor_view(xh[k], oc->in[k].ndim, oc->in[k].d);
         dx[k] = dyn_tensor_view(dxh[k], oc->in[k].ndim, oc->in[k].d);
         xd[k] = dev_tensor(gt_upload(ctx, xh[k], n), &oc->in[k]);
-        dxd[k] = dev_tensor(dev_zeros(ctx, n), &oc->in[k]);
+        dxd[k] = dev_tensor(dxbuf[k] = dev_zeros(ctx, n), &oc->in[k]);
     }
     const int64_t ny = dyn_shape_numel(&out);
     float *yh = gt_rand(r, ny, 0, 0), *dyh = gt_rand(r, ny, -1.0f, 1.0f);
@@ -174,15 +182,17 @@ static void run_case(dyn_cuda_ctx *ctx, const ocase *oc, dyn_rng *r) {
     dyn_tensor dyd = dev_tensor(gt_upload(ctx, dyh, ny), &out);
     if (op->prepare) gt_ok(op->prepare(ctx, l, &err), &err, "device prepare");
     gt_ok(op->forward(ctx, l, xd, &yd, scr, oc->training, &err), &err, "device forward");
+    if (oc->no_dx)
+        for (int k = 0; k < oc->nin; k++) dxd[k].data = NULL; /* kept in dxbuf, freed below */
     gt_ok(op->backward(ctx, l, xd, &yd, &dyd, dxd, scr, &err), &err, "device backward");
     gt_ok(dyn_cuda_sync(ctx, &err), &err, "sync");
 
     char shp[64];
     dyn_shape_str(&oc->in[0], shp, sizeof shp);
-    snprintf(what, sizeof what, "%s %s on %s (%s): y", oc->op, oc->attrs, shp,
-             oc->training ? "training" : "inference");
+    snprintf(what, sizeof what, "%s %s on %s (%s%s): y", oc->op, oc->attrs, shp,
+             oc->training ? "training" : "inference", oc->no_dx ? ", backward without dx" : "");
     cmp(ctx, what, yd.data, yh, ny, oc->tol);
-    for (int k = 0; k < oc->nin; k++) {
+    for (int k = 0; k < oc->nin && !oc->no_dx; k++) {
         snprintf(what, sizeof what, "%s on %s: dx[%d]", oc->op, shp, k);
         cmp(ctx, what, dxd[k].data, dxh[k], dyn_shape_numel(&oc->in[k]), oc->tol);
     }
@@ -201,7 +211,7 @@ static void run_case(dyn_cuda_ctx *ctx, const ocase *oc, dyn_rng *r) {
         l->params[p].dval = l->params[p].dgrad = NULL;
     }
     for (int k = 0; k < oc->nin; k++) {
-        dyn_cuda_free(ctx, xd[k].data), dyn_cuda_free(ctx, dxd[k].data);
+        dyn_cuda_free(ctx, xd[k].data), dyn_cuda_free(ctx, dxbuf[k]);
         free(xh[k]), free(dxh[k]);
     }
     dyn_cuda_free(ctx, scr), dyn_cuda_free(ctx, yd.data), dyn_cuda_free(ctx, dyd.data);

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cuda/dyn_cuda_cnn.h"
 #include "cuda/kern_cnn.h"
+#include "cuda/op_cnn.h"
 #include "dyn/dyn.h"
 #include "ops/conv_impl.h"
 #include "ops/dyn_conv_impl.h"
@@ -498,6 +500,56 @@ START_TEST(test_dyn_conv2d) {
 }
 END_TEST
 
+/* ---- the glue (op_cnn.c) where no device runs: what it asks for, and how it fails ------------ */
+
+/* supports() and scratch() of the device tables, and each forward failing (no CUDA in this
+ * build: DYN_EUNSUP; a CUDA build without a context: DYN_EINVAL) with the layer's name. */
+START_TEST(test_glue) {
+    dyn_err err = {0};
+    dyn_layer *conv =
+        tu_layer("conv2d", "{\"in_channels\": 3, \"out_channels\": 8, \"kernel\": 3}");
+    dyn_shape in = {4, {2, 3, 10, 9}}, bad = {4, {2, 4, 10, 9}}, tiny = {4, {2, 3, 2, 2}};
+    ck_assert_int_eq(dyn_cuda_op_conv2d.supports(conv, &in, 1), 1);
+    ck_assert_int_eq(dyn_cuda_op_conv2d.supports(conv, &bad, 1), 0);
+    ck_assert_int_eq(dyn_cuda_op_conv2d.supports(conv, &tiny, 0), 0);
+    ck_assert_uint_eq(dyn_cuda_op_conv2d.scratch(conv, &in, 1), (3 * 9 + 8) * 2 * 8 * 7);
+
+    dyn_layer *bn = tu_layer("batchnorm", "{\"channels\": 3}");
+    ck_assert_uint_eq(dyn_cuda_op_batchnorm.scratch(bn, &in, 1), DYN_KBN_SCRATCH(3, 2));
+    dyn_layer *mp = tu_layer("maxpool2d", "{\"kernel\": 2}");
+    ck_assert_uint_eq(dyn_cuda_op_maxpool2d.scratch(mp, &in, 0), 2 * 3 * 5 * 4);
+
+    static const char *const execs[3] = {"native", "materialized", "auto"};
+    for (int e = 0; e < 3; e++) {
+        char a[256];
+        snprintf(a, sizeof a, "{\"in_channels\": 3, \"out_channels\": 4, \"kernel\": 3, "
+                 "\"H\": 2, \"q\": 2, \"exec\": \"%s\"}", execs[e]);
+        dyn_layer *dc = tu_layer("dyn_conv2d", a);
+        ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.supports(dc, &in, 1), e != 0); /* native: CPU */
+        ck_assert_uint_eq(dyn_cuda_op_dyn_conv2d.scratch(dc, &in, 1),
+                          (3 * 9 + 4) * 2 * 8 * 7 + 2 * 4 * 3 * 9);
+        /* no context: prepare fails and leaves nothing; forward says it is not prepared */
+        ck_assert_int_ne(dyn_cuda_op_dyn_conv2d.prepare(NULL, dc, &err), 0);
+        ck_assert_ptr_null(dc->dev);
+        ck_assert_msg(strstr(err.msg, "layer 't'"), "%s", err.msg);
+        int64_t xs[4] = {2, 3, 10, 9}, ys[4] = {2, 4, 8, 7};
+        dyn_tensor x = dyn_tensor_view(NULL, 4, xs), y = dyn_tensor_view(NULL, 4, ys);
+        ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.forward(NULL, dc, &x, &y, NULL, 0, &err),
+                         DYN_EINVAL);
+        ck_assert_msg(strstr(err.msg, "not prepared"), "%s", err.msg);
+        dyn_layer_free(dc);
+    }
+
+    int64_t xs[4] = {2, 3, 10, 9}, ys[4] = {2, 8, 8, 7};
+    dyn_tensor x = dyn_tensor_view(NULL, 4, xs), y = dyn_tensor_view(NULL, 4, ys);
+    const int rc = dyn_cuda_op_conv2d.forward(NULL, conv, &x, &y, NULL, 1, &err);
+    ck_assert_int_eq(rc, dyn_cuda_built() ? DYN_EINVAL : DYN_EUNSUP);
+    ck_assert_msg(strstr(err.msg, "layer 't': "), "%s", err.msg);
+    if (!dyn_cuda_built()) ck_assert_msg(strstr(err.msg, "make CUDA=1"), "%s", err.msg);
+    dyn_layer_free(conv), dyn_layer_free(bn), dyn_layer_free(mp);
+}
+END_TEST
+
 static Suite *kern_cnn_suite(void) {
     Suite *s = suite_create("cuda_kern_cnn");
     TCase *tc = tcase_create("bodies");
@@ -510,6 +562,9 @@ static Suite *kern_cnn_suite(void) {
     tcase_add_test(tc, test_linear_backward);
     tcase_add_loop_test(tc, test_batchnorm, 0, (int)DYN_ARRAY_LEN(bn_cases));
     tcase_add_loop_test(tc, test_dyn_conv2d, 0, 3);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("glue");
+    tcase_add_test(tc, test_glue);
     suite_add_tcase(s, tc);
     return s;
 }
