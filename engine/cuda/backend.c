@@ -5,6 +5,7 @@
 #include "../backend.h"
 #include "dyn_cuda.h"
 #include "dyn_cuda_util.h"
+#include "op_cnn.h"
 #include "op_tf.h"
 
 #include <stdio.h>
@@ -84,6 +85,17 @@ const dyn_backend dyn_backend_cuda = {
     /* The op kernels of engine/cuda/op_*.c, by dyn_op; an op missing here runs on the CPU. */
     .ops =
         {
+            /* convolutional networks (op_cnn.c) */
+            [DYN_OP_CONV2D] = &dyn_cuda_op_conv2d,
+            [DYN_OP_RELU] = &dyn_cuda_op_relu,
+            [DYN_OP_FLATTEN] = &dyn_cuda_op_flatten,
+            [DYN_OP_ADD] = &dyn_cuda_op_add,
+            [DYN_OP_MAXPOOL2D] = &dyn_cuda_op_maxpool2d,
+            [DYN_OP_AVGPOOL2D] = &dyn_cuda_op_avgpool2d,
+            [DYN_OP_GLOBALAVGPOOL] = &dyn_cuda_op_globalavgpool,
+            [DYN_OP_LINEAR] = &dyn_cuda_op_linear,
+            [DYN_OP_BATCHNORM] = &dyn_cuda_op_batchnorm,
+            [DYN_OP_DYN_CONV2D] = &dyn_cuda_op_dyn_conv2d,
             /* elementwise and transformer ops (op_tf.c) */
             [DYN_OP_MUL] = &dyn_cuda_op_mul,
             [DYN_OP_SUB] = &dyn_cuda_op_sub,

@@ -34,12 +34,7 @@
 #include "../cpu/im2col.h"
 #include "../cpu/par.h"
 #include "../layer.h"
-
-typedef struct conv_impl {
-    int cin, cout, groups, has_bias;
-    int kh, kw, sh, sw, ph, pw, dh, dw;
-    dyn_dnnl_cache *dnnl; /* oneDNN primitives and AUTO's choices (owned) */
-} conv_impl;
+#include "conv_impl.h"
 
 #define CONV_MAX_CHANNELS ((int64_t)1 << 20)
 #define CONV_MAX_KERNEL ((int64_t)1 << 12)

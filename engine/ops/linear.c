@@ -18,12 +18,7 @@
 #include "../cpu/dnnl_conv.h"
 #include "../cpu/par.h"
 #include "../layer.h"
-
-typedef struct linear_impl {
-    int in, out;
-    int has_bias;
-    dyn_dnnl_cache *dnnl; /* oneDNN inner products and AUTO's choices (owned) */
-} linear_impl;
+#include "linear_impl.h"
 
 /* Largest feature count: keeps every sgemm dimension inside a BLAS int. */
 #define LINEAR_MAX_FEATURES ((int64_t)1 << 30)

@@ -22,13 +22,7 @@
 
 #include "../cpu/par.h"
 #include "../layer.h"
-
-typedef struct bn_impl {
-    int channels;
-    double eps, momentum;
-} bn_impl;
-
-enum { BN_WEIGHT, BN_BIAS, BN_RMEAN, BN_RVAR };
+#include "norm_impl.h"
 
 #define BN_MAX_CHANNELS ((int64_t)1 << 24)
 

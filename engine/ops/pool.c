@@ -26,14 +26,9 @@
 #endif
 #include "../cpu/par.h"
 #include "../layer.h"
+#include "pool_impl.h"
 
 _Static_assert(sizeof(float) == sizeof(int32_t), "argmax indices are stored in float scratch");
-
-typedef struct pool_impl {
-    int kh, kw, sh, sw, ph, pw;
-    int ceil_mode;
-    int count_include_pad; /* avgpool2d only */
-} pool_impl;
 
 #define POOL_MAX_KERNEL ((int64_t)1 << 16)
 

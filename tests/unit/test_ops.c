@@ -10,16 +10,7 @@
 
 /* ---- helpers ---- */
 
-static dyn_layer *mk(const char *op, const char *attrs_json) {
-    json_error_t jerr;
-    json_t *a = json_loads(attrs_json, 0, &jerr);
-    ck_assert_msg(a != NULL, "bad test JSON %s: %s", attrs_json, jerr.text);
-    dyn_err err = {0};
-    dyn_layer *l = dyn_layer_create(op, "t", a, &err);
-    json_decref(a);
-    ck_assert_msg(l != NULL, "%s %s: %s", op, attrs_json, err.msg);
-    return l;
-}
+static dyn_layer *mk(const char *op, const char *attrs_json) { return tu_layer(op, attrs_json); }
 
 /* Creation must fail with a message containing `want`. */
 static void mk_fails(const char *op, const char *attrs_json, const char *want) {

@@ -9,16 +9,7 @@
 #include "cpu/im2col.h"
 #include "testutil.h"
 
-static dyn_layer *mk(const char *op, const char *attrs_json) {
-    json_error_t jerr;
-    json_t *a = json_loads(attrs_json, 0, &jerr);
-    ck_assert_msg(a != NULL, "bad test JSON %s: %s", attrs_json, jerr.text);
-    dyn_err err = {0};
-    dyn_layer *l = dyn_layer_create(op, "t", a, &err);
-    json_decref(a);
-    ck_assert_msg(l != NULL, "%s %s: %s", op, attrs_json, err.msg);
-    return l;
-}
+static dyn_layer *mk(const char *op, const char *attrs_json) { return tu_layer(op, attrs_json); }
 
 /* Forward of l on x [n, c, h, w] (fresh scratch of the mode's size); returns y (malloc). */
 static float *fwd(dyn_layer *l, const dyn_tensor *x, int training, dyn_shape *out) {

@@ -161,3 +161,14 @@ void tu_conv2d_ref(const tu_conv *c, const float *x, const float *w, const float
                     y[((n * c->cout + co) * oh + oy) * ow + ox] = s;
                 }
 }
+
+dyn_layer *tu_layer(const char *op, const char *attrs_json) {
+    json_error_t jerr;
+    json_t *a = json_loads(attrs_json, 0, &jerr);
+    ck_assert_msg(a != NULL, "bad test JSON %s: %s", attrs_json, jerr.text);
+    dyn_err err = {0};
+    dyn_layer *l = dyn_layer_create(op, "t", a, &err);
+    json_decref(a);
+    ck_assert_msg(l != NULL, "%s %s: %s", op, attrs_json, err.msg);
+    return l;
+}

@@ -46,4 +46,8 @@ void tu_conv2d_ref(const tu_conv *c, const float *x, const float *w, const float
  * buf. */
 const char *tu_conv_attrs(const tu_conv *c, int bias, char *buf, size_t n);
 
+/* A layer of op `op` named "t" from the JSON attributes attrs_json; fails the test (with the
+ * message) when the JSON or the attributes are bad. Free with dyn_layer_free. */
+dyn_layer *tu_layer(const char *op, const char *attrs_json);
+
 #endif
