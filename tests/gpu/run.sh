@@ -44,7 +44,8 @@ echo "built in $(( $(date +%s) - t0 )) s"
 fail=0
 summary=()
 for t in build-cuda/gpu/test_device build-cuda/tests/test_cuda_api build-cuda/gpu/test_materialize \
-         build-cuda/gpu/test_linear build-cuda/gpu/test_native; do
+         build-cuda/gpu/test_linear build-cuda/gpu/test_native build-cuda/gpu/test_ops_dyn \
+         build-cuda/gpu/test_fit; do
     echo "== $t"
     s=$(date +%s)
     if timeout 300 "$t"; then r=PASS; else r=FAIL; fail=1; fi

@@ -7,7 +7,8 @@
  *     bias (the product by cblas standing in for cuBLAS);
  *   - the GPU fit's step (fit_cuda.c: per-system Ŵ with c = 0, dyn_k_fit_residual, the state
  *     gradient per system into θ's layout) against the fit's reference loss and gradient
- *     (dyn__fit_loss), linear and conv (K = 3); dyn_k_adam against the formula in double.
+ *     (dyn__fit_loss), linear and conv (K = 3); dyn_k_adam against the formula in double;
+ *   - a fit asked to run on cuda without a GPU: on the CPU, saying why, with the CPU's result.
  * What this cannot test (launch geometry, CUB, cuBLAS): tests/gpu/test_ops_dyn.c, test_fit.c.
  *
  * Tolerances: the native path uses the same CPU kernels on the same values, in the same order
@@ -22,6 +23,7 @@
 #include <cblas.h>
 
 #include "convert/convert_impl.h"
+#include "cuda/dyn_cuda.h"
 #include "cuda/kern_dyn.h"
 #include "dyn/dyn.h"
 #include "testutil.h"
@@ -277,6 +279,33 @@ START_TEST(adam_body) {
 }
 END_TEST
 
+/* A fit asked to run on cuda where no GPU answers (this build's stubs, or a CUDA build on a
+ * machine without one) runs on the CPU, says why in its note, and gives the CPU's result. */
+START_TEST(fit_device_fallback) {
+    int ndev = 0;
+    dyn_err err = {0};
+    if (dyn_cuda_device_count(&ndev, &err) == 0 && ndev > 0) return; /* tests/gpu/test_fit.c */
+    dyn_rng r;
+    dyn_rng_seed(&r, 71);
+    float *w = rnd(&r, 20 * 30, -0.2f, 0.2f);
+    dyn_fit_opts o = dyn_fit_opts_default();
+    o.steps = 30;
+    dyn_fit_result res[2];
+    for (int k = 0; k < 2; k++) {
+        dyn_layer *l = make_linear(30, 20, 3, 1, "auto", 72);
+        o.device = k ? DYN_DEV_CUDA : DYN_DEV_CPU;
+        ck_assert_int_eq(dyn_fit_layer(l, w, NULL, DYN_FIT_FIXED, 0, &o, &res[k], &err), 0);
+        dyn_layer_free(l);
+    }
+    ck_assert_int_eq(res[1].device, DYN_DEV_CPU);
+    ck_assert_msg(strstr(res[1].note, "cpu (no GPU for the fit: ") == res[1].note, "note: %s",
+                  res[1].note);
+    ck_assert_str_eq(res[0].note, "");
+    ck_assert_double_eq(res[0].rel_err, res[1].rel_err);
+    free(w);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda_kern_dyn");
     TCase *tc = tcase_create("bodies");
@@ -286,6 +315,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, fit_step_linear);
     tcase_add_test(tc, fit_step_conv);
     tcase_add_test(tc, adam_body);
+    tcase_add_test(tc, fit_device_fallback);
     suite_add_tcase(s, tc);
     return s;
 }
