@@ -742,6 +742,7 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
                 L->out_rel_err = fr.out_rel_err;
                 L->init_rel_err = fr.init_rel_err;
                 L->seconds = fr.seconds;
+                snprintf(L->fit_device, sizeof L->fit_device, "%s", fr.note);
                 snprintf(L->op_after, sizeof L->op_after, "%s", nl->ops->name);
                 const int64_t wf = dyn_convert_floats(cd->m, cd->n, cd->K, H, o->q);
                 if ((rc = svd_baseline(cd, wf, L, err)) ||

@@ -258,6 +258,9 @@ typedef struct dyn_convert_layer {
     int64_t macs_native;    /* per sample if the layer ran natively (DyN: K²·H·q·(m+n) per
                                output position, as the paper counts); = macs_after if dense */
     double entropy_bits, seconds;
+    /* With fit_device = cuda: where the fit's Adam steps ran ("cuda:0 NVIDIA H200"), or why on
+     * the CPU (dyn_fit_result.note); else "". */
+    char fit_device[600];
     /* Baselines (baseline.h; converted layers only): bytes of the weight as DyN (fp32 floats),
      * as per-row int8 / int4 with fp16 scales, and the quantized weights' relative errors. */
     int64_t bytes_dyn, bytes_int8, bytes_int4;
