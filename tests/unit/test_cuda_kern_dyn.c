@@ -8,7 +8,8 @@
  *   - the GPU fit's step (fit_cuda.c: per-system Ŵ with c = 0, dyn_k_fit_residual, the state
  *     gradient per system into θ's layout) against the fit's reference loss and gradient
  *     (dyn__fit_loss), linear and conv (K = 3); dyn_k_adam against the formula in double;
- *   - a fit asked to run on cuda without a GPU: on the CPU, saying why, with the CPU's result.
+ *   - a fit asked to run on cuda without a GPU: on the CPU, saying why, with the CPU's result;
+ *     through dyn_convert, the report's fit_device says so.
  * What this cannot test (launch geometry, CUB, cuBLAS): tests/gpu/test_ops_dyn.c, test_fit.c.
  *
  * Tolerances: the native path uses the same CPU kernels on the same values, in the same order
@@ -306,6 +307,47 @@ START_TEST(fit_device_fallback) {
 }
 END_TEST
 
+/* The same through dyn_convert: the report's line of the converted layer says where its fit
+ * ran (and the JSON carries it). */
+START_TEST(convert_reports_fit_device) {
+    int ndev = 0;
+    dyn_err err = {0};
+    if (dyn_cuda_device_count(&ndev, &err) == 0 && ndev > 0) return;
+    const dyn_shape in = {.ndim = 1, .d = {48}};
+    dyn_model *dense = dyn_model_new(&in);
+    const char *names[2] = {"fc1", "fc2"};
+    const int dims[3] = {48, 40, 10};
+    for (int k = 0; k < 2; k++) {
+        json_t *a = json_pack("{s:i, s:i}", "in", dims[k], "out", dims[k + 1]);
+        dyn_layer *l = dyn_layer_create("linear", names[k], a, &err);
+        json_decref(a);
+        ck_assert_ptr_nonnull(l);
+        ck_assert_int_ge(dyn_model_add_seq(dense, l, &err), 0);
+    }
+    dyn_model_init(dense, 3);
+    dyn_convert_opts o = dyn_convert_opts_default();
+    o.fitopt.steps = 10;
+    o.fitopt.device = DYN_DEV_CUDA;
+    o.min_agreement = 0;
+    o.force = 1;
+    dyn_model *out = NULL;
+    dyn_convert_report rep;
+    ck_assert_msg(dyn_convert(dense, &o, &out, &rep, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(rep.layers[0].converted, 1);
+    ck_assert_msg(strstr(rep.layers[0].fit_device, "cpu (no GPU for the fit: ") ==
+                      rep.layers[0].fit_device,
+                  "fit_device: %s", rep.layers[0].fit_device);
+    json_t *j = dyn_convert_report_json(&rep);
+    char *txt = json_dumps(j, 0);
+    ck_assert_ptr_nonnull(strstr(txt, "\"fit_device\": \"cpu (no GPU"));
+    free(txt);
+    json_decref(j);
+    dyn_convert_report_free(&rep);
+    dyn_model_free(out);
+    dyn_model_free(dense);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("cuda_kern_dyn");
     TCase *tc = tcase_create("bodies");
@@ -316,6 +358,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, fit_step_conv);
     tcase_add_test(tc, adam_body);
     tcase_add_test(tc, fit_device_fallback);
+    tcase_add_test(tc, convert_reports_fit_device);
     suite_add_tcase(s, tc);
     return s;
 }
