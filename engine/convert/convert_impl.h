@@ -30,7 +30,7 @@ dyn_sys dyn__fit_sys(int m, int n, int K, int H, int q, dyn_kernel kern, const f
  * The data-free l1 fit's Adam loop (fit.c adam_run, fast path) with θ, its gradient and the
  * moments on the device: per step, per system Ŵ_rt by dyn_cuda_materialize (c = 0), the
  * residual G = gs·(Ŵ + c − W) over all K² blocks (c read on the device), the gradient by
- * dyn_cuda_grad_materialized per system, then the Adam update. Every row every step (no row
+ * dyn_cuda_fit_grad_l1 per system, then the Adam update. Every row every step (no row
  * sampling: the GPU is not short of throughput). Functions return 0 or a DYN_E* code with err
  * set (DYN_EUNSUP without CUDA or GPU). */
 typedef struct dyn_fit_gpu dyn_fit_gpu;
@@ -54,5 +54,7 @@ int dyn__fit_gpu_adam(dyn_fit_gpu *g, int64_t from, float lr, float bc1, float b
                       dyn_err *err);
 /* Downloads θ into th (np floats; waits for the device). */
 int dyn__fit_gpu_end(dyn_fit_gpu *g, float *th, dyn_err *err);
+/* Downloads the last dyn__fit_gpu_grad's gradient into grad (np floats; for the GPU tests). */
+int dyn__fit_gpu_grad_get(dyn_fit_gpu *g, float *grad, dyn_err *err);
 
 #endif

@@ -4,7 +4,9 @@
  * the fit runs on cuda (dyn_fit_opts.device).
  *
  * Device memory (from the context's pool, all freed by dyn__fit_gpu_free): θ, its gradient and
- * the two moments (np floats each), the permuted dense weight and Ŵ / G (K²·m·n floats each).
+ * the two moments (np floats each), the permuted dense weight and Ŵ / G (K²·m·n floats each),
+ * the gradient's scratch (Gᵀ of one system, (H + 1)·n partial sums). The state gradient is
+ * dyn_cuda_fit_grad_l1's (reads coalesced, sums in a fixed order: a GPU fit is reproducible).
  * Plain C: the kernels are dyn_cuda.h's and dyn_cuda_dyn.h's (stubs without CUDA=1, where
  * dyn__fit_gpu_new fails with DYN_EUNSUP and the fit stays on the CPU).
  */
@@ -21,12 +23,13 @@ struct dyn_fit_gpu {
     int64_t np, blk; /* θ's floats; m·n (one system's block) */
     float *th, *grad, *m1, *m2; /* [np] */
     float *wp, *what;           /* [K²][m][n]: the dense weight; Ŵ, then G in place */
+    float *gt, *part;           /* scratch of the gradient: Gᵀ [n][m], partials [H + 1][n] */
     char name[280];
 };
 
 void dyn__fit_gpu_free(dyn_fit_gpu *g) {
     if (!g) return;
-    float *ps[] = {g->th, g->grad, g->m1, g->m2, g->wp, g->what};
+    float *ps[] = {g->th, g->grad, g->m1, g->m2, g->wp, g->what, g->gt, g->part};
     for (size_t i = 0; i < DYN_ARRAY_LEN(ps); i++) dyn_cuda_free(g->ctx, ps[i]);
     if (g->own_ctx) dyn_cuda_ctx_free(g->ctx);
     free(g);
@@ -57,10 +60,11 @@ int dyn__fit_gpu_new(struct dyn_cuda_ctx *ctx, int m, int n, int K, int H, int q
     if (g->own_ctx && !dyn_cuda_device_info(dev, &info, &ierr))
         snprintf(g->name, sizeof g->name, "cuda:%d %s", dev, info.name);
     int rc = 0;
-    float **arrs[] = {&g->th, &g->grad, &g->m1, &g->m2, &g->wp, &g->what};
+    float **arrs[] = {&g->th, &g->grad, &g->m1, &g->m2, &g->wp, &g->what, &g->gt, &g->part};
+    const int64_t sizes[] = {g->np, g->np, g->np, g->np, K2 * g->blk, K2 * g->blk, g->blk,
+                             ((int64_t)H + 1) * n};
     for (size_t i = 0; !rc && i < DYN_ARRAY_LEN(arrs); i++)
-        rc = dyn_cuda_alloc(g->ctx, (size_t)(i < 4 ? g->np : K2 * g->blk) * sizeof(float),
-                            (void **)arrs[i], err);
+        rc = dyn_cuda_alloc(g->ctx, (size_t)sizes[i] * sizeof(float), (void **)arrs[i], err);
     if (!rc)
         rc = dyn_cuda_upload(g->ctx, g->wp, wp, (size_t)(K2 * g->blk) * sizeof(float), err);
     if (rc) {
@@ -110,7 +114,7 @@ int dyn__fit_gpu_grad(dyn_fit_gpu *g, double *loss, dyn_err *err) {
                                         x % K, 0.0f);
         const dyn_sys_grad d = {.du = (float *)sg.u, .dv = (float *)sg.v,
                                 .dlambda = (float *)sg.lambda, .dc = g->grad + g->np - 1};
-        rc = dyn_cuda_grad_materialized(g->ctx, &s, g->what + x * g->blk, &d, err);
+        rc = dyn_cuda_fit_grad_l1(g->ctx, &s, g->what + x * g->blk, g->gt, g->part, &d, err);
     }
     return rc;
 }
@@ -123,4 +127,8 @@ int dyn__fit_gpu_adam(dyn_fit_gpu *g, int64_t from, float lr, float bc1, float b
 
 int dyn__fit_gpu_end(dyn_fit_gpu *g, float *th, dyn_err *err) {
     return dyn_cuda_download(g->ctx, th, g->th, (size_t)g->np * sizeof(float), err);
+}
+
+int dyn__fit_gpu_grad_get(dyn_fit_gpu *g, float *grad, dyn_err *err) {
+    return dyn_cuda_download(g->ctx, grad, g->grad, (size_t)g->np * sizeof(float), err);
 }

@@ -46,6 +46,13 @@ int dyn_cuda_dyn_gemm(dyn_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, fl
 int dyn_cuda_fit_residual(dyn_cuda_ctx *ctx, const float *what, const float *c, const float *wp,
                           float gs, int64_t n, float *g, dyn_err *err);
 
+/* The gradient of an l1 system's states from G = ∂loss/∂Ŵ [m][n] (s: states on the device),
+ * accumulated (+=) into out (du, dv, dλ, dc: all required) — dyn_cuda_grad_materialized's
+ * result for l1, deterministic (kern_dyn.h dyn_k_fit_du / _dv / _lc). Scratch: gt (m·n floats:
+ * Gᵀ) and part ((H + 1)·n floats). DYN_EINVAL for another kernel or a NULL gradient. */
+int dyn_cuda_fit_grad_l1(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *g, float *gt,
+                         float *part, const dyn_sys_grad *out, dyn_err *err);
+
 /* One Adam step (kern_dyn.h dyn_k_adam) of θ[0..n) with gradient g and moments m1, m2. */
 int dyn_cuda_fit_adam(dyn_cuda_ctx *ctx, float lr, float b1, float b2, float bc1, float bc2,
                       float eps, const float *g, float *m1, float *m2, float *th, int64_t n,

@@ -6,8 +6,10 @@
  *     CUDA ones, against the dyn_linear layer's forward and backward; its materialized path's
  *     bias (the product by cblas standing in for cuBLAS);
  *   - the GPU fit's step (fit_cuda.c: per-system Ŵ with c = 0, dyn_k_fit_residual, the state
- *     gradient per system into θ's layout) against the fit's reference loss and gradient
- *     (dyn__fit_loss), linear and conv (K = 3); dyn_k_adam against the formula in double;
+ *     gradient per system into θ's layout by fit.cu's dyn_cuda_fit_grad_l1 sequence: Gᵀ,
+ *     dyn_k_fit_du, dyn_k_fit_dv, dyn_k_fit_lc) against the fit's reference loss and gradient
+ *     (dyn__fit_loss), linear (q = 1) and conv (K = 3, q = 2); dyn_k_adam against the formula
+ *     in double;
  *   - a fit asked to run on cuda without a GPU: on the CPU, saying why, with the CPU's result;
  *     through dyn_convert, the report's fit_device says so.
  * What this cannot test (launch geometry, CUB, cuBLAS): tests/gpu/test_ops_dyn.c, test_fit.c.
@@ -219,12 +221,23 @@ static void check_fit_step(dyn_layer *l, int conv, int m, int n, int K, int H, i
     double ss = 0;
     for (int64_t t = 0; t < tot; t++) ss += (double)what[t] * what[t];
     const double loss = ss / ((double)gs * gs) / (double)tot;
+    /* dyn_cuda_fit_grad_l1 per system: Gᵀ, then the du, dv and dλ / dc bodies */
+    float *gt = malloc((size_t)blk * sizeof(float));
+    float *part = malloc((size_t)(H + 1) * n * sizeof(float));
     for (int x = 0; x < K2; x++) {
         const dyn_sys s = dyn__fit_sys(m, n, K, H, q, DYN_KERNEL_L1, th, x / K, x % K, 0.0f);
         const dyn_sys sg = dyn__fit_sys(m, n, K, H, q, DYN_KERNEL_L1, g, x / K, x % K, 0.0f);
-        const dyn_sys_grad d = {(float *)sg.u, (float *)sg.v, (float *)sg.lambda, g + np - 1};
-        dyn_sys_grad_materialized(&s, what + x * blk, &d);
+        const float *gx = what + x * blk;
+        run_transpose(gx, m, n, gt);
+        for (int64_t t = 0; t < (int64_t)H * q * m; t++)
+            dyn_k_fit_du(t, m, n, q, s.u, s.v, s.lambda, gt, (float *)sg.u);
+        for (int64_t t = 0; t < (int64_t)H * n; t++)
+            dyn_k_fit_dv(t, m, n, q, s.u, s.v, s.lambda, gx, (float *)sg.v, part,
+                         part + (int64_t)H * n);
+        for (int64_t h = 0; h <= H; h++)
+            dyn_k_fit_lc(h, n, H, part, part + (int64_t)H * n, (float *)sg.lambda, g + np - 1);
     }
+    free(gt), free(part);
     ck_assert_msg(fabs(loss - lref) <= 1e-5 * lref, "K=%d loss %g, reference %g", K, loss, lref);
     const double ge = tu_rel_err(g, gref, np);
     ck_assert_msg(ge <= 1e-4, "K=%d gradient relative error %g", K, ge);
