@@ -4,7 +4,7 @@
  *   - the dyn_linear device op's native path (op_dyn.c: transpose x and δ, the native kernels,
  *     transpose back, bias and its gradient) with the CPU's native kernels standing in for the
  *     CUDA ones, against the dyn_linear layer's forward and backward; its materialized path's
- *     bias (the product by cblas standing in for cuBLAS);
+ *     bias (the product by cblas standing in for cuBLAS); its path and scratch choices;
  *   - the GPU fit's step (fit_cuda.c: per-system Ŵ with c = 0, dyn_k_fit_residual, the state
  *     gradient per system into θ's layout by fit.cu's dyn_cuda_fit_grad_l1 sequence: Gᵀ,
  *     dyn_k_fit_du, dyn_k_fit_dv, dyn_k_fit_lc) against the fit's reference loss and gradient
@@ -28,6 +28,7 @@
 #include "convert/convert_impl.h"
 #include "cuda/dyn_cuda.h"
 #include "cuda/kern_dyn.h"
+#include "cuda/op_dyn.h"
 #include "dyn/dyn.h"
 #include "testutil.h"
 
@@ -173,6 +174,28 @@ START_TEST(linear_materialized_bias) {
     ck_assert_double_le(tu_rel_err(gb, dyn_layer_param(l, "bias")->grad.data, out), 1e-6);
     free(x), free(dy), free(y), free(dx), free(w), free(ye), free(gb);
     dyn_layer_free(l);
+}
+END_TEST
+
+/* The device op's host-side choices (op_dyn.c): which path at which batch, and the scratch it
+ * asks for (native: xᵀ, δᵀ and dxᵀ at 64-float offsets, none at batch 1; materialized: G for
+ * training only). */
+START_TEST(device_op_choices) {
+    const dyn_backend_op *op = &dyn_cuda_op_dyn_linear;
+    dyn_layer *nat = make_linear(13, 7, 2, 1, "native", 81);
+    dyn_layer *mat = make_linear(13, 7, 2, 1, "materialized", 82);
+    const dyn_shape n5 = {2, {5, 13}}, n1 = {2, {1, 13}}, n3d = {3, {2, 3, 13}};
+    const dyn_shape bad = {2, {5, 12}};
+    ck_assert_int_eq(op->supports(nat, &n5, 1), 1);
+    ck_assert_int_eq(op->supports(nat, &bad, 1), 0);
+    ck_assert_uint_eq(op->scratch(nat, &n5, 1), 2 * 128 + 64); /* 65 → 128, 35 → 64 */
+    ck_assert_uint_eq(op->scratch(nat, &n3d, 0), 2 * 128 + 64); /* 6 rows: 78 → 128, 42 → 64 */
+    ck_assert_uint_eq(op->scratch(nat, &n1, 1), 0);
+    ck_assert_int_eq(op->supports(mat, &n5, 1), 1);
+    ck_assert_uint_eq(op->scratch(mat, &n5, 1), 13 * 7);
+    ck_assert_uint_eq(op->scratch(mat, &n5, 0), 0);
+    dyn_layer_free(nat);
+    dyn_layer_free(mat);
 }
 END_TEST
 
@@ -367,6 +390,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, transpose_body);
     tcase_add_test(tc, linear_native_path);
     tcase_add_test(tc, linear_materialized_bias);
+    tcase_add_test(tc, device_op_choices);
     tcase_add_test(tc, fit_step_linear);
     tcase_add_test(tc, fit_step_conv);
     tcase_add_test(tc, adam_body);
