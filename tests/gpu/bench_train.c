@@ -6,7 +6,8 @@
  * the 2-core CPU the target names, emulated on this machine's cores), once placed on the GPU
  * (backend.h dyn_model_place, then dyn_train as usual). Both start from the same
  * initialization; the validation accuracy after the epoch is printed next to each time.
- *   bench_train [--cpu-threads N] [--epochs E]      (data from $DYN_DATA_DIR, default data/)
+ *   bench_train [--cpu-threads N] [--epochs E] [--images N]
+ * (data from $DYN_DATA_DIR, default data/; --images: the first N training images, default all)
  * One JSON line per run (device, command) at the end.
  *
  * Needs the device executor (engine/backend.c: dyn_model_place): the Makefile leaves this
@@ -50,12 +51,13 @@ static double run(int gpu, int epochs, const dyn_batch_source *tr, const dyn_bat
 }
 
 int main(int argc, char **argv) {
-    int threads = 2, epochs = 1;
+    int threads = 2, epochs = 1, limit = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cpu-threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--epochs") && i + 1 < argc) epochs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--images") && i + 1 < argc) limit = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--cpu-threads N] [--epochs E]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--cpu-threads N] [--epochs E] [--images N]\n", argv[0]);
             return 2;
         }
     }
@@ -70,7 +72,7 @@ int main(int argc, char **argv) {
     gt_ok(dyn_dataset_resolve(root, "mnist", 0, &d, &err), &err, "MNIST (make data)");
     gt_ok(dyn_dataset_load_idx(&d, "train", &tr, &err), &err, "MNIST train split");
     dyn_data_view vtr, vva;
-    gt_ok(dyn_data_split(&tr, 5000, 0, 1, d.mean, d.std, &vtr, &vva, &err), &err, "split");
+    gt_ok(dyn_data_split(&tr, 5000, limit, 1, d.mean, d.std, &vtr, &vva, &err), &err, "split");
     dyn_batch_source str = dyn_data_view_source(&vtr), sva = dyn_data_view_source(&vva);
 
     double acc_c = 0, acc_g = 0;
