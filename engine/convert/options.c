@@ -479,7 +479,8 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->riem_steps = (int)n_get(spec, C, "riem_steps");
     o->fitopt.sample = n_get(spec, C, "sample");
     o->fitopt.plateau = n_get(spec, C, "plateau");
-    o->fitopt.device = !strcmp(s_get(spec, "fit_device", "cpu"), "cuda") ? DYN_DEV_CUDA : DYN_DEV_CPU;
+    o->fitopt.device =
+        !strcmp(s_get(spec, "fit_device", "cpu"), "cuda") ? DYN_DEV_CUDA : DYN_DEV_CPU;
     o->fitopt.quant = n_get(spec, C, "quant");
     o->fitopt.seed = (uint64_t)n_get(spec, C, "seed");
     o->keep_first_conv = b_get(spec, C, "keep_first_conv");

@@ -66,7 +66,8 @@ static int dl_supports(const dyn_layer *l, const dyn_shape *in, int training) {
     const int64_t N = dl_rows(d, dyn_shape_numel(&in[0]));
     if (N < 1 || N > INT32_MAX) return 0;
     const int64_t big = DYN_MAX(d->in, d->out);
-    if (dl_native_at(d, N) && (big >= ((int64_t)1 << 24) || (int64_t)d->H * d->q * big >= INT32_MAX))
+    if (dl_native_at(d, N) &&
+        (big >= ((int64_t)1 << 24) || (int64_t)d->H * d->q * big >= INT32_MAX))
         return 0;
     if (d->hold_w && d->out > 65535 * 8) return 0;
     return 1;

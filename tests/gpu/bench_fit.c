@@ -91,11 +91,11 @@ int main(int argc, char **argv) {
            "wall)\n",
            layers, unique ? ", each shape fitted once" : "", total, cpu ? "the CPU" : info.name,
            dyn_now() - t_all);
-    printf("{\"bench\": \"fit_resnet50\", \"device\": \"%s\", \"command\": \"%s%s%s\", "
+    printf("{\"bench\": \"fit_resnet50\", \"device\": \"%s\", \"command\": \"%s\", "
            "\"layers\": %d, \"fits_on_gpu\": %d, \"estimate\": %s, \"seconds\": %.2f, "
            "\"steps\": %d, \"ratio\": 4}\n",
-           cpu ? "cpu" : info.name, argv[0], unique ? " --unique" : "", cpu ? " --cpu" : "",
-           layers, on_gpu, unique ? "true" : "false", total, o.steps);
+           cpu ? "cpu" : info.name, gt_command(argc, argv), layers, on_gpu,
+           unique ? "true" : "false", total, o.steps);
     dyn_cuda_ctx_free(ctx);
     return 0;
 }

@@ -36,7 +36,6 @@ static int cmp_double(const void *a, const void *b) {
     } while (0)
 
 int main(int argc, char **argv) {
-    (void)argc;
     dyn_cuda_ctx *ctx = gt_ctx("bench_native");
     dyn_cuda_info info = {0};
     dyn_err ierr = {0};
@@ -71,10 +70,11 @@ int main(int argc, char **argv) {
             MEDIAN_S(td, dyn_cuda_linear_forward(ctx, xd, b, n, w, NULL, n, yd, &e_));
             printf("%7d %6d %12.3f %12.3f %9.2f %14.3f\n", n, b, 1e3 * tn, 1e3 * td, td / tn,
                    1e3 * tm);
-            printf("{\"bench\": \"native_vs_cublas\", \"device\": \"%s\", \"command\": \"%s\", "
-                   "\"m\": %d, \"n\": %d, \"H\": %d, \"q\": %d, \"batch\": %d, \"native_ms\": %.4f, "
-                   "\"cublas_ms\": %.4f, \"materialize_ms\": %.4f}\n",
-                   info.name, argv[0], n, n, H, q, b, 1e3 * tn, 1e3 * td, 1e3 * tm);
+            printf("{\"bench\": \"native_vs_cublas\", \"device\": \"%s\", \"command\": "
+                   "\"%s\", \"m\": %d, \"n\": %d, \"H\": %d, \"q\": %d, \"batch\": %d, "
+                   "\"native_ms\": %.4f, \"cublas_ms\": %.4f, \"materialize_ms\": %.4f}\n",
+                   info.name, gt_command(argc, argv), n, n, H, q, b, 1e3 * tn, 1e3 * td,
+                   1e3 * tm);
             dyn_cuda_free(ctx, xd), dyn_cuda_free(ctx, yd);
             free(x);
         }

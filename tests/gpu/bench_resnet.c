@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
         printf("{\"bench\": \"resnet50_infer\", \"model\": \"%s\", \"device\": \"%s\", "
                "\"command\": \"%s\", \"batch\": %d, \"images_per_s\": %.1f, \"layers_on_cpu\": "
                "%d}\n",
-               KIND_NAME[kind], info.name, argv[0], batch, ips, on_cpu);
+               KIND_NAME[kind], info.name, gt_command(argc, argv), batch, ips, on_cpu);
         dyn_exec_free(e);
         dyn_model_free(m);
     }

@@ -87,8 +87,8 @@ int main(int argc, char **argv) {
         printf("{\"bench\": \"train_lenet5_dyn\", \"device\": \"%s\", \"command\": \"%s\", "
                "\"cpu_threads\": %d, \"epochs\": %d, \"images\": %d, \"seconds\": %.3f, "
                "\"val_acc\": %.4f}\n",
-               k ? info.name : "cpu", argv[0], k ? 0 : threads, epochs, vtr.n, k ? tg : tc,
-               k ? acc_g : acc_c);
+               k ? info.name : "cpu", gt_command(argc, argv), k ? 0 : threads, epochs, vtr.n,
+               k ? tg : tc, k ? acc_g : acc_c);
     dyn_data_view_free(&vtr), dyn_data_view_free(&vva);
     dyn_dataset_free(&tr);
     return 0;
