@@ -16,6 +16,7 @@
 #   make fuzz-regress  replays the committed fuzz corpora through the sanitizer build (fast)
 #   CUDA=1          the CUDA backend (engine/cuda/, nvcc + cuBLAS from CUDA_HOME; build-cuda/)
 #   make test-gpu   builds with CUDA=1 and runs the GPU tests (tests/gpu/; needs an NVIDIA GPU)
+#   make bench-gpu  builds with CUDA=1 and runs the GPU benchmarks (tests/gpu/bench_*; a GPU)
 SHELL := /bin/bash
 CC ?= cc
 SAN ?= 0
@@ -146,12 +147,17 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # The GPU tests (tests/gpu/README.md): built by `all` in a CUDA build only.
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(if $(CUDA_OBJ),$(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
-GPU_BENCH_SRC := $(wildcard tests/gpu/bench_*.c)
+# bench_train.c and bench_resnet.c need the device executor (dyn_model_place: engine/backend.c, and the CUDA
+# backend's table: engine/cuda/backend.c); left out where those are not in the tree.
+GPU_BENCH_WAIT := $(if $(and $(wildcard engine/backend.c),$(wildcard engine/cuda/backend.c)),,\
+                    tests/gpu/bench_train.c tests/gpu/bench_resnet.c)
+GPU_BENCH_SRC := $(filter-out $(GPU_BENCH_WAIT),$(wildcard tests/gpu/bench_*.c))
 GPU_BENCH_BIN := $(if $(CUDA_OBJ),$(GPU_BENCH_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
 
 .SECONDARY:
 .PHONY: all deps data test unit integration smoke bench experiments clean help run programs faults soak \
-        unit-baseline docker-smoke bench-ort test-gpu gpu-tests gpu-skipped cuda-check gpu-bins
+        unit-baseline docker-smoke bench-ort test-gpu gpu-tests gpu-skipped cuda-check gpu-bins \
+        bench-gpu gpu-benches
 all: $(BUILD)/libdyn.a $(BUILD)/dyn $(DYND) $(DYNCTL) $(TEST_BIN) $(BENCH_BIN) $(GPU_TEST_BIN) \
      $(GPU_BENCH_BIN)
 
@@ -257,6 +263,22 @@ gpu-bins: $(GPU_TEST_BIN) $(GPU_BENCH_BIN)
 # `make test` runs no GPU code: it says so (the GPU tests need a CUDA build and a GPU).
 gpu-skipped:
 	@echo "GPU tests skipped: $(if $(CUDA_OBJ),this make test does not run them,this build has no CUDA (make CUDA=1)); run make test-gpu (or tests/gpu/run.sh) on a machine with an NVIDIA GPU"
+
+# The GPU timings (issue 13's acceptance; needs an NVIDIA GPU): a CUDA build, then each
+# tests/gpu/bench_* program (native l1 vs cuBLAS, the ResNet-50-shaped conversion, ...). Their
+# output is printed and kept in build-cuda/bench-gpu-<program>.txt; their JSON lines (each with
+# the device and the command) are appended to build-cuda/bench-gpu.jsonl, for
+# tests/experiments/RESULTS.md.
+bench-gpu:
+	$(MAKE) CUDA=1 gpu-benches
+
+gpu-benches: $(GPU_BENCH_BIN)
+	@[ -n "$(CUDA_OBJ)" ] || { echo "gpu-benches needs CUDA=1 (use make bench-gpu)"; exit 1; }
+	@for b in $(GPU_BENCH_BIN); do echo "== $$b ($$(date -u +%FT%TZ))"; \
+	  $$b | tee $(BUILD)/bench-gpu-$$(basename $$b).txt; rc=$${PIPESTATUS[0]}; \
+	  grep '^{' $(BUILD)/bench-gpu-$$(basename $$b).txt >> $(BUILD)/bench-gpu.jsonl; \
+	  [ $$rc -eq 0 ] || { echo "GPU BENCH FAILED: $$b"; exit 1; }; done; \
+	  echo "JSON lines appended to $(BUILD)/bench-gpu.jsonl"
 
 # The GPU tests: a CUDA build (build-cuda/), then each tests/gpu/test_* program (each compares
 # a CUDA kernel with the CPU reference; tests/gpu/README.md). test_device runs first: without a

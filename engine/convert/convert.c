@@ -24,6 +24,7 @@
 
 #include "../cpu/dnnl_conv.h"
 #include "../cpu/im2col.h"
+#include "../cuda/dyn_cuda.h"
 #include "baseline.h"
 #include "convert.h"
 #include "finetune.h"
@@ -742,6 +743,7 @@ static int convert_once(dyn_model *in, const dyn_convert_opts *o, const int *Hov
                 L->out_rel_err = fr.out_rel_err;
                 L->init_rel_err = fr.init_rel_err;
                 L->seconds = fr.seconds;
+                snprintf(L->fit_device, sizeof L->fit_device, "%s", fr.note);
                 snprintf(L->op_after, sizeof L->op_after, "%s", nl->ops->name);
                 const int64_t wf = dyn_convert_floats(cd->m, cd->n, cd->K, H, o->q);
                 if ((rc = svd_baseline(cd, wf, L, err)) ||
@@ -1285,7 +1287,16 @@ int dyn_convert(dyn_model *in, const dyn_convert_opts *o_in, dyn_model **out,
                 dyn_convert_report *rep, dyn_err *err) {
     /* reproducible: one dense implementation for every forward of the conversion (cpu/dnnl_conv.h) */
     const int saved = dyn_conv_impl_set_thread(DYN_CONV_IM2COL);
-    const int rc = convert_impl(in, o_in, out, rep, err);
+    /* fit_device cuda: one GPU context for every layer's fit (else each fit makes its own);
+     * without one, each fit runs on the CPU and its report line says why */
+    dyn_convert_opts o = *o_in;
+    dyn_cuda_ctx *ctx = NULL;
+    if (o.fitopt.device == DYN_DEV_CUDA && !o.fitopt.cuda) {
+        dyn_err cerr = {0};
+        o.fitopt.cuda = ctx = dyn_cuda_ctx_new(0, &cerr);
+    }
+    const int rc = convert_impl(in, &o, out, rep, err);
+    dyn_cuda_ctx_free(ctx);
     dyn_conv_impl_set_thread(saved);
     return rc;
 }

@@ -52,6 +52,8 @@ typedef enum dyn_fit_init {
 int dyn_fit_init_parse(const char *s, dyn_fit_init *i);
 const char *dyn_fit_init_name(dyn_fit_init i);
 
+struct dyn_cuda_ctx; /* engine/cuda/dyn_cuda.h */
+
 typedef struct dyn_fit_opts {
     int steps;          /* Adam steps of the main fit (default 2000) */
     float lr;           /* Adam learning rate relative to the state range (default 0.1) */
@@ -87,6 +89,14 @@ typedef struct dyn_fit_opts {
     void (*progress)(void *ctx, double frac);
     void *progress_ctx;
     const volatile int *cancel; /* polled every step; may be NULL */
+    /* Where the Adam steps run (issue 13): DYN_DEV_CPU (0, default) or DYN_DEV_CUDA: the GPU
+     * for the data-free l1 fit with algo 0 (fit_cuda.c: every row every step, `sample` does not
+     * apply), the CPU for the others and when no GPU answers (dyn_fit_result.device and .note
+     * say which and why). Initialization, rounding and the closed-form λ, c stay on the CPU. */
+    int device;
+    /* With device = DYN_DEV_CUDA: the context to use (borrowed; several fits can share one),
+     * or NULL: each fit makes one on device 0 for its duration. */
+    struct dyn_cuda_ctx *cuda;
 } dyn_fit_opts;
 
 dyn_fit_opts dyn_fit_opts_default(void);
@@ -98,6 +108,9 @@ typedef struct dyn_fit_result {
     double init_rel_err;   /* after the initialization (best candidate), before Adam */
     int steps;             /* Adam steps taken (all phases) */
     double seconds;
+    int device;            /* where the Adam steps ran: DYN_DEV_CPU or DYN_DEV_CUDA */
+    char note[600];        /* with dyn_fit_opts.device = cuda: the device ("cuda:0 NVIDIA H200"),
+                              or why the fit ran on the CPU; else "" */
 } dyn_fit_result;
 
 /* Fits the DyN layer `dl` (a created "dyn_linear" or "dyn_conv2d") to the dense weight w
@@ -245,6 +258,9 @@ typedef struct dyn_convert_layer {
     int64_t macs_native;    /* per sample if the layer ran natively (DyN: K²·H·q·(m+n) per
                                output position, as the paper counts); = macs_after if dense */
     double entropy_bits, seconds;
+    /* With fit_device = cuda: where the fit's Adam steps ran ("cuda:0 NVIDIA H200"), or why on
+     * the CPU (dyn_fit_result.note); else "". */
+    char fit_device[600];
     /* Baselines (baseline.h; converted layers only): bytes of the weight as DyN (fp32 floats),
      * as per-row int8 / int4 with fp16 scales, and the quantized weights' relative errors. */
     int64_t bytes_dyn, bytes_int8, bytes_int4;

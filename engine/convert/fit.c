@@ -35,6 +35,7 @@
 #endif
 
 #include "../cpu/par.h"
+#include "../cuda/kern_dyn.h"
 #include "convert_impl.h"
 
 /* LAPACK (OpenBLAS exports it; Fortran calling convention). */
@@ -235,15 +236,21 @@ typedef struct fitp {
     double *dlbuf;      /* [nthr][K²][H] */
     int *rows;          /* [m]: the rows of this step (a permutation's prefix, sorted) */
     int nrows;          /* rows used by the next fp_loss_l1 (m = all) */
+    dyn_fit_gpu *gpu;   /* the Adam steps on the GPU (fit_cuda.c), else NULL */
+    char *note;         /* where a GPU failure is explained (dyn_fit_result.note) */
 } fitp;
 
-static dyn_sys fp_sys(const fitp *p, const float *th, int r, int t) {
-    const int64_t hq = (int64_t)p->H * p->q;
-    dyn_sys s = {.m = p->m, .n = p->n, .H = p->H, .q = p->q, .kernel = p->kern,
-                 .u = th + r * hq * p->m, .v = th + p->nu + t * hq * p->n,
-                 .lambda = th + p->nu + p->nv + ((int64_t)r * p->K + t) * p->H,
-                 .c = th[p->np - 1]};
+dyn_sys dyn__fit_sys(int m, int n, int K, int H, int q, dyn_kernel kern, const float *th, int r,
+                     int t, float c) {
+    const int64_t hq = (int64_t)H * q, nu = K * hq * m, nv = K * hq * n;
+    dyn_sys s = {.m = m, .n = n, .H = H, .q = q, .kernel = kern, .u = th + r * hq * m,
+                 .v = th + nu + t * hq * n, .lambda = th + nu + nv + ((int64_t)r * K + t) * H,
+                 .c = c};
     return s;
+}
+
+static dyn_sys fp_sys(const fitp *p, const float *th, int r, int t) {
+    return dyn__fit_sys(p->m, p->n, p->K, p->H, p->q, p->kern, th, r, t, th[p->np - 1]);
 }
 
 /* out [m][nk] = Ŵ of θ. */
@@ -851,12 +858,29 @@ typedef struct fit_run {
     int stopped_at;      /* plateau: the step it stopped before; -1 when it ran to the end */
 } fit_run;
 
+/* The GPU failed during an Adam run: back to the CPU for the rest of the fit, the reason in
+ * the fit's note. */
+static void fit_gpu_drop(fitp *p, const dyn_err *gerr) {
+    if (p->note)
+        snprintf(p->note, sizeof ((dyn_fit_result *)0)->note,
+                 "cpu (the GPU failed, the fit went on on the CPU: %s)", gerr->msg);
+    dyn__fit_gpu_free(p->gpu);
+    p->gpu = NULL;
+}
+
 /* `steps` Adam steps from the current θ (fresh moments), cosine lr decay to 1 %. Returns the
  * final loss, or -1 when cancelled (θ keeps the last step). lr is relative to the state
- * range (states_sd at the start). */
+ * range (states_sd at the start). With p->gpu the gradient and the update run on the GPU
+ * (θ uploaded at the start, downloaded at the end or when cancelled); the loss is then only
+ * computed when the trace or the plateau need it (else 0 is returned). If the GPU fails, the
+ * run starts over on the CPU from the same θ. */
 static double adam_run(fit_run *f, int steps, int *cancelled) {
     fitp *p = f->p;
     const int64_t n = p->np;
+    const int steps0 = *f->steps_done;
+    dyn_err gerr = {0};
+    if (p->gpu && dyn__fit_gpu_begin(p->gpu, f->th, &gerr)) fit_gpu_drop(p, &gerr);
+    dyn_fit_gpu *gpu = p->gpu;
     memset(f->m1, 0, (size_t)n * sizeof(float));
     memset(f->m2, 0, (size_t)n * sizeof(float));
     /* the scale of what moves: the states' spread, or λ's when only λ and c move */
@@ -870,9 +894,10 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
     double loss = 0;
     *cancelled = 0;
     f->stopped_at = -1;
-    const int sampled = f->main_run && p->fast && f->o->sample > 0 && f->o->sample < 1 &&
+    const int sampled = !gpu && f->main_run && p->fast && f->o->sample > 0 && f->o->sample < 1 &&
                         p->m >= f->o->sample_min_rows;
     const int plateau = f->main_run && p->fast && f->o->plateau > 0;
+    const int want_loss = plateau || (f->main_run && f->o->trace);
     const int win = DYN_MAX(20, steps / 10);
     double best_prev = INFINITY, best_win = INFINITY; /* plateau: the window's best loss */
     if (sampled) p->nrows = DYN_MAX(1, (int)ceil(f->o->sample * p->m));
@@ -880,10 +905,15 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
         if (f->o->cancel && *f->o->cancel) {
             *cancelled = 1;
             p->nrows = p->m;
+            if (gpu && dyn__fit_gpu_end(gpu, f->th, &gerr)) fit_gpu_drop(p, &gerr);
             return -1;
         }
         if (sampled) fp_sample_rows(p, f->rng);
-        loss = fp_loss_step(p, f->th, f->grad);
+        if (gpu) {
+            if (dyn__fit_gpu_grad(gpu, want_loss ? &loss : NULL, &gerr)) goto gpu_failed;
+        } else {
+            loss = fp_loss_step(p, f->th, f->grad);
+        }
         if (f->main_run && f->o->trace)
             f->o->trace(f->o->trace_ctx, s, dyn_now() - f->t0,
                         p->wnorm2 > 0 ? sqrt(fmax(loss, 0) * (double)p->m * p->nk / p->wnorm2)
@@ -904,12 +934,13 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
         const float frac = steps > 1 ? (float)s / (float)(steps - 1) : 1.0f;
         const float lr = lr0 * (0.01f + 0.99f * 0.5f * (1.0f + cosf(3.14159265f * frac)));
         const float bc1 = 1.0f - powf(b1, (float)(s + 1)), bc2 = 1.0f - powf(b2, (float)(s + 1));
-        float *th = f->th, *g = f->grad, *m1 = f->m1, *m2 = f->m2;
+        if (gpu) {
+            if (dyn__fit_gpu_adam(gpu, f->from, lr, bc1, bc2, &gerr)) goto gpu_failed;
+        } else {
+            float *th = f->th, *g = f->grad, *m1 = f->m1, *m2 = f->m2;
 #pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = f->from; i < n; i++) {
-            m1[i] = b1 * m1[i] + (1 - b1) * g[i];
-            m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i];
-            th[i] -= lr * (m1[i] / bc1) / (sqrtf(m2[i] / bc2) + 1e-12f);
+            for (int64_t i = f->from; i < n; i++)
+                dyn_k_adam(i, lr, b1, b2, bc1, bc2, 1e-12f, g, m1, m2, th);
         }
         (*f->steps_done)++;
         if (f->o->progress) {
@@ -922,7 +953,12 @@ static double adam_run(fit_run *f, int steps, int *cancelled) {
         }
     }
     p->nrows = p->m;
+    if (gpu && dyn__fit_gpu_end(gpu, f->th, &gerr)) goto gpu_failed;
     return loss;
+gpu_failed: /* f->th still holds the run's start: run it again on the CPU */
+    fit_gpu_drop(p, &gerr);
+    *f->steps_done = steps0;
+    return adam_run(f, steps, cancelled);
 }
 
 /* ---- the layer's parameters ------------------------------------------------------------------ */
@@ -1056,6 +1092,7 @@ static void fitp_free(fitp *p) {
     dyn_free(p->dvbuf);
     dyn_free(p->dlbuf);
     free(p->rows);
+    dyn__fit_gpu_free(p->gpu);
     dyn_free(p->dlin);
     dyn_free(p->e);
     dyn_free(p->g);
@@ -1143,6 +1180,27 @@ static int fp_refit_lc(fitp *p, float *th, float *scratch, dyn_err *err) {
     return 0;
 }
 
+/* Puts the fit's Adam steps on the GPU when it can run them (fit_cuda.c: the fast data-free
+ * l1 path); res->note names the device, or says why the fit stays on the CPU. */
+static void fit_gpu_setup(fitp *p, const dyn_fit_opts *o, dyn_fit_result *res) {
+    const size_t nn = sizeof res->note;
+    p->note = res->note;
+    if (!p->fast) {
+        snprintf(res->note, nn,
+                 "cpu (the GPU runs the data-free l1 fit with fit_algo fast; this fit is %s%s)",
+                 p->act ? "activation-aware" : p->kern != DYN_KERNEL_L1 ? "of kernel " : "",
+                 p->act                       ? ""
+                 : p->kern != DYN_KERNEL_L1   ? dyn_kernel_name(p->kern)
+                                              : "fit_algo reference");
+        return;
+    }
+    dyn_err gerr = {0};
+    if (dyn__fit_gpu_new(o->cuda, p->m, p->n, p->K, p->H, p->q, p->wp, &p->gpu, &gerr))
+        snprintf(res->note, nn, "cpu (no GPU for the fit: %s)", gerr.msg);
+    else
+        snprintf(res->note, nn, "%s", dyn__fit_gpu_name(p->gpu));
+}
+
 int dyn_fit_layer(dyn_layer *dl, const float *w, const float *cov, dyn_fit_mode mode, int warm,
                   const dyn_fit_opts *o, dyn_fit_result *res, dyn_err *err) {
     dyn_fit_data fd = {.cov = cov};
@@ -1176,6 +1234,7 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
         fitp_free(&p);
         return rc;
     }
+    if (o->device == DYN_DEV_CUDA) fit_gpu_setup(&p, o, res);
     float *th = malloc((size_t)p.np * sizeof(float)), *best = malloc((size_t)p.np * sizeof(float));
     float *grad = malloc((size_t)p.np * sizeof(float)), *m1 = malloc((size_t)p.np * sizeof(float)),
           *m2 = malloc((size_t)p.np * sizeof(float));
@@ -1251,6 +1310,7 @@ int dyn_fit_layer_data(dyn_layer *dl, const float *w, const dyn_fit_data *fd, dy
     if (cancelled) rc = dyn_err_set(err, DYN_ECANCEL, "layer '%s': fitting cancelled", dl->name);
 done:
     res->seconds = dyn_now() - t0;
+    res->device = p.gpu ? DYN_DEV_CUDA : DYN_DEV_CPU;
     free(th);
     free(best);
     free(grad);

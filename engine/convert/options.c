@@ -50,6 +50,8 @@ static const dyn_opt OPTS[] = {
     {"sample", C, DYN_OPT_NUM, 0, 1, 1, "0.5", NULL,
      "fraction of the rows each fitting step sees (layers of >= 256 rows)"},
     {"plateau", C, DYN_OPT_NUM, 0, 0.5, 0, "0", NULL, "stop a fit early on a plateau (0 = off)"},
+    {"fit_device", C, DYN_OPT_CHOICE, 0, 0, 0, "\"cpu\"", "cpu|cuda",
+     "where the fitting steps run: cuda for the data-free l1 fit (else, or without GPU: cpu)"},
     {"form", C, DYN_OPT_CHOICE, 0, 0, 0, "\"l1\"", "l1|riem",
      "riem: each planned layer becomes a RieM-style form at no more floats (data-free, slow)"},
     {"riem_steps", C, DYN_OPT_INT, 1, 100000, 0, "3000", NULL, "Adam steps of each RieM fit"},
@@ -477,6 +479,8 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->riem_steps = (int)n_get(spec, C, "riem_steps");
     o->fitopt.sample = n_get(spec, C, "sample");
     o->fitopt.plateau = n_get(spec, C, "plateau");
+    o->fitopt.device =
+        !strcmp(s_get(spec, "fit_device", "cpu"), "cuda") ? DYN_DEV_CUDA : DYN_DEV_CPU;
     o->fitopt.quant = n_get(spec, C, "quant");
     o->fitopt.seed = (uint64_t)n_get(spec, C, "seed");
     o->keep_first_conv = b_get(spec, C, "keep_first_conv");

@@ -40,6 +40,7 @@ json_t *dyn_convert_report_json(const dyn_convert_report *r) {
             json_object_set_new(o, "holdout_out_rel_err", num_or_null(L->hold_rel_err));
             json_object_set_new(o, "entropy_bits", json_real(L->entropy_bits));
             json_object_set_new(o, "seconds", json_real(L->seconds));
+            if (L->fit_device[0]) json_object_set_new(o, "fit_device", json_string(L->fit_device));
             json_object_set_new(o, "bytes_dyn", json_integer(L->bytes_dyn));
             json_object_set_new(o, "bytes_int8", json_integer(L->bytes_int8));
             json_object_set_new(o, "bytes_int4", json_integer(L->bytes_int4));

@@ -27,19 +27,13 @@
 #include "../dyn/dyn.h"
 #include "../layer.h"
 
-enum { P_U, P_V, P_LAMBDA, P_C, P_BIAS };
+#include "dyn_linear_impl.h"
+
+enum { P_U = DYN_LINEAR_P_U, P_V = DYN_LINEAR_P_V, P_LAMBDA = DYN_LINEAR_P_LAMBDA,
+       P_C = DYN_LINEAR_P_C, P_BIAS = DYN_LINEAR_P_BIAS };
 #define HDR 16 /* scratch header floats (reserved) */
 
-typedef struct dl_impl {
-    int in, out, H, q, bias;
-    dyn_kernel kernel;
-    int exec;
-    int hold_w;      /* W is materialized by prepare() */
-    int hold_orders; /* native orders are kept by prepare() */
-    int ready;       /* prepare() succeeded since create */
-    float *w;        /* [out][in] when hold_w */
-    dyn_native nat;
-} dl_impl;
+typedef dyn_linear_impl dl_impl;
 
 static dyn_sys dl_sys(const dyn_layer *l) {
     const dl_impl *d = l->impl;

@@ -3,8 +3,10 @@
  * (dyn_cuda_linear_forward, cuBLAS sgemm), m = n ∈ {4096, 16384, 32768}, H = 2, q = 8
  * (H·q = 16), batch ∈ {1, 64, 1024}; also the time to materialize W. Each time is the median
  * of 5 runs after one warm-up, measured on the host around the call and a stream sync.
- * tests/gpu/run.sh runs it after the checks. Issue 13's target: native >= 10x faster than
- * cuBLAS at batch 1 for 16384 x 16384 (this first native kernel is not tuned for it yet). */
+ * One JSON line per size and batch (device, command) follows each table row (make bench-gpu
+ * collects them). tests/gpu/run.sh runs it after the checks. Issue 13's target: native >= 10x
+ * faster than cuBLAS at batch 1 for 16384 x 16384 (this first native kernel is not tuned for it
+ * yet). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,8 +35,11 @@ static int cmp_double(const void *a, const void *b) {
         (out) = ts_[REPS / 2];                                                             \
     } while (0)
 
-int main(void) {
+int main(int argc, char **argv) {
     dyn_cuda_ctx *ctx = gt_ctx("bench_native");
+    dyn_cuda_info info = {0};
+    dyn_err ierr = {0};
+    gt_ok(dyn_cuda_device_info(0, &info, &ierr), &ierr, "device info");
     const int sizes[] = {4096, 16384, 32768}, batches[] = {1, 64, 1024}, H = 2, q = 8;
     dyn_rng rng;
     dyn_rng_seed(&rng, 3);
@@ -64,6 +69,11 @@ int main(void) {
             MEDIAN_S(tn, dyn_cuda_native_forward(ctx, &s, xd, yd, b, &e_));
             MEDIAN_S(td, dyn_cuda_linear_forward(ctx, xd, b, n, w, NULL, n, yd, &e_));
             printf("%7d %6d %12.3f %12.3f %9.2f %14.3f\n", n, b, 1e3 * tn, 1e3 * td, td / tn,
+                   1e3 * tm);
+            printf("{\"bench\": \"native_vs_cublas\", \"device\": \"%s\", \"command\": "
+                   "\"%s\", \"m\": %d, \"n\": %d, \"H\": %d, \"q\": %d, \"batch\": %d, "
+                   "\"native_ms\": %.4f, \"cublas_ms\": %.4f, \"materialize_ms\": %.4f}\n",
+                   info.name, gt_command(argc, argv), n, n, H, q, b, 1e3 * tn, 1e3 * td,
                    1e3 * tm);
             dyn_cuda_free(ctx, xd), dyn_cuda_free(ctx, yd);
             free(x);

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gpu_util.h"
 
@@ -86,4 +87,17 @@ double gt_rel_delta(const float *a, const float *b, const float *a0, int64_t n, 
         den += db * db;
     }
     return sqrt(num) / fmax(fmax(sqrt(den), floor), 1e-30);
+}
+
+const char *gt_command(int argc, char **argv) {
+    static char buf[1024];
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < argc && n + 1 < sizeof buf; i++) {
+        if (i) buf[n++] = ' ';
+        for (const char *c = argv[i]; *c && n + 1 < sizeof buf; c++)
+            buf[n++] = *c == '"' || *c == '\\' || (unsigned char)*c < 0x20 ? '_' : *c;
+        buf[n] = 0;
+    }
+    return buf;
 }

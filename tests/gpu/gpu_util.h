@@ -29,6 +29,10 @@ int gt_check(const char *what, const char *measure, double value, double tol);
 /* Prints the summary; returns the exit status (0 when every check passed). */
 int gt_finish(const char *prog);
 
+/* The command line argv[0..argc) joined by spaces, for the benches' JSON lines (a static
+ * buffer, cut at 1023 characters; characters JSON would have to escape become '_'). */
+const char *gt_command(int argc, char **argv);
+
 /* ||a - b||_2 / max(||b||_2, 1e-30), accumulated in double. */
 double gt_rel_err(const float *a, const float *b, int64_t n);
 /* The same for the changes from a common start a0 (a − a0 against b − a0), the denominator at
