@@ -147,11 +147,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # The GPU tests (tests/gpu/README.md): built by `all` in a CUDA build only.
 GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_TEST_BIN := $(if $(CUDA_OBJ),$(GPU_TEST_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
-# bench_train.c and bench_resnet.c need the device executor (dyn_model_place: engine/backend.c, and the CUDA
-# backend's table: engine/cuda/backend.c); left out where those are not in the tree.
-GPU_BENCH_WAIT := $(if $(and $(wildcard engine/backend.c),$(wildcard engine/cuda/backend.c)),,\
-                    tests/gpu/bench_train.c tests/gpu/bench_resnet.c)
-GPU_BENCH_SRC := $(filter-out $(GPU_BENCH_WAIT),$(wildcard tests/gpu/bench_*.c))
+GPU_BENCH_SRC := $(wildcard tests/gpu/bench_*.c)
 GPU_BENCH_BIN := $(if $(CUDA_OBJ),$(GPU_BENCH_SRC:tests/gpu/%.c=$(BUILD)/gpu/%))
 
 .SECONDARY:

@@ -1,5 +1,6 @@
 /* options.c — the conversion / fine-tuning option table and its readers (options.h). */
 #include "options.h"
+#include "../backend.h"
 
 #include "../io/image.h"
 
@@ -103,6 +104,9 @@ static const dyn_opt OPTS[] = {
     {"batch", F, DYN_OPT_INT, 1, 4096, 0, "64", NULL, "batch size"},
     {"augment", F, DYN_OPT_BOOL, 0, 0, 0, "true", NULL, "random shifts of up to 2 pixels"},
     {"fit_steps", F, DYN_OPT_INT, 1, 100000, 0, "300", NULL, "unfixed: refit steps per round"},
+    {"device", F, DYN_OPT_CHOICE, 0, 0, 0, "\"cpu\"", "cpu|cuda",
+     "where the epochs train: cuda places the model on GPU 0 for each epoch (layers without "
+     "a GPU kernel train on the CPU); no GPU: the job fails saying why"},
     {"ckpt", F | CLI, DYN_OPT_OUTPUT, 0, 0, 0, NULL, NULL, "checkpoint directory"},
     {"resume", F | CLI, DYN_OPT_BOOL, 0, 0, 0, "false", NULL, "continue from --ckpt"},
 };
@@ -513,5 +517,6 @@ int dyn_ft_opts_from_spec(const json_t *spec, dyn_ft_opts *o, dyn_err *err) {
     o->fit.steps = (int)n_get(spec, F, "fit_steps");
     o->fit.quant = n_get(spec, F, "quant");
     o->fit.seed = o->seed;
+    if (!strcmp(s_get(spec, "device", "cpu"), "cuda")) o->backend = &dyn_backend_cuda;
     return 0;
 }

@@ -6,6 +6,7 @@
 #include "dyn_cuda.h"
 #include "dyn_cuda_util.h"
 #include "op_cnn.h"
+#include "op_dyn.h"
 #include "op_tf.h"
 
 #include <stdio.h>
@@ -96,6 +97,8 @@ const dyn_backend dyn_backend_cuda = {
             [DYN_OP_LINEAR] = &dyn_cuda_op_linear,
             [DYN_OP_BATCHNORM] = &dyn_cuda_op_batchnorm,
             [DYN_OP_DYN_CONV2D] = &dyn_cuda_op_dyn_conv2d,
+            /* DyN linear (op_dyn.c) */
+            [DYN_OP_DYN_LINEAR] = &dyn_cuda_op_dyn_linear,
             /* elementwise and transformer ops (op_tf.c) */
             [DYN_OP_MUL] = &dyn_cuda_op_mul,
             [DYN_OP_SUB] = &dyn_cuda_op_sub,
