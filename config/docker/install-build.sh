@@ -5,6 +5,7 @@
 #
 #   install-build.sh deps         installs config/docker/build-packages.txt (apt, no recommends)
 #   install-build.sh build OUT    `make programs` for $ARCH (default x86-64: any x86-64 host;
+#                                 $DYND_MAKE_VARS adds make variables, e.g. "CUDA=1";
 #                                 the engine picks AVX2 / AVX-512 kernels at run time), then
 #                                 installs the programs under OUT/usr/local/bin and writes the
 #                                 runtime packages they need to OUT/usr/local/share/dynd/
@@ -39,9 +40,11 @@ deps)
 build)
     out=${2:?usage: install-build.sh build OUT}
     arch=${ARCH:-x86-64}
-    make -j"$(nproc)" ARCH="$arch" programs
+    # DYND_MAKE_VARS: more make variables (Dockerfile.cuda: "CUDA=1 CUDA_ARCH=90").
+    read -r -a vars <<<"${DYND_MAKE_VARS:-}"
+    make -j"$(nproc)" ARCH="$arch" "${vars[@]}" programs
     # The programs `make programs` built (the Makefile's PROGRAMS).
-    read -r -a progs <<<"$(make -s ARCH="$arch" --eval 'print-programs: ; @echo $(PROGRAMS)' print-programs)"
+    read -r -a progs <<<"$(make -s ARCH="$arch" "${vars[@]}" --eval 'print-programs: ; @echo $(PROGRAMS)' print-programs)"
     install -d "$out/usr/local/bin" "$out/usr/local/share/dynd"
     for p in "${progs[@]}"; do install -m 0755 "$p" "$out/usr/local/bin/"; done
     libs=$(for p in "${progs[@]}"; do ldd "$p"; done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
