@@ -9,9 +9,12 @@
 # Needs the Debian build dependencies (`make deps`, or tests/deps.sh) and the CUDA Toolkit
 # (CUDA_HOME or /usr/local/cuda). Exit status 0 when everything passed.
 #   tests/gpu/run.sh            # from the repository root or anywhere
+#   tests/gpu/run.sh --prebuilt gpu-pack   # programs built elsewhere by tests/gpu/pack.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 t0=$(date +%s)
+prebuilt=
+[ "${1:-}" = --prebuilt ] && prebuilt=${2:?usage: run.sh [--prebuilt DIR]}
 
 echo "== device"
 if command -v nvidia-smi >/dev/null; then
@@ -26,22 +29,31 @@ nvcc=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc
 [ -x "$nvcc" ] || nvcc=$(command -v nvcc || true)
 [ -n "$nvcc" ] && "$nvcc" --version | tail -1
 
-missing=
-for p in jansson libprotobuf-c check libpng zlib; do pkg-config --exists "$p" || missing="$missing $p"; done
-[ -e /usr/include/oneapi/dnnl/dnnl.h ] || missing="$missing libdnnl-dev"
-if [ -n "$missing" ]; then
-    echo "BUILD NOT POSSIBLE: missing build dependencies:$missing (install them: make deps)"
-    exit 1
-fi
+if [ -n "$prebuilt" ]; then
+    echo "== prebuilt programs ($prebuilt, from tests/gpu/pack.sh)"
+    tar -C "$prebuilt" -xJf "$PWD/$prebuilt/bin.tar.xz" && tar -xf "$prebuilt/progs.tar" || exit 1
+    for f in mnist models; do [ -f "$prebuilt/$f.tar.xz" ] && tar -xJf "$prebuilt/$f.tar.xz"; done
+    cudalib=${CUDA_HOME:-/usr/local/cuda}/lib64
+    export LD_LIBRARY_PATH="$PWD/$prebuilt/lib:$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    if ldd build-cuda/dyn | grep 'not found'; then echo "PREBUILT PROGRAMS CANNOT LOAD (above)"; exit 1; fi
+else
+    missing=
+    for p in jansson libprotobuf-c check libpng zlib; do pkg-config --exists "$p" || missing="$missing $p"; done
+    [ -e /usr/include/oneapi/dnnl/dnnl.h ] || missing="$missing libdnnl-dev"
+    if [ -n "$missing" ]; then
+        echo "BUILD NOT POSSIBLE: missing build dependencies:$missing (install them: make deps)"
+        exit 1
+    fi
 
-echo "== build (make CUDA=1 CUDA_ARCH=$CUDA_ARCH)"
-mkdir -p build-cuda
-if ! make -j"$(nproc)" CUDA=1 gpu-bins build-cuda/tests/test_cuda_api build-cuda/dyn build-cuda/dynd >build-cuda/gpu-build.log 2>&1; then
-    tail -40 build-cuda/gpu-build.log
-    echo "BUILD FAILED (log: build-cuda/gpu-build.log)"
-    exit 1
+    echo "== build (make CUDA=1 CUDA_ARCH=$CUDA_ARCH)"
+    mkdir -p build-cuda
+    if ! make -j"$(nproc)" CUDA=1 gpu-bins build-cuda/tests/test_cuda_api build-cuda/dyn build-cuda/dynd >build-cuda/gpu-build.log 2>&1; then
+        tail -40 build-cuda/gpu-build.log
+        echo "BUILD FAILED (log: build-cuda/gpu-build.log)"
+        exit 1
+    fi
+    echo "built in $(( $(date +%s) - t0 )) s"
 fi
-echo "built in $(( $(date +%s) - t0 )) s"
 
 fail=0
 summary=()
