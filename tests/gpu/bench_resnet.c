@@ -38,7 +38,7 @@ static int add(dyn_model *m, const char *op, const char *name, json_t *attrs, in
 /* conv (k×k, stride s, padding k/2, no bias) + BatchNorm (+ ReLU when relu); returns the node. */
 static int conv_bn(dyn_model *m, int kind, const char *name, int cin, int cout, int k, int s,
                    int in, int relu) {
-    char nm[64];
+    char nm[96];
     json_t *a;
     if (kind == DENSE) {
         a = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i}", "in_channels", cin, "out_channels", cout,
