@@ -1,5 +1,6 @@
 #include "train.h"
 #include "backend_impl.h"
+#include "cuda/kern_util.h"
 
 #include <math.h>
 #include <string.h>
@@ -106,22 +107,12 @@ int dyn_optim_step(dyn_optim *o, dyn_model *m, dyn_err *err) {
             }
             if (ensure_moments(p, o->kind == DYN_OPT_ADAM, err)) return DYN_ENOMEM;
             float *mm = p->m.data, *vv = p->v.data;
-            if (o->kind == DYN_OPT_ADAM) {
-                const float lr = o->lr, eps = o->eps;
-                DYN_PAR_FOR(n > 65536,
-                for (int64_t j = 0; j < n; j++) {
-                    mm[j] = b1 * mm[j] + (1 - b1) * g[j];
-                    vv[j] = b2 * vv[j] + (1 - b2) * g[j] * g[j];
-                    w[j] -= lr * ((mm[j] / bc1) / (sqrtf(vv[j] / bc2) + eps) + wd * w[j]);
-                });
-            } else {
-                const float lr = o->lr, mu = o->momentum;
-                DYN_PAR_FOR(n > 65536,
-                for (int64_t j = 0; j < n; j++) {
-                    mm[j] = mu * mm[j] + g[j] + wd * w[j];
-                    w[j] -= lr * mm[j];
-                });
-            }
+            /* The update body the CUDA backend runs too (engine/cuda/kern_util.h). */
+            const int adam = o->kind == DYN_OPT_ADAM;
+            const float lr = o->lr, mu = o->momentum, eps = o->eps;
+            DYN_PAR_FOR(n > 65536,
+            for (int64_t j = 0; j < n; j++)
+                kb_optim(j, adam, lr, mu, b1, b2, bc1, bc2, eps, wd, w, g, mm, vv););
         }
     }
     return dyn_model_prepare(m, err);
