@@ -5,8 +5,9 @@
 // dynd container, its DYND_* environment as NAME=VALUE lines (values from the pod's metadata
 // as a sample pod name), for test_k8s.sh to run `dynd --check-config` on.
 //  1. every Kubernetes object is validated against the Kubernetes schemas (kubernetes-models'
-//     validate(): types, required fields, enums, formats). Those schemas accept unknown fields,
-//     so the fields dynd depends on are checked by name below;
+//     validate(): types, required fields, enums, formats). Those schemas accept unknown fields
+//     (a misspelt one would be dropped, or refused by a strict API server): unknownFields()
+//     reports every field the schema's validator never looked at;
 //  2. kustomizations list files that exist, and a strategic merge patch (gpu/) is applied to
 //     its base and the result validated;
 //  3. KServe resources hold the fields KServe requires;
@@ -108,17 +109,55 @@ for (const k of byKind("Kustomization")) {
 docs.push(...patched);
 
 // ---- 1. the Kubernetes schemas ----
+// The compiled validator of a kubernetes-models model (module "kubernetes-models/<apiVersion>/
+// <kind>", which requires "../_schemas/<Schema>.js").
+function rawValidator(apiVersion, kind) {
+    const f = require.resolve(`kubernetes-models/${apiVersion}/${kind}`);
+    const m = /require\("(\.[^"]*_schemas\/\w+\.js)"\)/.exec(fs.readFileSync(f, "utf8"));
+    if (!m) throw new Error(`no schema found in ${f}`);
+    return require(path.resolve(path.dirname(f), m[1])).validate;
+}
+// The paths of obj's fields that validate() never read: it reads every property its schema
+// declares and enumerates maps (labels, data, limits), so what it skipped is unknown to the
+// schema. Run on a valid object only (a failing validator may stop early).
+function unknownFields(obj, validate) {
+    const read = new WeakMap(), enumerated = new WeakSet();
+    const wrap = (o) => {
+        if (!o || typeof o !== "object") return o;
+        if (!read.has(o)) read.set(o, new Set());
+        return new Proxy(o, {
+            get(t, k) { if (typeof k === "string") read.get(t).add(k); return wrap(t[k]); },
+            has(t, k) { if (typeof k === "string") read.get(t).add(k); return k in t; },
+            ownKeys(t) { enumerated.add(t); return Reflect.ownKeys(t); },
+        });
+    };
+    if (!validate(wrap(obj))) return null;
+    const out = [];
+    const walk = (o, p) => {
+        if (!o || typeof o !== "object") return;
+        if (!Array.isArray(o) && read.has(o) && !enumerated.has(o))
+            for (const k of Object.keys(o)) if (!read.get(o).has(k)) out.push(`${p}/${k}`);
+        for (const k of Object.keys(o)) walk(o[k], `${p}/${k}`);
+    };
+    walk(obj, "");
+    return out;
+}
+// Validates obj as apiVersion/kind: schema errors and unknown fields, reported at `where`.
+function validateK8s(obj, apiVersion, kind, where) {
+    let Model;
+    try { Model = require(`kubernetes-models/${apiVersion}`)[kind]; } catch (e) { Model = undefined; }
+    if (!check(Model, where, `${apiVersion} ${kind} is not a Kubernetes kind kubernetes-models knows`)) return false;
+    try { new Model(obj).validate(); } catch (e) { return check(false, where, `schema: ${e.message}`); }
+    const unknown = unknownFields(JSON.parse(JSON.stringify(obj)), rawValidator(apiVersion, kind));
+    if (!check(unknown, where, "the schema's own validator refuses what validate() accepted")) return false;
+    return check(unknown.length === 0, where, `fields the schema does not know: ${unknown.join(", ")}`);
+}
 const KSERVE = "serving.kserve.io";
 let validated = 0;
 for (const d of docs) {
     const { apiVersion, kind } = d.obj;
     if (d.patch || kind === "Kustomization" || apiVersion.startsWith(KSERVE + "/")) continue;
-    let Model;
-    try { Model = require(`kubernetes-models/${apiVersion}`)[kind]; } catch (e) { Model = undefined; }
-    if (!check(Model, at(d), `${apiVersion} ${kind} is not a Kubernetes kind kubernetes-models knows`)) continue;
-    try { new Model(d.obj).validate(); validated++; checks++; } catch (e) {
-        check(false, at(d), `schema: ${e.message}`);
-    }
+    if (validateK8s(d.obj, apiVersion, kind, at(d))) validated++;
 }
 
 // ---- 3. KServe ----
@@ -133,9 +172,7 @@ for (const d of runtimes) {
     check(Array.isArray(s.containers) && s.containers.length > 0 && s.containers.every((c) => c.name && c.image),
           at(d), "spec.containers[] (name, image) missing");
     for (const c of s.containers || []) {
-        try { new (require("kubernetes-models/v1").Container)(c).validate(); checks++; } catch (e) {
-            check(false, at(d), `container ${c.name}: schema: ${e.message}`);
-        }
+        validateK8s(c, "v1", "Container", `${at(d)} container ${c.name}`);
         const env = Object.fromEntries((c.env || []).map((e) => [e.name, e.value]));
         checkEnvNames(Object.keys(env), at(d));
         writeEnv(env, `${at(d)} container ${c.name}`);
