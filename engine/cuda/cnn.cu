@@ -25,8 +25,10 @@ static unsigned grid_for(int64_t n) {
     }
 #define P(...) __VA_ARGS__
 
-KERNEL(im2col_k, dyn_k_im2col, P(dyn_conv_geom g, const float *x, float *c), P(g, x, c))
-KERNEL(col2im_k, dyn_k_col2im, P(dyn_conv_geom g, const float *c, float *dx), P(g, c, dx))
+KERNEL(im2col_k, dyn_k_im2col, P(dyn_conv_geom g, int taps, const float *x, float *c),
+       P(g, taps, x, c))
+KERNEL(col2im_k, dyn_k_col2im, P(dyn_conv_geom g, int taps, const float *c, float *dx),
+       P(g, taps, c, dx))
 KERNEL(knp_to_nkp_k, dyn_k_knp_to_nkp, P(int N, int K, int64_t Pn, const float *s, const float *b,
        float *d), P(N, K, Pn, s, b, d))
 KERNEL(nkp_to_knp_k, dyn_k_nkp_to_knp, P(int N, int K, int64_t Pn, const float *s, float *d),
@@ -62,6 +64,12 @@ KERNEL(dc_kernel_k, dyn_k_dc_kernel, P(int co, int ci, int KK, const float *sl,
        const float *off, float *w), P(co, ci, KK, sl, off, w))
 KERNEL(dc_slices_k, dyn_k_dc_slices, P(int co, int ci, int KK, const float *g, float *sl),
        P(co, ci, KK, g, sl))
+KERNEL(colsum_k, dyn_k_colsum, P(int64_t rows, int64_t nc, const float *a, float *s),
+       P(rows, nc, a, s))
+KERNEL(dc_fill_k, dyn_k_dc_fill, P(int64_t nc, const float *s, const float *off, float *y),
+       P(nc, s, off, y))
+KERNEL(dot_part_k, dyn_k_dot_part, P(int64_t nn, int64_t chunk, const float *a, const float *b,
+       float *part), P(nn, chunk, a, b, part))
 
 /* The gradient of one input of add: its own sizes (an array member cannot be a plain pointer
  * parameter of a kernel, so the struct travels by value). */
@@ -117,7 +125,7 @@ extern "C" int dyn_cuda_conv2d_forward(dyn_cuda_ctx *ctx, const dyn_conv_geom *g
     const int64_t ckk = (int64_t)g->C * g->KH * g->KW;
     const int K = (int)(ckk / groups), cog = cout / groups;
     float *cols = scratch, *out = scratch + ckk * NP;
-    LAUNCH(im2col_k, ckk * NP, *g, x, cols);
+    LAUNCH(im2col_k, ckk * NP, *g, 0, x, cols);
     /* out_g [cog][NP] = w_g [cog][K] cols_g [K][NP] */
     if ((rc = rm_sgemm(ctx, 0, 0, cog, (int)NP, K, 1.0f, w, K, (long long)cog * K, cols, (int)NP,
                        (long long)K * NP, 0.0f, out, (int)NP, (long long)cog * NP, groups, err)))
@@ -151,7 +159,7 @@ extern "C" int dyn_cuda_conv2d_backward(dyn_cuda_ctx *ctx, const dyn_conv_geom *
     if ((rc = rm_sgemm(ctx, 1, 0, K, (int)NP, cog, 1.0f, w, K, (long long)cog * K, gy, (int)NP,
                        (long long)cog * NP, 0.0f, cols, (int)NP, (long long)K * NP, groups, err)))
         return rc;
-    LAUNCH(col2im_k, (int64_t)g->N * g->C * g->H * g->W, *g, cols, dx);
+    LAUNCH(col2im_k, (int64_t)g->N * g->C * g->H * g->W, *g, 0, cols, dx);
     return 0;
 }
 
@@ -295,5 +303,96 @@ extern "C" int dyn_cuda_dc_slices(dyn_cuda_ctx *ctx, int cout, int cin, int KK, 
                                   float *sl, dyn_err *err) {
     ENTER();
     LAUNCH(dc_slices_k, (int64_t)cout * cin * KK, cout, cin, KK, g, sl);
+    return 0;
+}
+
+/* ---- dyn_conv2d native ------------------------------------------------------------------- */
+
+static int dcn_args(const dyn_cuda_dcn *p, dyn_err *err) {
+    const dyn_conv_geom *g = &p->g;
+    if (g->N < 1 || g->C < 1 || g->OH < 1 || g->OW < 1 || g->KH < 1 || g->KH != g->KW ||
+        p->cout < 1 || p->H < 1 || p->q < 1 || (int64_t)g->N * g->OH * g->OW > 0x7fffffff)
+        return dyn_err_set(err, DYN_EINVAL,
+                           "dyn_conv2d native: bad geometry N=%d C=%d OH=%d OW=%d K=%dx%d "
+                           "cout=%d H=%d q=%d",
+                           g->N, g->C, g->OH, g->OW, g->KH, g->KW, p->cout, p->H, p->q);
+    return 0;
+}
+
+/* System (r, t) on the device parameters, without its offset (c's share is added apart). */
+static dyn_sys dcn_sys(const dyn_cuda_dcn *p, int r, int t) {
+    const int K = p->g.KH;
+    const int64_t hq = (int64_t)p->H * p->q;
+    dyn_sys s = {};
+    s.m = p->cout, s.n = p->g.C, s.H = p->H, s.q = p->q, s.kernel = DYN_KERNEL_L1;
+    s.u = p->a + r * hq * p->cout;
+    s.v = p->b + t * hq * p->g.C;
+    s.lambda = p->lambda + ((int64_t)r * K + t) * p->H;
+    s.c = 0.0f;
+    return s;
+}
+
+extern "C" int dyn_cuda_dc_native_forward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p,
+                                          const float *x, float *y, float *scratch,
+                                          dyn_err *err) {
+    ENTER();
+    if ((rc = dcn_args(p, err))) return rc;
+    const dyn_conv_geom *g = &p->g;
+    const int K = g->KH;
+    const int64_t P = (int64_t)g->OH * g->OW, NP = g->N * P, ckk = (int64_t)g->C * K * K;
+    const dyn_cuda_dcn_scr o = dyn_cuda_dcn_scratch(g, p->cout, 0);
+    float *cols = scratch + o.cols, *yk = scratch + o.y, *cs = scratch + o.s;
+    LAUNCH(im2col_k, ckk * NP, *g, 1, x, cols);
+    LAUNCH(colsum_k, NP, ckk, NP, cols, cs);
+    LAUNCH(dc_fill_k, (int64_t)p->cout * NP, NP, cs, p->c, yk); /* Y = c·Σ_rows X */
+    for (int r = 0; r < K && !rc; r++)
+        for (int t = 0; t < K && !rc; t++) {
+            const dyn_sys s = dcn_sys(p, r, t);
+            rc = dyn_cuda_native_forward(ctx, &s, cols + ((int64_t)r * K + t) * g->C * NP, yk,
+                                         NP, err);
+        }
+    if (rc) return rc;
+    LAUNCH(knp_to_nkp_k, (int64_t)p->cout * NP, g->N, p->cout, P, yk, p->bias, y);
+    return 0;
+}
+
+extern "C" int dyn_cuda_dc_native_backward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p,
+                                           const float *dy, const dyn_sys_grad *gr,
+                                           float *dbias, float *dx, float *scratch,
+                                           dyn_err *err) {
+    ENTER();
+    if ((rc = dcn_args(p, err))) return rc;
+    const dyn_conv_geom *g = &p->g;
+    const int K = g->KH, cout = p->cout;
+    const int64_t P = (int64_t)g->OH * g->OW, NP = g->N * P, ckk = (int64_t)g->C * K * K;
+    const int64_t hq = (int64_t)p->H * p->q;
+    const dyn_cuda_dcn_scr o = dyn_cuda_dcn_scratch(g, cout, 1);
+    float *cols = scratch + o.cols, *dk = scratch + o.y, *cs = scratch + o.s;
+    float *es = scratch + o.e, *part = scratch + o.part, *dcols = scratch + o.dcols;
+    if (dbias) { /* as conv2d: partial sums per (channel, image), then per channel */
+        LAUNCH(bias_part_k, (int64_t)cout * g->N, (int64_t)g->N, cout, P, dy, part);
+        LAUNCH(bias_grad_k, cout, (int64_t)1, cout, (int64_t)g->N, part, dbias);
+    }
+    LAUNCH(nkp_to_knp_k, (int64_t)cout * NP, g->N, cout, P, dy, dk);
+    if (gr->dc || dx) LAUNCH(colsum_k, NP, (int64_t)cout, NP, dk, es); /* Σ_o δ */
+    if (gr->dc) { /* dc += Σ_p (Σ_rows X)(Σ_o δ) */
+        const int64_t parts = (NP + DYN_CUDA_DCN_DOT_CHUNK - 1) / DYN_CUDA_DCN_DOT_CHUNK;
+        LAUNCH(dot_part_k, parts, NP, (int64_t)DYN_CUDA_DCN_DOT_CHUNK, cs, es, part);
+        LAUNCH(bias_grad_k, 1, (int64_t)1, 1, parts, part, gr->dc);
+    }
+    if (dx) LAUNCH(dc_fill_k, ckk * NP, NP, es, p->c, dcols); /* dX = c·Σ_o δ */
+    for (int r = 0; r < K && !rc; r++)
+        for (int t = 0; t < K && !rc; t++) {
+            const dyn_sys s = dcn_sys(p, r, t);
+            const int64_t rows = ((int64_t)r * K + t) * g->C * NP;
+            dyn_sys_grad gt = {};
+            gt.du = gr->du ? gr->du + r * hq * cout : NULL;
+            gt.dv = gr->dv ? gr->dv + t * hq * g->C : NULL;
+            gt.dlambda = gr->dlambda ? gr->dlambda + ((int64_t)r * K + t) * p->H : NULL;
+            rc = dyn_cuda_native_backward(ctx, &s, cols + rows, dk, dx ? dcols + rows : NULL,
+                                          NP, &gt, err);
+        }
+    if (rc) return rc;
+    if (dx) LAUNCH(col2im_k, (int64_t)g->N * g->C * g->H * g->W, *g, 1, dcols, dx);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* dyn_cuda_cnn.h — the CNN ops' device launchers (engine/cuda/cnn.cu): conv2d (im2col + cuBLAS),
  * relu, a device copy (flatten), the broadcasting add, max / average / global average pooling,
- * the dense linear's backward, batchnorm, and the permutes of the DyN convolution's kernel.
+ * the dense linear's backward, batchnorm, the permutes of the DyN convolution's kernel and its
+ * native (l1) execution.
  * The glue from layers to these is engine/cuda/op_cnn.c; the kernel bodies are kern_cnn.h.
  *
  * Callable from C17 in every build: without CUDA (the default build) engine/cuda/stub_cnn.c
@@ -98,6 +99,54 @@ int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float
                        const float *off, float *w, dyn_err *err);
 int dyn_cuda_dc_slices(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *g, float *sl,
                        dyn_err *err);
+
+/* ---- dyn_conv2d, native l1 execution (dyn_conv.c's native path; the kernel is never formed) ----
+ * The layer's device parameters: a [K][H][q][cout] (A_r = rows r), b [K][H][q][cin] (B_t),
+ * lambda [K][K][H], c [1], bias [cout] or NULL; g the geometry (KH = KW = K, g->C = cin).
+ * Forward: tap-major columns X [K²][cin][N·OH·OW] of x, then per tap (r, t) the system
+ * (A_r, B_t, λ_rt) without its offset through dyn_cuda_native_forward into Y [cout][N·OH·OW],
+ * which starts from c's share (c·Σ_rows X); y = Y to NCHW + bias. Backward (after a forward
+ * with the same scratch): δ = dy channel-major, per tap dyn_cuda_native_backward (da, db,
+ * dlambda +=; the tap's rows of dX +=), c's shares into dc and dX, dbias, dx = col2im(dX).
+ * The native calls take their own scratch from the context's pool. Scratch (floats): */
+typedef struct dyn_cuda_dcn_scr {
+    /* offsets of X, Y (backward: δ), Σ_rows X, Σ_o δ, partial sums, dX; total: floats needed */
+    size_t cols, y, s, e, part, dcols, total;
+} dyn_cuda_dcn_scr;
+
+#define DYN_CUDA_DCN_DOT_CHUNK 1024 /* columns per partial sum of dc */
+
+static inline dyn_cuda_dcn_scr dyn_cuda_dcn_scratch(const dyn_conv_geom *g, int cout,
+                                                    int training) {
+    const size_t NP = (size_t)g->N * g->OH * g->OW, ckk = (size_t)g->C * g->KH * g->KW;
+    const size_t parts = (NP + DYN_CUDA_DCN_DOT_CHUNK - 1) / DYN_CUDA_DCN_DOT_CHUNK;
+    const size_t bparts = (size_t)cout * g->N;
+    dyn_cuda_dcn_scr s;
+    s.cols = 0;
+    s.y = ckk * NP;
+    s.s = s.y + (size_t)cout * NP;
+    s.e = s.s + NP;
+    s.part = s.e + NP;
+    s.dcols = s.part + (parts > bparts ? parts : bparts);
+    s.total = training ? s.dcols + ckk * NP : s.e;
+    return s;
+}
+
+typedef struct dyn_cuda_dcn {
+    dyn_conv_geom g;
+    int cout, H, q;
+    const float *a, *b, *lambda, *c, *bias; /* device parameters (bias may be NULL) */
+} dyn_cuda_dcn;
+
+/* y [N][cout][OH][OW] = the DyN convolution of x [N][cin][H][W]; scratch as above (the forward
+ * leaves X and Σ_rows X there for backward). */
+int dyn_cuda_dc_native_forward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p, const float *x,
+                               float *y, float *scratch, dyn_err *err);
+/* Gradients (+=) of the states (gr: du = da, dv = db, dlambda, dc; each may be NULL), dbias
+ * (+=; NULL: skipped), dx (=; NULL: skipped) for dy [N][cout][OH][OW]. */
+int dyn_cuda_dc_native_backward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p, const float *dy,
+                                const dyn_sys_grad *gr, float *dbias, float *dx,
+                                float *scratch, dyn_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* kern_cnn.h — kernel bodies of the CNN ops on the CUDA backend (engine/cuda/cnn.cu): conv2d's
  * im2col / col2im and layout moves, the bias gradient, relu, the broadcasting add, pooling
- * (max, average, global average), batchnorm, and the DyN conv kernel permutes.
+ * (max, average, global average), batchnorm, the DyN conv kernel permutes and the offset's
+ * share in its native path.
  *
  * Each body computes one output element (or one row / channel) from its index, gathering what
  * it reads (kern.h's rules); tests/unit/test_cuda_kern_cnn.c runs every body over all indices
@@ -16,12 +17,21 @@
 
 /* ---- conv2d -------------------------------------------------------------------------------- */
 
-/* cols element i of [C·KH·KW][N·OH·OW]: the tap (c, r, t) of output position (n, oy, ox), 0
- * outside the image. */
-DYN_KERN void dyn_k_im2col(int64_t i, dyn_conv_geom g, const float *x, float *cols) {
+/* Row of tap (c, r, t) in the columns: channel-major (taps = 0: row c·KH·KW + r·KW + t, the
+ * CPU's im2col) or tap-major (taps = 1: row (r·KW + t)·C + c, so each tap's C rows are one
+ * contiguous [C][N·OH·OW] block — the DyN convolution's native path runs one system per tap). */
+DYN_KERN int64_t dyn_k_col_row(dyn_conv_geom g, int taps, int c, int r, int t) {
+    return taps ? ((int64_t)r * g.KW + t) * g.C + c : ((int64_t)c * g.KH + r) * g.KW + t;
+}
+
+/* cols element i of [C·KH·KW][N·OH·OW] (rows ordered as dyn_k_col_row(taps)): the tap
+ * (c, r, t) of output position (n, oy, ox), 0 outside the image. */
+DYN_KERN void dyn_k_im2col(int64_t i, dyn_conv_geom g, int taps, const float *x, float *cols) {
     const int64_t P = (int64_t)g.OH * g.OW, NP = (int64_t)g.N * P;
     const int64_t row = i / NP, col = i % NP;
-    const int c = (int)(row / (g.KH * g.KW)), r = (int)(row / g.KW % g.KH), t = (int)(row % g.KW);
+    const int64_t tap = taps ? row / g.C : row % ((int64_t)g.KH * g.KW);
+    const int c = (int)(taps ? row % g.C : row / ((int64_t)g.KH * g.KW));
+    const int r = (int)(tap / g.KW), t = (int)(tap % g.KW);
     const int n = (int)(col / P), oy = (int)(col % P / g.OW), ox = (int)(col % g.OW);
     const int iy = oy * g.SH - g.PH + r * g.DH, ix = ox * g.SW - g.PW + t * g.DW;
     cols[i] = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W
@@ -29,9 +39,10 @@ DYN_KERN void dyn_k_im2col(int64_t i, dyn_conv_geom g, const float *x, float *co
                   : 0.0f;
 }
 
-/* dx element i of [N][C][H][W] (overwritten): the sum of the columns of every tap that reads
- * it, taps in (r, t) order, output rows and columns ascending (col2im's adjoint, gathered). */
-DYN_KERN void dyn_k_col2im(int64_t i, dyn_conv_geom g, const float *cols, float *dx) {
+/* dx element i of [N][C][H][W] (overwritten): the sum of the columns (rows ordered as
+ * dyn_k_col_row(taps)) of every tap that reads it, taps in (r, t) order, output rows and
+ * columns ascending (col2im's adjoint, gathered). */
+DYN_KERN void dyn_k_col2im(int64_t i, dyn_conv_geom g, int taps, const float *cols, float *dx) {
     const int64_t P = (int64_t)g.OH * g.OW, NP = (int64_t)g.N * P;
     const int ix = (int)(i % g.W), iy = (int)(i / g.W % g.H);
     const int c = (int)(i / ((int64_t)g.W * g.H) % g.C), n = (int)(i / ((int64_t)g.W * g.H * g.C));
@@ -46,7 +57,7 @@ DYN_KERN void dyn_k_col2im(int64_t i, dyn_conv_geom g, const float *cols, float 
             if (tx < 0 || tx % g.SW) continue;
             const int ox = tx / g.SW;
             if (ox >= g.OW) continue;
-            const int64_t row = ((int64_t)c * g.KH + r) * g.KW + t;
+            const int64_t row = dyn_k_col_row(g, taps, c, r, t);
             s += cols[row * NP + (int64_t)n * P + (int64_t)oy * g.OW + ox];
         }
     }
@@ -396,6 +407,36 @@ DYN_KERN void dyn_k_dc_kernel(int64_t i, int cout, int cin, int KK, const float 
 DYN_KERN void dyn_k_dc_slices(int64_t i, int cout, int cin, int KK, const float *g, float *sl) {
     const int64_t c = i % cin, o = i / cin % cout, col = i / ((int64_t)cin * cout);
     sl[i] = g[(o * cin + c) * KK + col];
+}
+
+/* ---- dyn_conv2d native (l1): the offset c's share, on the device --------------------------
+ * The native path (cnn.cu's dyn_cuda_dc_native_*) runs the K² systems without their offset c
+ * (in device memory, read there: no copy to the host); c's share is added by these bodies.
+ * With the tap-major columns X [Cin·K²][N·P] and δ [Cout][N·P] (channel-major dy):
+ *   y[o][p] += c·Σ_row X[row][p],  dX[row][p] += c·Σ_o δ[o][p],  dc += Σ_p (Σ_row X)(Σ_o δ). */
+
+/* s[col] = Σ_row a[row][col] of a [rows][ncols] (one index per column), in double, rows
+ * ascending. */
+DYN_KERN void dyn_k_colsum(int64_t col, int64_t rows, int64_t ncols, const float *a, float *s) {
+    double acc = 0.0;
+    for (int64_t row = 0; row < rows; row++) acc += a[row * ncols + col];
+    s[col] = (float)acc;
+}
+
+/* y element i of [rows][ncols] = off[0]·s[i mod ncols] (off: device memory). */
+DYN_KERN void dyn_k_dc_fill(int64_t i, int64_t ncols, const float *s, const float *off,
+                            float *y) {
+    y[i] = off[0] * s[i % ncols];
+}
+
+/* part[i] = Σ a[k]·b[k] over chunk i, k in [i·chunk, min(n, (i + 1)·chunk)), in double; the
+ * parts' total (dyn_k_bias_grad over part as [1][1][parts]) is the dot product. */
+DYN_KERN void dyn_k_dot_part(int64_t i, int64_t n, int64_t chunk, const float *a,
+                             const float *b, float *part) {
+    const int64_t k1 = (i + 1) * chunk < n ? (i + 1) * chunk : n;
+    double acc = 0.0;
+    for (int64_t k = i * chunk; k < k1; k++) acc += (double)a[k] * b[k];
+    part[i] = (float)acc;
 }
 
 #endif

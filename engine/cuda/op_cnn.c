@@ -321,14 +321,21 @@ const dyn_backend_op dyn_cuda_op_batchnorm = {
     .backward = bn_backward,
 };
 
-/* ---- dyn_conv2d (materialized) ---------------------------------------------------------------
- * prepare() materializes the kernel on the device: the K² systems (r, t) into slices
- * [K²][Cout][Cin] (dyn_cuda_materialize, states read from the params' dval, offset 0), permuted
- * into w [Cout][Cin·K²] with the offset c added from its dval (no copy to the host). Forward
- * and backward are conv2d's with that w, the kernel gradient going to a scratch G and from its
- * (r, t) slices into the states' gradients (dyn_cuda_grad_materialized). The native (l1, no
- * kernel formed) execution has no device kernels here: layers with exec = "native" stay on the
- * CPU (supports() = 0); "auto" runs materialized on the device. */
+/* ---- dyn_conv2d --------------------------------------------------------------------------------
+ * Two executions on the device, chosen per layer (dc_native):
+ *   materialized — prepare() materializes the kernel on the device: the K² systems (r, t) into
+ *     slices [K²][Cout][Cin] (dyn_cuda_materialize, states read from the params' dval, offset
+ *     0), permuted into w [Cout][Cin·K²] with the offset c added from its dval (no copy to the
+ *     host). Forward and backward are conv2d's with that w, the kernel gradient going to a
+ *     scratch G and from its (r, t) slices into the states' gradients
+ *     (dyn_cuda_grad_materialized).
+ *   native (l1) — no kernel formed, nothing prepared: dyn_cuda_dc_native_forward / _backward
+ *     (dyn_cuda_cnn.h) run the K² systems natively on tap-major columns, as the CPU op's
+ *     native path does.
+ * exec = "native" runs native; "materialized" materialized; "auto" (l1) native where the CPU op
+ * holds no kernel (its cost model: native at every batch size), else materialized — the CPU
+ * op's per-shape measurement times the CPU, which says nothing about the device, where the
+ * materialized kernel's cuBLAS sgemm is the fast path. l2 / inv: materialized (no native). */
 
 typedef struct dc_dev {
     float *w; /* [Cout][Cin·K²], from the context's pool */
@@ -339,20 +346,37 @@ static int dc_geom_l(const dyn_layer *l, const dyn_shape *s, dyn_conv_geom *g) {
     return geom_of(s, d->K, d->K, d->stride, d->stride, d->pad, d->pad, d->dil, d->dil, g);
 }
 
-static int dc_supports(const dyn_layer *l, const dyn_shape *in, int training) {
-    (void)training;
-    const dc_impl *d = l->impl;
-    dyn_shape out;
-    return d->exec != DYN_EXEC_NATIVE && l->ops->infer(l, in, &out, NULL) == 0;
+/* 1 when layer l runs natively on the device (see above). */
+static int dc_native(const dc_impl *d) {
+    return d->kernel == DYN_KERNEL_L1 &&
+           (d->exec == DYN_EXEC_NATIVE || (d->exec == DYN_EXEC_AUTO && !d->hold_w));
 }
 
-/* conv2d's scratch; training adds G [Cout][Cin·K²] and the slices [K²][Cout][Cin]. */
+/* Every shape the CPU op accepts (groups > 1 never gets here: the CPU op refuses them too). */
+static int dc_supports(const dyn_layer *l, const dyn_shape *in, int training) {
+    (void)training;
+    dyn_shape out;
+    return l->ops->infer(l, in, &out, NULL) == 0;
+}
+
+/* Native: dyn_cuda_dcn_scratch's. Materialized: conv2d's; training adds G [Cout][Cin·K²] and
+ * the slices [K²][Cout][Cin]. */
 static size_t dc_scratch(const dyn_layer *l, const dyn_shape *in, int training) {
     const dc_impl *d = l->impl;
     dyn_conv_geom g;
     if (dc_geom_l(l, &in[0], &g)) return 0;
+    if (dc_native(d)) return dyn_cuda_dcn_scratch(&g, d->cout, training).total;
     const size_t kern = (size_t)d->cout * d->cin * d->K * d->K;
     return dyn_cuda_conv2d_scratch(&g, d->cout) + (training ? 2 * kern : 0);
+}
+
+/* The native launchers' view of the layer on geometry g. */
+static dyn_cuda_dcn dc_dcn(const dyn_layer *l, const dyn_conv_geom *g) {
+    const dc_impl *d = l->impl;
+    return (dyn_cuda_dcn){.g = *g, .cout = d->cout, .H = d->H, .q = d->q,
+                          .a = l->params[P_A].dval, .b = l->params[P_B].dval,
+                          .lambda = l->params[P_LAMBDA].dval, .c = l->params[P_C].dval,
+                          .bias = d->bias ? l->params[P_BIAS].dval : NULL};
 }
 
 /* The (r, t) system on the device parameters, without its offset: c lives on the device (the
@@ -382,6 +406,10 @@ static int dc_prepare(void *ctx, dyn_layer *l, dyn_err *err) {
     dc_dev *dv = l->dev;
     float *sl = NULL;
     int rc = 0;
+    if (dc_native(d)) { /* nothing derived: the systems run from the states */
+        dc_release(ctx, l);
+        return 0;
+    }
     if (!dv) {
         if (!(dv = calloc(1, sizeof *dv)))
             return dyn_err_set(err, DYN_ENOMEM, "layer '%s': out of memory", l->name);
@@ -403,6 +431,17 @@ out:
     return op_rc(rc, l, err);
 }
 
+/* The geometry of input shape s into *g, and the device kernel prepared when materialized: 0, or
+ * DYN_EINVAL naming the layer. */
+static int dc_check(const dyn_layer *l, const dyn_shape *s, dyn_conv_geom *g, dyn_err *err) {
+    if (dc_geom_l(l, s, g))
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': bad input shape", l->name);
+    if (!dc_native(l->impl) && !l->dev)
+        return dyn_err_set(err, DYN_EINVAL, "layer '%s': the device kernel is not prepared",
+                           l->name);
+    return 0;
+}
+
 static int dc_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *y,
                       float *scratch, int training, dyn_err *err) {
     (void)training;
@@ -410,9 +449,13 @@ static int dc_forward(void *ctx, dyn_layer *l, const dyn_tensor *x, dyn_tensor *
     const dc_dev *dv = l->dev;
     dyn_shape s = shape_of(&x[0]);
     dyn_conv_geom g;
-    if (!dv || dc_geom_l(l, &s, &g))
-        return dyn_err_set(err, DYN_EINVAL, "layer '%s': %s", l->name,
-                           dv ? "bad input shape" : "the device kernel is not prepared");
+    const int rc = dc_check(l, &s, &g, err);
+    if (rc) return rc;
+    if (dc_native(d)) {
+        const dyn_cuda_dcn p = dc_dcn(l, &g);
+        return op_rc(dyn_cuda_dc_native_forward(ctx, &p, x[0].data, y->data, scratch, err), l,
+                     err);
+    }
     return op_rc(dyn_cuda_conv2d_forward(ctx, &g, 1, d->cout, x[0].data, dv->w,
                                          d->bias ? l->params[P_BIAS].dval : NULL, y->data,
                                          scratch, err),
@@ -426,16 +469,25 @@ static int dc_backward(void *ctx, dyn_layer *l, const dyn_tensor *x, const dyn_t
     const dc_dev *dv = l->dev;
     dyn_shape s = shape_of(&x[0]);
     dyn_conv_geom g;
-    if (!dv || dc_geom_l(l, &s, &g))
-        return dyn_err_set(err, DYN_EINVAL, "layer '%s': %s", l->name,
-                           dv ? "bad input shape" : "the device kernel is not prepared");
+    int rc = dc_check(l, &s, &g, err);
+    if (rc) return rc;
+    if (dc_native(d)) {
+        const dyn_cuda_dcn p = dc_dcn(l, &g);
+        const dyn_sys_grad gr = {.du = l->params[P_A].dgrad, .dv = l->params[P_B].dgrad,
+                                 .dlambda = l->params[P_LAMBDA].dgrad,
+                                 .dc = l->params[P_C].dgrad};
+        return op_rc(dyn_cuda_dc_native_backward(ctx, &p, dy->data, &gr,
+                                                 d->bias ? l->params[P_BIAS].dgrad : NULL,
+                                                 dx[0].data, scratch, err),
+                     l, err);
+    }
     const int KK = d->K * d->K;
     const int64_t hq = (int64_t)d->H * d->q;
     const size_t kern = (size_t)d->cout * d->cin * KK;
     float *G = scratch + dyn_cuda_conv2d_scratch(&g, d->cout), *sl = G + kern;
-    int rc = dyn_cuda_conv2d_backward(ctx, &g, 1, d->cout, dv->w, dy->data, G, 0,
-                                      d->bias ? l->params[P_BIAS].dgrad : NULL, dx[0].data,
-                                      scratch, err);
+    rc = dyn_cuda_conv2d_backward(ctx, &g, 1, d->cout, dv->w, dy->data, G, 0,
+                                  d->bias ? l->params[P_BIAS].dgrad : NULL, dx[0].data, scratch,
+                                  err);
     if (!rc) rc = dyn_cuda_dc_slices(ctx, d->cout, d->cin, KK, G, sl, err);
     for (int r = 0; r < d->K && !rc; r++)
         for (int t = 0; t < d->K && !rc; t++) {

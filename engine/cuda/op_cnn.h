@@ -1,6 +1,6 @@
 /* op_cnn.h — the CNN ops' tables on the CUDA backend (op_cnn.c), for the backend's op table
  * (engine/cuda/backend.c): conv2d, relu, flatten, add, maxpool2d, avgpool2d, globalavgpool,
- * linear, batchnorm, dyn_conv2d (materialized; exec = "native" layers stay on the CPU).
+ * linear, batchnorm, dyn_conv2d (materialized, or native l1: op_cnn.c says which).
  * Static tables: nothing to free. */
 #ifndef DYN_CUDA_OP_CNN_H
 #define DYN_CUDA_OP_CNN_H

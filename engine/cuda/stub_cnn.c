@@ -123,3 +123,16 @@ int dyn_cuda_dc_slices(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float
     (void)ctx, (void)cout, (void)cin, (void)KK, (void)g, (void)sl;
     return no_cuda(err);
 }
+
+int dyn_cuda_dc_native_forward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p, const float *x,
+                               float *y, float *scratch, dyn_err *err) {
+    (void)ctx, (void)p, (void)x, (void)y, (void)scratch;
+    return no_cuda(err);
+}
+
+int dyn_cuda_dc_native_backward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p, const float *dy,
+                                const dyn_sys_grad *gr, float *dbias, float *dx,
+                                float *scratch, dyn_err *err) {
+    (void)ctx, (void)p, (void)dy, (void)gr, (void)dbias, (void)dx, (void)scratch;
+    return no_cuda(err);
+}

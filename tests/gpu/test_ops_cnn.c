@@ -5,7 +5,7 @@
  * backward (dx of every input, every parameter gradient; a few cases without dx, as for a first
  * layer). The layers' parameters are uploaded into dyn_param.dval, their gradients zeroed in
  * .dgrad, as placement does (backend.h); the DyN conv's prepare() builds its kernel on the
- * device first.
+ * device first (materialized; native: nothing to build).
  *
  * Measure: ||gpu − cpu||₂ / ||cpu||₂ per tensor. Tolerances: 1e-6 for the ops that move or
  * compare values or sum few terms in the CPU's order (relu, flatten, add, pooling: the bodies
@@ -14,7 +14,9 @@
  * (channel, image): 1e-6 on the host; its y and dx are a few float operations); 1e-4 for the
  * cuBLAS ones (conv2d, linear, dyn_conv2d: float32 sums of up to 64·24·24 terms — LeNet conv1's
  * weight gradient — in another order than OpenBLAS's, and for the DyN states' gradients, dλ
- * and dc summed per block and added atomically). */
+ * and dc summed per block and added atomically); 1e-4 for dyn_conv2d's native path too (CUB
+ * prefix sums against the CPU's native kernel, the bound tests/gpu/test_native.c holds them to;
+ * its c gradient is one sum of N·OH·OW products in double over float partials). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +84,18 @@ static const ocase cases[] = {
     {"dyn_conv2d", "{\"in_channels\": 3, \"out_channels\": 8, \"kernel\": 3, \"H\": 2, \"q\": 3, "
      "\"kernel_fn\": \"inv\", \"bias\": 0, \"exec\": \"materialized\"}", 1, {S4(4, 3, 10, 10)}, 1,
      1e-4, 0},
+    /* native l1 (no kernel formed): the CPU layer runs its native path too */
+    {"dyn_conv2d", "{\"in_channels\": 6, \"out_channels\": 16, \"kernel\": 5, \"H\": 2, \"q\": 2, "
+     "\"kernel_fn\": \"l1\", \"exec\": \"native\"}", 1, {S4(16, 6, 14, 14)}, 1, 1e-4, 0},
+    {"dyn_conv2d", "{\"in_channels\": 1, \"out_channels\": 6, \"kernel\": 5, \"H\": 2, \"q\": 2, "
+     "\"kernel_fn\": \"l1\", \"exec\": \"native\"}", 1, {S4(16, 1, 28, 28)}, 1, 1e-4, 1},
+    {"dyn_conv2d", "{\"in_channels\": 8, \"out_channels\": 12, \"kernel\": 3, \"stride\": 2, "
+     "\"padding\": 1, \"dilation\": 2, \"H\": 3, \"q\": 2, \"bias\": 0, \"exec\": \"native\"}", 1,
+     {S4(4, 8, 13, 11)}, 1, 1e-4, 0},
+    /* auto where the CPU op holds no kernel (native at every batch under the built-in costs):
+     * native on both */
+    {"dyn_conv2d", "{\"in_channels\": 64, \"out_channels\": 65, \"kernel\": 3, \"padding\": 1, "
+     "\"H\": 1, \"q\": 2, \"exec\": \"auto\"}", 1, {S4(2, 64, 8, 8)}, 1, 1e-4, 0},
 };
 
 static const dyn_backend_op *op_for(const char *name) {

@@ -5,7 +5,8 @@
  *
  * Tolerances. Bodies that compute each output as the CPU does, in the same order, are held to
  * bit equality: im2col, col2im (taps in (r, t) order, rows and columns ascending: the CPU's
- * accumulation order), the layout moves, relu, add and its broadcast gradients, pooling
+ * accumulation order; also from the tap-major rows of the DyN conv's native path), the layout
+ * moves, relu, add and its broadcast gradients, pooling
  * (forward, argmax, gathered backward: the same sums in the same order), global average
  * pooling, the one-pass bias gradient (double sums, same order), and the DyN kernel's slices.
  * The two-pass sums (the device's conv2d bias gradient, batchnorm's statistics and parameter
@@ -13,7 +14,9 @@
  * follows from them (batchnorm's running statistics, y and dx) are held to 1e-6 relative, and so
  * is the DyN kernel (its offset is added after the sum here, first on the CPU). The composed
  * conv2d, linear and DyN conv forward / backward, whose sgemms here are OpenBLAS calls with the
- * launchers' arguments (row-major), are held to 1e-5 relative (float sums in another order).
+ * launchers' arguments (row-major), are held to 1e-5 relative (float sums in another order), and
+ * so is the DyN conv's native sequence (its per-tap native products computed here through the
+ * materialized system: the same sums in another order; the offset's sums in double).
  */
 #include <cblas.h>
 #include <math.h>
@@ -100,13 +103,29 @@ START_TEST(test_conv2d) {
 
     /* im2col, col2im, layout moves: bit equality with the CPU functions */
     float *x = rnd(&r, nx, -1, 1), *cols = zeros(ckk * NP), *ref = zeros(ckk * NP);
-    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_im2col(i, g, x, cols);
+    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_im2col(i, g, 0, x, cols);
     dyn_im2col(&g, x, ref);
     same(cols, ref, ckk * NP, "im2col");
     float *cg = rnd(&r, ckk * NP, -1, 1), *dxk = zeros(nx), *dxr = zeros(nx);
-    for (int64_t i = 0; i < nx; i++) dyn_k_col2im(i, g, cg, dxk);
+    for (int64_t i = 0; i < nx; i++) dyn_k_col2im(i, g, 0, cg, dxk);
     dyn_col2im(&g, cg, dxr);
     same(dxk, dxr, nx, "col2im");
+    /* tap-major rows ((r·KW + t)·C + c): the same columns, rows permuted; col2im from them */
+    float *ct = zeros(ckk * NP), *cgt = zeros(ckk * NP);
+    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_im2col(i, g, 1, x, ct);
+    for (int c = 0; c < g.C; c++)
+        for (int rr = 0; rr < g.KH; rr++)
+            for (int t = 0; t < g.KW; t++) {
+                const int64_t cm = dyn_k_col_row(g, 0, c, rr, t);
+                const int64_t tm = dyn_k_col_row(g, 1, c, rr, t);
+                ck_assert_int_eq(cm, ((int64_t)c * g.KH + rr) * g.KW + t);
+                ck_assert_int_eq(tm, ((int64_t)rr * g.KW + t) * g.C + c);
+                same(ct + tm * NP, ref + cm * NP, NP, "im2col (tap-major)");
+                memcpy(cgt + tm * NP, cg + cm * NP, (size_t)NP * sizeof(float));
+            }
+    for (int64_t i = 0; i < nx; i++) dyn_k_col2im(i, g, 1, cgt, dxk);
+    same(dxk, dxr, nx, "col2im (tap-major)");
+    dyn_free(ct), dyn_free(cgt);
     float *knp = rnd(&r, cout * NP, -1, 1), *a = zeros(cout * NP), *b = zeros(cout * NP);
     for (int64_t i = 0; i < cout * NP; i++) dyn_k_knp_to_nkp(i, g.N, cout, P, knp, NULL, a);
     dyn_knp_to_nkp(knp, b, g.N, cout, P);
@@ -150,7 +169,7 @@ START_TEST(test_conv2d) {
     close_rel(dwk, l->params[0].grad.data, cout * K, 1e-5, "conv2d weight gradient");
     emu_sgemm(1, 0, K, (int)NP, cog, 1.0f, w, K, (int64_t)cog * K, tmp, (int)NP, cog * NP, 0.0f,
               cols, (int)NP, K * NP, G);
-    for (int64_t i = 0; i < nx; i++) dyn_k_col2im(i, g, cols, dxk);
+    for (int64_t i = 0; i < nx; i++) dyn_k_col2im(i, g, 0, cols, dxk);
     close_rel(dxk, dxc, nx, 1e-5, "conv2d input gradient");
 
     dyn_free(x), dyn_free(cols), dyn_free(ref), dyn_free(cg), dyn_free(dxk), dyn_free(dxr);
@@ -465,7 +484,7 @@ START_TEST(test_dyn_conv2d) {
     dyn_layer_zero_grad(l);
     l->ops->backward(l, &xt, &yt, &dyt, &dxt, scr);
     float *cols = zeros(ckk * NP), *gy = zeros(cout * NP), *G = zeros(kern), *sg = zeros(kern);
-    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_im2col(i, g, x, cols);
+    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_im2col(i, g, 0, x, cols);
     for (int64_t i = 0; i < ny; i++) dyn_k_nkp_to_knp(i, g.N, cout, P, dy, gy);
     emu_sgemm(0, 1, cout, (int)ckk, (int)NP, 1.0f, gy, (int)NP, 0, cols, (int)NP, 0, 0.0f, G,
               (int)ckk, 0, 1);
@@ -500,6 +519,134 @@ START_TEST(test_dyn_conv2d) {
 }
 END_TEST
 
+/* ---- dyn_conv2d native (l1): cnn.cu's sequence on the host ----------------------------------
+ * dyn_cuda_dc_native_forward / _backward emulated with the bodies over all indices, in the
+ * launchers' scratch layout (dyn_cuda_dcn_scratch: overlapping regions would corrupt a result),
+ * and each tap's native product — dyn_cuda_native_*, tested on the GPU against the CPU's by
+ * tests/gpu/test_native.c — as the same product through the materialized system (offset 0),
+ * against the CPU layer with exec = "native". */
+
+static const struct dcn_case {
+    int cin, cout, K, stride, pad, dil, H, q, bias, n, h, w;
+} dcn_cases[] = {
+    {3, 5, 3, 1, 1, 1, 2, 2, 1, 2, 6, 5}, {4, 6, 3, 2, 0, 1, 3, 2, 0, 2, 9, 8},
+    {2, 4, 2, 1, 2, 2, 1, 3, 1, 3, 7, 7}, {1, 3, 5, 1, 0, 1, 2, 1, 1, 2, 9, 9},
+    {5, 2, 1, 1, 0, 1, 2, 2, 1, 2, 4, 3},
+};
+
+/* The (r, t) system of the layer, without its offset. */
+static dyn_sys dcn_sys_host(const dyn_layer *l, int rr, int t) {
+    const dc_impl *d = l->impl;
+    const int64_t hq = (int64_t)d->H * d->q;
+    return (dyn_sys){.m = d->cout, .n = d->cin, .H = d->H, .q = d->q, .kernel = d->kernel,
+                     .u = l->params[P_A].value.data + rr * hq * d->cout,
+                     .v = l->params[P_B].value.data + t * hq * d->cin,
+                     .lambda = l->params[P_LAMBDA].value.data + (rr * d->K + t) * d->H,
+                     .c = 0.0f};
+}
+
+START_TEST(test_dyn_conv2d_native) {
+    const struct dcn_case *tc = &dcn_cases[_i];
+    char attrs[320];
+    snprintf(attrs, sizeof attrs,
+             "{\"in_channels\": %d, \"out_channels\": %d, \"kernel\": %d, \"stride\": %d, "
+             "\"padding\": %d, \"dilation\": %d, \"H\": %d, \"q\": %d, \"bias\": %d, "
+             "\"kernel_fn\": \"l1\", \"exec\": \"native\"}",
+             tc->cin, tc->cout, tc->K, tc->stride, tc->pad, tc->dil, tc->H, tc->q, tc->bias);
+    dyn_layer *l = tu_layer("dyn_conv2d", attrs);
+    dyn_rng r;
+    dyn_rng_seed(&r, 81 + (uint64_t)_i);
+    l->ops->init(l, &r);
+    if (tc->bias) tu_fill_uniform(l->params[P_BIAS].value.data, tc->cout, &r, -1, 1);
+    dyn_err err = {0};
+    ck_assert_int_eq(l->ops->prepare(l, &err), 0);
+    const dc_impl *d = l->impl;
+    const int K = d->K, KK = K * K, cout = d->cout, cin = d->cin;
+    const int64_t hq = (int64_t)d->H * d->q;
+    dyn_shape in = {4, {tc->n, tc->cin, tc->h, tc->w}}, out;
+    ck_assert_int_eq(l->ops->infer(l, &in, &out, &err), 0);
+    dyn_conv_geom g = {.N = tc->n, .C = cin, .H = tc->h, .W = tc->w, .KH = K, .KW = K,
+                       .SH = tc->stride, .SW = tc->stride, .PH = tc->pad, .PW = tc->pad,
+                       .DH = tc->dil, .DW = tc->dil};
+    ck_assert_int_eq(dyn_conv_geom_out(&g), 0);
+    const int64_t nx = dyn_shape_numel(&in), ny = dyn_shape_numel(&out);
+    const int64_t P = (int64_t)g.OH * g.OW, NP = g.N * P, ckk = (int64_t)cin * KK;
+
+    /* the CPU layer: training forward, backward with dx */
+    float *x = rnd(&r, nx, -1, 1), *yc = zeros(ny), *dy = rnd(&r, ny, -1, 1), *dxc = zeros(nx);
+    float *sc = zeros((int64_t)l->ops->scratch(l, &in, 1));
+    dyn_tensor xt = dyn_tensor_view(x, 4, in.d), yt = dyn_tensor_view(yc, 4, out.d);
+    dyn_tensor dyt = dyn_tensor_view(dy, 4, out.d), dxt = dyn_tensor_view(dxc, 4, in.d);
+    l->ops->forward(l, &xt, &yt, sc, 1);
+    dyn_layer_zero_grad(l);
+    l->ops->backward(l, &xt, &yt, &dyt, &dxt, sc);
+
+    /* the launchers' sequence in their scratch layout */
+    const dyn_cuda_dcn_scr o = dyn_cuda_dcn_scratch(&g, cout, 1);
+    ck_assert_uint_le(dyn_cuda_dcn_scratch(&g, cout, 0).total, o.total);
+    float *scr = zeros((int64_t)o.total);
+    float *ct = scr + o.cols, *yk = scr + o.y, *cs = scr + o.s, *es = scr + o.e;
+    float *part = scr + o.part, *dct = scr + o.dcols;
+    const float *cv = l->params[P_C].value.data;
+    const float *bv = tc->bias ? l->params[P_BIAS].value.data : NULL;
+    float *W = zeros((int64_t)cout * cin), *G = zeros((int64_t)cout * cin), *y = zeros(ny);
+    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_im2col(i, g, 1, x, ct);
+    for (int64_t c = 0; c < NP; c++) dyn_k_colsum(c, ckk, NP, ct, cs);
+    for (int64_t i = 0; i < cout * NP; i++) dyn_k_dc_fill(i, NP, cs, cv, yk);
+    for (int rr = 0; rr < K; rr++)
+        for (int t = 0; t < K; t++) {
+            const dyn_sys s = dcn_sys_host(l, rr, t);
+            dyn_sys_materialize(&s, W);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)NP, cin, 1.0f, W,
+                        cin, ct + (int64_t)(rr * K + t) * cin * NP, (int)NP, 1.0f, yk, (int)NP);
+        }
+    for (int64_t i = 0; i < ny; i++) dyn_k_knp_to_nkp(i, g.N, cout, P, yk, bv, y);
+    close_rel(y, yc, ny, 1e-5, "dyn_conv2d native forward");
+
+    const int64_t na = dyn_tensor_numel(&l->params[P_A].value);
+    const int64_t nb = dyn_tensor_numel(&l->params[P_B].value);
+    float *ga = zeros(na), *gb = zeros(nb), *gl = zeros(KK * d->H), *gc = zeros(1);
+    float *gbias = zeros(cout), *dxk = zeros(nx);
+    if (bv) {
+        for (int64_t i = 0; i < (int64_t)cout * g.N; i++)
+            dyn_k_bias_part(i, g.N, cout, P, dy, part);
+        for (int k = 0; k < cout; k++) dyn_k_bias_grad(k, 1, cout, g.N, part, gbias);
+        close_rel(gbias, l->params[P_BIAS].grad.data, cout, 1e-6, "dyn_conv2d native dbias");
+    }
+    for (int64_t i = 0; i < ny; i++) dyn_k_nkp_to_knp(i, g.N, cout, P, dy, yk);
+    for (int64_t c = 0; c < NP; c++) dyn_k_colsum(c, cout, NP, yk, es);
+    const int64_t parts = (NP + DYN_CUDA_DCN_DOT_CHUNK - 1) / DYN_CUDA_DCN_DOT_CHUNK;
+    for (int64_t i = 0; i < parts; i++)
+        dyn_k_dot_part(i, NP, DYN_CUDA_DCN_DOT_CHUNK, cs, es, part);
+    dyn_k_bias_grad(0, 1, 1, parts, part, gc);
+    for (int64_t i = 0; i < ckk * NP; i++) dyn_k_dc_fill(i, NP, es, cv, dct);
+    for (int rr = 0; rr < K; rr++)
+        for (int t = 0; t < K; t++) {
+            const int64_t rows = (int64_t)(rr * K + t) * cin * NP;
+            const dyn_sys s = dcn_sys_host(l, rr, t);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cout, cin, (int)NP, 1.0f, yk,
+                        (int)NP, ct + rows, (int)NP, 0.0f, G, cin);
+            const dyn_sys_grad gr = {.du = ga + rr * hq * cout, .dv = gb + t * hq * cin,
+                                     .dlambda = gl + (rr * K + t) * d->H};
+            dyn_sys_grad_materialized(&s, G, &gr);
+            dyn_sys_materialize(&s, W);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cin, (int)NP, cout, 1.0f, W, cin,
+                        yk, (int)NP, 1.0f, dct + rows, (int)NP);
+        }
+    for (int64_t i = 0; i < nx; i++) dyn_k_col2im(i, g, 1, dct, dxk);
+    close_rel(dxk, dxc, nx, 1e-5, "dyn_conv2d native dx");
+    close_rel(ga, l->params[P_A].grad.data, na, 1e-5, "dyn_conv2d native a gradient");
+    close_rel(gb, l->params[P_B].grad.data, nb, 1e-5, "dyn_conv2d native b gradient");
+    close_rel(gl, l->params[P_LAMBDA].grad.data, KK * d->H, 1e-5,
+              "dyn_conv2d native lambda gradient");
+    close_rel(gc, l->params[P_C].grad.data, 1, 1e-5, "dyn_conv2d native c gradient");
+    dyn_free(x), dyn_free(yc), dyn_free(dy), dyn_free(dxc), dyn_free(sc), dyn_free(scr);
+    dyn_free(W), dyn_free(G), dyn_free(y), dyn_free(ga), dyn_free(gb), dyn_free(gl);
+    dyn_free(gc), dyn_free(gbias), dyn_free(dxk);
+    dyn_layer_free(l);
+}
+END_TEST
+
 /* ---- the glue (op_cnn.c) where no device runs: what it asks for, and how it fails ------------ */
 
 /* supports() and scratch() of the device tables, and each forward failing (no CUDA in this
@@ -519,24 +666,52 @@ START_TEST(test_glue) {
     dyn_layer *mp = tu_layer("maxpool2d", "{\"kernel\": 2}");
     ck_assert_uint_eq(dyn_cuda_op_maxpool2d.scratch(mp, &in, 0), 2 * 3 * 5 * 4);
 
-    static const char *const execs[3] = {"native", "materialized", "auto"};
-    for (int e = 0; e < 3; e++) {
+    /* dyn_conv2d: native runs natively (nothing prepared); materialized prepares a kernel;
+     * auto is native exactly where the CPU op holds no kernel (the 64-channel case under the
+     * built-in cost model) */
+    static const struct {
+        const char *exec;
+        int ch, H;
+    } dcs[] = {{"native", 3, 2}, {"materialized", 3, 2}, {"auto", 3, 2}, {"auto", 64, 1}};
+    for (size_t e = 0; e < DYN_ARRAY_LEN(dcs); e++) {
         char a[256];
-        snprintf(a, sizeof a, "{\"in_channels\": 3, \"out_channels\": 4, \"kernel\": 3, "
-                 "\"H\": 2, \"q\": 2, \"exec\": \"%s\"}", execs[e]);
+        snprintf(a, sizeof a, "{\"in_channels\": %d, \"out_channels\": %d, \"kernel\": 3, "
+                 "\"H\": %d, \"q\": 2, \"exec\": \"%s\"}", dcs[e].ch, dcs[e].ch + 1, dcs[e].H,
+                 dcs[e].exec);
         dyn_layer *dc = tu_layer("dyn_conv2d", a);
-        ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.supports(dc, &in, 1), e != 0); /* native: CPU */
-        ck_assert_uint_eq(dyn_cuda_op_dyn_conv2d.scratch(dc, &in, 1),
-                          (3 * 9 + 4) * 2 * 8 * 7 + 2 * 4 * 3 * 9);
-        /* no context: prepare fails and leaves nothing; forward says it is not prepared */
-        ck_assert_int_ne(dyn_cuda_op_dyn_conv2d.prepare(NULL, dc, &err), 0);
-        ck_assert_ptr_null(dc->dev);
-        ck_assert_msg(strstr(err.msg, "layer 't'"), "%s", err.msg);
-        int64_t xs[4] = {2, 3, 10, 9}, ys[4] = {2, 4, 8, 7};
+        const int ch = dcs[e].ch, co = ch + 1;
+        const int native = e == 0 || (e == 3 && !((const dc_impl *)dc->impl)->hold_w);
+        dyn_shape din = {4, {2, ch, 10, 9}};
+        const dyn_conv_geom dg = {.N = 2, .C = ch, .H = 10, .W = 9, .KH = 3, .KW = 3, .SH = 1,
+                                  .SW = 1, .DH = 1, .DW = 1, .OH = 8, .OW = 7};
+        ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.supports(dc, &din, 1), 1);
+        ck_assert_uint_eq(dyn_cuda_op_dyn_conv2d.scratch(dc, &din, 1),
+                          native ? dyn_cuda_dcn_scratch(&dg, co, 1).total
+                                 : (size_t)(ch * 9 + co) * 2 * 8 * 7 + 2 * co * ch * 9);
+        ck_assert_uint_eq(dyn_cuda_op_dyn_conv2d.scratch(dc, &din, 0),
+                          native ? (size_t)(ch * 9 + co + 1) * 2 * 8 * 7
+                                 : (size_t)(ch * 9 + co) * 2 * 8 * 7);
+        int64_t xs[4] = {2, ch, 10, 9}, ys[4] = {2, co, 8, 7};
         dyn_tensor x = dyn_tensor_view(NULL, 4, xs), y = dyn_tensor_view(NULL, 4, ys);
-        ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.forward(NULL, dc, &x, &y, NULL, 0, &err),
-                         DYN_EINVAL);
-        ck_assert_msg(strstr(err.msg, "not prepared"), "%s", err.msg);
+        if (native) { /* prepare: nothing to derive; forward: the launcher's error */
+            ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.prepare(NULL, dc, &err), 0);
+            ck_assert_ptr_null(dc->dev);
+            ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.forward(NULL, dc, &x, &y, NULL, 1, &err),
+                             dyn_cuda_built() ? DYN_EINVAL : DYN_EUNSUP);
+            ck_assert_msg(strstr(err.msg, "layer 't': "), "%s", err.msg);
+            dyn_tensor dy = y, dx = x;
+            ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.backward(NULL, dc, &x, &y, &dy, &dx, NULL,
+                                                             &err),
+                             dyn_cuda_built() ? DYN_EINVAL : DYN_EUNSUP);
+            ck_assert_msg(strstr(err.msg, "layer 't': "), "%s", err.msg);
+        } else { /* no context: prepare fails and leaves nothing; forward: not prepared */
+            ck_assert_int_ne(dyn_cuda_op_dyn_conv2d.prepare(NULL, dc, &err), 0);
+            ck_assert_ptr_null(dc->dev);
+            ck_assert_msg(strstr(err.msg, "layer 't'"), "%s", err.msg);
+            ck_assert_int_eq(dyn_cuda_op_dyn_conv2d.forward(NULL, dc, &x, &y, NULL, 0, &err),
+                             DYN_EINVAL);
+            ck_assert_msg(strstr(err.msg, "not prepared"), "%s", err.msg);
+        }
         dyn_layer_free(dc);
     }
 
@@ -562,6 +737,7 @@ static Suite *kern_cnn_suite(void) {
     tcase_add_test(tc, test_linear_backward);
     tcase_add_loop_test(tc, test_batchnorm, 0, (int)DYN_ARRAY_LEN(bn_cases));
     tcase_add_loop_test(tc, test_dyn_conv2d, 0, 3);
+    tcase_add_loop_test(tc, test_dyn_conv2d_native, 0, (int)DYN_ARRAY_LEN(dcn_cases));
     suite_add_tcase(s, tc);
     tc = tcase_create("glue");
     tcase_add_test(tc, test_glue);
