@@ -7,6 +7,7 @@
 
 #define INF SRV_ROUTE_INFERENCE
 #define WR SRV_ROUTE_WRITE
+#define JOB SRV_ROUTE_JOB
 
 static const srv_route ROUTES[] = {
     /* KServe v2 / Open Inference Protocol: health and metadata */
@@ -42,12 +43,12 @@ static const srv_route ROUTES[] = {
     {"GET", "/metrics", "metrics", api_metrics, SRV_AUTH_NONE, 0},
     /* jobs (api/jobs.c) */
     {"POST", "/v1/conversions", "conversions", api_jobs_convert, SRV_AUTH_ADMIN,
-     SRV_ROUTE_UPLOAD | WR},
-    {"POST", "/v1/finetunes", "finetunes", api_jobs_finetune, SRV_AUTH_ADMIN, WR},
+     SRV_ROUTE_UPLOAD | WR | JOB},
+    {"POST", "/v1/finetunes", "finetunes", api_jobs_finetune, SRV_AUTH_ADMIN, WR | JOB},
     {"GET", "/v1/jobs", "jobs", api_jobs_list, SRV_AUTH_ADMIN, 0},
     {"GET", "/v1/jobs/{id}", "job", api_job_get, SRV_AUTH_ADMIN, 0},
     {"DELETE", "/v1/jobs/{id}", "job_cancel", api_job_cancel, SRV_AUTH_ADMIN, WR},
-    {"POST", "/v1/jobs/{id}/resume", "job_resume", api_job_resume, SRV_AUTH_ADMIN, WR},
+    {"POST", "/v1/jobs/{id}/resume", "job_resume", api_job_resume, SRV_AUTH_ADMIN, WR | JOB},
     /* data sets (api/datasets.c): archives of images stored in data_dir */
     {"GET", "/v1/datasets", "datasets", api_datasets_list, SRV_AUTH_ADMIN, 0},
     {"PUT", "/v1/datasets/{name}", "dataset_put", api_dataset_put, SRV_AUTH_ADMIN,

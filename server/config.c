@@ -29,6 +29,7 @@ static const char *const DEVICE_CHOICES[] = {"cpu", "cuda", "auto", NULL};
 static const char *const LOG_FORMAT_CHOICES[] = {"json", "text", NULL};
 static const char *const HTTP_POLLER_CHOICES[] = {"poll", "epoll", NULL};
 static const char *const LOG_LEVEL_CHOICES[] = {"debug", "info", "warn", "error", NULL};
+static const char *const ROLE_CHOICES[] = {"all", "serve", "jobs", NULL};
 
 #define OFF(f) offsetof(srv_config, f)
 #define S_STR(n, f, d, doc) {n, T_STR, OFF(f), sizeof(((srv_config *)0)->f), d, 0, 0, NULL, 0, doc}
@@ -59,6 +60,11 @@ static const setting SETTINGS[] = {
            "poll | epoll: how HTTP threads wait for sockets. poll costs no system call when a "
            "connection is suspended for its batch and resumed (epoll pays two per request); "
            "epoll scales better to thousands of mostly idle connections per thread."),
+    S_ENUM("role", role, "all", ROLE_CHOICES,
+           "all | serve | jobs: what this replica accepts. serve: inference and metadata, job "
+           "submissions and resumes answer 503 jobs_unavailable; jobs: conversions and "
+           "fine-tunings, inference answers 503 inference_unavailable (replicas behind "
+           "separate services: autoscaled serving, long jobs elsewhere)."),
     S_BENUM("device", device, "auto", DEVICE_CHOICES,
             "cpu | cuda | auto: where models run (per model in [model.NAME]). cuda: GPU 0, and "
             "dynd refuses to start without a CUDA build and a GPU; auto: GPU 0 when this build "

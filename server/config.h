@@ -38,6 +38,7 @@ typedef struct srv_model_section {
 
 typedef enum { SRV_DEVICE_CPU, SRV_DEVICE_CUDA, SRV_DEVICE_AUTO, SRV_DEVICE_COUNT } srv_device;
 typedef enum { SRV_HTTP_POLL, SRV_HTTP_EPOLL } srv_http_poller;
+typedef enum { SRV_ROLE_ALL, SRV_ROLE_SERVE, SRV_ROLE_JOBS } srv_role;
 
 typedef struct srv_config {
     char listen_address[64];
@@ -46,6 +47,7 @@ typedef struct srv_config {
     int threads;      /* engine threads per batch worker (0 = all cores) */
     int http_threads; /* libmicrohttpd thread pool; 0 = auto (srv_config_http_threads) */
     int http_poller;  /* srv_http_poller */
+    int role;         /* srv_role: what this replica accepts (inference, jobs, both) */
     srv_batch_cfg batch; /* defaults for every model */
     int request_timeout_ms;
     int connection_timeout_s;

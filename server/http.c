@@ -228,6 +228,24 @@ static int auth_check(srv_req *r) {
     return 0;
 }
 
+/* The replica's role (setting role): a serving replica starts no job, a jobs replica runs no
+ * inference; both answer 503 saying where to send the request. */
+static int role_check(srv_req *r) {
+    if (r->cfg->role == SRV_ROLE_SERVE && (r->route->flags & SRV_ROUTE_JOB)) {
+        srv_reply_error(r, 503, "jobs_unavailable",
+                        "this replica serves inference only (role = serve): send jobs to a "
+                        "replica with role = jobs or all");
+        return -1;
+    }
+    if (r->cfg->role == SRV_ROLE_JOBS && (r->route->flags & SRV_ROUTE_INFERENCE)) {
+        srv_reply_error(r, 503, "inference_unavailable",
+                        "this replica runs jobs only (role = jobs): send inference to a replica "
+                        "with role = serve or all");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- streamed uploads (SRV_ROUTE_UPLOAD) ---- */
 
 /* 0: buffer the body; 1: stream a raw body; 2: stream the file part of a multipart body.
@@ -465,7 +483,7 @@ static srv_req *req_new(srv_http *h, struct MHD_Connection *conn, const char *ur
         }
         return r;
     }
-    if (auth_check(r)) return r;
+    if (auth_check(r) || role_check(r)) return r;
     const int stream = upload_wanted(r);
     const char *setting = "max_body_bytes";
     const long long limit = stream ? upload_limit(r, &setting) : r->cfg->max_body_bytes;

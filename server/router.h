@@ -25,6 +25,7 @@ enum {
     SRV_ROUTE_WRITE = 1 << 3,     /* creates jobs or changes the repository / data sets: with
                                      no auth_tokens refused (403) unless
                                      allow_unauthenticated_writes */
+    SRV_ROUTE_JOB = 1 << 4,       /* starts a job: refused (503) by a replica with role = serve */
 };
 
 struct srv_route {

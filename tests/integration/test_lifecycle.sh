@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dynd process lifecycle: --help / --version / --check-config / --print-config (and
 # config/dynd.conf kept equal to it), device = cuda refused clearly (also per model), auto
-# choosing the CPU with its reason, device memory in /metrics, SIGTERM during load drains
+# choosing the CPU with its reason, device memory in /metrics, roles (serve / jobs), SIGTERM during load drains
 # (readiness false at once, liveness true, every accepted request answered 200, exit 0).
 source "$(dirname "$0")/lib.sh"
 echo "lifecycle: flags, config, SIGTERM drain"
@@ -66,6 +66,21 @@ for k in $(seq 1 10); do
     [ $rc = 0 ] || bad=$((bad + 1))
 done
 check "a second SIGTERM during the teardown is ignored ($bad of 10 exits not 0)" [ $bad = 0 ]
+
+# Roles: a serving replica refuses to start jobs, a jobs replica refuses inference; both say
+# where to go, and both stay ready.
+start_dynd --role serve --allow-unauthenticated-writes true
+req POST /v1/finetunes -H 'Content-Type: application/json' -d '{"model":"mnist","data":"mnist"}'
+expect_error 503 jobs_unavailable "role = serve: a fine-tune refused"
+check "role = serve: the message names the role" grep -q 'role = serve' <<< "$BODY"
+req POST /v1/models/mnist/classify -H 'Content-Type: image/png' --data-binary @"$T/digits/0.png"
+expect_status 200 "role = serve: classify"
+stop_dynd
+start_dynd --role jobs
+req POST /v1/models/mnist/classify -H 'Content-Type: image/png' --data-binary @"$T/digits/0.png"
+expect_error 503 inference_unavailable "role = jobs: classify refused"
+req GET /v2/health/ready; expect_status 200 "role = jobs: ready"
+stop_dynd
 
 # SIGTERM under load with a new connection per request: dynd stops accepting at once (later
 # connections are refused), serves every connection the kernel had already completed (none is
