@@ -145,7 +145,7 @@ START_TEST(literal_routes) {
     expect_route("GET", "/v1/jobs", "jobs", "/v1/jobs", NULL);
     match m = route("POST", "/v1/conversions");
     ck_assert_ptr_nonnull(m.rt);
-    ck_assert_int_eq(m.rt->flags, SRV_ROUTE_UPLOAD | SRV_ROUTE_WRITE);
+    ck_assert_int_eq(m.rt->flags, SRV_ROUTE_UPLOAD | SRV_ROUTE_WRITE | SRV_ROUTE_JOB);
     ck_assert_int_eq(m.rt->auth, SRV_AUTH_ADMIN);
     /* routes that create jobs or change the repository / data sets are writes (refused with
      * no auth_tokens unless allowed); reads are not */
@@ -164,6 +164,20 @@ START_TEST(literal_routes) {
     for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
         m = route(reads[i][0], reads[i][1]);
         ck_assert_msg(m.rt && !(m.rt->flags & SRV_ROUTE_WRITE), "%s %s", reads[i][0], reads[i][1]);
+        match_free(&m);
+    }
+    /* routes that start a job (refused by a replica with role = serve), and only those */
+    static const char *const jobs[][2] = {{"POST", "/v1/finetunes"}, {"POST", "/v1/jobs/x/resume"}};
+    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+        m = route(jobs[i][0], jobs[i][1]);
+        ck_assert_msg(m.rt && (m.rt->flags & SRV_ROUTE_JOB), "%s %s", jobs[i][0], jobs[i][1]);
+        match_free(&m);
+    }
+    static const char *const not_jobs[][2] = {{"DELETE", "/v1/jobs/x"}, {"GET", "/v1/jobs"},
+                                              {"PUT", "/v1/datasets/x"}, {"POST", "/v2/models/x/infer"}};
+    for (size_t i = 0; i < sizeof not_jobs / sizeof not_jobs[0]; i++) {
+        m = route(not_jobs[i][0], not_jobs[i][1]);
+        ck_assert_msg(m.rt && !(m.rt->flags & SRV_ROUTE_JOB), "%s %s", not_jobs[i][0], not_jobs[i][1]);
         match_free(&m);
     }
     m = route("GET", "/v2/health/live");
