@@ -2,18 +2,13 @@
  * `make`): every call fails with DYN_EUNSUP, like stub.c, so the glue (op_cnn.c) needs no
  * #ifdef. `make CUDA=1` compiles cnn.cu instead of this file. */
 #include "dyn_cuda_cnn.h"
-
-static int no_cuda(dyn_err *err) {
-    return dyn_err_set(err, DYN_EUNSUP,
-                       "this build has no CUDA backend: rebuild with `make CUDA=1` (needs the "
-                       "CUDA Toolkit) to use a GPU");
-}
+#include "stub.h"
 
 int dyn_cuda_conv2d_forward(dyn_cuda_ctx *ctx, const dyn_conv_geom *g, int groups, int cout,
                             const float *x, const float *w, const float *b, float *y,
                             float *scratch, dyn_err *err) {
     (void)ctx, (void)g, (void)groups, (void)cout, (void)x, (void)w, (void)b, (void)y, (void)scratch;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_conv2d_backward(dyn_cuda_ctx *ctx, const dyn_conv_geom *g, int groups, int cout,
@@ -21,71 +16,71 @@ int dyn_cuda_conv2d_backward(dyn_cuda_ctx *ctx, const dyn_conv_geom *g, int grou
                              float *dx, float *scratch, dyn_err *err) {
     (void)ctx, (void)g, (void)groups, (void)cout, (void)w, (void)dy, (void)dw, (void)accumulate,
     (void)db, (void)dx, (void)scratch;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_relu_forward(dyn_cuda_ctx *ctx, const float *x, float *y, int64_t n, dyn_err *err) {
     (void)ctx, (void)x, (void)y, (void)n;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_relu_backward(dyn_cuda_ctx *ctx, const float *y, const float *dy, float *dx, int64_t n,
                            dyn_err *err) {
     (void)ctx, (void)y, (void)dy, (void)dx, (void)n;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_cnn_copy(dyn_cuda_ctx *ctx, float *dst, const float *src, int64_t n, dyn_err *err) {
     (void)ctx, (void)dst, (void)src, (void)n;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_add_forward(dyn_cuda_ctx *ctx, const dyn_kbcast *s, const float *a, const float *b,
                          float *y, dyn_err *err) {
     (void)ctx, (void)s, (void)a, (void)b, (void)y;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_add_backward(dyn_cuda_ctx *ctx, const dyn_kbcast *s, const float *dy, float *da,
                           float *db, dyn_err *err) {
     (void)ctx, (void)s, (void)dy, (void)da, (void)db;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_maxpool2d_forward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                const float *x, float *y, int32_t *am, dyn_err *err) {
     (void)ctx, (void)p, (void)planes, (void)x, (void)y, (void)am;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_maxpool2d_backward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                 const int32_t *am, const float *dy, float *dx, dyn_err *err) {
     (void)ctx, (void)p, (void)planes, (void)am, (void)dy, (void)dx;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_avgpool2d_forward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                const float *x, float *y, dyn_err *err) {
     (void)ctx, (void)p, (void)planes, (void)x, (void)y;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_avgpool2d_backward(dyn_cuda_ctx *ctx, const dyn_kpool *p, int64_t planes,
                                 const float *dy, float *dx, dyn_err *err) {
     (void)ctx, (void)p, (void)planes, (void)dy, (void)dx;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_gap_forward(dyn_cuda_ctx *ctx, int64_t planes, int64_t HW, const float *x, float *y,
                          dyn_err *err) {
     (void)ctx, (void)planes, (void)HW, (void)x, (void)y;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_gap_backward(dyn_cuda_ctx *ctx, int64_t planes, int64_t HW, const float *dy, float *dx,
                           dyn_err *err) {
     (void)ctx, (void)planes, (void)HW, (void)dy, (void)dx;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_linear_backward(dyn_cuda_ctx *ctx, const float *x, const float *dy, int N, int in,
@@ -93,7 +88,7 @@ int dyn_cuda_linear_backward(dyn_cuda_ctx *ctx, const float *x, const float *dy,
                              dyn_err *err) {
     (void)ctx, (void)x, (void)dy, (void)N, (void)in, (void)out, (void)w, (void)dw, (void)db,
     (void)dx;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_batchnorm_forward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float *x,
@@ -101,7 +96,7 @@ int dyn_cuda_batchnorm_forward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float 
                                float *scratch, float *y, dyn_err *err) {
     (void)ctx, (void)b, (void)x, (void)gamma, (void)beta, (void)rmean, (void)rvar, (void)scratch,
     (void)y;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float *x,
@@ -109,30 +104,30 @@ int dyn_cuda_batchnorm_backward(dyn_cuda_ctx *ctx, const dyn_kbn *b, const float
                                 float *dbeta, float *dx, dyn_err *err) {
     (void)ctx, (void)b, (void)x, (void)dy, (void)gamma, (void)scratch, (void)dgamma, (void)dbeta,
     (void)dx;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dc_kernel(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *sl,
                        const float *off, float *w, dyn_err *err) {
     (void)ctx, (void)cout, (void)cin, (void)KK, (void)sl, (void)off, (void)w;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dc_slices(dyn_cuda_ctx *ctx, int cout, int cin, int KK, const float *g, float *sl,
                        dyn_err *err) {
     (void)ctx, (void)cout, (void)cin, (void)KK, (void)g, (void)sl;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dc_native_forward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p, const float *x,
                                float *y, float *scratch, dyn_err *err) {
     (void)ctx, (void)p, (void)x, (void)y, (void)scratch;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dc_native_backward(dyn_cuda_ctx *ctx, const dyn_cuda_dcn *p, const float *dy,
                                 const dyn_sys_grad *gr, float *dbias, float *dx,
                                 float *scratch, dyn_err *err) {
     (void)ctx, (void)p, (void)dy, (void)gr, (void)dbias, (void)dx, (void)scratch;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }

@@ -2,34 +2,29 @@
  * with DYN_EUNSUP (no context can exist in this build, so none is reached with a valid one).
  * `make CUDA=1` compiles dyn_lin.cu and fit.cu instead. */
 #include "dyn_cuda_dyn.h"
-
-static int no_cuda(dyn_err *err) {
-    return dyn_err_set(err, DYN_EUNSUP,
-                       "this build has no CUDA backend: rebuild with `make CUDA=1` (needs the "
-                       "CUDA Toolkit) to use a GPU");
-}
+#include "stub.h"
 
 int dyn_cuda_dyn_transpose(dyn_cuda_ctx *ctx, const float *src, int64_t rows, int64_t cols,
                            float *dst, dyn_err *err) {
     (void)ctx, (void)src, (void)rows, (void)cols, (void)dst;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dyn_zero(dyn_cuda_ctx *ctx, float *p, int64_t n, dyn_err *err) {
     (void)ctx, (void)p, (void)n;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dyn_bias_rows(dyn_cuda_ctx *ctx, float *y, const float *b, int64_t N, int out,
                            dyn_err *err) {
     (void)ctx, (void)y, (void)b, (void)N, (void)out;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dyn_bias_grad(dyn_cuda_ctx *ctx, const float *dy, int64_t N, int out, float *db,
                            dyn_err *err) {
     (void)ctx, (void)dy, (void)N, (void)out, (void)db;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_dyn_gemm(dyn_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, float alpha,
@@ -37,19 +32,19 @@ int dyn_cuda_dyn_gemm(dyn_cuda_ctx *ctx, int ta, int tb, int M, int N, int K, fl
                       int ldc, dyn_err *err) {
     (void)ctx, (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda;
     (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_fit_residual(dyn_cuda_ctx *ctx, const float *what, const float *c, const float *wp,
                           float gs, int64_t n, float *g, dyn_err *err) {
     (void)ctx, (void)what, (void)c, (void)wp, (void)gs, (void)n, (void)g;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_fit_grad_l1(dyn_cuda_ctx *ctx, const dyn_sys *s, const float *g, float *gt,
                          float *part, const dyn_sys_grad *out, dyn_err *err) {
     (void)ctx, (void)s, (void)g, (void)gt, (void)part, (void)out;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_fit_adam(dyn_cuda_ctx *ctx, float lr, float b1, float b2, float bc1, float bc2,
@@ -57,12 +52,12 @@ int dyn_cuda_fit_adam(dyn_cuda_ctx *ctx, float lr, float b1, float b2, float bc1
                       dyn_err *err) {
     (void)ctx, (void)lr, (void)b1, (void)b2, (void)bc1, (void)bc2, (void)eps, (void)g, (void)m1;
     (void)m2, (void)th, (void)n;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
 
 int dyn_cuda_fit_sumsq(dyn_cuda_ctx *ctx, const float *x, int64_t n, double *h_out,
                        dyn_err *err) {
     (void)ctx, (void)x, (void)n;
     *h_out = 0.0;
-    return no_cuda(err);
+    return dyn_cuda__no_cuda(err);
 }
