@@ -9,7 +9,7 @@
  * consumer already wrote one). Gradient sums of shared inputs use the backend's axpy, as the
  * CPU path adds its temporary. The output comes back to the host once per forward.
  */
-#include "backend.h"
+#include "backend_impl.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -62,14 +62,7 @@ static void node_in_shapes(const dyn_model *m, int k, const dyn_shape *shapes, i
     const dyn_node *nd = &m->nodes[k];
     for (int i = 0; i < nd->ninputs; i++) {
         int p = nd->inputs[i];
-        if (p >= 0) {
-            ins[i] = shapes[p];
-            continue;
-        }
-        memset(&ins[i], 0, sizeof ins[i]);
-        ins[i].ndim = m->input.ndim + 1;
-        ins[i].d[0] = batch;
-        for (int j = 0; j < m->input.ndim; j++) ins[i].d[j + 1] = m->input.d[j];
+        ins[i] = p >= 0 ? shapes[p] : dyn__model_input_shape(m, batch);
     }
 }
 
@@ -345,11 +338,7 @@ int dyn__exec_dev_new(dyn_exec *e, const dyn_shape *shapes, unsigned char *need,
         if (rc) return dyn_err_prefix(err, "a context on %s", pl->name);
         d->own_ctx = 1;
     }
-    dyn_shape in0;
-    memset(&in0, 0, sizeof in0);
-    in0.ndim = m->input.ndim + 1;
-    in0.d[0] = e->max_batch;
-    for (int j = 0; j < m->input.ndim; j++) in0.d[j + 1] = m->input.d[j];
+    const dyn_shape in0 = dyn__model_input_shape(m, e->max_batch);
     int rc = dtensor(d, &d->in, &in0, err);
     if (rc) return rc;
     int64_t largest = dyn_shape_numel(&in0);

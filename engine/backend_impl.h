@@ -4,6 +4,9 @@
 
 #include "backend.h"
 
+/* The model input's shape with batch `batch` (model.c). */
+dyn_shape dyn__model_input_shape(const dyn_model *m, int batch);
+
 /* prepare() of every layer: the device prepare of placed layers, the CPU one of the others. */
 int dyn__place_prepare(dyn_model *m, dyn_err *err);
 /* Zeroes every gradient, on the device for placed layers. */

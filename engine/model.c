@@ -34,8 +34,8 @@ void dyn_model_free(dyn_model *m) {
     free(m);
 }
 
-/* Shape of the model input with batch `batch`. */
-static dyn_shape input_shape(const dyn_model *m, int batch) {
+/* Shape of the model input with batch `batch` (backend_impl.h). */
+dyn_shape dyn__model_input_shape(const dyn_model *m, int batch) {
     dyn_shape s;
     memset(&s, 0, sizeof s);
     s.ndim = m->input.ndim + 1;
@@ -62,7 +62,7 @@ static int node_infer(const dyn_model *m, int k, const dyn_shape *shapes, const 
 }
 
 int dyn_model_shapes(const dyn_model *m, int batch, dyn_shape *shapes, dyn_err *err) {
-    dyn_shape in0 = input_shape(m, batch);
+    dyn_shape in0 = dyn__model_input_shape(m, batch);
     for (int k = 0; k < m->nnodes; k++) {
         int rc = node_infer(m, k, shapes, &in0, &shapes[k], err);
         if (rc) return rc;
@@ -202,7 +202,7 @@ void dyn_model_stats(const dyn_model *m, dyn_layer_stats *per_layer, dyn_layer_s
     memset(total, 0, sizeof *total);
     dyn_shape *shapes = malloc((size_t)(m->nnodes + 1) * sizeof *shapes);
     if (!shapes) return;
-    dyn_shape in0 = input_shape(m, 1);
+    dyn_shape in0 = dyn__model_input_shape(m, 1);
     if (dyn_model_shapes(m, 1, shapes, NULL)) {
         free(shapes);
         return;
@@ -352,11 +352,12 @@ dyn_exec *dyn_exec_new(dyn_model *m, int max_batch, int training, dyn_err *err) 
     e->written = calloc((size_t)m->nnodes, 1);
     if (!e->act || !e->grad || !e->scratch_off || !e->written) goto nomem;
     if (dyn_model_shapes(m, max_batch, shapes, err)) goto fail;
-    /* A placed model: device buffers; host ones only where the CPU needs them. */
+    /* A placed model: device buffers; host ones only where the CPU needs them (e->written,
+     * unused until the first backward clears it, marks which). */
     if (m->place) {
         if (dyn__exec_dev_new(e, shapes, e->written, err)) goto fail;
     }
-    dyn_shape in0 = input_shape(m, max_batch);
+    dyn_shape in0 = dyn__model_input_shape(m, max_batch);
     if (dyn_tensor_init_shape(&e->input, &in0, err)) goto fail;
     int64_t largest = dyn_shape_numel(&in0);
     size_t total = 0, most = 0;
