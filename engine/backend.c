@@ -425,13 +425,11 @@ const dyn_tensor *dyn__exec_dev_forward(dyn_exec *e, const float *x, int batch) 
     dyn_err *err = &d->err;
     const int n = m->nnodes;
     memset(d->staged, 0, (size_t)n);
-    dyn_tensor in = narrow(&d->in, batch);
-    int rc = be->upload(d->ctx, in.data, x, tbytes(&in), err);
-    /* The host input: CPU nodes reading the model input read it from e->input. */
-    if (!rc && x != e->input.data) {
-        dyn_tensor hin = narrow(&e->input, batch);
-        memcpy(hin.data, x, tbytes(&hin));
-    }
+    /* The batch goes up from e->input (pinned memory; CPU nodes reading the model input
+     * read it there too). */
+    dyn_tensor in = narrow(&d->in, batch), hin = narrow(&e->input, batch);
+    if (x != hin.data) memcpy(hin.data, x, tbytes(&hin));
+    int rc = be->upload(d->ctx, in.data, hin.data, tbytes(&in), err);
     for (int k = 0; !rc && k < n; k++) {
         const dyn_node *nd = &m->nodes[k];
         dyn_layer *l = nd->layer;
