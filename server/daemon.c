@@ -5,7 +5,9 @@
  * ready) → the libuv loop, which runs the repository's first scan (ready once it ends: a
  * request for a model meanwhile waits for its load, within its deadline) and owns signals,
  * repository watching (uv_fs_event on model_dir plus a poll timer; scans run on the libuv
- * thread pool, never on the loop) and the drain. Jobs (server/jobs.h) run on their own bounded worker threads.
+ * thread pool, never on the loop) and the drain. Jobs (server/jobs.h) are scheduled on the loop
+ * too (submissions and finished runs wake it, a timer renews their leases) and run on their own
+ * bounded worker threads, not on libuv's pool: a job runs for minutes.
  *
  * SIGTERM / SIGINT: readiness turns false at once (liveness stays true), the listening socket
  * stops accepting (server/http.h srv_http_quiesce), requests in flight, queued and on open
@@ -134,6 +136,7 @@ static void on_drain_tick(uv_timer_t *t) {
     if (d->scan_running) return; /* let the scan finish before tearing down */
     srv_log(SRV_LOG_INFO, "drained", json_pack("{s:i, s:f}", "inflight", inflight, "waited_s", waited));
     atomic_store(&g_daemon, NULL); /* the async handle closes now: HTTP threads stop using it */
+    srv_jobs_detach(d->ctx.jobs); /* before the walk: its workers stop waking the loop first */
     uv_walk(&d->loop, close_cb, NULL);
     /* Closing the signal watchers gave SIGTERM / SIGINT back their default action: a second
      * one during the teardown would kill the process mid-way (exit 143). It is shutting down
@@ -236,7 +239,8 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     if (!ctx->repo) return fprintf(stderr, "dynd: out of memory\n"), 1;
     ctx->rescan = ctx_rescan;
     ensure_dir(cfg->state_dir, "state_dir");
-    ctx->jobs = srv_jobs_new(cfg, ctx->repo, ctx->metrics, &err);
+    uv_loop_init(&d->loop); /* the jobs attach to it; it runs once HTTP is up */
+    ctx->jobs = srv_jobs_new(cfg, ctx->repo, ctx->metrics, &d->loop, &err);
     if (!ctx->jobs)
         srv_log(SRV_LOG_ERROR, "jobs disabled", json_pack("{s:s}", "error", err.msg));
     if (cfg->ntokens == 0 && cfg->allow_unauthenticated_writes)
@@ -262,7 +266,6 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     printf("dynd listening on %s:%d\n", cfg->listen_address, srv_http_port(d->http));
     fflush(stdout);
 
-    uv_loop_init(&d->loop);
     uv_signal_init(&d->loop, &d->sigterm);
     uv_signal_init(&d->loop, &d->sigint);
     uv_signal_init(&d->loop, &d->sighup);

@@ -1,11 +1,34 @@
-/* jobs.c — the jobs' life cycle: queue and workers, records on disk, leases, recovery after a
- * crash, cancel / resume / shutdown. Running a job on the engine is job_run.c. See jobs.h for the
- * states, the files and the replica protocol.
+/* jobs.c — the jobs' life cycle: queue and workers on the daemon's libuv loop, records and
+ * leases (through the backend, jobs_backend.h: jobs_fs.c), recovery after a crash, cancel /
+ * resume / shutdown. Running a job on the engine is job_run.c. See jobs.h for the states, the
+ * files and the replica protocol.
+ *
+ * Jobs on libuv. The loop thread (the daemon's main thread) schedules; jobs_max_concurrent
+ * uv_thread_t workers do the long work — not uv_queue_work: libuv's shared pool serves the
+ * repository scans and file I/O, and a job holds its thread for minutes.
+ *   - A submission or a resume (an HTTP thread) writes the record, puts the job on the queue
+ *     (js->mu) and uv_async_send()s js->wake. Sends coalesce: on_wake handles all that is
+ *     pending — records the finished runs, then dispatch hands queued jobs to idle workers.
+ *   - dispatch (loop thread) writes the "running" record and posts the worker's semaphore; the
+ *     run's work is embedded in the job (j->worker, j->run_rc, j->run_err). The worker runs the
+ *     engine, puts the job on js->done and wakes the loop; finish_runs (loop thread) records the
+ *     end (state, record, lease release, metrics, retention) and frees the worker.
+ *   - The lease heartbeat is a uv_timer_t (every jobs_lease_s/3 s): the backend renews our
+ *     leases and reports, as events on the loop thread, jobs taken over by another replica
+ *     (their runs are cancelled) and cancels requested through another replica.
+ *   - Cancelling a queued job stays synchronous (the HTTP thread takes it off the queue under
+ *     js->mu and answers "cancelled"); a running one gets its cancel flag, which the engine
+ *     polls; its end is then recorded like any other.
+ *   - Shutdown: srv_jobs_shutdown interrupts the queue and raises every cancel flag; the daemon
+ *     drains while srv_jobs_running > 0, then srv_jobs_detach closes the handles (uv_close)
+ *     before the loop's teardown, and srv_jobs_free records runs that end within its wait and
+ *     leaves workers still in the engine to the process exit.
  *
  * Locks: js->mu guards the job list and the queue; j->mu a job's small fields; j->write_mu one
  * job's record file. Never two at once (a transition takes js->mu, drops it, then takes j->mu),
- * and none is held during engine work. A job popped from the queue belongs to the worker that
- * popped it; a job still in the queue to whoever removes it under js->mu (DELETE, shutdown).
+ * and none is held during engine work. A job popped from the queue belongs to its run (the loop
+ * thread, then the worker, then the loop thread again); a job still in the queue to whoever
+ * removes it under js->mu (DELETE, shutdown).
  * Job structs live until srv_jobs_free, so a pointer found under js->mu stays valid after.
  */
 #include "server/jobs_impl.h"
@@ -68,37 +91,17 @@ static double epoch_now(void) {
 
 /* ---- files ---- */
 
-/* Removes dir/name recursively (the job's checkpoints). Best effort. */
-static void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[1500];
-        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(path);
-}
-
 static void job_file(const srv_job *j, const char *name, char *buf, size_t n) {
     snprintf(buf, n, "%s/%s", j->dir, name);
 }
 
 /* A finished job's working files (upload, input snapshot, checkpoints); the record stays. */
 static void job_files_remove(const srv_job *j) {
-    static const char *const FILES[] = {"upload.bin", "input.dyn", "cancel", "ckpt"};
+    static const char *const FILES[] = {"upload.bin", "input.dyn", "ckpt"};
     char p[1300];
     for (size_t i = 0; i < DYN_ARRAY_LEN(FILES); i++) {
         job_file(j, FILES[i], p, sizeof p);
-        remove_tree(p);
+        srv__remove_tree(p);
     }
 }
 
@@ -199,25 +202,23 @@ static json_t *job_json(srv_job *j) {
 }
 
 int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err) {
-    (void)js;
     pthread_mutex_lock(&j->mu);
     uint64_t seq = ++j->seq;
+    long long lease = j->lease;
     json_t *o = job_json_locked(j);
     pthread_mutex_unlock(&j->mu);
-    if (o) json_object_set_new(o, "format", json_string("dynd-job-1"));
-    char *txt = o ? json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(o);
-    if (!txt) return dyn_err_set(err, DYN_ENOMEM, "out of memory writing the job record");
-    char path[1300];
-    job_file(j, "job.json", path, sizeof path);
+    if (!o || json_object_set_new(o, "format", json_string("dynd-job-1"))) {
+        json_decref(o);
+        return dyn_err_set(err, DYN_ENOMEM, "out of memory writing the job record");
+    }
     int rc = 0;
     pthread_mutex_lock(&j->write_mu);
-    if (seq > j->written_seq) { /* else a newer snapshot is already on disk */
-        rc = dyn_file_write_atomic(path, txt, strlen(txt), 0640, err);
+    if (seq > j->written_seq) { /* else a newer snapshot is already stored */
+        rc = js->be->record_write(js->be->state, j->id, lease, o, err);
         if (!rc) j->written_seq = seq;
     }
     pthread_mutex_unlock(&j->write_mu);
-    free(txt);
+    json_decref(o);
     return rc;
 }
 
@@ -320,126 +321,25 @@ static int job_apply_record_locked(srv_job *j, json_t *rec) {
     return 0;
 }
 
-static json_t *record_read(const char *jobs_dir, const char *id) {
-    char path[1300];
-    snprintf(path, sizeof path, "%s/%s/job.json", jobs_dir, id);
-    json_t *rec = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
-    const char *rid = json_string_value(json_object_get(rec, "id"));
-    if (rec && (!rid || strcmp(rid, id))) { /* a record copied under another name */
-        json_decref(rec);
-        rec = NULL;
-    }
-    return rec;
-}
+/* ---- leases (the backend's, jobs_backend.h) ---- */
 
-/* ---- leases ---- */
-
-/* Start time (clock ticks since boot) of process pid, or -1 when it does not exist or is a
- * zombie (killed, not yet reaped: as dead as it gets). */
-static long long proc_start_ticks(long pid) {
-    char p[64], buf[1024];
-    snprintf(p, sizeof p, "/proc/%ld/stat", pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *s = strrchr(buf, ')'); /* the command may hold spaces and parentheses */
-    if (!s || s[1] != ' ' || s[2] == 'Z' || s[2] == 'X' || s[2] == 'x') return -1;
-    long long v = -1;
-    int field = 2;
-    char *save = NULL;
-    for (char *t = strtok_r(s + 1, " ", &save); t; t = strtok_r(NULL, " ", &save))
-        if (++field == 22) {
-            v = atoll(t);
-            break;
-        }
-    return v;
-}
-
-static void lease_path(const srv_job *j, int gen, char *buf, size_t n) {
-    snprintf(buf, n, "%s/lease.%d", j->dir, gen);
-}
-
-static int lease_max_gen(const srv_job *j) {
-    DIR *d = opendir(j->dir);
-    if (!d) return 0;
-    int g = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end;
-        if (strncmp(e->d_name, "lease.", 6)) continue;
-        long v = strtol(e->d_name + 6, &end, 10);
-        if (*end == 0 && v > g && v < 1000000000) g = (int)v;
-    }
-    closedir(d);
+/* Claims job j: the new lease token, 0 when a live replica holds it (or won the race), -1 on a
+ * storage error (logged). */
+static long long lease_claim(srv_jobs *js, srv_job *j) {
+    dyn_err err = {0};
+    long long g = js->be->claim(js->be->state, j->id, &err);
+    if (g < 0)
+        srv_log(SRV_LOG_ERROR, "cannot claim the job",
+                json_pack("{s:s, s:s}", "job", j->id, "error", err.msg));
     return g;
 }
 
-typedef enum { LEASE_NONE, LEASE_OURS, LEASE_ALIVE, LEASE_DEAD } lease_state;
-
-static lease_state lease_check(const srv_jobs *js, const srv_job *j, int gen) {
-    if (gen <= 0) return LEASE_NONE;
-    char p[1300];
-    lease_path(j, gen, p, sizeof p);
-    struct stat st;
-    json_t *o = json_load_file(p, 0, NULL);
-    if (stat(p, &st) != 0) {
-        json_decref(o);
-        return LEASE_NONE;
-    }
-    const char *host = json_string_value(json_object_get(o, "host"));
-    long pid = (long)json_integer_value(json_object_get(o, "pid"));
-    long long start = json_integer_value(json_object_get(o, "start"));
-    lease_state r;
-    if (host && !strcmp(host, js->host)) {
-        if (pid == (long)getpid() && start == js->start_ticks) r = LEASE_OURS;
-        else r = pid > 0 && proc_start_ticks(pid) == start ? LEASE_ALIVE : LEASE_DEAD;
-    } else {
-        /* another host (or a lease being written): alive while renewed */
-        r = difftime(time(NULL), st.st_mtime) <= js->lease_s ? LEASE_ALIVE : LEASE_DEAD;
-    }
-    json_decref(o);
-    return r;
-}
-
-/* Claims job j: a new lease generation created with O_EXCL. Returns the generation, 0 when a
- * live holder has it (or another replica won the race), -1 on an I/O error. */
-static int lease_claim(srv_jobs *js, srv_job *j) {
-    int g = lease_max_gen(j);
-    lease_state s = lease_check(js, j, g);
-    if (s == LEASE_ALIVE) return 0;
-    if (s == LEASE_OURS) return g;
-    char p[1300];
-    lease_path(j, g + 1, p, sizeof p);
-    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (fd < 0) return errno == EEXIST ? 0 : -1;
-    char buf[512];
-    int n = snprintf(buf, sizeof buf, "{\"host\": \"%s\", \"pid\": %ld, \"start\": %lld}\n",
-                     js->host, (long)getpid(), js->start_ticks);
-    int bad = write(fd, buf, (size_t)n) != n || fsync(fd) != 0;
-    close(fd);
-    if (bad) {
-        unlink(p);
-        return -1;
-    }
-    for (int k = 1; k <= g; k++) { /* the dead holders' leases */
-        lease_path(j, k, p, sizeof p);
-        unlink(p);
-    }
-    dyn_file_fsync_dir(j->dir);
-    return g + 1;
-}
-
-static void lease_release(srv_job *j) {
+static void lease_release(srv_jobs *js, srv_job *j) {
     pthread_mutex_lock(&j->mu);
-    int g = j->lease_gen;
-    j->lease_gen = 0;
+    long long g = j->lease;
+    j->lease = 0;
     pthread_mutex_unlock(&j->mu);
-    if (g <= 0) return;
-    char p[1300];
-    lease_path(j, g, p, sizeof p);
-    unlink(p);
+    if (g > 0) js->be->release(js->be->state, j->id, g);
 }
 
 /* ---- metrics and logs ---- */
@@ -518,7 +418,7 @@ static void queue_push_locked(srv_jobs *js, srv_job *j) {
     if (js->qtail) js->qtail->next = j;
     else js->qhead = j;
     js->qtail = j;
-    pthread_cond_signal(&js->cv);
+    if (js->attached) uv_async_send(&js->wake); /* the loop thread dispatches it */
 }
 
 /* Removes j from the queue; 1 when it was there. js->mu held. */
@@ -539,10 +439,10 @@ static int queue_remove_locked(srv_jobs *js, srv_job *j) {
  * only one replica rewrites it). */
 static void job_recover(srv_jobs *js, srv_job *j) {
     pthread_mutex_lock(&j->mu);
-    int st = j->state, ours = j->lease_gen > 0;
+    int st = j->state, ours = j->lease > 0;
     pthread_mutex_unlock(&j->mu);
     if (ours || (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING)) return;
-    int g = lease_claim(js, j);
+    long long g = lease_claim(js, j);
     if (g <= 0) { /* a live replica holds it */
         pthread_mutex_lock(&j->mu);
         j->remote = 1;
@@ -550,7 +450,7 @@ static void job_recover(srv_jobs *js, srv_job *j) {
         return;
     }
     pthread_mutex_lock(&j->mu);
-    j->lease_gen = g;
+    j->lease = g;
     j->remote = 0;
     j->state = SRV_JOB_INTERRUPTED;
     j->error_code = "interrupted";
@@ -561,7 +461,7 @@ static void job_recover(srv_jobs *js, srv_job *j) {
              j->kind == SRV_JOB_FINETUNE ? "continues from the last checkpoint" : "runs it again");
     pthread_mutex_unlock(&j->mu);
     record_write_logged(js, j);
-    lease_release(j);
+    lease_release(js, j);
     log_transition(j, "job interrupted");
 }
 
@@ -569,7 +469,7 @@ static void job_recover(srv_jobs *js, srv_job *j) {
  * made, or found at start-up). NULL when there is none; otherwise the job with a reference
  * taken (job_unref it). */
 static srv_job *job_load(srv_jobs *js, const char *id) {
-    json_t *rec = record_read(js->jobs_dir, id);
+    json_t *rec = js->be->record_read(js->be->state, id);
     if (!rec) return NULL;
     int kind = kind_parse(json_string_value(json_object_get(rec, "kind")));
     srv_job *j = kind >= 0 ? job_alloc(js, id, kind) : NULL;
@@ -601,7 +501,7 @@ static srv_job *job_load(srv_jobs *js, const char *id) {
 /* 1 when another replica may change j's record: it holds the job, or the job is interrupted
  * and nobody holds it (any replica may resume or cancel it). j->mu held. */
 static int job_stale_locked(const srv_job *j) {
-    return j->remote || (j->state == SRV_JOB_INTERRUPTED && j->lease_gen <= 0);
+    return j->remote || (j->state == SRV_JOB_INTERRUPTED && j->lease <= 0);
 }
 
 /* A job another replica may change (job_stale_locked): its record is re-read (and recovered if
@@ -611,7 +511,7 @@ static void job_refresh(srv_jobs *js, srv_job *j) {
     int stale = job_stale_locked(j);
     pthread_mutex_unlock(&j->mu);
     if (!stale) return;
-    json_t *rec = record_read(js->jobs_dir, j->id);
+    json_t *rec = js->be->record_read(js->be->state, j->id);
     if (rec) {
         pthread_mutex_lock(&j->mu);
         if (job_stale_locked(j)) job_apply_record_locked(j, rec); /* not resumed here meanwhile */
@@ -626,8 +526,8 @@ static void job_refresh(srv_jobs *js, srv_job *j) {
  * record is read again under our lease: 0 when the job has not ended (interrupted, or queued /
  * running under a holder our claim found dead); otherwise the record is applied, the lease
  * released, and the final state returned. */
-static int claimed_interrupted(srv_jobs *js, srv_job *j, int g) {
-    json_t *rec = record_read(js->jobs_dir, j->id);
+static int claimed_interrupted(srv_jobs *js, srv_job *j, long long g) {
+    json_t *rec = js->be->record_read(js->be->state, j->id);
     int st = rec ? srv_job_state_parse(json_string_value(json_object_get(rec, "state"))) : -1;
     if (st < 0 || !terminal(st)) {
         json_decref(rec);
@@ -635,25 +535,27 @@ static int claimed_interrupted(srv_jobs *js, srv_job *j, int g) {
     }
     pthread_mutex_lock(&j->mu);
     job_apply_record_locked(j, rec);
-    j->lease_gen = g;
+    j->lease = g;
     pthread_mutex_unlock(&j->mu);
     json_decref(rec);
-    lease_release(j);
+    lease_release(js, j);
     return st;
+}
+
+static int scan_one(void *arg, const char *id) {
+    srv_jobs *js = arg;
+    if (!id_valid(id)) return 0;
+    srv_job *j = list_find(js, id);
+    if (!j) j = job_load(js, id);
+    job_unref(j);
+    return 0;
 }
 
 /* Loads the records of jobs made by other replicas since the last look. */
 static void scan_dir(srv_jobs *js) {
-    DIR *d = opendir(js->jobs_dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!id_valid(e->d_name)) continue;
-        srv_job *j = list_find(js, e->d_name);
-        if (!j) j = job_load(js, e->d_name);
-        job_unref(j);
-    }
-    closedir(d);
+    dyn_err err = {0};
+    if (js->be->list(js->be->state, scan_one, js, &err))
+        srv_log(SRV_LOG_ERROR, "cannot list the jobs", json_pack("{s:s}", "error", err.msg));
 }
 
 typedef struct fin_rec {
@@ -697,7 +599,8 @@ static void prune(srv_jobs *js) {
     pthread_mutex_unlock(&js->mu);
     free(fin);
     for (int i = 0; i < ngone; i++) {
-        remove_tree(gone[i]->dir);
+        js->be->remove(js->be->state, gone[i]->id);
+        srv__remove_tree(gone[i]->dir); /* the working files (the same directory with fs) */
         srv_log(SRV_LOG_DEBUG, "finished job record removed (jobs_keep)",
                 json_pack("{s:s, s:i}", "job", gone[i]->id, "jobs_keep", js->keep));
         job_unref(gone[i]);
@@ -760,7 +663,7 @@ static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
     if (rc == DYN_ECANCEL && reason == SRV_CANCEL_LEASE) { /* another replica has it now */
         pthread_mutex_lock(&j->mu);
         j->remote = 1;
-        j->lease_gen = 0;
+        j->lease = 0;
         pthread_mutex_unlock(&j->mu);
         srv_log(SRV_LOG_WARN, "job taken over by another replica; stopped here",
                 json_pack("{s:s}", "job", j->id));
@@ -795,7 +698,7 @@ static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
     pthread_mutex_unlock(&j->mu);
     if (terminal(st)) job_files_remove(j);
     record_write_logged(js, j);
-    lease_release(j);
+    lease_release(js, j);
     srv_metrics_job_duration(js->metrics, srv_job_kind_name(j->kind), srv_job_state_name(st), dur);
     log_transition(j, st == SRV_JOB_SUCCEEDED ? "job succeeded"
                       : st == SRV_JOB_FAILED  ? "job failed"
@@ -803,7 +706,10 @@ static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
                                                 : "job interrupted");
 }
 
-static void job_run(srv_jobs *js, srv_job *j) {
+/* ---- running: the loop thread hands runs to the workers and records their ends ---- */
+
+/* A run begins (loop thread): the record says running before the worker starts on it. */
+static void job_start(srv_jobs *js, srv_job *j) {
     pthread_mutex_lock(&j->mu);
     j->state = SRV_JOB_RUNNING;
     double now = epoch_now();
@@ -820,49 +726,98 @@ static void job_run(srv_jobs *js, srv_job *j) {
     record_write_logged(js, j);
     log_transition(j, "job started");
     metrics_update(js);
-    dyn_err err = {0};
-    int rc = j->cancel ? DYN_ECANCEL : srv__job_execute(js, j, &err);
-    job_finish(js, j, rc, &err);
-#ifdef __GLIBC__
-    /* A job frees hundreds of MB of work buffers, spread over glibc's per-thread arenas (this
-     * worker's and OpenMP's); without a trim the freed pages stay resident and the daemon's RSS
-     * creeps up with every job (make soak). */
-    malloc_trim(0);
-#endif
-    j->cancel = 0;
-    atomic_store(&j->cancel_reason, SRV_CANCEL_NONE);
 }
 
-static void *worker_main(void *arg) {
-    srv_jobs *js = arg;
+/* A worker thread: the long work, on the engine, then the run goes back to the loop thread
+ * (js->done) which records its end. */
+static void worker_main(void *arg) {
+    srv_jobs_worker *w = arg;
+    srv_jobs *js = w->js;
     dyn_threads_set(js->threads); /* OpenMP's thread count is per thread: set it here too */
     for (;;) {
+        uv_sem_wait(&w->go);
+        srv_job *j = w->job;
+        if (!j) break; /* quit */
+        memset(&j->run_err, 0, sizeof j->run_err);
+        j->run_rc = j->cancel ? DYN_ECANCEL : srv__job_execute(js, j, &j->run_err);
+#ifdef __GLIBC__
+        /* A job frees hundreds of MB of work buffers, spread over glibc's per-thread arenas
+         * (this worker's and OpenMP's); without a trim the freed pages stay resident and the
+         * daemon's RSS creeps up with every job (make soak). */
+        malloc_trim(0);
+#endif
         pthread_mutex_lock(&js->mu);
-        while (!js->stopping && !js->qhead) pthread_cond_wait(&js->cv, &js->mu);
-        if (js->stopping) {
-            pthread_mutex_unlock(&js->mu);
-            break;
-        }
-        srv_job *j = js->qhead;
-        js->qhead = j->next;
-        if (!js->qhead) js->qtail = NULL;
-        j->next = NULL;
-        job_ref(j);
-        js->nrunning++;
+        j->next = js->done;
+        js->done = j;
+        if (js->attached) uv_async_send(&js->wake);
         pthread_mutex_unlock(&js->mu);
-        job_run(js, j);
-        job_unref(j);
+    }
+    atomic_fetch_sub(&js->workers_alive, 1);
+}
+
+/* Records the ends of the runs the workers finished (the loop thread, or srv_jobs_free's once
+ * the loop is gone) and makes their workers idle. Returns how many. */
+static int finish_runs(srv_jobs *js) {
+    pthread_mutex_lock(&js->mu);
+    srv_job *d = js->done;
+    js->done = NULL;
+    pthread_mutex_unlock(&js->mu);
+    int n = 0;
+    while (d) {
+        srv_job *j = d;
+        d = d->next; /* before job_finish: once the job is interrupted a resume may queue it */
+        j->next = NULL;
+        srv_jobs_worker *w = j->worker;
+        j->worker = NULL;
+        job_finish(js, j, j->run_rc, &j->run_err);
+        j->cancel = 0;
+        atomic_store(&j->cancel_reason, SRV_CANCEL_NONE);
+        w->busy = 0;
         pthread_mutex_lock(&js->mu);
         js->nrunning--;
         pthread_mutex_unlock(&js->mu);
+        job_unref(j);
+        n++;
+    }
+    return n;
+}
+
+/* Hands queued jobs to idle workers (loop thread). */
+static void dispatch(srv_jobs *js) {
+    for (int i = 0; i < js->nworkers; i++) {
+        srv_jobs_worker *w = &js->workers[i];
+        if (w->busy || w->quit) continue;
+        pthread_mutex_lock(&js->mu);
+        srv_job *j = js->stopping ? NULL : js->qhead;
+        if (j) {
+            js->qhead = j->next;
+            if (!js->qhead) js->qtail = NULL;
+            j->next = NULL;
+            job_ref(j); /* the run's, given back by finish_runs */
+            js->nrunning++;
+        }
+        pthread_mutex_unlock(&js->mu);
+        if (!j) return;
+        job_start(js, j);
+        j->worker = w;
+        w->busy = 1;
+        w->job = j;
+        uv_sem_post(&w->go);
+    }
+}
+
+/* js->wake: jobs were queued, or runs finished. uv_async_send coalesces: everything pending is
+ * handled here. */
+static void on_wake(uv_async_t *a) {
+    srv_jobs *js = a->data;
+    if (finish_runs(js)) {
         prune(js);
         metrics_update(js);
     }
-    atomic_fetch_sub(&js->workers_alive, 1);
-    return NULL;
+    dispatch(js);
 }
 
-/* ---- heartbeat: renew our leases, notice takeovers and cancel files ---- */
+/* ---- heartbeat (a timer on the loop): renew our leases, hear of takeovers and cancels ---- */
 
 static void cancel_raise(srv_job *j, int reason) {
     int none = SRV_CANCEL_NONE;
@@ -870,52 +825,70 @@ static void cancel_raise(srv_job *j, int reason) {
     j->cancel = 1;
 }
 
-static void *heartbeat_main(void *arg) {
-    srv_jobs *js = arg;
-    double period = DYN_MAX(1.0, js->lease_s / 3.0);
-    pthread_mutex_lock(&js->mu);
-    while (!js->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)period;
-        pthread_cond_timedwait(&js->hb_cv, &js->mu, &ts);
-        if (js->stopping) break;
-        pthread_mutex_unlock(&js->mu);
-        int n;
-        srv_job **copy = list_copy(js, &n);
-        for (int i = 0; copy && i < n; i++) {
-            srv_job *j = copy[i];
-            pthread_mutex_lock(&j->mu);
-            int g = j->lease_gen;
-            pthread_mutex_unlock(&j->mu);
-            if (g <= 0) continue;
-            char p[1300];
-            lease_path(j, g, p, sizeof p);
-            if (utimensat(AT_FDCWD, p, NULL, 0) != 0 || lease_max_gen(j) != g) {
-                srv_log(SRV_LOG_WARN, "job lease lost (another replica took the job over)",
-                        json_pack("{s:s}", "job", j->id));
-                cancel_raise(j, SRV_CANCEL_LEASE);
-                continue;
-            }
-            job_file(j, "cancel", p, sizeof p);
-            if (access(p, F_OK) == 0) { /* DELETE sent to another replica */
-                unlink(p);
-                int now = 0;
-                srv_job_err e;
-                json_decref(srv_jobs_cancel(js, j->id, &now, &e));
-            }
+static void on_lease_lost(void *arg, const char *id) {
+    srv_job *j = list_find(arg, id);
+    if (!j) return;
+    srv_log(SRV_LOG_WARN, "job lease lost (another replica took the job over)",
+            json_pack("{s:s}", "job", id));
+    cancel_raise(j, SRV_CANCEL_LEASE);
+    job_unref(j);
+}
+
+static void on_cancel_requested(void *arg, const char *id) { /* DELETE sent to another replica */
+    int now = 0;
+    srv_job_err e;
+    json_decref(srv_jobs_cancel(arg, id, &now, &e));
+}
+
+static void on_work_available(void *arg) { dispatch(arg); }
+
+static void on_heartbeat(uv_timer_t *t) {
+    srv_jobs *js = t->data;
+    int n;
+    srv_job **copy = list_copy(js, &n);
+    const char **ids = copy ? malloc(sizeof *ids * (size_t)DYN_MAX(n, 1)) : NULL;
+    long long *leases = ids ? malloc(sizeof *leases * (size_t)DYN_MAX(n, 1)) : NULL;
+    int m = 0;
+    for (int i = 0; leases && i < n; i++) {
+        pthread_mutex_lock(&copy[i]->mu);
+        long long g = copy[i]->lease;
+        pthread_mutex_unlock(&copy[i]->mu);
+        if (g > 0) {
+            ids[m] = copy[i]->id; /* alive while copy holds the job */
+            leases[m++] = g;
         }
-        list_release(copy, n);
-        pthread_mutex_lock(&js->mu);
     }
-    pthread_mutex_unlock(&js->mu);
-    return NULL;
+    dyn_err err = {0};
+    if (m > 0 && js->be->renew(js->be->state, m, ids, leases, &err))
+        srv_log(SRV_LOG_ERROR, "job leases not renewed (they expire unless the next beat succeeds)",
+                json_pack("{s:i, s:s}", "jobs", m, "error", err.msg));
+    free(leases);
+    free(ids);
+    list_release(copy, n);
+    js->be->poll(js->be->state);
 }
 
 /* ---- public ---- */
 
+/* Attaches to the loop: the wake-up, the heartbeat, the backend's events. 0 or DYN_E*. */
+static int loop_attach(srv_jobs *js, uv_loop_t *loop, dyn_err *err) {
+    js->loop = loop;
+    if (uv_async_init(loop, &js->wake, on_wake) != 0)
+        return dyn_err_set(err, DYN_ENOMEM, "jobs: cannot create the loop's wake-up handle");
+    js->wake.data = js;
+    uv_timer_init(loop, &js->heartbeat);
+    js->heartbeat.data = js;
+    pthread_mutex_lock(&js->mu);
+    js->attached = 1; /* from now on the handles must be closed (srv_jobs_detach) */
+    pthread_mutex_unlock(&js->mu);
+    uint64_t period_ms = (uint64_t)(DYN_MAX(1.0, js->lease_s / 3.0) * 1000);
+    uv_timer_start(&js->heartbeat, on_heartbeat, period_ms, period_ms);
+    srv_jobs_backend_events ev = {js, on_cancel_requested, on_lease_lost, on_work_available};
+    return js->be->start(js->be->state, loop, &ev, err);
+}
+
 srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
-                       dyn_err *err) {
+                       uv_loop_t *loop, dyn_err *err) {
     srv_jobs *js = calloc(1, sizeof *js);
     if (!js) return dyn_err_set(err, DYN_ENOMEM, "jobs: out of memory"), NULL;
     snprintf(js->state_dir, sizeof js->state_dir, "%s", cfg->state_dir);
@@ -929,13 +902,6 @@ srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metri
     js->repo = repo;
     js->metrics = metrics;
     pthread_mutex_init(&js->mu, NULL);
-    pthread_cond_init(&js->cv, NULL);
-    pthread_cond_init(&js->hb_cv, NULL);
-    if (gethostname(js->host, sizeof js->host) != 0) snprintf(js->host, sizeof js->host, "localhost");
-    js->host[sizeof js->host - 1] = 0;
-    for (char *c = js->host; *c; c++)
-        if (*c == '"' || *c == '\\' || (unsigned char)*c < 32) *c = '_';
-    js->start_ticks = proc_start_ticks((long)getpid());
     char up[1100];
     snprintf(up, sizeof up, "%s/uploads", cfg->state_dir);
     if ((mkdir(cfg->state_dir, 0750) != 0 && errno != EEXIST) ||
@@ -943,6 +909,10 @@ srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metri
         (mkdir(up, 0750) != 0 && errno != EEXIST)) {
         dyn_err_set(err, DYN_EIO, "state_dir '%s' is not usable: %s", cfg->state_dir,
                     strerror(errno));
+        srv_jobs_free(js, 0);
+        return NULL;
+    }
+    if (!(js->be = srv_jobs_backend_fs(js->jobs_dir, js->lease_s, err))) {
         srv_jobs_free(js, 0);
         return NULL;
     }
@@ -958,26 +928,37 @@ srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metri
     scan_dir(js);
     prune(js);
     metrics_update(js);
-    js->workers = calloc((size_t)js->max_concurrent, sizeof *js->workers);
+    js->workers = calloc((size_t)DYN_MAX(js->max_concurrent, 1), sizeof *js->workers);
     if (!js->workers) {
         srv_jobs_free(js, 0);
         return dyn_err_set(err, DYN_ENOMEM, "jobs: out of memory"), NULL;
     }
     for (int i = 0; i < js->max_concurrent; i++) {
-        if (pthread_create(&js->workers[i], NULL, worker_main, js) != 0) break;
-        js->nworkers++;
+        srv_jobs_worker *w = &js->workers[i];
+        w->js = js;
+        if (uv_sem_init(&w->go, 0) != 0) break;
         atomic_fetch_add(&js->workers_alive, 1);
+        if (uv_thread_create(&w->tid, worker_main, w) != 0) {
+            atomic_fetch_sub(&js->workers_alive, 1);
+            uv_sem_destroy(&w->go);
+            break;
+        }
+        js->nworkers++;
     }
-    js->heartbeat_started = pthread_create(&js->heartbeat, NULL, heartbeat_main, js) == 0;
-    if (js->nworkers == 0 || !js->heartbeat_started) {
+    if (js->nworkers == 0) {
         srv_jobs_free(js, 5);
-        return dyn_err_set(err, DYN_ENOMEM, "jobs: cannot start threads"), NULL;
+        return dyn_err_set(err, DYN_ENOMEM, "jobs: cannot start worker threads"), NULL;
+    }
+    if (loop_attach(js, loop, err)) {
+        srv_jobs_free(js, 5);
+        return NULL;
     }
     pthread_mutex_lock(&js->mu);
     int n = js->n;
     pthread_mutex_unlock(&js->mu);
-    srv_log(SRV_LOG_INFO, "jobs ready", json_pack("{s:s, s:i, s:i}", "dir", js->jobs_dir, "jobs", n,
-                                                  "workers", js->nworkers));
+    srv_log(SRV_LOG_INFO, "jobs ready",
+            json_pack("{s:s, s:s, s:i, s:i}", "dir", js->jobs_dir, "backend", js->be->name, "jobs",
+                      n, "workers", js->nworkers));
     return js;
 }
 
@@ -1050,8 +1031,12 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
     j->state = SRV_JOB_QUEUED;
     j->created_at = epoch_now();
     atomic_store(&j->epochs, (int)json_integer_value(json_object_get(spec, "epochs")));
-    if (mkdir(j->dir, 0750) != 0) {
-        jerr(e, 500, "state_io", "cannot create %s: %s", j->dir, strerror(errno));
+    dyn_err err = {0};
+    if (js->be->create(js->be->state, id, &err) ||
+        (mkdir(j->dir, 0750) != 0 && errno != EEXIST && dyn_err_set(&err, DYN_EIO,
+                                                                    "cannot create %s: %s", j->dir,
+                                                                    strerror(errno)))) {
+        jerr(e, 500, "state_io", "%s", err.msg);
         goto fail;
     }
     if (upload_path) {
@@ -1062,9 +1047,8 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
             goto fail_dir;
         }
     }
-    j->lease_gen = lease_claim(js, j);
-    dyn_err err = {0};
-    if (j->lease_gen <= 0 || srv__job_record_write(js, j, &err)) {
+    j->lease = lease_claim(js, j);
+    if (j->lease <= 0 || srv__job_record_write(js, j, &err)) {
         jerr(e, 500, "state_io", "cannot write the job record in %s: %s", j->dir,
              err.msg[0] ? err.msg : strerror(errno));
         goto fail_dir;
@@ -1087,7 +1071,8 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
     metrics_update(js);
     return rec;
 fail_dir:
-    remove_tree(j->dir);
+    js->be->remove(js->be->state, id);
+    srv__remove_tree(j->dir);
 fail:
     job_free(j);
     return NULL;
@@ -1184,9 +1169,9 @@ static json_t *job_cancel(srv_jobs *js, srv_job *j, const char *id, int *now, sr
     if (*now) {
         if (st == SRV_JOB_INTERRUPTED && !was_queued) {
             /* nobody holds an interrupted job: claim it to rewrite the record */
-            int g = lease_claim(js, j);
+            long long g = lease_claim(js, j);
             pthread_mutex_lock(&j->mu);
-            if (g > 0) j->lease_gen = g;
+            if (g > 0) j->lease = g;
             else j->state = st; /* taken by another replica meanwhile */
             pthread_mutex_unlock(&j->mu);
             if (g <= 0) {
@@ -1202,17 +1187,19 @@ static json_t *job_cancel(srv_jobs *js, srv_job *j, const char *id, int *now, sr
         }
         job_files_remove(j);
         record_write_logged(js, j);
-        lease_release(j);
+        lease_release(js, j);
         log_transition(j, "job cancelled");
         metrics_update(js);
     } else if (terminal(st)) {
         jerr(e, 409, "job_finished", "job '%s' already %s", id, srv_job_state_name(st));
         return NULL;
-    } else if (remote) { /* the holder's heartbeat picks the request up */
-        char p[1300];
-        job_file(j, "cancel", p, sizeof p);
-        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
-        if (fd >= 0) close(fd);
+    } else if (remote) { /* the holder hears of it (jobs_backend.h: cancel_requested) */
+        dyn_err err = {0};
+        if (js->be->cancel_request(js->be->state, id, &err)) {
+            jerr(e, 500, "state_io", "cannot ask the replica holding job '%s' to cancel it: %s", id,
+                 err.msg);
+            return NULL;
+        }
     } else {
         cancel_raise(j, SRV_CANCEL_USER);
     }
@@ -1242,11 +1229,11 @@ static json_t *job_resume(srv_jobs *js, srv_job *j, const char *id, srv_job_err 
              srv_job_state_name(st));
         return NULL;
     }
-    int g = lease_claim(js, j);
+    long long g = lease_claim(js, j);
     pthread_mutex_lock(&j->mu);
     if (g <= 0) j->state = SRV_JOB_INTERRUPTED;
     else {
-        j->lease_gen = g;
+        j->lease = g;
         j->remote = 0;
         j->error[0] = 0;
         j->error_code = NULL;
@@ -1279,8 +1266,6 @@ void srv_jobs_shutdown(srv_jobs *js) {
     srv_job *q = js->qhead;
     js->qhead = js->qtail = NULL;
     for (int i = 0; i < js->n; i++) cancel_raise(js->all[i], SRV_CANCEL_SHUTDOWN);
-    pthread_cond_broadcast(&js->cv);
-    pthread_cond_broadcast(&js->hb_cv);
     pthread_mutex_unlock(&js->mu);
     while (q) {
         srv_job *j = q;
@@ -1294,7 +1279,7 @@ void srv_jobs_shutdown(srv_jobs *js) {
                  "again", j->id);
         pthread_mutex_unlock(&j->mu);
         record_write_logged(js, j);
-        lease_release(j);
+        lease_release(js, j);
         log_transition(j, "job interrupted");
     }
     metrics_update(js);
@@ -1307,28 +1292,57 @@ int srv_jobs_running(srv_jobs *js) {
     return n;
 }
 
+void srv_jobs_detach(srv_jobs *js) {
+    if (!js) return;
+    pthread_mutex_lock(&js->mu);
+    int attached = js->attached;
+    js->attached = 0; /* workers and HTTP threads stop waking the loop */
+    pthread_mutex_unlock(&js->mu);
+    if (!attached) return;
+    js->be->stop(js->be->state);
+    uv_timer_stop(&js->heartbeat);
+    if (!uv_is_closing((uv_handle_t *)&js->heartbeat)) uv_close((uv_handle_t *)&js->heartbeat, NULL);
+    if (!uv_is_closing((uv_handle_t *)&js->wake)) uv_close((uv_handle_t *)&js->wake, NULL);
+}
+
 int srv_jobs_free(srv_jobs *js, double wait_s) {
     if (!js) return 0;
     pthread_mutex_lock(&js->mu);
     js->stopping = 1;
-    pthread_cond_broadcast(&js->cv);
-    pthread_cond_broadcast(&js->hb_cv);
+    int attached = js->attached;
     pthread_mutex_unlock(&js->mu);
+    if (attached) { /* not detached while the loop ran: close the handles now */
+        srv_jobs_detach(js);
+        uv_run(js->loop, UV_RUN_NOWAIT);
+    }
+    /* The loop is gone: runs that end now are recorded here. Idle workers are told to quit. */
     double t0 = dyn_now();
-    while (atomic_load(&js->workers_alive) > 0 && dyn_now() - t0 < wait_s) usleep(20000);
+    for (;;) {
+        finish_runs(js);
+        for (int i = 0; i < js->nworkers; i++) {
+            srv_jobs_worker *w = &js->workers[i];
+            if (w->busy || w->quit) continue;
+            w->quit = 1;
+            w->job = NULL;
+            uv_sem_post(&w->go);
+        }
+        if (atomic_load(&js->workers_alive) == 0 || dyn_now() - t0 >= wait_s) break;
+        usleep(20000);
+    }
     int alive = atomic_load(&js->workers_alive);
     if (alive > 0) {
         srv_log(SRV_LOG_WARN, "jobs still running at exit; they will read as interrupted",
                 json_pack("{s:i}", "running", alive));
         return alive; /* the workers still use js: leave it to the process exit */
     }
-    for (int i = 0; i < js->nworkers; i++) pthread_join(js->workers[i], NULL);
-    if (js->heartbeat_started) pthread_join(js->heartbeat, NULL);
+    for (int i = 0; i < js->nworkers; i++) {
+        uv_thread_join(&js->workers[i].tid);
+        uv_sem_destroy(&js->workers[i].go);
+    }
     for (int i = 0; i < js->n; i++) job_unref(js->all[i]);
     free(js->all);
     free(js->workers);
-    pthread_cond_destroy(&js->cv);
-    pthread_cond_destroy(&js->hb_cv);
+    if (js->be) js->be->free(js->be);
     pthread_mutex_destroy(&js->mu);
     free(js);
     return 0;

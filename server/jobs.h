@@ -1,15 +1,16 @@
 /* jobs.h — conversion and fine-tuning jobs: a bounded queue of long work, persisted in the
  * state directory so that a crash, `kill -9` or SIGTERM never loses or corrupts a job.
  *
- * A job is submitted with a spec (validated here: srv_jobs_spec), queued, run by one of
- * jobs_max_concurrent worker threads of this module (not libuv's shared pool: a job runs for
- * minutes), and publishes a model into the repository. States:
+ * A job is submitted with a spec (validated here: srv_jobs_spec), queued, handed by the
+ * daemon's libuv loop to one of jobs_max_concurrent worker threads of this module (not libuv's
+ * shared pool: a job runs for minutes), and publishes a model into the repository. States:
  *
  *   queued ──> running ──> succeeded | failed | cancelled
  *      │          └──────> interrupted (SIGTERM, or found running/queued after a crash)
  *      └─> cancelled | interrupted                 interrupted ──resume──> queued
  *
- * On disk (state_dir/jobs/<id>/):
+ * Records and leases live behind server/jobs_backend.h; with the default, jobs_backend = fs
+ * (server/jobs_fs.c), on disk (state_dir/jobs/<id>/):
  *   job.json      the record (spec, state, progress, result, history, error), written atomically
  *                 (temp file, fsync, rename, directory fsync) at every transition, after every
  *                 fine-tuning epoch and every few seconds of progress;
@@ -31,22 +32,27 @@
  * replicas racing for a dead holder's job exactly one wins); the holder is the highest
  * generation. A lease is alive while its holder is: on the same host the process (pid + its
  * start time) exists; on another host the file's mtime was renewed within jobs_lease_s (a
- * heartbeat thread touches it every jobs_lease_s/3). A holder that finds a higher generation
- * (it was presumed dead) cancels its run. At start-up, queued/running records without a live
+ * heartbeat timer on the loop touches it every jobs_lease_s/3). A holder that finds a higher
+ * generation (it was presumed dead) cancels its run. At start-up, queued/running records without a live
  * lease become interrupted. Cancelling a job held by another replica drops a `cancel` file in
  * its directory, which the holder's heartbeat acts on. A record another replica may change (it
  * holds the job, or the job is interrupted and nobody holds it) is read again at every get and
  * list; resume and cancel of an interrupted job read it again once they hold its lease, so a job
  * cancelled or resumed to its end elsewhere is never run again.
  *
- * Threads: every function is thread-safe. Progress is published through atomics by the
- * engine's callbacks and read by srv_jobs_get without waiting for the work; the job's mutex is
- * held only to copy small fields, never during work or file I/O.
+ * Threads: srv_jobs_new, srv_jobs_shutdown, srv_jobs_detach and srv_jobs_free are called on
+ * the loop's thread (the daemon's main thread); every other function is thread-safe and never
+ * waits for the loop (HTTP threads call them: a submission or a resume queues the job and wakes
+ * the loop with uv_async_send). Runs start and end on the loop thread, the engine work runs on
+ * the workers (jobs.c: "Jobs on libuv"). Progress is published through atomics by the engine's
+ * callbacks and read by srv_jobs_get without waiting for the work; the job's mutex is held only
+ * to copy small fields, never during work or file I/O.
  */
 #ifndef SRV_JOBS_H
 #define SRV_JOBS_H
 
 #include <jansson.h>
+#include <uv.h>
 
 #include "server/config.h"
 #include "server/metrics.h"
@@ -73,10 +79,13 @@ const char *srv_job_kind_name(int kind);
 typedef struct srv_jobs srv_jobs;
 
 /* Opens state_dir/jobs (creating it), lists the records found there (queued / running ones
- * without a live lease become interrupted) and starts the workers and the heartbeat.
- * cfg is copied (state_dir, model_dir, data_dir, jobs_*); repo and metrics are borrowed and
- * must outlive the jobs. NULL with err (DYN_EIO: state_dir unusable, DYN_ENOMEM). */
-srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics, dyn_err *err);
+ * without a live lease become interrupted), starts the workers and attaches to `loop` (the
+ * daemon's: a wake-up handle and the lease heartbeat timer; the loop need not run yet, and must
+ * be run by the calling thread). cfg is copied (state_dir, model_dir, data_dir, jobs_*); repo,
+ * metrics and loop are borrowed and must outlive the jobs. NULL with err (DYN_EIO: state_dir
+ * unusable, DYN_ENOMEM). */
+srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
+                       uv_loop_t *loop, dyn_err *err);
 
 /* An error for the HTTP layer: status, stable code (static string), message. */
 typedef srv_err srv_job_err;
@@ -121,10 +130,17 @@ void srv_jobs_shutdown(srv_jobs *js);
 /* Jobs running now (shutdown waits for 0). */
 int srv_jobs_running(srv_jobs *js);
 
-/* Stops the workers and frees; returns 0. Workers still inside the engine after wait_s seconds
- * are left to the process exit (their records stay "running" on disk and read as interrupted at
- * the next start): nothing is freed then and the count of those workers is returned, so the
- * caller keeps the repository they may still publish into. */
+/* Closes the jobs' loop handles (uv_close; loop thread, before the loop is torn down, e.g.
+ * before a uv_walk that closes every handle). Jobs keep running: the ends of their runs are
+ * recorded by srv_jobs_free. Idempotent; NULL-safe. */
+void srv_jobs_detach(srv_jobs *js);
+
+/* Stops the workers and frees; returns 0. Called after the loop ended (it detaches first, and
+ * runs the loop once to close its handles, if srv_jobs_detach was not called). Runs that end
+ * within wait_s seconds are recorded. Workers still inside the engine after wait_s seconds are
+ * left to the process exit (their records stay "running" on disk and read as interrupted at the
+ * next start): nothing is freed then and the count of those workers is returned, so the caller
+ * keeps the repository they may still publish into. */
 int srv_jobs_free(srv_jobs *js, double wait_s);
 
 #endif

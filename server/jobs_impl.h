@@ -1,5 +1,6 @@
-/* jobs_impl.h — internal to server/jobs.c (life cycle, records, leases) and server/job_run.c
- * (running a conversion or a fine-tune on the engine): not a public API. */
+/* jobs_impl.h — internal to server/jobs.c (life cycle and scheduling on the loop),
+ * server/jobs_fs.c (records and leases in state_dir) and server/job_run.c (running a conversion
+ * or a fine-tune on the engine): not a public API. */
 #ifndef SRV_JOBS_IMPL_H
 #define SRV_JOBS_IMPL_H
 
@@ -7,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "server/jobs.h"
+#include "server/jobs_backend.h"
 
 /* Phases a job reports ("phase" in the record). */
 typedef enum {
@@ -39,7 +41,7 @@ typedef struct srv_job {
     json_t *history;     /* (mu) fine-tuning epochs [{epoch, train_loss, ...}] (owned) */
     char layer_name[64]; /* (mu) conversion: the layer being fitted */
     double attempt_t0, attempt_p0; /* (mu) when this run started, and the progress then */
-    int lease_gen;       /* (mu) our lease generation, 0 = we hold none */
+    long long lease;     /* (mu) our lease token (jobs_backend.h), 0 = we hold none */
     int remote;          /* (mu) record read from disk; another replica holds the job */
     uint64_t seq;        /* (mu) bumped by every record snapshot */
     /* progress, written by the worker, read without locks */
@@ -52,31 +54,47 @@ typedef struct srv_job {
     pthread_mutex_t write_mu;
     uint64_t written_seq;     /* (write_mu) */
     double last_write;        /* worker only: dyn_now() of the last progress write */
-    struct srv_job *next;     /* (jobs mu) queue link */
+    struct srv_job *next;     /* (jobs mu) link in the queue, then in the list of finished runs */
+    /* one run, handed to a worker by the loop thread and back (jobs.c: dispatch, on_wake) */
+    struct srv_jobs_worker *worker; /* (loop) the worker running it, NULL when none */
+    int run_rc;               /* the run's result: written by the worker, read on the loop */
+    dyn_err run_err;
     atomic_int refs;          /* the list's reference + one per thread using the job (job_unref) */
 } srv_job;
+
+/* A worker thread: waits on `go` for the job the loop thread hands it (job), runs it, puts it
+ * on the list of finished runs and wakes the loop. */
+typedef struct srv_jobs_worker {
+    struct srv_jobs *js;
+    uv_thread_t tid;
+    uv_sem_t go;        /* posted by the loop thread: job set, or quit */
+    srv_job *job;       /* the next run; NULL with quit */
+    int quit;
+    int busy;           /* (loop) a job was handed over and has not come back */
+} srv_jobs_worker;
 
 struct srv_jobs {
     char state_dir[1024], jobs_dir[1100], model_dir[1024], data_dir[1024];
     int max_concurrent, lease_s, threads;
     srv_repo *repo;
     srv_metrics *metrics;
-    pthread_mutex_t mu; /* guards all/n, the queue, stopping, nrunning */
-    pthread_cond_t cv;
+    srv_jobs_backend *be; /* records and leases (jobs_backend.h) */
+    pthread_mutex_t mu; /* guards all/n, the queue, the finished runs, stopping, nrunning, attached */
     srv_job **all;      /* every job known, oldest first (one reference each; jobs_keep prunes
                          * the oldest finished ones) */
     int keep;           /* jobs_keep: finished records kept */
     int n, cap;
-    srv_job *qhead, *qtail;
+    srv_job *qhead, *qtail; /* queued, oldest first */
+    srv_job *done;          /* runs the workers finished, for the loop thread */
     int stopping, nrunning;
-    pthread_t *workers;
+    /* the loop (jobs.c: "Jobs on libuv") */
+    uv_loop_t *loop;
+    uv_async_t wake;        /* a submission, a resume or a finished run: the loop dispatches */
+    uv_timer_t heartbeat;   /* renews our leases, polls the backend */
+    int attached;           /* (mu) the handles are open: uv_async_send is allowed */
+    srv_jobs_worker *workers;
     int nworkers;
-    pthread_t heartbeat;
-    int heartbeat_started;
-    pthread_cond_t hb_cv;   /* wakes the heartbeat at shutdown (with mu) */
     atomic_int workers_alive;
-    char host[256];
-    long long start_ticks; /* this process's start time (/proc/self/stat), for lease liveness */
 };
 
 /* Fills e (status, static code, printf message): srv_err_set (server.h). */
@@ -98,5 +116,7 @@ void srv__job_progress_set(srv_job *j, double frac);
 void srv__job_record_maybe(srv_jobs *js, srv_job *j);
 /* Writes the record now (any thread). 0 or DYN_EIO with err. */
 int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err);
+/* Removes path, a file or a directory tree. Best effort. jobs_fs.c. */
+void srv__remove_tree(const char *path);
 
 #endif
