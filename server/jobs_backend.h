@@ -14,9 +14,10 @@
  *     backend stores it as given and returns it as stored; it reads only "state" (a terminal state
  *     lets it drop what belongs to a running job, e.g. fs's cancel file).
  *   - Whoever runs or queues a job holds its lease, a token > 0 (fs: the lease file's generation;
- *     postgres: lease_gen). A claim returns a new token greater than every earlier one, and
- *     succeeds only when nobody holds the job or its holder is dead (fs: the process is gone or
- *     the file was not renewed for lease_s; postgres: leased_until passed) — a takeover. Of two
+ *     postgres: lease_gen). A claim succeeds only when nobody holds the job or its holder is
+ *     dead (fs: the process is gone or the file was not renewed for lease_s; postgres:
+ *     leased_until passed) — a takeover —, and its token is greater than the one it takes the
+ *     job from (a lease released leaves none behind: fs may then start again at 1). Of two
  *     replicas racing for a job exactly one wins. A holder renews its leases (renew) more often
  *     than lease_s; one that learns it lost a lease must stop the job's work (lease_lost event).
  *   - Record writes carry the writer's token; a backend that can fence (postgres) refuses a
