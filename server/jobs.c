@@ -467,8 +467,8 @@ static void job_recover(srv_jobs *js, srv_job *j) {
 
 /* Reads the record of `id` from disk into a new job added to the list (a job another replica
  * made, or found at start-up). NULL when there is none; otherwise the job with a reference
- * taken (job_unref it). */
-static srv_job *job_load(srv_jobs *js, const char *id) {
+ * taken (job_unref it). lease: the token we hold for it already (claim_next), or 0. */
+static srv_job *job_load(srv_jobs *js, const char *id, long long lease) {
     json_t *rec = js->be->record_read(js->be->state, id);
     if (!rec) return NULL;
     int kind = kind_parse(json_string_value(json_object_get(rec, "kind")));
@@ -478,6 +478,7 @@ static srv_job *job_load(srv_jobs *js, const char *id) {
         j = NULL;
     }
     json_decref(rec);
+    if (j) j->lease = lease;
     if (!j) {
         srv_log(SRV_LOG_WARN, "ignoring a damaged job record",
                 json_pack("{s:s, s:s}", "job", id, "dir", js->jobs_dir));
@@ -546,7 +547,7 @@ static int scan_one(void *arg, const char *id) {
     srv_jobs *js = arg;
     if (!id_valid(id)) return 0;
     srv_job *j = list_find(js, id);
-    if (!j) j = job_load(js, id);
+    if (!j) j = job_load(js, id, 0);
     job_unref(j);
     return 0;
 }
@@ -782,13 +783,17 @@ static int finish_runs(srv_jobs *js) {
     return n;
 }
 
-/* Hands queued jobs to idle workers (loop thread). */
+static void on_claimed(void *arg, const char *id, long long lease);
+
+/* Hands queued jobs to idle workers (loop thread). A worker left idle asks the backend for a job
+ * queued elsewhere or held under an expired lease (claim_next; fs has none). */
 static void dispatch(srv_jobs *js) {
     for (int i = 0; i < js->nworkers; i++) {
         srv_jobs_worker *w = &js->workers[i];
         if (w->busy || w->quit) continue;
         pthread_mutex_lock(&js->mu);
-        srv_job *j = js->stopping ? NULL : js->qhead;
+        int stopping = js->stopping;
+        srv_job *j = stopping ? NULL : js->qhead;
         if (j) {
             js->qhead = j->next;
             if (!js->qhead) js->qtail = NULL;
@@ -797,13 +802,71 @@ static void dispatch(srv_jobs *js) {
             js->nrunning++;
         }
         pthread_mutex_unlock(&js->mu);
-        if (!j) return;
+        if (!j) {
+            if (!stopping && !js->claiming) {
+                js->claiming = 1;
+                js->be->claim_next(js->be->state, on_claimed, js);
+            }
+            return;
+        }
         job_start(js, j);
         j->worker = w;
         w->busy = 1;
         w->job = j;
         uv_sem_post(&w->go);
     }
+}
+
+/* Job `id`, claimed through claim_next under `lease` (queued by another replica, or taken over
+ * from a dead holder), is queued here (loop thread). 0, or -1 when it has no readable record
+ * or has ended meanwhile (the lease is given back). */
+static int job_adopt(srv_jobs *js, const char *id, long long lease) {
+    json_t *rec = js->be->record_read(js->be->state, id);
+    srv_job *j = rec ? list_find(js, id) : NULL;
+    if (j) {
+        pthread_mutex_lock(&j->mu);
+        job_apply_record_locked(j, rec);
+        j->lease = lease;
+        pthread_mutex_unlock(&j->mu);
+    } else if (rec) {
+        j = job_load(js, id, lease);
+    }
+    json_decref(rec);
+    if (!j) {
+        js->be->release(js->be->state, id, lease);
+        srv_log(SRV_LOG_WARN, "claimed job has no readable record; released",
+                json_pack("{s:s}", "job", id));
+        return -1;
+    }
+    pthread_mutex_lock(&j->mu);
+    int st = j->state;
+    j->remote = 0;
+    if (!terminal(st)) {
+        j->state = SRV_JOB_QUEUED;
+        j->error[0] = 0;
+        j->error_code = NULL;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (terminal(st)) {
+        lease_release(js, j);
+        job_unref(j);
+        return -1;
+    }
+    atomic_store(&j->phase, SRV_PHASE_QUEUED);
+    record_write_logged(js, j);
+    pthread_mutex_lock(&js->mu);
+    queue_push_locked(js, j);
+    pthread_mutex_unlock(&js->mu);
+    log_transition(j, "job claimed");
+    job_unref(j);
+    metrics_update(js);
+    return 0;
+}
+
+static void on_claimed(void *arg, const char *id, long long lease) {
+    srv_jobs *js = arg;
+    js->claiming = 0;
+    if (id && lease > 0 && job_adopt(js, id, lease) == 0) dispatch(js);
 }
 
 /* js->wake: jobs were queued, or runs finished. uv_async_send coalesces: everything pending is
@@ -866,6 +929,7 @@ static void on_heartbeat(uv_timer_t *t) {
     free(ids);
     list_release(copy, n);
     js->be->poll(js->be->state);
+    dispatch(js); /* idle workers ask the backend again: work queued elsewhere, expired leases */
 }
 
 /* ---- public ---- */
@@ -884,13 +948,24 @@ static int loop_attach(srv_jobs *js, uv_loop_t *loop, dyn_err *err) {
     uint64_t period_ms = (uint64_t)(DYN_MAX(1.0, js->lease_s / 3.0) * 1000);
     uv_timer_start(&js->heartbeat, on_heartbeat, period_ms, period_ms);
     srv_jobs_backend_events ev = {js, on_cancel_requested, on_lease_lost, on_work_available};
-    return js->be->start(js->be->state, loop, &ev, err);
+    if (js->be->start(js->be->state, loop, &ev, err)) return err->code;
+    uv_async_send(&js->wake); /* the first turn dispatches: idle workers ask for work */
+    return 0;
 }
 
 srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
                        uv_loop_t *loop, dyn_err *err) {
+    return srv__jobs_new_with(cfg, repo, metrics, loop, NULL, err);
+}
+
+srv_jobs *srv__jobs_new_with(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
+                             uv_loop_t *loop, srv_jobs_backend *be, dyn_err *err) {
     srv_jobs *js = calloc(1, sizeof *js);
-    if (!js) return dyn_err_set(err, DYN_ENOMEM, "jobs: out of memory"), NULL;
+    if (!js) {
+        if (be) be->free(be);
+        return dyn_err_set(err, DYN_ENOMEM, "jobs: out of memory"), NULL;
+    }
+    js->be = be;
     snprintf(js->state_dir, sizeof js->state_dir, "%s", cfg->state_dir);
     snprintf(js->jobs_dir, sizeof js->jobs_dir, "%s/jobs", cfg->state_dir);
     snprintf(js->model_dir, sizeof js->model_dir, "%s", cfg->model_dir);
@@ -912,7 +987,7 @@ srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metri
         srv_jobs_free(js, 0);
         return NULL;
     }
-    if (!(js->be = srv_jobs_backend_fs(js->jobs_dir, js->lease_s, err))) {
+    if (!js->be && !(js->be = srv_jobs_backend_fs(js->jobs_dir, js->lease_s, err))) {
         srv_jobs_free(js, 0);
         return NULL;
     }
@@ -1088,7 +1163,7 @@ static srv_job *job_lookup(srv_jobs *js, const char *id, srv_job_err *e) {
     }
     srv_job *j = list_find(js, id);
     if (j) job_refresh(js, j);
-    else j = job_load(js, id);
+    else j = job_load(js, id, 0);
     if (!j) jerr(e, 404, "job_not_found", "no job '%s' (GET /v1/jobs lists them)", id);
     return j;
 }

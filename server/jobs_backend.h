@@ -54,12 +54,16 @@ typedef struct srv_jobs_backend_events {
     /* This replica no longer holds job `id` (another one took it over): stop its work. */
     void (*lease_lost)(void *arg, const char *id);
     /* Work may be waiting (postgres: a NOTIFY for a new queued job): the scheduler tries
-     * claim_next when it has an idle worker. NULL-safe: fs never calls it. */
+     * claim_next when it has an idle worker. fs never sends it. */
     void (*work_available)(void *arg);
 } srv_jobs_backend_events;
 
 /* Called by list for every job id the backend knows; returns 0 to go on, nonzero to stop. */
 typedef int (*srv_jobs_backend_id_fn)(void *arg, const char *id);
+/* claim_next's answer, on the loop thread: the job claimed and its lease token (> 0), or
+ * id NULL and lease 0 when there is none (or the store could not be reached: logged by the
+ * backend). */
+typedef void (*srv_jobs_backend_claimed_fn)(void *arg, const char *id, long long lease);
 
 typedef struct srv_jobs_backend {
     const char *name; /* "fs", "postgres": for logs and metrics */
@@ -106,10 +110,14 @@ typedef struct srv_jobs_backend {
      * storage error (err set). */
     long long (*claim)(void *state, const char *id, dyn_err *err);
     /* Claims the next job that any replica may run — queued and held by nobody, or held under an
-     * expired lease — writing its id (n >= 32 bytes) and returning the token (> 0); 0 when none
-     * (fs: always 0: a submitter queues and runs its own jobs; an expired holder's jobs turn
-     * interrupted instead, to be resumed by request); -1 with err on a storage error. */
-    long long (*claim_next)(void *state, char *id, size_t n, dyn_err *err);
+     * expired lease (a takeover: the job runs again, a fine-tune from its last checkpoint) — and
+     * answers through done(arg, id, lease) on the loop thread, exactly once, possibly before
+     * returning (fs: at once, with none: a submitter queues and runs its own jobs, and an
+     * expired holder's jobs turn interrupted, to be resumed by request). Loop thread only: the
+     * scheduler asks when a worker is idle and its queue is empty, one claim at a time, and
+     * again after work_available. A backend on a network store answers asynchronously (the loop
+     * thread must not wait on it). */
+    void (*claim_next)(void *state, srv_jobs_backend_claimed_fn done, void *arg);
     /* Gives up the lease `lease` of job `id` (no-op when it is not the job's token). */
     void (*release)(void *state, const char *id, long long lease);
     /* Renews the leases of the n jobs ids[i] held under leases[i] (loop thread: the heartbeat).

@@ -241,9 +241,9 @@ static long long fs_claim(void *state, const char *id, dyn_err *err) {
     return g + 1;
 }
 
-static long long fs_claim_next(void *state, char *id, size_t n, dyn_err *err) {
-    (void)state, (void)id, (void)n, (void)err;
-    return 0; /* see srv_jobs_backend.claim_next: a submitter runs its own jobs */
+static void fs_claim_next(void *state, srv_jobs_backend_claimed_fn done, void *arg) {
+    (void)state;
+    done(arg, NULL, 0); /* see srv_jobs_backend.claim_next: a submitter runs its own jobs */
 }
 
 static void fs_release(void *state, const char *id, long long lease) {

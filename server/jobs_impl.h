@@ -92,6 +92,7 @@ struct srv_jobs {
     uv_async_t wake;        /* a submission, a resume or a finished run: the loop dispatches */
     uv_timer_t heartbeat;   /* renews our leases, polls the backend */
     int attached;           /* (mu) the handles are open: uv_async_send is allowed */
+    int claiming;           /* (loop) a claim_next is out */
     srv_jobs_worker *workers;
     int nworkers;
     atomic_int workers_alive;
@@ -116,6 +117,10 @@ void srv__job_progress_set(srv_job *j, double frac);
 void srv__job_record_maybe(srv_jobs *js, srv_job *j);
 /* Writes the record now (any thread). 0 or DYN_EIO with err. */
 int srv__job_record_write(srv_jobs *js, srv_job *j, dyn_err *err);
+/* srv_jobs_new on backend `be` (owned from now on, freed on failure too; NULL: fs on
+ * state_dir/jobs). The seam for other backends and for tests. */
+srv_jobs *srv__jobs_new_with(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
+                             uv_loop_t *loop, srv_jobs_backend *be, dyn_err *err);
 /* Removes path, a file or a directory tree. Best effort. jobs_fs.c. */
 void srv__remove_tree(const char *path);
 
