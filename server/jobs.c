@@ -866,7 +866,14 @@ static int job_adopt(srv_jobs *js, const char *id, long long lease) {
 static void on_claimed(void *arg, const char *id, long long lease) {
     srv_jobs *js = arg;
     js->claiming = 0;
-    if (id && lease > 0 && job_adopt(js, id, lease) == 0) dispatch(js);
+    if (!id || lease <= 0) return;
+    pthread_mutex_lock(&js->mu);
+    int stopping = js->stopping;
+    pthread_mutex_unlock(&js->mu);
+    if (stopping) /* answered after shutdown began: the job stays as it is, for another replica */
+        js->be->release(js->be->state, id, lease);
+    else if (job_adopt(js, id, lease) == 0)
+        dispatch(js);
 }
 
 /* js->wake: jobs were queued, or runs finished. uv_async_send coalesces: everything pending is

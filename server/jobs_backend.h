@@ -77,7 +77,8 @@ typedef struct srv_jobs_backend {
      * timer), after renew: fs does nothing; postgres may reconnect or re-LISTEN. */
     void (*poll)(void *state);
     /* Detaches from the loop: closes its handles (uv_close; their callbacks run in the loop's
-     * next turn), delivers no more events. The other functions keep working (synchronously). */
+     * next turn), delivers no more events and no more claim_next answers. The other functions
+     * keep working (synchronously). */
     void (*stop)(void *state);
     /* Frees the state and the backend itself (after stop, once the loop ran the close
      * callbacks; or without start). */
