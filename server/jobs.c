@@ -421,6 +421,17 @@ static void queue_push_locked(srv_jobs *js, srv_job *j) {
     if (js->attached) uv_async_send(&js->wake); /* the loop thread dispatches it */
 }
 
+/* A job we hold, queued again (resumed, or claimed from the backend): its record, then the
+ * queue. */
+static void job_enqueue(srv_jobs *js, srv_job *j, const char *msg) {
+    record_write_logged(js, j);
+    pthread_mutex_lock(&js->mu);
+    queue_push_locked(js, j);
+    pthread_mutex_unlock(&js->mu);
+    log_transition(j, msg);
+    metrics_update(js);
+}
+
 /* Removes j from the queue; 1 when it was there. js->mu held. */
 static int queue_remove_locked(srv_jobs *js, srv_job *j) {
     srv_job *prev = NULL;
@@ -853,13 +864,8 @@ static int job_adopt(srv_jobs *js, const char *id, long long lease) {
         return -1;
     }
     atomic_store(&j->phase, SRV_PHASE_QUEUED);
-    record_write_logged(js, j);
-    pthread_mutex_lock(&js->mu);
-    queue_push_locked(js, j);
-    pthread_mutex_unlock(&js->mu);
-    log_transition(j, "job claimed");
+    job_enqueue(js, j, "job claimed");
     job_unref(j);
-    metrics_update(js);
     return 0;
 }
 
@@ -1333,12 +1339,7 @@ static json_t *job_resume(srv_jobs *js, srv_job *j, const char *id, srv_job_err 
              "only interrupted jobs can be resumed", id, srv_job_state_name(now_st));
         return NULL;
     }
-    record_write_logged(js, j);
-    pthread_mutex_lock(&js->mu);
-    queue_push_locked(js, j);
-    pthread_mutex_unlock(&js->mu);
-    log_transition(j, "job resumed");
-    metrics_update(js);
+    job_enqueue(js, j, "job resumed");
     return job_json(j);
 }
 
