@@ -16,6 +16,10 @@
  *   - The lease heartbeat is a uv_timer_t (every jobs_lease_s/3 s): the backend renews our
  *     leases and reports, as events on the loop thread, jobs taken over by another replica
  *     (their runs are cancelled) and cancels requested through another replica.
+ *   - A worker left idle with nothing queued asks the backend for work (claim_next, answered on
+ *     the loop: a job queued by another replica, or held under an expired lease; fs has none)
+ *     at start, after each run and at each heartbeat; a job handed over is adopted under that
+ *     lease and queued here (job_adopt).
  *   - Cancelling a queued job stays synchronous (the HTTP thread takes it off the queue under
  *     js->mu and answers "cancelled"); a running one gets its cancel flag, which the engine
  *     polls; its end is then recorded like any other.
@@ -25,8 +29,9 @@
  *     leaves workers still in the engine to the process exit.
  *
  * Locks: js->mu guards the job list and the queue; j->mu a job's small fields; j->write_mu one
- * job's record file. Never two at once (a transition takes js->mu, drops it, then takes j->mu),
- * and none is held during engine work. A job popped from the queue belongs to its run (the loop
+ * job's record file. A j->mu is taken under js->mu only to read a state (prune), never the
+ * other way round (a transition takes js->mu, drops it, then takes j->mu), and none is held
+ * during engine work; uv_async_send is called under js->mu (it does not block). A job popped from the queue belongs to its run (the loop
  * thread, then the worker, then the loop thread again); a job still in the queue to whoever
  * removes it under js->mu (DELETE, shutdown).
  * Job structs live until srv_jobs_free, so a pointer found under js->mu stays valid after.
