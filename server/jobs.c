@@ -31,9 +31,9 @@
  * Locks: js->mu guards the job list and the queue; j->mu a job's small fields; j->write_mu one
  * job's record file. A j->mu is taken under js->mu only to read a state (prune), never the
  * other way round (a transition takes js->mu, drops it, then takes j->mu), and none is held
- * during engine work; uv_async_send is called under js->mu (it does not block). A job popped from the queue belongs to its run (the loop
- * thread, then the worker, then the loop thread again); a job still in the queue to whoever
- * removes it under js->mu (DELETE, shutdown).
+ * during engine work; uv_async_send is called under js->mu (it does not block). A job popped
+ * from the queue belongs to its run (the loop thread, then the worker, then the loop thread
+ * again); a job still in the queue to whoever removes it under js->mu (DELETE, shutdown).
  * Job structs live until srv_jobs_free, so a pointer found under js->mu stays valid after.
  */
 #include "server/jobs_impl.h"
