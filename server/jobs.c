@@ -1389,8 +1389,9 @@ void srv_jobs_detach(srv_jobs *js) {
     if (!attached) return;
     js->be->stop(js->be->state);
     uv_timer_stop(&js->heartbeat);
-    if (!uv_is_closing((uv_handle_t *)&js->heartbeat)) uv_close((uv_handle_t *)&js->heartbeat, NULL);
-    if (!uv_is_closing((uv_handle_t *)&js->wake)) uv_close((uv_handle_t *)&js->wake, NULL);
+    uv_handle_t *hs[] = {(uv_handle_t *)&js->heartbeat, (uv_handle_t *)&js->wake};
+    for (size_t i = 0; i < DYN_ARRAY_LEN(hs); i++)
+        if (!uv_is_closing(hs[i])) uv_close(hs[i], NULL);
 }
 
 int srv_jobs_free(srv_jobs *js, double wait_s) {

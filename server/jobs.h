@@ -33,9 +33,9 @@
  * generation. A lease is alive while its holder is: on the same host the process (pid + its
  * start time) exists; on another host the file's mtime was renewed within jobs_lease_s (a
  * heartbeat timer on the loop touches it every jobs_lease_s/3). A holder that finds a higher
- * generation (it was presumed dead) cancels its run. At start-up, queued/running records without a live
- * lease become interrupted. Cancelling a job held by another replica drops a `cancel` file in
- * its directory, which the holder's heartbeat acts on. A record another replica may change (it
+ * generation (it was presumed dead) cancels its run. At start-up, queued/running records
+ * without a live lease become interrupted. Cancelling a job held by another replica drops a
+ * `cancel` file in its directory, which the holder's heartbeat acts on. A record another replica may change (it
  * holds the job, or the job is interrupted and nobody holds it) is read again at every get and
  * list; resume and cancel of an interrupted job read it again once they hold its lease, so a job
  * cancelled or resumed to its end elsewhere is never run again.

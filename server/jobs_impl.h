@@ -79,7 +79,8 @@ struct srv_jobs {
     srv_repo *repo;
     srv_metrics *metrics;
     srv_jobs_backend *be; /* records and leases (jobs_backend.h) */
-    pthread_mutex_t mu; /* guards all/n, the queue, the finished runs, stopping, nrunning, attached */
+    pthread_mutex_t mu; /* guards all/n, the queue, the finished runs (done), stopping,
+                         * nrunning, attached */
     srv_job **all;      /* every job known, oldest first (one reference each; jobs_keep prunes
                          * the oldest finished ones) */
     int keep;           /* jobs_keep: finished records kept */
