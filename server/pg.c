@@ -359,7 +359,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
     if (pg->state != ST_READY) return;
     if (status < 0) {
-        connection_failed(pg, uv_strerror(status), 0);
+        /* libuv reports POLLERR (e.g. a reset connection) as UV_EBADF: libpq's read says why */
+        PQconsumeInput(pg->conn);
+        const char *why = PQerrorMessage(pg->conn);
+        connection_failed(pg, *why ? why : "the connection's socket reported an error (the server closed or reset it)", 0);
         return;
     }
     if (events & UV_READABLE) {
@@ -491,11 +494,14 @@ PGresult *srv_pg_exec(PGconn *conn, const char *what, const char *sql, int n,
     PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
-    char buf[512];
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    dyn_err_set(err, DYN_EIO, "%s: %s%s%s%s", what,
-                first_line(r ? PQresultErrorMessage(r) : PQerrorMessage(conn), buf, sizeof buf),
-                state ? " [SQLSTATE " : "", state ? state : "", state ? "]" : "");
+    srv_pg_seterr(err, what, r ? PQresultErrorMessage(r) : PQerrorMessage(conn), r);
     PQclear(r);
     return NULL;
+}
+
+int srv_pg_seterr(dyn_err *err, const char *what, const char *msg, const PGresult *res) {
+    char buf[512];
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return dyn_err_set(err, DYN_EIO, "%s: %s%s%s%s", what, first_line(msg, buf, sizeof buf),
+                       state ? " [SQLSTATE " : "", state ? state : "", state ? "]" : "");
 }

@@ -112,4 +112,8 @@ void srv_pgsync_unlock(srv_pgsync *s);
 PGresult *srv_pg_exec(PGconn *conn, const char *what, const char *sql, int n,
                       const char *const *params, dyn_err *err);
 
+/* Sets err to DYN_EIO with "what: msg [SQLSTATE x]" (the SQLSTATE when res carries one; res may
+ * be NULL) and returns DYN_EIO: the one format of every statement's error. */
+int srv_pg_seterr(dyn_err *err, const char *what, const char *msg, const PGresult *res);
+
 #endif

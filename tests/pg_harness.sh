@@ -25,7 +25,7 @@
 PGH_DB=${PGH_DB:-dynd_test}
 
 pgh__bin() {
-    if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
+    if [ -n "${PG_BIN:-}" ]; then [ -x "$PG_BIN/initdb" ] && echo "$PG_BIN"; return; fi
     local d
     for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
         [ -x "$d/initdb" ] && { echo "$d"; return; }
