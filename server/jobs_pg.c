@@ -128,9 +128,14 @@ fail:
 
 /* ---- parsers ---- */
 
-static int parse_affected(PGresult *res, void *out, int n, dyn_err *err) {
+/* The rows a statement changed. */
+static int parse_count(PGresult *res, void *out, int n, dyn_err *err) {
     (void)out, (void)n, (void)err;
-    return atoi(PQcmdTuples(res)) > 0;
+    return atoi(PQcmdTuples(res));
+}
+
+static int parse_affected(PGresult *res, void *out, int n, dyn_err *err) {
+    return parse_count(res, out, n, err) > 0;
 }
 
 static int parse_inserted(PGresult *res, void *out, int n, dyn_err *err) {
@@ -347,6 +352,17 @@ int srv_jobs_pg_cancel(const srv_jobs_pg_via *via, const char *id, dyn_err *err)
                " SELECT (SELECT state FROM dynd_jobs WHERE id = $1), (SELECT state FROM u),"
                "        (SELECT count(*) FROM n)",
                1, p, parse_cancel, NULL, 0, err);
+}
+
+int srv_jobs_pg_prune(const srv_jobs_pg_via *via, int keep, dyn_err *err) {
+    char k[16];
+    snprintf(k, sizeof k, "%d", keep < 0 ? 0 : keep);
+    const char *p[] = {k};
+    return run(via, "pruning finished jobs",
+               "DELETE FROM dynd_jobs WHERE id IN ("
+               "  SELECT id FROM dynd_jobs WHERE state IN ('succeeded', 'failed', 'cancelled')"
+               "   ORDER BY updated_at DESC, id OFFSET $1::int)",
+               1, p, parse_count, NULL, 0, err);
 }
 
 /* The columns of a job as the API shows it (jobs_pg.h, srv_jobs_pg_get). */

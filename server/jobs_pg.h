@@ -123,6 +123,10 @@ typedef enum srv_jobs_pg_cancel_outcome {
 /* Cancels job id (see Guarantees). Returns a srv_jobs_pg_cancel_outcome, or < 0. */
 int srv_jobs_pg_cancel(const srv_jobs_pg_via *via, const char *id, dyn_err *err);
 
+/* Retention: deletes the finished (succeeded / failed / cancelled) jobs beyond the `keep` most
+ * recently finished. Returns how many were deleted, or < 0. */
+int srv_jobs_pg_prune(const srv_jobs_pg_via *via, int keep, dyn_err *err);
+
 /* The job as JSON: {"id", "kind", "state", "spec", "record", "holder", "lease_gen",
  * "cancel_requested", "created_at", "updated_at", "leased_until", "lease_age_s" (seconds since
  * the lease's claim or renewal, null when nobody holds it), "lease_expired"}. get: *out is the

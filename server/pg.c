@@ -10,6 +10,7 @@
  */
 #include "server/pg.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +38,8 @@ struct srv_pg {
     PGconn *conn;
     uv_poll_t *poll; /* on PQsocket(conn), or NULL */
     int poll_fd;
-    uv_timer_t timer; /* the next connection attempt */
+    uv_timer_t timer; /* WAIT: the next connection attempt; CONNECTING: its deadline */
+    unsigned connect_timeout_ms;
     pg_query *head, *tail;
     pg_query *inflight;
     PGresult *last; /* the in-flight query's latest result */
@@ -228,6 +230,7 @@ static int listen_now(srv_pg *pg, const char *channel, int front) {
 }
 
 static void connected(srv_pg *pg) {
+    uv_timer_stop(&pg->timer);
     pg->state = ST_READY;
     pg->backoff_ms = BACKOFF_MIN_MS;
     int reconnected = pg->connections++ > 0;
@@ -268,6 +271,13 @@ static void connect_step(srv_pg *pg) {
 
 static void on_timer(uv_timer_t *t) {
     srv_pg *pg = t->data;
+    if (pg->state == ST_CONNECTING) { /* PQconnectPoll leaves connect_timeout to us */
+        char msg[96];
+        snprintf(msg, sizeof msg, "no connection within %u s (connect_timeout)",
+                 pg->connect_timeout_ms / 1000);
+        connection_failed(pg, msg, 1);
+        return;
+    }
     pg->conn = PQconnectStart(pg->conninfo);
     if (!pg->conn) {
         connection_failed(pg, "out of memory starting a connection", 1);
@@ -280,6 +290,7 @@ static void on_timer(uv_timer_t *t) {
     pg->state = ST_CONNECTING;
     /* libpq's protocol: start by waiting for the socket to be writable. */
     if (watch(pg, UV_WRITABLE)) connection_failed(pg, "cannot watch the socket", 1);
+    else start_timer(pg, pg->connect_timeout_ms);
 }
 
 static void start_timer(srv_pg *pg, unsigned ms) {
@@ -387,13 +398,19 @@ srv_pg *srv_pg_new(uv_loop_t *loop, const srv_pg_opts *opts, dyn_err *err) {
         PQfreemem(perr);
         return NULL;
     }
-    PQconninfoFree(o);
     srv_pg *pg = calloc(1, sizeof *pg);
     if (!pg || !(pg->conninfo = strdup(opts->conninfo))) {
+        PQconninfoFree(o);
         free(pg);
         dyn_err_set(err, DYN_ENOMEM, "out of memory");
         return NULL;
     }
+    /* libpq's rule: at least 2 s; unset (or 0, "wait forever"), we take 10 s */
+    pg->connect_timeout_ms = 10000;
+    for (PQconninfoOption *p = o; p->keyword; p++)
+        if (!strcmp(p->keyword, "connect_timeout") && p->val && atoi(p->val) > 0)
+            pg->connect_timeout_ms = (unsigned)(atoi(p->val) < 2 ? 2 : atoi(p->val)) * 1000;
+    PQconninfoFree(o);
     pg->loop = loop;
     pg->on_notify = opts->on_notify;
     pg->on_connect = opts->on_connect;

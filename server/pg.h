@@ -12,7 +12,10 @@
  * repeat or check — and the connection is opened again after a backoff (100 ms, doubling, at
  * most 5 s; reset by a successful connection). Queries queued meanwhile wait for the next
  * attempt: it runs them, or fails them all with SRV_PG_DOWN (never sent) when it fails, so no
- * query waits longer than one backoff plus connect_timeout. Channels given to srv_pg_listen are
+ * query waits longer than one backoff plus connect_timeout (from conninfo, at least 2 s;
+ * unset or 0: 10 s; enforced here, as PQconnectPoll leaves it to the application). A server
+ * that vanishes without closing the connection (a partition) is noticed by TCP: set
+ * keepalives_idle / tcp_user_timeout in conninfo to bound that. Channels given to srv_pg_listen are
  * LISTENed again on every new connection, before any queued query; notifications sent while
  * no connection was open are lost (PostgreSQL does not keep them), so the connect callback
  * tells the owner to look again at what it would have been notified of.

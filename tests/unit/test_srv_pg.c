@@ -9,10 +9,13 @@
  * reports the leases lost; a cancel's NOTIFY reaches a listening srv_pg within a second;
  * srv_pg and srv_pgsync reconnect after `pg_ctl restart` and their next queries succeed, the
  * LISTEN re-issued. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -407,6 +410,21 @@ START_TEST(cancel_notify_within_a_second) {
     ck_assert_int_eq(srv_jobs_pg_cancel(&sv, "zz", &e), SRV_JOBS_PG_NOT_FOUND);
     query_ok(&s, pg, "SELECT 2", 2);
     ck_assert_int_eq(s.notified, 1);
+    /* retention: of 4 cancelled jobs the 2 most recently finished are kept, running ones stay */
+    insert_jobs(c, 4, "p");
+    for (int i = 0; i < 4; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "p-%02d", i);
+        ck_assert_int_eq(srv_jobs_pg_cancel(&sv, id, &e), SRV_JOBS_PG_CANCELLED);
+    }
+    ck_assert_int_eq(srv_jobs_pg_prune(&sv, 2, &e), 3); /* n-01 and p-00, p-01 */
+    json_t *l = NULL;
+    ck_assert_int_eq(srv_jobs_pg_list(&sv, "cancelled", NULL, &l, &e), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(l, 0), "id")), "p-03");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(l, 1), "id")), "p-02");
+    json_decref(l);
+    ck_assert_int_eq(srv_jobs_pg_list(&sv, NULL, NULL, &l, &e), 3);
+    json_decref(l);
     /* an SQL error is reported as such, with its SQLSTATE, and the connection goes on */
     int before = s.answered;
     ck_assert_int_eq(srv_pg_query(pg, "SELECT nonsense", 0, NULL, on_answer, &s, &e), 0);
@@ -475,7 +493,7 @@ START_TEST(reconnect_after_restart) {
 }
 END_TEST
 
-START_TEST(unreachable_then_closed) {
+START_TEST(unreachable_timeout_closed) {
     /* a server that is not there: queries fail DOWN (never sent), close fails the rest */
     loopst s;
     memset(&s, 0, sizeof s);
@@ -498,6 +516,34 @@ START_TEST(unreachable_then_closed) {
     uv_close((uv_handle_t *)&s.tick, NULL);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     ck_assert_int_eq(uv_loop_close(&s.loop), 0);
+    /* a server that accepts TCP connections but never answers: connect_timeout fails the
+     * attempt (PQconnectPoll alone would wait for ever) */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 4), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    char ci[128];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d connect_timeout=2", ntohs(sa.sin_port));
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(uv_loop_init(&s.loop), 0);
+    uv_timer_init(&s.loop, &s.tick);
+    uv_timer_start(&s.tick, on_tick, 10, 10);
+    o.conninfo = ci;
+    pg = srv_pg_new(&s.loop, &o, &e);
+    ck_assert_ptr_nonnull(pg);
+    double t0 = now_s();
+    ck_assert_int_eq(srv_pg_query(pg, "SELECT 1", 0, NULL, on_answer, &s, &e), 0);
+    ck_assert(run_until(&s, &s.answered, 1, 10));
+    ck_assert_int_eq(s.status, SRV_PG_DOWN);
+    ck_assert_msg(strstr(s.msg, "connect_timeout"), "%s", s.msg);
+    ck_assert_double_lt(now_s() - t0, 4.0);
+    srv_pg_close(pg);
+    uv_close((uv_handle_t *)&s.tick, NULL);
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(uv_loop_close(&s.loop), 0);
+    close(fd);
     /* a conninfo that does not parse */
     o.conninfo = "nonsense_key=1";
     ck_assert_ptr_null(srv_pg_new(&s.loop, &o, &e));
@@ -515,7 +561,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, renew_reports_lost_leases);
     tcase_add_test(tc, cancel_notify_within_a_second);
     tcase_add_test(tc, reconnect_after_restart);
-    tcase_add_test(tc, unreachable_then_closed);
+    tcase_add_test(tc, unreachable_timeout_closed);
     suite_add_tcase(s, tc);
     return s;
 }
