@@ -40,6 +40,7 @@ struct srv_pg {
     int poll_fd;
     uv_timer_t timer; /* WAIT: the next connection attempt; CONNECTING: its deadline */
     unsigned connect_timeout_ms;
+    uv_idle_t kick; /* sends what srv_pg_query queued, outside the caller's call */
     pg_query *head, *tail;
     pg_query *inflight;
     PGresult *last; /* the in-flight query's latest result */
@@ -100,7 +101,7 @@ static void maybe_free(srv_pg *pg) {
 
 static void handle_closed(uv_handle_t *h) {
     srv_pg *pg = h->data;
-    if ((void *)h != (void *)&pg->timer) free(h);
+    if ((void *)h != (void *)&pg->timer && (void *)h != (void *)&pg->kick) free(h);
     pg->handles--;
     maybe_free(pg);
 }
@@ -388,6 +389,16 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
 }
 
+static void on_kick(uv_idle_t *h) {
+    uv_idle_stop(h);
+    pump(h->data);
+}
+
+/* pump() on the loop's next turn, so that no callback runs inside srv_pg_query. */
+static void kick(srv_pg *pg) {
+    if (pg->state == ST_READY && !pg->inflight) uv_idle_start(&pg->kick, on_kick);
+}
+
 srv_pg *srv_pg_new(uv_loop_t *loop, const srv_pg_opts *opts, dyn_err *err) {
     char *perr = NULL;
     PQconninfoOption *o = PQconninfoParse(opts->conninfo, &perr);
@@ -419,7 +430,9 @@ srv_pg *srv_pg_new(uv_loop_t *loop, const srv_pg_opts *opts, dyn_err *err) {
     pg->state = ST_WAIT;
     uv_timer_init(loop, &pg->timer);
     pg->timer.data = pg;
-    pg->handles = 1;
+    uv_idle_init(loop, &pg->kick);
+    pg->kick.data = pg;
+    pg->handles = 2;
     start_timer(pg, 0);
     return pg;
 }
@@ -429,7 +442,7 @@ int srv_pg_query(srv_pg *pg, const char *sql, int n, const char *const *params,
     if (pg->closing) return dyn_err_set(err, DYN_EINVAL, "postgres: query after close");
     if (!cb) return dyn_err_set(err, DYN_EINVAL, "postgres: a query needs a callback");
     if (enqueue(pg, sql, n, params, cb, ud, 0)) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
-    pump(pg);
+    kick(pg);
     return 0;
 }
 
@@ -448,7 +461,7 @@ int srv_pg_listen(srv_pg *pg, const char *channel, dyn_err *err) {
     pg->nchannels++;
     if (pg->state == ST_READY) {
         if (listen_now(pg, channel, 0)) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
-        pump(pg);
+        kick(pg);
     }
     return 0;
 }
@@ -468,6 +481,7 @@ void srv_pg_close(srv_pg *pg) {
     drop_connection(pg);
     uv_timer_stop(&pg->timer);
     uv_close((uv_handle_t *)&pg->timer, handle_closed);
+    uv_close((uv_handle_t *)&pg->kick, handle_closed);
 }
 
 /* ---- synchronous ---- */

@@ -14,9 +14,12 @@
 #                    pgh_start exports PGH_DIR, PGH_PORT, PGH_CONNINFO (libpq key=value) and
 #                    installs an EXIT trap that stops the server and removes PGH_DIR
 #                    (call pgh_stop yourself if you need the trap for something else).
-#   run:             tests/pg_harness.sh start    prints PGH_DIR=, PGH_PORT=, PGH_CONNINFO= lines (the
+#   run:             tests/pg_harness.sh start [OWNER_PID]    prints PGH_DIR=, PGH_PORT=, PGH_CONNINFO= lines (the
 #                                                 value runs to the end of the line, unquoted),
-#                                                 leaves the server running (exit 0)
+#                                                 leaves the server running (exit 0); with
+#                                                 OWNER_PID, a watchdog stops it and removes DIR
+#                                                 within a second of that process's end, so a
+#                                                 test killed midway leaves no server behind
 #                    tests/pg_harness.sh restart DIR   pg_ctl restart (fast) on the same port
 #                    tests/pg_harness.sh stop DIR      stops it and removes DIR
 # Exit / return status 77 when no PostgreSQL server binaries are installed (callers skip),
@@ -60,7 +63,7 @@ pgh_start() {
     [ "$(id -u)" -ne 0 ] || chown -R "${PG_USER:-nobody}" "$PGH_DIR"
     if ! pgh__as "$PGH_BIN/initdb" -D "$PGH_DIR/data" -U postgres -A trust -E UTF8 --no-sync \
             > "$PGH_DIR/initdb.log" 2>&1; then
-        echo "pg_harness: initdb failed (log: $PGH_DIR/initdb.log):" >&2; tail -5 "$PGH_DIR/initdb.log" >&2
+        echo "pg_harness: initdb failed; the end of its log:" >&2; tail -5 "$PGH_DIR/initdb.log" >&2
         return 1
     fi
     # A free port can be taken between the probe and the bind: try a few.
@@ -71,7 +74,7 @@ pgh_start() {
         PGH_PORT=""
     done
     if [ -z "$PGH_PORT" ]; then
-        echo "pg_harness: the server did not start (log: $PGH_DIR/server.log):" >&2
+        echo "pg_harness: the server did not start; the end of its log:" >&2
         tail -5 "$PGH_DIR/server.log" >&2
         return 1
     fi
@@ -95,6 +98,16 @@ pgh_restart() {
     pgh__pg_ctl_start || { echo "pg_harness: restart failed (log: $PGH_DIR/server.log)" >&2; return 1; }
 }
 
+# Stops the server within a second of process $1's end (unless it was stopped before).
+pgh__watchdog() {
+    local owner=$1
+    (
+        while kill -0 "$owner" 2>/dev/null && [ -d "$PGH_DIR/data" ]; do sleep 1; done
+        pgh_stop
+    ) </dev/null >/dev/null 2>&1 &
+    disown
+}
+
 pgh_stop() {
     [ -n "${1:-}" ] && { pgh__load "$1" || return; }
     [ -n "${PGH_DIR:-}" ] && [ -d "$PGH_DIR" ] || return 0
@@ -109,10 +122,11 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     set -u
     case "${1:-}" in
     start)
-        PGH_NO_TRAP=1 pgh_start || exit $?
+        PGH_NO_TRAP=1 pgh_start || { rc=$?; pgh_stop; exit $rc; }
+        if [ -n "${2:-}" ]; then pgh__watchdog "$2"; fi
         echo "PGH_DIR=$PGH_DIR"; echo "PGH_PORT=$PGH_PORT"; echo "PGH_CONNINFO=$PGH_CONNINFO" ;;
     restart) pgh_restart "${2:?usage: $0 restart DIR}" ;;
     stop) pgh_stop "${2:?usage: $0 stop DIR}" ;;
-    *) echo "usage: $0 start | restart DIR | stop DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 start [OWNER_PID] | restart DIR | stop DIR" >&2; exit 2 ;;
     esac
 fi

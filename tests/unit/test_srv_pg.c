@@ -431,6 +431,14 @@ START_TEST(cancel_notify_within_a_second) {
     ck_assert(run_until(&s, &s.answered, before + 1, 10));
     ck_assert_msg(strstr(s.msg, "nonsense"), "%s", s.msg);
     ck_assert_int_eq(s.status, SRV_PG_SQL);
+    /* refused by libpq before sending (too many parameters): answered on the loop, not inside
+     * srv_pg_query, as SRV_PG_SQL */
+    static const char *many[70000];
+    before = s.answered;
+    ck_assert_int_eq(srv_pg_query(pg, "SELECT 1", 70000, many, on_answer, &s, &e), 0);
+    ck_assert_int_eq(s.answered, before);
+    ck_assert(run_until(&s, &s.answered, before + 1, 10));
+    ck_assert_int_eq(s.status, SRV_PG_SQL);
     query_ok(&s, pg, "SELECT 3", 3);
     loop_close(&s, pg);
     PQfinish(c);
@@ -570,7 +578,8 @@ static Suite *suite(void) {
 int main(void) {
     if (getenv("DYND_PG_HARNESS")) g_harness = getenv("DYND_PG_HARNESS");
     char cmd[2200];
-    snprintf(cmd, sizeof cmd, "%s start", g_harness);
+    /* our pid: the harness's watchdog stops the server if this process dies midway */
+    snprintf(cmd, sizeof cmd, "%s start %d", g_harness, (int)getpid());
     FILE *f = popen(cmd, "r");
     if (!f) {
         perror("popen");
