@@ -138,8 +138,11 @@ static int parse_affected(PGresult *res, void *out, int n, dyn_err *err) {
     return parse_count(res, out, n, err) > 0;
 }
 
-static int parse_inserted(PGresult *res, void *out, int n, dyn_err *err) {
-    return !parse_affected(res, out, n, err); /* 0 inserted, 1 the id existed */
+/* The first column of the first row: a count, or a boolean as 0 / 1. */
+static int parse_first(PGresult *res, void *out, int n, dyn_err *err) {
+    (void)out, (void)n, (void)err;
+    const char *v = PQgetvalue(res, 0, 0);
+    return v[0] == 't' ? 1 : v[0] == 'f' ? 0 : atoi(v);
 }
 
 static void copy_field(char *dst, size_t cap, PGresult *res, int row, int col) {
@@ -240,10 +243,13 @@ int srv_jobs_pg_insert(const srv_jobs_pg_via *via, const char *id, const char *k
     }
     const char *p[] = {id, kind, s, r};
     int rc = run(via, "inserting a job",
-                 "INSERT INTO dynd_jobs (id, kind, state, spec, record)"
-                 " VALUES ($1, $2, 'queued', $3::jsonb, coalesce($4::jsonb, '{}'))"
-                 " ON CONFLICT (id) DO NOTHING",
-                 4, p, parse_inserted, NULL, 0, err);
+                 "WITH i AS ("
+                 "  INSERT INTO dynd_jobs (id, kind, state, spec, record)"
+                 "  VALUES ($1, $2, 'queued', $3::jsonb, coalesce($4::jsonb, '{}'))"
+                 "  ON CONFLICT (id) DO NOTHING RETURNING id),"
+                 " n AS (SELECT pg_notify('" SRV_JOBS_PG_WORK_CHANNEL "', id) FROM i)"
+                 " SELECT (SELECT count(*) FROM i) = 0, (SELECT count(*) FROM n)",
+                 4, p, parse_first, NULL, 0, err);
     free(s);
     free(r);
     return rc;
@@ -261,13 +267,36 @@ int srv_jobs_pg_claim_next(const srv_jobs_pg_via *via, const char *holder, doubl
                "      OR (state = 'running' AND leased_until < now())"
                "   ORDER BY created_at, id LIMIT 1"
                "   FOR UPDATE SKIP LOCKED)"
-               " UPDATE dynd_jobs j SET state = 'running', holder = $1,"
+               " UPDATE dynd_jobs j SET holder = $1,"
                "   leased_until = now() + make_interval(secs => $2::float8), renewed_at = now(),"
                "   lease_gen = j.lease_gen + 1, updated_at = now()"
                "  FROM c WHERE j.id = c.id"
                " RETURNING j.id, j.kind, j.spec::text, j.record::text, j.lease_gen,"
                "   j.cancel_requested, c.prev_holder",
                2, p, parse_claim, out, 0, err);
+}
+
+int srv_jobs_pg_claim_id(const srv_jobs_pg_via *via, const char *id, const char *holder,
+                         double lease_s, dyn_err *err) {
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.3f", lease_s);
+    const char *p[] = {id, holder, secs};
+    return run(via, "claiming a job",
+               "WITH u AS ("
+               "  UPDATE dynd_jobs SET holder = $2,"
+               "    leased_until = now() + make_interval(secs => $3::float8), renewed_at = now(),"
+               "    lease_gen = CASE WHEN holder = $2 THEN lease_gen ELSE lease_gen + 1 END,"
+               "    updated_at = now()"
+               "   WHERE id = $1 AND (holder IS NULL OR holder = $2 OR leased_until < now())"
+               "  RETURNING lease_gen)"
+               " SELECT coalesce((SELECT lease_gen FROM u), 0)",
+               3, p, parse_first, NULL, 0, err);
+}
+
+int srv_jobs_pg_delete(const srv_jobs_pg_via *via, const char *id, dyn_err *err) {
+    const char *p[] = {id};
+    return run(via, "deleting a job", "DELETE FROM dynd_jobs WHERE id = $1", 1, p, parse_affected,
+               NULL, 0, err);
 }
 
 /* Appends s (at most 63 bytes of it: ids are char[64]) to the array literal b[0..len), begun
@@ -324,12 +353,19 @@ int srv_jobs_pg_write(const srv_jobs_pg_via *via, const char *id, const char *ho
     snprintf(g, sizeof g, "%d", gen);
     const char *p[] = {id, holder, g, state, r, release ? "t" : "f"};
     int rc = run(via, "writing a job's record",
-                 "UPDATE dynd_jobs SET state = coalesce($4, state),"
-                 "   record = coalesce($5::jsonb, record), updated_at = now(),"
-                 "   holder = CASE WHEN $6::bool THEN NULL ELSE holder END,"
-                 "   leased_until = CASE WHEN $6::bool THEN NULL ELSE leased_until END"
-                 " WHERE id = $1 AND holder = $2 AND lease_gen = $3::int",
-                 6, p, parse_affected, NULL, 0, err);
+                 "WITH u AS ("
+                 "  UPDATE dynd_jobs SET state = coalesce($4, state),"
+                 "    record = coalesce($5::jsonb, record), updated_at = now(),"
+                 "    holder = CASE WHEN $6::bool THEN NULL ELSE holder END,"
+                 "    leased_until = CASE WHEN $6::bool THEN NULL ELSE leased_until END"
+                 "   WHERE id = $1 AND CASE WHEN $3::int = 0"
+                 "     THEN holder IS NULL OR leased_until < now()"
+                 "     ELSE holder = $2 AND lease_gen = $3::int END"
+                 "  RETURNING id, state, holder),"
+                 " n AS (SELECT pg_notify('" SRV_JOBS_PG_WORK_CHANNEL "', id) FROM u"
+                 "       WHERE holder IS NULL AND state = 'queued')"
+                 " SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM n)",
+                 6, p, parse_first, NULL, 0, err);
     free(r);
     return rc;
 }

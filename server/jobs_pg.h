@@ -29,6 +29,8 @@
  * of a job nobody holds alive ends it at once; of a held one it sets cancel_requested and sends
  * NOTIFY SRV_JOBS_PG_CANCEL_CHANNEL with the job id as payload (delivered when the statement
  * commits); renew also reports cancel_requested, for notifications missed while disconnected.
+ * Inserting a job, and any write that leaves one queued with no holder (a release), NOTIFY
+ * SRV_JOBS_PG_WORK_CHANNEL.
  * Under contention a claim may find nothing while rows are still claimable (another replica's
  * claim changed the row it had picked): claimers poll again.
  *
@@ -51,6 +53,9 @@
 
 #define SRV_JOBS_PG_SCHEMA_VERSION 2
 #define SRV_JOBS_PG_CANCEL_CHANNEL "dynd_jobs_cancel"
+/* NOTIFY'd (payload: the id) when a job becomes claimable by anyone: inserted, or written
+ * queued with no holder (released). Claimers LISTEN to claim at once instead of at their next poll. */
+#define SRV_JOBS_PG_WORK_CHANNEL "dynd_jobs_work"
 
 /* The outcome of an async call: outcome as the sync call would return it (>= 0), or < 0 with
  * err (valid during the call). */
@@ -86,10 +91,19 @@ typedef struct srv_jobs_pg_claim {
 } srv_jobs_pg_claim;
 void srv_jobs_pg_claim_clear(srv_jobs_pg_claim *c);
 
-/* Claims the oldest claimable job for `holder` ("host:pid") for lease_s seconds: its state
- * becomes running. Returns 1 with *out filled, 0 when nothing was claimable, or < 0. */
+/* Claims the oldest claimable job for `holder` ("host:pid") for lease_s seconds. Its state is
+ * left as it was (queued, or running for a takeover): the holder writes the state it runs the
+ * job in. Returns 1 with *out filled, 0 when nothing was claimable, or < 0. */
 int srv_jobs_pg_claim_next(const srv_jobs_pg_via *via, const char *holder, double lease_s,
                            srv_jobs_pg_claim *out, dyn_err *err);
+
+/* Claims job `id` itself (a resume, or the submitter holding its own queued job) for holder:
+ * taken when nobody holds it or its holder's lease has passed (new generation), or kept when
+ * `holder` holds it already (same generation, lease extended). Its state is not looked at.
+ * Returns the generation now held (> 0), 0 when another holder's lease is alive or there is no
+ * such job, or < 0. Of holders racing for it exactly one gets it. */
+int srv_jobs_pg_claim_id(const srv_jobs_pg_via *via, const char *id, const char *holder,
+                         double lease_s, dyn_err *err);
 
 /* A lease held: in, the job and the generation claimed; out, what renew found. */
 typedef struct srv_jobs_pg_lease {
@@ -107,9 +121,11 @@ int srv_jobs_pg_renew(const srv_jobs_pg_via *via, const char *holder, double lea
 
 /* The fenced write of a held job: state (NULL: unchanged) and record (NULL: unchanged), only
  * while holder holds it at generation gen; release = 1 also drops the lease (holder and
- * leased_until cleared: for final states, or to hand a queued / interrupted job back).
- * Returns 1 when written, 0 when refused (the lease was lost: stop and write nothing more),
- * or < 0. */
+ * leased_until cleared: for final states, or to hand a queued / interrupted job back; a job
+ * left queued with no holder is NOTIFY'd on SRV_JOBS_PG_WORK_CHANNEL). gen = 0: a write by no holder,
+ * done only while nobody holds the job alive (e.g. a record written at start-up).
+ * Returns 1 when written, 0 when refused (the lease was lost: stop and write nothing more;
+ * gen 0: someone holds it), or < 0. */
 int srv_jobs_pg_write(const srv_jobs_pg_via *via, const char *id, const char *holder, int gen,
                       const char *state, const json_t *record, int release, dyn_err *err);
 
@@ -122,6 +138,9 @@ typedef enum srv_jobs_pg_cancel_outcome {
 
 /* Cancels job id (see Guarantees). Returns a srv_jobs_pg_cancel_outcome, or < 0. */
 int srv_jobs_pg_cancel(const srv_jobs_pg_via *via, const char *id, dyn_err *err);
+
+/* Deletes job id. Returns 1, 0 when there was none, or < 0. */
+int srv_jobs_pg_delete(const srv_jobs_pg_via *via, const char *id, dyn_err *err);
 
 /* Retention: deletes the finished (succeeded / failed / cancelled) jobs beyond the `keep` most
  * recently finished. Returns how many were deleted, or < 0. */

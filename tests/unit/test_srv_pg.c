@@ -150,6 +150,24 @@ static void *claim_main(void *arg) {
     return NULL;
 }
 
+/* Both race for k-00 .. k-19 by id, in the same order; wins[i] = 1 for each won. */
+static void *claim_id_main(void *arg) {
+    claimer *cl = arg;
+    PGconn *c = PQconnectdb(g_conninfo);
+    srv_jobs_pg_via via = {.conn = c};
+    pthread_barrier_wait(cl->start);
+    for (int i = 0; i < NJOBS; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "k-%02d", i);
+        dyn_err e = {0};
+        int g = srv_jobs_pg_claim_id(&via, id, cl->holder, 60, &e);
+        if (g < 0) cl->errors++, snprintf(cl->err, sizeof cl->err, "%s", e.msg);
+        cl->ids[i][0] = g > 0;
+    }
+    PQfinish(c);
+    return NULL;
+}
+
 START_TEST(concurrent_claims_once_each) {
     PGconn *c = fresh(1);
     insert_jobs(c, NJOBS, "job");
@@ -175,7 +193,7 @@ START_TEST(concurrent_claims_once_each) {
         for (int k = 0; k < b.n; k++) seen += !strcmp(b.ids[k], id);
         ck_assert_msg(seen == 1, "%s claimed %d times", id, seen);
     }
-    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM dynd_jobs WHERE state = 'running' AND lease_gen = 1"), NJOBS);
+    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM dynd_jobs WHERE holder IS NOT NULL AND lease_gen = 1"), NJOBS);
     char q[160];
     snprintf(q, sizeof q, "SELECT count(*) FROM dynd_jobs WHERE holder = 'host-a:1'");
     ck_assert_int_eq(query_long(c, q), a.n);
@@ -184,6 +202,18 @@ START_TEST(concurrent_claims_once_each) {
     srv_jobs_pg_claim cj;
     dyn_err e = {0};
     ck_assert_int_eq(srv_jobs_pg_claim_next(&via, "host-c:3", 60, &cj, &e), 0);
+    /* by id: of two holders racing for the same job exactly one gets it */
+    insert_jobs(c, NJOBS, "k");
+    a.n = b.n = 0;
+    pthread_create(&ta, NULL, claim_id_main, &a);
+    pthread_create(&tb, NULL, claim_id_main, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    ck_assert_msg(a.errors == 0 && b.errors == 0, "claim errors: %s %s", a.err, b.err);
+    for (int i = 0; i < NJOBS; i++)
+        ck_assert_msg(a.ids[i][0] + b.ids[i][0] == 1, "k-%02d won %d times", i,
+                      a.ids[i][0] + b.ids[i][0]);
+    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM dynd_jobs WHERE id LIKE 'k-%' AND lease_gen = 1"), NJOBS);
     pthread_barrier_destroy(&start);
     PQfinish(c);
 }
@@ -202,7 +232,7 @@ START_TEST(takeover_and_fenced_writes) {
     /* the lease is alive: nothing to claim */
     ck_assert_int_eq(srv_jobs_pg_claim_next(&via, "B:2", 30, &b, &e), 0);
     json_t *rec = json_pack("{s:i}", "progress", 1);
-    ck_assert_int_eq(srv_jobs_pg_write(&via, "t-00", "A:1", 1, NULL, rec, 0, &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_write(&via, "t-00", "A:1", 1, "running", rec, 0, &e), 1);
     json_decref(rec);
     usleep(400 * 1000); /* A's lease passes */
     ck_assert_int_eq(srv_jobs_pg_claim_next(&via, "B:2", 30, &b, &e), 1);
@@ -302,9 +332,9 @@ END_TEST
 typedef struct loopst {
     uv_loop_t loop;
     uv_timer_t tick;
-    int connects, reconnects, notified, answered;
+    int connects, reconnects, notified, answered, work;
     srv_pg_status status;
-    char payload[64], msg[512];
+    char payload[64], work_payload[64], msg[512];
     long value;
     int outcome;
 } loopst;
@@ -324,6 +354,10 @@ static void on_notify(void *ud, const char *channel, const char *payload) {
     if (!strcmp(channel, SRV_JOBS_PG_CANCEL_CHANNEL)) {
         snprintf(s->payload, sizeof s->payload, "%s", payload);
         s->notified++;
+    }
+    if (!strcmp(channel, SRV_JOBS_PG_WORK_CHANNEL)) {
+        snprintf(s->work_payload, sizeof s->work_payload, "%s", payload);
+        s->work++;
     }
 }
 
@@ -359,6 +393,7 @@ static srv_pg *loop_open(loopst *s) {
     srv_pg *pg = srv_pg_new(&s->loop, &o, &e);
     ck_assert_msg(pg != NULL, "%s", e.msg);
     ck_assert_int_eq(srv_pg_listen(pg, SRV_JOBS_PG_CANCEL_CHANNEL, &e), 0);
+    ck_assert_int_eq(srv_pg_listen(pg, SRV_JOBS_PG_WORK_CHANNEL, &e), 0);
     ck_assert_int_ne(srv_pg_listen(pg, "Bad-Name", &e), 0);
     ck_assert_msg(run_until(s, &s->connects, 1, 10), "no connection");
     return pg;
@@ -440,6 +475,49 @@ START_TEST(cancel_notify_within_a_second) {
     ck_assert(run_until(&s, &s.answered, before + 1, 10));
     ck_assert_int_eq(s.status, SRV_PG_SQL);
     query_ok(&s, pg, "SELECT 3", 3);
+    loop_close(&s, pg);
+    PQfinish(c);
+}
+END_TEST
+
+START_TEST(claim_by_id_unheld_writes_work_notify) {
+    PGconn *c = fresh(1);
+    loopst s;
+    srv_pg *pg = loop_open(&s);
+    query_ok(&s, pg, "SELECT 1", 1); /* the LISTENs are in force */
+    srv_jobs_pg_via via = {.conn = c};
+    dyn_err e = {0};
+    /* a new job is announced on the work channel; inserting it again changes nothing */
+    insert_jobs(c, 1, "w");
+    ck_assert_msg(run_until(&s, &s.work, 1, 1.0), "no work NOTIFY for an insert");
+    ck_assert_str_eq(s.work_payload, "w-00");
+    json_t *spec = json_object();
+    ck_assert_int_eq(srv_jobs_pg_insert(&via, "w-00", "conversion", spec, NULL, &e), 1);
+    json_decref(spec);
+    /* claim by id: taken, kept by the same holder, refused to another while alive */
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "A:1", 0.3, &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "A:1", 0.3, &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "B:2", 30, &e), 0);
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "nope", "B:2", 30, &e), 0);
+    /* a write by no holder is refused while A holds it */
+    json_t *rec = json_pack("{s:s}", "state", "queued");
+    ck_assert_int_eq(srv_jobs_pg_write(&via, "w-00", "", 0, "queued", rec, 0, &e), 0);
+    usleep(400 * 1000);
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "B:2", 30, &e), 2);
+    /* B hands it back queued: announced again; then a write by no holder is allowed (and, as
+     * it leaves the job queued and unheld, announced) */
+    ck_assert_int_eq(srv_jobs_pg_write(&via, "w-00", "B:2", 2, "queued", NULL, 1, &e), 1);
+    ck_assert_msg(run_until(&s, &s.work, 2, 1.0), "no work NOTIFY for a release");
+    ck_assert_int_eq(srv_jobs_pg_write(&via, "w-00", "", 0, "queued", rec, 0, &e), 1);
+    ck_assert_msg(run_until(&s, &s.work, 3, 1.0), "no work NOTIFY for a write leaving it queued");
+    json_decref(rec);
+    /* a release in a final state is not announced */
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "B:2", 30, &e), 3);
+    ck_assert_int_eq(srv_jobs_pg_write(&via, "w-00", "B:2", 3, "succeeded", NULL, 1, &e), 1);
+    query_ok(&s, pg, "SELECT 2", 2);
+    ck_assert_int_eq(s.work, 3);
+    ck_assert_int_eq(srv_jobs_pg_delete(&via, "w-00", &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_delete(&via, "w-00", &e), 0);
     loop_close(&s, pg);
     PQfinish(c);
 }
@@ -568,6 +646,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, takeover_and_fenced_writes);
     tcase_add_test(tc, renew_reports_lost_leases);
     tcase_add_test(tc, cancel_notify_within_a_second);
+    tcase_add_test(tc, claim_by_id_unheld_writes_work_notify);
     tcase_add_test(tc, reconnect_after_restart);
     tcase_add_test(tc, unreachable_timeout_closed);
     suite_add_tcase(s, tc);
