@@ -76,7 +76,8 @@ static void query_free(pg_query *q) {
 /* Answers q (when it has a callback) and frees it. */
 static void finish(pg_query *q, srv_pg_status st, PGresult *res, const char *msg) {
     if (q->cb) q->cb(q->ud, st, res, msg ? msg : "");
-    else if (st != SRV_PG_OK) srv_logf(SRV_LOG_WARN, "postgres: %s failed: %s", q->sql, msg);
+    /* our LISTENs: lost or unsent ones are issued again on the next connection */
+    else if (st == SRV_PG_SQL) srv_logf(SRV_LOG_WARN, "postgres: %s failed: %s", q->sql, msg);
     query_free(q);
 }
 

@@ -332,7 +332,7 @@ END_TEST
 typedef struct loopst {
     uv_loop_t loop;
     uv_timer_t tick;
-    int connects, reconnects, notified, answered, work;
+    int connects, reconnects, disconnects, notified, answered, work;
     srv_pg_status status;
     char payload[64], work_payload[64], msg[512];
     long value;
@@ -347,6 +347,7 @@ static void on_connect(void *ud, int connected, int reconnected, const char *msg
     loopst *s = ud;
     (void)msg;
     if (connected) s->connects++, s->reconnects += reconnected;
+    else s->disconnects++;
 }
 
 static void on_notify(void *ud, const char *channel, const char *payload) {
@@ -523,10 +524,17 @@ START_TEST(claim_by_id_unheld_writes_work_notify) {
 }
 END_TEST
 
-static void restart_server(void) {
+static void *restart_main(void *arg) {
     char cmd[2200];
     snprintf(cmd, sizeof cmd, "%s restart %s", g_harness, g_dir);
-    ck_assert_int_eq(system(cmd), 0);
+    *(int *)arg = system(cmd);
+    return NULL;
+}
+
+static void restart_server(void) {
+    int rc = -1;
+    restart_main(&rc);
+    ck_assert_int_eq(rc, 0);
 }
 
 START_TEST(reconnect_after_restart) {
@@ -560,6 +568,19 @@ START_TEST(reconnect_after_restart) {
     exec_ok(c, "NOTIFY " SRV_JOBS_PG_CANCEL_CHANNEL ", 'after-restart'");
     ck_assert_msg(run_until(&s, &s.notified, 1, 1.0), "no NOTIFY after the reconnection");
     ck_assert_str_eq(s.payload, "after-restart");
+
+    /* restarted again while the loop runs and the connection is idle: the loss is noticed
+     * without a query, and the connection comes back */
+    int rc = -1, lost = s.disconnects;
+    pthread_t t;
+    pthread_create(&t, NULL, restart_main, &rc);
+    ck_assert_msg(run_until(&s, &s.disconnects, lost + 1, 15), "idle loss not noticed");
+    ck_assert_msg(run_until(&s, &s.connects, 3, 15), "no second reconnection");
+    pthread_join(t, NULL);
+    ck_assert_int_eq(rc, 0);
+    query_ok(&s, pg, "SELECT 8", 8);
+    PQfinish(c);
+    c = connect_ok();
 
     /* the sync helper: the statement that finds the connection broken fails, the next
      * lock connects again */
