@@ -48,7 +48,8 @@ typedef struct actx {
 static void on_result(void *ud, srv_pg_status st, PGresult *res, const char *msg) {
     actx *a = ud;
     dyn_err e = {0};
-    int rc = st == SRV_PG_OK ? a->parse(res, a->out, a->n, &e) : srv_pg_seterr(&e, a->what, msg, res);
+    int rc = st == SRV_PG_OK ? a->parse(res, a->out, a->n, &e)
+                             : srv_pg_seterr(&e, a->what, msg, res);
     a->cb(a->ud, rc, &e);
     free(a);
 }
@@ -65,7 +66,8 @@ static int run(const srv_jobs_pg_via *via, const char *what, const char *sql, in
         return rc;
     }
     if (!via->pg || !via->cb)
-        return dyn_err_set(err, DYN_EINVAL, "%s: neither a connection nor a loop and callback", what);
+        return dyn_err_set(err, DYN_EINVAL, "%s: neither a connection nor a loop and callback",
+                           what);
     actx *a = malloc(sizeof *a);
     if (!a) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
     *a = (actx){parse, out, n, via->cb, via->ud, what};

@@ -54,7 +54,8 @@
 #define SRV_JOBS_PG_SCHEMA_VERSION 2
 #define SRV_JOBS_PG_CANCEL_CHANNEL "dynd_jobs_cancel"
 /* NOTIFY'd (payload: the id) when a job becomes claimable by anyone: inserted, or written
- * queued with no holder (released). Claimers LISTEN to claim at once instead of at their next poll. */
+ * queued with no holder (released). Claimers LISTEN to claim at once instead of at their next
+ * poll. */
 #define SRV_JOBS_PG_WORK_CHANNEL "dynd_jobs_work"
 
 /* The outcome of an async call: outcome as the sync call would return it (>= 0), or < 0 with
@@ -122,8 +123,8 @@ int srv_jobs_pg_renew(const srv_jobs_pg_via *via, const char *holder, double lea
 /* The fenced write of a held job: state (NULL: unchanged) and record (NULL: unchanged), only
  * while holder holds it at generation gen; release = 1 also drops the lease (holder and
  * leased_until cleared: for final states, or to hand a queued / interrupted job back; a job
- * left queued with no holder is NOTIFY'd on SRV_JOBS_PG_WORK_CHANNEL). gen = 0: a write by no holder,
- * done only while nobody holds the job alive (e.g. a record written at start-up).
+ * left queued with no holder is NOTIFY'd on SRV_JOBS_PG_WORK_CHANNEL). gen = 0: a write by no
+ * holder, done only while nobody holds the job alive (e.g. a record written at start-up).
  * Returns 1 when written, 0 when refused (the lease was lost: stop and write nothing more;
  * gen 0: someone holds it), or < 0. */
 int srv_jobs_pg_write(const srv_jobs_pg_via *via, const char *id, const char *holder, int gen,

@@ -375,7 +375,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         /* libuv reports POLLERR (e.g. a reset connection) as UV_EBADF: libpq's read says why */
         PQconsumeInput(pg->conn);
         const char *why = PQerrorMessage(pg->conn);
-        connection_failed(pg, *why ? why : "the connection's socket reported an error (the server closed or reset it)", 0);
+        if (!*why) why = "the connection's socket reported an error (closed or reset)";
+        connection_failed(pg, why, 0);
         return;
     }
     if (events & UV_READABLE) {
@@ -442,7 +443,8 @@ int srv_pg_query(srv_pg *pg, const char *sql, int n, const char *const *params,
                  srv_pg_result_cb cb, void *ud, dyn_err *err) {
     if (pg->closing) return dyn_err_set(err, DYN_EINVAL, "postgres: query after close");
     if (!cb) return dyn_err_set(err, DYN_EINVAL, "postgres: a query needs a callback");
-    if (enqueue(pg, sql, n, params, cb, ud, 0)) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
+    if (enqueue(pg, sql, n, params, cb, ud, 0))
+        return dyn_err_set(err, DYN_ENOMEM, "out of memory");
     kick(pg);
     return 0;
 }

@@ -15,16 +15,18 @@
  * query waits longer than one backoff plus connect_timeout (from conninfo, at least 2 s;
  * unset or 0: 10 s; enforced here, as PQconnectPoll leaves it to the application). A server
  * that vanishes without closing the connection (a partition) is noticed by TCP: set
- * keepalives_idle / tcp_user_timeout in conninfo to bound that. Channels given to srv_pg_listen are
- * LISTENed again on every new connection, before any queued query; notifications sent while
- * no connection was open are lost (PostgreSQL does not keep them), so the connect callback
- * tells the owner to look again at what it would have been notified of.
+ * keepalives_idle / tcp_user_timeout in conninfo to bound that. Channels given to
+ * srv_pg_listen are LISTENed again on every new connection, before any queued query;
+ * notifications sent while no connection was open are lost (PostgreSQL does not keep them),
+ * so the connect callback tells the owner to look again at what it would have been notified of.
  *
- * Callbacks never run inside the srv_pg_* call that queued them; a callback may queue more
- * queries and may call srv_pg_close.
+ * Callbacks never run inside the srv_pg_* call that queued them (srv_pg_close excepted, see
+ * there); a callback may queue more queries and may call srv_pg_close.
  *
- * srv_pgsync (any thread). A PGconn behind a mutex, connected on first use and again on the
- * first use after it broke; for short statements from worker or HTTP threads.
+ * srv_pgsync (any thread). A PGconn behind a mutex for short statements from worker or HTTP
+ * threads, connected on first use. A statement that finds the connection broken fails (DYN_EIO;
+ * whether it was committed is unknown, as with SRV_PG_LOST); the next srv_pgsync_lock connects
+ * again.
  */
 #ifndef SRV_PG_H
 #define SRV_PG_H

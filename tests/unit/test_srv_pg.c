@@ -78,15 +78,17 @@ static void insert_jobs(PGconn *c, int n, const char *prefix) {
     }
 }
 
+#define INDEX_COUNT "SELECT count(*) FROM pg_indexes WHERE indexname = 'dynd_jobs_claimable'"
+
 START_TEST(schema_migrations) {
     PGconn *c = fresh(0);
     dyn_err e = {0};
     /* step by step from nothing: version 1 has the table, not yet the index of version 2 */
     ck_assert_int_eq(srv_jobs_pg_migrate(c, 1, &e), 1);
     ck_assert_int_eq(query_long(c, "SELECT version FROM dynd_schema_version"), 1);
-    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'dynd_jobs_claimable'"), 0);
+    ck_assert_int_eq(query_long(c, INDEX_COUNT), 0);
     ck_assert_int_eq(srv_jobs_pg_migrate(c, 0, &e), SRV_JOBS_PG_SCHEMA_VERSION);
-    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'dynd_jobs_claimable'"), 1);
+    ck_assert_int_eq(query_long(c, INDEX_COUNT), 1);
     /* idempotent: again, nothing to do, the data stays */
     insert_jobs(c, 1, "keep");
     ck_assert_int_eq(srv_jobs_pg_migrate(c, 0, &e), SRV_JOBS_PG_SCHEMA_VERSION);
@@ -193,7 +195,9 @@ START_TEST(concurrent_claims_once_each) {
         for (int k = 0; k < b.n; k++) seen += !strcmp(b.ids[k], id);
         ck_assert_msg(seen == 1, "%s claimed %d times", id, seen);
     }
-    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM dynd_jobs WHERE holder IS NOT NULL AND lease_gen = 1"), NJOBS);
+    ck_assert_int_eq(
+        query_long(c, "SELECT count(*) FROM dynd_jobs WHERE holder IS NOT NULL AND lease_gen = 1"),
+        NJOBS);
     char q[160];
     snprintf(q, sizeof q, "SELECT count(*) FROM dynd_jobs WHERE holder = 'host-a:1'");
     ck_assert_int_eq(query_long(c, q), a.n);
@@ -213,7 +217,9 @@ START_TEST(concurrent_claims_once_each) {
     for (int i = 0; i < NJOBS; i++)
         ck_assert_msg(a.ids[i][0] + b.ids[i][0] == 1, "k-%02d won %d times", i,
                       a.ids[i][0] + b.ids[i][0]);
-    ck_assert_int_eq(query_long(c, "SELECT count(*) FROM dynd_jobs WHERE id LIKE 'k-%' AND lease_gen = 1"), NJOBS);
+    ck_assert_int_eq(
+        query_long(c, "SELECT count(*) FROM dynd_jobs WHERE id LIKE 'k-%' AND lease_gen = 1"),
+        NJOBS);
     pthread_barrier_destroy(&start);
     PQfinish(c);
 }
@@ -254,7 +260,8 @@ START_TEST(takeover_and_fenced_writes) {
     ck_assert_str_eq(json_string_value(json_object_get(j, "holder")), "B:2");
     ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "running");
     ck_assert_int_eq(json_integer_value(json_object_get(j, "lease_gen")), 2);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "record"), "progress")), 2);
+    json_t *jr = json_object_get(j, "record");
+    ck_assert_int_eq(json_integer_value(json_object_get(jr, "progress")), 2);
     ck_assert(json_is_number(json_object_get(j, "lease_age_s")));
     ck_assert(json_is_false(json_object_get(j, "lease_expired")));
     json_decref(j);
@@ -305,7 +312,9 @@ START_TEST(renew_reports_lost_leases) {
     ck_assert_int_eq(held[2].lost, 1);
     ck_assert_int_eq(held[0].cancel_requested, 0);
     /* the renewal moved r-00's lease to a minute from now */
-    ck_assert_int_gt(query_long(c, "SELECT extract(epoch FROM leased_until - now())::int FROM dynd_jobs WHERE id = 'r-00'"), 50);
+    ck_assert_int_gt(query_long(c, "SELECT extract(epoch FROM leased_until - now())::int"
+                                   " FROM dynd_jobs WHERE id = 'r-00'"),
+                     50);
     /* a cancel of a held job is reported by renew too (a NOTIFY missed while disconnected) */
     ck_assert_int_eq(srv_jobs_pg_cancel(&via, "r-00", &e), SRV_JOBS_PG_CANCEL_REQUESTED);
     ck_assert_int_eq(srv_jobs_pg_renew(&via, "A:1", 60, held, 1, &e), 1);
@@ -389,7 +398,8 @@ static srv_pg *loop_open(loopst *s) {
     ck_assert_int_eq(uv_loop_init(&s->loop), 0);
     uv_timer_init(&s->loop, &s->tick);
     uv_timer_start(&s->tick, on_tick, 10, 10); /* UV_RUN_ONCE returns at least this often */
-    srv_pg_opts o = {.conninfo = g_conninfo, .on_notify = on_notify, .on_connect = on_connect, .ud = s};
+    srv_pg_opts o = {
+        .conninfo = g_conninfo, .on_notify = on_notify, .on_connect = on_connect, .ud = s};
     dyn_err e = {0};
     srv_pg *pg = srv_pg_new(&s->loop, &o, &e);
     ck_assert_msg(pg != NULL, "%s", e.msg);
@@ -689,11 +699,13 @@ int main(void) {
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
         if (!strncmp(line, "PGH_DIR=", 8)) snprintf(g_dir, sizeof g_dir, "%s", line + 8);
-        if (!strncmp(line, "PGH_CONNINFO=", 13)) snprintf(g_conninfo, sizeof g_conninfo, "%s", line + 13);
+        if (!strncmp(line, "PGH_CONNINFO=", 13))
+            snprintf(g_conninfo, sizeof g_conninfo, "%s", line + 13);
     }
     int st = pclose(f);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
-        printf("SKIP test_srv_pg: no PostgreSQL server binaries (Debian package postgresql; make deps)\n");
+        printf("SKIP test_srv_pg: no PostgreSQL server binaries "
+               "(Debian package postgresql; make deps)\n");
         return 0;
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !g_dir[0] || !g_conninfo[0]) {
