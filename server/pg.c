@@ -65,6 +65,18 @@ static const char *first_line(const char *msg, char *buf, size_t n) {
     return buf;
 }
 
+/* The server's notices and asynchronous errors (e.g. "terminating connection due to
+ * administrator command") go to our log instead of libpq's default, stderr. */
+static void notice_to_log(void *arg, const PGresult *res) {
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    int loud = sev && (!strcmp(sev, "WARNING") || !strcmp(sev, "ERROR") || !strcmp(sev, "FATAL") ||
+                       !strcmp(sev, "PANIC"));
+    char buf[512];
+    srv_logf(loud ? SRV_LOG_WARN : SRV_LOG_DEBUG, "postgres says: %s",
+             first_line(PQresultErrorMessage(res), buf, sizeof buf));
+}
+
 static void query_free(pg_query *q) {
     if (!q) return;
     for (int i = 0; i < q->n; i++) free(q->params[i]);
@@ -289,6 +301,7 @@ static void on_timer(uv_timer_t *t) {
         connection_failed(pg, PQerrorMessage(pg->conn), 1);
         return;
     }
+    PQsetNoticeReceiver(pg->conn, notice_to_log, NULL);
     pg->state = ST_CONNECTING;
     /* libpq's protocol: start by waiting for the socket to be writable. */
     if (watch(pg, UV_WRITABLE)) connection_failed(pg, "cannot watch the socket", 1);
@@ -509,7 +522,10 @@ PGconn *srv_pgsync_lock(srv_pgsync *s, dyn_err *err) {
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return s->conn;
     if (s->conn) PQfinish(s->conn);
     s->conn = PQconnectdb(s->conninfo);
-    if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return s->conn;
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK) {
+        PQsetNoticeReceiver(s->conn, notice_to_log, NULL);
+        return s->conn;
+    }
     char buf[512];
     dyn_err_set(err, DYN_EIO, "cannot connect to PostgreSQL: %s",
                 s->conn ? first_line(PQerrorMessage(s->conn), buf, sizeof buf) : "out of memory");
