@@ -231,7 +231,7 @@ START_TEST(takeover_and_fenced_writes) {
     srv_jobs_pg_via via = {.conn = c};
     srv_jobs_pg_claim a, b;
     dyn_err e = {0};
-    ck_assert_int_eq(srv_jobs_pg_claim_next(&via, "A:1", 0.3, &a, &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_claim_next(&via, "A:1", 1.0, &a, &e), 1);
     ck_assert_int_eq(a.gen, 1);
     ck_assert_int_eq(a.taken_over, 0);
     ck_assert_int_eq(json_integer_value(json_object_get(a.spec, "i")), 0);
@@ -240,7 +240,7 @@ START_TEST(takeover_and_fenced_writes) {
     json_t *rec = json_pack("{s:i}", "progress", 1);
     ck_assert_int_eq(srv_jobs_pg_write(&via, "t-00", "A:1", 1, "running", rec, 0, &e), 1);
     json_decref(rec);
-    usleep(400 * 1000); /* A's lease passes */
+    usleep(1100 * 1000); /* A's lease passes (1 s: room for a loaded machine before) */
     ck_assert_int_eq(srv_jobs_pg_claim_next(&via, "B:2", 30, &b, &e), 1);
     ck_assert_str_eq(b.id, "t-00");
     ck_assert_int_eq(b.gen, 2);
@@ -506,14 +506,14 @@ START_TEST(claim_by_id_unheld_writes_work_notify) {
     ck_assert_int_eq(srv_jobs_pg_insert(&via, "w-00", "conversion", spec, NULL, &e), 1);
     json_decref(spec);
     /* claim by id: taken, kept by the same holder, refused to another while alive */
-    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "A:1", 0.3, &e), 1);
-    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "A:1", 0.3, &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "A:1", 1.0, &e), 1);
+    ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "A:1", 1.0, &e), 1);
     ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "B:2", 30, &e), 0);
     ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "nope", "B:2", 30, &e), 0);
     /* a write by no holder is refused while A holds it */
     json_t *rec = json_pack("{s:s}", "state", "queued");
     ck_assert_int_eq(srv_jobs_pg_write(&via, "w-00", "", 0, "queued", rec, 0, &e), 0);
-    usleep(400 * 1000);
+    usleep(1100 * 1000);
     ck_assert_int_eq(srv_jobs_pg_claim_id(&via, "w-00", "B:2", 30, &e), 2);
     /* B hands it back queued: announced again; then a write by no holder is allowed (and, as
      * it leaves the job queued and unheld, announced) */
