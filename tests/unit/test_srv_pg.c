@@ -1,7 +1,8 @@
 /* test_srv_pg.c — server/pg and server/jobs_pg against a real PostgreSQL that main() starts
  * with tests/pg_harness.sh (a temporary directory, loopback only) and stops at the end.
  * Without PostgreSQL's server binaries the program prints SKIP and exits 0; any other failure
- * to start the server fails it. Every test starts from an empty database (fresh()).
+ * to start the server fails it. Every test starts from an empty database (fresh()). Run it from
+ * the repository root (make unit does), or give the harness's path in DYND_PG_HARNESS.
  *
  * Covered: schema creation from nothing and from version 0, step by step, idempotent, refused
  * when newer; two connections claiming 20 queued jobs concurrently claim each exactly once; an
