@@ -81,6 +81,8 @@ PKG_LIBS += $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotob
 # oneDNN (Debian's libdnnl-dev 2.6, built on OpenMP: it shares the engine's libgomp pool):
 # JIT-compiled convolutions for inference (engine/cpu/dnnl_conv.c).
 PKG_LIBS += -ldnnl
+# libpq's header (the daemon's PostgreSQL jobs backend, server/pg.c; linked in SERVER_LIBS).
+PKG_CFLAGS += $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 
 CFLAGS := -std=c17 -D_GNU_SOURCE -O$(O) -g -Wall -Wextra -Werror -fopenmp -march=$(ARCH) \
           -MMD -MP $(PKG_CFLAGS) -I. -Iengine -I$(GEN)
@@ -90,6 +92,8 @@ LDLIBS = $(PKG_LIBS) -ljpeg -lm -lpthread $(LDLIBS_CUDA)
 # zip / tar / tar.gz archives, server/datasets.c).
 SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd libuv libarchive 2>/dev/null || \
                  echo -lmicrohttpd -luv -larchive)
+# libpq (Debian libpq-dev; its header path is in PKG_CFLAGS above): the PostgreSQL jobs backend.
+SERVER_LIBS += $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined

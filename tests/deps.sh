@@ -8,6 +8,8 @@ PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libj
       python3 # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
       nginx # nginx: the load balancer of tests/integration/test_balancer.sh (config/deploy/)
       libclang-rt-14-dev # clang's sanitizer and libFuzzer runtimes (make fuzz, tests/fuzz/)
+      libpq-dev # libpq: the PostgreSQL jobs backend (server/pg.c, server/jobs_pg.c)
+      postgresql # the server the tests start in a temporary directory (tests/pg_harness.sh)
       libdnnl-dev) # oneDNN 2.6: JIT-compiled AVX2 / AVX-512 convolutions (engine/cpu/dnnl_conv.c)
 missing=()
 for p in "${PKGS[@]}"; do
