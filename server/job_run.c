@@ -26,6 +26,7 @@
 #include "io/onnx.h"
 #include "server/jobs_impl.h"
 #include "server/log.h"
+#include "server/store.h"
 
 /* ---- options: the engine's one table (engine/convert/options.h) ---- */
 
@@ -324,6 +325,17 @@ static int publish(srv_jobs *js, srv_job *j, dyn_model *m, dyn_err *err) {
         unlink(tmp);
         return rc;
     }
+    srv_store *st = srv_store_active();
+    if (st) { /* model_store: upload + manifest, then the file becomes <name>/<v>.dyn (store.h) */
+        int v;
+        if ((rc = srv_store_publish(st, js->model_dir, name, tmp, bget(j->spec, "overwrite"), &v,
+                                    err))) {
+            unlink(tmp);
+            return rc;
+        }
+        snprintf(dst, sizeof dst, "%s/%s/%d.dyn", js->model_dir, name, v);
+        goto load;
+    }
     int bad;
     if (bget(j->spec, "overwrite")) {
         bad = rename(tmp, dst) != 0;
@@ -345,6 +357,7 @@ static int publish(srv_jobs *js, srv_job *j, dyn_model *m, dyn_err *err) {
         return dyn_err_set(err, DYN_EIO, "publishing %s: %s", dst, strerror(e));
     }
     dyn_file_fsync_dir(js->model_dir);
+load:
     if ((rc = srv_repo_load(js->repo, name, err)))
         return dyn_err_prefix(err, "published %s but the repository cannot load it", dst);
     pthread_mutex_lock(&j->mu);
