@@ -221,8 +221,9 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
     }
     const char *output = json_string_value(json_object_get(out, "output"));
     int is_dir = 0;
-    if (output && model_exists(js, output, &is_dir) &&
-        (is_dir || !json_is_true(json_object_get(out, "overwrite")))) {
+    const int exists = output && model_exists(js, output, &is_dir);
+    if (srv_store_active()) is_dir = 0; /* a model store publishes versions (store.h) */
+    if (exists && (is_dir || !json_is_true(json_object_get(out, "overwrite")))) {
         jerr(e, 409, "model_exists",
              is_dir ? "model '%s' is versioned (a directory of versions); choose another output name"
                     : "model '%s' exists; choose another \"output\" or set \"overwrite\": true",
