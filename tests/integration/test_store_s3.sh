@@ -2,7 +2,7 @@
 # The S3 model store (server/store.h) against s3rver (npm, an S3-compatible server on loopback,
 # a temporary directory): two dynd processes sharing nothing but the store, each with its own
 # model_dir (its cache). A publishes a conversion; B serves it after a poll; a new version
-# published by A reaches B; a model removed from the store leaves B's cache; the store killed
+# published by A reaches B; a model edit (PATCH) on B reaches A; a model removed from the store leaves B's cache; the store killed
 # before a publish fails the job cleanly, leaves every manifest pointing at existing objects
 # and B serving; a store that takes the upload but refuses the manifest write (a fault proxy,
 # s3_fault_proxy.py) fails the job, leaves the manifest as it was and the object deleted again;
@@ -167,20 +167,27 @@ convert "$A_URL" lenet "&overwrite=true"
 check "with the store back, the next publish succeeds as version 3 ($STATE)" [ "$STATE" = succeeded ] 
 check "B picks up version 3" until_true 20 ready "$B_URL" lenet/versions/3
 
+# ---- a model edit (PATCH) on B is published to the store and reaches A ----
+URL=$B_URL req PATCH /v1/models/lenet -H 'Content-Type: application/json' \
+    -d '{"labels": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]}'
+check "B's edit is version 4 ($STATUS: ${BODY:0:120})" [ "$STATUS:$(json_get 'j["version"]')" = 200:4 ]
+check "the store lists it" [ "$(manifest_versions lenet)" = "[1, 2, 3, 4]" ]
+check "A serves the edit" until_true 20 bash -c "curl -s -m 5 '$A_URL/v2/models/lenet/versions/4' | grep -q zero"
+
 # ---- the store takes the upload, then refuses the manifest write (a proxy injects 503) ----
 $PY "$HERE/s3_fault_proxy.py" "$S3_PORT" > "$T/proxy.out" 2>&1 &
 PIDS+=($!)
 until_true 10 grep -q "proxy listening" "$T/proxy.out" || { echo "  FAIL: the fault proxy did not start"; cat "$T/proxy.out"; exit 1; }
 N_OBJ=$(objects lenet)
 ENDPOINT=http://127.0.0.1:$(sed -n 's/proxy listening on //p' "$T/proxy.out") replica D
-check "D (behind the proxy) caches the store's versions" until_true 20 ready "$D_URL" lenet/versions/3
+check "D (behind the proxy) caches the store's versions" until_true 20 ready "$D_URL" lenet/versions/4
 convert "$D_URL" lenet "&overwrite=true"
 ERR=$(json_get 'j["error"]')
 check "a refused manifest write fails the job ($STATE)" [ "$STATE" = failed ]
 check "  after the upload, at the manifest write: $ERR" contains "writing the manifest of 'lenet': S3 PUT team/models/lenet/manifest.json: HTTP 503 SlowDown" "$ERR"
-check "the manifest is unchanged (versions 1-3)" [ "$(manifest_versions lenet)" = "[1, 2, 3]" ]
+check "the manifest is unchanged (versions 1-4)" [ "$(manifest_versions lenet)" = "[1, 2, 3, 4]" ]
 check "the uploaded object was deleted again ($N_OBJ objects before, $(objects lenet) after)" [ "$(objects lenet)" = "$N_OBJ" ]
-check "no version 4 anywhere" bash -c "[ ! -e '$T/D/models/lenet/4.dyn' ] && ! curl -sf -m 5 -o /dev/null '$B_URL/v2/models/lenet/versions/4/ready'"
+check "no version 5 anywhere" bash -c "[ ! -e '$T/D/models/lenet/5.dyn' ] && ! curl -sf -m 5 -o /dev/null '$B_URL/v2/models/lenet/versions/5/ready'"
 check "every manifest still points at existing objects" manifests_sound
 
 # ---- wrong credentials ----
