@@ -217,6 +217,12 @@ static size_t header_cb(char *d, size_t sz, size_t nm, void *arg) {
     return len;
 }
 
+/* CURLOPT_XFERINFOFUNCTION: a non-zero return aborts the transfer (srv_s3.cancel). */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return atomic_load((const atomic_int *)arg) != 0;
+}
+
 /* Prepares handle h for method on key: URL, SigV4, timeouts, the payload header and the
  * caller's headers (hdrs, may be NULL: the list is appended to and returned in *out). */
 static int setup(const srv_s3 *s, CURL *h, const char *method, const char *key, const char *query,
@@ -239,6 +245,11 @@ static int setup(const srv_s3 *s, CURL *h, const char *method, const char *key, 
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, res);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (s->cancel) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)s->cancel);
+    }
     if (strcmp(method, "GET") && strcmp(method, "PUT")) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     return 0;
 }
@@ -248,6 +259,9 @@ static int perform(CURL *h, const char *method, const char *key, const char *err
                    const membuf *body, srv_s3_res *res, dyn_err *err) {
     CURLcode c = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+    if (c == CURLE_ABORTED_BY_CALLBACK)
+        return dyn_err_set(err, DYN_EIO, "S3 %s %s: cancelled (shutting down)", method,
+                           key ? key : "(bucket)");
     if (c != CURLE_OK && !(res->status >= 300 && c == CURLE_WRITE_ERROR))
         return dyn_err_set(err, DYN_EIO, "S3 %s %s: %s", method, key ? key : "(bucket)",
                            errbuf[0] ? errbuf : curl_easy_strerror(c));

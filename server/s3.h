@@ -18,6 +18,7 @@
 #ifndef SRV_S3_H
 #define SRV_S3_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "base.h"
@@ -32,6 +33,8 @@ typedef struct srv_s3 {
     char secret_key[256];
     long connect_timeout_s; /* 0 = 10 */
     long timeout_s;         /* whole request, 0 = 600 (large models) */
+    const atomic_int *cancel; /* NULL, or a flag: once non-zero, requests in progress stop
+                               * within a second with an error ("cancelled") */
 } srv_s3;
 
 /* What a reply said. */

@@ -29,7 +29,9 @@ typedef struct known {
 } known;
 
 struct srv_store {
-    srv_s3 s3;
+    srv_s3 s3;      /* publishes and deletes */
+    srv_s3 poll_s3; /* the poller's: the same, cancelled by srv_store_poller_stop */
+    atomic_int cancel;
     char prefix[512];
     char host[128];
     pthread_mutex_t sync_mu; /* one sync at a time; guards known */
@@ -197,6 +199,8 @@ int srv_store_open(const srv_config *cfg, srv_store **out, dyn_err *err) {
     snprintf(st->s3.secret_key, sizeof st->s3.secret_key, "%s", secret);
     st->s3.connect_timeout_s = 5;
     st->s3.timeout_s = cfg->store_timeout_s;
+    st->poll_s3 = st->s3;
+    st->poll_s3.cancel = &st->cancel;
     if (gethostname(st->host, sizeof st->host) != 0) snprintf(st->host, sizeof st->host, "?");
     pthread_mutex_init(&st->sync_mu, NULL);
     *out = st;
@@ -215,12 +219,12 @@ void srv_store_free(srv_store *st) {
 
 /* The manifest of name: *man (new reference; an empty one when the store has none) and its
  * ETag ("" when none). 0 or DYN_EIO. */
-static int manifest_read(srv_store *st, const char *name, json_t **man, char *etag, size_t en,
-                         dyn_err *err) {
+static int manifest_read(srv_store *st, const srv_s3 *s3, const char *name, json_t **man,
+                         char *etag, size_t en, dyn_err *err) {
     char key[1200], *text = NULL;
     srv_store_key(st->prefix, name, MANIFEST_LEAF, key, sizeof key);
     srv_s3_res res;
-    int rc = srv_s3_get_mem(&st->s3, key, MANIFEST_MAX, &text, NULL, &res, err);
+    int rc = srv_s3_get_mem(s3, key, MANIFEST_MAX, &text, NULL, &res, err);
     if (rc && res.status == 404) {
         etag[0] = 0;
         *man = json_pack("{s:s, s:s, s:[]}", "format", SRV_STORE_MANIFEST_FORMAT, "name", name,
@@ -294,7 +298,7 @@ int srv_store_publish(srv_store *st, const char *model_dir, const char *name, co
     json_t *man = NULL;
     char etag[128];
     /* refuse early, before the upload, when the name is taken and replace is off */
-    int rc = manifest_read(st, name, &man, etag, sizeof etag, err);
+    int rc = manifest_read(st, &st->s3, name, &man, etag, sizeof etag, err);
     if (rc) return dyn_err_prefix(err, "model store: reading the manifest of '%s'", name);
     if (!replace && json_array_size(json_object_get(man, "versions"))) {
         json_decref(man);
@@ -312,7 +316,7 @@ int srv_store_publish(srv_store *st, const char *model_dir, const char *name, co
     int v = 0;
     json_t *dropped = json_array();
     for (int attempt = 0; attempt < PUBLISH_TRIES; attempt++) {
-        if (attempt && (rc = manifest_read(st, name, &man, etag, sizeof etag, err))) {
+        if (attempt && (rc = manifest_read(st, &st->s3, name, &man, etag, sizeof etag, err))) {
             dyn_err_prefix(err, "model store: reading the manifest of '%s'", name);
             break;
         }
@@ -347,7 +351,7 @@ int srv_store_publish(srv_store *st, const char *model_dir, const char *name, co
         /* read back: a server without conditional writes may have let another writer win */
         json_t *back = NULL;
         char e2[128];
-        if ((rc = manifest_read(st, name, &back, e2, sizeof e2, err))) {
+        if ((rc = manifest_read(st, &st->s3, name, &back, e2, sizeof e2, err))) {
             dyn_err_prefix(err, "model store: reading back the manifest of '%s'", name);
             break;
         }
@@ -380,7 +384,7 @@ int srv_store_delete(srv_store *st, const char *name, dyn_err *err) {
     if (!srv_repo_name_valid(name)) return dyn_err_set(err, DYN_EINVAL, "invalid model name '%s'", name);
     json_t *man = NULL;
     char etag[128], key[1200];
-    int rc = manifest_read(st, name, &man, etag, sizeof etag, err);
+    int rc = manifest_read(st, &st->s3, name, &man, etag, sizeof etag, err);
     if (rc) return dyn_err_prefix(err, "model store: reading the manifest of '%s'", name);
     if (!etag[0]) {
         json_decref(man);
@@ -465,7 +469,7 @@ static int cache_fill(srv_store *st, const char *model_dir, const char *name, co
         srv_s3_res res;
         int rc = mkdir(dir, 0755) != 0 && errno != EEXIST
                      ? dyn_err_set(&err, DYN_EIO, "%s: %s", dir, strerror(errno))
-                     : srv_s3_get_file(&st->s3, key, p, &res, &err);
+                     : srv_s3_get_file(&st->poll_s3, key, p, &res, &err);
         if (!rc && stat(p, &sb) == 0 && sb.st_size != size) {
             unlink(p);
             rc = dyn_err_set(&err, DYN_EIO, "%s: %lld bytes in the store, the manifest says %lld",
@@ -491,7 +495,7 @@ static int list_manifests(srv_store *st, json_t *out, dyn_err *err) {
     size_t pl = strlen(lp);
     for (int pages = 0; pages < 100000; pages++) {
         srv_s3_page page;
-        int rc = srv_s3_list(&st->s3, lp, token, &page, NULL, err);
+        int rc = srv_s3_list(&st->poll_s3, lp, token, &page, NULL, err);
         if (rc) return rc;
         for (int i = 0; i < page.n; i++) {
             const char *k = page.objs[i].key + pl, *sl = strchr(k, '/');
@@ -535,7 +539,7 @@ int srv_store_sync(srv_store *st, const char *model_dir, int *changed, dyn_err *
         json_t *man = NULL;
         char etag[128];
         dyn_err e2 = {0};
-        if (manifest_read(st, name, &man, etag, sizeof etag, &e2)) {
+        if (manifest_read(st, &st->poll_s3, name, &man, etag, sizeof etag, &e2)) {
             failed = 1;
             srv_log(SRV_LOG_WARN, "model store: manifest unreadable (model kept as it was)",
                     json_pack("{s:s, s:s}", "model", name, "error", e2.msg));
@@ -607,5 +611,6 @@ int srv_store_poller_start(srv_store *st, uv_loop_t *loop, const char *model_dir
 
 void srv_store_poller_stop(srv_store *st) {
     st->stopped = 1;
+    atomic_store(&st->cancel, 1); /* a poll in progress ends within a second */
     if (st->loop) uv_timer_stop(&st->timer);
 }

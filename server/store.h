@@ -96,7 +96,9 @@ int srv_store_sync(srv_store *st, const char *model_dir, int *changed, dyn_err *
 
 /* Starts polling on `loop` every interval_ms (the first poll at once): srv_store_sync on the
  * threadpool, then on_change(arg) on the loop thread when files changed. The timer is a handle
- * of loop (closed by whoever closes the loop's handles); srv_store_poller_stop stops it. */
+ * of loop (closed by whoever closes the loop's handles); srv_store_poller_stop stops it and
+ * cancels a poll in progress (its requests end within a second: shutdown never waits on a
+ * store that stopped answering). Publishes are not cancelled. */
 int srv_store_poller_start(srv_store *st, uv_loop_t *loop, const char *model_dir, int interval_ms,
                            void (*on_change)(void *arg), void *arg);
 void srv_store_poller_stop(srv_store *st);

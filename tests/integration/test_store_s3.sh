@@ -203,5 +203,17 @@ else
     check "no credentials: refused at start ($out)" grep -q "needs credentials" <<<"$out"
 fi
 check "a malformed model_store is refused" bash -c "! '$DYND' --check-config --model-dir '$T/A/models' --model-store 'http://x/y' >/dev/null 2>&1"
+# ---- SIGTERM while a poll hangs on a store that stopped answering ----
+kill -STOP "$S3_PID"
+sleep 1 # B's next poll (every 300 ms) is now waiting for a reply
+t0=$(date +%s%N)
+kill -TERM "$B_PID"
+rc=0; wait "$B_PID" || rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+kill -CONT "$S3_PID"
+log "B exited $rc, $ms ms after SIGTERM"
+check "B exits 0 within 3 s of SIGTERM with its poll hanging (exit $rc after $ms ms)" \
+    [ "$rc" = 0 -a "$ms" -lt 3000 ]
+check "  its hanging poll was cancelled" grep -q "cancelled (shutting down)" "$T/B/dynd.err"
 cat "$T"/{A,B,C,D}/dynd.err > "$T/dynd.err" # finish looks there for sanitizer reports
 finish
