@@ -1,15 +1,56 @@
 #!/usr/bin/env python3
-"""s3_fault_proxy.py UPSTREAM_PORT — an HTTP proxy on a free loopback port (printed on stdout as
-"proxy listening on PORT") in front of an S3 server on UPSTREAM_PORT that forwards every request
-but refuses PUTs of keys ending in /manifest.json with 503 SlowDown: a store that takes a model's
-upload and then fails its manifest write (tests/integration/test_store_s3.sh). Stdlib only."""
+"""s3_fault_proxy.py UPSTREAM_PORT [--refuse-manifest] [--secret SECRET] — an HTTP proxy on a
+free loopback port (printed on stdout as "proxy listening on PORT") in front of an S3 server on
+UPSTREAM_PORT (tests/integration/test_store_s3.sh). Stdlib only.
+
+--refuse-manifest: PUTs of keys ending in /manifest.json answer 503 SlowDown (a store that takes
+  a model's upload and then fails its manifest write).
+--secret SECRET: every request's AWS SigV4 header signature is checked here, independently of
+  libcurl (s3rver checks only the access key id); a mismatch answers 403 SignatureDoesNotMatch.
+  Each request appends "ok" or "bad" to the file named by $PROXY_LOG when set."""
+import hashlib
+import hmac
 import http.client
 import http.server
+import os
 import sys
+import urllib.parse
 
 UPSTREAM = int(sys.argv[1])
-ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-         b'<Message>injected: manifest writes refused</Message></Error>')
+REFUSE = "--refuse-manifest" in sys.argv
+SECRET = sys.argv[sys.argv.index("--secret") + 1] if "--secret" in sys.argv else None
+
+
+def s3_error(code, msg):
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
+            '</Error>' % (code, msg)).encode()
+
+
+def sigv4_ok(method, path, headers, secret):
+    """True when the Authorization header's signature is the one SigV4 gives for this request."""
+    auth = headers.get("Authorization", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return False
+    parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):].split(","))
+    _, date, region, service, _ = parts["Credential"].split("/")
+    signed = parts["SignedHeaders"].split(";")
+    raw_path, _, query = path.partition("?")
+    pairs = sorted((urllib.parse.quote(urllib.parse.unquote(k), safe="-_.~"),
+                    urllib.parse.quote(urllib.parse.unquote(v), safe="-_.~"))
+                   for k, _, v in (q.partition("=") for q in query.split("&") if q))
+    canonical = "\n".join([
+        method, raw_path, "&".join("%s=%s" % kv for kv in pairs),
+        "".join("%s:%s\n" % (h, " ".join(headers.get(h, "").split())) for h in signed),
+        ";".join(signed), headers.get("x-amz-content-sha256", "")])
+    amz_date = headers.get("x-amz-date", "")
+    scope = "/".join([date, region, service, "aws4_request"])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    want = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, parts["Signature"])
 
 
 class Proxy(http.server.BaseHTTPRequestHandler):
@@ -18,16 +59,28 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def forward(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
-        if self.command == "PUT" and self.path.split("?")[0].endswith("/manifest.json"):
-            self.send_response(503)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(ERROR)))
-            self.end_headers()
-            self.wfile.write(ERROR)
-            return
+        if SECRET is not None:
+            ok = sigv4_ok(self.command, self.path, self.headers, SECRET)
+            if os.environ.get("PROXY_LOG"):
+                with open(os.environ["PROXY_LOG"], "a") as f:
+                    f.write("ok\n" if ok else "bad\n")
+            if not ok:
+                return self.answer(403, s3_error("SignatureDoesNotMatch", "The request signature "
+                                                 "we calculated does not match the signature "
+                                                 "you provided."))
+        if REFUSE and self.command == "PUT" and self.path.split("?")[0].endswith("/manifest.json"):
+            return self.answer(503, s3_error("SlowDown", "injected: manifest writes refused"))
         c = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=30)
         c.request(self.command, self.path, body=body, headers=dict(self.headers))
         r = c.getresponse()

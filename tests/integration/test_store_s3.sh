@@ -6,10 +6,10 @@
 # before a publish fails the job cleanly, leaves every manifest pointing at existing objects
 # and B serving; a store that takes the upload but refuses the manifest write (a fault proxy,
 # s3_fault_proxy.py) fails the job, leaves the manifest as it was and the object deleted again;
-# wrong credentials or none give a clear error. Skipped (not failed) without node / npm.
+# every request D sends carries a valid SigV4 signature (checked by the proxy: s3rver checks
+# only the access key id); a wrong key id, a wrong secret or none give a clear error. Skipped (not failed) without node / npm.
 # s3rver (pinned with its dependencies in tests/integration/s3/package-lock.json) is installed
-# by `npm ci` into $BUILD/s3-node once, and again only when the lock changes. Note: s3rver checks
-# the access key id but not SigV4 signatures themselves.
+# by `npm ci` into $BUILD/s3-node once, and again only when the lock changes.
 source "$(dirname "$0")/lib.sh"
 echo "store: model_store = s3://… shared by two replicas (s3rver)"
 for tool in node npm; do
@@ -65,7 +65,7 @@ replica() {
     local name=$1 t0=$T; shift
     T=$t0/$name
     mkdir -p "$T/models"
-    AWS_ACCESS_KEY_ID=${KEY_ID:-S3RVER} AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=${KEY_ID:-S3RVER} AWS_SECRET_ACCESS_KEY=${SECRET:-S3RVER} AWS_REGION=us-east-1 \
         start_dynd --log-level info --model-store "s3://$BUCKET/team/models" \
         --store-endpoint "${ENDPOINT:-http://127.0.0.1:$S3_PORT}" --store-poll-ms 300 --data-dir "$t0/data" \
         --allow-unauthenticated-writes "$@"
@@ -174,12 +174,14 @@ check "B's edit is version 4 ($STATUS: ${BODY:0:120})" [ "$STATUS:$(json_get 'j[
 check "the store lists it" [ "$(manifest_versions lenet)" = "[1, 2, 3, 4]" ]
 check "A serves the edit" until_true 20 bash -c "curl -s -m 5 '$A_URL/v2/models/lenet/versions/4' | grep -q zero"
 
-# ---- the store takes the upload, then refuses the manifest write (a proxy injects 503) ----
-$PY "$HERE/s3_fault_proxy.py" "$S3_PORT" > "$T/proxy.out" 2>&1 &
+# ---- the store takes the upload, then refuses the manifest write (a proxy injects 503; it
+# also checks every request's SigV4 signature, which s3rver does not) ----
+PROXY_LOG=$T/verdicts $PY "$HERE/s3_fault_proxy.py" "$S3_PORT" --refuse-manifest --secret S3RVER > "$T/proxy.out" 2>&1 &
 PIDS+=($!)
 until_true 10 grep -q "proxy listening" "$T/proxy.out" || { echo "  FAIL: the fault proxy did not start"; cat "$T/proxy.out"; exit 1; }
 N_OBJ=$(objects lenet)
-ENDPOINT=http://127.0.0.1:$(sed -n 's/proxy listening on //p' "$T/proxy.out") replica D
+PROXY=http://127.0.0.1:$(sed -n 's/proxy listening on //p' "$T/proxy.out")
+ENDPOINT=$PROXY replica D
 check "D (behind the proxy) caches the store's versions" until_true 20 ready "$D_URL" lenet/versions/4
 convert "$D_URL" lenet "&overwrite=true"
 ERR=$(json_get 'j["error"]')
@@ -189,6 +191,9 @@ check "the manifest is unchanged (versions 1-4)" [ "$(manifest_versions lenet)" 
 check "the uploaded object was deleted again ($N_OBJ objects before, $(objects lenet) after)" [ "$(objects lenet)" = "$N_OBJ" ]
 check "no version 5 anywhere" bash -c "[ ! -e '$T/D/models/lenet/5.dyn' ] && ! curl -sf -m 5 -o /dev/null '$B_URL/v2/models/lenet/versions/5/ready'"
 check "every manifest still points at existing objects" manifests_sound
+log "proxy: $(grep -c ok "$T/verdicts") SigV4 signatures of D's requests valid, $(grep -c bad "$T/verdicts" || true) invalid"
+check "D's requests all carry a valid SigV4 signature ($(grep -c ok "$T/verdicts") checked)" \
+    [ "$(grep -c ok "$T/verdicts")" -ge 10 -a "$(grep -c bad "$T/verdicts")" = 0 ]
 
 # ---- wrong credentials ----
 KEY_ID=NOT-A-KEY replica C
@@ -197,6 +202,11 @@ convert "$C_URL" other
 ERR=$(json_get 'j["error"]')
 check "its publish fails ($STATE)" [ "$STATE" = failed ]
 check "  saying why: $ERR" contains "HTTP 403 InvalidAccessKeyId" "$ERR"
+SECRET=wrong ENDPOINT=$PROXY replica E
+check "a replica with a wrong secret logs the refused signature" until_true 10 grep -q "HTTP 403 SignatureDoesNotMatch" "$T/E/dynd.err"
+convert "$E_URL" other
+ERR=$(json_get 'j["error"]')
+check "its publish fails ($STATE), saying why: $ERR" contains "HTTP 403 SignatureDoesNotMatch" "$ERR"
 if out=$(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$DYND" --check-config --model-dir "$T/A/models" --model-store s3://$BUCKET/x 2>&1); then
     fail "dynd --check-config accepted a store without credentials"
 else
@@ -215,5 +225,5 @@ log "B exited $rc, $ms ms after SIGTERM"
 check "B exits 0 within 3 s of SIGTERM with its poll hanging (exit $rc after $ms ms)" \
     [ "$rc" = 0 -a "$ms" -lt 3000 ]
 check "  its hanging poll was cancelled" grep -q "cancelled (shutting down)" "$T/B/dynd.err"
-cat "$T"/{A,B,C,D}/dynd.err > "$T/dynd.err" # finish looks there for sanitizer reports
+cat "$T"/{A,B,C,D,E}/dynd.err > "$T/dynd.err" # finish looks there for sanitizer reports
 finish
