@@ -311,11 +311,22 @@ static int request_mem(const srv_s3 *s, const char *method, const char *key, con
     return rc;
 }
 
-int srv_s3_put_mem(const srv_s3 *s, const char *key, const void *data, size_t n,
-                   const char *content_type, const char *if_match, srv_s3_res *res, dyn_err *err) {
+/* A request whose reply body matters only as an error (PUT of memory, HEAD, DELETE); res may
+ * be NULL. */
+static int request_plain(const srv_s3 *s, const char *method, const char *key,
+                         struct curl_slist *hdrs, const void *data, size_t n, srv_s3_res *res,
+                         dyn_err *err) {
     srv_s3_res r0;
     if (!res) res = &r0;
     res_init(res);
+    membuf body = {0};
+    int rc = request_mem(s, method, key, NULL, hdrs, data, n, ERR_BODY_MAX, &body, res, err);
+    free(body.p);
+    return rc;
+}
+
+int srv_s3_put_mem(const srv_s3 *s, const char *key, const void *data, size_t n,
+                   const char *content_type, const char *if_match, srv_s3_res *res, dyn_err *err) {
     struct curl_slist *hdrs = NULL;
     char hv[200];
     if (content_type) {
@@ -327,10 +338,7 @@ int srv_s3_put_mem(const srv_s3 *s, const char *key, const void *data, size_t n,
         else snprintf(hv, sizeof hv, "If-Match: %s", if_match);
         hdrs = curl_slist_append(hdrs, hv);
     }
-    membuf body = {0};
-    int rc = request_mem(s, "PUT", key, NULL, hdrs, data, n, ERR_BODY_MAX, &body, res, err);
-    free(body.p);
-    return rc;
+    return request_plain(s, "PUT", key, hdrs, data, n, res, err);
 }
 
 int srv_s3_get_mem(const srv_s3 *s, const char *key, size_t max, char **out, size_t *n,
@@ -352,23 +360,11 @@ int srv_s3_get_mem(const srv_s3 *s, const char *key, size_t max, char **out, siz
 }
 
 int srv_s3_head(const srv_s3 *s, const char *key, srv_s3_res *res, dyn_err *err) {
-    srv_s3_res r0;
-    if (!res) res = &r0;
-    res_init(res);
-    membuf body = {0};
-    int rc = request_mem(s, "HEAD", key, NULL, NULL, NULL, 0, ERR_BODY_MAX, &body, res, err);
-    free(body.p);
-    return rc;
+    return request_plain(s, "HEAD", key, NULL, NULL, 0, res, err);
 }
 
 int srv_s3_delete(const srv_s3 *s, const char *key, srv_s3_res *res, dyn_err *err) {
-    srv_s3_res r0;
-    if (!res) res = &r0;
-    res_init(res);
-    membuf body = {0};
-    int rc = request_mem(s, "DELETE", key, NULL, NULL, NULL, 0, ERR_BODY_MAX, &body, res, err);
-    free(body.p);
-    return rc;
+    return request_plain(s, "DELETE", key, NULL, NULL, 0, res, err);
 }
 
 int srv_s3_list(const srv_s3 *s, const char *prefix, const char *token, srv_s3_page *page,

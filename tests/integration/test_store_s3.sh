@@ -16,15 +16,7 @@ for tool in node npm; do
     command -v "$tool" >/dev/null 2>&1 ||
         { echo "  SKIP: $tool not found: this test needs Node.js and npm for s3rver (make deps installs Debian's npm)"; exit 0; }
 done
-NM=$ROOT/$BUILD/s3-node
-[ -d "$ROOT/$BUILD" ] || NM=$BUILD/s3-node
-if ! cmp -s "$HERE/s3/package-lock.json" "$NM/package-lock.json" || [ ! -d "$NM/node_modules/s3rver" ]; then
-    log "installing the pinned npm packages into $NM (npm ci)"
-    rm -rf "$NM" && mkdir -p "$NM"
-    cp "$HERE/s3/package.json" "$HERE/s3/package-lock.json" "$NM/"
-    (cd "$NM" && npm ci --no-audit --no-fund --loglevel=error >"$T/npm.log" 2>&1) ||
-        { echo "  FAIL: npm ci in $NM failed (is the npm registry reachable?):"; tail -n 20 "$T/npm.log"; rm -rf "$NM"; exit 1; }
-fi
+npm_pinned s3 s3rver
 [ -f "$ROOT/data/mnist/train-images-idx3-ubyte" ] || [ -f "$ROOT/data/mnist/train-images-idx3-ubyte.gz" ] ||
     { echo "  FAIL: no MNIST in $ROOT/data (run make data)"; exit 1; }
 make_digits 1 "$T/digits"
