@@ -1,4 +1,4 @@
-/* store.c — the S3 model store of store.h: settings, manifests, publish, delete, and the poller
+/* store.c — the S3 model store of store.h: settings, manifests, publish, and the poller
  * that keeps model_dir (the local cache) in step with the store. */
 #include "server/store.h"
 
@@ -29,7 +29,7 @@ typedef struct known {
 } known;
 
 struct srv_store {
-    srv_s3 s3;      /* publishes and deletes */
+    srv_s3 s3;      /* publishes */
     srv_s3 poll_s3; /* the poller's: the same, cancelled by srv_store_poller_stop */
     atomic_int cancel;
     char prefix[512];
@@ -215,7 +215,7 @@ void srv_store_free(srv_store *st) {
     free(st);
 }
 
-/* ---- publish and delete ---- */
+/* ---- publish ---- */
 
 /* The manifest of name: *man (new reference; an empty one when the store has none) and its
  * ETag ("" when none). 0 or DYN_EIO. */
@@ -377,29 +377,6 @@ int srv_store_publish(srv_store *st, const char *model_dir, const char *name, co
     *version = v;
     if ((rc = cache_place(model_dir, name, v, path, err)))
         return dyn_err_prefix(err, "published '%s' version %d to the store, but", name, v);
-    return 0;
-}
-
-int srv_store_delete(srv_store *st, const char *name, dyn_err *err) {
-    if (!srv_repo_name_valid(name)) return dyn_err_set(err, DYN_EINVAL, "invalid model name '%s'", name);
-    json_t *man = NULL;
-    char etag[128], key[1200];
-    int rc = manifest_read(st, &st->s3, name, &man, etag, sizeof etag, err);
-    if (rc) return dyn_err_prefix(err, "model store: reading the manifest of '%s'", name);
-    if (!etag[0]) {
-        json_decref(man);
-        return dyn_err_set(err, DYN_EINVAL, "model '%s' is not in the model store", name);
-    }
-    srv_store_key(st->prefix, name, MANIFEST_LEAF, key, sizeof key);
-    if ((rc = srv_s3_delete(&st->s3, key, NULL, err))) {
-        json_decref(man);
-        return dyn_err_prefix(err, "model store: deleting '%s'", name);
-    }
-    size_t i;
-    const json_t *v;
-    json_array_foreach(json_object_get(man, "versions"), i, v)
-        srv_s3_delete(&st->s3, json_string_value(json_object_get(v, "key")), NULL, NULL);
-    json_decref(man);
     return 0;
 }
 

@@ -32,10 +32,11 @@
  * (no <name>/<v>.dyn of the manifest's size) is downloaded atomically (temporary, fsync,
  * rename) into model_dir/<name>/<v>.dyn; then the repository scans (load-before-release keeps
  * in-flight requests on the version they started with). Versions or models that disappear from
- * the store (seen by this process) are removed from the cache. When the store is unreachable
+ * the store (seen by this process) are removed from the cache: dynd has no model-delete API, so
+ * a model is removed from the store by deleting <p>/<name>/manifest.json (then its objects). When the store is unreachable
  * nothing is removed: the replica keeps serving what it has, and logs the error.
  *
- * Threads: srv_store_publish, srv_store_delete and srv_store_sync block on the network and are
+ * Threads: srv_store_publish and srv_store_sync block on the network and are
  * thread-safe against each other (syncs are serialized); never call them on the loop thread.
  */
 #ifndef SRV_STORE_H
@@ -85,10 +86,6 @@ json_t *srv_store_manifest_parse(const char *text, const char *prefix, const cha
  * DYN_EIO / DYN_EINVAL with err (the S3 status and code when the store refused). */
 int srv_store_publish(srv_store *st, const char *model_dir, const char *name, const char *path,
                       int replace, int *version, dyn_err *err);
-
-/* Removes model `name` from the store: its manifest, then its version objects. Replicas drop
- * their cached copies at their next poll. 0, DYN_EINVAL (no such model) or DYN_EIO. */
-int srv_store_delete(srv_store *st, const char *name, dyn_err *err);
 
 /* One poll (blocking): brings model_dir up to date with the store. *changed = files added or
  * removed. 0, or DYN_EIO with err (what could be done was done). */
