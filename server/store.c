@@ -238,7 +238,9 @@ static int manifest_read(srv_store *st, const srv_s3 *s3, const char *name, json
     return *man ? 0 : DYN_EIO;
 }
 
-/* Writes man as name's manifest, conditional on etag ("" → create only). */
+/* Writes man as name's manifest, conditional on etag ("" → create only). A server that refuses
+ * conditional writes outright (501 NotImplemented) gets an unconditional one (the read-back
+ * in srv_store_publish still catches most lost writes). */
 static int manifest_write(srv_store *st, const char *name, const json_t *man, const char *etag,
                           srv_s3_res *res, dyn_err *err) {
     char key[1200];
@@ -247,6 +249,8 @@ static int manifest_write(srv_store *st, const char *name, const json_t *man, co
     if (!text) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
     int rc = srv_s3_put_mem(&st->s3, key, text, strlen(text), "application/json",
                             etag[0] ? etag : "*", res, err);
+    if (rc && res->status == 501)
+        rc = srv_s3_put_mem(&st->s3, key, text, strlen(text), "application/json", NULL, res, err);
     free(text);
     return rc;
 }
