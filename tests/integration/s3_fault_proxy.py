@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""s3_fault_proxy.py UPSTREAM_PORT [--refuse-manifest] [--secret SECRET] — an HTTP proxy on a
+"""s3_fault_proxy.py UPSTREAM_PORT [--fail-manifest STATUS COUNT] [--secret SECRET] — an HTTP proxy on a
 free loopback port (printed on stdout as "proxy listening on PORT") in front of an S3 server on
 UPSTREAM_PORT (tests/integration/test_store_s3.sh). Stdlib only.
 
---refuse-manifest: PUTs of keys ending in /manifest.json answer 503 SlowDown (a store that takes
-  a model's upload and then fails its manifest write).
+--fail-manifest STATUS COUNT: the first COUNT PUTs of keys ending in /manifest.json answer
+  STATUS: 503 SlowDown (a store that takes a model's upload, then fails its manifest write), 412
+  PreconditionFailed (another publisher wrote first), 501 NotImplemented (no conditional
+  writes). Every manifest PUT appends "manifest <If-Match or If-None-Match value or ->" to
+  $PROXY_LOG when set.
 --secret SECRET: every request's AWS SigV4 header signature is checked here, independently of
   libcurl (s3rver checks only the access key id); a mismatch answers 403 SignatureDoesNotMatch.
   Each request appends "ok" or "bad" to the file named by $PROXY_LOG when set."""
@@ -17,13 +20,21 @@ import sys
 import urllib.parse
 
 UPSTREAM = int(sys.argv[1])
-REFUSE = "--refuse-manifest" in sys.argv
+FAIL = sys.argv[sys.argv.index("--fail-manifest") + 1:][:2] if "--fail-manifest" in sys.argv else None
+FAIL_LEFT = [int(FAIL[1]) if FAIL else 0]
+CODES = {503: "SlowDown", 412: "PreconditionFailed", 501: "NotImplemented"}
 SECRET = sys.argv[sys.argv.index("--secret") + 1] if "--secret" in sys.argv else None
 
 
 def s3_error(code, msg):
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
             '</Error>' % (code, msg)).encode()
+
+
+def note(line):
+    if os.environ.get("PROXY_LOG"):
+        with open(os.environ["PROXY_LOG"], "a") as f:
+            f.write(line + "\n")
 
 
 def sigv4_ok(method, path, headers, secret):
@@ -72,15 +83,17 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else None
         if SECRET is not None:
             ok = sigv4_ok(self.command, self.path, self.headers, SECRET)
-            if os.environ.get("PROXY_LOG"):
-                with open(os.environ["PROXY_LOG"], "a") as f:
-                    f.write("ok\n" if ok else "bad\n")
+            note("ok" if ok else "bad")
             if not ok:
                 return self.answer(403, s3_error("SignatureDoesNotMatch", "The request signature "
                                                  "we calculated does not match the signature "
                                                  "you provided."))
-        if REFUSE and self.command == "PUT" and self.path.split("?")[0].endswith("/manifest.json"):
-            return self.answer(503, s3_error("SlowDown", "injected: manifest writes refused"))
+        if self.command == "PUT" and self.path.split("?")[0].endswith("/manifest.json"):
+            note("manifest " + (self.headers.get("If-Match") or self.headers.get("If-None-Match") or "-"))
+            if FAIL_LEFT[0] > 0:
+                FAIL_LEFT[0] -= 1
+                st = int(FAIL[0])
+                return self.answer(st, s3_error(CODES.get(st, "InternalError"), "injected"))
         c = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=30)
         c.request(self.command, self.path, body=body, headers=dict(self.headers))
         r = c.getresponse()

@@ -7,7 +7,9 @@
 # and B serving; a store that takes the upload but refuses the manifest write (a fault proxy,
 # s3_fault_proxy.py) fails the job, leaves the manifest as it was and the object deleted again;
 # every request D sends carries a valid SigV4 signature (checked by the proxy: s3rver checks
-# only the access key id); a wrong key id, a wrong secret or none give a clear error. Skipped (not failed) without node / npm.
+# only the access key id); a manifest write answered 412 (a concurrent publisher) is retried from
+# a fresh read, one answered 501 (no conditional writes) is written unconditionally; a wrong key
+# id, a wrong secret or none give a clear error. Skipped (not failed) without node / npm.
 # s3rver (pinned with its dependencies in tests/integration/s3/package-lock.json) is installed
 # by `npm ci` into $BUILD/s3-node once, and again only when the lock changes.
 source "$(dirname "$0")/lib.sh"
@@ -168,11 +170,16 @@ check "A serves the edit" until_true 20 bash -c "curl -s -m 5 '$A_URL/v2/models/
 
 # ---- the store takes the upload, then refuses the manifest write (a proxy injects 503; it
 # also checks every request's SigV4 signature, which s3rver does not) ----
-PROXY_LOG=$T/verdicts $PY "$HERE/s3_fault_proxy.py" "$S3_PORT" --refuse-manifest --secret S3RVER > "$T/proxy.out" 2>&1 &
-PIDS+=($!)
-until_true 10 grep -q "proxy listening" "$T/proxy.out" || { echo "  FAIL: the fault proxy did not start"; cat "$T/proxy.out"; exit 1; }
+# start_proxy NAME ARGS...: s3_fault_proxy.py in front of s3rver, its log $T/NAME.log; sets PROXY.
+start_proxy() {
+    local name=$1; shift
+    PROXY_LOG=$T/$name.log $PY "$HERE/s3_fault_proxy.py" "$S3_PORT" "$@" > "$T/$name.out" 2>&1 &
+    PIDS+=($!)
+    until_true 10 grep -q "proxy listening" "$T/$name.out" || { echo "  FAIL: the fault proxy did not start"; cat "$T/$name.out"; exit 1; }
+    PROXY=http://127.0.0.1:$(sed -n 's/proxy listening on //p' "$T/$name.out")
+}
 N_OBJ=$(objects lenet)
-PROXY=http://127.0.0.1:$(sed -n 's/proxy listening on //p' "$T/proxy.out")
+start_proxy pd --fail-manifest 503 1000 --secret S3RVER
 ENDPOINT=$PROXY replica D
 check "D (behind the proxy) caches the store's versions" until_true 20 ready "$D_URL" lenet/versions/4
 convert "$D_URL" lenet "&overwrite=true"
@@ -183,9 +190,23 @@ check "the manifest is unchanged (versions 1-4)" [ "$(manifest_versions lenet)" 
 check "the uploaded object was deleted again ($N_OBJ objects before, $(objects lenet) after)" [ "$(objects lenet)" = "$N_OBJ" ]
 check "no version 5 anywhere" bash -c "[ ! -e '$T/D/models/lenet/5.dyn' ] && ! curl -sf -m 5 -o /dev/null '$B_URL/v2/models/lenet/versions/5/ready'"
 check "every manifest still points at existing objects" manifests_sound
-log "proxy: $(grep -c ok "$T/verdicts") SigV4 signatures of D's requests valid, $(grep -c bad "$T/verdicts" || true) invalid"
-check "D's requests all carry a valid SigV4 signature ($(grep -c ok "$T/verdicts") checked)" \
-    [ "$(grep -c ok "$T/verdicts")" -ge 10 -a "$(grep -c bad "$T/verdicts")" = 0 ]
+log "proxy: $(grep -cx ok "$T/pd.log") SigV4 signatures of D's requests valid, $(grep -cx bad "$T/pd.log" || true) invalid"
+check "D's requests all carry a valid SigV4 signature ($(grep -cx ok "$T/pd.log") checked)" \
+    [ "$(grep -cx ok "$T/pd.log")" -ge 10 -a "$(grep -cx bad "$T/pd.log")" = 0 ]
+
+# ---- conditional manifest writes: a concurrent writer (412) and a server without them (501) ----
+start_proxy pf --fail-manifest 412 1
+ENDPOINT=$PROXY replica F
+convert "$F_URL" condi
+check "after a 412 the publish reads the manifest again and succeeds ($STATE: $(json_get 'j["error"]'))" [ "$STATE" = succeeded ]
+check "  its two writes were create-only (If-None-Match: *)" [ "$(grep -c '^manifest \*$' "$T/pf.log")" = 2 ]
+convert "$F_URL" condi "&overwrite=true"
+check "a replacing write is conditional on the ETag read (If-Match)" grep -q '^manifest ".*"$' "$T/pf.log"
+start_proxy pg --fail-manifest 501 1
+ENDPOINT=$PROXY replica G
+convert "$G_URL" nocond
+check "after a 501 the manifest is written unconditionally ($STATE)" [ "$STATE:$(tail -1 "$T/pg.log")" = "succeeded:manifest -" ]
+check "the store lists both" [ "$(manifest_versions condi):$(manifest_versions nocond)" = "[1, 2]:[1]" ]
 
 # ---- wrong credentials ----
 KEY_ID=NOT-A-KEY replica C
@@ -194,6 +215,7 @@ convert "$C_URL" other
 ERR=$(json_get 'j["error"]')
 check "its publish fails ($STATE)" [ "$STATE" = failed ]
 check "  saying why: $ERR" contains "HTTP 403 InvalidAccessKeyId" "$ERR"
+start_proxy pe --secret S3RVER
 SECRET=wrong ENDPOINT=$PROXY replica E
 check "a replica with a wrong secret logs the refused signature" until_true 10 grep -q "HTTP 403 SignatureDoesNotMatch" "$T/E/dynd.err"
 convert "$E_URL" other
@@ -217,5 +239,5 @@ log "B exited $rc, $ms ms after SIGTERM"
 check "B exits 0 within 3 s of SIGTERM with its poll hanging (exit $rc after $ms ms)" \
     [ "$rc" = 0 -a "$ms" -lt 3000 ]
 check "  its hanging poll was cancelled" grep -q "cancelled (shutting down)" "$T/B/dynd.err"
-cat "$T"/{A,B,C,D,E}/dynd.err > "$T/dynd.err" # finish looks there for sanitizer reports
+cat "$T"/{A,B,C,D,E,F,G}/dynd.err > "$T/dynd.err" # finish looks there for sanitizer reports
 finish
