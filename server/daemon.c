@@ -62,12 +62,16 @@ static void scan_work(uv_work_t *w) {
 }
 
 static void scan_start(daemon_state *d, int force);
+/* The model store (server/store.h), and whether its first poll ended (readiness waits for it). */
+static srv_store *g_store;
+static int g_store_polled;
 
 static void scan_after(uv_work_t *w, int status) {
     daemon_state *d = w->data;
     (void)status;
     d->scan_running = 0;
-    if (!atomic_load(&d->ctx.ready) && status == 0 && d->scan_rc >= 0) { /* the first scan */
+    if (!atomic_load(&d->ctx.ready) && status == 0 && d->scan_rc >= 0 &&
+        (!g_store || g_store_polled)) { /* the first scan (after the store's first poll) */
         atomic_store(&d->ctx.ready, 1);
         srv_repo_usage u = srv_repo_usage_get(d->ctx.repo);
         srv_log(SRV_LOG_INFO, "repository loaded: ready",
@@ -112,8 +116,10 @@ static void ctx_rescan(srv_ctx *ctx) {
 
 /* ---- the model store (server/store.h): its poller fills model_dir, then a scan loads ---- */
 
-static srv_store *g_store;
-static void on_store_change(void *arg) { scan_start(arg, 0); }
+static void on_store_change(void *arg) {
+    g_store_polled = 1;
+    scan_start(arg, 0);
+}
 
 /* ---- shutdown ---- */
 

@@ -41,7 +41,7 @@ struct srv_store {
     uv_loop_t *loop;
     uv_timer_t timer;
     uv_work_t work;
-    int running, stopped, changed, rc;
+    int running, stopped, changed, rc, polls;
     char model_dir[1024];
     void (*on_change)(void *);
     void *arg;
@@ -568,7 +568,9 @@ static void poll_work(uv_work_t *w) {
 static void poll_after(uv_work_t *w, int status) {
     srv_store *st = w->data;
     st->running = 0;
-    if (status == 0 && st->changed && !st->stopped && st->on_change) st->on_change(st->arg);
+    if (status == 0 && (st->changed || !st->polls) && !st->stopped && st->on_change)
+        st->on_change(st->arg);
+    st->polls++;
 }
 
 static void on_timer(uv_timer_t *t) {

@@ -34,7 +34,8 @@
  * in-flight requests on the version they started with). Versions or models that disappear from
  * the store (seen by this process) are removed from the cache: dynd has no model-delete API, so
  * a model is removed from the store by deleting <p>/<name>/manifest.json (then its objects). When the store is unreachable
- * nothing is removed: the replica keeps serving what it has, and logs the error.
+ * nothing is removed: the replica keeps serving what it has, and logs the error. Readiness
+ * (/v2/health/ready) waits for the first poll, so a new replica is ready with the store's models.
  *
  * Threads: srv_store_publish and srv_store_sync block on the network and are
  * thread-safe against each other (syncs are serialized); never call them on the loop thread.
@@ -92,10 +93,13 @@ int srv_store_publish(srv_store *st, const char *model_dir, const char *name, co
 int srv_store_sync(srv_store *st, const char *model_dir, int *changed, dyn_err *err);
 
 /* Starts polling on `loop` every interval_ms (the first poll at once): srv_store_sync on the
- * threadpool, then on_change(arg) on the loop thread when files changed. The timer is a handle
- * of loop (closed by whoever closes the loop's handles); srv_store_poller_stop stops it and
- * cancels a poll in progress (its requests end within a second: shutdown never waits on a
- * store that stopped answering). Publishes are not cancelled. */
+ * threadpool, then on_change(arg) on the loop thread when files changed, and after the first
+ * poll whatever its outcome (the daemon turns ready only after it: a new replica serves the
+ * store's models from its first ready answer, or what it has cached if the store is down).
+ * The timer is a handle of loop (closed by whoever closes the loop's handles);
+ * srv_store_poller_stop stops it and cancels a poll in progress (its requests end within a
+ * second: shutdown never waits on a store that stopped answering). Publishes are not
+ * cancelled. */
 int srv_store_poller_start(srv_store *st, uv_loop_t *loop, const char *model_dir, int interval_ms,
                            void (*on_change)(void *arg), void *arg);
 void srv_store_poller_stop(srv_store *st);

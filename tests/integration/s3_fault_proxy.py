@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""s3_fault_proxy.py UPSTREAM_PORT [--fail-manifest STATUS COUNT] [--secret SECRET] — an HTTP proxy on a
-free loopback port (printed on stdout as "proxy listening on PORT") in front of an S3 server on
-UPSTREAM_PORT (tests/integration/test_store_s3.sh). Stdlib only.
+"""s3_fault_proxy.py UPSTREAM_PORT [--fail-manifest STATUS COUNT] [--secret SECRET] [--delay-ms MS]
+
+An HTTP proxy on a free loopback port (printed on stdout as "proxy listening on PORT") in front
+of an S3 server on UPSTREAM_PORT (tests/integration/test_store_s3.sh). Stdlib only.
 
 --fail-manifest STATUS COUNT: the first COUNT PUTs of keys ending in /manifest.json answer
   STATUS: 503 SlowDown (a store that takes a model's upload, then fails its manifest write), 412
@@ -10,18 +11,21 @@ UPSTREAM_PORT (tests/integration/test_store_s3.sh). Stdlib only.
   $PROXY_LOG when set.
 --secret SECRET: every request's AWS SigV4 header signature is checked here, independently of
   libcurl (s3rver checks only the access key id); a mismatch answers 403 SignatureDoesNotMatch.
-  Each request appends "ok" or "bad" to the file named by $PROXY_LOG when set."""
+  Each request appends "ok" or "bad" to the file named by $PROXY_LOG when set.
+--delay-ms MS: every request waits MS milliseconds first (a slow store)."""
 import hashlib
 import hmac
 import http.client
 import http.server
 import os
 import sys
+import time
 import urllib.parse
 
 UPSTREAM = int(sys.argv[1])
 FAIL = sys.argv[sys.argv.index("--fail-manifest") + 1:][:2] if "--fail-manifest" in sys.argv else None
 FAIL_LEFT = [int(FAIL[1]) if FAIL else 0]
+DELAY = int(sys.argv[sys.argv.index("--delay-ms") + 1]) / 1000 if "--delay-ms" in sys.argv else 0
 CODES = {503: "SlowDown", 412: "PreconditionFailed", 501: "NotImplemented"}
 SECRET = sys.argv[sys.argv.index("--secret") + 1] if "--secret" in sys.argv else None
 
@@ -81,6 +85,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def forward(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        time.sleep(DELAY)
         if SECRET is not None:
             ok = sigv4_ok(self.command, self.path, self.headers, SECRET)
             note("ok" if ok else "bad")

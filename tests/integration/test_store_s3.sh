@@ -179,9 +179,9 @@ start_proxy() {
     PROXY=http://127.0.0.1:$(sed -n 's/proxy listening on //p' "$T/$name.out")
 }
 N_OBJ=$(objects lenet)
-start_proxy pd --fail-manifest 503 1000 --secret S3RVER
+start_proxy pd --fail-manifest 503 1000 --secret S3RVER --delay-ms 150 # a slow store
 ENDPOINT=$PROXY replica D
-check "D (behind the proxy) caches the store's versions" until_true 20 ready "$D_URL" lenet/versions/4
+check "D (behind the proxy) is ready with the store's versions already cached" ready "$D_URL" lenet/versions/4
 convert "$D_URL" lenet "&overwrite=true"
 ERR=$(json_get 'j["error"]')
 check "a refused manifest write fails the job ($STATE)" [ "$STATE" = failed ]
