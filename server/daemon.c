@@ -62,16 +62,17 @@ static void scan_work(uv_work_t *w) {
 }
 
 static void scan_start(daemon_state *d, int force);
-/* The model store (server/store.h), and whether its first poll ended (readiness waits for it). */
+/* The model store (server/store.h); whether its first poll ended, and whether the scan running
+ * started after that (readiness waits for such a scan, which sees what the poll downloaded). */
 static srv_store *g_store;
-static int g_store_polled;
+static int g_store_polled, g_scan_after_poll;
 
 static void scan_after(uv_work_t *w, int status) {
     daemon_state *d = w->data;
     (void)status;
     d->scan_running = 0;
     if (!atomic_load(&d->ctx.ready) && status == 0 && d->scan_rc >= 0 &&
-        (!g_store || g_store_polled)) { /* the first scan (after the store's first poll) */
+        (!g_store || g_scan_after_poll)) { /* the first scan (after the store's first poll) */
         atomic_store(&d->ctx.ready, 1);
         srv_repo_usage u = srv_repo_usage_get(d->ctx.repo);
         srv_log(SRV_LOG_INFO, "repository loaded: ready",
@@ -92,6 +93,7 @@ static void scan_start(daemon_state *d, int force) {
         return;
     }
     d->scan_running = 1;
+    g_scan_after_poll = g_store_polled;
     d->scan_force = force;
     d->scan_work.data = d;
     if (uv_queue_work(&d->loop, &d->scan_work, scan_work, scan_after) != 0) d->scan_running = 0;
@@ -303,7 +305,8 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     uv_async_init(&d->loop, &g_rescan_async, on_rescan_async);
     g_rescan_async.data = d;
     atomic_store(&g_daemon, d);
-    scan_start(d, 0); /* the first scan: ready when it ends */
+    scan_start(d, 0); /* the first scan: ready when it ends (with a store: the first after its
+                       * first poll) */
     if (g_store) {
         srv_store_poller_start(g_store, &d->loop, cfg->model_dir, cfg->store_poll_ms,
                                on_store_change, d);
