@@ -143,6 +143,9 @@ CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 DYNCTL := $(if $(CLIENT_SRC),$(BUILD)/dynctl)
 CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+# The daemon's S3 model store client (server/s3.c) uses libcurl too.
+$(BUILD)/server/s3.o: CFLAGS += $(CURL_CFLAGS)
+SERVER_LIBS += $(CURL_LIBS)
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TESTUTIL_OBJ := $(BUILD)/tests/unit/testutil.o

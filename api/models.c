@@ -18,7 +18,8 @@
  * refuses further edits with 409 too_many_versions. Edits in one process are serialized from
  * reading the latest version to loading the new one, so two edits compose (the second starts
  * from the first's version); replicas sharing model_dir never overwrite each other's version
- * files but may each edit the version they serve.
+ * files but may each edit the version they serve. With a model store (model_store, server/store.h)
+ * the edit is published to the store as its next version instead, and reaches every replica.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +34,7 @@
 #include "api/api.h"
 #include "io/file.h"
 #include "io/model_file.h"
+#include "server/store.h"
 
 #define MAX_LABEL_BYTES 256
 #define MAX_VERSION_FILES 16 /* the repository's MAX_VERSIONS */
@@ -168,6 +170,23 @@ static int publish_from_file(const char *model_dir, const char *name, const dyn_
     return 2;
 }
 
+/* With a model store (server/store.h): the edit becomes the store's next version of the model
+ * (then cached as model_dir/<name>/<v>.dyn). Returns the version or -1 with e (502 when the
+ * store failed: nothing was published). */
+static int publish_to_store(srv_store *st, const char *model_dir, const char *name,
+                            const dyn_model *dm, edit_err *e) {
+    char tmp[1300];
+    static atomic_uint seq;
+    snprintf(tmp, sizeof tmp, "%s/.edit-%ld-%u.tmp", model_dir, (long)getpid(), atomic_fetch_add(&seq, 1));
+    dyn_err err = {0};
+    int v = -1;
+    if (dyn_model_save(dm, tmp, &err)) eset(e, 500, "storage_failed", "%s", err.msg);
+    else if (srv_store_publish(st, model_dir, name, tmp, 1, &v, &err))
+        eset(e, 502, "storage_failed", "%s", err.msg), v = -1;
+    unlink(tmp);
+    return v;
+}
+
 /* Checks the body against the served model m. 0 or -1 with e. */
 static int edit_check(const json_t *body, const srv_model *m, edit_err *e) {
     const char *k;
@@ -260,7 +279,9 @@ static srv_model *edit_locked(srv_req *r, const json_t *body, int *from) {
     if (dm && !e.code) {
         snprintf(dir, sizeof dir, "%s/%s", r->cfg->model_dir, name);
         struct stat st;
-        v = stat(dir, &st) == 0 && S_ISDIR(st.st_mode)
+        srv_store *store = srv_store_active();
+        v = store ? publish_to_store(store, r->cfg->model_dir, name, dm, &e)
+            : stat(dir, &st) == 0 && S_ISDIR(st.st_mode)
                 ? publish_in_dir(dir, dm, &e)
                 : publish_from_file(r->cfg->model_dir, name, dm, &e);
     }

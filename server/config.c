@@ -161,6 +161,26 @@ static const setting SETTINGS[] = {
     S_STR("replica_id", replica_id, "",
           "This process's name among replicas behind a load balancer: sent in every reply as "
           "X-Dynd-Replica and logged at start (1-64 of A-Z a-z 0-9 _ . -; empty = no header)."),
+    /* the model store (server/store.h) */
+    S_STR("model_store", model_store, "",
+          "Where published models live: empty = model_dir alone; s3://<bucket>/<prefix> = an "
+          "S3-compatible store, model_dir becoming this replica's local cache of it (polled "
+          "every store_poll_ms; jobs publish to the store). Read at start."),
+    S_STR("store_endpoint", store_endpoint, "",
+          "The store's URL (path-style requests), e.g. http://minio:9000; empty = "
+          "$AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else https://s3.<region>.amazonaws.com."),
+    S_STR("store_region", store_region, "",
+          "The store's region for SigV4 signing; empty = $AWS_REGION, $AWS_DEFAULT_REGION, else "
+          "us-east-1."),
+    S_STR("store_access_key_id", store_access_key_id, "",
+          "The store's access key id; empty = $AWS_ACCESS_KEY_ID."),
+    S_STR("store_secret_access_key", store_secret_access_key, "",
+          "The store's secret key; empty = $AWS_SECRET_ACCESS_KEY. Prefer the environment (a "
+          "Kubernetes Secret) to this file."),
+    S_INT("store_poll_ms", store_poll_ms, "5000", 100, 3600000,
+          "How often a replica reads the store's manifests for new or removed versions."),
+    S_INT("store_timeout_s", store_timeout_s, "600", 1, 86400,
+          "Longest store request (a model upload or download) before it fails."),
 };
 
 const char *srv_device_name(int device) {

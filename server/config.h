@@ -77,6 +77,10 @@ typedef struct srv_config {
     int jobs_lease_s;        /* a job's lease is stale after this long without a heartbeat */
     int jobs_keep;           /* finished job records kept (memory and state_dir); older ones go */
     char replica_id[65];     /* X-Dynd-Replica on every reply ("" = none) */
+    /* the model store (server/store.h): model_store "" = model_dir alone */
+    char model_store[512], store_endpoint[512], store_region[64];
+    char store_access_key_id[128], store_secret_access_key[256];
+    int store_poll_ms, store_timeout_s;
     char config_path[1024]; /* the file read ("" = none) */
     int nsections;
     srv_model_section sections[SRV_MAX_MODEL_SECTIONS];

@@ -33,6 +33,7 @@
 #include "server/jobs.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "server/store.h"
 
 typedef struct daemon_state {
     int argc;
@@ -63,12 +64,17 @@ static void scan_work(uv_work_t *w) {
 }
 
 static void scan_start(daemon_state *d, int force);
+/* The model store (server/store.h); whether its first poll ended, and whether the scan running
+ * started after that (readiness waits for such a scan, which sees what the poll downloaded). */
+static srv_store *g_store;
+static int g_store_polled, g_scan_after_poll;
 
 static void scan_after(uv_work_t *w, int status) {
     daemon_state *d = w->data;
     (void)status;
     d->scan_running = 0;
-    if (!atomic_load(&d->ctx.ready) && status == 0 && d->scan_rc >= 0) { /* the first scan */
+    if (!atomic_load(&d->ctx.ready) && status == 0 && d->scan_rc >= 0 &&
+        (!g_store || g_scan_after_poll)) { /* the first scan (after the store's first poll) */
         atomic_store(&d->ctx.ready, 1);
         srv_repo_usage u = srv_repo_usage_get(d->ctx.repo);
         srv_log(SRV_LOG_INFO, "repository loaded: ready",
@@ -89,6 +95,7 @@ static void scan_start(daemon_state *d, int force) {
         return;
     }
     d->scan_running = 1;
+    g_scan_after_poll = g_store_polled;
     d->scan_force = force;
     d->scan_work.data = d;
     if (uv_queue_work(&d->loop, &d->scan_work, scan_work, scan_after) != 0) d->scan_running = 0;
@@ -109,6 +116,13 @@ static void on_rescan_async(uv_async_t *a) { scan_start(a->data, 0); }
 static void ctx_rescan(srv_ctx *ctx) {
     (void)ctx;
     if (atomic_load(&g_daemon)) uv_async_send(&g_rescan_async);
+}
+
+/* ---- the model store (server/store.h): its poller fills model_dir, then a scan loads ---- */
+
+static void on_store_change(void *arg) {
+    g_store_polled = 1;
+    scan_start(arg, 0);
 }
 
 /* ---- shutdown ---- */
@@ -155,6 +169,7 @@ static void on_term(uv_signal_t *s, int signum) {
     srv_log(SRV_LOG_INFO, "draining", json_pack("{s:i, s:i, s:f}", "signal", signum, "inflight",
                                                 atomic_load(&d->ctx.inflight), "grace_s", d->grace_s));
     uv_timer_stop(&d->poll);
+    if (g_store) srv_store_poller_stop(g_store);
     srv_http_quiesce(d->http);
     if (d->ctx.jobs) srv_jobs_shutdown(d->ctx.jobs);
     uv_timer_start(&d->drain, on_drain_tick, 0, 20);
@@ -221,6 +236,9 @@ static int check_settings(const srv_config *cfg, char *why, size_t n, dyn_err *e
                            errno ? strerror(errno) : "not a directory");
     if (cfg->ntokens == 0 && cfg->auth_inference)
         return dyn_err_set(err, DYN_EINVAL, "auth_inference = true needs auth_tokens");
+    srv_store *store; /* model_store: the URI and credentials (nothing contacted) */
+    if (srv_store_open(cfg, &store, err)) return err->code;
+    srv_store_free(store);
     return 0;
 }
 
@@ -234,6 +252,9 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     dyn_err err = {0};
     srv_ctx *ctx = &d->ctx;
     if (srv_ctx_init(ctx, cfg, &err)) return fprintf(stderr, "dynd: %s\n", err.msg), 1;
+    if (srv_store_open(cfg, &g_store, &err) || (g_store && srv_s3_global_init(&err)))
+        return fprintf(stderr, "dynd: %s\n", err.msg), 2;
+    srv_store_set_active(g_store); /* before any job can publish */
     ctx->metrics = srv_metrics_new();
     ctx->repo = ctx->metrics ? srv_repo_new(cfg, ctx->metrics) : NULL;
     if (!ctx->repo) return fprintf(stderr, "dynd: out of memory\n"), 1;
@@ -287,7 +308,15 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     uv_async_init(&d->loop, &g_rescan_async, on_rescan_async);
     g_rescan_async.data = d;
     atomic_store(&g_daemon, d);
-    scan_start(d, 0); /* the first scan: ready when it ends */
+    scan_start(d, 0); /* the first scan: ready when it ends (with a store: the first after its
+                       * first poll) */
+    if (g_store) {
+        srv_store_poller_start(g_store, &d->loop, cfg->model_dir, cfg->store_poll_ms,
+                               on_store_change, d);
+        srv_log(SRV_LOG_INFO, "model store", json_pack("{s:s, s:s, s:i}", "store", cfg->model_store,
+                                                       "cache", cfg->model_dir, "poll_ms",
+                                                       cfg->store_poll_ms));
+    }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     atomic_store(&g_daemon, NULL);
 
@@ -303,6 +332,9 @@ static int serve(daemon_state *d, const srv_config *cfg) {
         fflush(NULL);
         _exit(0);
     }
+    srv_store_set_active(NULL);
+    srv_store_free(g_store);
+    g_store = NULL;
     srv_repo_stop(ctx->repo, 1);
     srv_repo_free(ctx->repo);
     srv_metrics_free(ctx->metrics);

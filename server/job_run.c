@@ -26,6 +26,7 @@
 #include "io/onnx.h"
 #include "server/jobs_impl.h"
 #include "server/log.h"
+#include "server/store.h"
 
 /* ---- options: the engine's one table (engine/convert/options.h) ---- */
 
@@ -220,8 +221,9 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
     }
     const char *output = json_string_value(json_object_get(out, "output"));
     int is_dir = 0;
-    if (output && model_exists(js, output, &is_dir) &&
-        (is_dir || !json_is_true(json_object_get(out, "overwrite")))) {
+    const int exists = output && model_exists(js, output, &is_dir);
+    if (srv_store_active()) is_dir = 0; /* a model store publishes versions (store.h) */
+    if (exists && (is_dir || !json_is_true(json_object_get(out, "overwrite")))) {
         jerr(e, 409, "model_exists",
              is_dir ? "model '%s' is versioned (a directory of versions); choose another output name"
                     : "model '%s' exists; choose another \"output\" or set \"overwrite\": true",
@@ -324,6 +326,17 @@ static int publish(srv_jobs *js, srv_job *j, dyn_model *m, dyn_err *err) {
         unlink(tmp);
         return rc;
     }
+    srv_store *st = srv_store_active();
+    if (st) { /* model_store: upload + manifest, then the file becomes <name>/<v>.dyn (store.h) */
+        int v;
+        if ((rc = srv_store_publish(st, js->model_dir, name, tmp, bget(j->spec, "overwrite"), &v,
+                                    err))) {
+            unlink(tmp);
+            return rc;
+        }
+        snprintf(dst, sizeof dst, "%s/%s/%d.dyn", js->model_dir, name, v);
+        goto load;
+    }
     int bad;
     if (bget(j->spec, "overwrite")) {
         bad = rename(tmp, dst) != 0;
@@ -345,6 +358,7 @@ static int publish(srv_jobs *js, srv_job *j, dyn_model *m, dyn_err *err) {
         return dyn_err_set(err, DYN_EIO, "publishing %s: %s", dst, strerror(e));
     }
     dyn_file_fsync_dir(js->model_dir);
+load:
     if ((rc = srv_repo_load(js->repo, name, err)))
         return dyn_err_prefix(err, "published %s but the repository cannot load it", dst);
     pthread_mutex_lock(&j->mu);

@@ -48,6 +48,22 @@ model_path() {
     echo "$ROOT/models/mnist.dyn"
 }
 
+# npm_pinned DIR PACKAGE: the npm packages pinned in tests/integration/DIR/package-lock.json,
+# installed by `npm ci` into $BUILD/DIR-node once and again only when the lock changes (or
+# PACKAGE is missing); sets NM to that directory. A failed npm ci fails the test.
+npm_pinned() {
+    local dir=$1 pkg=$2
+    NM=$ROOT/$BUILD/$dir-node
+    [ -d "$ROOT/$BUILD" ] || NM=$BUILD/$dir-node
+    if ! cmp -s "$HERE/$dir/package-lock.json" "$NM/package-lock.json" || [ ! -d "$NM/node_modules/$pkg" ]; then
+        log "installing the pinned npm packages into $NM (npm ci)"
+        rm -rf "$NM" && mkdir -p "$NM"
+        cp "$HERE/$dir/package.json" "$HERE/$dir/package-lock.json" "$NM/"
+        (cd "$NM" && npm ci --no-audit --no-fund --loglevel=error >"$T/npm.log" 2>&1) ||
+            { echo "  FAIL: npm ci in $NM failed (is the npm registry reachable?):"; tail -n 20 "$T/npm.log"; rm -rf "$NM"; exit 1; }
+    fi
+}
+
 # Debian's python3 when present (stdlib only; a pyenv shim costs a second per start).
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3

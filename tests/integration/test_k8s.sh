@@ -12,15 +12,7 @@ for tool in node npm; do
     command -v "$tool" >/dev/null 2>&1 ||
         { echo "  FAIL: $tool not found: this test needs Node.js and npm (make deps installs Debian's npm)"; exit 1; }
 done
-NM=$ROOT/$BUILD/k8s-node
-[ -d "$ROOT/$BUILD" ] || NM=$BUILD/k8s-node
-if ! cmp -s "$HERE/k8s/package-lock.json" "$NM/package-lock.json" || [ ! -d "$NM/node_modules/kubernetes-models" ]; then
-    log "installing the pinned npm packages into $NM (npm ci)"
-    rm -rf "$NM" && mkdir -p "$NM"
-    cp "$HERE/k8s/package.json" "$HERE/k8s/package-lock.json" "$NM/"
-    (cd "$NM" && npm ci --no-audit --no-fund --loglevel=error >"$T/npm.log" 2>&1) ||
-        { echo "  FAIL: npm ci in $NM failed (is the npm registry reachable?):"; tail -n 20 "$T/npm.log"; rm -rf "$NM"; exit 1; }
-fi
+npm_pinned k8s kubernetes-models
 "$DYND" --print-config > "$T/settings.conf"
 mkdir -p "$T/env" "$T/models"
 if NODE_PATH=$NM/node_modules node "$HERE/k8s_validate.js" "$ROOT/config/deploy/k8s" "$T/settings.conf" "$T/env"; then
