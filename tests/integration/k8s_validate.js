@@ -77,7 +77,10 @@ function strategicMerge(base, patch) { // lists of objects with `name` merge by 
     }
     if (base && patch && typeof base === "object" && typeof patch === "object") {
         const out = { ...base };
-        for (const k of Object.keys(patch)) out[k] = k in base ? strategicMerge(base[k], patch[k]) : patch[k];
+        for (const k of Object.keys(patch)) {
+            if (patch[k] === null) delete out[k]; // kustomize: null deletes the field
+            else out[k] = k in base ? strategicMerge(base[k], patch[k]) : patch[k];
+        }
         return out;
     }
     return patch;
@@ -94,9 +97,11 @@ for (const k of byKind("Kustomization")) {
         pd.patch = true;
         const base = docs.find((d) => !d.patch && d.obj.kind === pd.obj.kind &&
             d.obj.metadata.name === pd.obj.metadata.name && listed.includes(path.dirname(d.file)));
-        if (check(base, pd.rel, `no ${pd.obj.kind}/${pd.obj.metadata.name} in the base to patch`))
+        if (check(base, pd.rel, `no ${pd.obj.kind}/${pd.obj.metadata.name} in the base to patch`) &&
+            pd.obj.$patch !== "delete") // `$patch: delete` removes the base object from the overlay
             patched.push({ file: pd.file, rel: `${pd.rel} (patched onto ${base.rel})`,
-                           obj: strategicMerge(base.obj, pd.obj), patch: false, derived: true });
+                           obj: strategicMerge(base.obj, pd.obj), patch: false, derived: true,
+                           overlay: kdir });
     }
     if (path.resolve(kdir) === path.resolve(dir)) { // the top kustomization lists every top file
         for (const d of docs) {
@@ -211,7 +216,11 @@ function checkEnvNames(names, where) {
 }
 for (const d of [...byKind("ConfigMap"), ...byKind("Secret")])
     checkEnvNames(Object.keys({ ...d.obj.data, ...d.obj.stringData }), at(d));
-const configMap = (n) => (byKind("ConfigMap").find((c) => c.obj.metadata.name === n) || { obj: {} }).obj.data;
+// a ConfigMap as a Deployment sees it: its overlay's patched version, else the base's
+const configMap = (n, ov) => {
+    const all = byKind("ConfigMap").filter((c) => c.obj.metadata.name === n);
+    return (all.find((c) => c.overlay === ov) || all.find((c) => !c.derived) || { obj: {} }).obj.data;
+};
 const secret = (n) => byKind("Secret").find((c) => c.obj.metadata.name === n);
 const claims = new Set(byKind("PersistentVolumeClaim").map((p) => p.obj.metadata.name));
 const seconds = (v) => Number(v);
@@ -231,7 +240,7 @@ for (const d of deployments) {
         const env = {};
         for (const s of c.envFrom || []) {
             if (s.configMapRef) {
-                const data = configMap(s.configMapRef.name);
+                const data = configMap(s.configMapRef.name, d.overlay);
                 if (check(data, cw, `ConfigMap ${s.configMapRef.name} not defined`)) Object.assign(env, data);
             }
             if (s.secretRef) {
