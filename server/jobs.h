@@ -82,8 +82,11 @@ typedef struct srv_jobs srv_jobs;
  * without a live lease become interrupted), starts the workers and attaches to `loop` (the
  * daemon's: a wake-up handle and the lease heartbeat timer; the loop need not run yet, and must
  * be run by the calling thread). cfg is copied (state_dir, model_dir, data_dir, jobs_*); repo,
- * metrics and loop are borrowed and must outlive the jobs. NULL with err (DYN_EIO: state_dir
- * unusable, DYN_ENOMEM). */
+ * metrics and loop are borrowed and must outlive the jobs. jobs_backend = postgres: the records
+ * and leases live in the database jobs_db instead (jobs_backend.h: srv_jobs_backend_pg; the
+ * holder is "<replica_id or hostname>:<pid>"); state_dir/jobs still holds the working files.
+ * NULL with err (DYN_EIO: state_dir unusable, or the jobs database unreachable: the message
+ * names its host and database; DYN_ENOMEM). */
 srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
                        uv_loop_t *loop, dyn_err *err);
 
@@ -129,6 +132,11 @@ void srv_jobs_shutdown(srv_jobs *js);
 
 /* Jobs running now (shutdown waits for 0). */
 int srv_jobs_running(srv_jobs *js);
+
+/* /metrics: appends the gauge dynd_job_lease_age_seconds{job,holder} of every queued or running
+ * job somebody holds (its HELP and TYPE lines always; js may be NULL). Any thread; asks the
+ * backend (a file read, or a query, per job). */
+void srv_jobs_metrics_write(srv_jobs *js, FILE *f);
 
 /* Closes the jobs' loop handles (uv_close; loop thread, before the loop is torn down, e.g.
  * before a uv_walk that closes every handle). Jobs keep running: the ends of their runs are
