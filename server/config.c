@@ -153,8 +153,9 @@ static const setting SETTINGS[] = {
           "Conversion and fine-tuning jobs run at once (each on its own thread, using `threads` "
           "engine threads); more wait queued. Jobs are kept in state_dir/jobs. Read at start."),
     S_INT("jobs_lease_s", jobs_lease_s, "30", 3, 3600,
-          "Replicas sharing state_dir: a job is claimed with an O_EXCL lease file renewed every "
-          "jobs_lease_s/3 seconds; a lease older than this (its holder died) may be taken over."),
+          "Replicas sharing jobs: a job is claimed with a lease (fs: an O_EXCL lease file; "
+          "postgres: the row's leased_until) renewed every jobs_lease_s/3 seconds; a lease older "
+          "than this (its holder died) may be taken over."),
     S_INT("jobs_keep", jobs_keep, "1000", 1, 1000000,
           "Finished jobs (succeeded, failed, cancelled) whose records are kept, in memory and in "
           "state_dir/jobs; when a job ends beyond this count the oldest finished records are "
