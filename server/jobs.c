@@ -429,6 +429,11 @@ static void queue_push_locked(srv_jobs *js, srv_job *j) {
 /* A job we hold, queued again (resumed, or claimed from the backend): its record, then the
  * queue. */
 static void job_enqueue(srv_jobs *js, srv_job *j, const char *msg) {
+    /* its working directory: made by the submitter, absent here when the backend is shared
+     * without state_dir (postgres: a job queued or left by another replica) */
+    if (mkdir(j->dir, 0750) != 0 && errno != EEXIST)
+        srv_log(SRV_LOG_WARN, "cannot create the job's directory (its run fails)",
+                json_pack("{s:s, s:s}", "dir", j->dir, "error", strerror(errno)));
     record_write_logged(js, j);
     pthread_mutex_lock(&js->mu);
     queue_push_locked(js, j);

@@ -404,6 +404,36 @@ START_TEST(jobs_on_postgres) {
     snprintf(q, sizeof q, "SELECT count(*) FROM dynd_jobs WHERE id = '%s' AND state = 'failed' "
              "AND holder IS NULL AND record->>'state' = 'failed'", id);
     ck_assert_int_eq(query_long(q), 1);
+    /* a job queued by another replica (its own state_dir) and let go: claimed here through
+     * claim_next, run in a working directory made here, ended in the database */
+    srv_jobs_backend *other = backend("elsewhere:9", 30);
+    const char *oid = "conv-0000000000e1";
+    json_t *orec = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:i}", "id", oid, "kind",
+                             "conversion", "state", "queued", "options", "model", "nope",
+                             "output", "out2", "created_at", "2026-01-01T00:00:00.000Z",
+                             "attempts", 0);
+    ck_assert_int_eq(other->create(other->state, oid, &err), 0);
+    ck_assert_int_eq(other->record_write(other->state, oid, 1, orec, &err), 0);
+    json_decref(orec);
+    other->release(other->state, oid, 1); /* NOTIFY: work for anyone */
+    other->free(other);
+    end = now_s() + 30;
+    snprintf(q, sizeof q, "SELECT count(*) FROM dynd_jobs WHERE id = '%s' AND state = 'failed' "
+             "AND holder IS NULL AND lease_gen = 2", oid);
+    while (now_s() < end && query_long(q) != 1) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(20 * 1000);
+    }
+    ck_assert_int_eq(query_long(q), 1);
+    rec = srv_jobs_get(js, oid, &e);
+    ck_assert_ptr_nonnull(rec);
+    const char *msg = json_string_value(json_object_get(rec, "error"));
+    ck_assert_msg(msg && strstr(msg, "'nope' is not served"), "%s", msg ? msg : "null");
+    json_decref(rec);
+    char jd[1200];
+    snprintf(jd, sizeof jd, "%s/jobs/%s", cfg.state_dir, oid);
+    struct stat sb;
+    ck_assert_msg(stat(jd, &sb) == 0 && S_ISDIR(sb.st_mode), "no working directory %s", jd);
     srv_jobs_shutdown(js);
     srv_jobs_detach(js);
     uv_run(&loop, UV_RUN_DEFAULT);
