@@ -457,12 +457,16 @@ static int queue_remove_locked(srv_jobs *js, srv_job *j) {
 }
 
 /* A queued or running record whose holder is gone becomes interrupted (claiming it first, so
- * only one replica rewrites it). */
+ * only one replica rewrites it) — unless the backend hands such jobs out through claim_next
+ * (takes_over: postgres), where it stays as it is, read again at every look, until a replica's
+ * claim_next takes it over and runs it again. */
 static void job_recover(srv_jobs *js, srv_job *j) {
     pthread_mutex_lock(&j->mu);
     int st = j->state, ours = j->lease > 0;
+    if (!ours && js->be->takes_over && (st == SRV_JOB_QUEUED || st == SRV_JOB_RUNNING))
+        j->remote = 1; /* whoever claims it next changes it */
     pthread_mutex_unlock(&j->mu);
-    if (ours || (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING)) return;
+    if (ours || js->be->takes_over || (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING)) return;
     long long g = lease_claim(js, j);
     if (g <= 0) { /* a live replica holds it */
         pthread_mutex_lock(&j->mu);

@@ -70,6 +70,10 @@ typedef void (*srv_jobs_backend_claimed_fn)(void *arg, const char *id, long long
 typedef struct srv_jobs_backend {
     const char *name; /* "fs", "postgres": for logs and metrics */
     void *state;      /* the implementation's; freed by free */
+    /* 1 when claim_next hands out the queued and running jobs of dead holders (postgres): the
+     * scheduler then leaves such a job to it (it runs again) instead of recording it
+     * interrupted on sight (fs: 0). */
+    int takes_over;
 
     /* ---- life cycle (loop thread) ---- */
 

@@ -578,6 +578,7 @@ srv_jobs_backend *srv_jobs_backend_pg(const char *conninfo, const char *holder, 
     *b = (srv_jobs_backend){
         .name = "postgres",
         .state = s,
+        .takes_over = 1,
         .start = pg_start,
         .poll = pg_poll,
         .stop = pg_stop,

@@ -10,8 +10,10 @@
  * cancel_request from instance B reaches A's loop as cancel_requested (once, also when renew
  * reports it again), and a cancel of a job A does not hold is not passed on; claim_next answers
  * on the loop (never inside the call) and not at all after stop; work_available after an insert
- * by the other instance; jobs.c on this backend: a submitted job shows its holder while queued,
- * runs, and its end is in the database with the lease released. */
+ * by the other instance; jobs.c on this backend: a submitted job shows its holder while queued
+ * (GET and /metrics), runs, and its end is in the database with the lease released; a job let
+ * go by another replica is claimed and run in a working directory made here; a job whose holder
+ * died is not recorded interrupted at start-up but taken over and run again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,6 +448,71 @@ START_TEST(jobs_on_postgres) {
 }
 END_TEST
 
+/* jobs.c on postgres over a job whose holder died (its lease passed): not recorded interrupted
+ * on sight (at start-up here), but taken over through claim_next and run again. */
+START_TEST(dead_holders_job_runs_again) {
+    drop_all();
+    srv_jobs_backend *dead = backend("crashed:7", 1);
+    const char *id = "conv-0000000000f1";
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:i}", "id", id, "kind",
+                            "conversion", "state", "running", "options", "model", "nope",
+                            "output", "out3", "created_at", "2026-01-01T00:00:00.000Z",
+                            "attempts", 1);
+    dyn_err err = {0};
+    ck_assert_int_eq(dead->create(dead->state, id, &err), 0);
+    ck_assert_int_eq(dead->record_write(dead->state, id, 1, rec, &err), 0);
+    json_decref(rec);
+    dead->free(dead); /* never renews: its 1 s lease passes */
+    usleep(1500 * 1000);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/dynd_jobs_pg_XXXXXX");
+    ck_assert(mkdtemp(dir));
+    char *argv[] = {"dynd", NULL};
+    srv_cmd cmd;
+    srv_config cfg;
+    ck_assert(srv_config_load(1, argv, &cfg, &cmd, &err) == 0);
+    snprintf(cfg.model_dir, sizeof cfg.model_dir, "%s/models", dir);
+    snprintf(cfg.state_dir, sizeof cfg.state_dir, "%s/state", dir);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s/data", dir);
+    ck_assert_int_eq(mkdir(cfg.model_dir, 0750), 0);
+    cfg.jobs_lease_s = 3;
+    cfg.jobs_backend = SRV_JOBS_BACKEND_POSTGRES;
+    snprintf(cfg.jobs_db, sizeof cfg.jobs_db, "%s", g_conninfo);
+    srv_metrics *metrics = srv_metrics_new();
+    srv_repo *repo = srv_repo_new(&cfg, metrics);
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    srv_jobs *js = srv_jobs_new(&cfg, repo, metrics, &loop, &err); /* loads the job */
+    ck_assert_msg(js != NULL, "%s", err.msg);
+    srv_job_err e;
+    rec = srv_jobs_get(js, id, &e);
+    ck_assert_str_eq(json_string_value(json_object_get(rec, "state")), "running");
+    json_decref(rec);
+    char q[200];
+    snprintf(q, sizeof q, "SELECT count(*) FROM dynd_jobs WHERE id = '%s' AND state = 'failed' "
+             "AND holder IS NULL AND lease_gen = 2", id);
+    double end = now_s() + 30;
+    while (now_s() < end && query_long(q) != 1) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(20 * 1000);
+    }
+    ck_assert_int_eq(query_long(q), 1);
+    rec = srv_jobs_get(js, id, &e);
+    ck_assert_str_eq(json_string_value(json_object_get(rec, "state")), "failed");
+    ck_assert_int_eq((int)json_integer_value(json_object_get(rec, "attempts")), 2);
+    json_decref(rec);
+    srv_jobs_shutdown(js);
+    srv_jobs_detach(js);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(srv_jobs_free(js, 5), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    srv_repo_stop(repo, 1);
+    srv_repo_free(repo);
+    srv_metrics_free(metrics);
+    srv__remove_tree(dir);
+}
+END_TEST
+
 START_TEST(unreachable_names_the_database) {
     dyn_err e = {0};
     srv_jobs_backend *b = srv_jobs_backend_pg(
@@ -467,6 +534,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, cancel_request_reaches_the_holder);
     tcase_add_test(tc, claim_next_and_work_available);
     tcase_add_test(tc, jobs_on_postgres);
+    tcase_add_test(tc, dead_holders_job_runs_again);
     tcase_add_test(tc, unreachable_names_the_database);
     suite_add_tcase(s, tc);
     return s;
