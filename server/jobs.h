@@ -39,6 +39,10 @@
  * holds the job, or the job is interrupted and nobody holds it) is read again at every get and
  * list; resume and cancel of an interrupted job read it again once they hold its lease, so a job
  * cancelled or resumed to its end elsewhere is never run again.
+ * With jobs_backend = postgres (jobs_backend.h) the same protocol runs on the dynd_jobs table
+ * instead of files: the lease is the row's (holder, lease_gen, leased_until), record writes are
+ * fenced by it, a cancel reaches the holder by NOTIFY, and a queued or running job whose holder
+ * died is not made interrupted but taken over by an idle replica's claim_next and run again.
  *
  * Threads: srv_jobs_new, srv_jobs_shutdown, srv_jobs_detach and srv_jobs_free are called on
  * the loop's thread (the daemon's main thread); every other function is thread-safe and never
