@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "api/api.h"
+#include "server/jobs.h"
 
 static void model_gauges(srv_model *m, void *arg) {
     FILE *f = arg;
@@ -19,6 +20,7 @@ void api_metrics(srv_req *r) {
         return;
     }
     srv_metrics_write(r->srv->metrics, f);
+    srv_jobs_metrics_write(r->srv->jobs, f);
     fprintf(f, "# HELP dynd_queue_depth Requests waiting for a batch worker.\n"
                "# TYPE dynd_queue_depth gauge\n");
     srv_repo_foreach(r->srv->repo, model_gauges, f);

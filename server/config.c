@@ -30,6 +30,7 @@ static const char *const LOG_FORMAT_CHOICES[] = {"json", "text", NULL};
 static const char *const HTTP_POLLER_CHOICES[] = {"poll", "epoll", NULL};
 static const char *const LOG_LEVEL_CHOICES[] = {"debug", "info", "warn", "error", NULL};
 static const char *const ROLE_CHOICES[] = {"all", "serve", "jobs", NULL};
+static const char *const JOBS_BACKEND_CHOICES[] = {"fs", "postgres", NULL};
 
 #define OFF(f) offsetof(srv_config, f)
 #define S_STR(n, f, d, doc) {n, T_STR, OFF(f), sizeof(((srv_config *)0)->f), d, 0, 0, NULL, 0, doc}
@@ -152,12 +153,22 @@ static const setting SETTINGS[] = {
           "Conversion and fine-tuning jobs run at once (each on its own thread, using `threads` "
           "engine threads); more wait queued. Jobs are kept in state_dir/jobs. Read at start."),
     S_INT("jobs_lease_s", jobs_lease_s, "30", 3, 3600,
-          "Replicas sharing state_dir: a job is claimed with an O_EXCL lease file renewed every "
-          "jobs_lease_s/3 seconds; a lease older than this (its holder died) may be taken over."),
+          "Replicas sharing jobs: a job is claimed with a lease (fs: an O_EXCL lease file; "
+          "postgres: the row's leased_until) renewed every jobs_lease_s/3 seconds; a lease older "
+          "than this (its holder died) may be taken over."),
     S_INT("jobs_keep", jobs_keep, "1000", 1, 1000000,
           "Finished jobs (succeeded, failed, cancelled) whose records are kept, in memory and in "
           "state_dir/jobs; when a job ends beyond this count the oldest finished records are "
           "deleted (GET /v1/jobs/{id} then answers 404). Interrupted jobs are always kept."),
+    S_ENUM("jobs_backend", jobs_backend, "fs", JOBS_BACKEND_CHOICES,
+           "fs | postgres: where job records and leases live. fs: state_dir/jobs (replicas share "
+           "the directory); postgres: the database jobs_db (replicas share it; records, leases "
+           "and cancels go through it, a job queued by one replica may run on another). Read at "
+           "start."),
+    S_STR("jobs_db", jobs_db, "",
+          "jobs_backend = postgres: the database, as a libpq conninfo ('host=db dbname=dynd "
+          "user=dynd' or postgresql://...); libpq's environment (PGHOST, PGPASSWORD, PGSSLMODE "
+          "...) fills what it leaves out. Prefer PGPASSWORD or a .pgpass file to a password here."),
     S_STR("replica_id", replica_id, "",
           "This process's name among replicas behind a load balancer: sent in every reply as "
           "X-Dynd-Replica and logged at start (1-64 of A-Z a-z 0-9 _ . -; empty = no header)."),
@@ -438,6 +449,9 @@ static int build(int argc, char **argv, srv_config *cfg, srv_cmd *cmd, dyn_err *
     if (cfg->replica_id[0] && !model_name_ok(cfg->replica_id))
         return dyn_err_set(err, DYN_EINVAL, "replica_id: '%s' is not 1-64 of A-Z a-z 0-9 _ . - "
                            "(not starting with '.')", cfg->replica_id);
+    if (cfg->jobs_backend == SRV_JOBS_BACKEND_POSTGRES && !cfg->jobs_db[0])
+        return dyn_err_set(err, DYN_EINVAL, "jobs_backend = postgres needs jobs_db (a libpq "
+                           "conninfo such as 'host=db dbname=dynd user=dynd', or $DYND_JOBS_DB)");
     if (cmd) *cmd = c;
     return 0;
 }

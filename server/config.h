@@ -39,6 +39,7 @@ typedef struct srv_model_section {
 typedef enum { SRV_DEVICE_CPU, SRV_DEVICE_CUDA, SRV_DEVICE_AUTO, SRV_DEVICE_COUNT } srv_device;
 typedef enum { SRV_HTTP_POLL, SRV_HTTP_EPOLL } srv_http_poller;
 typedef enum { SRV_ROLE_ALL, SRV_ROLE_SERVE, SRV_ROLE_JOBS } srv_role;
+typedef enum { SRV_JOBS_BACKEND_FS, SRV_JOBS_BACKEND_POSTGRES } srv_jobs_backend_kind;
 
 typedef struct srv_config {
     char listen_address[64];
@@ -76,6 +77,8 @@ typedef struct srv_config {
     int jobs_max_concurrent; /* conversion / fine-tuning jobs running at once */
     int jobs_lease_s;        /* a job's lease is stale after this long without a heartbeat */
     int jobs_keep;           /* finished job records kept (memory and state_dir); older ones go */
+    int jobs_backend;        /* srv_jobs_backend_kind: where job records and leases live */
+    char jobs_db[1024];      /* jobs_backend = postgres: libpq conninfo (key=value or URI) */
     char replica_id[65];     /* X-Dynd-Replica on every reply ("" = none) */
     /* the model store (server/store.h): model_store "" = model_dir alone */
     char model_store[512], store_endpoint[512], store_region[64];

@@ -31,6 +31,8 @@
 #include "dyn/dyn.h"
 #include "server/http.h"
 #include "server/jobs.h"
+#include "server/jobs_backend.h"
+#include "server/jobs_pg.h"
 #include "server/log.h"
 #include "server/server.h"
 #include "server/store.h"
@@ -242,6 +244,33 @@ static int check_settings(const srv_config *cfg, char *why, size_t n, dyn_err *e
     return 0;
 }
 
+/* --check-config with jobs_backend = postgres: connects to jobs_db and reads the jobs schema's
+ * version (changes nothing: the daemon creates or upgrades the schema at start). Prints what
+ * it found; 0, or DYN_EIO with err naming the database (never its password). */
+static int check_jobs_db(const srv_config *cfg, dyn_err *err) {
+    char where[400];
+    srv_jobs_pg_conninfo_describe(cfg->jobs_db, where, sizeof where);
+    PGconn *c = PQconnectdb(cfg->jobs_db);
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", c ? PQerrorMessage(c) : "out of memory");
+        msg[strcspn(msg, "\n")] = 0;
+        PQfinish(c);
+        return dyn_err_set(err, DYN_EIO, "jobs_db: cannot connect to the jobs database (%s): %s",
+                           where, msg);
+    }
+    PGresult *r = PQexec(c, "SELECT version FROM dynd_schema_version");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        printf("dynd: jobs database reachable (%s), jobs schema version %s (this dynd: %d)\n",
+               where, PQgetvalue(r, 0, 0), SRV_JOBS_PG_SCHEMA_VERSION);
+    else
+        printf("dynd: jobs database reachable (%s), no jobs schema yet (dynd creates it at "
+               "start)\n", where);
+    PQclear(r);
+    PQfinish(c);
+    return 0;
+}
+
 static void ensure_dir(const char *path, const char *what) {
     if (mkdir(path, 0750) != 0 && errno != EEXIST)
         srv_log(SRV_LOG_WARN, "cannot create directory",
@@ -360,6 +389,11 @@ int srv_daemon_main(int argc, char **argv) {
     }
     char device_why[320];
     if (check_settings(&cfg, device_why, sizeof device_why, &err)) {
+        fprintf(stderr, "dynd: %s\n", err.msg);
+        return 2;
+    }
+    if (cmd == SRV_CMD_CHECK && cfg.jobs_backend == SRV_JOBS_BACKEND_POSTGRES &&
+        check_jobs_db(&cfg, &err)) {
         fprintf(stderr, "dynd: %s\n", err.msg);
         return 2;
     }

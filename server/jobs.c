@@ -429,6 +429,11 @@ static void queue_push_locked(srv_jobs *js, srv_job *j) {
 /* A job we hold, queued again (resumed, or claimed from the backend): its record, then the
  * queue. */
 static void job_enqueue(srv_jobs *js, srv_job *j, const char *msg) {
+    /* its working directory: made by the submitter, absent here when the backend is shared
+     * without state_dir (postgres: a job queued or left by another replica) */
+    if (mkdir(j->dir, 0750) != 0 && errno != EEXIST)
+        srv_log(SRV_LOG_WARN, "cannot create the job's directory (its run fails)",
+                json_pack("{s:s, s:s}", "dir", j->dir, "error", strerror(errno)));
     record_write_logged(js, j);
     pthread_mutex_lock(&js->mu);
     queue_push_locked(js, j);
@@ -452,12 +457,16 @@ static int queue_remove_locked(srv_jobs *js, srv_job *j) {
 }
 
 /* A queued or running record whose holder is gone becomes interrupted (claiming it first, so
- * only one replica rewrites it). */
+ * only one replica rewrites it) — unless the backend hands such jobs out through claim_next
+ * (takes_over: postgres), where it stays as it is, read again at every look, until a replica's
+ * claim_next takes it over and runs it again. */
 static void job_recover(srv_jobs *js, srv_job *j) {
     pthread_mutex_lock(&j->mu);
     int st = j->state, ours = j->lease > 0;
+    if (!ours && js->be->takes_over && (st == SRV_JOB_QUEUED || st == SRV_JOB_RUNNING))
+        j->remote = 1; /* whoever claims it next changes it */
     pthread_mutex_unlock(&j->mu);
-    if (ours || (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING)) return;
+    if (ours || js->be->takes_over || (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING)) return;
     long long g = lease_claim(js, j);
     if (g <= 0) { /* a live replica holds it */
         pthread_mutex_lock(&j->mu);
@@ -973,7 +982,18 @@ static int loop_attach(srv_jobs *js, uv_loop_t *loop, dyn_err *err) {
 
 srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
                        uv_loop_t *loop, dyn_err *err) {
-    return srv__jobs_new_with(cfg, repo, metrics, loop, NULL, err);
+    srv_jobs_backend *be = NULL; /* fs: made by srv__jobs_new_with once jobs_dir exists */
+    if (cfg->jobs_backend == SRV_JOBS_BACKEND_POSTGRES) {
+        char holder[160], host[128] = "localhost";
+        if (!cfg->replica_id[0] && gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "localhost");
+        host[sizeof host - 1] = 0;
+        snprintf(holder, sizeof holder, "%s:%ld", cfg->replica_id[0] ? cfg->replica_id : host,
+                 (long)getpid());
+        if (!(be = srv_jobs_backend_pg(cfg->jobs_db, holder, cfg->jobs_lease_s, err)))
+            return NULL;
+    }
+    return srv__jobs_new_with(cfg, repo, metrics, loop, be, err);
 }
 
 srv_jobs *srv__jobs_new_with(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
@@ -1186,11 +1206,29 @@ static srv_job *job_lookup(srv_jobs *js, const char *id, srv_job_err *e) {
     return j;
 }
 
+/* Adds "holder" and "lease_age_s" to the job JSON o (its "state" says whether anyone may hold
+ * it): the backend's lease_info for a job not finished, else nulls. Never under j->mu (the
+ * backend may query a database). */
+static void lease_fields(srv_jobs *js, json_t *o) {
+    const char *id = json_string_value(json_object_get(o, "id"));
+    int st = srv_job_state_parse(json_string_value(json_object_get(o, "state")));
+    json_t *li = id && st >= 0 && !terminal(st) && js->be->lease_info
+                     ? js->be->lease_info(js->be->state, id)
+                     : NULL;
+    json_t *h = json_object_get(li, "holder"), *age = json_object_get(li, "lease_age_s");
+    json_object_set_new(o, "holder", json_is_string(h) ? json_incref(h) : json_null());
+    json_object_set_new(o, "lease_age_s",
+                        json_is_number(age) ? json_real(round(json_number_value(age) * 10) / 10)
+                                            : json_null());
+    json_decref(li);
+}
+
 json_t *srv_jobs_get(srv_jobs *js, const char *id, srv_job_err *e) {
     srv_job *j = job_lookup(js, id, e);
     if (!j) return NULL;
     json_t *o = job_json(j);
     job_unref(j);
+    if (o) lease_fields(js, o);
     if (!o) jerr(e, 500, "out_of_memory", "out of memory");
     return o;
 }
@@ -1209,6 +1247,7 @@ json_t *srv_jobs_list(srv_jobs *js, int state, int kind) {
         json_t *o = (state < 0 || st == state) && (kind < 0 || j->kind == kind) ? job_json_locked(j)
                                                                                  : NULL;
         pthread_mutex_unlock(&j->mu);
+        if (o) lease_fields(js, o);
         json_object_set_new(counts, STATE_NAMES[st],
                             json_integer(json_integer_value(json_object_get(counts, STATE_NAMES[st])) + 1));
         if (o) {
@@ -1371,6 +1410,34 @@ void srv_jobs_shutdown(srv_jobs *js) {
         log_transition(j, "job interrupted");
     }
     metrics_update(js);
+}
+
+void srv_jobs_metrics_write(srv_jobs *js, FILE *f) {
+    fprintf(f, "# HELP dynd_job_lease_age_seconds Seconds since the lease of a queued or running "
+               "job was claimed or last renewed, by job and holding replica (host:pid).\n"
+               "# TYPE dynd_job_lease_age_seconds gauge\n");
+    if (!js) return;
+    int n;
+    srv_job **copy = list_copy(js, &n);
+    for (int i = 0; copy && i < n; i++) {
+        pthread_mutex_lock(&copy[i]->mu);
+        int st = copy[i]->state;
+        pthread_mutex_unlock(&copy[i]->mu);
+        if (st != SRV_JOB_QUEUED && st != SRV_JOB_RUNNING) continue; /* bounded by the queue */
+        json_t *li = js->be->lease_info ? js->be->lease_info(js->be->state, copy[i]->id) : NULL;
+        const char *h = json_string_value(json_object_get(li, "holder"));
+        json_t *age = json_object_get(li, "lease_age_s");
+        if (h && json_is_number(age)) {
+            char hl[160]; /* a label value: no quote, backslash or newline */
+            snprintf(hl, sizeof hl, "%s", h);
+            for (char *c = hl; *c; c++)
+                if (*c == '"' || *c == '\\' || *c == '\n') *c = '_';
+            fprintf(f, "dynd_job_lease_age_seconds{job=\"%s\",holder=\"%s\"} %.3f\n",
+                    copy[i]->id, hl, json_number_value(age));
+        }
+        json_decref(li);
+    }
+    list_release(copy, n);
 }
 
 int srv_jobs_running(srv_jobs *js) {

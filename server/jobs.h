@@ -39,6 +39,10 @@
  * holds the job, or the job is interrupted and nobody holds it) is read again at every get and
  * list; resume and cancel of an interrupted job read it again once they hold its lease, so a job
  * cancelled or resumed to its end elsewhere is never run again.
+ * With jobs_backend = postgres (jobs_backend.h) the same protocol runs on the dynd_jobs table
+ * instead of files: the lease is the row's (holder, lease_gen, leased_until), record writes are
+ * fenced by it, a cancel reaches the holder by NOTIFY, and a queued or running job whose holder
+ * died is not made interrupted but taken over by an idle replica's claim_next and run again.
  *
  * Threads: srv_jobs_new, srv_jobs_shutdown, srv_jobs_detach and srv_jobs_free are called on
  * the loop's thread (the daemon's main thread); every other function is thread-safe and never
@@ -82,8 +86,11 @@ typedef struct srv_jobs srv_jobs;
  * without a live lease become interrupted), starts the workers and attaches to `loop` (the
  * daemon's: a wake-up handle and the lease heartbeat timer; the loop need not run yet, and must
  * be run by the calling thread). cfg is copied (state_dir, model_dir, data_dir, jobs_*); repo,
- * metrics and loop are borrowed and must outlive the jobs. NULL with err (DYN_EIO: state_dir
- * unusable, DYN_ENOMEM). */
+ * metrics and loop are borrowed and must outlive the jobs. jobs_backend = postgres: the records
+ * and leases live in the database jobs_db instead (jobs_backend.h: srv_jobs_backend_pg; the
+ * holder is "<replica_id or hostname>:<pid>"); state_dir/jobs still holds the working files.
+ * NULL with err (DYN_EIO: state_dir unusable, or the jobs database unreachable: the message
+ * names its host and database; DYN_ENOMEM). */
 srv_jobs *srv_jobs_new(const srv_config *cfg, srv_repo *repo, srv_metrics *metrics,
                        uv_loop_t *loop, dyn_err *err);
 
@@ -129,6 +136,11 @@ void srv_jobs_shutdown(srv_jobs *js);
 
 /* Jobs running now (shutdown waits for 0). */
 int srv_jobs_running(srv_jobs *js);
+
+/* /metrics: appends the gauge dynd_job_lease_age_seconds{job,holder} of every queued or running
+ * job somebody holds (its HELP and TYPE lines always; js may be NULL). Any thread; asks the
+ * backend (a file read, or a query, per job). */
+void srv_jobs_metrics_write(srv_jobs *js, FILE *f);
 
 /* Closes the jobs' loop handles (uv_close; loop thread, before the loop is torn down, e.g.
  * before a uv_walk that closes every handle). Jobs keep running: the ends of their runs are

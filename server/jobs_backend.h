@@ -5,8 +5,10 @@
  * Implementations:
  *   fs        (server/jobs_fs.c; jobs_backend = fs, the default): state_dir/jobs/<id>/job.json
  *             records, lease.<g> files created with O_EXCL, a `cancel` file; no service needed.
- *   postgres  (planned, issue 14 item 2): a jobs table; claims with FOR UPDATE SKIP LOCKED;
- *             leased_until renewed by the holder; cancel as a column plus LISTEN/NOTIFY.
+ *   postgres  (server/jobs_pgbe.c over server/jobs_pg.c; jobs_backend = postgres): the
+ *             dynd_jobs table; claims with FOR UPDATE SKIP LOCKED; leased_until renewed by the
+ *             holder; record writes fenced by (holder, lease_gen); cancel as a column plus
+ *             LISTEN/NOTIFY.
  *
  * The model (both implementations):
  *   - A job has an id (srv jobs' ids: [a-z0-9-], < 32 bytes) and one record: the JSON object that
@@ -68,6 +70,10 @@ typedef void (*srv_jobs_backend_claimed_fn)(void *arg, const char *id, long long
 typedef struct srv_jobs_backend {
     const char *name; /* "fs", "postgres": for logs and metrics */
     void *state;      /* the implementation's; freed by free */
+    /* 1 when claim_next hands out the queued and running jobs of dead holders (postgres): the
+     * scheduler then leaves such a job to it (it runs again) instead of recording it
+     * interrupted on sight (fs: 0). */
+    int takes_over;
 
     /* ---- life cycle (loop thread) ---- */
 
@@ -129,6 +135,13 @@ typedef struct srv_jobs_backend {
                  dyn_err *err);
     /* Asks the holder of job `id` (another replica) to cancel it. 0 or DYN_E*. */
     int (*cancel_request)(void *state, const char *id, dyn_err *err);
+
+    /* ---- observability (any thread; optional: NULL when the backend cannot tell) ---- */
+
+    /* Who holds job `id`: {"holder": "host:pid" (string), "lease_age_s": seconds since the
+     * lease's claim or last renewal (number)} as a new reference, or NULL when nobody holds it
+     * (or the store cannot say: not an error, the caller shows nulls). */
+    json_t *(*lease_info)(void *state, const char *id);
 } srv_jobs_backend;
 
 /* The fs backend (server/jobs_fs.c) on jobs_dir (state_dir/jobs, made by the caller), with
@@ -136,5 +149,20 @@ typedef struct srv_jobs_backend {
  * holding process lives). Returns the backend (b->free(b) frees it) or NULL with err
  * (DYN_ENOMEM). */
 srv_jobs_backend *srv_jobs_backend_fs(const char *jobs_dir, int lease_s, dyn_err *err);
+
+/* The postgres backend (server/jobs_pgbe.c) on the database `conninfo` (a libpq key=value
+ * string or URI, borrowed; libpq's own environment, PGPASSWORD etc., applies), as holder
+ * `holder` ("<replica_id or hostname>:<pid>"; NULL or "": "<hostname>:<pid>"), with leases of
+ * lease_s seconds. Connects now (one synchronous connection, shared by every thread under its
+ * mutex) and creates or upgrades the jobs schema (srv_jobs_pg_migrate). Returns the backend
+ * (b->free(b) frees it) or NULL with err: DYN_EIO when the database cannot be reached or
+ * migrated (the message names its host, port and database, never the password), DYN_ENOMEM.
+ * start opens the asynchronous connection on the loop (LISTEN for cancels and new work). */
+srv_jobs_backend *srv_jobs_backend_pg(const char *conninfo, const char *holder, int lease_s,
+                                      dyn_err *err);
+
+/* Describes conninfo for messages: "host=H port=P dbname=D user=U" with what the string and
+ * libpq's environment (PGHOST ...) give, never the password. Writes at most n bytes to buf. */
+void srv_jobs_pg_conninfo_describe(const char *conninfo, char *buf, size_t n);
 
 #endif

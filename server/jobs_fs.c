@@ -282,6 +282,32 @@ static int fs_cancel_request(void *state, const char *id, dyn_err *err) {
     return 0;
 }
 
+/* The highest lease file's holder ("host:pid") and the seconds since its mtime (its creation
+ * or last renewal), whether or not the holder still lives. */
+static json_t *fs_lease_info(void *state, const char *id) {
+    fs_state *s = state;
+    long long g = lease_max_gen(s, id);
+    if (g <= 0) return NULL;
+    char p[1300];
+    lease_path(s, id, g, p, sizeof p);
+    struct stat st;
+    json_t *o = json_load_file(p, 0, NULL);
+    if (stat(p, &st) != 0) { /* released meanwhile */
+        json_decref(o);
+        return NULL;
+    }
+    const char *host = json_string_value(json_object_get(o, "host"));
+    char holder[320];
+    snprintf(holder, sizeof holder, "%s:%lld", host ? host : "?",
+             (long long)json_integer_value(json_object_get(o, "pid")));
+    json_decref(o);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double age = (double)(now.tv_sec - st.st_mtim.tv_sec) +
+                 (double)(now.tv_nsec - st.st_mtim.tv_nsec) * 1e-9;
+    return json_pack("{s:s, s:f}", "holder", holder, "lease_age_s", age > 0 ? age : 0.0);
+}
+
 srv_jobs_backend *srv_jobs_backend_fs(const char *jobs_dir, int lease_s, dyn_err *err) {
     srv_jobs_backend *b = calloc(1, sizeof *b);
     fs_state *s = calloc(1, sizeof *s);
@@ -314,6 +340,7 @@ srv_jobs_backend *srv_jobs_backend_fs(const char *jobs_dir, int lease_s, dyn_err
         .release = fs_release,
         .renew = fs_renew,
         .cancel_request = fs_cancel_request,
+        .lease_info = fs_lease_info,
     };
     return b;
 }

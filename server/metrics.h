@@ -9,6 +9,8 @@
  *   dynd_inflight_requests, dynd_up, dynd_draining          gauges
  *   dynd_jobs{state}                                        gauge (jobs known, by state)
  *   dynd_job_duration_seconds{kind,state}                   histogram (one run of a job)
+ *   dynd_job_lease_age_seconds{job,holder}                  gauge, sampled at scrape time
+ *                                                           (queued / running jobs: jobs.h)
  *   dynd_connections_dropped_total{reason}                  counter (server/guard.h)
  *
  * Label values are bounded: `model` is a served model's name or "" (never a name a client made

@@ -418,6 +418,28 @@ START_TEST(config_from_env) {
 }
 END_TEST
 
+START_TEST(jobs_backend_settings) {
+    srv_config cfg;
+    dyn_err err;
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, NULL), 0);
+    ck_assert_int_eq(cfg.jobs_backend, SRV_JOBS_BACKEND_FS); /* the default */
+    ck_assert_str_eq(cfg.jobs_db, "");
+    /* postgres needs a database */
+    setenv("DYND_JOBS_BACKEND", "postgres", 1);
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, NULL), DYN_EINVAL);
+    ck_assert_msg(strstr(err.msg, "jobs_db") && strstr(err.msg, "DYND_JOBS_DB"), "%s", err.msg);
+    setenv("DYND_JOBS_DB", "host=db dbname=dynd", 1);
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, NULL), 0);
+    ck_assert_int_eq(cfg.jobs_backend, SRV_JOBS_BACKEND_POSTGRES);
+    ck_assert_str_eq(cfg.jobs_db, "host=db dbname=dynd");
+    const char *flag[] = {"--jobs-backend=mysql", NULL};
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, flag), DYN_EINVAL);
+    const char *fs[] = {"--jobs-backend", "fs", NULL};
+    ck_assert_int_eq(load_argv(&cfg, NULL, &err, fs), 0);
+    ck_assert_int_eq(cfg.jobs_backend, SRV_JOBS_BACKEND_FS);
+}
+END_TEST
+
 START_TEST(env_errors) {
     srv_config cfg;
     dyn_err err;
@@ -643,6 +665,7 @@ Suite *config_suite(void) {
     tcase_add_test(tc, tokens);
     tcase_add_test(tc, replica_id);
     tcase_add_test(tc, reload);
+    tcase_add_test(tc, jobs_backend_settings);
     tcase_add_test(tc, help_lists_every_setting);
     tcase_add_test(tc, print_roundtrip_defaults);
     tcase_add_test(tc, print_roundtrip_settings);
