@@ -680,8 +680,30 @@ static void client_message(const srv_jobs *js, const char *msg, char *out, size_
     out[k < n ? k : n - 1] = 0;
 }
 
+/* With a backend that takes jobs over (postgres), a job this replica stops holding at shutdown
+ * goes back to the shared queue, to be claimed by another replica (a fine-tune continues from
+ * its last checkpoint in the store), instead of waiting interrupted for a resume by request. */
+static void job_hand_back(srv_jobs *js, srv_job *j, const char *msg) {
+    pthread_mutex_lock(&j->mu);
+    j->state = SRV_JOB_QUEUED;
+    j->error[0] = 0;
+    j->error_code = NULL;
+    pthread_mutex_unlock(&j->mu);
+    atomic_store(&j->phase, SRV_PHASE_QUEUED);
+    record_write_logged(js, j);
+    lease_release(js, j); /* postgres: queued with no holder, NOTIFY'd to the claimers */
+    pthread_mutex_lock(&j->mu);
+    j->remote = 1; /* another replica's now: read again at every look */
+    pthread_mutex_unlock(&j->mu);
+    log_transition(j, msg);
+}
+
 static void job_finish(srv_jobs *js, srv_job *j, int rc, const dyn_err *err) {
     int reason = atomic_load(&j->cancel_reason);
+    if (rc == DYN_ECANCEL && reason == SRV_CANCEL_SHUTDOWN && js->be->takes_over) {
+        job_hand_back(js, j, "job handed back at shutdown (another replica takes it)");
+        return;
+    }
     int st = rc == 0 ? SRV_JOB_SUCCEEDED
              : rc != DYN_ECANCEL ? SRV_JOB_FAILED
              : reason == SRV_CANCEL_USER ? SRV_JOB_CANCELLED
@@ -828,7 +850,7 @@ static void dispatch(srv_jobs *js) {
         }
         pthread_mutex_unlock(&js->mu);
         if (!j) {
-            if (!stopping && !js->claiming) {
+            if (!stopping && !js->claiming && js->claims) {
                 js->claiming = 1;
                 js->be->claim_next(js->be->state, on_claimed, js);
             }
@@ -1009,6 +1031,7 @@ srv_jobs *srv__jobs_new_with(const srv_config *cfg, srv_repo *repo, srv_metrics 
     snprintf(js->model_dir, sizeof js->model_dir, "%s", cfg->model_dir);
     snprintf(js->data_dir, sizeof js->data_dir, "%s", cfg->data_dir);
     js->max_concurrent = cfg->jobs_max_concurrent;
+    js->claims = cfg->role != SRV_ROLE_SERVE; /* a serving replica runs no one's jobs */
     js->lease_s = cfg->jobs_lease_s;
     js->keep = cfg->jobs_keep > 0 ? cfg->jobs_keep : 1000;
     js->threads = cfg->threads;
@@ -1398,6 +1421,10 @@ void srv_jobs_shutdown(srv_jobs *js) {
         srv_job *j = q;
         q = q->next;
         j->next = NULL;
+        if (js->be->takes_over) {
+            job_hand_back(js, j, "job handed back at shutdown (another replica takes it)");
+            continue;
+        }
         pthread_mutex_lock(&j->mu);
         j->state = SRV_JOB_INTERRUPTED;
         j->error_code = "interrupted";

@@ -94,6 +94,7 @@ struct srv_jobs {
     uv_timer_t heartbeat;   /* renews our leases, polls the backend */
     int attached;           /* (mu) the handles are open: uv_async_send is allowed */
     int claiming;           /* (loop) a claim_next is out */
+    int claims;             /* asks the backend for others' jobs (role != serve) */
     srv_jobs_worker *workers;
     int nworkers;
     atomic_int workers_alive;
