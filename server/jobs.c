@@ -54,6 +54,7 @@
 
 #include "io/file.h"
 #include "server/log.h"
+#include "server/store.h"
 
 static const char *const STATE_NAMES[] = {"queued",    "running",  "succeeded",
                                           "failed",    "cancelled", "interrupted"};
@@ -100,7 +101,9 @@ static void job_file(const srv_job *j, const char *name, char *buf, size_t n) {
     snprintf(buf, n, "%s/%s", j->dir, name);
 }
 
-/* A finished job's working files (upload, input snapshot, checkpoints); the record stays. */
+/* A finished job's working files (upload, input snapshot, checkpoints); the record stays.
+ * With a model store, also their copies there (jobs/<id>/, store.h): on a thread of the
+ * store's, since this runs on the loop thread too; best effort, logged. */
 static void job_files_remove(const srv_job *j) {
     static const char *const FILES[] = {"upload.bin", "input.dyn", "ckpt"};
     char p[1300];
@@ -108,6 +111,8 @@ static void job_files_remove(const srv_job *j) {
         job_file(j, FILES[i], p, sizeof p);
         srv__remove_tree(p);
     }
+    srv_store *st = srv_store_active();
+    if (st) srv_store_job_delete_async(st, j->id);
 }
 
 /* ---- ids ---- */
@@ -1139,6 +1144,14 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
             jerr(e, 500, "state_io", "cannot move the upload into %s: %s", j->dir, strerror(errno));
             goto fail_dir;
         }
+        /* with a model store, every replica must be able to run the job: the upload goes
+         * there before the job is queued (store.h: "job files") */
+        srv_store *st = srv_store_active();
+        if (st && srv_store_job_put(st, id, "upload.bin", p, &err)) {
+            jerr(e, 503, "store_unavailable", "the model store did not take the upload, so the "
+                 "job was not queued; try again later (%s)", err.msg);
+            goto fail_dir;
+        }
     }
     j->lease = lease_claim(js, j);
     if (j->lease <= 0 || srv__job_record_write(js, j, &err)) {
@@ -1166,6 +1179,12 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
 fail_dir:
     js->be->remove(js->be->state, id);
     srv__remove_tree(j->dir);
+    if (upload_path && srv_store_active()) { /* its upload in the store, if it got there */
+        dyn_err e2 = {0};
+        if (srv_store_job_delete(srv_store_active(), id, NULL, &e2))
+            srv_log(SRV_LOG_WARN, "model store: the upload of a refused job was not deleted",
+                    json_pack("{s:s, s:s}", "job", id, "error", e2.msg));
+    }
 fail:
     job_free(j);
     return NULL;
