@@ -1130,6 +1130,14 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
     j->created_at = epoch_now();
     atomic_store(&j->epochs, (int)json_integer_value(json_object_get(spec, "epochs")));
     dyn_err err = {0};
+    /* with a model store, every replica must be able to run the job: the upload goes there
+     * before the backend knows the job (store.h: "job files") */
+    srv_store *st = srv_store_active();
+    if (upload_path && st && srv_store_job_put(st, id, "upload.bin", upload_path, &err)) {
+        jerr(e, 503, "store_unavailable", "the model store did not take the upload, so the job "
+             "was not queued; try again later (%s)", err.msg);
+        goto fail_store;
+    }
     if (js->be->create(js->be->state, id, &err) ||
         (mkdir(j->dir, 0750) != 0 && errno != EEXIST && dyn_err_set(&err, DYN_EIO,
                                                                     "cannot create %s: %s", j->dir,
@@ -1142,14 +1150,6 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
         job_file(j, "upload.bin", p, sizeof p);
         if (rename(upload_path, p) != 0) {
             jerr(e, 500, "state_io", "cannot move the upload into %s: %s", j->dir, strerror(errno));
-            goto fail_dir;
-        }
-        /* with a model store, every replica must be able to run the job: the upload goes
-         * there before the job is queued (store.h: "job files") */
-        srv_store *st = srv_store_active();
-        if (st && srv_store_job_put(st, id, "upload.bin", p, &err)) {
-            jerr(e, 503, "store_unavailable", "the model store did not take the upload, so the "
-                 "job was not queued; try again later (%s)", err.msg);
             goto fail_dir;
         }
     }
@@ -1179,9 +1179,10 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
 fail_dir:
     js->be->remove(js->be->state, id);
     srv__remove_tree(j->dir);
-    if (upload_path && srv_store_active()) { /* its upload in the store, if it got there */
+fail_store:
+    if (upload_path && st) { /* its upload in the store, if (a part of) it got there */
         dyn_err e2 = {0};
-        if (srv_store_job_delete(srv_store_active(), id, NULL, &e2))
+        if (srv_store_job_delete(st, id, NULL, &e2))
             srv_log(SRV_LOG_WARN, "model store: the upload of a refused job was not deleted",
                     json_pack("{s:s, s:s}", "job", id, "error", e2.msg));
     }
