@@ -664,7 +664,7 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
     }
     /* no local checkpoint: the store's, if any (the job ran elsewhere, or its files are gone) */
     int found = 0;
-    if (!rc && st && access(state, R_OK) != 0 &&
+    if (!rc && st && access(state, R_OK) != 0 && !(rc = job_dir_make(js, j, err)) &&
         (rc = srv_store_job_fetch_dir(st, j->id, "ckpt", ckpt, "state.json", ckpt_keep, NULL,
                                       &found, err)))
         dyn_err_prefix(err, "cannot tell whether job '%s' has a checkpoint to resume from", j->id);
