@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "convert/finetune.h"
@@ -284,12 +285,48 @@ static int bget(const json_t *spec, const char *k) { return json_is_true(json_ob
 
 static void phase_set(srv_job *j, int phase) { atomic_store(&j->phase, phase); }
 
+/* ---- job files in the model store (store.h: "job files") ---- */
+
+/* The job's directory (state_dir/jobs/<id>), made when missing: a replica that did not submit
+ * the job may have none. 0 or DYN_EIO. */
+static int job_dir_make(const srv_jobs *js, const srv_job *j, dyn_err *err) {
+    if ((mkdir(js->jobs_dir, 0750) != 0 && errno != EEXIST) ||
+        (mkdir(j->dir, 0750) != 0 && errno != EEXIST))
+        return dyn_err_set(err, DYN_EIO, "cannot create %s: %s", j->dir, strerror(errno));
+    return 0;
+}
+
+/* With a model store and no local copy of the job's file `leaf` (another replica submitted or
+ * ran the job): fetches it into the job's directory. *found: the file is here now. 0, or DYN_EIO
+ * (the store failed: the job cannot know whether it exists). */
+static int job_file_fetch(const srv_jobs *js, srv_job *j, const char *leaf, int *found,
+                          dyn_err *err) {
+    char p[1300];
+    snprintf(p, sizeof p, "%s/%s", j->dir, leaf);
+    *found = access(p, R_OK) == 0;
+    srv_store *st = srv_store_active();
+    if (*found || !st) return 0;
+    int rc = job_dir_make(js, j, err);
+    if (!rc) rc = srv_store_job_get(st, j->id, leaf, p, found, err);
+    if (!rc && *found)
+        srv_log(SRV_LOG_INFO, "model store: job file fetched",
+                json_pack("{s:s, s:s}", "job", j->id, "file", leaf));
+    return rc;
+}
+
 /* The input model: the upload, a snapshot kept for resuming, or the repository's file. */
 static dyn_model *input_load(srv_jobs *js, srv_job *j, const char *snapshot, dyn_err *err) {
     char p[1300];
     const json_t *up = json_object_get(j->spec, "upload");
+    int found = 0;
     if (up) {
         snprintf(p, sizeof p, "%s/upload.bin", j->dir);
+        if (job_file_fetch(js, j, "upload.bin", &found, err)) return NULL;
+        if (!found) {
+            dyn_err_set(err, DYN_EIO, "the upload of job '%s' is gone (neither in %s nor in the "
+                        "model store): submit the model again", j->id, j->dir);
+            return NULL;
+        }
         const char *fmt = sget(up, "format");
         dyn_model *m = fmt && !strcmp(fmt, "dyn") ? dyn_model_load(p, err) : dyn_onnx_load(p, err);
         if (!m) dyn_err_prefix(err, "the uploaded model");
@@ -297,7 +334,8 @@ static dyn_model *input_load(srv_jobs *js, srv_job *j, const char *snapshot, dyn
     }
     if (snapshot) {
         snprintf(p, sizeof p, "%s/%s", j->dir, snapshot);
-        if (access(p, R_OK) == 0) return dyn_model_load(p, err);
+        if (job_file_fetch(js, j, snapshot, &found, err)) return NULL;
+        if (found) return dyn_model_load(p, err);
     }
     const char *name = sget(j->spec, "model");
     srv_model *sm = name ? srv_repo_acquire_load(js->repo, name, 0, 0, NULL, NULL, NULL) : NULL;
@@ -524,7 +562,53 @@ typedef struct ft_ctx {
     srv_jobs *js;
     srv_job *j;
     int unfixed;
+    double pushed_at; /* when the last push of the checkpoint to the store began (0: none) */
 } ft_ctx;
+
+static double wall_now(void) { /* the clock of file times */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A checkpoint is complete (the engine's checkpointed callback): with a model store it is
+ * mirrored to jobs/<id>/ckpt/ there, the data files first and state.json last (the files
+ * changed since the last push; all of them after a failed one). A failure is logged and the
+ * job goes on: the store keeps the previous complete checkpoint, the next epoch tries again. */
+static void ft_checkpointed(void *ctx, const char *dir, int epoch) {
+    ft_ctx *c = ctx;
+    srv_store *st = srv_store_active();
+    if (!st) return;
+    const double t = wall_now();
+    dyn_err err = {0};
+    long long bytes = 0;
+    /* 2 s of slack: file times come from a coarser clock than this one */
+    int rc = srv_store_job_push_dir(st, c->j->id, "ckpt", dir, "state.json",
+                                    c->pushed_at > 0 ? c->pushed_at - 2 : 0, &bytes, &err);
+    c->pushed_at = rc ? 0 : t;
+    if (rc)
+        srv_log(SRV_LOG_WARN, "model store: checkpoint not stored (the store keeps the previous "
+                              "one; retried after the next epoch)",
+                json_pack("{s:s, s:i, s:s}", "job", c->j->id, "epoch", epoch, "error", err.msg));
+    else
+        srv_log(SRV_LOG_INFO, "model store: checkpoint stored",
+                json_pack("{s:s, s:i, s:I}", "job", c->j->id, "epoch", epoch, "bytes",
+                          (json_int_t)bytes));
+}
+
+/* Which checkpoint files of the store belong to the checkpoint that state.json (text) names:
+ * best.dyn and the files of its epoch (cur-<e>.*, dense-<e>.*; finetune.h). */
+static int ckpt_keep(const char *leaf, const char *text, void *arg) {
+    (void)arg;
+    json_t *sj = json_loads(text, 0, NULL);
+    long long e = json_integer_value(json_object_get(sj, "epoch"));
+    json_decref(sj);
+    char cur[48], dense[48];
+    snprintf(cur, sizeof cur, "cur-%lld.", e);
+    snprintf(dense, sizeof dense, "dense-%lld.", e);
+    return !strcmp(leaf, "best.dyn") || !strncmp(leaf, cur, strlen(cur)) ||
+           !strncmp(leaf, dense, strlen(dense));
+}
 
 static void ft_progress(void *ctx, const dyn_ft_progress *p) {
     ft_ctx *c = ctx;
@@ -569,14 +653,30 @@ static int run_finetune(srv_jobs *js, srv_job *j, dyn_err *err) {
     dyn_model *m = input_load(js, j, "input.dyn", err);
     if (!m) return err->code ? err->code : DYN_EIO;
     int rc = 0;
-    if (access(snap, R_OK) != 0) rc = dyn_model_save(m, snap, err); /* atomic: whole or absent */
+    srv_store *st = srv_store_active();
+    if (access(snap, R_OK) != 0) {
+        rc = dyn_model_save(m, snap, err); /* atomic: whole or absent */
+        dyn_err e2 = {0};
+        if (!rc && st && srv_store_job_put(st, j->id, "input.dyn", snap, &e2))
+            srv_log(SRV_LOG_WARN, "model store: the fine-tune's input snapshot was not stored (a "
+                                  "replica taking the job over would start from the repository's "
+                                  "model)", json_pack("{s:s, s:s}", "job", j->id, "error", e2.msg));
+    }
+    /* no local checkpoint: the store's, if any (the job ran elsewhere, or its files are gone) */
+    int found = 0;
+    if (!rc && st && access(state, R_OK) != 0 && !(rc = job_dir_make(js, j, err)) &&
+        (rc = srv_store_job_fetch_dir(st, j->id, "ckpt", ckpt, "state.json", ckpt_keep, NULL,
+                                      &found, err)))
+        dyn_err_prefix(err, "cannot tell whether job '%s' has a checkpoint to resume from", j->id);
     dyn_ft_opts o;
     if (dyn_ft_opts_from_spec(s, &o, err) && !rc) rc = err->code;
     o.ckpt_dir = ckpt;
     o.resume = access(state, R_OK) == 0; /* an epoch finished before the interruption */
-    ft_ctx fc = {js, j, o.mode == DYN_FT_UNFIXED};
+    ft_ctx fc = {js, j, o.mode == DYN_FT_UNFIXED, 0};
     o.progress = ft_progress;
     o.progress_ctx = &fc;
+    o.checkpointed = ft_checkpointed;
+    o.checkpointed_ctx = &fc;
     o.cancel = &j->cancel;
     atomic_store(&j->epochs, o.epochs);
     const char *data = sget(s, "data");

@@ -54,6 +54,7 @@
 
 #include "io/file.h"
 #include "server/log.h"
+#include "server/store.h"
 
 static const char *const STATE_NAMES[] = {"queued",    "running",  "succeeded",
                                           "failed",    "cancelled", "interrupted"};
@@ -100,7 +101,9 @@ static void job_file(const srv_job *j, const char *name, char *buf, size_t n) {
     snprintf(buf, n, "%s/%s", j->dir, name);
 }
 
-/* A finished job's working files (upload, input snapshot, checkpoints); the record stays. */
+/* A finished job's working files (upload, input snapshot, checkpoints); the record stays.
+ * With a model store, also their copies there (jobs/<id>/, store.h): on a thread of the
+ * store's, since this runs on the loop thread too; best effort, logged. */
 static void job_files_remove(const srv_job *j) {
     static const char *const FILES[] = {"upload.bin", "input.dyn", "ckpt"};
     char p[1300];
@@ -108,6 +111,8 @@ static void job_files_remove(const srv_job *j) {
         job_file(j, FILES[i], p, sizeof p);
         srv__remove_tree(p);
     }
+    srv_store *st = srv_store_active();
+    if (st) srv_store_job_delete_async(st, j->id);
 }
 
 /* ---- ids ---- */
@@ -1168,6 +1173,14 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
     j->created_at = epoch_now();
     atomic_store(&j->epochs, (int)json_integer_value(json_object_get(spec, "epochs")));
     dyn_err err = {0};
+    /* with a model store, every replica must be able to run the job: the upload goes there
+     * before the backend knows the job (store.h: "job files") */
+    srv_store *st = srv_store_active();
+    if (upload_path && st && srv_store_job_put(st, id, "upload.bin", upload_path, &err)) {
+        jerr(e, 503, "store_unavailable", "the model store did not take the upload, so the job "
+             "was not queued; try again later (%s)", err.msg);
+        goto fail_store;
+    }
     if (js->be->create(js->be->state, id, &err) ||
         (mkdir(j->dir, 0750) != 0 && errno != EEXIST && dyn_err_set(&err, DYN_EIO,
                                                                     "cannot create %s: %s", j->dir,
@@ -1209,6 +1222,13 @@ json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload
 fail_dir:
     js->be->remove(js->be->state, id);
     srv__remove_tree(j->dir);
+fail_store:
+    if (upload_path && st) { /* its upload in the store, if (a part of) it got there */
+        dyn_err e2 = {0};
+        if (srv_store_job_delete(st, id, NULL, &e2))
+            srv_log(SRV_LOG_WARN, "model store: the upload of a refused job was not deleted",
+                    json_pack("{s:s, s:s}", "job", id, "error", e2.msg));
+    }
 fail:
     job_free(j);
     return NULL;

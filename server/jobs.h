@@ -18,6 +18,10 @@
  *   ckpt/         fine-tuning checkpoints (engine/convert/finetune.h): resume continues from the
  *                 last finished epoch; removed when the job ends;
  *   lease.<g>     the claim (below).
+ * With model_store set, upload.bin, the fine-tune's input snapshot (input.dyn) and its last
+ * complete checkpoint are also kept in the store (server/store.h "job files"): an upload before
+ * the job is queued (503 store_unavailable otherwise), a checkpoint after every epoch; a run
+ * without them locally fetches them from there; they leave the store when the job ends.
  * Retention: at most jobs_keep finished (succeeded / failed / cancelled) records are kept; when
  * a job ends beyond that, the oldest finished ones leave the list and their directories are
  * removed (at start-up too). Interrupted jobs are kept: they may be resumed. Jobs are
@@ -108,7 +112,7 @@ json_t *srv_jobs_spec(srv_jobs *js, int kind, const json_t *in, int has_upload, 
  * upload_path (renamed into the job's directory; the caller must not unlink it after success).
  * The upload is checked to be an ONNX or DyN model file (400 bad_model otherwise).
  * Returns the job's record (new reference) or NULL with e set (400 bad_model, 500 state_io,
- * 503 shutting_down). */
+ * 503 shutting_down, 503 store_unavailable: a model store did not take the upload). */
 json_t *srv_jobs_submit(srv_jobs *js, int kind, json_t *spec, const char *upload_path,
                         srv_job_err *e);
 

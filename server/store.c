@@ -32,6 +32,11 @@ struct srv_store {
     srv_s3 s3;      /* publishes */
     srv_s3 poll_s3; /* the poller's: the same, cancelled by srv_store_poller_stop */
     atomic_int cancel;
+    srv_s3 bg_s3;   /* background job-file deletes: cancelled by srv_store_free after a wait */
+    atomic_int bg_cancel;
+    pthread_mutex_t bg_mu;
+    pthread_cond_t bg_cv;
+    int bg_n; /* background deletes running */
     char prefix[512];
     char host[128];
     pthread_mutex_t sync_mu; /* one sync at a time; guards known */
@@ -201,6 +206,10 @@ int srv_store_open(const srv_config *cfg, srv_store **out, dyn_err *err) {
     st->s3.timeout_s = cfg->store_timeout_s;
     st->poll_s3 = st->s3;
     st->poll_s3.cancel = &st->cancel;
+    st->bg_s3 = st->s3;
+    st->bg_s3.cancel = &st->bg_cancel;
+    pthread_mutex_init(&st->bg_mu, NULL);
+    pthread_cond_init(&st->bg_cv, NULL);
     if (gethostname(st->host, sizeof st->host) != 0) snprintf(st->host, sizeof st->host, "?");
     pthread_mutex_init(&st->sync_mu, NULL);
     *out = st;
@@ -209,6 +218,17 @@ int srv_store_open(const srv_config *cfg, srv_store **out, dyn_err *err) {
 
 void srv_store_free(srv_store *st) {
     if (!st) return;
+    /* background deletes: a grace period, then cancelled (each request ends within a second) */
+    pthread_mutex_lock(&st->bg_mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    while (st->bg_n > 0 && pthread_cond_timedwait(&st->bg_cv, &st->bg_mu, &until) == 0) {}
+    if (st->bg_n > 0) atomic_store(&st->bg_cancel, 1);
+    while (st->bg_n > 0) pthread_cond_wait(&st->bg_cv, &st->bg_mu);
+    pthread_mutex_unlock(&st->bg_mu);
+    pthread_cond_destroy(&st->bg_cv);
+    pthread_mutex_destroy(&st->bg_mu);
     for (int i = 0; i < st->nknown; i++) json_decref(st->known[i].versions);
     free(st->known);
     pthread_mutex_destroy(&st->sync_mu);
@@ -596,4 +616,301 @@ void srv_store_poller_stop(srv_store *st) {
     st->stopped = 1;
     atomic_store(&st->cancel, 1); /* a poll in progress ends within a second */
     if (st->loop) uv_timer_stop(&st->timer);
+}
+
+/* ---- job files (store.h: "job files") ---- */
+
+#define JOBS_LEAF "jobs"
+#define JOB_LAST_MAX (16u << 20) /* a `last` object read into memory (a state.json) */
+
+static int job_id_ok(const char *id) {
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static int leaf_ok(const char *leaf) {
+    return leaf && leaf[0] != '/' && !strstr(leaf, "..") && !strstr(leaf, "//");
+}
+
+int srv_store_job_key(const srv_store *st, const char *id, const char *leaf, char *buf, size_t n) {
+    if (!job_id_ok(id) || !leaf_ok(leaf)) return -1;
+    int w = snprintf(buf, n, "%s%s" JOBS_LEAF "/%s/%s", st->prefix, st->prefix[0] ? "/" : "", id,
+                     leaf);
+    return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+static int job_key_err(const srv_store *st, const char *id, const char *leaf, char *buf, size_t n,
+                       dyn_err *err) {
+    if (srv_store_job_key(st, id, leaf, buf, n) == 0) return 0;
+    return dyn_err_set(err, DYN_EINVAL, "model store: no valid key for file '%s' of job '%s'",
+                       leaf ? leaf : "?", id ? id : "?");
+}
+
+int srv_store_job_put(srv_store *st, const char *id, const char *leaf, const char *path,
+                      dyn_err *err) {
+    char key[1300];
+    int rc = job_key_err(st, id, leaf, key, sizeof key, err);
+    if (!rc) rc = srv_s3_put_file(&st->s3, key, path, NULL, err);
+    return rc ? dyn_err_prefix(err, "model store: storing %s of job '%s'", leaf, id) : 0;
+}
+
+int srv_store_job_get(srv_store *st, const char *id, const char *leaf, const char *path,
+                      int *found, dyn_err *err) {
+    *found = 0;
+    char key[1300];
+    int rc = job_key_err(st, id, leaf, key, sizeof key, err);
+    if (rc) return rc;
+    srv_s3_res res;
+    memset(&res, 0, sizeof res);
+    rc = srv_s3_get_file(&st->s3, key, path, &res, err);
+    if (rc && res.status == 404) {
+        err->code = 0;
+        err->msg[0] = 0;
+        return 0;
+    }
+    if (rc) return dyn_err_prefix(err, "model store: fetching %s of job '%s'", leaf, id);
+    *found = 1;
+    return 0;
+}
+
+/* Calls fn(key, leaf, obj, arg) for every object under the job's folder `sub` ("" : the whole
+ * folder); leaf is the key's part after "<folder>/<sub>/". fn returns 0 to go on, else the
+ * listing stops with that code. 0, DYN_EIO (err) or fn's code. */
+static int job_list(srv_store *st, const srv_s3 *s3, const char *id, const char *sub,
+                    int (*fn)(const char *key, const char *leaf, const srv_s3_obj *o, void *arg),
+                    void *arg, dyn_err *err) {
+    char lp[1300], token[1024] = "";
+    char leaf[300];
+    snprintf(leaf, sizeof leaf, "%s%s", sub, sub[0] ? "/" : "");
+    int rc = job_key_err(st, id, leaf, lp, sizeof lp, err);
+    if (rc) return rc;
+    size_t pl = strlen(lp);
+    for (int pages = 0; pages < 100000; pages++) {
+        srv_s3_page page;
+        if ((rc = srv_s3_list(s3, lp, token, &page, NULL, err)))
+            return dyn_err_prefix(err, "model store: listing the files of job '%s'", id);
+        for (int i = 0; i < page.n && !rc; i++)
+            if (!strncmp(page.objs[i].key, lp, pl))
+                rc = fn(page.objs[i].key, page.objs[i].key + pl, &page.objs[i], arg);
+        int more = page.truncated && !rc;
+        snprintf(token, sizeof token, "%s", page.next_token);
+        free(page.objs);
+        if (!more) return rc;
+    }
+    return dyn_err_set(err, DYN_EIO, "model store: the listing of job '%s' never ends", id);
+}
+
+/* ---- push ---- */
+
+typedef struct push_ctx {
+    srv_store *st;
+    const char *dir;
+    dyn_err *err;
+    int failed;
+} push_ctx;
+
+/* Deletes an object that the local directory no longer holds. */
+static int push_prune(const char *key, const char *leaf, const srv_s3_obj *o, void *arg) {
+    push_ctx *c = arg;
+    char p[1400];
+    struct stat sb;
+    (void)o;
+    if (strchr(leaf, '/')) return 0; /* not a file of this directory level */
+    snprintf(p, sizeof p, "%s/%s", c->dir, leaf);
+    if (stat(p, &sb) == 0) return 0;
+    dyn_err e2 = {0};
+    if (srv_s3_delete(&c->st->s3, key, NULL, &e2) && !c->failed) {
+        c->failed = 1;
+        snprintf(c->err->msg, sizeof c->err->msg, "%s", e2.msg);
+    }
+    return 0;
+}
+
+static int skip_name(const char *name) { return name[0] == '.' || strstr(name, ".tmp.") != NULL; }
+
+int srv_store_job_push_dir(srv_store *st, const char *id, const char *sub, const char *dir,
+                           const char *last, double since, long long *bytes, dyn_err *err) {
+    char leaf[600], p[1400];
+    long long total = 0;
+    if (bytes) *bytes = 0;
+    DIR *d = opendir(dir);
+    if (!d) return dyn_err_set(err, DYN_EIO, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (!rc && (e = readdir(d))) {
+        struct stat sb;
+        if (skip_name(e->d_name) || !strcmp(e->d_name, last)) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        double mt = (double)sb.st_mtim.tv_sec + sb.st_mtim.tv_nsec * 1e-9;
+        if (since > 0 && mt < since) continue; /* unchanged since the last push */
+        snprintf(leaf, sizeof leaf, "%s/%s", sub, e->d_name);
+        if (!(rc = srv_store_job_put(st, id, leaf, p, err))) total += sb.st_size;
+    }
+    closedir(d);
+    if (rc) return rc;
+    snprintf(p, sizeof p, "%s/%s", dir, last);
+    snprintf(leaf, sizeof leaf, "%s/%s", sub, last);
+    struct stat sb;
+    if (stat(p, &sb) != 0) return dyn_err_set(err, DYN_EIO, "%s: %s", p, strerror(errno));
+    if ((rc = srv_store_job_put(st, id, leaf, p, err))) return rc;
+    total += sb.st_size;
+    if (bytes) *bytes = total;
+    /* what `last` no longer names: only now, so a reader of the previous `last` found its files */
+    push_ctx c = {st, dir, err, 0};
+    rc = job_list(st, &st->s3, id, sub, push_prune, &c, err);
+    if (!rc && c.failed) {
+        char first[sizeof err->msg];
+        snprintf(first, sizeof first, "%s", err->msg);
+        rc = dyn_err_set(err, DYN_EIO, "model store: removing old files of job '%s': %s", id, first);
+    }
+    return rc;
+}
+
+/* ---- fetch ---- */
+
+typedef struct fetch_ctx {
+    srv_store *st;
+    const char *id, *sub, *dir, *last, *last_text;
+    int (*keep)(const char *leaf, const char *last_text, void *arg);
+    void *arg;
+    dyn_err *err;
+    int n;
+} fetch_ctx;
+
+static int fetch_one(const char *key, const char *leaf, const srv_s3_obj *o, void *arg) {
+    fetch_ctx *c = arg;
+    (void)o;
+    if (strchr(leaf, '/') || !strcmp(leaf, c->last) || skip_name(leaf)) return 0;
+    if (c->keep && !c->keep(leaf, c->last_text, c->arg)) return 0;
+    char p[1400];
+    snprintf(p, sizeof p, "%s/%s", c->dir, leaf);
+    if (srv_s3_get_file(&c->st->s3, key, p, NULL, c->err))
+        return dyn_err_prefix(c->err, "model store: fetching %s/%s of job '%s'", c->sub, leaf, c->id);
+    c->n++;
+    return 0;
+}
+
+int srv_store_job_fetch_dir(srv_store *st, const char *id, const char *sub, const char *dir,
+                            const char *last,
+                            int (*keep)(const char *leaf, const char *last_text, void *arg),
+                            void *arg, int *found, dyn_err *err) {
+    *found = 0;
+    char leaf[600], key[1300], p[1400], *text = NULL;
+    size_t n = 0;
+    snprintf(leaf, sizeof leaf, "%s/%s", sub, last);
+    int rc = job_key_err(st, id, leaf, key, sizeof key, err);
+    if (rc) return rc;
+    srv_s3_res res;
+    memset(&res, 0, sizeof res);
+    rc = srv_s3_get_mem(&st->s3, key, JOB_LAST_MAX, &text, &n, &res, err);
+    if (rc && res.status == 404) {
+        err->code = 0;
+        err->msg[0] = 0;
+        return 0;
+    }
+    if (rc) return dyn_err_prefix(err, "model store: fetching %s of job '%s'", leaf, id);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        rc = dyn_err_set(err, DYN_EIO, "%s: %s", dir, strerror(errno));
+        goto out;
+    }
+    fetch_ctx c = {st, id, sub, dir, last, text, keep, arg, err, 0};
+    if ((rc = job_list(st, &st->s3, id, sub, fetch_one, &c, err))) goto out;
+    snprintf(p, sizeof p, "%s/%s", dir, last);
+    if ((rc = dyn_file_write_atomic(p, text, n, 0644, err))) goto out;
+    *found = 1;
+    srv_log(SRV_LOG_INFO, "model store: job files fetched",
+            json_pack("{s:s, s:s, s:i}", "job", id, "folder", sub, "files", c.n + 1));
+out:
+    free(text);
+    return rc;
+}
+
+/* ---- delete ---- */
+
+typedef struct del_ctx {
+    const srv_s3 *s3;
+    dyn_err *err;
+    int n, failed;
+} del_ctx;
+
+static int del_one(const char *key, const char *leaf, const srv_s3_obj *o, void *arg) {
+    del_ctx *c = arg;
+    dyn_err e2 = {0};
+    (void)leaf, (void)o;
+    if (srv_s3_delete(c->s3, key, NULL, &e2) == 0) {
+        c->n++;
+        return 0;
+    }
+    if (!c->failed++) snprintf(c->err->msg, sizeof c->err->msg, "%s", e2.msg);
+    return c->s3->cancel && atomic_load(c->s3->cancel) ? DYN_ECANCEL : 0; /* shutting down */
+}
+
+static int job_delete(srv_store *st, const srv_s3 *s3, const char *id, int *deleted, dyn_err *err) {
+    del_ctx c = {s3, err, 0, 0};
+    int rc = job_list(st, s3, id, "", del_one, &c, err);
+    if (deleted) *deleted = c.n;
+    if (rc == DYN_ECANCEL || (!rc && c.failed)) {
+        char first[sizeof err->msg];
+        snprintf(first, sizeof first, "%s", err->msg);
+        rc = dyn_err_set(err, DYN_EIO, "model store: %d file(s) of job '%s' could not be deleted%s: %s",
+                         c.failed, id, rc ? " (cancelled: shutting down)" : "", first);
+    }
+    return rc;
+}
+
+int srv_store_job_delete(srv_store *st, const char *id, int *deleted, dyn_err *err) {
+    return job_delete(st, &st->s3, id, deleted, err);
+}
+
+typedef struct bg_delete {
+    srv_store *st;
+    char id[72];
+} bg_delete;
+
+static void *bg_delete_main(void *arg) {
+    bg_delete *b = arg;
+    srv_store *st = b->st;
+    dyn_err err = {0};
+    int n = 0, rc = job_delete(st, &st->bg_s3, b->id, &n, &err);
+    if (rc)
+        srv_log(SRV_LOG_WARN, "model store: the files of a finished job were not all deleted",
+                json_pack("{s:s, s:i, s:s}", "job", b->id, "deleted", n, "error", err.msg));
+    else if (n)
+        srv_log(SRV_LOG_INFO, "model store: job files deleted",
+                json_pack("{s:s, s:i}", "job", b->id, "deleted", n));
+    free(b);
+    pthread_mutex_lock(&st->bg_mu);
+    st->bg_n--;
+    pthread_cond_broadcast(&st->bg_cv);
+    pthread_mutex_unlock(&st->bg_mu);
+    return NULL;
+}
+
+void srv_store_job_delete_async(srv_store *st, const char *id) {
+    bg_delete *b = calloc(1, sizeof *b);
+    if (!b || !job_id_ok(id)) {
+        free(b);
+        srv_log(SRV_LOG_WARN, "model store: job files not deleted (out of memory or bad id)",
+                json_pack("{s:s}", "job", id ? id : "?"));
+        return;
+    }
+    b->st = st;
+    snprintf(b->id, sizeof b->id, "%s", id);
+    pthread_mutex_lock(&st->bg_mu);
+    st->bg_n++;
+    pthread_mutex_unlock(&st->bg_mu);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int e = pthread_create(&t, &at, bg_delete_main, b);
+    pthread_attr_destroy(&at);
+    if (e != 0) { /* no thread: do it here */
+        bg_delete_main(b);
+    }
 }

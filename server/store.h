@@ -104,4 +104,65 @@ int srv_store_poller_start(srv_store *st, uv_loop_t *loop, const char *model_dir
                            void (*on_change)(void *arg), void *arg);
 void srv_store_poller_stop(srv_store *st);
 
+/* ---- job files (issue 14: a job's working files reachable from every replica) ----
+ *
+ * With a store, a job's working files are also kept in it, so that any replica can run or take
+ * over the job (the local job directory is then only a cache):
+ *   <p>/jobs/<id>/upload.bin       a conversion's upload (put before the job is queued)
+ *   <p>/jobs/<id>/input.dyn        a fine-tune's input snapshot (put once written)
+ *   <p>/jobs/<id>/ckpt/<file>      the last complete fine-tuning checkpoint (state.json last)
+ * Everything under <p>/jobs/<id>/ is deleted when the job ends. These keys never look like a
+ * model's (<p>/<name>/manifest.json or <p>/<name>/<uniq>.dyn: job files sit one folder deeper),
+ * so the poller ignores them even beside a model called "jobs".
+ *
+ * All of these block on the network (any thread but an event loop's, except the _async one).
+ * Errors: 0, or DYN_EIO (DYN_EINVAL for a bad id or leaf) with err naming the job, the key and
+ * the store's answer. Strings are borrowed for the call. */
+
+/* The key "<prefix>/jobs/<id>/<leaf>" into buf (leaf may hold one '/' level such as
+ * "ckpt/state.json"; "" gives the folder, with its trailing '/'). id: [a-z0-9-]; leaf: no
+ * "..", no leading '/'. 0, or -1 (invalid or does not fit). */
+int srv_store_job_key(const srv_store *st, const char *id, const char *leaf, char *buf, size_t n);
+
+/* Uploads local file `path` as the job's object `leaf`. One S3 PUT: readers see the whole new
+ * object or the previous one, never a part. */
+int srv_store_job_put(srv_store *st, const char *id, const char *leaf, const char *path,
+                      dyn_err *err);
+
+/* Downloads the job's object `leaf` into `path` atomically (temporary, fsync, rename, directory
+ * fsync; the directory must exist). *found = 0 (and 0 returned, path untouched) when the store
+ * has no such object, 1 when it was downloaded. */
+int srv_store_job_get(srv_store *st, const char *id, const char *leaf, const char *path,
+                      int *found, dyn_err *err);
+
+/* Mirrors local directory `dir` into the job's folder `sub` (e.g. "ckpt"): uploads each regular
+ * file of dir modified at or after `since` (seconds since the epoch; 0: every file; temporaries
+ * "*.tmp.*" skipped) except `last`, then `last` (it must exist), then deletes the objects under
+ * <sub>/ that dir no longer holds. A reader that reads `last` first (srv_store_job_fetch_dir)
+ * thus finds every file that `last` names, as long as the writer names only files of dir; a
+ * failure before `last` is uploaded leaves the previous `last` and its files in place. *bytes
+ * (may be NULL) gets the bytes uploaded. */
+int srv_store_job_push_dir(srv_store *st, const char *id, const char *sub, const char *dir,
+                           const char *last, double since, long long *bytes, dyn_err *err);
+
+/* The reverse: reads <sub>/<last> first. The store has none: *found = 0, nothing is written,
+ * 0 is returned. Else every other object under <sub>/ for which keep(leaf, last_text, arg)
+ * returns 1 (keep NULL: every object) is downloaded into `dir` (created if missing), each
+ * atomically, and `last` is written after them (atomically): a local reader that finds `last`
+ * finds what it names. *found = 1. On an error `last` is not written (dir may hold some of the
+ * others). last_text is the object's bytes, NUL-terminated, borrowed for the call. */
+int srv_store_job_fetch_dir(srv_store *st, const char *id, const char *sub, const char *dir,
+                            const char *last,
+                            int (*keep)(const char *leaf, const char *last_text, void *arg),
+                            void *arg, int *found, dyn_err *err);
+
+/* Deletes every object under <p>/jobs/<id>/ (listing, then one DELETE each). *deleted (may be
+ * NULL) gets how many. On an error the remaining objects stay (err says which failed). */
+int srv_store_job_delete(srv_store *st, const char *id, int *deleted, dyn_err *err);
+
+/* srv_store_job_delete on a thread of its own, for callers that must not block (an event loop
+ * thread): best effort, its outcome logged. srv_store_free waits for such deletes: up to 5 s,
+ * then cancels them (each ends within a second). */
+void srv_store_job_delete_async(srv_store *st, const char *id);
+
 #endif

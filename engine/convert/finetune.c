@@ -557,6 +557,7 @@ static int dyn_finetune_impl(dyn_model *m, const dyn_batch_source *train, const 
                 remove_stem(o->ckpt_dir, stem);
             }
             snprintf(prev, sizeof prev, "%d", e);
+            if (o->checkpointed) o->checkpointed(o->checkpointed_ctx, o->ckpt_dir, e);
         }
     }
 done:

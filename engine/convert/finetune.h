@@ -58,6 +58,12 @@ typedef struct dyn_ft_opts {
     int resume;          /* continue from ckpt_dir/state.json */
     void (*progress)(void *ctx, const dyn_ft_progress *p);
     void *progress_ctx;
+    /* Called (when set, with ckpt_dir set) after each epoch's checkpoint is complete in
+     * ckpt_dir: state.json written and the previous epoch's files removed, so the directory
+     * holds exactly what state.json names. For copying it elsewhere (dynd: the model store);
+     * the directory is not changed while the call runs. epoch: 1-based, the one just saved. */
+    void (*checkpointed)(void *ctx, const char *ckpt_dir, int epoch);
+    void *checkpointed_ctx;
     volatile int *cancel;
     /* native mode: distillation targets instead of the labels (dyn_train_cfg.targets) */
     void (*targets)(void *ctx, const float *x, int count, float *probs);

@@ -3,7 +3,8 @@
 # a temporary directory): two dynd processes sharing nothing but the store, each with its own
 # model_dir (its cache). A publishes a conversion; B serves it after a poll; a new version
 # published by A reaches B; a model edit (PATCH) on B reaches A; a model removed from the store leaves B's cache; the store killed
-# before a publish fails the job cleanly, leaves every manifest pointing at existing objects
+# before a publish fails the job cleanly (a conversion of a repository model: an upload is refused
+# at once, 503 store_unavailable, since it goes to the store first), leaves every manifest pointing at existing objects
 # and B serving; a store that takes the upload but refuses the manifest write (a fault proxy,
 # s3_fault_proxy.py) fails the job, leaves the manifest as it was and the object deleted again;
 # every request D sends carries a valid SigV4 signature (checked by the proxy: s3rver checks
@@ -85,6 +86,23 @@ convert() {
         sleep 0.1
     done
 }
+# convert_model URL OUTPUT: a quick conversion of repository model lenet (no upload, so nothing
+# goes to the store before the publish); waits; sets STATE, BODY.
+convert_model() {
+    URL=$1
+    req POST /v1/conversions -H 'Content-Type: application/json' \
+        -d '{"model": "lenet", "steps": 50, "force_publish": true, "overwrite": true, "output": "'"$2"'"}'
+    [ "$STATUS" = 202 ] || { fail "conversion of lenet to $2 not accepted: $STATUS ${BODY:0:200}"; return 0; }
+    local id t0=$SECONDS
+    id=$(json_get 'j["id"]')
+    while :; do
+        req GET "/v1/jobs/$id"
+        STATE=$(json_get 'j["state"]' || echo "?")
+        case "$STATE" in queued|running) ;; *) return 0;; esac
+        [ $((SECONDS - t0)) -lt 120 ] || { fail "job $id still $STATE"; return 0; }
+        sleep 0.1
+    done
+}
 # until_true SECONDS command...: retries the command every 0.1 s.
 until_true() {
     local limit=$1 t0=$SECONDS; shift
@@ -146,7 +164,10 @@ check "  and stops serving it" until_true 20 bash -c "! curl -sf -m 5 -o /dev/nu
 
 # ---- the store unreachable during a publish ----
 kill -KILL "$S3_PID"; wait "$S3_PID" 2>/dev/null || true
-convert "$A_URL" lenet "&overwrite=true"
+URL=$A_URL req POST "/v1/conversions?steps=50&force_publish=true&output=lenet&overwrite=true" \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
+expect_error 503 store_unavailable "an upload with the store down (it goes to the store first: test_store_jobs.sh)"
+convert_model "$A_URL" lenet
 ERR=$(json_get 'j["error"]')
 check "a publish with the store down fails the job ($STATE)" [ "$STATE" = failed ]
 check "  with the store's error: $ERR" contains "model store: reading the manifest of 'lenet'" "$ERR"
@@ -211,16 +232,18 @@ check "the store lists both" [ "$(manifest_versions condi):$(manifest_versions n
 # ---- wrong credentials ----
 KEY_ID=NOT-A-KEY replica C
 check "a replica with a wrong key id logs the store's refusal" until_true 10 grep -q "InvalidAccessKeyId" "$T/C/dynd.err"
-convert "$C_URL" other
+URL=$C_URL req POST "/v1/conversions?steps=50&force_publish=true&output=other" \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
 ERR=$(json_get 'j["error"]')
-check "its publish fails ($STATE)" [ "$STATE" = failed ]
+check "its uploads are refused ($STATUS $(json_get 'j["code"]'))" [ "$STATUS:$(json_get 'j["code"]')" = 503:store_unavailable ]
 check "  saying why: $ERR" contains "HTTP 403 InvalidAccessKeyId" "$ERR"
 start_proxy pe --secret S3RVER
 SECRET=wrong ENDPOINT=$PROXY replica E
 check "a replica with a wrong secret logs the refused signature" until_true 10 grep -q "HTTP 403 SignatureDoesNotMatch" "$T/E/dynd.err"
-convert "$E_URL" other
+URL=$E_URL req POST "/v1/conversions?steps=50&force_publish=true&output=other" \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
 ERR=$(json_get 'j["error"]')
-check "its publish fails ($STATE), saying why: $ERR" contains "HTTP 403 SignatureDoesNotMatch" "$ERR"
+check "its uploads are refused ($STATUS), saying why: $ERR" contains "HTTP 403 SignatureDoesNotMatch" "$ERR"
 if out=$(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$DYND" --check-config --model-dir "$T/A/models" --model-store s3://$BUCKET/x 2>&1); then
     fail "dynd --check-config accepted a store without credentials"
 else

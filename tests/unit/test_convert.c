@@ -803,6 +803,27 @@ static void rm_dir(const char *d) {
     ck_assert_int_eq(system(cmd), 0);
 }
 
+/* The checkpointed callback: what the directory holds when it runs (finetune.h: state.json of
+ * that epoch, the epoch's files, none of the previous epoch's). */
+typedef struct ckpt_seen {
+    int calls, epochs[8], ok[8];
+} ckpt_seen;
+
+static void ckpt_cb(void *ctx, const char *dir, int epoch) {
+    ckpt_seen *c = ctx;
+    char p[700];
+    snprintf(p, sizeof p, "%s/state.json", dir);
+    json_t *sj = json_load_file(p, 0, NULL);
+    int ok = sj && json_integer_value(json_object_get(sj, "epoch")) == epoch;
+    json_decref(sj);
+    snprintf(p, sizeof p, "%s/cur-%d.dyn", dir, epoch);
+    ok = ok && access(p, R_OK) == 0;
+    snprintf(p, sizeof p, "%s/cur-%d.dyn", dir, epoch - 1);
+    ok = ok && access(p, F_OK) != 0;
+    if (c->calls < 8) c->epochs[c->calls] = epoch, c->ok[c->calls] = ok;
+    c->calls++;
+}
+
 static void finetune_resume_case(dyn_ft_mode mode) {
     dyn_threads_set(1);
     dyn_model *dense = small_cnn(11);
@@ -849,8 +870,15 @@ static void finetune_resume_case(dyn_ft_mode mode) {
     ob.progress = NULL;
     ob.cancel = NULL;
     ob.resume = 1;
+    ckpt_seen seen = {0};
+    ob.checkpointed = ckpt_cb;
+    ob.checkpointed_ctx = &seen;
     ck_assert_msg(dyn_finetune(b, &str, &sva, &ob, &rb, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(rb.resumed_from, 1);
+    ck_assert_int_eq(seen.calls, 2); /* after epochs 2 and 3, each checkpoint complete */
+    ck_assert_int_eq(seen.epochs[0], 2);
+    ck_assert_int_eq(seen.epochs[1], 3);
+    ck_assert(seen.ok[0] && seen.ok[1]);
     ck_assert_int_eq(rb.nhist, 3);
     for (int e = 0; e < 3; e++)
         ck_assert_float_eq(rb.hist[e].val_acc, ra.hist[e].val_acc);

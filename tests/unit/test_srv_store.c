@@ -5,6 +5,7 @@
  * in tests/integration/test_store_s3.sh. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/s3.h"
 #include "server/store.h"
@@ -204,6 +205,74 @@ START_TEST(settings) {
 }
 END_TEST
 
+/* Job files (store.h "job files"): keys, and a store that does not answer (port 9 on loopback
+ * refuses connections) gives errors naming the job and the file, never a crash; an async delete
+ * is waited for by srv_store_free. The working paths run against s3rver in
+ * tests/integration/test_store_jobs.sh. */
+START_TEST(job_files) {
+    srv_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.model_store, sizeof cfg.model_store, "s3://models-b/team/models");
+    snprintf(cfg.store_endpoint, sizeof cfg.store_endpoint, "http://127.0.0.1:9");
+    setenv("AWS_ACCESS_KEY_ID", "K", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "S", 1);
+    srv_store *st = NULL;
+    dyn_err err = {0};
+    ck_assert_int_eq(srv_store_open(&cfg, &st, &err), 0);
+    ck_assert_int_eq(srv_s3_global_init(&err), 0);
+    char k[128];
+    ck_assert_int_eq(srv_store_job_key(st, "ft-0a1b2c", "ckpt/state.json", k, sizeof k), 0);
+    ck_assert_str_eq(k, "team/models/jobs/ft-0a1b2c/ckpt/state.json");
+    ck_assert_int_eq(srv_store_job_key(st, "ft-0a1b2c", "", k, sizeof k), 0);
+    ck_assert_str_eq(k, "team/models/jobs/ft-0a1b2c/");
+    ck_assert_int_eq(srv_store_job_key(st, "ft-0a1b2c", "upload.bin", k, 20), -1); /* too long */
+    const char *bad_ids[] = {"", "../x", "A-1", "a/b", NULL};
+    for (int i = 0; bad_ids[i]; i++)
+        ck_assert_msg(srv_store_job_key(st, bad_ids[i], "x", k, sizeof k) == -1, "id %s", bad_ids[i]);
+    const char *bad_leaves[] = {"/x", "../x", "ckpt/../../y", "a//b", NULL};
+    for (int i = 0; bad_leaves[i]; i++)
+        ck_assert_msg(srv_store_job_key(st, "ft-1", bad_leaves[i], k, sizeof k) == -1, "leaf %s",
+                      bad_leaves[i]);
+    ck_assert_int_eq(srv_store_job_put(st, "ft-1", "../up", "/dev/null", &err), DYN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "job 'ft-1'"));
+
+    /* nobody listening */
+    char dir[] = "/tmp/test_srv_store_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char f[64], sub[64];
+    snprintf(f, sizeof f, "%s/upload.bin", dir);
+    FILE *fp = fopen(f, "w");
+    ck_assert_ptr_nonnull(fp);
+    fputs("0123456789abcdef", fp);
+    fclose(fp);
+    ck_assert_int_eq(srv_store_job_put(st, "conv-1", "upload.bin", f, &err), DYN_EIO);
+    ck_assert_msg(strstr(err.msg, "model store: storing upload.bin of job 'conv-1'"), "%s", err.msg);
+    int found = 7;
+    snprintf(sub, sizeof sub, "%s/got.bin", dir);
+    ck_assert_int_eq(srv_store_job_get(st, "conv-1", "upload.bin", sub, &found, &err), DYN_EIO);
+    ck_assert_int_eq(found, 0);
+    ck_assert_msg(strstr(err.msg, "fetching upload.bin of job 'conv-1'"), "%s", err.msg);
+    ck_assert_int_ne(access(sub, F_OK), 0);
+    ck_assert_int_eq(srv_store_job_push_dir(st, "ft-1", "ckpt", dir, "upload.bin", 0, NULL, &err),
+                     DYN_EIO);
+    ck_assert_int_eq(srv_store_job_push_dir(st, "ft-1", "ckpt", dir, "missing.json", 0, NULL, &err),
+                     DYN_EIO); /* no `last`: an error, even before the network */
+    snprintf(sub, sizeof sub, "%s/ckpt", dir);
+    ck_assert_int_eq(srv_store_job_fetch_dir(st, "ft-1", "ckpt", sub, "state.json", NULL, NULL,
+                                             &found, &err), DYN_EIO);
+    ck_assert_int_eq(found, 0);
+    ck_assert_int_ne(access(sub, F_OK), 0); /* nothing made */
+    int n = 9;
+    ck_assert_int_eq(srv_store_job_delete(st, "ft-1", &n, &err), DYN_EIO);
+    ck_assert_int_eq(n, 0);
+    ck_assert_msg(strstr(err.msg, "listing the files of job 'ft-1'"), "%s", err.msg);
+    srv_store_job_delete_async(st, "ft-1");
+    srv_store_free(st); /* waits for the delete */
+    unlink(f);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *store_suite(void) {
     Suite *s = suite_create("srv_store");
     TCase *tc = tcase_create("store");
@@ -214,6 +283,7 @@ Suite *store_suite(void) {
     tcase_add_test(tc, list_pages);
     tcase_add_test(tc, error_replies);
     tcase_add_test(tc, settings);
+    tcase_add_test(tc, job_files);
     suite_add_tcase(s, tc);
     return s;
 }
