@@ -620,7 +620,7 @@ void srv_store_poller_stop(srv_store *st) {
 
 /* ---- job files (store.h: "job files") ---- */
 
-#define JOBS_LEAF "jobs"
+#define JOBS_LEAF ".jobs"
 #define JOB_LAST_MAX (16u << 20) /* a `last` object read into memory (a state.json) */
 
 static int job_id_ok(const char *id) {

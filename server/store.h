@@ -108,18 +108,18 @@ void srv_store_poller_stop(srv_store *st);
  *
  * With a store, a job's working files are also kept in it, so that any replica can run or take
  * over the job (the local job directory is then only a cache):
- *   <p>/jobs/<id>/upload.bin       a conversion's upload (put before the job is queued)
- *   <p>/jobs/<id>/input.dyn        a fine-tune's input snapshot (put once written)
- *   <p>/jobs/<id>/ckpt/<file>      the last complete fine-tuning checkpoint (state.json last)
- * Everything under <p>/jobs/<id>/ is deleted when the job ends. These keys never look like a
- * model's (<p>/<name>/manifest.json or <p>/<name>/<uniq>.dyn: job files sit one folder deeper),
- * so the poller ignores them even beside a model called "jobs".
+ *   <p>/.jobs/<id>/upload.bin       a conversion's upload (put before the job is queued)
+ *   <p>/.jobs/<id>/input.dyn        a fine-tune's input snapshot (put once written)
+ *   <p>/.jobs/<id>/ckpt/<file>      the last complete fine-tuning checkpoint (state.json last)
+ * Everything under <p>/.jobs/<id>/ is deleted when the job ends. These keys never look like a
+ * model's (<p>/<name>/manifest.json or <p>/<name>/<uniq>.dyn),
+ * and model names never start with a dot, so no model can share their folder.
  *
  * All of these block on the network (any thread but an event loop's, except the _async one).
  * Errors: 0, or DYN_EIO (DYN_EINVAL for a bad id or leaf) with err naming the job, the key and
  * the store's answer. Strings are borrowed for the call. */
 
-/* The key "<prefix>/jobs/<id>/<leaf>" into buf (leaf may hold one '/' level such as
+/* The key "<prefix>/.jobs/<id>/<leaf>" into buf (leaf may hold one '/' level such as
  * "ckpt/state.json"; "" gives the folder, with its trailing '/'). id: [a-z0-9-]; leaf: no
  * "..", no leading '/'. 0, or -1 (invalid or does not fit). */
 int srv_store_job_key(const srv_store *st, const char *id, const char *leaf, char *buf, size_t n);
@@ -156,7 +156,7 @@ int srv_store_job_fetch_dir(srv_store *st, const char *id, const char *sub, cons
                             int (*keep)(const char *leaf, const char *last_text, void *arg),
                             void *arg, int *found, dyn_err *err);
 
-/* Deletes every object under <p>/jobs/<id>/ (listing, then one DELETE each). *deleted (may be
+/* Deletes every object under <p>/.jobs/<id>/ (listing, then one DELETE each). *deleted (may be
  * NULL) gets how many. On an error the remaining objects stay (err says which failed). */
 int srv_store_job_delete(srv_store *st, const char *id, int *deleted, dyn_err *err);
 

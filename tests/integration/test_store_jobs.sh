@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Job files in the model store (server/store.h "job files", issue 14 item 2) against s3rver: a
-# conversion's upload is in the store (jobs/<id>/upload.bin, byte-identical) as soon as the job
+# conversion's upload is in the store (.jobs/<id>/upload.bin, byte-identical) as soon as the job
 # is accepted; a fine-tune's input snapshot and its last complete checkpoint (ckpt/state.json and
 # exactly the files of the epoch it names) are there while it runs; after kill -9 and the loss
 # of every local working file (upload, snapshot, checkpoint), the restarted dynd fetches them
@@ -77,7 +77,7 @@ wait_job() {
     done
 }
 # the epoch of the store's checkpoint of job $1 (empty when none)
-store_epoch() { s3 GET "$P/jobs/$1/ckpt/state.json" -f 2>/dev/null | $PY -c 'import json,sys; print(json.load(sys.stdin)["epoch"])' 2>/dev/null || true; }
+store_epoch() { s3 GET "$P/.jobs/$1/ckpt/state.json" -f 2>/dev/null | $PY -c 'import json,sys; print(json.load(sys.stdin)["epoch"])' 2>/dev/null || true; }
 upload() { req POST "/v1/conversions?steps=50&force_publish=true&preprocess_from=mnist&output=$1" \
                -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"; }
 
@@ -93,10 +93,10 @@ upload lenet
 [ "$STATUS" = 202 ] || { fail "conversion not accepted: $STATUS ${BODY:0:300}"; finish; }
 C=$(json_get 'j["id"]')
 log "fine-tune $F, conversion $C ($(job_state "$C"))"
-check "the queued conversion's upload is in the store as soon as it is accepted" has_key "$P/jobs/$C/upload.bin"
-s3 GET "$P/jobs/$C/upload.bin" -o "$T/upload.back"
+check "the queued conversion's upload is in the store as soon as it is accepted" has_key "$P/.jobs/$C/upload.bin"
+s3 GET "$P/.jobs/$C/upload.bin" -o "$T/upload.back"
 check "  byte-identical to what was sent" cmp -s "$ONNX" "$T/upload.back"
-check "the fine-tune's input snapshot is in the store" until_true 60 has_key "$P/jobs/$F/input.dyn"
+check "the fine-tune's input snapshot is in the store" until_true 60 has_key "$P/.jobs/$F/input.dyn"
 epoch_ge2() { local e; e=$(store_epoch "$F"); [ -n "$e" ] && [ "$e" -ge 2 ]; }
 check "the fine-tune's checkpoint reaches the store (epoch >= 2)" until_true 300 epoch_ge2
 # ckpt_named: the store's ckpt/ holds state.json, best.dyn and the model and Adam moments of the
@@ -105,7 +105,7 @@ check "the fine-tune's checkpoint reaches the store (epoch >= 2)" until_true 300
 ckpt_named() {
     local e1 e2
     e1=$(store_epoch "$F")
-    CK=$(keys "$P/jobs/$F/ckpt/" | sed "s|^$P/jobs/$F/ckpt/||" | tr '\n' ' ')
+    CK=$(keys "$P/.jobs/$F/ckpt/" | sed "s|^$P/.jobs/$F/ckpt/||" | tr '\n' ' ')
     e2=$(store_epoch "$F")
     [ -n "$e1" ] && [ "$e1" = "$e2" ] || return 1
     E=$e1
@@ -144,8 +144,8 @@ expect_status 202 "resume of the conversion"
 wait_job "$C"
 check "the conversion ran from the stored upload ($STATE: $(json_get 'j["error"]'))" [ "$STATE" = succeeded ]
 check "  fetched from the store" grep -qF "job file fetched\",\"job\":\"$C\",\"file\":\"upload.bin\"" "$T/dynd.err"
-check "the fine-tune's files left the store when it ended" until_true 20 no_keys "$P/jobs/$F/"
-check "the conversion's too" until_true 20 no_keys "$P/jobs/$C/"
+check "the fine-tune's files left the store when it ended" until_true 20 no_keys "$P/.jobs/$F/"
+check "the conversion's too" until_true 20 no_keys "$P/.jobs/$C/"
 check "both models are in the store" eval "has_key $P/mnist_ft/manifest.json && has_key $P/lenet/manifest.json"
 
 # ---- the store down: a submission with an upload is refused and leaves nothing ----
@@ -165,7 +165,7 @@ check "with the store back a submission is accepted ($STATUS)" [ "$STATUS" = 202
 G=$(json_get 'j["id"]')
 wait_job "$G"
 check "  and succeeds ($STATE)" [ "$STATE" = succeeded ]
-check "  its files leave the store" until_true 20 no_keys "$P/jobs/$G/"
+check "  its files leave the store" until_true 20 no_keys "$P/.jobs/$G/"
 check "the models' manifests were never confused with job files" \
     bash -c "[ \"\$(curl -s -m 5 '$URL/v2/models/lenet/ready' -o /dev/null -w '%{http_code}')\" = 200 ]"
 stop_dynd

@@ -222,9 +222,9 @@ START_TEST(job_files) {
     ck_assert_int_eq(srv_s3_global_init(&err), 0);
     char k[128];
     ck_assert_int_eq(srv_store_job_key(st, "ft-0a1b2c", "ckpt/state.json", k, sizeof k), 0);
-    ck_assert_str_eq(k, "team/models/jobs/ft-0a1b2c/ckpt/state.json");
+    ck_assert_str_eq(k, "team/models/.jobs/ft-0a1b2c/ckpt/state.json");
     ck_assert_int_eq(srv_store_job_key(st, "ft-0a1b2c", "", k, sizeof k), 0);
-    ck_assert_str_eq(k, "team/models/jobs/ft-0a1b2c/");
+    ck_assert_str_eq(k, "team/models/.jobs/ft-0a1b2c/");
     ck_assert_int_eq(srv_store_job_key(st, "ft-0a1b2c", "upload.bin", k, 20), -1); /* too long */
     const char *bad_ids[] = {"", "../x", "A-1", "a/b", NULL};
     for (int i = 0; bad_ids[i]; i++)
