@@ -21,12 +21,13 @@ else
     fail "config/deploy/k8s (above)"
 fi
 # Each container's settings as dynd reads them (no Kubernetes here: the directories are the
-# test's, and DYND_DEVICE=cuda of gpu/ is checked as cpu, this build having no GPU to insist on).
+# test's, DYND_DEVICE=cuda of gpu/ is checked as cpu, this build having no GPU to insist on, and
+# DYND_JOBS_BACKEND=postgres of cluster/ as fs, --check-config connecting to the database named).
 n=0 accepted=0
 for f in "$T"/env/*.env; do
     [ -e "$f" ] || continue
     n=$((n + 1))
-    mapfile -t vars < <(grep -v '^#' "$f" | sed 's/^DYND_DEVICE=cuda$/DYND_DEVICE=cpu/')
+    mapfile -t vars < <(grep -v '^#' "$f" | sed 's/^DYND_DEVICE=cuda$/DYND_DEVICE=cpu/; s/^DYND_JOBS_BACKEND=postgres$/DYND_JOBS_BACKEND=fs/')
     if out=$(env -i PATH="$PATH" "${vars[@]}" "$DYND" --check-config --model-dir "$T/models" \
              --state-dir "$T/state" --data-dir "$T/data" 2>&1); then
         ok; accepted=$((accepted + 1))
