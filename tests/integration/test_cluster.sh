@@ -40,29 +40,8 @@ cleanup_cluster() {
 }
 trap cleanup_cluster EXIT
 trap "exit 143" TERM INT # the EXIT trap then stops PostgreSQL, s3rver and the replicas
+source "$HERE/s3/s3lib.sh"
 
-start_s3() {
-    mkdir -p "$T/s3"
-    node "$NM/node_modules/s3rver/bin/s3rver.js" -d "$T/s3" -a 127.0.0.1 -p 0 -s \
-        --configure-bucket "$BUCKET" > "$T/s3.log" 2>&1 &
-    S3_PID=$!
-    local i
-    for i in $(seq 1 200); do
-        S3_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/s3.log" | head -1)
-        [ -n "$S3_PORT" ] && return 0
-        kill -0 "$S3_PID" 2>/dev/null || { echo "  FAIL: s3rver exited:"; cat "$T/s3.log"; exit 1; }
-        sleep 0.05
-    done
-    echo "  FAIL: s3rver did not report its port"; cat "$T/s3.log"; exit 1
-}
-# s3 METHOD KEY [curl args]: a signed request to the store, as an operator's tool would send it.
-s3() {
-    local m=$1 k=$2; shift 2
-    curl -sS -m 10 -X "$m" --aws-sigv4 "aws:amz:us-east-1:s3" -u S3RVER:S3RVER \
-        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@" "http://127.0.0.1:$S3_PORT/$BUCKET/$k"
-}
-# The keys under a prefix of the bucket, one per line.
-s3_keys() { s3 GET "?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g'; }
 
 # replica NAME LEASE_S [flags]: dynd NAME (replica_id NAME) with its own $T/NAME/{models,state,data},
 # jobs on PostgreSQL, models in the store; sets <NAME>_URL, <NAME>_PID. Its log: $T/NAME/dynd.err

@@ -22,47 +22,23 @@ cp "$(model_path)" "$T/models/mnist.dyn" # a local model of the cache: the fine-
 ONNX=$ROOT/tests/fixtures/lenet5.onnx
 BUCKET=dynd-models
 P=team/models # the store's prefix
-S3_PORT=${DYND_TEST_S3_PORT:-18200}
-DYND_PORT=${DYND_TEST_PORT:-18201}
+S3_PORT=0 DYND_PORT=0 # any free ports at first; restarts take the same ones again
 S3_PID=""
 cleanup_jobs() {
     if [ -n "$S3_PID" ]; then kill -KILL "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true; fi
     cleanup
 }
 trap cleanup_jobs EXIT
+source "$HERE/s3/s3lib.sh"
 
-start_s3() {
-    mkdir -p "$T/s3"
-    : > "$T/s3.log"
-    node "$NM/node_modules/s3rver/bin/s3rver.js" -d "$T/s3" -a 127.0.0.1 -p "$S3_PORT" -s \
-        --configure-bucket "$BUCKET" > "$T/s3.log" 2>&1 &
-    S3_PID=$!
-    local i
-    for i in $(seq 1 200); do
-        grep -q "listening on" "$T/s3.log" && return 0
-        kill -0 "$S3_PID" 2>/dev/null || { echo "  FAIL: s3rver exited:"; cat "$T/s3.log"; exit 1; }
-        sleep 0.05
-    done
-    echo "  FAIL: s3rver did not start"; cat "$T/s3.log"; exit 1
-}
-s3() {
-    local m=$1 k=$2; shift 2
-    curl -sS -m 10 -X "$m" --aws-sigv4 "aws:amz:us-east-1:s3" -u S3RVER:S3RVER \
-        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@" "http://127.0.0.1:$S3_PORT/$BUCKET/$k"
-}
-# keys PREFIX: the keys under PREFIX, one a line, sorted.
-keys() { s3 GET "?list-type=2&prefix=$1" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' | sort; }
 has_key() { [ "$(s3 HEAD "$1" -I -o /dev/null -w '%{http_code}')" = 200 ]; }
-no_keys() { [ -z "$(keys "$1")" ]; }
-until_true() {
-    local limit=$1 t0=$SECONDS; shift
-    until "$@"; do [ $((SECONDS - t0)) -lt "$limit" ] || return 1; sleep 0.1; done
-}
+no_keys() { [ -z "$(s3_keys "$1")" ]; }
 start_a() {
     AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1 \
         start_dynd --port "$DYND_PORT" --log-level info --model-store "s3://$BUCKET/$P" \
         --store-endpoint "http://127.0.0.1:$S3_PORT" --store-poll-ms 300 --data-dir "$T/data" \
         --allow-unauthenticated-writes --jobs-max-concurrent 1 --jobs-lease-s 3
+    DYND_PORT=$PORT
 }
 job_state() { req GET "/v1/jobs/$1"; json_get 'j["state"]' || echo "?"; }
 # wait_job ID [timeout_s]: until the job is neither queued nor running; sets STATE, BODY.
@@ -105,7 +81,7 @@ check "the fine-tune's checkpoint reaches the store (epoch >= 2)" until_true 300
 ckpt_named() {
     local e1 e2
     e1=$(store_epoch "$F")
-    CK=$(keys "$P/.jobs/$F/ckpt/" | sed "s|^$P/.jobs/$F/ckpt/||" | tr '\n' ' ')
+    CK=$(s3_keys "$P/.jobs/$F/ckpt/" | sed "s|^$P/.jobs/$F/ckpt/||" | tr '\n' ' ')
     e2=$(store_epoch "$F")
     [ -n "$e1" ] && [ "$e1" = "$e2" ] || return 1
     E=$e1
@@ -159,7 +135,7 @@ req GET /v1/jobs
 check "  no job left behind ($N0 jobs before, $(json_get 'len(j["jobs"])') after)" [ "$(json_get 'len(j["jobs"])')" = "$N0" ]
 check "  no job directory left behind" [ "$(ls "$T/state/jobs" | sort | tr '\n' ' ')" = "$D0" ]
 check "  no upload left in the state directory" bash -c "! find '$T/state' -name 'upload.bin' | grep -q ."
-start_s3
+start_s3 "$S3_PORT"
 upload again
 check "with the store back a submission is accepted ($STATUS)" [ "$STATUS" = 202 ]
 G=$(json_get 'j["id"]')

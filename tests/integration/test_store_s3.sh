@@ -32,29 +32,8 @@ cleanup_store() {
     cleanup
 }
 trap cleanup_store EXIT
+source "$HERE/s3/s3lib.sh"
 
-# start_s3 [port]: s3rver on loopback (port 0: any free one; S3_PORT set), data in $T/s3.
-start_s3() {
-    mkdir -p "$T/s3"
-    : > "$T/s3.log"
-    node "$NM/node_modules/s3rver/bin/s3rver.js" -d "$T/s3" -a 127.0.0.1 -p "${1:-0}" -s \
-        --configure-bucket "$BUCKET" > "$T/s3.log" 2>&1 &
-    S3_PID=$!
-    local i
-    for i in $(seq 1 200); do
-        S3_PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/s3.log" | head -1)
-        [ -n "$S3_PORT" ] && return 0
-        kill -0 "$S3_PID" 2>/dev/null || { echo "  FAIL: s3rver exited:"; cat "$T/s3.log"; exit 1; }
-        sleep 0.05
-    done
-    echo "  FAIL: s3rver did not report its port"; cat "$T/s3.log"; exit 1
-}
-# s3 METHOD KEY [curl args]: a signed request to the store, as an operator's tool would send it.
-s3() {
-    local m=$1 k=$2; shift 2
-    curl -sS -m 10 -X "$m" --aws-sigv4 "aws:amz:us-east-1:s3" -u S3RVER:S3RVER \
-        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@" "http://127.0.0.1:$S3_PORT/$BUCKET/$k"
-}
 # replica NAME [flags]: dynd with model_dir $T/NAME/models sharing the store; sets <NAME>_URL.
 replica() {
     local name=$1 t0=$T; shift
@@ -102,11 +81,6 @@ convert_model() {
         [ $((SECONDS - t0)) -lt 120 ] || { fail "job $id still $STATE"; return 0; }
         sleep 0.1
     done
-}
-# until_true SECONDS command...: retries the command every 0.1 s.
-until_true() {
-    local limit=$1 t0=$SECONDS; shift
-    until "$@"; do [ $((SECONDS - t0)) -lt "$limit" ] || return 1; sleep 0.1; done
 }
 contains() { grep -qF -- "$1" <<<"$2"; }
 ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$1/v2/models/$2/ready")" = 200 ]; }
