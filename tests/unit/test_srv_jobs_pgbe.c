@@ -1,6 +1,6 @@
 /* test_srv_jobs_pgbe.c — the postgres jobs backend (server/jobs_pgbe.c) through the interface
  * jobs.c uses (server/jobs_backend.h), against a real PostgreSQL that main() starts with
- * tests/pg_harness.sh and stops at the end. Without PostgreSQL's server binaries the program
+ * tests/ptu_pg_harness.sh and stops at the end. Without PostgreSQL's server binaries the program
  * prints SKIP and exits 0. Run it from the repository root (make unit does), or give the
  * harness's path in DYND_PG_HARNESS. Every test starts from an empty database.
  *
@@ -26,9 +26,6 @@
 #include "server/jobs_pg.h"
 #include "testutil.h"
 
-static char g_dir[1024];
-static char g_conninfo[1024];
-static const char *g_harness = "tests/pg_harness.sh";
 
 static double now_s(void) {
     struct timespec ts;
@@ -37,7 +34,7 @@ static double now_s(void) {
 }
 
 static long query_long(const char *sql) {
-    PGconn *c = PQconnectdb(g_conninfo);
+    PGconn *c = PQconnectdb(tu_pg_conninfo);
     ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
     PGresult *r = PQexec(c, sql);
     ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(r));
@@ -48,7 +45,7 @@ static long query_long(const char *sql) {
 }
 
 static void drop_all(void) {
-    PGconn *c = PQconnectdb(g_conninfo);
+    PGconn *c = PQconnectdb(tu_pg_conninfo);
     ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
     PQclear(PQexec(c, "SET client_min_messages = warning"));
     PGresult *r = PQexec(c, "DROP TABLE IF EXISTS dynd_jobs, dynd_schema_version");
@@ -59,7 +56,7 @@ static void drop_all(void) {
 
 static srv_jobs_backend *backend(const char *holder, int lease_s) {
     dyn_err e = {0};
-    srv_jobs_backend *b = srv_jobs_backend_pg(g_conninfo, holder, lease_s, &e);
+    srv_jobs_backend *b = srv_jobs_backend_pg(tu_pg_conninfo, holder, lease_s, &e);
     ck_assert_msg(b != NULL, "%s", e.msg);
     ck_assert_str_eq(b->name, "postgres");
     return b;
@@ -353,7 +350,7 @@ START_TEST(jobs_on_postgres) {
     cfg.jobs_max_concurrent = 1;
     cfg.jobs_lease_s = 3;
     cfg.jobs_backend = SRV_JOBS_BACKEND_POSTGRES;
-    snprintf(cfg.jobs_db, sizeof cfg.jobs_db, "%s", g_conninfo);
+    snprintf(cfg.jobs_db, sizeof cfg.jobs_db, "%s", tu_pg_conninfo);
     snprintf(cfg.replica_id, sizeof cfg.replica_id, "r1");
     srv_metrics *metrics = srv_metrics_new();
     srv_repo *repo = srv_repo_new(&cfg, metrics);
@@ -477,7 +474,7 @@ START_TEST(dead_holders_job_runs_again) {
     ck_assert_int_eq(mkdir(cfg.model_dir, 0750), 0);
     cfg.jobs_lease_s = 3;
     cfg.jobs_backend = SRV_JOBS_BACKEND_POSTGRES;
-    snprintf(cfg.jobs_db, sizeof cfg.jobs_db, "%s", g_conninfo);
+    snprintf(cfg.jobs_db, sizeof cfg.jobs_db, "%s", tu_pg_conninfo);
     srv_metrics *metrics = srv_metrics_new();
     srv_repo *repo = srv_repo_new(&cfg, metrics);
     uv_loop_t loop;
@@ -540,35 +537,4 @@ static Suite *suite(void) {
     return s;
 }
 
-/* Starts the server (tests/pg_harness.sh start: KEY=value lines), runs the suite, stops it. */
-int main(void) {
-    if (getenv("DYND_PG_HARNESS")) g_harness = getenv("DYND_PG_HARNESS");
-    char cmd[2200];
-    snprintf(cmd, sizeof cmd, "%s start %d", g_harness, (int)getpid());
-    FILE *f = popen(cmd, "r");
-    if (!f) {
-        perror("popen");
-        return 1;
-    }
-    char line[1024];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (!strncmp(line, "PGH_DIR=", 8)) snprintf(g_dir, sizeof g_dir, "%s", line + 8);
-        if (!strncmp(line, "PGH_CONNINFO=", 13))
-            snprintf(g_conninfo, sizeof g_conninfo, "%s", line + 13);
-    }
-    int st = pclose(f);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
-        printf("SKIP test_srv_jobs_pgbe: no PostgreSQL server binaries "
-               "(Debian package postgresql; make deps)\n");
-        return 0;
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !g_dir[0] || !g_conninfo[0]) {
-        fprintf(stderr, "test_srv_jobs_pgbe: %s failed (status %d)\n", cmd, st);
-        return 1;
-    }
-    int rc = tu_run(suite());
-    snprintf(cmd, sizeof cmd, "%s stop %s", g_harness, g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "test_srv_jobs_pgbe: %s failed\n", cmd);
-    return rc;
-}
+int main(void) { return tu_pg_main("test_srv_jobs_pgbe", suite); }

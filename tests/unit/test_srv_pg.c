@@ -1,5 +1,5 @@
 /* test_srv_pg.c — server/pg and server/jobs_pg against a real PostgreSQL that main() starts
- * with tests/pg_harness.sh (a temporary directory, loopback only) and stops at the end.
+ * with tests/ptu_pg_harness.sh (a temporary directory, loopback only) and stops at the end.
  * Without PostgreSQL's server binaries the program prints SKIP and exits 0; any other failure
  * to start the server fails it. Every test starts from an empty database (fresh()). Run it from
  * the repository root (make unit does), or give the harness's path in DYND_PG_HARNESS.
@@ -25,9 +25,6 @@
 #include "server/pg.h"
 #include "testutil.h"
 
-static char g_dir[1024];      /* the harness's directory */
-static char g_conninfo[1024]; /* its conninfo */
-static const char *g_harness = "tests/pg_harness.sh";
 
 static double now_s(void) {
     struct timespec ts;
@@ -36,7 +33,7 @@ static double now_s(void) {
 }
 
 static PGconn *connect_ok(void) {
-    PGconn *c = PQconnectdb(g_conninfo);
+    PGconn *c = PQconnectdb(tu_pg_conninfo);
     ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
     PQclear(PQexec(c, "SET client_min_messages = warning"));
     return c;
@@ -125,7 +122,7 @@ typedef struct claimer {
 
 static void *claim_main(void *arg) {
     claimer *cl = arg;
-    PGconn *c = PQconnectdb(g_conninfo);
+    PGconn *c = PQconnectdb(tu_pg_conninfo);
     srv_jobs_pg_via via = {.conn = c};
     pthread_barrier_wait(cl->start);
     double end = now_s() + 20;
@@ -156,7 +153,7 @@ static void *claim_main(void *arg) {
 /* Both race for k-00 .. k-19 by id, in the same order; wins[i] = 1 for each won. */
 static void *claim_id_main(void *arg) {
     claimer *cl = arg;
-    PGconn *c = PQconnectdb(g_conninfo);
+    PGconn *c = PQconnectdb(tu_pg_conninfo);
     srv_jobs_pg_via via = {.conn = c};
     pthread_barrier_wait(cl->start);
     for (int i = 0; i < NJOBS; i++) {
@@ -400,7 +397,7 @@ static srv_pg *loop_open(loopst *s) {
     uv_timer_init(&s->loop, &s->tick);
     uv_timer_start(&s->tick, on_tick, 10, 10); /* UV_RUN_ONCE returns at least this often */
     srv_pg_opts o = {
-        .conninfo = g_conninfo, .on_notify = on_notify, .on_connect = on_connect, .ud = s};
+        .conninfo = tu_pg_conninfo, .on_notify = on_notify, .on_connect = on_connect, .ud = s};
     dyn_err e = {0};
     srv_pg *pg = srv_pg_new(&s->loop, &o, &e);
     ck_assert_msg(pg != NULL, "%s", e.msg);
@@ -537,7 +534,7 @@ END_TEST
 
 static void *restart_main(void *arg) {
     char cmd[2200];
-    snprintf(cmd, sizeof cmd, "%s restart %s", g_harness, g_dir);
+    snprintf(cmd, sizeof cmd, "%s restart %s", tu_pg_harness, tu_pg_dir);
     *(int *)arg = system(cmd);
     return NULL;
 }
@@ -555,7 +552,7 @@ START_TEST(reconnect_after_restart) {
     query_ok(&s, pg, "SELECT 1", 1);
     srv_pgsync sync;
     dyn_err e = {0};
-    ck_assert_int_eq(srv_pgsync_init(&sync, g_conninfo, &e), 0);
+    ck_assert_int_eq(srv_pgsync_init(&sync, tu_pg_conninfo, &e), 0);
     PGconn *sc = srv_pgsync_lock(&sync, &e);
     ck_assert_ptr_nonnull(sc);
     PQclear(srv_pg_exec(sc, "select", "SELECT 1", 0, NULL, &e));
@@ -685,36 +682,4 @@ static Suite *suite(void) {
     return s;
 }
 
-/* Starts the server (tests/pg_harness.sh start: KEY=value lines), runs the suite, stops it. */
-int main(void) {
-    if (getenv("DYND_PG_HARNESS")) g_harness = getenv("DYND_PG_HARNESS");
-    char cmd[2200];
-    /* our pid: the harness's watchdog stops the server if this process dies midway */
-    snprintf(cmd, sizeof cmd, "%s start %d", g_harness, (int)getpid());
-    FILE *f = popen(cmd, "r");
-    if (!f) {
-        perror("popen");
-        return 1;
-    }
-    char line[1024];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (!strncmp(line, "PGH_DIR=", 8)) snprintf(g_dir, sizeof g_dir, "%s", line + 8);
-        if (!strncmp(line, "PGH_CONNINFO=", 13))
-            snprintf(g_conninfo, sizeof g_conninfo, "%s", line + 13);
-    }
-    int st = pclose(f);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
-        printf("SKIP test_srv_pg: no PostgreSQL server binaries "
-               "(Debian package postgresql; make deps)\n");
-        return 0;
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !g_dir[0] || !g_conninfo[0]) {
-        fprintf(stderr, "test_srv_pg: %s failed (status %d)\n", cmd, st);
-        return 1;
-    }
-    int rc = tu_run(suite());
-    snprintf(cmd, sizeof cmd, "%s stop %s", g_harness, g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "test_srv_pg: %s failed\n", cmd);
-    return rc;
-}
+int main(void) { return tu_pg_main("test_srv_pg", suite); }

@@ -1,7 +1,11 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 int tu_isa_cap(dyn_isa_level lv) {
     if (lv > dyn_isa_detected()) {
@@ -171,4 +175,39 @@ dyn_layer *tu_layer(const char *op, const char *attrs_json) {
     json_decref(a);
     ck_assert_msg(l != NULL, "%s %s: %s", op, attrs_json, err.msg);
     return l;
+}
+
+char tu_pg_dir[1024], tu_pg_conninfo[1024];
+const char *tu_pg_harness = "tests/pg_harness.sh";
+
+int tu_pg_main(const char *name, Suite *(*suite_fn)(void)) {
+    if (getenv("DYND_PG_HARNESS")) tu_pg_harness = getenv("DYND_PG_HARNESS");
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "%s start %d", tu_pg_harness, (int)getpid());
+    FILE *f = popen(cmd, "r");
+    if (!f) {
+        perror("popen");
+        return 1;
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, f)) { /* KEY=value lines */
+        line[strcspn(line, "\n")] = 0;
+        if (!strncmp(line, "PGH_DIR=", 8)) snprintf(tu_pg_dir, sizeof tu_pg_dir, "%s", line + 8);
+        if (!strncmp(line, "PGH_CONNINFO=", 13))
+            snprintf(tu_pg_conninfo, sizeof tu_pg_conninfo, "%s", line + 13);
+    }
+    int st = pclose(f);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        printf("SKIP %s: no PostgreSQL server binaries (Debian package postgresql; make deps)\n",
+               name);
+        return 0;
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !tu_pg_dir[0] || !tu_pg_conninfo[0]) {
+        fprintf(stderr, "%s: %s failed (status %d)\n", name, cmd, st);
+        return 1;
+    }
+    int rc = tu_run(suite_fn());
+    snprintf(cmd, sizeof cmd, "%s stop %s", tu_pg_harness, tu_pg_dir);
+    if (system(cmd) != 0) fprintf(stderr, "%s: %s failed\n", name, cmd);
+    return rc;
 }

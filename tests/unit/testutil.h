@@ -21,6 +21,16 @@ int tu_run(Suite *s);
 #define TU_MAIN(suite_fn) \
     int main(void) { return tu_run(suite_fn()); }
 
+/* A throwaway PostgreSQL for a test program (tests/pg_harness.sh, run from the repository root, or
+ * $DYND_PG_HARNESS): its directory and libpq conninfo, set by tu_pg_main before the suite runs. */
+extern char tu_pg_dir[1024], tu_pg_conninfo[1024];
+extern const char *tu_pg_harness;
+/* main() of a test program that needs PostgreSQL: starts the harness (its watchdog stops the
+ * server if this process dies midway), runs suite_fn()'s suite, stops the server. Without
+ * PostgreSQL's server binaries it prints "SKIP <name>: ..." and returns 0. Returns 0 when every
+ * test passed. */
+int tu_pg_main(const char *name, Suite *(*suite_fn)(void));
+
 void tu_fill_uniform(float *p, int64_t n, dyn_rng *r, float lo, float hi);
 /* ||a - b||_2 / max(||b||_2, 1e-30), accumulated in double. */
 double tu_rel_err(const float *a, const float *b, int64_t n);
