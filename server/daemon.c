@@ -250,7 +250,7 @@ static int check_settings(const srv_config *cfg, char *why, size_t n, dyn_err *e
 static int check_jobs_db(const srv_config *cfg, dyn_err *err) {
     char where[400];
     srv_jobs_pg_conninfo_describe(cfg->jobs_db, where, sizeof where);
-    PGconn *c = PQconnectdb(cfg->jobs_db);
+    PGconn *c = srv_pg_connectdb(cfg->jobs_db);
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[400];
         snprintf(msg, sizeof msg, "%s", c ? PQerrorMessage(c) : "out of memory");
@@ -291,6 +291,16 @@ static int serve(daemon_state *d, const srv_config *cfg) {
     ensure_dir(cfg->state_dir, "state_dir");
     uv_loop_init(&d->loop); /* the jobs attach to it; it runs once HTTP is up */
     ctx->jobs = srv_jobs_new(cfg, ctx->repo, ctx->metrics, &d->loop, &err);
+    if (!ctx->jobs && cfg->jobs_backend == SRV_JOBS_BACKEND_POSTGRES && cfg->role != SRV_ROLE_SERVE) {
+        /* asked for shared jobs: better restarted (by systemd, Kubernetes) than running none */
+        fprintf(stderr, "dynd: %s\n", err.msg);
+        srv_store_set_active(NULL);
+        srv_store_free(g_store);
+        g_store = NULL;
+        srv_repo_free(ctx->repo);
+        uv_loop_close(&d->loop);
+        return 2;
+    }
     if (!ctx->jobs)
         srv_log(SRV_LOG_ERROR, "jobs disabled", json_pack("{s:s}", "error", err.msg));
     if (cfg->ntokens == 0 && cfg->allow_unauthenticated_writes)

@@ -502,6 +502,13 @@ void srv_pg_close(srv_pg *pg) {
 
 /* ---- synchronous ---- */
 
+PGconn *srv_pg_connectdb(const char *conninfo) {
+    /* conninfo expanded after the default: its own connect_timeout, if any, wins */
+    const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const vals[] = {"10", conninfo, NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
 int srv_pgsync_init(srv_pgsync *s, const char *conninfo, dyn_err *err) {
     memset(s, 0, sizeof *s);
     if (!(s->conninfo = strdup(conninfo))) return dyn_err_set(err, DYN_ENOMEM, "out of memory");
@@ -521,7 +528,7 @@ PGconn *srv_pgsync_lock(srv_pgsync *s, dyn_err *err) {
     pthread_mutex_lock(&s->mu);
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) return s->conn;
     if (s->conn) PQfinish(s->conn);
-    s->conn = PQconnectdb(s->conninfo);
+    s->conn = srv_pg_connectdb(s->conninfo);
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK) {
         PQsetNoticeReceiver(s->conn, notice_to_log, NULL);
         return s->conn;

@@ -94,6 +94,11 @@ void srv_pg_close(srv_pg *pg);
 
 /* ---- synchronous ---- */
 
+/* PQconnectdb(conninfo) (key=value or URI) with connect_timeout 10 s unless conninfo sets its
+ * own: a host that drops packets would otherwise block the caller for the kernel's TCP timeout
+ * (minutes). Returns what PQconnectdb returns: the caller checks PQstatus and PQfinish-es it. */
+PGconn *srv_pg_connectdb(const char *conninfo);
+
 typedef struct srv_pgsync {
     pthread_mutex_t mu;
     PGconn *conn;
