@@ -21,7 +21,9 @@
  *     leased_until passed) — a takeover —, and its token is greater than the one it takes the
  *     job from (a lease released leaves none behind: fs may then start again at 1). Of two
  *     replicas racing for a job exactly one wins. A holder renews its leases (renew) more often
- *     than lease_s; one that learns it lost a lease must stop the job's work (lease_lost event).
+ *     than lease_s; one that learns it lost a lease must stop the job's work (lease_lost event),
+ *     and so does one that could not renew for lease_s (postgres delivers lease_lost itself
+ *     then: the lease may have passed and the job been taken over).
  *   - Record writes carry the writer's token; a backend that can fence (postgres) refuses a
  *     write under a token that is no longer the job's (DYN_ECANCEL: the job was taken over).
  *   - Cancelling a job another replica holds is a request (cancel_request); the holder learns it

@@ -35,6 +35,7 @@ typedef struct held_lease {
     long long gen;
     int held;            /* 0 once released or lost (the entry remembers what was delivered) */
     int cancel_sent, lost_sent;
+    double ok_at;        /* dyn_now() when a claim or a renewal that kept the lease was sent */
 } held_lease;
 
 typedef struct pg_state {
@@ -125,6 +126,7 @@ static void lease_note(pg_state *s, const char *id, long long gen) {
         h->gen = gen;
         h->held = 1;
     }
+    if (h) h->ok_at = dyn_now(); /* claimed (or extended) by a statement sent before now */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -472,6 +474,7 @@ static void pg_release(void *state, const char *id, long long lease) {
 
 typedef struct renew_ctx {
     pg_state *s;
+    double sent_at;
     int n;
     srv_jobs_pg_lease held[];
 } renew_ctx;
@@ -490,6 +493,12 @@ static void on_renewed(void *ud, int outcome, const dyn_err *err) {
         free(a);
         return;
     }
+    pthread_mutex_lock(&s->mu); /* the leases kept: alive until at least sent_at + lease_s */
+    for (int i = 0; i < a->n; i++) {
+        held_lease *k = a->held[i].lost ? NULL : lease_find_locked(s, a->held[i].id, 0);
+        if (k && k->held && k->gen == a->held[i].gen && k->ok_at < a->sent_at) k->ok_at = a->sent_at;
+    }
+    pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < a->n && s->started; i++) {
         const srv_jobs_pg_lease *h = &a->held[i];
         if (h->lost) {
@@ -503,15 +512,44 @@ static void on_renewed(void *ud, int outcome, const dyn_err *err) {
     free(a);
 }
 
+/* Self-fencing: a lease whose last successful renewal was sent more than lease_s ago may have
+ * passed in the database (unreachable, or too slow to answer) and the job been taken over by
+ * another replica: its work stops here (lease_lost) before it can write over the successor's
+ * files in the store. The database's own fencing refuses its record writes in any case. */
+static void fence_expired(pg_state *s) {
+    double now = dyn_now();
+    for (;;) {
+        char id[64] = "";
+        long long gen = 0;
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < s->nleases && !id[0]; i++) {
+            const held_lease *h = &s->leases[i];
+            if (h->held && !h->lost_sent && h->ok_at > 0 && now - h->ok_at > s->lease_s) {
+                snprintf(id, sizeof id, "%s", h->id);
+                gen = h->gen;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!id[0]) return;
+        if (!lease_event_due(s, id, gen, 0)) continue; /* marks it: the loop moves on */
+        srv_log(SRV_LOG_ERROR, "job lease not renewed for jobs_lease_s: stopping the job here "
+                               "(another replica may have taken it over)",
+                json_pack("{s:s, s:s, s:f}", "job", id, "db", s->where, "lease_s", s->lease_s));
+        if (s->ev.lease_lost) s->ev.lease_lost(s->ev.arg, id);
+    }
+}
+
 static int pg_renew(void *state, int n, const char *const *ids, const long long *leases,
                     dyn_err *err) {
     pg_state *s = state;
     if (n <= 0) return 0;
     if (!s->pg) return dyn_err_set(err, DYN_EINVAL, "jobs database: renew before start");
+    if (s->started) fence_expired(s);
     if (s->renewing) return 0; /* the last beat's renew is still out: no pile-up */
     renew_ctx *a = calloc(1, sizeof *a + sizeof a->held[0] * (size_t)n);
     if (!a) return dyn_err_set(err, DYN_ENOMEM, "out of memory renewing job leases");
     a->s = s;
+    a->sent_at = dyn_now();
     a->n = n;
     for (int i = 0; i < n; i++) {
         snprintf(a->held[i].id, sizeof a->held[i].id, "%s", ids[i]);

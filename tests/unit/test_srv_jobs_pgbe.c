@@ -246,6 +246,56 @@ START_TEST(takeover_fences_the_old_holder) {
 }
 END_TEST
 
+/* The database stops answering (its processes frozen with SIGSTOP: a partition as the holder
+ * sees it): once its last renewal is lease_s old, the holder stops the job itself (lease_lost),
+ * since another replica may take it over; nothing is delivered twice when the database is back. */
+static int pg_signal(const char *sig) {
+    char p[1200], cmd[1400];
+    snprintf(p, sizeof p, "%s/data/postmaster.pid", tu_pg_dir);
+    FILE *f = fopen(p, "r");
+    long pid = 0;
+    if (!f || fscanf(f, "%ld", &pid) != 1) pid = 0;
+    if (f) fclose(f);
+    if (pid <= 0) return -1;
+    snprintf(cmd, sizeof cmd, "pkill -%s -P %ld; kill -%s %ld", sig, pid, sig, pid);
+    return system(cmd);
+}
+
+START_TEST(frozen_database_fences_the_holder) {
+    drop_all();
+    srv_jobs_backend *a = backend("hostA:1", 1);
+    const char *id = "ft-00000000000e";
+    long long g = make_job(a, id, "running");
+    lp l;
+    lp_open(&l, a);
+    ck_assert_msg(run_until(&l, &l.work, 1, 10), "no connection");
+    const char *idv[] = {id};
+    long long gv[] = {g};
+    dyn_err e = {0};
+    ck_assert_int_eq(a->renew(a->state, 1, idv, gv, &e), 0); /* answered: kept */
+    run_for(&l, 0.3);
+    ck_assert_int_eq(l.lost, 0);
+    ck_assert_int_eq(pg_signal("STOP"), 0);
+    double t0 = now_s();
+    while (l.lost == 0 && now_s() - t0 < 5) { /* the heartbeat: renew every lease_s/3 */
+        a->renew(a->state, 1, idv, gv, &e);
+        run_for(&l, 0.33);
+    }
+    double dt = now_s() - t0;
+    ck_assert_int_eq(pg_signal("CONT"), 0);
+    printf("lease_lost %.2f s after the database froze (lease_s 1)\n", dt);
+    ck_assert_int_eq(l.lost, 1);
+    ck_assert_str_eq(l.lost_id, id);
+    for (int beat = 0; beat < 3; beat++) { /* back: the stale renewal's answer, nothing new */
+        a->renew(a->state, 1, idv, gv, &e);
+        run_for(&l, 0.4);
+    }
+    ck_assert_int_eq(l.lost, 1);
+    ck_assert_int_eq(l.cancels, 0);
+    lp_close(&l, a);
+}
+END_TEST
+
 START_TEST(cancel_request_reaches_the_holder) {
     drop_all();
     srv_jobs_backend *a = backend("hostA:1", 30), *b = backend("hostB:2", 30);
@@ -529,6 +579,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, records_through_the_interface);
     tcase_add_test(tc, takeover_fences_the_old_holder);
     tcase_add_test(tc, cancel_request_reaches_the_holder);
+    tcase_add_test(tc, frozen_database_fences_the_holder);
     tcase_add_test(tc, claim_next_and_work_available);
     tcase_add_test(tc, jobs_on_postgres);
     tcase_add_test(tc, dead_holders_job_runs_again);
