@@ -16,93 +16,8 @@
 # Skipped (not failed) without node / npm (s3rver) or PostgreSQL's server binaries.
 source "$(dirname "$0")/lib.sh"
 echo "cluster: two replicas sharing only PostgreSQL and an S3 store"
-for tool in node npm; do
-    command -v "$tool" >/dev/null 2>&1 ||
-        { echo "  SKIP: $tool not found: this test needs Node.js and npm for s3rver (make deps installs Debian's npm)"; exit 0; }
-done
-npm_pinned s3 s3rver
-[ -f "$ROOT/data/mnist/train-images-idx3-ubyte" ] || [ -f "$ROOT/data/mnist/train-images-idx3-ubyte.gz" ] ||
-    { echo "  FAIL: no MNIST in $ROOT/data (run make data)"; exit 1; }
-# shellcheck source=../pg_harness.sh
-source "$ROOT/tests/pg_harness.sh"
-rc=0
-PGH_NO_TRAP=1 pgh_start || rc=$?
-if [ "$rc" -eq 77 ]; then echo "  SKIP: no PostgreSQL server binaries (make deps installs Debian's postgresql)"; exit 0; fi
-[ "$rc" -eq 0 ] || { echo "  FAIL: PostgreSQL did not start"; exit 1; }
-make_digits 1 "$T/digits"
-ONNX=$ROOT/tests/fixtures/lenet5.onnx
-BUCKET=dynd-models
-S3_PID="" PIDS=()
-cleanup_cluster() {
-    for p in "${PIDS[@]}" $S3_PID; do kill -KILL "$p" 2>/dev/null || true; done
-    pgh_stop
-    cleanup
-}
-trap cleanup_cluster EXIT
-trap "exit 143" TERM INT # the EXIT trap then stops PostgreSQL, s3rver and the replicas
-source "$HERE/s3/s3lib.sh"
+source "$HERE/cluster_lib.sh"
 
-
-# replica NAME LEASE_S [flags]: dynd NAME (replica_id NAME) with its own $T/NAME/{models,state,data},
-# jobs on PostgreSQL, models in the store; sets <NAME>_URL, <NAME>_PID. Its log: $T/NAME/dynd.err
-# (appended to $T/NAME.log across restarts).
-replica() {
-    local name=$1 lease=$2 t0=$T; shift 2
-    T=$t0/$name
-    mkdir -p "$T/models" "$T/data"
-    [ -e "$T/data/mnist" ] || ln -s "$ROOT/data/mnist" "$T/data/mnist"
-    [ -f "$T/dynd.err" ] && cat "$T/dynd.err" >> "$t0/$name.log"
-    AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_REGION=us-east-1 \
-        start_dynd --log-level info --replica-id "$name" --data-dir "$T/data" \
-        --jobs-backend postgres --jobs-db "$PGH_CONNINFO" --jobs-lease-s "$lease" \
-        --model-store "s3://$BUCKET/team/models" --store-endpoint "http://127.0.0.1:$S3_PORT" \
-        --store-poll-ms 300 --allow-unauthenticated-writes "$@"
-    PIDS+=("$DYND_PID")
-    printf -v "${name}_URL" '%s' "$URL"
-    printf -v "${name}_PID" '%s' "$DYND_PID"
-    DYND_PID=""
-    T=$t0
-}
-kill9() { local p=${1}_PID; kill -KILL "${!p}" 2>/dev/null || true; wait "${!p}" 2>/dev/null || true; }
-stop_replica() { local p=${1}_PID; kill -TERM "${!p}" 2>/dev/null || true; wait "${!p}" 2>/dev/null || true; }
-# Every log line a replica wrote (earlier runs and this one).
-logs() { cat "$T/$1.log" "$T/$1/dynd.err" 2>/dev/null || true; }
-# How many times job $1 started, over both replicas' logs.
-starts() { { logs A; logs B; } | grep -c "\"msg\":\"job started\",\"job\":\"$1\"" || true; }
-
-# submit URL PATH [curl args]: sets ID (or fails).
-submit() {
-    URL=$1
-    local path=$2; shift 2
-    req POST "$path" "$@"
-    ID=""
-    if [ "$STATUS" = 202 ]; then ID=$(json_get 'j["id"]'); else fail "submit $path: $STATUS ${BODY:0:200}"; fi
-}
-convert_upload() { # convert_upload URL OUTPUT STEPS
-    submit "$1" "/v1/conversions?steps=$3&force_publish=true&preprocess_from=mnist&output=$2" \
-        -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
-}
-# field URL ID EXPR: a Python expression on the job's JSON (j), as GET URL/v1/jobs/ID shows it.
-field() {
-    URL=$1
-    req GET "/v1/jobs/$2"
-    [ "$STATUS" = 200 ] || { echo "?"; return 0; }
-    json_get "$3" || echo "?"
-}
-# wait_for SECONDS command...: retries every 0.1 s; 1 when it never held.
-wait_for() {
-    local limit=$1 t0=$SECONDS; shift
-    until "$@"; do [ $((SECONDS - t0)) -lt "$limit" ] || return 1; sleep 0.1; done
-}
-state_is() { [ "$(field "$1" "$2" 'j["state"]')" = "$3" ]; }
-ended() { case "$(field "$1" "$2" 'j["state"]')" in succeeded|failed|cancelled) return 0;; esac; return 1; }
-held_by() { [ "$(field "$1" "$2" '(j.get("holder") or "").split(":")[0]')" = "$3" ]; }
-classifies() {
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST -H 'Content-Type: image/png' \
-        --data-binary "@$T/digits/0.png" "$1/v1/models/$2/classify")" = 200 ]
-}
-now() { date +%s.%N; }
-since() { $PY -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(now)"; }
 
 start_s3
 log "s3rver on 127.0.0.1:$S3_PORT, PostgreSQL on 127.0.0.1:$PGH_PORT"
@@ -113,38 +28,38 @@ replica B $LEASE
 # ---- 1. a conversion from an ONNX upload: A runs it, dies; B takes it over and completes it ----
 convert_upload "$A_URL" lenet_c 60000
 C1=$ID
-check "the conversion runs on A" wait_for 60 held_by "$A_URL" "$C1" A
+check "the conversion runs on A" until_true 60 held_by "$A_URL" "$C1" A
 check "B sees the job, held by A" held_by "$B_URL" "$C1" A
 check "the job is running" state_is "$A_URL" "$C1" running
 LA=$(field "$B_URL" "$C1" 'j.get("lease_age_s")')
 check "B shows A's lease age ($LA s)" $PY -c "import sys; sys.exit(not (0 <= float(sys.argv[1]) < 60))" "$LA"
-check "the upload is in the store" wait_for 10 eval 's3_keys "team/models/" | grep -q "$C1/upload.bin"'
+check "the upload is in the store" until_true 10 eval 's3_keys "team/models/" | grep -q "$C1/upload.bin"'
 curl -s -m 5 "$B_URL/metrics" > "$T/metrics.b"
 check "B's metrics show the lease of A's job" grep -q "job=\"$C1\".*holder=\"A:" "$T/metrics.b"
 kill9 A
 T0=$(now)
-check "B takes the conversion over after the lease" wait_for 60 held_by "$B_URL" "$C1" B
+check "B takes the conversion over after the lease" until_true 60 held_by "$B_URL" "$C1" B
 TAKEOVER=$(since "$T0")
-check "B completes it" wait_for 120 ended "$B_URL" "$C1"
+check "B completes it" until_true 120 ended "$B_URL" "$C1"
 check "the conversion succeeded on B" state_is "$B_URL" "$C1" succeeded
 log "takeover of the conversion: B held it $TAKEOVER s after A's kill -9 (jobs_lease_s $LEASE)"
 check "it ran twice in all (A, then B from the upload)" [ "$(starts "$C1")" = 2 ]
-check "B serves the published model" wait_for 20 classifies "$B_URL" lenet_c
-check "the job's files left the store" wait_for 20 eval '! s3_keys "team/models/" | grep -q "$C1/"'
+check "B serves the published model" until_true 20 classifies "$B_URL" lenet_c
+check "the job's files left the store" until_true 20 eval '! s3_keys "team/models/" | grep -q "$C1/"'
 replica A $LEASE
-check "A, restarted, serves it too (from the store)" wait_for 20 classifies "$A_URL" lenet_c
+check "A, restarted, serves it too (from the store)" until_true 20 classifies "$A_URL" lenet_c
 check "A sees the job succeeded" state_is "$A_URL" "$C1" succeeded
 
 # ---- 2. a fine-tune: A dies after an epoch; B continues from the last checkpoint ----
 submit "$A_URL" /v1/finetunes -H 'Content-Type: application/json' \
     -d '{"model": "lenet_c", "data": "mnist", "epochs": 4, "limit": 30000, "val": 500, "output": "lenet_ft"}'
 F1=$ID
-check "the fine-tune runs on A" wait_for 60 held_by "$A_URL" "$F1" A
-check "A finishes its first epoch" wait_for 120 eval '[ "$(field "$A_URL" "$F1" "len(j.get(\"history\") or [])")" -ge 1 ]'
-check "the checkpoint is in the store" wait_for 20 eval 's3_keys "team/models/" | grep -q "$F1/ckpt/state.json"'
+check "the fine-tune runs on A" until_true 60 held_by "$A_URL" "$F1" A
+check "A finishes its first epoch" until_true 120 eval '[ "$(field "$A_URL" "$F1" "len(j.get(\"history\") or [])")" -ge 1 ]'
+check "the checkpoint is in the store" until_true 20 eval 's3_keys "team/models/" | grep -q "$F1/ckpt/state.json"'
 kill9 A
-check "B takes the fine-tune over" wait_for 60 held_by "$B_URL" "$F1" B
-check "B completes it" wait_for 300 ended "$B_URL" "$F1"
+check "B takes the fine-tune over" until_true 60 held_by "$B_URL" "$F1" B
+check "B completes it" until_true 300 ended "$B_URL" "$F1"
 check "the fine-tune succeeded" state_is "$B_URL" "$F1" succeeded
 RF=$(field "$B_URL" "$F1" '(j.get("result") or {}).get("resumed_from", 0)')
 check "B resumed from the checkpoint (resumed_from $RF >= 1)" [ "${RF:-0}" -ge 1 ] 2>/dev/null
@@ -157,11 +72,11 @@ replica A 60
 replica B 60
 convert_upload "$A_URL" lenet_cancel 100000
 K1=$ID
-check "the long conversion runs on A" wait_for 60 eval 'held_by "$A_URL" "$K1" A && state_is "$A_URL" "$K1" running'
+check "the long conversion runs on A" until_true 60 eval 'held_by "$A_URL" "$K1" A && state_is "$A_URL" "$K1" running'
 T0=$(now)
 URL=$B_URL req DELETE "/v1/jobs/$K1"
 check "B accepts the cancel ($STATUS)" grep -qxE '200|202' <<<"$STATUS"
-check "A stops the job" wait_for 30 state_is "$A_URL" "$K1" cancelled
+check "A stops the job" until_true 30 state_is "$A_URL" "$K1" cancelled
 CANCEL_S=$(since "$T0")
 log "cancel sent to B, job cancelled on A after $CANCEL_S s (A's heartbeat: every 20 s)"
 check "within 3 s ($CANCEL_S s): NOTIFY, not the heartbeat" $PY -c "import sys; sys.exit(not float(sys.argv[1]) < 3)" "$CANCEL_S"
@@ -182,7 +97,7 @@ for i in $(seq 1 20); do
 done
 check "20 jobs accepted" [ "${#IDS[@]}" = 20 ]
 all_ended() { local id; for id in "${IDS[@]}"; do ended "$A_URL" "$id" || return 1; done; }
-check "all 20 end" wait_for 300 all_ended
+check "all 20 end" until_true 300 all_ended
 once=0 good=0
 for id in "${IDS[@]}"; do
     [ "$(field "$B_URL" "$id" 'j["state"]')" = succeeded ] && good=$((good + 1))
@@ -200,7 +115,7 @@ for i in 1 2 3 4; do
 done
 running_both() { held_by "$A_URL" "${P[0]}" A && held_by "$B_URL" "${P[1]}" B &&
     state_is "$A_URL" "${P[0]}" running && state_is "$B_URL" "${P[1]}" running; }
-check "jobs run on both replicas" wait_for 60 running_both
+check "jobs run on both replicas" until_true 60 running_both
 errors() { { logs A; logs B; } | grep -c '"level":"error"' || true; }
 E0=$(errors)
 T0=$(now)
@@ -208,7 +123,7 @@ pgh_restart || fail "PostgreSQL restart"
 RESTART_S=$(since "$T0")
 log "PostgreSQL restarted in $RESTART_S s while ${#P[@]} jobs were queued or running"
 p_ended() { local id; for id in "${P[@]}"; do ended "$A_URL" "$id" || return 1; done; }
-check "every job ends after the restart" wait_for 300 p_ended
+check "every job ends after the restart" until_true 300 p_ended
 PG_ERRS=$(($(errors) - E0))
 good=0 once=0
 for id in "${P[@]}"; do
@@ -220,7 +135,7 @@ check "none ran twice ($once started once)" [ "$once" = "${#P[@]}" ]
 check "A reconnected and serves" classifies "$A_URL" lenet_c
 submit "$B_URL" "/v1/conversions?steps=50&force_publish=true&preprocess_from=mnist&output=after" \
     -H 'Content-Type: application/octet-stream' --data-binary "@$ONNX"
-check "a job after the restart succeeds" wait_for 60 eval 'state_is "$B_URL" "$ID" succeeded'
+check "a job after the restart succeeds" until_true 60 eval 'state_is "$B_URL" "$ID" succeeded'
 log "after the restart: $good of ${#P[@]} jobs succeeded, $once started once, $PG_ERRS error lines logged by the replicas meanwhile"
 
 stop_replica A
