@@ -6,6 +6,7 @@ PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libj
       libmicrohttpd-dev libuv1-dev libarchive-dev check libpng-dev libjpeg62-turbo-dev libprotobuf-c-dev
       protobuf-c-compiler libonnx-dev libcurl4-openssl-dev dataset-fashion-mnist wrk curl
       python3 # python3 (stdlib only): the HTTP clients of tests/integration and tests/bench
+      python3-yaml # test_openapi.sh parses api/openapi.yaml as a YAML parser would
       nginx # nginx: the load balancer of tests/integration/test_balancer.sh (config/deploy/)
       libclang-rt-14-dev # clang's sanitizer and libFuzzer runtimes (make fuzz, tests/fuzz/)
       libpq-dev # libpq: the PostgreSQL jobs backend (server/pg.c, server/jobs_pg.c)

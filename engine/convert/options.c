@@ -422,7 +422,10 @@ char *dyn_opts_openapi(int kind) {
         default: sb_printf(&b, "type: string"); break;
         }
         if (o->def) sb_printf(&b, ", default: %s", o->def);
-        sb_printf(&b, ", description: \"%s\"}\n", o->help);
+        sb_printf(&b, ", description: \""); /* a YAML double-quoted scalar: \\ and \" escaped */
+        for (const char *p = o->help; *p; p++)
+            sb_printf(&b, "%s%c", *p == '"' || *p == '\\' ? "\\" : "", *p);
+        sb_printf(&b, "\"}\n");
     }
     return sb_done(&b);
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # api/openapi.yaml stays true: every documented (path, method) answers something other than the
-# router's 404 not_found / 405, and every route of the router is documented.
+# router's 404 not_found / 405, and every route of the router is documented; and it parses as YAML.
 source "$(dirname "$0")/lib.sh"
 echo "openapi: every documented route answers"
 mkdir -p "$T/models" && cp "$(model_path)" "$T/models/mnist.dyn"
 start_dynd --auth-tokens tok
+# the file itself: strict YAML (generators and client tools read it with a YAML parser)
+if out=$($PY -c 'import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); assert d["openapi"].startswith("3.")' \
+        "$ROOT/api/openapi.yaml" 2>&1); then ok; else fail "api/openapi.yaml is not valid YAML: ${out: -300}"; fi
 routes=$($PY - "$ROOT/api/openapi.yaml" <<'PY'
 import re, sys
 path = None
