@@ -482,7 +482,25 @@ async function pageConvert(page, main) {
   const pp = h('select', { id: 'convert-preprocess' },
     h('option', { value: 'mnist' }, 'MNIST (gray 28×28, its normalization and labels)'),
     h('option', { value: 'fashion' }, 'Fashion-MNIST (gray 28×28, its normalization and labels)'),
-    h('option', { value: 'none' }, 'none (0..1 scaling of the model\'s input)'));
+    h('option', { value: 'none' }, 'none (0..1 scaling of the model\'s input)'),
+    h('option', { value: 'custom' }, 'explicit (the fields below)'));
+  const ppColor = h('select', { id: 'convert-pp-color' },
+    h('option', { value: 'gray' }, 'gray'), h('option', { value: 'rgb' }, 'RGB'), h('option', { value: 'bgr' }, 'BGR'));
+  const ppMean = h('input', { id: 'convert-pp-mean', type: 'text', placeholder: 'e.g. 0.485, 0.456, 0.406', autocomplete: 'off' });
+  const ppStd = h('input', { id: 'convert-pp-std', type: 'text', placeholder: 'e.g. 0.229, 0.224, 0.225', autocomplete: 'off' });
+  const ppScale = h('input', { id: 'convert-pp-scale', type: 'number', step: 'any', min: 0, placeholder: '255' });
+  const ppFields = h('fieldset', { hidden: true }, h('legend', {}, 'Explicit preprocessing'),
+    field('convert-pp-color', 'Colour', ppColor),
+    field('convert-pp-mean', 'Mean per channel', ppMean, 'After dividing the 8-bit pixels by the scale; one number or one per channel.'),
+    field('convert-pp-std', 'Standard deviation per channel', ppStd),
+    field('convert-pp-scale', 'Scale', ppScale));
+  pp.addEventListener('change', () => { ppFields.hidden = pp.value !== 'custom'; });
+  const numList = (text, what) => {
+    if (!text.trim()) return undefined;
+    const v = text.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (v.some((x) => !Number.isFinite(x))) throw new Error(`${what}: give numbers separated by commas`);
+    return v;
+  };
   const budget = h('select', { id: 'convert-budget' },
     h('option', { value: 'ratio' }, 'compression ratio'),
     h('option', { value: 'target_agreement' }, 'target agreement with the original'));
@@ -495,7 +513,7 @@ async function pageConvert(page, main) {
   const form = h('form', { novalidate: true },
     field('convert-file', 'ONNX model', file, 'Sent as it is read from disk (streamed), not loaded into the page.'),
     field('convert-output', 'Output model name', output, 'The name the converted model is served under (default: the job id).'),
-    field('convert-preprocess', 'Preprocessing', pp),
+    field('convert-preprocess', 'Preprocessing', pp), ppFields,
     h('fieldset', {}, h('legend', {}, 'Budget'),
       field('convert-budget', 'Aim for', budget),
       field('convert-amount', 'Value (empty: the default ratio 4)', amount)),
@@ -512,13 +530,21 @@ async function pageConvert(page, main) {
     if (!f) { msg.textContent = 'Choose an ONNX file first.'; msg.className = 'error'; file.focus(); return; }
     const q = new URLSearchParams();
     if (output.value.trim()) q.set('output', output.value.trim());
-    if (pp.value !== 'none') q.set('preprocess_from', pp.value);
     if (amount.value.trim()) q.set(budget.value, amount.value.trim());
     if (steps.value.trim()) q.set('steps', steps.value.trim());
     const setName = calib.value.trim();
     submit.disabled = true;
     msg.className = '';
     try {
+      if (pp.value === 'custom') {
+        const spec = { color: ppColor.value };
+        const mean = numList(ppMean.value, 'Mean');
+        const std = numList(ppStd.value, 'Standard deviation');
+        if (mean) spec.mean = mean;
+        if (std) spec.std = std;
+        if (ppScale.value.trim()) spec.scale = Number(ppScale.value);
+        q.set('preprocess', JSON.stringify(spec));
+      } else if (pp.value !== 'none') q.set('preprocess_from', pp.value);
       if (zip.files[0]) {
         if (!setName) throw new Error('Give the data set a name to upload the archive under.');
         msg.textContent = `Uploading ${zip.files[0].name}…`;
