@@ -342,7 +342,7 @@ async function pageJobs(page, main) {
       h('td', {}, typeof j.eta_s === 'number' ? fmtSecs(j.eta_s) : ''),
       h('td', {}, j.model || j.output || ''),
       h('td', {}, fmtWhen(j.created_at))));
-    wrap.replaceChildren(h('table', {},
+    wrap.replaceChildren(h('table', { class: 'stack' },
       h('thead', {}, h('tr', {}, ['Job', 'Kind', 'State', 'Progress', 'Phase', 'ETA', 'Model', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows)));
     return true;
