@@ -206,8 +206,11 @@ async function run(page) {
     await shot(page, 'jobs');
 
     // ---- Server ----
+    // the version GET /v2 reports (asked here from node, outside the page) shows on the page
+    const meta = await (await fetch(URL0 + '/v2')).json();
     await visit(page, 'server', '#/server');
-    await page.waitForFunction(() => /\d+\.\d+/.test((document.querySelector('main') || document.body).innerText));
+    await page.waitForFunction((v) => (document.querySelector('main') || document.body).innerText.includes(v), meta.version);
+    okLine(`server page shows version ${meta.version}`);
     await page.waitForTimeout(2500); // a couple of metric samples for the live charts
     await shot(page, 'server');
 
