@@ -135,6 +135,17 @@ CLI_SRC := $(wildcard engine/cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 SERVER_SRC := $(wildcard server/*.c api/*.c)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+# The web console (clients/console/, served by api/console.c): its pages and uPlot's dist files
+# (npm, pinned by clients/console/package-lock.json; `npm ci` into $(BUILD)/console-node when
+# the lock changes) embedded in dynd as C arrays by clients/console/embed.mjs (node, which npm
+# brings). Nothing is fetched at run time.
+CONSOLE_DIR := clients/console
+CONSOLE_NODE := $(BUILD)/console-node
+UPLOT_DIST := $(CONSOLE_NODE)/node_modules/uplot/dist
+CONSOLE_FILES := $(wildcard $(CONSOLE_DIR)/*.html $(CONSOLE_DIR)/*.css) \
+                 $(filter-out %/embed.mjs,$(wildcard $(CONSOLE_DIR)/*.js)) \
+                 $(UPLOT_DIST)/uPlot.iife.min.js $(UPLOT_DIST)/uPlot.min.css
+SERVER_OBJ += $(if $(SERVER_SRC),$(GEN)/console_assets.o)
 DYND := $(if $(SERVER_SRC),$(BUILD)/dynd)
 # dynctl, the command-line client (clients/): libcurl, and the engine's option table
 # (engine/convert/options.c, from libdyn.a) and the CLI's helpers.
@@ -179,6 +190,22 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: $(dir $(ONNX_PROTO))%.proto
 	@mkdir -p $(GEN)
 	@echo "PROTOC-C $<"
 	@protoc-c --c_out=$(GEN) -I$(dir $(ONNX_PROTO)) $<
+
+# npm ci keeps the packages' file dates: touch the files so they are newer than the lock.
+$(UPLOT_DIST)/uPlot.iife.min.js $(UPLOT_DIST)/uPlot.min.css &: $(CONSOLE_DIR)/package.json \
+    $(CONSOLE_DIR)/package-lock.json
+	@echo "NPM CI $(CONSOLE_NODE) (uPlot for the web console)"
+	@command -v npm >/dev/null || { echo "the web console needs npm (Debian: apt-get install npm; make deps)"; exit 1; }
+	@rm -rf $(CONSOLE_NODE) && mkdir -p $(CONSOLE_NODE)
+	@cp $(CONSOLE_DIR)/package.json $(CONSOLE_DIR)/package-lock.json $(CONSOLE_NODE)/
+	@cd $(CONSOLE_NODE) && npm ci --no-audit --no-fund --loglevel=error || \
+	  { echo "npm ci in $(CONSOLE_NODE) failed (is the npm registry reachable?)"; rm -rf $(CONSOLE_NODE); exit 1; }
+	@touch $(UPLOT_DIST)/uPlot.iife.min.js $(UPLOT_DIST)/uPlot.min.css
+
+$(GEN)/console_assets.c: $(CONSOLE_FILES) $(CONSOLE_DIR)/embed.mjs
+	@mkdir -p $(GEN)
+	@echo "EMBED $(CONSOLE_FILES)"
+	@node $(CONSOLE_DIR)/embed.mjs $@ $(CONSOLE_FILES)
 
 $(GEN)/%.o: $(GEN)/%.c
 	@echo "CC $<"

@@ -86,5 +86,8 @@ void api_dataset_get(srv_req *r);
 void api_dataset_delete(srv_req *r);
 /* model edits (api/models.c) */
 void api_model_patch(srv_req *r);
+/* the web console's embedded files (api/console.c): GET / and GET /console/{file} */
+void api_console_index(srv_req *r);
+void api_console_file_get(srv_req *r);
 
 #endif

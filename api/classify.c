@@ -4,7 +4,11 @@
  * magic bytes, the type only gates what is accepted) or multipart/form-data whose first file
  * part (or a part named "image" / "file") holds the image. ?top_k=K (default 5, capped at the
  * number of classes). Reply: {"model", "version", "predictions": [{"label", "index", "score"}]}
- * with softmax scores, best first.
+ * with softmax scores, best first. ?input_image=true adds "input_image": a data: URL of a PNG
+ * of the tensor the model saw (after the whole pipeline), de-normalized for display:
+ * p = (x * std + mean) * scale, rounded and clamped to 0..255, grey or RGB (a BGR model's
+ * channels put back in RGB order), the model's input width x height. The web console shows it
+ * so a wrong preprocessing is seen at a glance.
  *
  * The image is decoded and goes through the model's input pipeline here (engine/io/image.h:
  * colour, geometric steps, per-channel normalization, layout; on the connection thread:
@@ -18,6 +22,64 @@
 #include "api/multipart.h"
 
 #define DEFAULT_TOP_K 5
+
+/* Base64 (RFC 4648, padded) of data[0..n) as "data:image/png;base64,..." in a new malloc'd
+ * string (the caller frees it); NULL on ENOMEM. */
+static char *png_data_url(const unsigned char *data, size_t n) {
+    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char prefix[] = "data:image/png;base64,";
+    size_t pl = sizeof prefix - 1, out_n = pl + (n + 2) / 3 * 4;
+    char *out = malloc(out_n + 1), *o;
+    if (!out) return NULL;
+    memcpy(out, prefix, pl);
+    o = out + pl;
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)data[i] << 16 | (unsigned)data[i + 1] << 8 | data[i + 2];
+        *o++ = A[v >> 18 & 63], *o++ = A[v >> 12 & 63], *o++ = A[v >> 6 & 63], *o++ = A[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)data[i] << 16 | (i + 1 < n ? (unsigned)data[i + 1] << 8 : 0);
+        *o++ = A[v >> 18 & 63], *o++ = A[v >> 12 & 63];
+        *o++ = i + 1 < n ? A[v >> 6 & 63] : '=';
+        *o++ = '=';
+    }
+    *o = 0;
+    return out;
+}
+
+/* The model input x (one sample, pp's layout) as a PNG data: URL (see the header comment); a
+ * new malloc'd string (the caller frees it), NULL with err on failure. */
+static char *input_image_url(const dyn_preprocess *pp, const float *x, dyn_err *err) {
+    const int c = pp->c, h = pp->h, w = pp->w;
+    dyn_image im = {w, h, c, malloc((size_t)w * (size_t)h * (size_t)c)};
+    if (!im.data) {
+        dyn_err_set(err, DYN_ENOMEM, "out of memory for the input image");
+        return NULL;
+    }
+    for (int k = 0; k < c; k++) {
+        /* the model's channel k; BGR: shown as RGB, so channel k goes to slot c - 1 - k */
+        const int slot = pp->color == DYN_PP_BGR ? c - 1 - k : k;
+        const double sd = pp->std[k], mu = pp->mean[k], sc = pp->scale;
+        for (int y = 0; y < h; y++)
+            for (int xx = 0; xx < w; xx++) {
+                size_t at = pp->hwc ? ((size_t)y * (size_t)w + (size_t)xx) * (size_t)c + (size_t)k
+                                    : ((size_t)k * (size_t)h + (size_t)y) * (size_t)w + (size_t)xx;
+                double p = ((double)x[at] * sd + mu) * sc + 0.5;
+                im.data[((size_t)y * (size_t)w + (size_t)xx) * (size_t)c + (size_t)slot] =
+                    (uint8_t)(p <= 0 ? 0 : p >= 255 ? 255 : p);
+            }
+    }
+    void *png = NULL;
+    size_t png_n = 0;
+    int rc = dyn_image_encode_png(&im, &png, &png_n, err);
+    dyn_image_free(&im);
+    if (rc) return NULL;
+    char *url = png_data_url(png, png_n);
+    free(png);
+    if (!url) dyn_err_set(err, DYN_ENOMEM, "out of memory for the input image");
+    return url;
+}
 
 static void classify_done(srv_req *r) {
     api_job *j = r->user;
@@ -42,12 +104,24 @@ static void classify_done(srv_req *r) {
         json_array_append_new(preds, json_pack("{s:s, s:i, s:f}", "label", label, "index", idx[t],
                                                "score", (double)p[idx[t]]));
     }
-    char v[16];
-    snprintf(v, sizeof v, "%d", m->version);
-    srv_reply_json(r, 200, json_pack("{s:s, s:s, s:o}", "model", m->name, "version", v,
-                                     "predictions", preds));
     free(p);
     free(idx);
+    char v[16];
+    snprintf(v, sizeof v, "%d", m->version);
+    json_t *reply = json_pack("{s:s, s:s, s:o}", "model", m->name, "version", v,
+                              "predictions", preds);
+    if (reply && json_is_true(json_object_get(j->state, "input_image"))) {
+        dyn_err err = {0};
+        char *url = input_image_url(&m->pp, j->x, &err);
+        if (!url) {
+            json_decref(reply);
+            srv_reply_error(r, 500, "internal", "could not encode the input image: %s", err.msg);
+            return;
+        }
+        json_object_set_new(reply, "input_image", json_string(url));
+        free(url);
+    }
+    srv_reply_json(r, 200, reply);
 }
 
 /* The image bytes of the request; NULL after replying. */
@@ -92,6 +166,17 @@ void api_v1_classify(srv_req *r) {
             return;
         }
         top_k = (int)v;
+    }
+    char ii[8];
+    int want_image = 0;
+    const int has_ii = api_query(r, "input_image", ii, sizeof ii);
+    if (has_ii < 0) return;
+    if (has_ii) {
+        if (!strcmp(ii, "true") || !strcmp(ii, "1") || !ii[0]) want_image = 1;
+        else if (strcmp(ii, "false") && strcmp(ii, "0")) {
+            srv_reply_error(r, 400, "invalid_parameter", "input_image must be true or false");
+            return;
+        }
     }
     srv_model *m = api_model_acquire(r);
     if (!m) return;
@@ -138,6 +223,7 @@ void api_v1_classify(srv_req *r) {
         return;
     }
 #undef COUNT_FAIL
+    if (want_image) j->state = json_pack("{s:b}", "input_image", 1);
     j->top_k = (int)DYN_MIN(top_k, j->m->out_numel);
     api_job_submit(r, j, classify_done);
 }

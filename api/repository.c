@@ -18,6 +18,19 @@ static void add_model(srv_model *m, void *arg) {
     }
     json_array_append_new(json_object_get(e, "versions"), json_string(v));
     json_object_set_new(e, "default_version", json_string(v)); /* ascending: the last wins */
+    /* the default version's form and sizes (what `dyn inspect` totals; the web console's
+     * models page): floats in the file and in memory, multiply-accumulates per sample, mean
+     * structural entropy of the DyN layers, where it runs and how long its load took */
+    dyn_layer_stats st;
+    dyn_model_stats(m->model, NULL, &st);
+    json_t *extra = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "form",
+                                    st.is_dyn ? "dyn" : "dense", "device", m->device,
+                                    "stored_floats", (json_int_t)st.stored_floats,
+                                    "memory_floats", (json_int_t)st.memory_floats, "macs",
+                                    (json_int_t)st.macs, "entropy_bits", st.entropy_bits,
+                                    "load_seconds", m->load_seconds, "loaded_at", m->loaded_at);
+    json_object_update(e, extra); /* extra NULL (ENOMEM): nothing added */
+    json_decref(extra);
 }
 
 void api_v1_models(srv_req *r) {

@@ -57,6 +57,10 @@ static const srv_route ROUTES[] = {
     {"DELETE", "/v1/datasets/{name}", "dataset_delete", api_dataset_delete, SRV_AUTH_ADMIN, WR},
     /* model edits (api/models.c): labels and preprocessing, published as a new version */
     {"PATCH", "/v1/models/{name}", "model_patch", api_model_patch, SRV_AUTH_ADMIN, WR},
+    /* the web console (api/console.c): static files embedded at build time, no token needed
+     * (the API calls it makes carry the user's) */
+    {"GET", "/", "console", api_console_index, SRV_AUTH_NONE, 0},
+    {"GET", "/console/{file}", "console", api_console_file_get, SRV_AUTH_NONE, 0},
 };
 
 const srv_route *api_routes(int *n) {

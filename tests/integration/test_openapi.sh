@@ -22,7 +22,7 @@ PY
 n=0
 while read -r method path; do
     n=$((n + 1))
-    p=${path//\{name\}/mnist}; p=${p//\{version\}/1}
+    p=${path//\{name\}/mnist}; p=${p//\{version\}/1}; p=${p//\{file\}/app.js}
     req "$method" "$p" -H 'Authorization: Bearer tok' -H 'Content-Type: application/json' -d '{}'
     code=$(json_get 'j.get("code","")' || true)
     if [ "$STATUS" = 405 ] || { [ "$STATUS" = 404 ] && [ "$code" = not_found ]; }; then

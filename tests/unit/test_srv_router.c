@@ -298,7 +298,7 @@ END_TEST
 
 START_TEST(unknown_path_404) {
     const char *paths[] = {
-        "/",                       "",                       "v2/health/live",
+        "/console/",               "",                       "v2/health/live",
         "/nope",                   "/v2/",                   "/v2/health",
         "/v2/health/live/",        "/v2/health/live/x",      "/V2/health/live",
         "/v2//health/live",        "//v2/health/live",       "/v2/models/",
@@ -312,6 +312,11 @@ START_TEST(unknown_path_404) {
         m = route("POST", paths[i]);
         ck_assert_msg(!m.rt && m.status == 404, "POST '%s': %d", paths[i], m.status);
     }
+    /* "/" is the web console's index (GET only); other methods are 405 */
+    match m = route("GET", "/");
+    ck_assert(m.rt && m.rt->handler == api_console_index);
+    m = route("POST", "/");
+    ck_assert_int_eq(m.status, 405);
 }
 END_TEST
 
