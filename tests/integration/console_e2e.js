@@ -63,7 +63,13 @@ function watch(page) {
 
 async function shot(page, name, fullPage = true) {
     const file = path.join(OUT, `${name}.png`);
+    // #status: the console's transient notices ("Token set for this tab."), fixed at the bottom;
+    // hidden in the pictures only, where they would cover the page.
+    // (set through the CSSOM: the console's CSP refuses injected style sheets)
+    const hide = (v) => { const e = document.getElementById('status'); if (e) e.style.visibility = v; };
+    await page.evaluate(hide, 'hidden');
     await page.screenshot({ path: file, fullPage });
+    await page.evaluate(hide, '');
     okLine(`screenshot ${name}.png (${secs()} s)`);
 }
 
@@ -211,7 +217,18 @@ async function run(page) {
     await visit(page, 'server', '#/server');
     await page.waitForFunction((v) => (document.querySelector('main') || document.body).innerText.includes(v), meta.version);
     okLine(`server page shows version ${meta.version}`);
-    await page.waitForTimeout(2500); // a couple of metric samples for the live charts
+    // some traffic (classify calls from node, outside the page) during a few metric samples,
+    // so that the live charts have something to draw
+    const digit = fs.readFileSync(DIGIT);
+    const until = Date.now() + 5000;
+    while (Date.now() < until) {
+        const r = await fetch(URL0 + '/v1/models/mnist/classify', {
+            method: 'POST', body: digit, headers: { 'Content-Type': 'image/png', Authorization: `Bearer ${TOKEN}` },
+        });
+        if (r.status !== 200) { fail(`classify from node answered ${r.status}`); break; }
+        await r.arrayBuffer();
+        await new Promise((res) => setTimeout(res, 20));
+    }
     await shot(page, 'server');
 
     // ---- keyboard: Tab from the top reaches every nav link ----
@@ -239,7 +256,7 @@ async function run(page) {
         await page.waitForTimeout(300);
         const w = await page.evaluate(() => document.documentElement.scrollWidth);
         if (w > 375 + 1) fail(`phone width: ${hash} is ${w} px wide at a 375 px viewport (sideways scrolling)`);
-        await shot(page, `phone-${id}`);
+        await shot(page, `phone-${id}`, false);
     }
 }
 

@@ -57,6 +57,7 @@ fi
 sed 's/^/    /' "$T/e2e.log"
 shots=$(find "$OUT" -name '*.png' | wc -l)
 check "screenshots saved ($shots)" [ "$shots" -ge 7 ]
+stop_dynd
 if [ -n "${CONSOLE_SCREENSHOTS:-}" ] && [ "$FAILS" -eq 0 ]; then
     mkdir -p "$ROOT/$CONSOLE_SCREENSHOTS"
     cp "$OUT"/*.png "$ROOT/$CONSOLE_SCREENSHOTS/"
