@@ -18,11 +18,21 @@ void api_v2_ready(srv_req *r) {
         srv_reply_json(r, 200, json_pack("{s:b}", "ready", 1));
 }
 
+/* Besides the protocol's name, version and extensions: "auth", what this dynd asks of a client
+ * (no secret in it; a 401 tells as much) so a client such as the web console can ask for the
+ * token before its first call instead of after a refusal: "admin" (repository, jobs, data
+ * sets need a bearer token), "inference" (inference and metadata need one too), "writes"
+ * (jobs, uploads and model changes are accepted at all: false with no auth_tokens unless
+ * allow_unauthenticated_writes). */
 void api_v2_server_meta(srv_req *r) {
-    srv_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s]}", "name", "dynd", "version",
-                                     DYN_VERSION, "extensions", "classification", "statistics",
-                                     "binary_tensor_data", "model_repository",
-                                     "model_configuration"));
+    const srv_config *c = r->cfg;
+    srv_reply_json(r, 200, json_pack("{s:s, s:s, s:[s,s,s,s,s], s:{s:b, s:b, s:b}}", "name",
+                                     "dynd", "version", DYN_VERSION, "extensions",
+                                     "classification", "statistics", "binary_tensor_data",
+                                     "model_repository", "model_configuration", "auth", "admin",
+                                     c->ntokens > 0, "inference",
+                                     c->ntokens > 0 && c->auth_inference, "writes",
+                                     c->ntokens > 0 || c->allow_unauthenticated_writes));
 }
 
 typedef struct versions_ctx {

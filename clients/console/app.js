@@ -104,6 +104,26 @@ async function api(method, path, opts = {}) {
   throw new ApiError(res.status, code, msg);
 }
 
+// GET /v2 once (no token needed): its "auth" says which calls need a token, so a page asks
+// for it before its first call rather than after a refusal.
+let serverMeta = null;
+function serverInfo() {
+  if (!serverMeta) serverMeta = api('GET', '/v2').catch((e) => { serverMeta = null; throw e; });
+  return serverMeta;
+}
+
+// Whether the page may call endpoints of `kind` ("admin" or "inference") now; if a token is
+// needed and none was given, says so on the page, opens the token dialog and returns false
+// (saving a token renders the page again).
+async function needToken(kind, main) {
+  const auth = (await serverInfo()).auth || {};
+  if (token || !auth[kind]) return true;
+  main.append(h('p', { class: 'error', role: 'alert' }, 'This page needs the API token (auth_tokens). ',
+    h('button', { type: 'button', onclick: () => askToken('Enter the API token.') }, 'Enter token')));
+  askToken('This dynd needs a bearer token for this page.');
+  return false;
+}
+
 function askToken(why) {
   const dlg = document.getElementById('token-dialog');
   document.getElementById('token-why').textContent = why;
@@ -222,6 +242,7 @@ function route() {
 async function pageModels(page, main) {
   main.append(h('h1', {}, 'Models'),
     h('p', { class: 'hint' }, 'The model repository: every model dynd serves or has a file for.'));
+  if (!(await needToken('inference', main))) return;
   const list = h('div', { class: 'cards' });
   main.append(list);
   const data = await api('GET', '/v1/models');
@@ -265,6 +286,7 @@ function modelCard(page, m, meta) {
     ['Source', info.source ? `${info.source}${info.producer ? ` (${info.producer})` : ''}` : (info.arch ? `${info.arch}, trained on ${info.trained_on}` : null)],
   ];
   const act = async (what) => {
+    if (!token && ((await serverInfo()).auth || {}).admin) { askToken('Loading and unloading models needs the API token.'); return; }
     try {
       await api('POST', `/v2/repository/models/${encodeURIComponent(m.name)}/${what}`);
       say(`${m.name}: ${what}ed`);
@@ -300,6 +322,7 @@ const ACTIVE = new Set(['queued', 'running']);
 async function pageJobs(page, main) {
   main.append(h('h1', {}, 'Jobs'),
     h('p', {}, h('a', { href: '#/convert' }, 'Start a conversion')));
+  if (!(await needToken('admin', main))) return;
   const wrap = h('div', { class: 'scroll' });
   const counts = h('p', { class: 'hint' });
   main.append(counts, wrap);
@@ -319,7 +342,7 @@ async function pageJobs(page, main) {
       h('td', {}, typeof j.eta_s === 'number' ? fmtSecs(j.eta_s) : ''),
       h('td', {}, j.model || j.output || ''),
       h('td', {}, fmtWhen(j.created_at))));
-    wrap.replaceChildren(h('table', {},
+    wrap.replaceChildren(h('table', { class: 'stack' },
       h('thead', {}, h('tr', {}, ['Job', 'Kind', 'State', 'Progress', 'Phase', 'ETA', 'Model', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows)));
     return true;
@@ -351,6 +374,7 @@ async function pageJob(page, main, id) {
     h('p', {}, prog, progText),
     facts, err, h('div', { class: 'row' }, cancel, resume), result, layers, history);
 
+  if (!(await needToken('admin', main))) return;
   let job = null;
   const charts = {};
   const draw = async () => {
@@ -523,9 +547,15 @@ async function pageConvert(page, main) {
       field('convert-calib-zip', 'Upload images as an archive', zip, 'A zip (or tar) of images, one folder per class; stored under the data set name above.')),
     h('div', { class: 'row' }, submit), msg);
   main.append(h('h1', {}, 'Convert'),
-    h('p', { class: 'hint' }, 'Convert an ONNX model to DyN; the job page follows it live.'), form);
+    h('p', { class: 'hint' }, 'Convert an ONNX model to DyN; the job page follows it live.'));
+  const auth = (await serverInfo()).auth || {};
+  if (auth.writes === false) {
+    main.append(h('p', { class: 'error', role: 'alert' }, 'This dynd has no auth_tokens, so it refuses jobs (set auth_tokens, or allow_unauthenticated_writes on a private machine).'));
+  }
+  main.append(form);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    if (!token && ((await serverInfo()).auth || {}).admin) { askToken('Starting a job needs the API token.'); return; }
     const f = file.files[0];
     if (!f) { msg.textContent = 'Choose an ONNX file first.'; msg.className = 'error'; file.focus(); return; }
     const q = new URLSearchParams();
@@ -633,6 +663,7 @@ async function pageTry(page, main) {
     }
   });
 
+  if (!(await needToken('inference', main))) return;
   const data = await api('GET', '/v1/models');
   if (!page.alive) return;
   const want = new URLSearchParams((location.hash.split('?')[1]) || '').get('model');
@@ -706,6 +737,7 @@ async function pageServer(page, main) {
     h('h2', {}, 'Traffic'), h('p', { class: 'hint' }, 'From /metrics every 2 s: API requests per second and latency percentiles over each interval (the console\'s own /metrics and file requests left out).'),
     now, rateEl, latEl, h('h2', {}, 'Models: device and batching'), models);
 
+  if (!(await needToken('inference', main))) return;
   const probe = async (path) => {
     try { await api('GET', path); return true; } catch (e) { return e instanceof ApiError && e.status ? `${e.status}: ${e.message}` : false; }
   };

@@ -85,6 +85,10 @@ req GET /console/..%2Fapi%2Fmain.c; expect_error 404 not_found "encoded ../ in a
 req GET /console/; expect_error 404 not_found "/console/ with no file"
 req POST /; check "POST / is 405 (got $STATUS)" [ "$STATUS" = 405 ]
 
+# what the console reads to ask for the token before its first call (no secret in it)
+req GET /v2
+check "GET /v2 says what needs a token: $BODY" [ "$(json_get 'j["auth"]')" = "{'admin': True, 'inference': False, 'writes': True}" ]
+
 # ---- classify ?input_image=true ----
 req POST "/v1/models/mnist/classify?top_k=3" -H 'Content-Type: image/png' --data-binary "@$T/digits/0.png"
 expect_status 200 "classify without input_image"
