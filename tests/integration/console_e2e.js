@@ -8,13 +8,14 @@
 //   E2E_ONNX      tests/fixtures/lenet5.onnx
 // Exit status 0 when every check passes; otherwise 1, each failure on its own "FAIL:" line.
 //
-// Failed requests, by design: the console loads without a token and learns that it needs one
-// from an API answer 401 (auth_inference is on, so its first model call is refused). A 401 to a
-// request sent WITHOUT an Authorization header BEFORE the token was entered is therefore
-// expected (as is chromium's console line "Failed to load resource ... 401" for that URL), and
-// at least one must happen (else the dialog did not come from the API). Any other answer >= 400,
-// any request that fails at the network level, any console error and any uncaught page error
-// fails the test.
+// Failed requests, by design: the console loads without a token and must ask for one (the test
+// waits for the dialog). It may learn that it needs one from GET /v2 (which says which calls
+// need a token) or from an API answer 401 (auth_inference is on, so its model calls are
+// refused without one). So a 401 to a request sent WITHOUT an Authorization header BEFORE the
+// token was entered is tolerated (as is chromium's console line "Failed to load resource ...
+// 401" for that URL); none is required. Any other answer >= 400 (a 401 after the token was
+// entered means the console did not send it), any request that fails at the network level, any
+// console error and any uncaught page error fails the test.
 const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
@@ -123,7 +124,6 @@ async function main() {
     listening = false;
     await browser.close();
 
-    if (!expected401.size) fail('no API answer 401 before the token was entered: the token dialog did not come from the API');
     for (const r of badResponses) fail(`request answered >= 400: ${r}`);
     for (const r of failedRequests) fail(`request failed: ${r}`);
     for (const e of pageErrors) fail(`page error: ${e}`);
@@ -144,7 +144,7 @@ async function run(page) {
     tokenEntered = true;
     await page.click('button#token-save');
     await page.waitForSelector('input#token-input', { state: 'hidden' });
-    okLine(`token dialog shown after ${[...expected401].length} expected 401(s), token entered`);
+    okLine(`token dialog shown (after ${expected401.size} answer(s) 401 to calls without a token), token entered`);
     const stored = await page.evaluate(() => Object.keys(localStorage).map((k) => localStorage.getItem(k)).join('\n'));
     if (stored.includes(TOKEN)) fail('the token is kept in localStorage (memory or sessionStorage only)');
     const cookies = await page.context().cookies();
