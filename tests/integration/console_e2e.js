@@ -202,6 +202,8 @@ async function run(page) {
     okLine(`job page: state ${state}, progress 100`);
     await page.waitForSelector('div#job-layers-chart canvas');
     okLine('job page: per-layer chart drawn');
+    for (const sel of ['#job-phase', 'button#job-cancel', 'button#job-resume'])
+        if (!(await page.$(sel))) fail(`job page: no ${sel}`);
     await checkNames(page, '#/jobs/<id>');
     await shot(page, 'job');
 
