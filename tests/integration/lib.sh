@@ -48,13 +48,13 @@ model_path() {
     echo "$ROOT/models/mnist.dyn"
 }
 
-# npm_pinned DIR PACKAGE: the npm packages pinned in tests/integration/DIR/package-lock.json,
-# installed by `npm ci` into $BUILD/DIR-node once and again only when the lock changes (or
-# PACKAGE is missing); sets NM to that directory. A failed npm ci fails the test.
+# npm_pinned DIR PACKAGE [NAME]: the npm packages pinned in tests/integration/DIR/package-lock.json,
+# installed by `npm ci` into $BUILD/NAME-node (NAME defaults to DIR) once and again only when the
+# lock changes (or PACKAGE is missing); sets NM to that directory. A failed npm ci fails the test.
 npm_pinned() {
-    local dir=$1 pkg=$2
-    NM=$ROOT/$BUILD/$dir-node
-    [ -d "$ROOT/$BUILD" ] || NM=$BUILD/$dir-node
+    local dir=$1 pkg=$2 name=${3:-$1}
+    NM=$ROOT/$BUILD/$name-node
+    [ -d "$ROOT/$BUILD" ] || NM=$BUILD/$name-node
     if ! cmp -s "$HERE/$dir/package-lock.json" "$NM/package-lock.json" || [ ! -d "$NM/node_modules/$pkg" ]; then
         log "installing the pinned npm packages into $NM (npm ci)"
         rm -rf "$NM" && mkdir -p "$NM"
