@@ -2,13 +2,8 @@
 # test_cluster.sh and tests/faults/pg_outage.sh): skips without node / npm or PostgreSQL, starts
 # a throwaway PostgreSQL (tests/pg_harness.sh), installs an EXIT trap that stops it, s3rver and
 # the replicas, and defines the helpers below. The caller runs start_s3 and then replica NAME ...
-for tool in node npm; do
-    command -v "$tool" >/dev/null 2>&1 ||
-        { echo "  SKIP: $tool not found: this test needs Node.js and npm for s3rver (make deps installs Debian's npm)"; exit 0; }
-done
-npm_pinned s3 s3rver
-[ -f "$ROOT/data/mnist/train-images-idx3-ubyte" ] || [ -f "$ROOT/data/mnist/train-images-idx3-ubyte.gz" ] ||
-    { echo "  FAIL: no MNIST in $ROOT/data (run make data)"; exit 1; }
+source "$HERE/s3/s3lib.sh"
+s3_prepare
 # shellcheck source=../pg_harness.sh
 source "$ROOT/tests/pg_harness.sh"
 rc=0
@@ -26,7 +21,6 @@ cleanup_cluster() {
 }
 trap cleanup_cluster EXIT
 trap "exit 143" TERM INT # the EXIT trap then stops PostgreSQL, s3rver and the replicas
-source "$HERE/s3/s3lib.sh"
 
 
 # replica NAME LEASE_S [flags]: dynd NAME (replica_id NAME) with its own $T/NAME/{models,state,data},

@@ -10,13 +10,8 @@
 # leaves no job behind. Skipped (not failed) without node / npm.
 source "$(dirname "$0")/lib.sh"
 echo "store: job files (uploads, snapshots, checkpoints) in the model store (s3rver)"
-for tool in node npm; do
-    command -v "$tool" >/dev/null 2>&1 ||
-        { echo "  SKIP: $tool not found: this test needs Node.js and npm for s3rver (make deps installs Debian's npm)"; exit 0; }
-done
-npm_pinned s3 s3rver
-[ -f "$ROOT/data/mnist/train-images-idx3-ubyte" ] || [ -f "$ROOT/data/mnist/train-images-idx3-ubyte.gz" ] ||
-    { echo "  FAIL: no MNIST in $ROOT/data (run make data)"; exit 1; }
+source "$HERE/s3/s3lib.sh"
+s3_prepare
 mkdir -p "$T/data" "$T/models" && ln -s "$ROOT/data/mnist" "$T/data/mnist"
 cp "$(model_path)" "$T/models/mnist.dyn" # a local model of the cache: the fine-tune's input
 ONNX=$ROOT/tests/fixtures/lenet5.onnx
@@ -29,7 +24,6 @@ cleanup_jobs() {
     cleanup
 }
 trap cleanup_jobs EXIT
-source "$HERE/s3/s3lib.sh"
 
 has_key() { [ "$(s3 HEAD "$1" -I -o /dev/null -w '%{http_code}')" = 200 ]; }
 no_keys() { [ -z "$(s3_keys "$1")" ]; }

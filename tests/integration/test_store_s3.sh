@@ -15,13 +15,8 @@
 # by `npm ci` into $BUILD/s3-node once, and again only when the lock changes.
 source "$(dirname "$0")/lib.sh"
 echo "store: model_store = s3://… shared by two replicas (s3rver)"
-for tool in node npm; do
-    command -v "$tool" >/dev/null 2>&1 ||
-        { echo "  SKIP: $tool not found: this test needs Node.js and npm for s3rver (make deps installs Debian's npm)"; exit 0; }
-done
-npm_pinned s3 s3rver
-[ -f "$ROOT/data/mnist/train-images-idx3-ubyte" ] || [ -f "$ROOT/data/mnist/train-images-idx3-ubyte.gz" ] ||
-    { echo "  FAIL: no MNIST in $ROOT/data (run make data)"; exit 1; }
+source "$HERE/s3/s3lib.sh"
+s3_prepare
 make_digits 1 "$T/digits"
 mkdir -p "$T/data" && ln -s "$ROOT/data/mnist" "$T/data/mnist"
 ONNX=$ROOT/tests/fixtures/lenet5.onnx
@@ -32,7 +27,6 @@ cleanup_store() {
     cleanup
 }
 trap cleanup_store EXIT
-source "$HERE/s3/s3lib.sh"
 
 # replica NAME [flags]: dynd with model_dir $T/NAME/models sharing the store; sets <NAME>_URL.
 replica() {

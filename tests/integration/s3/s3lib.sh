@@ -1,5 +1,18 @@
-# s3lib.sh — s3rver for the store tests (sourced after lib.sh and `npm_pinned s3 s3rver`, with
-# BUCKET set): start it, talk to it as an operator's tool would, wait for conditions.
+# s3lib.sh — s3rver for the store tests (sourced after lib.sh; BUCKET set before start_s3):
+# install it, start it, talk to it as an operator's tool would, wait for conditions.
+
+# s3_prepare: skips the test (a SKIP line, exit 0) without node / npm, installs the pinned s3rver
+# (npm_pinned: tests/integration/s3/package-lock.json), fails the test without MNIST (make data).
+s3_prepare() {
+    local tool
+    for tool in node npm; do
+        command -v "$tool" >/dev/null 2>&1 ||
+            { echo "  SKIP: $tool not found: this test needs Node.js and npm for s3rver (make deps installs Debian's npm)"; exit 0; }
+    done
+    npm_pinned s3 s3rver
+    [ -f "$ROOT/data/mnist/train-images-idx3-ubyte" ] || [ -f "$ROOT/data/mnist/train-images-idx3-ubyte.gz" ] ||
+        { echo "  FAIL: no MNIST in $ROOT/data (run make data)"; exit 1; }
+}
 
 # start_s3 [port]: s3rver on loopback (port 0 or none: any free one), data in $T/s3 (kept across
 # restarts); sets S3_PID and S3_PORT.
