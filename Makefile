@@ -391,7 +391,7 @@ digit.png digit.u8 &:
 
 run: deps
 	$(MAKE) all $(DEMO) digit.png
-	@echo "dynd on http://127.0.0.1:8080 (Ctrl-C stops it). Try:"
+	@echo "dynd on http://127.0.0.1:8080 (Ctrl-C stops it); its web console: http://127.0.0.1:8080/. Try:"
 	@echo "  curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8080/v1/models/mnist/classify"
 	@# Jobs and repository changes need a bearer token (a dynd without auth_tokens refuses them):
 	@# $$TOKEN when set, else a new random one, printed for the README's curl examples.
