@@ -12,7 +12,8 @@ PKGS=(build-essential pkg-config clang libomp-14-dev libopenblas-openmp-dev libj
       libpq-dev # libpq: the PostgreSQL jobs backend (server/pg.c, server/jobs_pg.c)
       postgresql # the server the tests start in a temporary directory (tests/pg_harness.sh)
       libdnnl-dev # oneDNN 2.6: JIT-compiled AVX2 / AVX-512 convolutions (engine/cpu/dnnl_conv.c)
-      chromium fonts-liberation) # the headless browser of tests/integration/test_console.sh (web console)
+      chromium fonts-liberation # the headless browser of tests/integration/test_console.sh (web console)
+      firefox-esr) # the second browser of the console test: tests/integration/test_console_firefox.sh
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
