@@ -174,6 +174,15 @@ typedef struct dyn_l1_job {
     const float *t_val;    /* [H·q][M] sorted target values */
     const int32_t *t_lo;   /* [H·q][M] #sources <  target (target-sorted order) */
     const int32_t *t_hi;   /* [H·q][M] #sources <= target */
+    /* Optional, for the batch-1 forward (OUT, one column), from dyn_native_prepare: the sources
+     * of each slice cut into 16 runs of L = ceil(N/16) sorted sources, run k = ranks k·L.., laid
+     * out step-major (entry 16·t + k = rank k·L + t; past N: index 0, value 0), so that one
+     * vector step advances 16 running sums with no shuffles; and each target's #sources-below
+     * in that layout. All three or none. */
+    const int32_t *s_perm16; /* [H·q][16·L] source index */
+    const float *s_val16;    /* [H·q][16·L] s − μ, μ = s_val[N/2] of the slice */
+    const int32_t *t_pos16;  /* [H·q][M] by original target index: 16·t + k where t_lo = k·L + t
+                                (t_lo = N = 16·L maps to k = 15, t = L) */
     const int32_t *s_perm; /* [H·q][N] */
     const float *s_val;    /* [H·q][N] */
     const float *xs;       /* source data, row j at xs + j·xs_rs */
@@ -199,12 +208,18 @@ void dyn_l1_run(const dyn_l1_job *job);
 typedef struct dyn_native {
     dyn_sorted su, sv;
     dyn_ranks r;
+    /* The batch-1 forward's layout of the v side and u's positions in it (dyn_l1_job's
+     * s_perm16, s_val16, t_pos16) */
+    int32_t *perm16, *pos16;
+    float *val16;
+    int64_t len16, lenpos;
 } dyn_native;
 
 /* Recomputes orders and ranks after the states changed (kernel must be l1). */
 int dyn_native_prepare(dyn_native *nat, const dyn_sys *s, dyn_err *err);
 void dyn_native_free(dyn_native *nat);
-/* Integer/float words the orders hold: 4·H·q·(m+n). */
+/* Integer/float words the orders hold: 4·H·q·(m+n), plus H·q·(m + 2·16·ceil(n/16)) for the
+ * batch-1 forward's layout. */
 int64_t dyn_native_aux_words(const dyn_sys *s);
 
 /* Feature-major (column = sample) native products; ws may be NULL.

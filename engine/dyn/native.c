@@ -21,7 +21,9 @@
  *   GRAD_LAMBDA: Σ_i Dt_i·2(t'P0[lo] − P1[lo]) − Σ_i t'_i ρ_i + D0·T1,  D0 = Σ_i Dt_i.
  *
  * Batch 1 (a single column) builds the prefix arrays instead (l1_col1): no merge, no
- * mispredicted loop exits, vectorized gathers.
+ * mispredicted loop exits, vectorized gathers. The batch-1 forward (l1_fwd1, when the job
+ * carries the 16-run layout of dyn_native_prepare) scans the sources as 16 runs at once and
+ * visits the targets in their own order (README.md "Batch 1").
  *
  * Threads: with at least 64 columns per thread, tiles are spread over threads (outputs are
  * disjoint; dT goes to private copies). With fewer columns, slices are spread over threads
@@ -46,6 +48,7 @@
 #define TW_MAX 64 /* widest column tile */
 #define TW_MIN 16 /* narrowest tile in the tile-parallel mode */
 #define PF 8      /* prefetch distance, in rows */
+#define FWD1_PAR_MIN (1 << 20) /* slice elements below which the batch-1 forward runs on one thread */
 
 #if defined(__GNUC__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -68,6 +71,11 @@ static l1_plan l1_plan_make(const dyn_l1_job *jb) {
     l1_plan p;
     p.nt = dyn_threads_get();
     if (p.nt < 1 || (int64_t)Hq * ((int64_t)jb->M + jb->N) * cols <= 32768) p.nt = 1;
+    /* The batch-1 forward runs ~0.5-0.8 ns per slice element on one thread; waking a second,
+     * sleeping thread (OMP_WAIT_POLICY=PASSIVE) costs tens of µs and more under load, which
+     * measured as much as the second thread saves below ~1 M elements (tests/bench/bench_dyn). */
+    if (jb->cols == 1 && jb->flags == DYN_L1_OUT && (int64_t)Hq * ((int64_t)jb->M + jb->N) < FWD1_PAR_MIN)
+        p.nt = 1;
     /* The cost is dominated by visiting a state (a row of the tile), not by the columns of a
      * row: tiles as wide as possible. Each thread gets whole TW_MAX tiles when there are
      * enough columns; otherwise the slices are split (private outputs). */
@@ -90,6 +98,19 @@ static l1_plan l1_plan_make(const dyn_l1_job *jb) {
 
 static size_t seg(size_t floats) { return (floats + 15) / 16 * 16; }
 
+/* Per-thread prefix scratch of the batch-1 paths: 2(N+1) floats (l1_col1), or 32 per step of
+ * the 16-run layout plus a row of run totals (l1_fwd1). */
+static size_t prefix_floats(int N) {
+    const size_t a = 2 * ((size_t)N + 1), b = 32 * ((size_t)(N + 15) / 16 + 1);
+    return seg(a > b ? a : b);
+}
+
+/* The batch-1 forward that visits targets in their own order (l1_fwd1_run) applies: one
+ * column, outputs only, and the ranks by original index at hand. */
+static int fwd1_ok(const dyn_l1_job *jb) {
+    return jb->cols == 1 && jb->flags == DYN_L1_OUT && jb->t_pos16;
+}
+
 /* Workspace layout; every segment 64-byte aligned. */
 typedef struct l1_ws {
     float *T0, *D0, *C1, *mu, *tau, *rho, *ypriv, *dTpriv, *prefix;
@@ -111,16 +132,21 @@ static l1_ws l1_ws_layout(const dyn_l1_job *jb, const l1_plan *p, float *base) {
     } while (0)
     TAKE(T0, (size_t)jb->cols);
     TAKE(D0, jb->dt ? (size_t)jb->cols : 0);
-    TAKE(C1, out ? (size_t)jb->cols * (p->by_slice ? p->nt : 1) : 0);
+    TAKE(C1, out ? DYN_MAX((size_t)jb->cols * (p->by_slice ? p->nt : 1),
+                           fwd1_ok(jb) ? (size_t)Hq : 0)
+             : 0);
     TAKE(mu, (size_t)Hq);
     TAKE(tau, out ? (size_t)jb->M : 0);
     TAKE(rho, grad ? (size_t)jb->M : 0);
     /* private copies for threads 1.. (thread 0 accumulates into the real output) */
-    TAKE(ypriv, out && p->by_slice ? (size_t)(p->nt - 1) * jb->M * (size_t)jb->cols : 0);
+    /* batch 1 forward (l1_fwd1_run): one contiguous accumulator per thread */
+    TAKE(ypriv, fwd1_ok(jb) ? (size_t)p->nt * jb->M
+                : out && p->by_slice ? (size_t)(p->nt - 1) * jb->M * (size_t)jb->cols
+                                     : 0);
     TAKE(dTpriv, (jb->flags & DYN_L1_GRAD_T) && !p->by_slice
                      ? (size_t)(p->nt - 1) * Hq * jb->M
                      : 0);
-    TAKE(prefix, p->tw == 1 ? (size_t)p->nt * seg(2 * ((size_t)jb->N + 1)) : 0);
+    TAKE(prefix, p->tw == 1 ? (size_t)p->nt * prefix_floats(jb->N) : 0);
     w.lamacc = base ? (double *)(base + at) : NULL;
     at += seg(2 * (size_t)p->nt * Hq);
 #undef TAKE
@@ -131,6 +157,8 @@ static l1_ws l1_ws_layout(const dyn_l1_job *jb, const l1_plan *p, float *base) {
 size_t dyn_l1_ws_floats(int H, int q, int M, int N, int64_t cols, int flags) {
     dyn_l1_job jb = {.H = H, .q = q, .M = M, .N = N, .cols = cols, .flags = flags};
     jb.dt = (flags & (DYN_L1_GRAD_T | DYN_L1_GRAD_LAMBDA)) ? (const float *)&jb : NULL;
+    /* callers size for the largest need: count the batch-1 forward's accumulators too */
+    if (flags == DYN_L1_OUT) jb.t_pos16 = (const int32_t *)&jb;
     l1_plan p = l1_plan_make(&jb);
     return l1_ws_layout(&jb, &p, NULL).total;
 }
@@ -142,25 +170,31 @@ typedef void (*l1_kern_fn)(const dyn_l1_job *jb, int hk, int64_t c0, int tw, flo
 #define L1K_SUF base
 #define L1K_ATTR
 #define L1K_AVX512 0
+#define L1K_AVX2 0
 #include "native_kern.h"
 #undef L1K_SUF
 #undef L1K_ATTR
 #undef L1K_AVX512
+#undef L1K_AVX2
 #if DYN_ISA_X86
 #define L1K_SUF avx2
 #define L1K_ATTR DYN_TARGET_AVX2
 #define L1K_AVX512 0
+#define L1K_AVX2 1
 #include "native_kern.h"
 #undef L1K_SUF
 #undef L1K_ATTR
 #undef L1K_AVX512
+#undef L1K_AVX2
 #define L1K_SUF avx512
 #define L1K_ATTR DYN_TARGET_AVX512
 #define L1K_AVX512 1
+#define L1K_AVX2 0
 #include "native_kern.h"
 #undef L1K_SUF
 #undef L1K_ATTR
 #undef L1K_AVX512
+#undef L1K_AVX2
 #endif
 
 static l1_kern_fn l1_kern(void) {
@@ -172,6 +206,20 @@ static l1_kern_fn l1_kern(void) {
     }
 #endif
     return l1_tile_any_base;
+}
+
+typedef void (*l1_fwd1_fn)(const dyn_l1_job *jb, int hk, float mu, float *pre, float *y_acc,
+                           float *t0, float *t1);
+
+static l1_fwd1_fn l1_fwd1_kern(void) {
+#if DYN_ISA_X86
+    switch (dyn_isa()) {
+    case DYN_ISA_AVX512: return l1_fwd1_avx512;
+    case DYN_ISA_AVX2: return l1_fwd1_avx2;
+    default: break;
+    }
+#endif
+    return l1_fwd1_base;
 }
 
 /* Σ_c a[c] b[c] in double. */
@@ -241,6 +289,61 @@ static void l1_slice(l1_kern_fn kern, const dyn_l1_job *jb, const l1_plan *p, co
     }
 }
 
+/* Inside a parallel region: this thread's number; thread 0 also stores the team's size in
+ * *team (shared by the caller). */
+static int region_ids(int *team) {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num();
+    if (tid == 0) *team = omp_get_num_threads();
+    return tid;
+#else
+    (void)team;
+    return 0;
+#endif
+}
+
+/* The batch-1 forward (fwd1_ok): one OpenMP region with no barrier inside (with sleeping
+ * waits every barrier costs a wake-up, tens of µs in a VM: as much as the work at 8192²).
+ * Each thread runs whole slices into its own contiguous accumulator (l1_fwd1); after the
+ * region the calling thread adds the accumulators, offset·T0 and C1 = Σ_hk λ_h T1_hk into y.
+ * T1 is kept per slice and summed in slice order, so C1 does not depend on the thread count. */
+static void l1_fwd1_run(const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w) {
+    const int Hq = jb->H * jb->q, M = jb->M, N = jb->N;
+    const l1_fwd1_fn kern = l1_fwd1_kern();
+    float *t1 = w->C1; /* [Hq] here (sized max(cols·nt, Hq) by the layout) */
+    float T0 = 0.0f;
+    int team = 1;
+    for (int hk = 0; hk < Hq; hk++) w->mu[hk] = jb->s_val[(int64_t)hk * N + N / 2];
+#pragma omp parallel num_threads(p->nt) if (p->nt > 1)
+    {
+        const int tid = region_ids(&team);
+        float *acc = w->ypriv + (int64_t)tid * M;
+        float *pre = w->prefix + (int64_t)tid * prefix_floats(N);
+        memset(acc, 0, (size_t)M * sizeof(float));
+#pragma omp for schedule(static) nowait
+        for (int hk = 0; hk < Hq; hk++) {
+            float t0;
+            kern(jb, hk, w->mu[hk], pre, acc, &t0, &t1[hk]);
+            if (hk == 0) T0 = t0;
+        }
+    }
+    double c1 = 0.0;
+    for (int hk = 0; hk < Hq; hk++) c1 += (double)jb->lambda[hk / jb->q] * t1[hk];
+    const float base = jb->offset * T0 + (float)c1;
+    float *restrict y = jb->y;
+    const int64_t yrs = jb->y_rs;
+    const float *restrict a0 = w->ypriv;
+    if (team == 1) {
+        for (int i = 0; i < M; i++) y[(int64_t)i * yrs] += base + a0[i];
+        return;
+    }
+    for (int i = 0; i < M; i++) {
+        float v = base + a0[i];
+        for (int t = 1; t < team; t++) v += w->ypriv[(int64_t)t * M + i];
+        y[(int64_t)i * yrs] += v;
+    }
+}
+
 void dyn_l1_run(const dyn_l1_job *jb) {
     const int H = jb->H, q = jb->q, Hq = H * q, M = jb->M, N = jb->N;
     const int64_t cols = jb->cols;
@@ -263,6 +366,11 @@ void dyn_l1_run(const dyn_l1_job *jb) {
     }
     const l1_ws w = l1_ws_layout(jb, &p, base);
     const int par = p.nt > 1;
+    if (fwd1_ok(jb)) {
+        l1_fwd1_run(jb, &p, &w);
+        dyn_free(own);
+        return;
+    }
 
     /* Column-independent precomputation. */
     column_sums(jb->xs, jb->xs_rs, N, cols, w.T0, par);
@@ -305,14 +413,9 @@ DYN_PAR_FOR(par && (int64_t)M * Hq > 16384, for (int b = 0; b < nb; b++) {
     } else if (out || gt || gl) {
 #pragma omp parallel num_threads(p.nt)
         {
-            int tid = 0;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-#pragma omp master
-            team = omp_get_num_threads();
-#endif
+            const int tid = region_ids(&team);
             double *lam_t = w.lamacc + (int64_t)tid * Hq;
-            float *pre = w.prefix ? w.prefix + (int64_t)tid * seg(2 * ((size_t)N + 1)) : NULL;
+            float *pre = w.prefix ? w.prefix + (int64_t)tid * prefix_floats(N) : NULL;
             if (!p.by_slice) {
                 /* thread 0 accumulates into dT itself, the others into private copies */
                 float *dTp = !gt ? NULL : tid > 0 ? w.dTpriv + (int64_t)(tid - 1) * Hq * M : jb->dT;
@@ -385,23 +488,75 @@ DYN_PAR_FOR(par && (int64_t)Hq * M > 16384, for (int hk = 0; hk < Hq; hk++) {
 
 /* ---- one linear system --------------------------------------------------------------------- */
 
+/* The batch-1 forward's layout (dyn_l1_job's s_perm16, s_val16, t_pos16) from the sorted v
+ * side and u's ranks in it. */
+static int fwd1_build(dyn_native *nat, const dyn_sys *s, dyn_err *err) {
+    const int Hq = s->H * s->q, m = s->m, n = s->n, L = (n + 15) / 16;
+    const int64_t len16 = (int64_t)Hq * 16 * L, lenpos = (int64_t)Hq * m;
+    if (!nat->perm16 || nat->len16 != len16 || nat->lenpos != lenpos) {
+        dyn_free(nat->perm16);
+        dyn_free(nat->val16);
+        dyn_free(nat->pos16);
+        nat->perm16 = dyn_alloc((size_t)(len16 ? len16 : 1) * sizeof(int32_t));
+        nat->val16 = dyn_alloc((size_t)(len16 ? len16 : 1) * sizeof(float));
+        nat->pos16 = dyn_alloc((size_t)(lenpos ? lenpos : 1) * sizeof(int32_t));
+        nat->len16 = len16;
+        nat->lenpos = lenpos;
+        if (!nat->perm16 || !nat->val16 || !nat->pos16) {
+            dyn_native_free(nat);
+            return dyn_err_set(err, DYN_ENOMEM, "out of memory for DyN orders");
+        }
+    }
+    for (int64_t sl = 0; sl < Hq; sl++) {
+        const int32_t *sp = nat->sv.perm + sl * n;
+        const float *sv = nat->sv.val + sl * n;
+        const float mu = sv[n / 2];
+        int32_t *p16 = nat->perm16 + sl * 16 * L;
+        float *v16 = nat->val16 + sl * 16 * L;
+        for (int t = 0; t < L; t++)
+            for (int k = 0; k < 16; k++) {
+                const int r = k * L + t;
+                p16[16 * t + k] = r < n ? sp[r] : 0;
+                v16[16 * t + k] = r < n ? sv[r] - mu : 0.0f;
+            }
+        const int32_t *up = nat->su.perm + sl * m, *lo = nat->r.a_lo + sl * m;
+        int32_t *pos = nat->pos16 + sl * m;
+        for (int r = 0; r < m; r++) {
+            int k = lo[r] / L, t = lo[r] % L;
+            if (k >= 16) { /* lo = N = 16·L */
+                k = 15;
+                t = L;
+            }
+            pos[up[r]] = 16 * t + k;
+        }
+    }
+    return 0;
+}
+
 int dyn_native_prepare(dyn_native *nat, const dyn_sys *s, dyn_err *err) {
     DYN_ASSERT(s->kernel == DYN_KERNEL_L1);
     const int Hq = s->H * s->q;
     int rc = dyn_sorted_update(&nat->su, s->u, Hq, s->m, 0, err);
     if (!rc) rc = dyn_sorted_update(&nat->sv, s->v, Hq, s->n, 0, err);
     if (!rc) rc = dyn_ranks_update(&nat->r, nat->su.val, nat->sv.val, Hq, s->m, s->n, err);
-    return rc;
+    if (rc) return rc;
+    return fwd1_build(nat, s, err);
 }
 
 void dyn_native_free(dyn_native *nat) {
     dyn_sorted_free(&nat->su);
     dyn_sorted_free(&nat->sv);
     dyn_ranks_free(&nat->r);
+    dyn_free(nat->perm16);
+    dyn_free(nat->val16);
+    dyn_free(nat->pos16);
+    nat->perm16 = nat->pos16 = NULL;
+    nat->val16 = NULL;
+    nat->len16 = nat->lenpos = 0;
 }
 
 int64_t dyn_native_aux_words(const dyn_sys *s) {
-    return 4 * (int64_t)s->H * s->q * ((int64_t)s->m + s->n);
+    return (int64_t)s->H * s->q * (4 * ((int64_t)s->m + s->n) + s->m + 2 * 16 * ((s->n + 15) / 16));
 }
 
 /* T = A (u), S = B (v). */
@@ -409,6 +564,7 @@ static dyn_l1_job job_ab(const dyn_sys *s, const dyn_native *nat, int64_t cols) 
     dyn_l1_job jb = {.H = s->H, .q = s->q, .M = s->m, .N = s->n, .cols = cols,
                      .lambda = s->lambda, .t_states = s->u, .t_perm = nat->su.perm,
                      .t_val = nat->su.val, .t_lo = nat->r.a_lo, .t_hi = nat->r.a_hi,
+                     .s_perm16 = nat->perm16, .s_val16 = nat->val16, .t_pos16 = nat->pos16,
                      .s_perm = nat->sv.perm, .s_val = nat->sv.val, .offset = s->c};
     return jb;
 }
