@@ -12,7 +12,7 @@
 # store fewer floats than the dense original (imported unconverted by a job with min_saving 1,
 # classified the same way), and lose at most a given accuracy against it: (a) >= 4x fewer
 # floats within 1.0 point (the fit, then distillation towards the original on the uploaded
-# images); (b) reaches less (see below). The same conversion without calibration data is
+# images); (b) only with a long fine-tune, which runs outside `make test` (see below). The same conversion without calibration data is
 # refused with a message saying what to give.
 source "$(dirname "$0")/lib.sh"
 echo "user models: PyTorch exports converted by curl alone (preprocessing, own images, fidelity target)"
@@ -25,68 +25,7 @@ NTEST=${NTEST:-500}
 start_dynd --auth-tokens tok --data-dir "$DATA" --jobs-max-concurrent 1
 A='Authorization: Bearer tok'
 
-idx() { # idx DIR STEM -> the IDX file (raw or .gz, unpacked into $T)
-    local f=$1/$2
-    if [ -f "$f" ]; then echo "$f"; else gunzip -c "$f.gz" > "$T/$2" && echo "$T/$2"; fi
-}
-
-# images SET_DIR NAME: the user's images as PNG/JPEG and a zip of them (PNG) in $T/NAME.zip:
-# train/<label>/ for calibration, NCAL images the model never trained on (test images 2000 on:
-# images from its own training set overstate agreement, see CONVERT.md), test/<label>/ the
-# first NTEST test images for the evaluation
-images() {
-    local src=$1 name=$2
-    mkdir -p "$T/$name-train" "$T/$name-test"
-    local ti tl
-    ti=$(idx "$src" t10k-images-idx3-ubyte)
-    tl=$(idx "$src" t10k-labels-idx1-ubyte)
-    "$T/mkdigits" "$ti" "$tl" "$T/$name-train" "$NCAL" 95 2000 > /dev/null
-    "$T/mkdigits" "$ti" "$tl" "$T/$name-test" "$NTEST" 95 > /dev/null
-    $PY - "$T" "$name" <<'PY'
-import os, sys, zipfile
-t, name = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(f"{t}/{name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
-    for split in ("train", "test"):
-        d = f"{t}/{name}-{split}"
-        for line in open(f"{d}/labels.txt"):
-            i, lab = line.split()
-            z.write(f"{d}/{i}.png", f"{split}/{lab}/{i}.png")
-PY
-}
-
-# accuracy NAME MODEL EXT: classifies every test image of NAME as EXT (png|jpg) through
-# /v1/models/MODEL/classify and prints the accuracy (0..1)
-accuracy() {
-    local name=$1 model=$2 ext=$3 ctype=image/png
-    [ "$ext" = jpg ] && ctype=image/jpeg
-    mkdir -p "$T/out-$model-$ext"
-    while read -r i lab; do
-        curl -sS -m 20 -o "$T/out-$model-$ext/$i.json" -H "Content-Type: $ctype" \
-            --data-binary "@$T/$name-test/$i.$ext" "$URL/v1/models/$model/classify?top_k=1" || true
-    done < "$T/$name-test/labels.txt"
-    $PY - "$T/$name-test/labels.txt" "$T/out-$model-$ext" <<'PY'
-import json, sys
-ok = n = 0
-for line in open(sys.argv[1]):
-    i, lab = line.split()
-    n += 1
-    try:
-        ok += json.load(open(f"{sys.argv[2]}/{i}.json"))["predictions"][0]["label"] == lab
-    except Exception:
-        pass
-print(ok / n)
-PY
-}
-
-wait_done() { # wait_done JOB_ID: polls until the job ends; sets STATE and BODY
-    for _ in $(seq 3000); do
-        req GET "/v1/jobs/$1" -H "$A"
-        STATE=$(json_get 'j["state"]')
-        case $STATE in succeeded|failed|cancelled) return 0 ;; esac
-        sleep 0.5
-    done
-    return 1
-}
+source "$HERE/user_models_lib.sh"
 
 # convert_user TAG ONNX SET PREPROCESS_JSON TARGET MIN_COMPRESSION MAX_DROP OPTIONS_JSON
 # (MAX_DROP: accuracy points the converted model may lose against the dense one; OPTIONS_JSON:
@@ -161,8 +100,9 @@ assert j["info"]["convert"]["fidelity"]["verified"] is True' "$BODY" "$pp"
 convert_user a "$FIX/lenet_pad_bn.onnx" mnist \
     '{"color": "gray", "steps": [{"pad": 2}], "scale": 255, "mean": [0.0], "std": [1.0]}' 0.9835 4.0 1.0 \
     '{"steps": 1500, "calib_n": 1024, "holdout_n": 2048, "distill_epochs": 20, "distill_augment": true}'
-# (b): DyN's l1 form does not keep this ResNet's 3x3 convolutions at 4x, even fine-tuned on
-# 58,000 training images or distilled on 20,000 (CONVERT.md (e)); here, with short fits and no
+# (b): at 4x this ResNet needs ~15 epochs of fine-tuning on 58,000 labelled images to come
+# back within a point (about 25 minutes here: tests/experiments/user_b_finetune.sh drives that
+# through curl; CONVERT.md (e)), too long for `make test`. Here, with short fits and no
 # distillation, no allocation's agreement bound reaches 0.98 and the job keeps the layers dense
 # (runs here: 1.00x): what must hold is the target and the accuracy the target promises (a point per point
 # of disagreement, and a point for the test images' sampling)
