@@ -55,8 +55,9 @@ body=$($PY -c 'import json,sys; print(json.dumps({"model": "b4", "data": "user_b
     "epochs": int(sys.argv[1]), "lr": float(sys.argv[2]), "augment": False, "val": 2000}))' "$EPOCHS" "$LR")
 req POST /v1/finetunes -H "$A" -H 'Content-Type: application/json' -d "$body"
 expect_status 202 "fine-tuning accepted"
-wait_done "$(json_get 'j["id"]')" || fail "the fine-tune did not end"
+wait_done "$(json_get 'j["id"]')" 14400 || fail "the fine-tune did not end within 4 hours"
 check "fine-tune succeeded ($STATE: $(json_get 'j.get("error")'))" [ "$STATE" = succeeded ]
+if [ "$STATE" != succeeded ]; then stop_dynd; finish; fi # nothing to classify
 json_get '"\n".join("    epoch %d: train %.4f val %.4f" % (i + 1, h["train_acc"], h["val_acc"]) for i, h in enumerate(j["history"]))' || true
 log "fine-tuned ($(($(date +%s) - t0)) s so far)"
 

@@ -59,8 +59,8 @@ print(ok / n)
 PY
 }
 
-wait_done() { # wait_done JOB_ID: polls until the job ends; sets STATE and BODY
-    for _ in $(seq 3000); do
+wait_done() { # wait_done JOB_ID [MAX_SECONDS=1500]: polls until the job ends; sets STATE and BODY
+    for _ in $(seq $((${2:-1500} * 2))); do
         req GET "/v1/jobs/$1" -H "$A"
         STATE=$(json_get 'j["state"]')
         case $STATE in succeeded|failed|cancelled) return 0 ;; esac
