@@ -98,6 +98,14 @@ static l1_plan l1_plan_make(const dyn_l1_job *jb) {
 
 static size_t seg(size_t floats) { return (floats + 15) / 16 * 16; }
 
+/* Position in the batch-1 forward's 16-run layout (runs of L sources) of the prefix sum at
+ * rank r, as 16·t + k with r = k·L + t; r = N = 16·L, past the last run, is the row of run
+ * totals (k = 15, t = L). */
+static inline int pos16_of(int r, int L) {
+    const int k = r / L;
+    return k >= 16 ? 16 * L + 15 : 16 * (r % L) + k;
+}
+
 /* Per-thread prefix scratch of the batch-1 paths: 2(N+1) floats (l1_col1), or 32 per step of
  * the 16-run layout plus a row of run totals (l1_fwd1). */
 static size_t prefix_floats(int N) {
@@ -333,10 +341,6 @@ static void l1_fwd1_run(const dyn_l1_job *jb, const l1_plan *p, const l1_ws *w) 
     float *restrict y = jb->y;
     const int64_t yrs = jb->y_rs;
     const float *restrict a0 = w->ypriv;
-    if (team == 1) {
-        for (int i = 0; i < M; i++) y[(int64_t)i * yrs] += base + a0[i];
-        return;
-    }
     for (int i = 0; i < M; i++) {
         float v = base + a0[i];
         for (int t = 1; t < team; t++) v += w->ypriv[(int64_t)t * M + i];
@@ -521,14 +525,7 @@ static int fwd1_build(dyn_native *nat, const dyn_sys *s, dyn_err *err) {
             }
         const int32_t *up = nat->su.perm + sl * m, *lo = nat->r.a_lo + sl * m;
         int32_t *pos = nat->pos16 + sl * m;
-        for (int r = 0; r < m; r++) {
-            int k = lo[r] / L, t = lo[r] % L;
-            if (k >= 16) { /* lo = N = 16·L */
-                k = 15;
-                t = L;
-            }
-            pos[up[r]] = 16 * t + k;
-        }
+        for (int r = 0; r < m; r++) pos[up[r]] = pos16_of(lo[r], L);
     }
     return 0;
 }

@@ -293,12 +293,8 @@ static L1K_ATTR void L1K(l1_fwd1)(const dyn_l1_job *jb, int hk, float mu, float 
             c1 += u1;
         }
     }
-    int kN = N / L, tN = N % L;
-    if (kN >= 16) {
-        kN = 15;
-        tN = L;
-    }
-    const float a0 = off0[kN] + PP[2 * (16 * tN + kN)], a1 = off1[kN] + PP[2 * (16 * tN + kN) + 1];
+    const int pN = pos16_of(N, L);
+    const float a0 = off0[pN & 15] + PP[2 * pN], a1 = off1[pN & 15] + PP[2 * pN + 1];
 #if L1K_AVX512
     {
         const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
