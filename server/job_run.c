@@ -140,6 +140,13 @@ int srv__job_conv_data_check(const json_t *in, const json_t *out, srv_job_err *e
              "\"eval\"");
         return -1;
     }
+    if (json_integer_value(json_object_get(out, "finetune_epochs")) > 0 &&
+        !json_object_get(out, "calib")) {
+        jerr(e, 400, "missing_option",
+             "finetune_epochs trains the converted model on the labels of \"calib\": give a "
+             "labelled data set (one folder per class; PUT /v1/datasets/{name} uploads one)");
+        return -1;
+    }
     if (!data && json_number_value(json_object_get(out, "min_agreement")) > 0 &&
         !json_is_true(json_object_get(out, "force_publish"))) {
         jerr(e, 400, "missing_option",
@@ -415,6 +422,14 @@ typedef struct conv_ctx {
 static void conv_progress(void *ctx, const dyn_convert_progress *p) {
     conv_ctx *c = ctx;
     srv_job *j = c->j;
+    if (!strcmp(p->phase, "finetune")) { /* finetune_epochs: layer / nlayers count epochs */
+        phase_set(j, SRV_PHASE_TRAIN);
+        atomic_store(&j->epoch, p->layer);
+        atomic_store(&j->epochs, p->nlayers);
+        srv__job_progress_set(j, 0.05 + 0.9 * p->frac);
+        srv__job_record_maybe(c->js, j);
+        return;
+    }
     int ph = !strcmp(p->phase, "calibrate") ? SRV_PHASE_CALIBRATE
              : !strcmp(p->phase, "evaluate") ? SRV_PHASE_EVALUATE
                                              : SRV_PHASE_FIT;
@@ -513,6 +528,7 @@ static int run_conversion(srv_jobs *js, srv_job *j, dyn_err *err) {
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
         o.calib_n = vcal.n;
+        o.calib_labeled = dyn_dataset_labeled(&dsp);
         if (vpool.n > 0) {
             spool = dyn_data_view_source(&vpool);
             o.distill = &spool;

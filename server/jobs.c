@@ -198,6 +198,10 @@ static json_t *job_json_locked(srv_job *j) {
         json_object_set_new(o, "layer",
                             json_pack("{s:i, s:i, s:s}", "index", atomic_load(&j->layer), "count",
                                       atomic_load(&j->nlayers), "name", j->layer_name));
+        if (atomic_load(&j->epochs) > 0) { /* finetune_epochs: training after the fit */
+            json_object_set_new(o, "epoch", json_integer(atomic_load(&j->epoch)));
+            json_object_set_new(o, "epochs", json_integer(atomic_load(&j->epochs)));
+        }
         json_t *layers = j->result ? json_object_get(j->result, "layers") : NULL;
         json_object_set_new(o, "layers", layers ? json_deep_copy(layers) : json_array());
     }

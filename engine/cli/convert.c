@@ -176,6 +176,7 @@ int cmd_convert(int argc, char **argv) {
             o.holdout_labeled = dyn_dataset_labeled(&dsp);
         }
         if (on_val && data && strcmp(calib, data) == 0) o.holdout_labeled = 1;
+        o.calib_labeled = o.holdout_labeled;
         scal = dyn_data_view_source(&vcal);
         o.calib = &scal;
         o.calib_n = vcal.n;

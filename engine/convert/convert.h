@@ -176,8 +176,9 @@ double dyn_svd_tail_rel_err(const double *s, int ns, int r);
 /* ---- model conversion (convert.c) ----------------------------------------------------------- */
 
 typedef struct dyn_convert_progress {
-    const char *phase;  /* "calibrate", "fit", "evaluate" */
-    int layer, nlayers; /* 1-based index among the layers to convert (fit phase) */
+    const char *phase;  /* "calibrate", "fit", "evaluate", "finetune" */
+    int layer, nlayers; /* 1-based index among the layers to convert (fit phase); the epoch
+                           and the epochs (finetune phase) */
     const char *layer_name;
     double frac;        /* 0..1 over the whole conversion */
     double elapsed_s;
@@ -231,6 +232,15 @@ typedef struct dyn_convert_opts {
      * NULL: the calib_n calibration images. */
     const dyn_batch_source *distill;
     int distill_n;          /* samples of distill used (default all) */
+    /* > 0: last (after the search of target_agreement, which does not include it), native
+     * training of the chosen model on the labels of the images not held out (distill, else
+     * calib; calib_labeled must be set; finetune_n of them), the best epoch kept by accuracy on
+     * the last of those images (a fifth, at most 2,000). Fidelity and accuracy are measured after it. */
+    int finetune_epochs;
+    float finetune_lr;      /* its Adam learning rate (default 5e-4) */
+    int finetune_augment;   /* random shifts of its images (default 0) */
+    int finetune_n;         /* images of distill (else calib) it uses (default all) */
+    int calib_labeled;      /* calib / distill carry the user's labels */
     int batch;              /* batch for calibration / evaluation passes (default 64) */
     int sequential;         /* activation fit: each layer sees the inputs of the model converted
                                so far and fits ‖Ŵ X̃ − W X‖ (default 1) */
@@ -287,6 +297,9 @@ typedef struct dyn_convert_report {
     /* target_agreement: the points explored (stored floats, top-1 agreement), one JSON array of
      * objects; NULL otherwise. Owned (dyn_convert_report_free). */
     json_t *explored;
+    /* finetune_epochs: the training's history (dyn_ft_result_json) with the images it used and
+     * the top-1 agreement / accuracy before it; NULL otherwise. Owned. */
+    json_t *finetune;
     double entropy_bits;              /* mean over DyN layers */
     double seconds;
     char fit[16], kernel[8];

@@ -74,6 +74,13 @@ static const dyn_opt OPTS[] = {
      "calibration images it trains on (0 = every one not held out)"},
     {"distill_augment", C, DYN_OPT_BOOL, 0, 0, 0, "false", NULL,
      "random shifts of up to 2 pixels of those images"},
+    {"finetune_epochs", C, DYN_OPT_INT, 0, 1000, 0, "0", NULL,
+     "last, train the chosen model on the labelled calibration images not held out"},
+    {"finetune_lr", C, DYN_OPT_NUM, 0, 1, 1, "0.0005", NULL, "Adam learning rate of that training"},
+    {"finetune_augment", C, DYN_OPT_BOOL, 0, 0, 0, "false", NULL,
+     "random shifts of up to 2 pixels in that training"},
+    {"finetune_n", C, DYN_OPT_INT, 0, 10000000, 0, "0", NULL,
+     "images it trains and validates on (0 = every calibration image not held out)"},
     /* conversion: data */
     {"preprocess", C, DYN_OPT_OBJECT, 0, 0, 0, NULL, NULL,
      "the model's input pipeline (preprocess metadata, engine/io/image.h); replaces its own"},
@@ -498,6 +505,10 @@ int dyn_convert_opts_from_spec(const json_t *spec, dyn_convert_opts *o, const ch
     o->distill_temp = (float)n_get(spec, C, "distill_temp");
     o->distill_n = (int)n_get(spec, C, "distill_n");
     o->distill_augment = b_get(spec, C, "distill_augment");
+    o->finetune_epochs = (int)n_get(spec, C, "finetune_epochs");
+    o->finetune_lr = (float)n_get(spec, C, "finetune_lr");
+    o->finetune_augment = b_get(spec, C, "finetune_augment");
+    o->finetune_n = (int)n_get(spec, C, "finetune_n");
     const json_t *kl = json_object_get(spec, "keep_dense");
     o->nkeep = 0;
     for (size_t i = 0; i < json_array_size(kl) && o->nkeep < keep_cap; i++)

@@ -83,6 +83,7 @@ json_t *dyn_convert_report_json(const dyn_convert_report *r) {
     json_object_set_new(j, "target_agreement",
                         r->target_agreement > 0 ? json_real(r->target_agreement) : json_null());
     if (r->explored) json_object_set(j, "explored", r->explored);
+    if (r->finetune) json_object_set(j, "finetune", r->finetune);
     json_object_set_new(j, "layers", layers);
     return j;
 fail:
@@ -179,9 +180,25 @@ char *dyn_convert_report_table(const dyn_convert_report *r) {
                     json_number_value(json_object_get(e, "compression")),
                     100 * json_number_value(json_object_get(e, "agree_top1")),
                     100 * json_number_value(json_object_get(e, "agree_lower_bound")));
-            if (pr >= 0) fprintf(f, " (predicted from the layers alone %.2f%%)", 100 * pr);
+            if (pr >= 0) fprintf(f, " (predicted %.2f%%)", 100 * pr);
             fprintf(f, "\n");
         }
+    }
+    if (r->finetune) {
+        const json_t *ft = r->finetune, *ab = json_object_get(ft, "agree_top1_before"),
+                     *cb = json_object_get(ft, "acc_before");
+        fprintf(f, "fine-tuned on the labels: %lld epochs on %lld images, best epoch %lld "
+                   "(validation accuracy %.2f%% -> %.2f%% on %lld images, %.0f s)",
+                (long long)json_integer_value(json_object_get(ft, "epochs")),
+                (long long)json_integer_value(json_object_get(ft, "train_images")),
+                (long long)json_integer_value(json_object_get(ft, "best_epoch")),
+                100 * json_number_value(json_object_get(ft, "start_val_acc")),
+                100 * json_number_value(json_object_get(ft, "best_val_acc")),
+                (long long)json_integer_value(json_object_get(ft, "val_images")),
+                json_number_value(json_object_get(ft, "seconds")));
+        if (json_is_number(ab)) fprintf(f, "; top-1 agreement before it %.2f%%", 100 * json_number_value(ab));
+        if (json_is_number(cb)) fprintf(f, "; accuracy before it %.2f%%", 100 * json_number_value(cb));
+        fprintf(f, "\n");
     }
     if (r->acc_before >= 0)
         fprintf(f, "accuracy: dense %.2f%% -> DyN %.2f%%\n", 100 * r->acc_before,

@@ -108,6 +108,16 @@ check "the converted repository model classifies ($n/20 digits right)" [ "$n" -g
 req GET /v2/models/mnist_conv
 check "the preprocess option is the output's metadata" [ "$(json_get 'j["parameters"]["preprocess"]["steps"][0]["center_crop"]')" = 28 ]
 
+# ---- a conversion that ends by training on the labels of its calibration images ----
+req POST /v1/conversions -H "$A" -H "$J" -d '{"model": "mnist", "steps": 100, "calib": "mnist", "calib_n": 256, "holdout_n": 256, "finetune_epochs": 2, "finetune_n": 1500, "output": "mnist_cft"}'
+expect_status 202 "conversion with finetune_epochs"
+C4=$(json_get 'j["id"]')
+wait_job "$C4"
+check "conversion with finetune_epochs succeeded ($(json_get 'j["error"]'))" [ "$STATE" = succeeded ]
+check "its two epochs on 1,200 images, validated on 300: $(json_get 'j["result"].get("finetune", {}).get("history")')" \
+    [ "$(json_get 'len(j["result"]["finetune"]["history"]), j["result"]["finetune"]["train_images"], j["result"]["finetune"]["val_images"], j["epochs"]')" = "(2, 1200, 300, 2)" ]
+check "fidelity measured after it" [ "$(json_get 'j["result"]["fidelity"]["verified"], j["result"]["finetune"]["agree_top1_before"] > 0')" = "(True, True)" ]
+
 # ---- fine-tune: progress rises, history returned ----
 req POST /v1/finetunes -H "$A" -H "$J" -d '{"model": "mnist", "data": "mnist", "epochs": 3, "limit": 1000, "val": 300, "output": "mnist_ft"}'
 expect_status 202 "fine-tune submitted"
@@ -166,7 +176,7 @@ start_dynd "${JOBFLAGS[@]}"
 req GET "/v1/jobs/$K" -H "$A"
 check "after kill -9: interrupted and resumable" [ "$(json_get 'j["state"], j["resumable"]')" = "('interrupted', True)" ]
 req GET /v1/jobs -H "$A"
-check "finished jobs listed again" [ "$(json_get 'sorted(x["id"] for x in j["jobs"] if x["state"] == "succeeded") == sorted(["'$C1'", "'$C2'", "'$C3'", "'$F1'", "'$IMG'"])')" = True ]
+check "finished jobs listed again" [ "$(json_get 'sorted(x["id"] for x in j["jobs"] if x["state"] == "succeeded") == sorted(["'$C1'", "'$C2'", "'$C3'", "'$C4'", "'$F1'", "'$IMG'"])')" = True ]
 req POST "/v1/jobs/$K/resume" -H "$A"
 expect_status 202 "resume"
 wait_job "$K"
@@ -205,6 +215,7 @@ bad 400 missing_option /v1/conversions '{"ratio": 4}' "conversion without input"
 bad 400 missing_option /v1/conversions '{"model": "mnist", "output": "nodata"}' "conversion with nothing to verify it on"
 check "the refusal says how to give data" grep -q "calib" <<< "$(json_get 'j["error"]')"
 bad 400 missing_option /v1/conversions '{"model": "mnist", "target_agreement": 0.99}' "target_agreement without images"
+bad 400 missing_option /v1/conversions '{"model": "mnist", "finetune_epochs": 2, "eval": "mnist"}' "finetune_epochs without calib"
 bad 400 invalid_option /v1/conversions '{"model": "mnist", "rel_err": 0.3, "target_agreement": 0.99, "calib": "mnist"}' "two budgets"
 bad 400 invalid_option /v1/conversions '{"model": "mnist", "min_agreement": 1.5, "calib": "mnist"}' "floor above 1"
 bad 409 model_exists /v1/conversions '{"model": "mnist", "output": "mnist"}' "output over an existing model"
