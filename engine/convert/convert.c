@@ -1129,11 +1129,11 @@ static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_se
      * target, then two geometric bisections between the last ratio short of it and the first
      * that met it. The allocation must beat what a plain ratio gives (on the Fashion ResNet of
      * CONVERT.md (e) no sensitivity-based allocation did). */
-    static const double uni[4] = {8, 6, 4.5, 3}; /* = ratios[1..4] */
     double r_fail = 0, r_ok = 0;
     for (int u = 0, bis = 0; !rc && ns > 0; u++) {
         double ratio;
-        if (!*out && u < 4) ratio = uni[u];
+        int rung = -1; /* a rung's probe: its summed drops recalibrate alpha */
+        if (!*out && u < LADDER - 2) rung = 1 + u, ratio = ratios[rung];
         else if (*out && r_fail > 0 && bis < 2) ratio = sqrt(r_fail * r_ok), bis++;
         else break;
         for (int k = 0; k < nn; k++) Hv[k] = -1;
@@ -1142,7 +1142,7 @@ static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_se
             const sens *si = &ss[i];
             Hv[si->node] = DYN_MAX(1, DYN_MIN(si->Hmax, dyn_convert_budget_H(si->m, si->n, si->K,
                                                                              o->q, ratio)));
-            sd += u < 4 && !*out ? si->drop[1 + u] : 0;
+            sd += rung > 0 ? si->drop[rung] : 0;
         }
         dyn_convert_opts fo = *o;
         fo.ratio = 4;
@@ -1156,15 +1156,14 @@ static int convert_target(dyn_model *in, const dyn_convert_opts *o, const fid_se
         const double lb = agree_lb(t1, f->n);
         if (sd > 1e-9) alpha = DYN_MAX(0.02, DYN_MIN((1 - t1) / sd, 4.0));
         need = DYN_MIN(1.0, o->target_agreement + (t1 - lb));
+        if (lb < o->target_agreement) r_fail = ratio;
+        else r_ok = ratio;
         if (lb >= o->target_agreement && (!*out || cr.floats_after < rep->floats_after)) {
             dyn_model_free(*out);
             dyn_convert_report_free(rep);
             *out = cur;
             *rep = cr;
-            r_ok = ratio;
         } else {
-            if (lb < o->target_agreement) r_fail = ratio;
-            else r_ok = ratio;
             dyn_model_free(cur);
             dyn_convert_report_free(&cr);
         }
@@ -1334,15 +1333,12 @@ static void ft_progress_cb(void *ctx, const dyn_ft_progress *p) {
     fp->o->progress(fp->o->progress_ctx, &cp);
 }
 
-typedef struct squeeze {
-    const dyn_convert_opts *o;
-} squeeze;
-
+/* The conversion's own progress, squeezed into the first FT_SHARE (ctx: an ft_prog). */
 static void squeeze_cb(void *ctx, const dyn_convert_progress *p) {
-    const squeeze *q = ctx;
+    const ft_prog *fp = ctx;
     dyn_convert_progress c = *p;
     c.frac = FT_SHARE * p->frac;
-    q->o->progress(q->o->progress_ctx, &c);
+    fp->o->progress(fp->o->progress_ctx, &c);
 }
 
 static int finetune_labels(dyn_model *m, const dyn_convert_opts *o, const fid_set *f,
@@ -1361,10 +1357,9 @@ static int finetune_labels(dyn_model *m, const dyn_convert_opts *o, const fid_se
         free(b2);
         return dyn_err_set(err, DYN_ENOMEM, "out of memory");
     }
-    double t1b = -1, t5, lrel, accb = -1;
+    double t1b = -1, t5, lrel;
+    const double accb = rep->acc_after; /* the conversion measured it (-1 without eval) */
     int rc = f->src ? fid_measure(m, f, &t1b, &t5, &lrel, NULL, err) : 0;
-    if (!rc && o->eval && (accb = dyn_evaluate(m, o->eval, o->batch, NULL, err)) < 0)
-        rc = err ? err->code : DYN_EINVAL;
     kd_src kt = {src, 0, b1, n - nv}, kv = {src, n - nv, b2, nv};
     dyn_batch_source st = {.n = n - nv, .fill = kd_fill, .ctx = &kt};
     dyn_batch_source sv = {.n = nv, .fill = kd_fill, .ctx = &kv};
@@ -1466,7 +1461,7 @@ static int convert_impl(dyn_model *in, const dyn_convert_opts *o_in, dyn_model *
         rc = dyn_err_set(err, DYN_EINVAL,
                          "finetune_epochs trains on the labels of the calibration images: give "
                          "a labelled data set (class folders) as calib");
-    squeeze sq = {o_in};
+    ft_prog sq = {o_in, 0};
     if (o.finetune_epochs > 0 && o.progress) {
         o.progress = squeeze_cb;
         o.progress_ctx = &sq;
