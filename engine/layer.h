@@ -121,8 +121,10 @@ typedef struct dyn_layer_ops {
     void (*stats)(const dyn_layer *l, const dyn_shape *in, dyn_layer_stats *st);
     /* Fills *v and returns 1 when an inference forward on input shape `in` (batch included)
      * computes exactly a dense convolution (conv2d always; dyn_conv2d when it runs
-     * materialized at that shape); else 0. May be NULL (= 0). */
-    int (*as_dense_conv)(const dyn_layer *l, const dyn_shape *in, dyn_dense_conv *v);
+     * materialized at that shape); else 0. held: 1 also when the layer would take another path
+     * at that shape but holds the dense kernel (a dyn_conv2d whose `auto` chose native: the
+     * caller runs the convolution itself, materialized). May be NULL (= 0). */
+    int (*as_dense_conv)(const dyn_layer *l, const dyn_shape *in, int held, dyn_dense_conv *v);
 } dyn_layer_ops;
 
 struct dyn_layer {

@@ -242,6 +242,7 @@ static dyn_tensor view_batch(const dyn_tensor *t, int batch) {
 
 typedef struct exec_graph {
     int batch, threads, use; /* batch 0: an empty slot; use: 1 the graph, 0 layer by layer */
+    int flags;               /* the graph's DYN_GRAPH_* (a rebuild keeps them) */
     dyn_graph *g;
     unsigned long stamp;
 } exec_graph;
@@ -255,6 +256,58 @@ static void graphs_free(struct dyn_exec_graphs *gs) {
     if (!gs) return;
     for (int i = 0; i < EXEC_GRAPHS; i++) dyn__graph_free(gs->slot[i].g);
     free(gs);
+}
+
+#define EXEC_CANDS 3
+
+/* Whether a DyN convolution of e's model takes another path than materialized at `batch` while
+ * holding its dense kernel: a graph built with DYN_GRAPH_HELD then differs from one without. */
+static int exec_held_differs(const dyn_exec *e, int batch) {
+    const dyn_model *m = e->model;
+    dyn_shape *sh = malloc((size_t)m->nnodes * sizeof *sh);
+    int r = 0;
+    if (!sh || dyn_model_shapes(m, batch, sh, NULL)) {
+        free(sh);
+        return 1; /* cannot tell: build both */
+    }
+    for (int k = 0; k < m->nnodes && !r; k++) {
+        const dyn_layer *l = m->nodes[k].layer;
+        if (!l->ops->as_dense_conv || m->nodes[k].ninputs < 1) continue;
+        const int p = m->nodes[k].inputs[0];
+        const dyn_shape in = p < 0 ? dyn__model_input_shape(m, batch) : sh[p];
+        dyn_dense_conv v;
+        r = in.ndim == 4 && l->ops->as_dense_conv(l, &in, 1, &v) &&
+            !l->ops->as_dense_conv(l, &in, 0, &v);
+    }
+    free(sh);
+    return r;
+}
+
+/* Times the candidates of a new slot: the layer-by-layer forward (when plain) and the graphs
+ * g[0..EXEC_CANDS) that are not NULL. Each runs once, then all twice, alternating (the first
+ * run of a graph pays for its first touch of memory; the caller's own forward was the
+ * layer-by-layer one's); the fastest by its best time wins. Returns the winner, -1 for layer
+ * by layer, else its index in g; its output is in place. */
+static int exec_graph_measure(dyn_exec *e, int batch, int plain, dyn_graph *const *g) {
+    double best[EXEC_CANDS + 1];
+    int last = -2, w = -2;
+    for (int c = 0; c <= EXEC_CANDS; c++) best[c] = 1e300;
+    for (int r = 0; r < 3; r++)
+        for (int c = plain ? -1 : 0; c < EXEC_CANDS; c++) {
+            if ((c >= 0 && !g[c]) || (r == 0 && c < 0)) continue;
+            const double t0 = dyn_now();
+            if (c < 0) dyn__exec_run_plain(e, batch);
+            else dyn__graph_forward(g[c], e);
+            if (r > 0) best[c + 1] = DYN_MIN(best[c + 1], dyn_now() - t0);
+            last = c;
+        }
+    for (int c = plain ? -1 : 0; c < EXEC_CANDS; c++)
+        if ((c < 0 || g[c]) && (w == -2 || best[c + 1] < best[w + 1])) w = c;
+    if (w != last) {
+        if (w < 0) dyn__exec_run_plain(e, batch);
+        else dyn__graph_forward(g[w], e);
+    }
+    return w;
 }
 
 /* Runs the forward through a graph when the setting and (auto) the measurement say so: returns
@@ -274,7 +327,7 @@ static int exec_graph_forward(dyn_exec *e, int batch) {
         s = NULL;
     } else if (s && s->g && dyn__graph_stale(s->g)) { /* new weights: the same choice */
         dyn__graph_free(s->g);
-        if (!(s->g = dyn__graph_new(e, batch, NULL))) s->use = 0;
+        if (!(s->g = dyn__graph_new(e, batch, s->flags, NULL))) s->use = 0;
     }
     if (!s) { /* an empty slot, else the least recently used */
         s = &gs->slot[0];
@@ -282,36 +335,53 @@ static int exec_graph_forward(dyn_exec *e, int batch) {
             if (!gs->slot[i].batch || gs->slot[i].stamp < s->stamp) s = &gs->slot[i];
         dyn__graph_free(s->g);
         *s = (exec_graph){.batch = batch, .threads = threads};
+        s->stamp = ++gs->clock;
         /* auto: a layer-by-layer forward first, where the layers settle their own choices
-         * (dense implementations, DyN native or materialized: the graph takes the layers
-         * that run materialized), then both twice, alternating; the faster by its best time
-         * wins. */
+         * (dense implementations; DyN native or materialized, each measured against its own
+         * layer-by-layer dense forward). Then the graphs: [0] every DyN convolution holding
+         * its kernel in it, materialized (DYN_GRAPH_HELD: in a graph the dense convolution is
+         * fused and may run Winograd, so a layer's own choice of native undervalues it);
+         * [1] the same with Winograd convolutions, where the model has 3x3 stride-1 ones and
+         * oneDNN runs them (winograd setting auto; on: [0] has them, off: none); [2] the
+         * layers' own choices, when they differ from [0] (a DyN convolution kept native). The
+         * fastest of all wins (exec_graph_measure). A forced graph measures its graphs only. */
         if (m == DYN_CONV_AUTO) dyn__exec_run_plain(e, batch);
-        s->g = dyn__graph_new(e, batch, NULL);
-        s->use = s->g != NULL;
-        if (!s->g && m == DYN_CONV_AUTO) {
-            s->stamp = ++gs->clock;
-            return 1; /* the output of the forward above is in place */
+        const dyn_conv_winograd ws = dyn_conv_winograd_get();
+        const int f0 = DYN_GRAPH_HELD | (ws == DYN_WINO_ON ? DYN_GRAPH_WINO : 0);
+        dyn_graph *g[EXEC_CANDS] = {dyn__graph_new(e, batch, f0, NULL), NULL, NULL};
+        int flags[EXEC_CANDS] = {f0, f0 | DYN_GRAPH_WINO, f0 & ~DYN_GRAPH_HELD};
+        int ok = 0, n0 = 0, n2 = 0, fu = 0;
+        if (g[0] && ws == DYN_WINO_AUTO && dyn__graph_winograd(g[0], &ok) == 0 && ok > 0 &&
+            (g[1] = dyn__graph_new(e, batch, flags[1], NULL)) &&
+            dyn__graph_winograd(g[1], NULL) == 0) {
+            dyn__graph_free(g[1]); /* oneDNN has no Winograd kernel for these shapes here */
+            g[1] = NULL;
         }
-        if (s->g && m == DYN_CONV_AUTO) {
-            double tp = 1e300, tg = 1e300;
-            for (int r = 0; r < 2; r++) {
-                double t0 = dyn_now();
-                dyn__exec_run_plain(e, batch);
-                double t1 = dyn_now();
-                dyn__graph_forward(s->g, e);
-                tp = DYN_MIN(tp, t1 - t0);
-                tg = DYN_MIN(tg, dyn_now() - t1);
+        if ((!g[0] || exec_held_differs(e, batch)) &&
+            (g[2] = dyn__graph_new(e, batch, flags[2], NULL)) && g[0]) {
+            dyn__graph_counts(g[0], &n0, &fu);
+            dyn__graph_counts(g[2], &n2, &fu);
+            if (n2 == n0) { /* no layer left out after all: the same graph as [0] */
+                dyn__graph_free(g[2]);
+                g[2] = NULL;
             }
-            if (tg >= tp) {
-                s->use = 0;
-                dyn__graph_free(s->g);
-                s->g = NULL;
-                dyn__exec_run_plain(e, batch);
-            }
-            s->stamp = ++gs->clock;
-            return 1; /* the output of the last run is in place */
         }
+        int w = -1, ng = 0;
+        for (int c = 0; c < EXEC_CANDS; c++) ng += g[c] != NULL;
+        if (ng == 0) return m == DYN_CONV_AUTO; /* auto: its forward's output is in place */
+        if (m == DYN_CONV_AUTO || ng > 1) {
+            w = exec_graph_measure(e, batch, m == DYN_CONV_AUTO, g);
+        } else {
+            for (int c = 0; c < EXEC_CANDS; c++)
+                if (g[c]) w = c;
+            dyn__graph_forward(g[w], e);
+        }
+        s->use = w >= 0;
+        s->g = w >= 0 ? g[w] : NULL;
+        s->flags = w >= 0 ? flags[w] : 0;
+        for (int c = 0; c < EXEC_CANDS; c++)
+            if (c != w) dyn__graph_free(g[c]);
+        return 1; /* the output of the last run is in place */
     }
     s->stamp = ++gs->clock;
     if (!s->use) return 0;

@@ -59,6 +59,21 @@ dyn_conv_impl dyn_conv_impl_get(void) {
 
 void dyn_conv_impl_set(dyn_conv_impl m) { atomic_store(&g_impl, (int)m); }
 
+static atomic_int g_wino = -1; /* -1: not read yet */
+
+dyn_conv_winograd dyn_conv_winograd_get(void) {
+    int w = atomic_load(&g_wino);
+    if (w >= 0) return (dyn_conv_winograd)w;
+    const char *s = getenv("DYN_CONV_WINOGRAD");
+    int v = s && !strcmp(s, "on") ? DYN_WINO_ON : s && !strcmp(s, "off") ? DYN_WINO_OFF
+                                                                         : DYN_WINO_AUTO;
+    int expect = -1;
+    atomic_compare_exchange_strong(&g_wino, &expect, v);
+    return (dyn_conv_winograd)atomic_load(&g_wino);
+}
+
+void dyn_conv_winograd_set(dyn_conv_winograd w) { atomic_store(&g_wino, (int)w); }
+
 /* ---- the engine ---- */
 
 static dnnl_engine_t g_engine;

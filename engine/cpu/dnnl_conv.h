@@ -54,6 +54,22 @@ int dyn_conv_impl_set_thread(int m);
 const char *dyn_conv_impl_name(dyn_conv_impl m);
 int dyn_conv_impl_parse(const char *s, dyn_conv_impl *out);
 
+/* Winograd convolutions in the fused graph (cpu/graph.h): oneDNN's f32 Winograd kernels
+ * (F(2x2,3x3) and F(4x4,3x3), AVX-512 only) compute a 3x3, stride-1, undilated, ungrouped
+ * convolution with 2-4x fewer multiplications than the direct one, at a slightly larger rounding
+ * error. AUTO builds a graph with them (where oneDNN has them) beside the direct one and keeps
+ * the faster by timing (see dyn_conv_impl); ON uses them wherever oneDNN has them; OFF never. */
+typedef enum dyn_conv_winograd {
+    DYN_WINO_AUTO = 0,
+    DYN_WINO_ON,
+    DYN_WINO_OFF,
+} dyn_conv_winograd;
+
+/* The setting: dyn_conv_winograd_set, else the environment variable DYN_CONV_WINOGRAD
+ * (auto | on | off, read once; an unknown value means auto), else auto. */
+dyn_conv_winograd dyn_conv_winograd_get(void);
+void dyn_conv_winograd_set(dyn_conv_winograd w);
+
 /* The process's oneDNN CPU engine (a dnnl_engine_t), created on first use; NULL when oneDNN
  * has none. Borrowed. */
 void *dyn__dnnl_engine(void);

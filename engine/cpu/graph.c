@@ -74,6 +74,8 @@ typedef struct gnode {
 
 struct dyn_graph {
     int n, batch, threads, nodes, fused;
+    int flags;          /* DYN_GRAPH_* */
+    int wino, nwino, wino_ok; /* built with Winograd; convs that run it; convs that could */
     const dyn_model *model;
     gnode *g;
     gval *vals;
@@ -251,7 +253,9 @@ static void plan(build *b) {
         const int in_graph = nd->inputs[0] >= 0 && gr->g[nd->inputs[0]].kind != K_PLAIN;
         dyn_dense_conv v;
         if (in->ndim == 4 && out->ndim == 4) {
-            if (l->ops->as_dense_conv && l->ops->as_dense_conv(l, in, &v)) kind = K_CONV;
+            if (l->ops->as_dense_conv &&
+                l->ops->as_dense_conv(l, in, (gr->flags & DYN_GRAPH_HELD) != 0, &v))
+                kind = K_CONV;
             else if (l->ops->op == DYN_OP_RELU && in_graph) kind = K_RELU;
             else if (l->ops->op == DYN_OP_MAXPOOL2D && in_graph) kind = K_MAXPOOL;
             else if (l->ops->op == DYN_OP_GLOBALAVGPOOL && in_graph) kind = K_GAP;
@@ -299,7 +303,7 @@ static int make_conv(build *b, int k, dnnl_memory_desc_t *y, dyn_err *err) {
     const dyn_layer *l = mn->layer;
     const dyn_shape *is = shape_of(b, mn->inputs[0]), *os = shape_of(b, k);
     dyn_dense_conv v;
-    DYN_ASSERT(l->ops->as_dense_conv(l, is, &v));
+    DYN_ASSERT(l->ops->as_dense_conv(l, is, (gr->flags & DYN_GRAPH_HELD) != 0, &v));
     int rc = 0;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
@@ -314,8 +318,15 @@ static int make_conv(build *b, int k, dnnl_memory_desc_t *y, dyn_err *err) {
     dnnl_dims_t strides = {v.sh, v.sw}, dil = {v.dh - 1, v.dw - 1}, pl = {v.ph, v.pw},
                 pr2 = {pr, pc};
     dnnl_memory_desc_t x_any, w_any, w_user, b_md, y_any;
-    DN(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_f32, dnnl_format_tag_any));
-    DN(dnnl_memory_desc_init_by_tag(&y_any, 4, yd, dnnl_f32, dnnl_format_tag_any));
+    /* A Winograd graph keeps its activations blocked by 16 channels (nChw16c), the layout of
+     * oneDNN's Winograd kernels, for every convolution: with the others in the layout they
+     * would choose (channels-last), each Winograd one paid two reorders (ResNet-50: 26 more
+     * primitives, a few % of a batch-1 forward on 2 threads). */
+    const int bx = gr->wino && v.cin % 16 == 0, by = gr->wino && v.cout % 16 == 0;
+    DN(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_f32,
+                                    bx ? dnnl_aBcd16b : dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&y_any, 4, yd, dnnl_f32,
+                                    by ? dnnl_aBcd16b : dnnl_format_tag_any));
     if (G == 1) {
         DN(dnnl_memory_desc_init_by_tag(&w_user, 4, wd, dnnl_f32, dnnl_oihw));
         DN(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
@@ -324,18 +335,37 @@ static int make_conv(build *b, int k, dnnl_memory_desc_t *y, dyn_err *err) {
         DN(dnnl_memory_desc_init_by_tag(&w_any, 5, wgd, dnnl_f32, dnnl_format_tag_any));
     }
     DN(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
-    dnnl_convolution_desc_t cd;
-    DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                  dnnl_convolution_direct, &x_any, &w_any,
-                                                  v.b ? &b_md : NULL, &y_any, strides, dil, pl,
-                                                  pr2));
     DN(dnnl_primitive_attr_create(&attr));
     DN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     DN(dnnl_post_ops_create(&po));
     if (nd->sum_of != -2) DN(dnnl_post_ops_append_sum(po, 1.0f));
     if (nd->relu) DN(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
     DN(dnnl_primitive_attr_set_post_ops(attr, po));
-    DN(prim_make((const_dnnl_op_desc_t)&cd, attr, &pd, &nd->prim, &b->sp));
+    const int wino_ok = G == 1 && v.kh == 3 && v.kw == 3 && v.sh == 1 && v.sw == 1 &&
+                        v.dh == 1 && v.dw == 1;
+    gr->wino_ok += wino_ok;
+    dnnl_convolution_desc_t cd;
+    dnnl_status_t wst = dnnl_unimplemented;
+    if (wino_ok && gr->wino) { /* Winograd where oneDNN has it (AVX-512), else direct */
+        wst = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                         dnnl_convolution_winograd, &x_any,
+                                                         &w_any, v.b ? &b_md : NULL, &y_any,
+                                                         strides, dil, pl, pr2);
+        if (wst == dnnl_success) wst = prim_make((const_dnnl_op_desc_t)&cd, attr, &pd,
+                                                 &nd->prim, &b->sp);
+        if (wst != dnnl_success && pd) {
+            dnnl_primitive_desc_destroy(pd);
+            pd = NULL;
+        }
+        gr->nwino += wst == dnnl_success;
+    }
+    if (wst != dnnl_success) {
+        DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                      dnnl_convolution_direct, &x_any, &w_any,
+                                                      v.b ? &b_md : NULL, &y_any, strides, dil,
+                                                      pl, pr2));
+        DN(prim_make((const_dnnl_op_desc_t)&cd, attr, &pd, &nd->prim, &b->sp));
+    }
     const dnnl_memory_desc_t *xq = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     *y = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
@@ -421,7 +451,7 @@ fail:
     return rc;
 }
 
-dyn_graph *dyn__graph_new(dyn_exec *e, int batch, dyn_err *err) {
+dyn_graph *dyn__graph_new(dyn_exec *e, int batch, int flags, dyn_err *err) {
     const dyn_model *m = e->model;
     const int n = m->nnodes;
     int rc = 0;
@@ -434,6 +464,8 @@ dyn_graph *dyn__graph_new(dyn_exec *e, int batch, dyn_err *err) {
     if (!gr || !b.shapes || !b.ncons || !b.cons1 || !b.nchw_md) goto nomem;
     b.gr = gr;
     gr->n = n, gr->batch = batch, gr->model = m, gr->threads = dyn_threads_get();
+    gr->flags = flags;
+    gr->wino = (flags & DYN_GRAPH_WINO) != 0;
     gr->g = calloc((size_t)n, sizeof *gr->g);
     gr->vals = calloc((size_t)n, sizeof *gr->vals);
     gr->nchw = calloc((size_t)n + 1, sizeof *gr->nchw);
@@ -626,6 +658,11 @@ int dyn__graph_stale(const dyn_graph *gr) {
 void dyn__graph_counts(const dyn_graph *gr, int *nodes, int *fused) {
     *nodes = gr->nodes;
     *fused = gr->fused;
+}
+
+int dyn__graph_winograd(const dyn_graph *gr, int *eligible) {
+    if (eligible) *eligible = gr->wino_ok;
+    return gr->nwino;
 }
 
 #define RUN(p, ...)                                                                          \

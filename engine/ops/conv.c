@@ -342,8 +342,8 @@ static int conv_prepare(dyn_layer *l, dyn_err *err) {
     return 0;
 }
 
-static int conv_as_dense(const dyn_layer *l, const dyn_shape *in, dyn_dense_conv *v) {
-    (void)in;
+static int conv_as_dense(const dyn_layer *l, const dyn_shape *in, int held, dyn_dense_conv *v) {
+    (void)in, (void)held;
     const conv_impl *c = l->impl;
     *v = (dyn_dense_conv){.cin = c->cin, .cout = c->cout, .groups = c->groups, .kh = c->kh,
                           .kw = c->kw, .sh = c->sh, .sw = c->sw, .ph = c->ph, .pw = c->pw,

@@ -534,12 +534,13 @@ static int dc_prepare(dyn_layer *l, dyn_err *err) {
     return 0;
 }
 
-/* Materialized at this shape: the dense convolution with the kernel prepare() built. */
-static int dc_as_dense(const dyn_layer *l, const dyn_shape *in, dyn_dense_conv *v) {
+/* Materialized at this shape (held: or holding the kernel): the dense convolution with the
+ * kernel prepare() built. */
+static int dc_as_dense(const dyn_layer *l, const dyn_shape *in, int held, dyn_dense_conv *v) {
     const dc_impl *d = l->impl;
     dyn_conv_geom g;
     if (!d->ready || !d->hold_w || in->ndim != 4 || dc_geom(d, in, &g) ||
-        dc_native_for(d, (int64_t)g.N * g.OH * g.OW))
+        (!held && dc_native_for(d, (int64_t)g.N * g.OH * g.OW)))
         return 0;
     *v = (dyn_dense_conv){.cin = d->cin, .cout = d->cout, .groups = 1, .kh = d->K, .kw = d->K,
                           .sh = d->stride, .sw = d->stride, .ph = d->pad, .pw = d->pad,

@@ -1131,7 +1131,8 @@ START_TEST(test_conv_auto_measures) {
         ck_assert_msg(e < 1e-5, "pass %d: relative error %g", pass, e);
     }
     /* the measured choice holds: as_dense_conv says materialized iff native lost */
-    const int dense = la->ops->as_dense_conv(la, &in, &v);
+    const int dense = la->ops->as_dense_conv(la, &in, 0, &v);
+    ck_assert_int_eq(la->ops->as_dense_conv(la, &in, 1, &v), 1); /* it holds the kernel */
     dyn_layer_stats st;
     dyn_shape one = in;
     one.d[0] = 1;

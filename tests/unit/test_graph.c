@@ -13,6 +13,7 @@
 
 #include "cpu/dnnl_conv.h"
 #include "cpu/graph.h"
+#include "cpu/isa.h"
 #include "testutil.h"
 
 static int add(dyn_model *m, const char *op, const char *name, const char *attrs, int in0,
@@ -83,8 +84,8 @@ static dyn_model *resnet(int with_dyn, int with_plain) {
 }
 
 /* The model's output for x at `batch` under conv setting impl (a new exec each time). */
-static float *run(dyn_model *m, const float *x, int batch, dyn_conv_impl impl, int *nodes,
-                  int *fused) {
+static float *run_w(dyn_model *m, const float *x, int batch, dyn_conv_impl impl, int *nodes,
+                    int *fused, int *nwino) {
     dyn_conv_impl_set(impl);
     dyn_err err = {0};
     dyn_exec *e = dyn_exec_new(m, 8, 0, &err);
@@ -95,14 +96,20 @@ static float *run(dyn_model *m, const float *x, int batch, dyn_conv_impl impl, i
     memcpy(out, y->data, (size_t)n * sizeof(float));
     if (nodes) {
         e->batch = batch;
-        dyn_graph *g = dyn__graph_new(e, batch, &err);
+        dyn_graph *g = dyn__graph_new(e, batch, dyn_conv_winograd_get() == DYN_WINO_ON ? DYN_GRAPH_WINO : 0, &err);
         ck_assert_msg(g != NULL, "%s", err.msg);
         dyn__graph_counts(g, nodes, fused);
+        if (nwino) *nwino = dyn__graph_winograd(g, NULL);
         dyn__graph_free(g);
     }
     dyn_exec_free(e);
     dyn_conv_impl_set(DYN_CONV_AUTO);
     return out;
+}
+
+static float *run(dyn_model *m, const float *x, int batch, dyn_conv_impl impl, int *nodes,
+                  int *fused) {
+    return run_w(m, x, batch, impl, nodes, fused, NULL);
 }
 
 static void expect_close(const float *want, const float *got, int64_t n, const char *what) {
@@ -151,6 +158,130 @@ START_TEST(test_graph_matches_layer_by_layer) {
         dyn_threads_set(1);
         dyn_model_free(m);
     }
+}
+END_TEST
+
+/* Winograd convolutions (setting on): the 3x3 stride-1 convolutions with 16 or 32 channels
+ * (b1c1, b1c2, b2c2, and b2c1 where it is a DyN conv run materialized: stride 2, no) run
+ * oneDNN's Winograd kernels where it has them (AVX-512), the stem's (3 input channels) may fall
+ * back to the direct one; the outputs stay within the tolerance of the im2col forward, and
+ * auto's choice among the layer-by-layer forward and both graphs gives them too. */
+START_TEST(test_graph_winograd) {
+    static const int batches[] = {1, 3, 8};
+    for (int variant = 0; variant < 2; variant++) {
+        dyn_model *m = resnet(variant == 1, 0);
+        for (int th = 1; th <= 2; th++) {
+            dyn_threads_set(th);
+            for (size_t bi = 0; bi < DYN_ARRAY_LEN(batches); bi++) {
+                const int b = batches[bi];
+                float *x = input(b, 300 + b);
+                int nodes = 0, fused = 0, nwino = -1;
+                float *want = run(m, x, b, DYN_CONV_IM2COL, NULL, NULL);
+                dyn_conv_winograd_set(DYN_WINO_ON);
+                float *got = run_w(m, x, b, DYN_CONV_GRAPH, &nodes, &fused, &nwino);
+                char what[96];
+                snprintf(what, sizeof what, "winograd: variant %d, batch %d, %d threads",
+                         variant, b, th);
+                expect_close(want, got, 10 * b, what);
+                ck_assert_int_eq(nodes, 15);
+                ck_assert_int_eq(fused, 5); /* the post-ops stay fused */
+                if (dyn_isa_detected() == DYN_ISA_AVX512)
+                    ck_assert_msg(nwino >= 3, "%s: %d Winograd convolutions", what, nwino);
+                ck_assert_int_le(nwino, 4);
+                dyn_conv_winograd_set(DYN_WINO_AUTO);
+                float *again = run(m, x, b, DYN_CONV_AUTO, NULL, NULL);
+                expect_close(want, again, 10 * b, what);
+                float *forced = run(m, x, b, DYN_CONV_GRAPH, NULL, NULL);
+                expect_close(want, forced, 10 * b, what);
+                free(x), free(want), free(got), free(again), free(forced);
+            }
+        }
+        dyn_threads_set(1);
+        dyn_model_free(m);
+    }
+}
+END_TEST
+
+/* DYN_GRAPH_HELD: a DyN convolution in `auto` holding its kernel runs in the graph whatever
+ * its own measurement chose (the layer-by-layer forward settles it first); without the flag
+ * it is in the graph only where it chose materialized. Both graphs give the im2col outputs,
+ * and so does auto's choice among them. The DyN conv (64 -> 64, 3x3, H = q = 2: 8x fewer
+ * element-columns than MACs) is one the cost model cannot settle: it holds both paths and
+ * measures (with 32x fewer it would keep only the native one, and no graph could take it). */
+START_TEST(test_graph_held) {
+    dyn_shape in = {.ndim = 3, .d = {3, 20, 18}};
+    dyn_model *m = dyn_model_new(&in);
+    int x = add(m, "conv2d", "stem", CONV(3, 64, 3, 1, 1), -1, -2);
+    x = add(m, "relu", "r1", "{}", x, -2);
+    x = add(m, "dyn_conv2d", "d",
+            "{\"in_channels\":64,\"out_channels\":64,\"kernel\":3,\"stride\":1,"
+            "\"padding\":1,\"H\":2,\"q\":2,\"exec\":\"auto\"}",
+            x, -2);
+    x = add(m, "relu", "r2", "{}", x, -2);
+    add(m, "globalavgpool", "gap", "{}", x, -2);
+    dyn_model_init(m, 13);
+    ck_assert_int_eq(dyn_model_prepare(m, NULL), 0);
+    for (int th = 1; th <= 2; th++) {
+        dyn_threads_set(th);
+        for (int b = 1; b <= 8; b += 7) {
+            float *xin = input(b, 500 + b);
+            float *want = run(m, xin, b, DYN_CONV_IM2COL, NULL, NULL);
+            dyn_conv_impl_set(DYN_CONV_IM2COL);
+            dyn_err err = {0};
+            dyn_exec *e = dyn_exec_new(m, 8, 0, &err);
+            ck_assert_ptr_nonnull(e);
+            dyn_exec_forward(e, xin, b); /* the layer measures its path, e->input holds x */
+            dyn_conv_impl_set(DYN_CONV_AUTO);
+            int nodes[2] = {0, 0}, fused = 0;
+            for (int held = 0; held <= 1; held++) {
+                dyn_graph *g = dyn__graph_new(e, b, held ? DYN_GRAPH_HELD : 0, &err);
+                ck_assert_msg(g != NULL, "%s", err.msg);
+                dyn__graph_counts(g, &nodes[held], &fused);
+                dyn__graph_forward(g, e);
+                char what[64];
+                snprintf(what, sizeof what, "held %d, batch %d, %d threads", held, b, th);
+                expect_close(want, e->act[m->nnodes - 1].data, 64 * b, what);
+                dyn__graph_free(g);
+            }
+            /* held: stem, r1, d, r2, gap; not: stem and r1 only when d runs native (r2 and
+             * gap then read a plain node) */
+            ck_assert_int_eq(nodes[1], 5);
+            ck_assert_msg(nodes[0] == 5 || nodes[0] == 2, "%d graph nodes", nodes[0]);
+            fprintf(stderr, "graph held: the DyN conv chose %s at batch %d, %d threads\n",
+                    nodes[0] < 5 ? "native" : "materialized", b, th);
+            dyn_exec_free(e);
+            float *again = run(m, xin, b, DYN_CONV_AUTO, NULL, NULL);
+            expect_close(want, again, 64 * b, "auto");
+            free(xin), free(want), free(again);
+        }
+    }
+    dyn_threads_set(1);
+    dyn_model_free(m);
+}
+END_TEST
+
+/* A graph built with wino on a model without 3x3 stride-1 convolutions has none to run. */
+START_TEST(test_graph_winograd_none_eligible) {
+    dyn_shape in = {.ndim = 3, .d = {3, 20, 18}};
+    dyn_model *m = dyn_model_new(&in);
+    int x = add(m, "conv2d", "c1", CONV(3, 16, 3, 2, 1), -1, -2);
+    x = add(m, "relu", "r", "{}", x, -2);
+    x = add(m, "conv2d", "c2", CONV(16, 16, 1, 1, 0), x, -2);
+    add(m, "globalavgpool", "gap", "{}", x, -2);
+    dyn_model_init(m, 12);
+    ck_assert_int_eq(dyn_model_prepare(m, NULL), 0);
+    dyn_err err = {0};
+    dyn_exec *e = dyn_exec_new(m, 1, 0, &err);
+    ck_assert_ptr_nonnull(e);
+    e->batch = 1;
+    dyn_graph *g = dyn__graph_new(e, 1, DYN_GRAPH_WINO, &err);
+    ck_assert_msg(g != NULL, "%s", err.msg);
+    int ok = -1;
+    ck_assert_int_eq(dyn__graph_winograd(g, &ok), 0);
+    ck_assert_int_eq(ok, 0);
+    dyn__graph_free(g);
+    dyn_exec_free(e);
+    dyn_model_free(m);
 }
 END_TEST
 
@@ -228,7 +359,7 @@ START_TEST(test_graph_nothing_to_fuse) {
     dyn_err err = {0};
     dyn_exec *e = dyn_exec_new(m, 2, 0, &err);
     e->batch = 2;
-    dyn_graph *g = dyn__graph_new(e, 2, &err);
+    dyn_graph *g = dyn__graph_new(e, 2, DYN_GRAPH_WINO | DYN_GRAPH_HELD, &err);
     ck_assert_ptr_null(g);
     ck_assert_int_eq(err.code, DYN_EUNSUP);
     float xin[24];
@@ -250,6 +381,9 @@ int main(void) {
     TCase *tc = tcase_create("graph");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_graph_matches_layer_by_layer);
+    tcase_add_test(tc, test_graph_winograd);
+    tcase_add_test(tc, test_graph_winograd_none_eligible);
+    tcase_add_test(tc, test_graph_held);
     tcase_add_test(tc, test_graph_rebuilt_after_prepare);
     tcase_add_test(tc, test_graph_sum_onto_own_input);
     tcase_add_test(tc, test_graph_nothing_to_fuse);
