@@ -669,7 +669,7 @@ void dyn_transpose(const float *src, int64_t rows, int64_t cols, float *dst) {
         .dense_ns_per_mac = 0.024,      /* sgemm at batch >= 64 */                           \
         .dense_ns_per_wfloat = 0.125,   /* streaming W once (GEMV is memory-bound) */        \
         /* a dense convolution as inference runs it (oneDNN, fused graph): ResNet-18 at   */ \
-        /* batch 1, one thread, 19.4 ms for 1.81 G MACs (tests/bench/RESULTS.md)          */ \
+        /* batch 1, one thread, 19.4 ms for 1.81 G MACs (tests/experiments/RESULTS.md)    */ \
         .dense_conv_ns_per_mac = 0.0107,                                                     \
     }
 static const dyn_cost_consts cost_builtin = COST_BUILTIN;
