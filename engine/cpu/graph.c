@@ -74,8 +74,8 @@ typedef struct gnode {
 
 struct dyn_graph {
     int n, batch, threads, nodes, fused;
-    int flags;          /* DYN_GRAPH_* */
-    int wino, nwino, wino_ok; /* built with Winograd; convs that run it; convs that could */
+    int flags;            /* DYN_GRAPH_* */
+    int nwino, wino_ok;   /* convs that run Winograd; convs that could */
     const dyn_model *model;
     gnode *g;
     gval *vals;
@@ -303,6 +303,7 @@ static int make_conv(build *b, int k, dnnl_memory_desc_t *y, dyn_err *err) {
     const dyn_layer *l = mn->layer;
     const dyn_shape *is = shape_of(b, mn->inputs[0]), *os = shape_of(b, k);
     dyn_dense_conv v;
+    const int wino = (gr->flags & DYN_GRAPH_WINO) != 0;
     DYN_ASSERT(l->ops->as_dense_conv(l, is, (gr->flags & DYN_GRAPH_HELD) != 0, &v));
     int rc = 0;
     dnnl_primitive_attr_t attr = NULL;
@@ -321,8 +322,8 @@ static int make_conv(build *b, int k, dnnl_memory_desc_t *y, dyn_err *err) {
     /* A Winograd graph keeps its activations blocked by 16 channels (nChw16c), the layout of
      * oneDNN's Winograd kernels, for every convolution: with the others in the layout they
      * would choose (channels-last), each Winograd one paid two reorders (ResNet-50: 26 more
-     * primitives, a few % of a batch-1 forward on 2 threads). */
-    const int bx = gr->wino && v.cin % 16 == 0, by = gr->wino && v.cout % 16 == 0;
+     * primitives; the blocked graph was faster at 15 of 18 ResNet points, by up to 19 %). */
+    const int bx = wino && v.cin % 16 == 0, by = wino && v.cout % 16 == 0;
     DN(dnnl_memory_desc_init_by_tag(&x_any, 4, xd, dnnl_f32,
                                     bx ? dnnl_aBcd16b : dnnl_format_tag_any));
     DN(dnnl_memory_desc_init_by_tag(&y_any, 4, yd, dnnl_f32,
@@ -344,27 +345,26 @@ static int make_conv(build *b, int k, dnnl_memory_desc_t *y, dyn_err *err) {
     const int wino_ok = G == 1 && v.kh == 3 && v.kw == 3 && v.sh == 1 && v.sw == 1 &&
                         v.dh == 1 && v.dw == 1;
     gr->wino_ok += wino_ok;
-    dnnl_convolution_desc_t cd;
-    dnnl_status_t wst = dnnl_unimplemented;
-    if (wino_ok && gr->wino) { /* Winograd where oneDNN has it (AVX-512), else direct */
-        wst = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                         dnnl_convolution_winograd, &x_any,
-                                                         &w_any, v.b ? &b_md : NULL, &y_any,
-                                                         strides, dil, pl, pr2);
-        if (wst == dnnl_success) wst = prim_make((const_dnnl_op_desc_t)&cd, attr, &pd,
-                                                 &nd->prim, &b->sp);
-        if (wst != dnnl_success && pd) {
-            dnnl_primitive_desc_destroy(pd);
-            pd = NULL;
+    /* Winograd where oneDNN has it for the shape (AVX-512), else (and otherwise) direct */
+    static const dnnl_alg_kind_t algs[2] = {dnnl_convolution_winograd, dnnl_convolution_direct};
+    for (int a = wino_ok && wino ? 0 : 1;; a++) {
+        dnnl_convolution_desc_t cd;
+        dnnl_status_t st = dnnl_dilated_convolution_forward_desc_init(
+            &cd, dnnl_forward_inference, algs[a], &x_any, &w_any, v.b ? &b_md : NULL, &y_any,
+            strides, dil, pl, pr2);
+        if (st == dnnl_success)
+            st = prim_make((const_dnnl_op_desc_t)&cd, attr, &pd, &nd->prim, &b->sp);
+        if (st == dnnl_success) {
+            gr->nwino += algs[a] == dnnl_convolution_winograd;
+            break;
         }
-        gr->nwino += wst == dnnl_success;
-    }
-    if (wst != dnnl_success) {
-        DN(dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                      dnnl_convolution_direct, &x_any, &w_any,
-                                                      v.b ? &b_md : NULL, &y_any, strides, dil,
-                                                      pl, pr2));
-        DN(prim_make((const_dnnl_op_desc_t)&cd, attr, &pd, &nd->prim, &b->sp));
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+        if (a == 1) { /* the direct one failed too */
+            rc = dyn_err_set(err, st == dnnl_unimplemented ? DYN_EUNSUP : DYN_ENOMEM,
+                             "oneDNN graph: convolution of node %d: %s", k, dnnl_status2str(st));
+            goto fail;
+        }
     }
     const dnnl_memory_desc_t *xq = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     const dnnl_memory_desc_t *wq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -465,7 +465,6 @@ dyn_graph *dyn__graph_new(dyn_exec *e, int batch, int flags, dyn_err *err) {
     b.gr = gr;
     gr->n = n, gr->batch = batch, gr->model = m, gr->threads = dyn_threads_get();
     gr->flags = flags;
-    gr->wino = (flags & DYN_GRAPH_WINO) != 0;
     gr->g = calloc((size_t)n, sizeof *gr->g);
     gr->vals = calloc((size_t)n, sizeof *gr->vals);
     gr->nchw = calloc((size_t)n + 1, sizeof *gr->nchw);

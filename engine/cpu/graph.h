@@ -15,8 +15,9 @@
  *     node read by one of them (or the model's output) is reordered to NCHW once, after it ran;
  *   - activations share one arena by liveness (a slot is reused once its last reader ran);
  *     weights are reordered once, when the graph is built.
- *   - built with DYN_GRAPH_WINO, its 3x3 stride-1 convolutions run oneDNN's Winograd kernels (F(2x2,3x3)
- *     or F(4x4,3x3): 2.25-4x fewer multiplications) where oneDNN has them for the shape, and
+ *   - built with DYN_GRAPH_WINO, its 3x3 stride-1 convolutions run oneDNN's Winograd kernels
+ *     (F(2x2,3x3) or F(4x4,3x3): 2.25-4x fewer multiplications) where oneDNN has them for the
+ *     shape, and
  *     every convolution keeps its activations blocked by 16 channels (nChw16c), their layout;
  *     model.c builds both kinds and keeps the faster by timing (dyn_conv_winograd).
  * A graph belongs to one dyn_exec and one batch size, built for the thread count of the

@@ -96,7 +96,8 @@ static float *run_w(dyn_model *m, const float *x, int batch, dyn_conv_impl impl,
     memcpy(out, y->data, (size_t)n * sizeof(float));
     if (nodes) {
         e->batch = batch;
-        dyn_graph *g = dyn__graph_new(e, batch, dyn_conv_winograd_get() == DYN_WINO_ON ? DYN_GRAPH_WINO : 0, &err);
+        const int flags = dyn_conv_winograd_get() == DYN_WINO_ON ? DYN_GRAPH_WINO : 0;
+        dyn_graph *g = dyn__graph_new(e, batch, flags, &err);
         ck_assert_msg(g != NULL, "%s", err.msg);
         dyn__graph_counts(g, nodes, fused);
         if (nwino) *nwino = dyn__graph_winograd(g, NULL);
